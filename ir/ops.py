@@ -1,0 +1,276 @@
+"""mcc's op set, documented in one place: inputs, attributes, shape inference and MAC count of every op.
+
+Conventions
+- Shapes are physical. A 4-D activation's `layout` says where N, C, H, W are. Spatial ops read the layout of
+  their input and their weights follow it: conv2d weight is OIHW under NCHW and OHWI under NHWC (TFLite);
+  depthwise_conv2d weight is [C*m, 1, kh, kw] under NCHW and [1, kh, kw, C*m] under NHWC.
+- `padding` of spatial ops is explicit [top, left, bottom, right]; backends turn it into SAME/VALID or a PAD op.
+- Axis attributes (concat, mean, softmax, transpose, reshape shapes, pad) are physical; the layout pass remaps them.
+- `activation` is the fused activation of a producing op: None, "relu", "relu6" or "relu_n1_to_1".
+- Elementwise binary ops broadcast like numpy.
+
+Unlike ONNX's large op set with many optional forms, each op here has one form; frontends normalise
+(e.g. padding modes, ceil_mode) while lowering, so passes and backends see one spelling of each thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .node import Node
+
+ACTIVATIONS = (None, "relu", "relu6", "relu_n1_to_1")
+
+_REQ = object()  # marks a required attribute
+
+
+@dataclass
+class OpDef:
+    name: str
+    doc: str
+    inputs: tuple[int, int]                     # min and max number of inputs
+    attrs: dict = field(default_factory=dict)   # name -> default (or _REQ)
+    infer: Callable | None = None               # node -> list of (shape, dtype, layout)
+    macs: Callable = lambda node: 0
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def op(name, doc, inputs=(1, 1), attrs=None, macs=None):
+    def register(infer):
+        OPS[name] = OpDef(name, doc, inputs, attrs or {}, infer, macs or (lambda node: 0))
+        return infer
+    return register
+
+
+def nchw(t):
+    """(N, C, H, W) of a 4-D activation, whatever its layout."""
+    if t.layout == "NHWC":
+        n, h, w, c = t.shape
+    else:
+        n, c, h, w = t.shape
+    return n, c, h, w
+
+
+def make4(n, c, h, w, layout):
+    return (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+
+
+def _same(node):
+    x = node.inputs[0]
+    return [(x.shape, x.dtype, x.layout)]
+
+
+def _conv_out(size, k, stride, pad_before, pad_after, dilation):
+    return (size + pad_before + pad_after - dilation * (k - 1) - 1) // stride + 1
+
+
+def _spatial_out(node, kh, kw):
+    x = node.inputs[0]
+    n, c, h, w = nchw(x)
+    (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs.get("dilation", [1, 1])
+    t, l, b, r = node.attrs["padding"]
+    return n, c, _conv_out(h, kh, sh, t, b, dh), _conv_out(w, kw, sw, l, r, dw)
+
+
+def conv_weight_dims(node):
+    """(out_channels, in_channels_per_group, kh, kw) of a conv2d weight in either layout."""
+    w = node.inputs[1]
+    if node.inputs[0].layout == "NHWC":
+        o, kh, kw, i = w.shape
+    else:
+        o, i, kh, kw = w.shape
+    return o, i, kh, kw
+
+
+def depthwise_weight_dims(node):
+    """(channels*multiplier, kh, kw) of a depthwise weight in either layout."""
+    w = node.inputs[1]
+    if node.inputs[0].layout == "NHWC":
+        _, kh, kw, cm = w.shape
+    else:
+        cm, _, kh, kw = w.shape
+    return cm, kh, kw
+
+
+_CONV_ATTRS = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "activation": None}
+
+
+@op("conv2d", "2-D convolution, any groups. Inputs: x, weight, optional bias [O].", (2, 3),
+    {**_CONV_ATTRS, "groups": 1},
+    macs=lambda n: int(np.prod(n.outputs[0].shape)) * int(np.prod(conv_weight_dims(n)[1:])))
+def _conv2d(node):
+    x = node.inputs[0]
+    o, i, kh, kw = conv_weight_dims(node)
+    n, c, h, w = _spatial_out(node, kh, kw)
+    if c != i * node.attrs["groups"]:
+        raise ValueError(f"conv2d input has {c} channels but weight expects {i} x {node.attrs['groups']} groups")
+    return [(make4(n, o, h, w, x.layout), x.dtype, x.layout)]
+
+
+@op("depthwise_conv2d", "Depthwise convolution (one group per input channel, `multiplier` outputs each).",
+    (2, 3), {**_CONV_ATTRS, "multiplier": 1},
+    macs=lambda n: int(np.prod(n.outputs[0].shape)) * int(np.prod(depthwise_weight_dims(n)[1:])))
+def _depthwise(node):
+    x = node.inputs[0]
+    cm, kh, kw = depthwise_weight_dims(node)
+    n, c, h, w = _spatial_out(node, kh, kw)
+    if c * node.attrs["multiplier"] != cm:
+        raise ValueError(f"depthwise_conv2d input has {c} channels, weight has {cm} (multiplier {node.attrs['multiplier']})")
+    return [(make4(n, cm, h, w, x.layout), x.dtype, x.layout)]
+
+
+@op("fully_connected", "y = x @ weight.T + bias over the last axis. Inputs: x [..., K], weight [O, K], bias [O].",
+    (2, 3), {"activation": None},
+    macs=lambda n: int(np.prod(n.outputs[0].shape)) * n.inputs[1].shape[1])
+def _fc(node):
+    x, w = node.inputs[:2]
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"fully_connected input has {x.shape[-1]} features, weight expects {w.shape[1]}")
+    return [(x.shape[:-1] + (w.shape[0],), x.dtype, None)]
+
+
+def _broadcast(node):
+    a, b = node.inputs
+    shape = tuple(np.broadcast_shapes(a.shape, b.shape))
+    var = a if not a.is_constant else b
+    return [(shape, var.dtype, var.layout if len(shape) == 4 else None)]
+
+
+for _name in ("add", "sub", "mul", "div"):
+    op(_name, f"Elementwise {_name} with numpy broadcasting.", (2, 2), {"activation": None})(_broadcast)
+
+for _name, _doc in [("relu", "max(x, 0)"), ("relu6", "min(max(x, 0), 6)"), ("sigmoid", "1 / (1 + exp(-x))"),
+                    ("tanh", "tanh(x)"), ("hardswish", "x * relu6(x + 3) / 6"),
+                    ("hardsigmoid", "relu6(x + 3) / 6"), ("silu", "x * sigmoid(x)"), ("identity", "x")]:
+    op(_name, _doc)(_same)
+
+op("leaky_relu", "x if x >= 0 else alpha * x", attrs={"alpha": _REQ})(_same)
+op("clip", "min(max(x, min), max)", attrs={"min": _REQ, "max": _REQ})(_same)
+op("prelu", "x if x >= 0 else alpha * x, alpha broadcast against x. Inputs: x, alpha.", (2, 2))(_same)
+op("softmax", "softmax along `axis` with inverse temperature `beta`.", attrs={"axis": -1, "beta": 1.0})(_same)
+
+
+@op("batch_norm", "Inference batch norm over the channel axis. Inputs: x, mean, var, weight, bias (all [C]); "
+    "fold_batchnorm removes it.", (5, 5), {"eps": 1e-5})
+def _batch_norm(node):
+    x = node.inputs[0]
+    c = nchw(x)[1] if len(x.shape) == 4 else x.shape[1]
+    if any(t.shape != (c,) for t in node.inputs[1:]):
+        raise ValueError(f"batch_norm statistics must have shape ({c},)")
+    return [(x.shape, x.dtype, x.layout)]
+
+
+_POOL_ATTRS = {"kernel": _REQ, "stride": _REQ, "padding": [0, 0, 0, 0], "activation": None}
+
+
+def _pool(node):
+    x = node.inputs[0]
+    kh, kw = node.attrs["kernel"]
+    n, c, h, w = _spatial_out(node, kh, kw)
+    return [(make4(n, c, h, w, x.layout), x.dtype, x.layout)]
+
+
+op("max_pool2d", "Max pooling; padded positions never win.", attrs=_POOL_ATTRS)(_pool)
+op("avg_pool2d", "Average pooling; padded positions are excluded from the count (TFLite's rule) "
+   "unless count_include_pad.", attrs={**_POOL_ATTRS, "count_include_pad": False})(_pool)
+
+
+@op("mean", "Mean over `axes`.", attrs={"axes": _REQ, "keepdims": True})
+def _mean(node):
+    x = node.inputs[0]
+    axes = [a % len(x.shape) for a in node.attrs["axes"]]
+    if node.attrs["keepdims"]:
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    return [(shape, x.dtype, x.layout if len(shape) == 4 else None)]
+
+
+@op("concat", "Concatenate along `axis`.", (1, 1 << 16), {"axis": _REQ})
+def _concat(node):
+    x = node.inputs[0]
+    axis = node.attrs["axis"] % len(x.shape)
+    for t in node.inputs[1:]:
+        if len(t.shape) != len(x.shape) or any(a != b for i, (a, b) in enumerate(zip(t.shape, x.shape)) if i != axis):
+            raise ValueError(f"concat inputs {x.shape} and {t.shape} differ outside axis {axis}")
+    shape = list(x.shape)
+    shape[axis] = sum(t.shape[axis] for t in node.inputs)
+    var = next((t for t in node.inputs if not t.is_constant), x)
+    return [(tuple(shape), var.dtype, var.layout)]
+
+
+@op("reshape", "Reshape to `shape` (row-major order of the physical shape; one entry may be -1).",
+    attrs={"shape": _REQ})
+def _reshape(node):
+    x = node.inputs[0]
+    shape = list(node.attrs["shape"])
+    if shape.count(-1) == 1:
+        known = int(np.prod([d for d in shape if d != -1]))
+        shape[shape.index(-1)] = x.size // max(known, 1)
+    if int(np.prod(shape)) != x.size:
+        raise ValueError(f"cannot reshape {x.shape} to {node.attrs['shape']}")
+    return [(tuple(shape), x.dtype, None)]
+
+
+@op("transpose", "Permute axes: output axis i is input axis perm[i].", attrs={"perm": _REQ})
+def _transpose(node):
+    x = node.inputs[0]
+    return [(tuple(x.shape[p] for p in node.attrs["perm"]), x.dtype, None)]
+
+
+@op("pad", "Constant padding; `pads` is [before_0, after_0, before_1, after_1, ...] per axis.",
+    attrs={"pads": _REQ, "value": 0.0})
+def _pad(node):
+    x = node.inputs[0]
+    p = node.attrs["pads"]
+    shape = tuple(d + p[2 * i] + p[2 * i + 1] for i, d in enumerate(x.shape))
+    return [(shape, x.dtype, x.layout)]
+
+
+def infer_node(node: Node) -> None:
+    """Fill the shapes, dtypes and layouts of a node's outputs; keeps quantization parameters already set."""
+    d = OPS.get(node.op)
+    if d is None:
+        raise ValueError(f"node '{node.name}': unknown op '{node.op}'")
+    for k, default in d.attrs.items():
+        if k not in node.attrs:
+            if default is _REQ:
+                raise ValueError(f"node '{node.name}' ({node.op}) lacks attribute '{k}'")
+            node.attrs[k] = list(default) if isinstance(default, list) else default
+    for t, (shape, dtype, layout) in zip(node.outputs, d.infer(node)):
+        t.shape, t.dtype, t.layout = tuple(int(s) for s in shape), dtype, layout
+
+
+def check_node(node: Node) -> None:
+    """Re-derive a node's output shapes and compare them with what the graph holds."""
+    d = OPS.get(node.op)
+    if d is None:
+        raise ValueError(f"node '{node.name}': unknown op '{node.op}'")
+    lo, hi = d.inputs
+    if not lo <= len(node.inputs) <= hi or any(i is None for i in node.inputs[:lo]):
+        raise ValueError(f"node '{node.name}' ({node.op}) takes {lo}..{hi} inputs, has {len(node.inputs)}")
+    unknown = set(node.attrs) - set(d.attrs)
+    if unknown:
+        raise ValueError(f"node '{node.name}' ({node.op}) has unknown attributes {sorted(unknown)}")
+    if node.attrs.get("activation", None) not in ACTIVATIONS:
+        raise ValueError(f"node '{node.name}': activation {node.attrs['activation']!r} is not one of {ACTIVATIONS}")
+    try:
+        expected = d.infer(node)
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"node '{node.name}' ({node.op}): {e}") from None
+    for t, (shape, _, _) in zip(node.outputs, expected):
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"node '{node.name}' ({node.op}): output '{t.name}' has shape {t.shape}, inference says {tuple(shape)}")
+    if node.op in ("conv2d", "depthwise_conv2d", "fully_connected") and node.input(2) is not None:
+        out_ch = node.outputs[0].shape[-1 if node.op == "fully_connected" or node.inputs[0].layout == "NHWC" else 1]
+        if node.inputs[2].shape != (out_ch,):
+            raise ValueError(f"node '{node.name}' ({node.op}): bias has shape {node.inputs[2].shape}, expected ({out_ch},)")
+
+
+def macs(node: Node) -> int:
+    return int(OPS[node.op].macs(node))

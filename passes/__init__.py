@@ -1,0 +1,5 @@
+"""Graph rewrites. Importing this package registers every pass with the manager."""
+
+from .manager import PASSES, PassContext, PassRecord, register_pass, run_pipeline
+
+__all__ = ["PASSES", "PassContext", "PassRecord", "register_pass", "run_pipeline"]
