@@ -1,0 +1,7 @@
+"""`python -m mcc` is the `mcc` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

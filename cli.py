@@ -1,0 +1,153 @@
+"""The `mcc` command line: compile, run, inspect, targets.
+
+Every user-facing failure is an MccError, printed as one paragraph with exit code 2; anything else is a bug in
+mcc and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import MccError
+from .progress import Progress
+
+
+def _shapes(text: str | None):
+    if not text:
+        return None
+    try:
+        return [tuple(int(d) for d in part.split(",")) for part in text.split(";")]
+    except ValueError:
+        raise MccError(f"--input-shape '{text}' is not of the form 1,3,224,224 (';' between several inputs)") from None
+
+
+def _cmd_compile(args) -> None:
+    from .compiler import compile_model
+    from .ir.stats import format_table
+
+    out = args.output or str(Path(args.model).with_suffix(".tflite"))
+    progress = Progress(not args.quiet)
+    result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
+                           input_shapes=_shapes(args.input_shape), report_path=args.report, progress=progress)
+    if not args.quiet:
+        print(format_table(result.graph))
+        src, dst = result.report["source"]["totals"], result.report["output"]["totals"]
+        print(f"\n{args.model} -> {out} ({args.target}): {len(result.data):,} bytes; "
+              f"params {src['params']:,} -> {dst['params']:,}; MACs {src['macs']:,} -> {dst['macs']:,}")
+        for t in result.report["output"]["inputs"]:
+            print(f"input  {t['name']}: {t['dtype']}{t['shape']}" + (f" ({t['layout']})" if t["layout"] else ""))
+        for t in result.report["output"]["outputs"]:
+            print(f"output {t['name']}: {t['dtype']}{t['shape']}" + (f" ({t['layout']})" if t["layout"] else ""))
+        if args.report:
+            print(f"report written to {args.report}")
+
+
+def _read_model_graph(path):
+    from .frontend.tflite_reader import read_tflite
+
+    p = Path(path)
+    if not p.is_file():
+        raise MccError("no such model file; check the path", path=p)
+    return read_tflite(p.read_bytes(), path=p)
+
+
+def _cmd_run(args) -> None:
+    from .datafiles import match_inputs, read_arrays, run_in_batches
+    from .fileio import write_atomic
+    from .runtime import run
+
+    if args.output:
+        from .fileio import check_output_path
+
+        check_output_path(args.output)
+    graph = _read_model_graph(args.model)
+    feeds, notes = match_inputs(read_arrays(args.input), graph.inputs, path=args.input)
+    for n in notes:
+        print(n, file=sys.stderr)
+    outputs = run_in_batches(lambda f: run(graph, f), feeds, graph.inputs[0].shape[0])
+    for name, value in outputs.items():
+        print(f"{name}: {value.dtype}{list(value.shape)} min={value.min():.6g} max={value.max():.6g}")
+    if args.output:
+        buf = io.BytesIO()
+        np.savez(buf, **outputs)
+        write_atomic(args.output, buf.getvalue())
+        print(f"outputs written to {args.output}")
+
+
+def _cmd_inspect(args) -> None:
+    from .compiler import load_model, lower
+    from .ir.stats import format_table
+    from .ir.text import dumps
+
+    if Path(args.model).suffix == ".tflite":
+        graph = _read_model_graph(args.model)
+    else:
+        graph = load_model(args.model, trust_pickle=args.trust_pickle, input_shapes=_shapes(args.input_shape))
+        if args.after:
+            graph, _ = lower(graph, args.target, stop_after=args.after)
+    print(dumps(graph))
+    print(format_table(graph))
+
+
+def _cmd_targets(args) -> None:
+    from .targets import TARGETS
+
+    for t in TARGETS.values():
+        print(f"{t.name:<14} {t.backend:<8} {t.description}\n{'':<14} passes: {', '.join(t.pipeline)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mcc", description="model compression compiler for edge devices")
+    p.add_argument("--version", action="version", version=f"mcc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_options(sp):
+        sp.add_argument("--trust-pickle", action="store_true",
+                        help="allow loading a pickled torch.save(model) file (runs code from the file)")
+        sp.add_argument("--input-shape", help="input shape(s) for TorchScript/pickled models, e.g. 1,3,224,224")
+
+    c = sub.add_parser("compile", help="compile a model for a target")
+    c.add_argument("model")
+    c.add_argument("--target", required=True, help="see `mcc targets`")
+    c.add_argument("-o", "--output", help="output file (default: the model's name with .tflite)")
+    c.add_argument("--report", help="write the compile report as JSON")
+    c.add_argument("-q", "--quiet", action="store_true")
+    model_options(c)
+    c.set_defaults(func=_cmd_compile)
+
+    r = sub.add_parser("run", help="run a compiled model in mcc's reference runtime")
+    r.add_argument("model")
+    r.add_argument("--input", required=True, help=".npz (one array per input name) or .npy; batch first")
+    r.add_argument("-o", "--output", help="write outputs to this .npz")
+    r.set_defaults(func=_cmd_run)
+
+    i = sub.add_parser("inspect", help="print a model's IR and per-layer table")
+    i.add_argument("model")
+    i.add_argument("--target", default="arm-fp32")
+    i.add_argument("--after", help="show the graph after this pass of the target's pipeline")
+    model_options(i)
+    i.set_defaults(func=_cmd_inspect)
+
+    t = sub.add_parser("targets", help="list targets")
+    t.set_defaults(func=_cmd_targets)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MccError as e:
+        print(f"mcc: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""`mcc compile` as a function: load -> passes of the target's pipeline -> backend -> atomic write -> report.
+
+Compile is a pure function of the model's bytes, the options and the mcc version: the emitted file is
+byte-identical run to run (the report adds timings, which are not part of the model).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import MccError
+from .fileio import check_output_path, sha256, write_atomic
+from .ir import Graph
+from .ir.stats import table_json, totals
+from .progress import Progress
+from .targets import get_target
+
+
+@dataclass
+class CompileResult:
+    graph: Graph
+    data: bytes
+    report: dict = field(default_factory=dict)
+
+
+def load_model(path, *, trust_pickle=False, input_shapes=None, progress: Progress | None = None) -> Graph:
+    from .frontend import load
+
+    progress = progress or Progress(False)
+    with progress.step(f"loading {path}"):
+        return load(path, trust_pickle=trust_pickle, input_shapes=input_shapes)
+
+
+def lower(graph: Graph, target_name: str, *, stop_after: str | None = None, progress: Progress | None = None):
+    """Run the target's pipeline; returns (graph, pass records)."""
+    from .passes import run_pipeline
+
+    target = get_target(target_name)
+    if stop_after is not None and stop_after not in target.pipeline:
+        raise MccError(f"pass '{stop_after}' is not in target {target.name}'s pipeline: {', '.join(target.pipeline)}")
+    progress = progress or Progress(False)
+    with progress.step(f"running {len(target.pipeline)} passes for {target.name}"):
+        return run_pipeline(graph, list(target.pipeline), stop_after=stop_after,
+                            progress=lambda name: progress.say(f"  pass {name}"))
+
+
+def emit(graph: Graph, target_name: str) -> bytes:
+    target = get_target(target_name)
+    if target.backend == "tflite":
+        from .backends.tflite_writer import write_tflite
+
+        return write_tflite(graph)
+    raise MccError(f"target {target.name} names backend '{target.backend}', which this mcc does not have")
+
+
+def _io(tensors) -> list[dict]:
+    return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "layout": t.layout} for t in tensors]
+
+
+def compile_model(source, target_name: str, output=None, *, trust_pickle=False, input_shapes=None,
+                  report_path=None, progress: Progress | None = None) -> CompileResult:
+    """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically."""
+    progress = progress or Progress(False)
+    target = get_target(target_name)
+    for p in (output, report_path):
+        if p is not None:
+            check_output_path(p)
+    if isinstance(source, Graph):
+        graph, source_info = source, {"path": None, "sha256": None}
+    else:
+        if not Path(source).is_file():
+            raise MccError("no such model file; check the path", path=source)
+        graph = load_model(source, trust_pickle=trust_pickle, input_shapes=input_shapes, progress=progress)
+        source_info = {"path": str(source), "sha256": sha256(Path(source).read_bytes())}
+    source_io = {"inputs": _io(graph.inputs), "outputs": _io(graph.outputs)}
+    before = totals(graph)
+    graph, records = lower(graph, target.name, progress=progress)
+    with progress.step(f"writing {target.backend}"):
+        data = emit(graph, target.name)
+    report = {
+        "mcc_version": __version__,
+        "target": {"name": target.name, "isa": target.isa, "number_format": target.number_format,
+                   "backend": target.backend},
+        "source": {**source_info, **source_io, "totals": before},
+        "output": {"path": str(output) if output else None, "bytes": len(data), "sha256": sha256(data),
+                   "inputs": _io(graph.inputs), "outputs": _io(graph.outputs), "totals": totals(graph)},
+        "passes": [r.to_json() for r in records],
+        "layers": table_json(graph),
+    }
+    if output is not None:
+        write_atomic(output, data)
+    if report_path is not None:
+        write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
+    return CompileResult(graph, data, report)

@@ -1,0 +1,42 @@
+"""LiteRT, the TFLite interpreter, as the peer that mcc's runtime is compared against.
+
+Kernel sets (DESIGN.md §2): "ref" is OpResolverType.BUILTIN_REF (TFLite's reference kernels), "default" is the
+default resolver with the XNNPACK delegate. LiteRT is imported only when called, so the runtime still installs
+where LiteRT does not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KERNELS = ("ref", "default")
+
+
+def make_interpreter(model: bytes, kernels: str = "ref", keep_all: bool = False):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    if kernels not in KERNELS:
+        raise ValueError(f"unknown LiteRT kernel set '{kernels}'; one of {KERNELS}")
+    resolver = OpResolverType.BUILTIN_REF if kernels == "ref" else OpResolverType.AUTO
+    interp = Interpreter(model_content=model, experimental_op_resolver_type=resolver,
+                         experimental_preserve_all_tensors=keep_all, num_threads=1)
+    interp.allocate_tensors()
+    return interp
+
+
+def run_litert(model: bytes, feeds: dict[str, np.ndarray], kernels: str = "ref", keep_all: bool = False,
+               interpreter=None) -> dict[str, np.ndarray]:
+    """Outputs by name (every tensor by name with keep_all) of one invocation on `feeds` (one model batch)."""
+    interp = interpreter or make_interpreter(model, kernels, keep_all)
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], np.ascontiguousarray(feeds[d["name"]]))
+    interp.invoke()
+    if keep_all:
+        out = {}
+        for d in interp.get_tensor_details():
+            try:
+                out[d["name"]] = interp.get_tensor(d["index"]).copy()
+            except ValueError:  # tensors without data (e.g. optional inputs)
+                continue
+        return out
+    return {d["name"]: interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()}
