@@ -1,0 +1,71 @@
+"""Run an IR graph on numpy arrays, node by node, through the kernel table.
+
+Like torch.fx's Interpreter, the runtime walks the nodes in order and dispatches each to one function per op.
+Unlike fx (and unlike running the exported model in LiteRT), the kernels are mcc's own reference loops,
+written after TFLite's reference kernels' arithmetic, so that every intermediate tensor can be compared with
+what a target computes, operator by operator; `keep_all` hands back every one of them by name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MccError
+from ..ir import Graph, Node
+from .kernels import KERNELS
+
+
+def evaluate_node(node: Node, input_values: list) -> list[np.ndarray]:
+    """The outputs of one node for the given input arrays (None for an absent optional input)."""
+    fn = KERNELS.get(node.op)
+    if fn is None:
+        raise MccError(f"the runtime has no kernel for op '{node.op}'; known ops: {', '.join(sorted(KERNELS))}",
+                       node=node.name)
+    return fn(node, list(input_values))
+
+
+def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Execute `graph` on `feeds` (input name -> array); return the graph outputs by name, or with
+    `keep_all` every tensor's value (inputs, the constants nodes read, every node output)."""
+    _check_feeds(graph, feeds)
+    order = graph.copy()  # toposort reorders nodes; the caller's graph stays as it was
+    try:
+        order.toposort()
+    except ValueError as e:
+        raise MccError(f"{e}; every tensor a node reads must be a graph input, a constant or a node output") from None
+    values: dict[str, np.ndarray] = {t.name: np.asarray(feeds[t.name]) for t in graph.inputs}
+    for node in order.nodes:
+        ins = []
+        for t in node.inputs:
+            if t is not None and t.is_constant:
+                values.setdefault(t.name, t.data)
+            ins.append(None if t is None else values[t.name])
+        outs = evaluate_node(node, ins)
+        for t, v in zip(node.outputs, outs):
+            if tuple(v.shape) != t.shape:
+                raise MccError(f"{node.op} computed '{t.name}' with shape {tuple(v.shape)} but the graph says "
+                               f"{t.shape}; run graph.infer_shapes() after editing the graph", node=node.name)
+            values[t.name] = v
+    if keep_all:
+        return values
+    return {t.name: values[t.name] if not t.is_constant else t.data for t in graph.outputs}
+
+
+def _describe(shape, dtype) -> str:
+    return f"{dtype}[{','.join(str(d) for d in shape)}]"
+
+
+def _check_feeds(graph: Graph, feeds: dict) -> None:
+    expected = {t.name: t for t in graph.inputs}
+    unknown = sorted(set(feeds) - set(expected))
+    if unknown:
+        raise MccError(f"graph '{graph.name}' has no input named {', '.join(repr(n) for n in unknown)}; "
+                       f"its inputs are {', '.join(_describe(t.shape, t.dtype) + ' ' + t.name for t in graph.inputs)}")
+    for t in graph.inputs:
+        want = _describe(t.shape, t.dtype)
+        if t.name not in feeds:
+            raise MccError(f"input '{t.name}' ({want}) was not given; pass it in feeds")
+        v = np.asarray(feeds[t.name])
+        if tuple(v.shape) != t.shape or str(v.dtype) != t.dtype:
+            raise MccError(f"input '{t.name}' expects {want} but was given {_describe(v.shape, v.dtype)}; "
+                           f"convert it with np.asarray(x, dtype='{t.dtype}').reshape({t.shape})")

@@ -1,0 +1,73 @@
+"""Pointwise activations, the fused `activation` output stage, and softmax, in float32 numpy.
+
+These are memory-bound one-liners, so numpy (which keeps float32 under NEP 50) is as exact as a compiled
+loop and costs no compile time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import kernel
+
+# The clamp each fused activation applies to a producer's result (TFLite's ActivationFunctionWithMinMax).
+_CLAMPS = {"relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
+
+
+def fused_activation(y: np.ndarray, activation: str | None) -> np.ndarray:
+    """The float output stage of conv, FC, pool and binary ops: clamp to the fused activation's range."""
+    if activation is None:
+        return y
+    lo, hi = _CLAMPS[activation]
+    return np.maximum(y, np.float32(lo)) if hi is None else np.clip(y, np.float32(lo), np.float32(hi))
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88, and 1 / inf is the right 0
+        return np.float32(1) / (np.float32(1) + np.exp(-x))
+
+
+def _relu6_shifted(x):
+    return np.clip(x + np.float32(3), np.float32(0), np.float32(6))
+
+
+_UNARY = {
+    "relu": lambda x: fused_activation(x, "relu"),
+    "relu6": lambda x: fused_activation(x, "relu6"),
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "hardswish": lambda x: x * _relu6_shifted(x) / np.float32(6),  # TFLite's order: multiply, then divide
+    "hardsigmoid": lambda x: _relu6_shifted(x) / np.float32(6),
+    "silu": lambda x: x * _sigmoid(x),
+    "identity": lambda x: x,
+}
+
+
+@kernel(*_UNARY)
+def unary(node, inputs):
+    return [_UNARY[node.op](inputs[0])]
+
+
+@kernel("leaky_relu")
+def leaky_relu(node, inputs):
+    x = inputs[0]
+    return [np.where(x >= 0, x, x * np.float32(node.attrs["alpha"]))]
+
+
+@kernel("prelu")
+def prelu(node, inputs):
+    x, alpha = inputs
+    return [np.where(x >= 0, x, x * alpha)]
+
+
+@kernel("clip")
+def clip(node, inputs):
+    return [np.clip(inputs[0], np.float32(node.attrs["min"]), np.float32(node.attrs["max"]))]
+
+
+@kernel("softmax")
+def softmax(node, inputs):
+    """exp((x - max) * beta) / sum, the order of TFLite's float reference softmax."""
+    x, axis = inputs[0], node.attrs["axis"]
+    e = np.exp((x - x.max(axis=axis, keepdims=True)) * np.float32(node.attrs["beta"]))
+    return [e / e.sum(axis=axis, keepdims=True)]
