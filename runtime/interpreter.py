@@ -46,9 +46,10 @@ def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> d
                 raise MccError(f"{node.op} computed '{t.name}' with shape {tuple(v.shape)} but the graph says "
                                f"{t.shape}; run graph.infer_shapes() after editing the graph", node=node.name)
             values[t.name] = v
-    if keep_all:
-        return values
-    return {t.name: values[t.name] if not t.is_constant else t.data for t in graph.outputs}
+    for t in graph.outputs:
+        if t.is_constant:
+            values.setdefault(t.name, t.data)
+    return values if keep_all else {t.name: values[t.name] for t in graph.outputs}
 
 
 def _describe(shape, dtype) -> str:
@@ -56,11 +57,10 @@ def _describe(shape, dtype) -> str:
 
 
 def _check_feeds(graph: Graph, feeds: dict) -> None:
-    expected = {t.name: t for t in graph.inputs}
-    unknown = sorted(set(feeds) - set(expected))
+    unknown = sorted(set(feeds) - {t.name for t in graph.inputs})
     if unknown:
         raise MccError(f"graph '{graph.name}' has no input named {', '.join(repr(n) for n in unknown)}; "
-                       f"its inputs are {', '.join(_describe(t.shape, t.dtype) + ' ' + t.name for t in graph.inputs)}")
+                       f"its inputs are {', '.join(t.name + ': ' + _describe(t.shape, t.dtype) for t in graph.inputs)}")
     for t in graph.inputs:
         want = _describe(t.shape, t.dtype)
         if t.name not in feeds:
