@@ -204,6 +204,12 @@ def _concat(node):
     return [(tuple(shape), var.dtype, var.layout)]
 
 
+def _kept_layout(node, shape):
+    """Reshape and transpose cannot know how their 4-D output's axes are named: they keep the layout that the
+    frontend or the layout pass assigned to the output, so re-running shape inference does not erase it."""
+    return node.outputs[0].layout if len(shape) == 4 else None
+
+
 @op("reshape", "Reshape to `shape` (row-major order of the physical shape; one entry may be -1).",
     attrs={"shape": _REQ})
 def _reshape(node):
@@ -214,13 +220,14 @@ def _reshape(node):
         shape[shape.index(-1)] = x.size // max(known, 1)
     if int(np.prod(shape)) != x.size:
         raise ValueError(f"cannot reshape {x.shape} to {node.attrs['shape']}")
-    return [(tuple(shape), x.dtype, None)]
+    return [(tuple(shape), x.dtype, _kept_layout(node, shape))]
 
 
 @op("transpose", "Permute axes: output axis i is input axis perm[i].", attrs={"perm": _REQ})
 def _transpose(node):
     x = node.inputs[0]
-    return [(tuple(x.shape[p] for p in node.attrs["perm"]), x.dtype, None)]
+    shape = tuple(x.shape[p] for p in node.attrs["perm"])
+    return [(shape, x.dtype, _kept_layout(node, shape))]
 
 
 @op("pad", "Constant padding; `pads` is [before_0, after_0, before_1, after_1, ...] per axis.",
@@ -230,6 +237,13 @@ def _pad(node):
     p = node.attrs["pads"]
     shape = tuple(d + p[2 * i] + p[2 * i + 1] for i, d in enumerate(x.shape))
     return [(shape, x.dtype, x.layout)]
+
+
+# TFLite's form of a clip with arbitrary bounds (its fused activations cover only 0/6, -1/1 and 0/1).
+op("minimum", "Elementwise min(a, b) with numpy broadcasting; a NaN in `a` yields `b` (TFLite's a < b ? a : b).",
+   (2, 2))(_broadcast)
+op("maximum", "Elementwise max(a, b) with numpy broadcasting; a NaN in `a` yields `b` (TFLite's a > b ? a : b).",
+   (2, 2))(_broadcast)
 
 
 def infer_node(node: Node) -> None:
