@@ -1,0 +1,316 @@
+"""The one table between mcc IR ops and TFLite builtin operators, read by both the writer and the reader.
+
+Each row says which builtin an IR op becomes, how the node's attributes become the builtin's options (and the
+constant parameter inputs some builtins take instead of options: MEAN axes, RESHAPE shape, TRANSPOSE perm,
+PAD paddings, PADV2 value) and how they come back. Keeping both directions in one row is what makes
+write -> read an identity. A row may apply only to some attribute values (`when`): `clip` is RELU_N1_TO_1 or
+RELU_0_TO_1 depending on its bounds, `pad` is PAD or PADV2 depending on its value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from ..errors import MccError
+from ..ir import Node, Tensor
+
+AF = schema.ActivationFunctionType
+ACTIVATION_TO_TFLITE = {None: AF.NONE, "relu": AF.RELU, "relu6": AF.RELU6, "relu_n1_to_1": AF.RELU_N1_TO_1}
+ACTIVATION_FROM_TFLITE = {v: k for k, v in ACTIVATION_TO_TFLITE.items()}
+
+DTYPE_TO_TFLITE = {"float32": schema.TensorType.FLOAT32, "float16": schema.TensorType.FLOAT16,
+                   "int8": schema.TensorType.INT8, "uint8": schema.TensorType.UINT8,
+                   "int16": schema.TensorType.INT16, "int32": schema.TensorType.INT32,
+                   "int64": schema.TensorType.INT64, "bool": schema.TensorType.BOOL}
+DTYPE_FROM_TFLITE = {v: k for k, v in DTYPE_TO_TFLITE.items()}
+
+BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+# ---- padding ---------------------------------------------------------------------------------------------
+def same_padding(size: int, k: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding TFLite's SAME uses on one axis: the odd pixel goes after (PyTorch puts it before)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def same_padding_2d(hw, khw, stride, dilation) -> list[int]:
+    """[top, left, bottom, right] of TFLite's SAME for an (h, w) input."""
+    (t, b), (l, r) = (same_padding(hw[i], khw[i], stride[i], dilation[i]) for i in range(2))
+    return [t, l, b, r]
+
+
+def padding_mode(padding, hw, khw, stride, dilation) -> int | None:
+    """schema.Padding.VALID or SAME when the explicit `padding` is exactly what TFLite computes, else None."""
+    if list(padding) == [0, 0, 0, 0]:
+        return schema.Padding.VALID
+    if list(padding) == same_padding_2d(hw, khw, stride, dilation):
+        return schema.Padding.SAME
+    return None
+
+
+def kernel_hw(op: str, attrs: dict, inputs: list[Tensor]) -> tuple[int, int]:
+    """Kernel (h, w) of an NHWC spatial op: from OHWI / [1,kh,kw,CM] weights or the pool's `kernel`."""
+    if op in ("conv2d", "depthwise_conv2d"):
+        return inputs[1].shape[1], inputs[1].shape[2]
+    return tuple(attrs["kernel"])
+
+
+# ---- one row of the table -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Site:
+    """What the reader knows about one TFLite operator when it turns it back into IR attributes."""
+
+    options: object | None        # the unpacked builtin options (schema ...OptionsT) or None
+    params: dict                   # parameter name -> numpy array (constant parameter inputs)
+    inputs: list                   # the IR input tensors (without parameter inputs)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    ir_op: str
+    builtin: str                                            # schema.BuiltinOperator member name
+    options: str | None = None                              # schema.BuiltinOptions member name
+    params: tuple[str, ...] = ()                            # constant inputs that follow the IR inputs
+    encode: Callable[[Node], tuple[dict, dict]] = lambda node: ({}, {})   # -> option fields, param arrays
+    decode: Callable[[Site], dict] = lambda site: {}                    # -> IR attributes
+    when: Callable[[Node], bool] = lambda node: True
+
+    @property
+    def code(self) -> int:
+        return getattr(schema.BuiltinOperator, self.builtin)
+
+    def options_object(self, fields: dict):
+        """(BuiltinOptions type, ...OptionsT object or None) with `fields` set."""
+        if self.options is None:
+            return schema.BuiltinOptions.NONE, None
+        obj = getattr(schema, self.options + "T")()
+        for k, v in fields.items():
+            if not hasattr(obj, k):
+                raise AttributeError(f"{self.options} has no field {k}")
+            setattr(obj, k, v)
+        return getattr(schema.BuiltinOptions, self.options), obj
+
+
+def _act(node: Node) -> int:
+    return ACTIVATION_TO_TFLITE[node.attrs.get("activation")]
+
+
+def _act_back(site: Site) -> str | None:
+    code = site.options.fusedActivationFunction
+    if code not in ACTIVATION_FROM_TFLITE:
+        names = {v: k for k, v in vars(AF).items() if not k.startswith("_")}
+        raise MccError(f"fused activation {names.get(code, code)} has no IR equivalent; mcc reads "
+                       f"{', '.join(names[c] for c in ACTIVATION_FROM_TFLITE.values())}")
+    return ACTIVATION_FROM_TFLITE[code]
+
+
+def _spatial(node: Node) -> dict:
+    """Padding, strides and dilations of a conv / depthwise / pool node as option fields."""
+    x = node.inputs[0]
+    khw = kernel_hw(node.op, node.attrs, node.inputs)
+    stride, dilation = node.attrs["stride"], node.attrs.get("dilation", [1, 1])
+    mode = padding_mode(node.attrs["padding"], x.shape[1:3], khw, stride, dilation)
+    if mode is None:
+        raise MccError(f"{node.op} padding {node.attrs['padding']} is neither TFLite SAME "
+                       f"{same_padding_2d(x.shape[1:3], khw, stride, dilation)} nor VALID [0, 0, 0, 0]; "
+                       "run the legalize_tflite pass first, which inserts a PAD", node=node.name)
+    fields = {"padding": mode, "strideH": stride[0], "strideW": stride[1]}
+    if "dilation" in node.attrs:
+        fields.update(dilationHFactor=dilation[0], dilationWFactor=dilation[1])
+    return fields
+
+
+def _spatial_back(site: Site, op: str, attrs: dict) -> dict:
+    o = site.options
+    stride = [o.strideH, o.strideW]
+    dilation = [getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1)]
+    khw = kernel_hw(op, attrs, site.inputs)
+    pad = [0, 0, 0, 0] if o.padding == schema.Padding.VALID else \
+        same_padding_2d(site.inputs[0].shape[1:3], khw, stride, dilation)
+    attrs.update(stride=stride, padding=pad, activation=_act_back(site))
+    if op in ("conv2d", "depthwise_conv2d"):
+        attrs["dilation"] = dilation
+    return attrs
+
+
+def _require_bias(node: Node) -> None:
+    if node.input(2) is None:
+        raise MccError(f"{node.op} has no bias: LiteRT's reference CONV_2D refuses that and XNNPACK's "
+                       "DEPTHWISE_CONV_2D crashes on it; run the legalize_tflite pass first, which adds a zero bias",
+                       node=node.name)
+
+
+def _conv(node: Node):
+    _require_bias(node)
+    return {**_spatial(node), "fusedActivationFunction": _act(node)}, {}
+
+
+def _conv_back(site: Site) -> dict:
+    x, w = site.inputs[:2]
+    return _spatial_back(site, "conv2d", {"groups": x.shape[3] // w.shape[3]})
+
+
+def _depthwise(node: Node):
+    _require_bias(node)
+    return {**_spatial(node), "fusedActivationFunction": _act(node), "depthMultiplier": node.attrs["multiplier"]}, {}
+
+
+def _depthwise_back(site: Site) -> dict:
+    x, w = site.inputs[:2]
+    return _spatial_back(site, "depthwise_conv2d", {"multiplier": w.shape[3] // x.shape[3]})
+
+
+def _pool(node: Node):
+    if node.op == "avg_pool2d" and node.attrs["count_include_pad"] and node.attrs["padding"] != [0, 0, 0, 0]:
+        raise MccError("avg_pool2d with count_include_pad and padding has no TFLite form (AVERAGE_POOL_2D "
+                       "excludes padding); run the legalize_tflite pass first", node=node.name)
+    kh, kw = node.attrs["kernel"]
+    return {**_spatial(node), "filterHeight": kh, "filterWidth": kw, "fusedActivationFunction": _act(node)}, {}
+
+
+def _pool_back(op: str):
+    def decode(site: Site) -> dict:
+        attrs = {"kernel": [site.options.filterHeight, site.options.filterWidth]}
+        if op == "avg_pool2d":
+            attrs["count_include_pad"] = False
+        return _spatial_back(site, op, attrs)
+    return decode
+
+
+def _fused(node: Node):
+    return {"fusedActivationFunction": _act(node)}, {}
+
+
+def _fused_back(site: Site) -> dict:
+    return {"activation": _act_back(site)}
+
+
+def _fc(node: Node):
+    # keepNumDims keeps [..., O]; without it TFLite flattens the leading axes, which the IR never does.
+    return {"fusedActivationFunction": _act(node), "keepNumDims": len(node.inputs[0].shape) != 2}, {}
+
+
+def _softmax(node: Node):
+    x = node.inputs[0]
+    if node.attrs["axis"] % len(x.shape) != len(x.shape) - 1:
+        raise MccError(f"softmax over axis {node.attrs['axis']} of a rank-{len(x.shape)} tensor: TFLite's "
+                       "SOFTMAX works on the last axis only; run the legalize_tflite pass first", node=node.name)
+    return {"beta": float(node.attrs["beta"])}, {}
+
+
+def f32(value) -> float:
+    """The shortest decimal naming the same float32: what TFLite stores, spelled the way an IR attribute is."""
+    return float(str(np.float32(value)))
+
+
+def _int32(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.int32)
+
+
+def _mean(node: Node):
+    return {"keepDims": bool(node.attrs["keepdims"])}, {"axes": _int32(node.attrs["axes"]).reshape(-1)}
+
+
+def _reshape(node: Node):
+    return {"newShape": [int(d) for d in node.attrs["shape"]]}, {"shape": _int32(node.attrs["shape"])}
+
+
+def _reshape_back(site: Site) -> dict:
+    shape = site.params.get("shape", site.options.newShape)
+    if shape is None:
+        raise MccError("RESHAPE has neither a shape input nor a new_shape option")
+    return {"shape": [int(d) for d in np.asarray(shape).reshape(-1)]}
+
+
+def _pad_value(node: Node) -> np.ndarray:
+    """PADV2's constant value in the input's own dtype (quantized with the input's parameters when it has them)."""
+    x = node.inputs[0]
+    value = np.float64(node.attrs["value"])
+    if x.quant is not None:
+        value = np.round(value / x.quant.scale[0]) + x.quant.zero_point[0]
+    if np.issubdtype(np.dtype(x.dtype), np.integer):
+        info = np.iinfo(x.dtype)
+        value = np.clip(value, info.min, info.max)
+    return np.array([value], dtype=x.dtype)
+
+
+def _pad(node: Node):
+    params = {"paddings": _int32(node.attrs["pads"]).reshape(-1, 2)}
+    if node.attrs["value"] != 0:
+        params["value"] = _pad_value(node)
+    return {}, params
+
+
+def _pad_back(site: Site) -> dict:
+    attrs = {"pads": [int(p) for p in site.params["paddings"].reshape(-1)], "value": 0.0}
+    if "value" in site.params:
+        v = site.params["value"].reshape(-1)[0].astype(np.float64)
+        q = site.inputs[0].quant
+        attrs["value"] = f32((v - q.zero_point[0]) * q.scale[0]) if q is not None else f32(v)
+    return attrs
+
+
+def _clip_is(lo, hi):
+    return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
+
+
+TABLE: list[Mapping] = [
+    Mapping("conv2d", "CONV_2D", "Conv2DOptions", encode=_conv, decode=_conv_back),
+    Mapping("depthwise_conv2d", "DEPTHWISE_CONV_2D", "DepthwiseConv2DOptions", encode=_depthwise,
+            decode=_depthwise_back),
+    Mapping("fully_connected", "FULLY_CONNECTED", "FullyConnectedOptions", encode=_fc, decode=_fused_back),
+    Mapping("add", "ADD", "AddOptions", encode=_fused, decode=_fused_back),
+    Mapping("sub", "SUB", "SubOptions", encode=_fused, decode=_fused_back),
+    Mapping("mul", "MUL", "MulOptions", encode=_fused, decode=_fused_back),
+    Mapping("div", "DIV", "DivOptions", encode=_fused, decode=_fused_back),
+    Mapping("minimum", "MINIMUM", "MaximumMinimumOptions"),
+    Mapping("maximum", "MAXIMUM", "MaximumMinimumOptions"),
+    Mapping("relu", "RELU"),
+    Mapping("relu6", "RELU6"),
+    Mapping("clip", "RELU_N1_TO_1", decode=lambda site: {"min": -1.0, "max": 1.0}, when=_clip_is(-1.0, 1.0)),
+    Mapping("clip", "RELU_0_TO_1", decode=lambda site: {"min": 0.0, "max": 1.0}, when=_clip_is(0.0, 1.0)),
+    Mapping("sigmoid", "LOGISTIC"),
+    Mapping("tanh", "TANH"),
+    Mapping("hardswish", "HARD_SWISH"),
+    Mapping("leaky_relu", "LEAKY_RELU", "LeakyReluOptions", encode=lambda n: ({"alpha": float(n.attrs["alpha"])}, {}),
+            decode=lambda site: {"alpha": f32(site.options.alpha)}),
+    Mapping("prelu", "PRELU"),
+    Mapping("softmax", "SOFTMAX", "SoftmaxOptions", encode=_softmax,
+            decode=lambda site: {"axis": -1, "beta": f32(site.options.beta)}),
+    Mapping("max_pool2d", "MAX_POOL_2D", "Pool2DOptions", encode=_pool, decode=_pool_back("max_pool2d")),
+    Mapping("avg_pool2d", "AVERAGE_POOL_2D", "Pool2DOptions", encode=_pool, decode=_pool_back("avg_pool2d")),
+    Mapping("mean", "MEAN", "ReducerOptions", ("axes",), _mean,
+            lambda site: {"axes": [int(a) for a in site.params["axes"].reshape(-1)],
+                          "keepdims": bool(site.options.keepDims)}),
+    Mapping("concat", "CONCATENATION", "ConcatenationOptions",
+            encode=lambda n: ({"axis": int(n.attrs["axis"]), "fusedActivationFunction": AF.NONE}, {}),
+            decode=lambda site: {"axis": int(site.options.axis)}),
+    Mapping("reshape", "RESHAPE", "ReshapeOptions", ("shape",), _reshape, _reshape_back),
+    Mapping("transpose", "TRANSPOSE", "TransposeOptions", ("perm",),
+            lambda n: ({}, {"perm": _int32(n.attrs["perm"])}),
+            lambda site: {"perm": [int(p) for p in site.params["perm"]]}),
+    Mapping("pad", "PAD", "PadOptions", ("paddings",), _pad, _pad_back, when=lambda n: n.attrs["value"] == 0),
+    Mapping("pad", "PADV2", "PadV2Options", ("paddings", "value"), _pad, _pad_back,
+            when=lambda n: n.attrs["value"] != 0),
+]
+
+BY_CODE: dict[int, Mapping] = {m.code: m for m in TABLE}
+
+
+def mapping_for(node: Node) -> Mapping:
+    """The row that writes `node`, or an MccError that says what to do."""
+    rows = [m for m in TABLE if m.ir_op == node.op]
+    for m in rows:
+        if m.when(node):
+            return m
+    if rows:
+        raise MccError(f"{node.op} with {node.attrs} has no TFLite builtin; run the legalize_tflite pass first",
+                       node=node.name)
+    raise MccError(f"op '{node.op}' has no TFLite builtin (mcc writes {', '.join(sorted({m.ir_op for m in TABLE}))}); "
+                   "run the legalize_tflite pass first", node=node.name)

@@ -1,0 +1,136 @@
+"""Write an NHWC IR graph, made legal by the legalize_tflite pass, as a TFLite flatbuffer.
+
+The TensorFlow converter lowers a TF/JAX graph through MLIR's TFL dialect, legalizes and optimizes there, then
+serializes. mcc has already done all of that on its own IR, so the writer is a plain serializer over one
+shared table (tflite_opmap): every tensor keeps its IR name, nothing is optimized behind the user's back, and
+anything the table cannot express is refused with the IR node's name instead of being silently rewritten.
+"""
+
+from __future__ import annotations
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from .. import __version__
+from ..errors import MccError
+from ..ir import Graph, QuantParams, Tensor
+from .tflite_opmap import DTYPE_TO_TFLITE, mapping_for
+
+BUFFER_ALIGNMENT = 16  # what the TFLite converter uses, so weights can be read in place from an mmap
+
+
+class _AlignedBuffer(schema.BufferT):
+    """A buffer whose bytes start on a 16-byte boundary (the object API would align them to 1)."""
+
+    def __init__(self, raw: bytes):
+        super().__init__()
+        self.raw = raw
+
+    def Pack(self, builder: flatbuffers.Builder):
+        builder.StartVector(1, len(self.raw), BUFFER_ALIGNMENT)
+        builder.head -= len(self.raw)
+        builder.Bytes[builder.head:builder.head + len(self.raw)] = self.raw
+        data = builder.EndVector()
+        schema.BufferStart(builder)
+        schema.BufferAddData(builder, data)
+        return schema.BufferEnd(builder)
+
+
+def _quantization(q: QuantParams) -> schema.QuantizationParametersT:
+    qp = schema.QuantizationParametersT()
+    qp.scale = np.asarray(q.scale, np.float32)
+    qp.zeroPoint = np.asarray(q.zero_point, np.int64)
+    qp.quantizedDimension = q.axis or 0
+    return qp
+
+
+class _ModelBuilder:
+    """Accumulates tensors, buffers and operator codes in first-use order, which makes the output deterministic."""
+
+    def __init__(self, graph: Graph):
+        self.tensors: list[schema.TensorT] = []
+        self.index: dict[int, int] = {}
+        self.buffers: list[schema.BufferT] = [schema.BufferT()]
+        self.names = {t.name for t in graph.tensors()}
+        self.opcodes: list[schema.OperatorCodeT] = []
+        self.opcode_index: dict[int, int] = {}
+
+    def _add(self, name: str, shape, dtype: str, quant: QuantParams | None, data: np.ndarray | None) -> int:
+        if dtype not in DTYPE_TO_TFLITE:
+            raise MccError(f"tensor '{name}' has dtype {dtype}, which TFLite cannot hold")
+        t = schema.TensorT()
+        t.name = name
+        t.shape = np.asarray(shape, np.int32)
+        t.type = DTYPE_TO_TFLITE[dtype]
+        if quant is not None:
+            t.quantization = _quantization(quant)
+        if data is not None:
+            t.buffer = len(self.buffers)
+            self.buffers.append(_AlignedBuffer(np.ascontiguousarray(data, data.dtype.newbyteorder("<")).tobytes()))
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def tensor(self, t: Tensor | None) -> int:
+        if t is None:
+            return -1
+        if id(t) not in self.index:
+            self.index[id(t)] = self._add(t.name, t.shape, t.dtype, t.quant, t.data)
+        return self.index[id(t)]
+
+    def param(self, base: str, data: np.ndarray) -> int:
+        """A constant parameter input (axes, shape, perm, paddings) that the IR keeps as an attribute."""
+        name, i = base, 0
+        while name in self.names:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return self._add(name, data.shape, str(data.dtype), None, data)
+
+    def opcode(self, code: int) -> int:
+        if code not in self.opcode_index:
+            oc = schema.OperatorCodeT()
+            oc.builtinCode = code
+            oc.deprecatedBuiltinCode = min(code, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+            oc.version = 1
+            self.opcode_index[code] = len(self.opcodes)
+            self.opcodes.append(oc)
+        return self.opcode_index[code]
+
+
+def write_tflite(graph: Graph) -> bytes:
+    """The TFLite flatbuffer of `graph` (NHWC, legal for TFLite); the same graph always gives the same bytes."""
+    g = graph.copy()
+    try:
+        g.verify()
+    except ValueError as e:
+        raise MccError(f"graph '{graph.name}' is not well formed, so it cannot be written as TFLite: {e}") from None
+    mb = _ModelBuilder(g)
+    sub = schema.SubGraphT()
+    sub.name = g.name
+    sub.inputs = [mb.tensor(t) for t in g.inputs]
+    sub.operators = []
+    for node in g.nodes:
+        m = mapping_for(node)
+        fields, params = m.encode(node)
+        op = schema.OperatorT()
+        op.opcodeIndex = mb.opcode(m.code)
+        inputs = list(node.inputs)
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        op.inputs = [mb.tensor(t) for t in inputs] + [mb.param(f"{node.name}/{k}", params[k]) for k in m.params]
+        op.outputs = [mb.tensor(t) for t in node.outputs]
+        op.builtinOptionsType, op.builtinOptions = m.options_object(fields)
+        sub.operators.append(op)
+    sub.outputs = [mb.tensor(t) for t in g.outputs]
+    sub.tensors = mb.tensors
+
+    model = schema.ModelT()
+    model.version = 3
+    model.description = f"mcc {__version__}"
+    model.operatorCodes = mb.opcodes
+    model.subgraphs = [sub]
+    model.buffers = mb.buffers
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -1,0 +1,163 @@
+"""Read a TFLite flatbuffer into an NHWC IR graph: the inverse of backends.tflite_writer.
+
+TensorFlow's own importer (flatbuffer_import.cc) lifts a .tflite file into MLIR's TFL dialect and keeps
+SAME/VALID and fused activations as TFLite spells them. mcc reads through the same table its writer uses
+(backends.tflite_opmap) and lands in its own IR spelling: explicit padding, the `activation` attribute,
+parameters such as MEAN axes or RESHAPE shapes as attributes, quantization on Tensor.quant. So write -> read
+is an identity on legal graphs, and the reference runtime executes the file that was emitted rather than
+the graph it came from. Only numpy, flatbuffers and the generated schema are needed, never torch.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from ..backends.tflite_opmap import BUILTIN_NAMES, BY_CODE, DTYPE_FROM_TFLITE, TABLE, Site
+from ..errors import MccError
+from ..ir import Graph, Node, QuantParams, Tensor
+from ..ir.ops import infer_node
+
+_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
+
+
+def _unpack(data: bytes, path) -> schema.ModelT:
+    if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
+        found = bytes(data[4:8]) if len(data) >= 8 else b""
+        raise MccError(f"not a TFLite model: file identifier is {found!r}, expected b'TFL3'", path=path)
+    try:
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError) as e:
+        raise MccError(f"corrupt TFLite flatbuffer ({type(e).__name__}: {e}); re-export the model", path=path) from None
+    if not model.subgraphs or len(model.subgraphs) != 1:
+        raise MccError(f"the model has {len(model.subgraphs or [])} subgraphs; mcc reads single-subgraph models "
+                       "(no control flow)", path=path)
+    return model
+
+
+def _code(oc: schema.OperatorCodeT) -> int:
+    # Codes above 127 live only in builtinCode; old files fill only deprecatedBuiltinCode.
+    return max(oc.builtinCode, oc.deprecatedBuiltinCode)
+
+
+def _op_label(oc: schema.OperatorCodeT) -> str:
+    code = _code(oc)
+    if code == schema.BuiltinOperator.CUSTOM:
+        return f"CUSTOM '{(oc.customCode or b'').decode('utf-8', 'replace')}'"
+    return BUILTIN_NAMES.get(code, f"builtin {code}")
+
+
+def _refuse_unknown(model: schema.ModelT, path) -> None:
+    ops = model.subgraphs[0].operators or []
+    unknown = Counter(_op_label(model.operatorCodes[op.opcodeIndex]) for op in ops
+                      if _code(model.operatorCodes[op.opcodeIndex]) not in BY_CODE)
+    if unknown:
+        listed = ", ".join(f"{name} (x{n})" for name, n in sorted(unknown.items()))
+        known = ", ".join(sorted({m.builtin for m in TABLE}))
+        raise MccError(f"the model uses operators mcc cannot read: {listed}. mcc reads {known}; "
+                       "replace the others in the source model or export without them", path=path)
+
+
+def _unique(base: str, taken: set) -> str:
+    """`base`, or `base_1`, `base_2`, ... : converter files may repeat or omit tensor names, the IR may not."""
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
+
+
+def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, data: bytes, taken: set, path) -> Tensor:
+    name = _unique(t.name.decode("utf-8", "replace") if t.name else f"tensor_{index}", taken)
+    if t.type not in DTYPE_FROM_TFLITE:
+        types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+        raise MccError(f"tensor '{name}' has type {types.get(t.type, t.type)}, which mcc's IR does not hold", path=path)
+    dtype = DTYPE_FROM_TFLITE[t.type]
+    shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+    quant = None
+    q = t.quantization
+    if q is not None and q.scale is not None and len(q.scale):
+        scale = np.asarray(q.scale, np.float32)
+        zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else np.zeros(len(scale)), np.int64)
+        quant = QuantParams(scale, zp, q.quantizedDimension if len(scale) > 1 else None)
+    buf = model.buffers[t.buffer] if model.buffers and 0 < t.buffer < len(model.buffers) else None
+    raw = None
+    if buf is not None and buf.data is not None and len(buf.data):
+        raw = np.asarray(buf.data, np.uint8).tobytes()
+    elif buf is not None and buf.offset > 1:  # models over 2 GB keep buffers after the flatbuffer
+        raw = data[buf.offset:buf.offset + buf.size]
+    if raw is None:
+        return Tensor(name, shape, dtype, "NHWC" if len(shape) == 4 else None, quant)
+    arr = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
+    if arr.size != int(np.prod(shape, dtype=np.int64)):
+        raise MccError(f"constant '{name}' has {arr.size} elements but shape {list(shape)}", path=path)
+    return Tensor(name, quant=quant, data=arr.astype(dtype).reshape(shape))
+
+
+def _flatten_for_fc(graph: Graph, x: Tensor, taken: set) -> Tensor:
+    """FULLY_CONNECTED without keepNumDims flattens the leading axes; the IR says so with a reshape."""
+    name = _unique(f"{x.name}/flatten", taken)
+    out = Tensor(name)
+    node = Node("reshape", name, [x], [out], {"shape": [-1, x.shape[-1]]})
+    infer_node(node)
+    graph.nodes.append(node)
+    return out
+
+
+def read_tflite(data: bytes, path=None) -> Graph:
+    """The NHWC IR graph of a TFLite model; `path` only names the file in errors."""
+    data = bytes(data)
+    model = _unpack(data, path)
+    _refuse_unknown(model, path)
+    sub = model.subgraphs[0]
+    taken: set = set()
+    tensors = [_tensor(t, i, model, data, taken, path) for i, t in enumerate(sub.tensors or [])]
+    graph = Graph(sub.name.decode("utf-8", "replace") if sub.name else "main")
+    graph.inputs = [tensors[i] for i in sub.inputs]
+    for op in sub.operators or []:
+        m = BY_CODE[_code(model.operatorCodes[op.opcodeIndex])]
+        ins = [tensors[i] if i >= 0 else None for i in op.inputs]
+        n_ir = len(ins) - len(m.params) if m.params and len(ins) > len(m.params) else len(ins)
+        ir_ins, param_ts = ins[:n_ir], ins[n_ir:]
+        while ir_ins and ir_ins[-1] is None:
+            ir_ins.pop()
+        outs = [tensors[i] for i in op.outputs]
+        label = m.builtin
+        for what, p in zip(m.params, param_ts):
+            if p is None or not p.is_constant:
+                raise MccError(f"{label} reads its {what} from a computed tensor; mcc needs it constant",
+                               path=path, node=outs[0].name)
+        options = op.builtinOptions
+        if m.options is not None and options is None:
+            options = getattr(schema, m.options + "T")()
+        site = Site(options, {k: p.data for k, p in zip(m.params, param_ts)}, ir_ins)
+        try:
+            attrs = m.decode(site)
+        except MccError as e:
+            raise MccError(f"{label}: {e}", path=path, node=outs[0].name) from None
+        if m.ir_op == "fully_connected" and not getattr(options, "keepNumDims", True) and len(ir_ins[0].shape) > 2:
+            ir_ins[0] = _flatten_for_fc(graph, ir_ins[0], taken)
+        if m.ir_op in _SPATIAL and ir_ins[0].layout is None:
+            ir_ins[0].layout = "NHWC"
+        node = Node(m.ir_op, outs[0].name, ir_ins, outs, attrs)
+        stored = [(o.shape, o.dtype) for o in outs]
+        try:
+            infer_node(node)
+        except (ValueError, IndexError, KeyError) as e:
+            raise MccError(f"{label} does not fit mcc's {m.ir_op}: {e}", path=path, node=node.name) from None
+        for o, (shape, dtype) in zip(outs, stored):
+            if o.shape != shape:
+                raise MccError(f"{label} output '{o.name}' is stored as {list(shape)} but mcc's {m.ir_op} computes "
+                               f"{list(o.shape)}; the file is inconsistent", path=path, node=node.name)
+            o.dtype = dtype
+        graph.nodes.append(node)
+    graph.outputs = [tensors[i] for i in sub.outputs]
+    try:
+        graph.verify()
+    except ValueError as e:
+        raise MccError(f"the model does not form a valid graph: {e}", path=path) from None
+    return graph

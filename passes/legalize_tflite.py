@@ -1,0 +1,241 @@
+"""legalize_tflite: rewrite an NHWC IR graph into the subset that backends.tflite_writer can express.
+
+The TensorFlow converter legalizes with MLIR rewrite patterns (TF -> TFL dialect) inside the converter, so
+what it changed is visible only in the emitted file. mcc legalizes on its own IR as a named pass, so each
+rewrite shows in `mcc inspect --after legalize_tflite`, is counted in the pass notes, and is executed by the
+reference runtime before any file exists. It runs on float graphs, before quantization, so that the
+quantizer calibrates the tensors these rewrites introduce.
+
+Rewrites
+- explicit padding of conv2d / depthwise_conv2d / pools becomes SAME or VALID when it equals what TFLite
+  computes (after dropping padding no window reaches); otherwise an explicit `pad` and VALID. TFLite's SAME
+  puts the odd pixel after (bottom/right), PyTorch's padding is symmetric, so stride 2 on even sizes usually
+  needs the `pad`. max_pool2d pads with the lowest value (PADV2) so padding never wins; avg_pool2d, whose
+  TFLite form excludes padding from the count, gets zero padding and, when the IR excludes padding too, a
+  multiplication by kh*kw / count per output position;
+- conv2d and depthwise_conv2d without bias get a zero bias (LiteRT needs one);
+- conv2d with one group per input channel becomes depthwise_conv2d (LiteRT 2.3 runs other grouped CONV_2D
+  natively, float and int8, in both its default and BUILTIN_REF kernels, so those are kept);
+- hardsigmoid -> add(x, 3) with fused relu6, then mul by 1/6; silu -> x * sigmoid(x); identity is removed;
+  clip(0, 6) -> relu6, clip(0, inf) -> relu, clip(-1, 1) and clip(0, 1) stay (RELU_N1_TO_1 / RELU_0_TO_1),
+  other clips -> maximum / minimum; batch_norm -> mul and add by per-channel constants;
+- softmax over another axis than the last is wrapped in two transposes that swap that axis with the last.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert.schema_py_generated import Padding
+
+from ..backends.tflite_opmap import f32, kernel_hw, padding_mode, same_padding_2d
+from ..errors import MccError
+from ..ir import Graph, Node, Tensor
+from ..ir.ops import infer_node
+from .manager import PassContext, register_pass
+
+_INF = float("inf")
+
+
+def _before(graph: Graph, node: Node, op: str, inputs, attrs: dict, suffix: str) -> Tensor:
+    """Insert a node that computes part of `node` just before it; returns its output tensor."""
+    new = graph.add_node(op, inputs, attrs, name=f"{node.name}/{suffix}", index=graph.nodes.index(node),
+                         source=node.source)
+    return new.outputs[0]
+
+
+def _become(node: Node, op: str, inputs, attrs: dict) -> None:
+    """Turn `node` into `op` in place: its name and output tensors stay, so consumers and graph outputs do too."""
+    node.op, node.inputs, node.attrs = op, list(inputs), dict(attrs)
+    infer_node(node)
+
+
+def _scalar(graph: Graph, node: Node, value: float, suffix: str) -> Tensor:
+    return graph.constant(f"{node.name}/{suffix}", np.array(value, np.float32))
+
+
+# ---- padding -----------------------------------------------------------------------------------------------
+def _used_padding(node: Node) -> list[int]:
+    """The explicit padding with the rows/columns after the input that no window reaches dropped."""
+    x = node.inputs[0]
+    khw = kernel_hw(node.op, node.attrs, node.inputs)
+    stride, dilation = node.attrs["stride"], node.attrs.get("dilation", [1, 1])
+    out = node.outputs[0].shape[1:3]
+    t, l, b, r = node.attrs["padding"]
+    after = [min(pad, max(0, (o - 1) * s + (k - 1) * d + 1 - size - before))
+             for pad, o, s, k, d, size, before in zip((b, r), out, stride, khw, dilation, x.shape[1:3], (t, l))]
+    return [t, l, after[0], after[1]]
+
+
+def _explicit_pad(graph: Graph, node: Node, value: float) -> Tensor:
+    x = node.inputs[0]
+    t, l, b, r = node.attrs["padding"]
+    return _before(graph, node, "pad", [x], {"pads": [0, 0, t, b, l, r, 0, 0], "value": value}, "pad")
+
+
+def _avg_count_correction(node: Node) -> np.ndarray:
+    """kh*kw / (input positions in each window), shaped [1, OH, OW, 1]: turns a zero-padded average into
+    one that excludes padding."""
+    (h, w), (kh, kw) = node.inputs[0].shape[1:3], node.attrs["kernel"]
+    (sh, sw), (t, l, _, _) = node.attrs["stride"], node.attrs["padding"]
+    oh, ow = node.outputs[0].shape[1:3]
+    y0, x0 = np.arange(oh) * sh - t, np.arange(ow) * sw - l
+    rows = np.minimum(y0 + kh, h) - np.maximum(y0, 0)
+    cols = np.minimum(x0 + kw, w) - np.maximum(x0, 0)
+    count = np.maximum(np.outer(rows, cols), 1)
+    return (kh * kw / count).astype(np.float32).reshape(1, oh, ow, 1)
+
+
+def _padding(graph: Graph, node: Node, ctx: PassContext) -> None:
+    x = node.inputs[0]
+    node.attrs["padding"] = _used_padding(node)
+    include_pad = node.attrs.get("count_include_pad", False) and node.attrs["padding"] != [0, 0, 0, 0]
+    khw = kernel_hw(node.op, node.attrs, node.inputs)
+    dilation = node.attrs.get("dilation", [1, 1])
+    mode = padding_mode(node.attrs["padding"], x.shape[1:3], khw, node.attrs["stride"], dilation)
+    if node.op == "avg_pool2d":
+        node.attrs["count_include_pad"] = False  # exact for VALID and TFLite's SAME; handled below otherwise
+    if mode is not None and not include_pad:
+        if mode == Padding.SAME:
+            ctx.count("padding_to_same")
+        return
+    ctx.count("padding_to_pad_op")
+    if node.op == "avg_pool2d" and not include_pad:
+        correction = graph.constant(f"{node.name}/count", _avg_count_correction(node))
+        node.inputs[0] = _explicit_pad(graph, node, 0.0)
+        activation, node.attrs["activation"] = node.attrs["activation"], None
+        node.attrs["padding"] = [0, 0, 0, 0]
+        pooled = Tensor(graph.unique_name(f"{node.name}/sum"))
+        mul = Node("mul", graph.unique_name(f"{node.name}/exclude_pad"), [pooled, correction], node.outputs,
+                   {"activation": activation}, node.source)
+        node.outputs = [pooled]
+        infer_node(node)
+        graph.nodes.insert(graph.nodes.index(node) + 1, mul)
+        infer_node(mul)
+        return
+    # The lowest float never wins a max, so it is a neutral padding for max_pool (TFLite's PADV2).
+    lowest = f32(np.finfo(np.dtype(x.dtype)).min)
+    node.inputs[0] = _explicit_pad(graph, node, lowest if node.op == "max_pool2d" else 0.0)
+    node.attrs["padding"] = [0, 0, 0, 0]
+    infer_node(node)
+
+
+def _conv2d(graph: Graph, node: Node, ctx: PassContext) -> None:
+    x, w = node.inputs[:2]
+    channels = x.shape[3]
+    if channels > 1 and node.attrs["groups"] == channels and w.is_constant:
+        # OHWI [C*m, kh, kw, 1] -> [1, kh, kw, C*m]: output channel c*m + j still reads input channel c.
+        dw = graph.constant(f"{w.name}/depthwise", np.ascontiguousarray(w.data.transpose(3, 1, 2, 0)))
+        attrs = {k: node.attrs[k] for k in ("stride", "padding", "dilation", "activation")}
+        _become(node, "depthwise_conv2d", [x, dw] + node.inputs[2:],
+                {**attrs, "multiplier": w.shape[0] // channels})
+        ctx.count("grouped_conv_to_depthwise")
+    _conv_like(graph, node, ctx)
+
+
+def _conv_like(graph: Graph, node: Node, ctx: PassContext) -> None:
+    """LiteRT's reference CONV_2D refuses a missing bias and XNNPACK's DEPTHWISE_CONV_2D crashes on one."""
+    if node.input(2) is None:
+        out = node.outputs[0].shape[3]
+        node.inputs[2:] = [graph.constant(f"{node.name}/bias", np.zeros(out, np.dtype(node.inputs[0].dtype)))]
+        ctx.count("zero_bias_added")
+    _padding(graph, node, ctx)
+
+
+# ---- ops TFLite lacks ------------------------------------------------------------------------------------
+def _identity(graph: Graph, node: Node, ctx: PassContext) -> None:
+    graph.bypass(node)
+    ctx.count("identity_removed")
+
+
+def _hardsigmoid(graph: Graph, node: Node, ctx: PassContext) -> None:
+    x = node.inputs[0]
+    shifted = _before(graph, node, "add", [x, _scalar(graph, node, 3.0, "three")], {"activation": "relu6"}, "relu6")
+    _become(node, "mul", [shifted, _scalar(graph, node, 1.0 / 6.0, "sixth")], {"activation": None})
+    ctx.count("hardsigmoid_decomposed")
+
+
+def _silu(graph: Graph, node: Node, ctx: PassContext) -> None:
+    x = node.inputs[0]
+    gate = _before(graph, node, "sigmoid", [x], {}, "sigmoid")
+    _become(node, "mul", [x, gate], {"activation": None})
+    ctx.count("silu_decomposed")
+
+
+def _clip(graph: Graph, node: Node, ctx: PassContext) -> None:
+    lo, hi = float(node.attrs["min"]), float(node.attrs["max"])
+    x = node.inputs[0]
+    if (lo, hi) in ((-1.0, 1.0), (0.0, 1.0)):
+        return
+    ctx.count("clip_rewritten")
+    if (lo, hi) == (0.0, 6.0):
+        _become(node, "relu6", [x], {})
+    elif (lo, hi) == (0.0, _INF):
+        _become(node, "relu", [x], {})
+    elif lo == -_INF and hi == _INF:
+        graph.bypass(node)
+    elif hi == _INF:
+        _become(node, "maximum", [x, _scalar(graph, node, lo, "min")], {})
+    elif lo == -_INF:
+        _become(node, "minimum", [x, _scalar(graph, node, hi, "max")], {})
+    else:
+        floor = _before(graph, node, "maximum", [x, _scalar(graph, node, lo, "min")], {}, "max")
+        _become(node, "minimum", [floor, _scalar(graph, node, hi, "max")], {})
+
+
+def _batch_norm(graph: Graph, node: Node, ctx: PassContext) -> None:
+    x, mean, var, weight, bias = node.inputs
+    if not all(t.is_constant for t in node.inputs[1:]):
+        raise MccError("batch_norm with computed statistics has no TFLite form", node=node.name)
+    scale = weight.data.astype(np.float64) / np.sqrt(var.data.astype(np.float64) + node.attrs["eps"])
+    shift = bias.data.astype(np.float64) - mean.data * scale
+    shape = (-1,) if x.layout == "NHWC" or len(x.shape) == 2 else (-1,) + (1,) * (len(x.shape) - 2)
+    k = graph.constant(f"{node.name}/scale", scale.astype(np.float32).reshape(shape))
+    c = graph.constant(f"{node.name}/shift", shift.astype(np.float32).reshape(shape))
+    scaled = _before(graph, node, "mul", [x, k], {"activation": None}, "scale")
+    _become(node, "add", [scaled, c], {"activation": None})
+    ctx.count("batch_norm_decomposed")
+
+
+def _softmax(graph: Graph, node: Node, ctx: PassContext) -> None:
+    x = node.inputs[0]
+    rank, axis = len(x.shape), node.attrs["axis"] % len(x.shape)
+    if axis == rank - 1:
+        return
+    perm = list(range(rank))
+    perm[axis], perm[-1] = perm[-1], perm[axis]
+    moved = _before(graph, node, "transpose", [x], {"perm": perm}, "to_last")
+    soft = _before(graph, node, "softmax", [moved], {"axis": -1, "beta": node.attrs["beta"]}, "softmax")
+    _become(node, "transpose", [soft], {"perm": perm})
+    ctx.count("softmax_axis_transposed")
+
+
+RULES = {
+    "conv2d": _conv2d,
+    "depthwise_conv2d": _conv_like,
+    "max_pool2d": _padding,
+    "avg_pool2d": _padding,
+    "identity": _identity,
+    "hardsigmoid": _hardsigmoid,
+    "silu": _silu,
+    "clip": _clip,
+    "batch_norm": _batch_norm,
+    "softmax": _softmax,
+}
+
+
+@register_pass("legalize_tflite")
+def legalize_tflite(graph: Graph, ctx: PassContext) -> Graph:
+    """Rewrite `graph` (NHWC) in place into ops and paddings that TFLite's builtins express exactly."""
+    quantized = [t.name for t in graph.tensors() if t.quant is not None]
+    if quantized:
+        raise MccError(f"legalize_tflite runs on float graphs, before quantization, but {', '.join(quantized[:3])} "
+                       "carry quantization parameters; put legalize_tflite earlier in the pipeline")
+    nchw = [t.name for t in graph.tensors() if t.layout == "NCHW"]
+    if nchw:
+        raise MccError(f"legalize_tflite needs an NHWC graph, but {', '.join(nchw[:3])} "
+                       f"{'is' if len(nchw) == 1 else 'are'} NCHW; run the layout pass first")
+    for node in list(graph.nodes):
+        rule = RULES.get(node.op)
+        if rule is not None:
+            rule(graph, node, ctx)
+    return graph
