@@ -1,0 +1,96 @@
+"""Read any supported model file into an IR graph, recognising the format by content, never by extension.
+
+torch's three archive kinds are all zip files (`.pt` is used for two of them), so the zip members decide:
+`archive_format` marks a torch.export archive, `constants.pkl` plus `code/` a TorchScript archive, a lone
+`data.pkl` a torch.save pickle. Every zip archive is CRC-checked before torch sees it, so a truncated or
+damaged file is reported as such instead of as whatever torch trips over first.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from ..errors import MccError
+from ..ir import Graph
+
+ACCEPTED = ("a torch.export archive (torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')); "
+            "a TorchScript archive (torch.jit.save, loaded with input_shapes); "
+            "a pickled nn.Module (torch.save(model), only with trust_pickle=True and input_shapes)")
+
+
+def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
+    """Load the model at `path` into an IR graph.
+
+    input_shapes gives one shape per model input for the formats that do not record them (TorchScript,
+    pickled modules); trust_pickle allows unpickling a whole nn.Module, which executes code from the file.
+    """
+    path = Path(path)
+    fmt = sniff(path)
+    if input_shapes is not None:
+        input_shapes = _check_shapes(path, input_shapes)
+    if fmt == "torch.export":
+        from .torch_export import lower
+        import torch
+
+        try:
+            ep = torch.export.load(str(path))
+        except Exception as e:  # torch raises many types for damaged archives; the user needs one message
+            raise MccError(f"could not be read as a torch.export archive ({type(e).__name__}: {e}); "
+                           "re-save it with torch.export.save", path=path) from e
+        return lower(ep, name=path.stem, path=path)
+    if fmt == "torchscript":
+        from .torchscript import load_torchscript
+
+        return load_torchscript(path, input_shapes)
+    from .pickled import load_pickled
+
+    return load_pickled(path, trust_pickle, input_shapes)
+
+
+def sniff(path: Path) -> str:
+    """'torch.export', 'torchscript' or 'pickle', judged from the bytes; MccError for anything else."""
+    if not path.exists():
+        raise MccError("no such file", path=path)
+    if not path.is_file():
+        raise MccError("is not a file", path=path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04"):
+        return _sniff_zip(path)
+    if head.startswith(b"\x80"):  # pickle protocol 2+: torch.save's pre-1.6 format
+        return "pickle"
+    shown = repr(head) if head else "nothing (the file is empty)"
+    raise MccError(f"is not a model format mcc reads (it starts with {shown}); accepted: {ACCEPTED}", path=path)
+
+
+def _sniff_zip(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            names = z.namelist()
+    except Exception as e:  # BadZipFile, EOFError, zlib.error, ... depending on where the damage is
+        raise MccError(f"is a truncated or corrupt zip archive ({type(e).__name__}: {e}); re-save or re-copy "
+                       "the model", path=path) from e
+    if bad is not None:
+        raise MccError(f"is a corrupt zip archive: member '{bad}' fails its CRC check; re-save or re-copy the model",
+                       path=path)
+    tails = {n.split("/", 1)[-1] for n in names}
+    if "archive_format" in tails:
+        return "torch.export"
+    if "constants.pkl" in tails and any(t.startswith("code/") for t in tails):
+        return "torchscript"
+    if "data.pkl" in tails:
+        return "pickle"
+    raise MccError(f"is a zip archive but not a PyTorch model archive; accepted: {ACCEPTED}", path=path)
+
+
+def _check_shapes(path, input_shapes) -> list[tuple[int, ...]]:
+    try:
+        shapes = [tuple(int(d) for d in s) for s in input_shapes]
+    except (TypeError, ValueError):
+        shapes = None
+    if not shapes or any(not s or min(s) < 1 for s in shapes):
+        raise MccError(f"input_shapes must be a list of shapes of positive sizes, one per input, e.g. [(1, 3, 224, 224)]; "
+                       f"got {input_shapes!r}", path=path)
+    return shapes

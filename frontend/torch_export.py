@@ -1,0 +1,258 @@
+"""Lower a torch.export program to mcc's IR: decompose to core ATen, then translate the FX graph node by node.
+
+The closest existing tool is torch.onnx's dynamo exporter: it also exports, decomposes and dispatches every
+FX node to a translation function from a table (onnxscript's torchlib). mcc differs in three ways, each to keep
+its IR small: it targets its own one-form-per-op set instead of ONNX's; it keeps a few activations
+(hardswish, hardsigmoid, silu, prelu) whole instead of decomposing them, because TFLite has kernels for them;
+and it folds every node whose inputs are all constants by running it in torch during lowering, so weight
+permutes, transposes and scalar arithmetic never reach the IR. The graph stays NCHW, as torch wrote it; the
+layout pass, not the frontend, decides the target layout.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import MccError
+from ..ir import Graph, Tensor
+from .aten import LOWERINGS, SKIPPED
+
+# Decomposed by torch's default table but kept whole: each is one TFLite kernel and one IR op.
+KEEP_WHOLE = ("hardswish", "hardsigmoid", "silu", "prelu")
+
+
+@dataclass(eq=False)
+class Const:
+    """A value known at compile time: a parameter, a buffer or the result of a folded node.
+
+    `name` is the parameter it came from (a weight permute keeps "fc.weight"), so the IR names its constants
+    after the model's own state_dict keys.
+    """
+
+    value: torch.Tensor
+    name: str
+
+
+def from_module(module: torch.nn.Module, example_inputs: tuple) -> Graph:
+    """Export `module` in eval mode with `example_inputs` and lower it; the module's mode is restored after."""
+    return lower_module(module, example_inputs)
+
+
+def lower_module(module, example_inputs, *, name: str | None = None, path=None) -> Graph:
+    was_training = module.training
+    module.eval()
+    try:
+        ep = torch.export.export(module, tuple(example_inputs))
+    except Exception as e:  # torch raises many types here; the user needs one message
+        raise MccError(f"torch.export could not export {type(module).__name__}: {e}", path=path) from e
+    finally:
+        module.train(was_training)
+    return lower(ep, name=name or type(module).__name__, path=path)
+
+
+def from_exported_program(ep) -> Graph:
+    """Lower an ExportedProgram (as returned by torch.export.export or torch.export.load)."""
+    return lower(ep)
+
+
+def lower(ep, *, name: str = "main", path=None) -> Graph:
+    """Lower `ep` to an IR graph named `name`; errors name `path` when the program came from a file."""
+    table = torch.export.default_decompositions()
+    for op in KEEP_WHOLE:
+        table.pop(getattr(torch.ops.aten, op).default, None)
+    ep = ep.run_decompositions(table)
+    return _Lowering(ep, name, path).run()
+
+
+class _Lowering:
+    """One walk over an FX graph; `env` maps each FX node to an IR Tensor, a Const, a Python value or a tuple."""
+
+    def __init__(self, ep, name, path):
+        self.ep, self.path = ep, path
+        self.graph = Graph(name)
+        self.env: dict = {}
+        self.names: set[str] = set()
+        self.materialized: dict[Const, Tensor] = {}
+        self.node = None  # the FX node being lowered, for emit() and fail()
+
+    # ---- the walk ------------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        sig = self.ep.graph_signature
+        others = [s for s in sig.output_specs if s.kind.name != "USER_OUTPUT"]
+        if others:
+            raise MccError(f"the program writes {others[0].kind.name.lower()} '{others[0].target}'; mcc compiles "
+                           "inference graphs: export the model in eval mode", path=self.path)
+        specs = {s.arg.name: s for s in sig.input_specs}
+        for node in self.ep.graph.nodes:
+            self.node = node
+            if node.op == "placeholder":
+                self.env[node] = self._placeholder(node, specs[node.name])
+            elif node.op == "call_function":
+                if str(node.target) not in SKIPPED:
+                    self.env[node] = self._call(node)
+            elif node.op == "output":
+                self._outputs(node.args[0])
+            else:
+                self.fail(f"FX '{node.op}' nodes (control flow or submodules) are not supported")
+        self.graph.cleanup()
+        self.graph.verify()
+        return self.graph
+
+    def _placeholder(self, node, spec):
+        if spec.kind.name != "USER_INPUT":
+            value = self.ep.state_dict.get(spec.target)
+            if value is None:
+                value = self.ep.constants[spec.target]
+            return Const(value.detach(), spec.target)
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            self.fail("only tensor inputs are supported")
+        if not all(isinstance(d, int) for d in val.shape):
+            self.fail(f"input '{node.name}' has dynamic dimensions {tuple(val.shape)}; mcc compiles static shapes: "
+                      "export with concrete example inputs and no dynamic_shapes")
+        if val.dtype != torch.float32:
+            self.fail(f"input '{node.name}' is {val.dtype}; mcc's PyTorch frontend takes float32 inputs")
+        shape = tuple(val.shape)
+        return self.graph.add_input(self._unique(node.name), shape, "float32", "NCHW" if len(shape) == 4 else None)
+
+    def _call(self, node):
+        args = _map(node.args, self.env.__getitem__)
+        kwargs = _map(node.kwargs, self.env.__getitem__)
+        if not any(isinstance(v, Tensor) for v in _leaves((args, kwargs))):
+            return self._fold(node, args, kwargs)
+        if node.target is operator.getitem:
+            value = args[0][args[1]]
+            if value is None:
+                self.fail(f"output {args[1]} of '{node.args[0].name}' is not supported (only its first output is)")
+            return value
+        lowering = LOWERINGS.get(str(node.target))
+        if lowering is None:
+            self.fail("not supported by mcc's PyTorch frontend (the supported ops are the keys of "
+                      "mcc.frontend.aten.LOWERINGS); rewrite this part of the model with supported ops")
+        result = lowering(self, *args, **kwargs)
+        self._check_shapes(node, result)
+        return result
+
+    def _fold(self, node, args, kwargs):
+        """Run a node whose inputs are all known in torch; the result keeps the name of its single constant input."""
+        consts = [v for v in _leaves((args, kwargs)) if isinstance(v, Const)]
+        unwrap = lambda v: v.value if isinstance(v, Const) else v  # noqa: E731
+        with torch.no_grad():
+            result = node.target(*_map(args, unwrap), **_map(kwargs, unwrap))
+        name = consts[0].name if len(consts) == 1 else node.name
+        return _map(result, lambda v: Const(v, name) if isinstance(v, torch.Tensor) else v)
+
+    def _check_shapes(self, node, result):
+        """A lowering that disagrees with torch's own shape is a frontend bug; stop at the node that shows it."""
+        vals = node.meta.get("val")
+        pairs = zip(result, vals) if isinstance(result, tuple) else [(result, vals)]
+        for t, v in pairs:
+            if isinstance(t, Tensor) and tuple(t.shape) != tuple(v.shape):
+                self.fail(f"lowered to shape {t.shape} but torch computes {tuple(v.shape)}")
+
+    def _outputs(self, values):
+        for fx_node in values:
+            value = self.env.get(fx_node) if isinstance(fx_node, torch.fx.Node) else fx_node
+            if not isinstance(value, (Tensor, Const)):
+                raise MccError(f"output '{fx_node}' is not a tensor ({type(value).__name__})", path=self.path)
+            taken = any(value is t for t in self.graph.inputs + self.graph.outputs)
+            if isinstance(value, Const) or taken:
+                self.node = fx_node
+                value = self.emit("identity", [value])
+            self.graph.outputs.append(value)
+
+    # ---- the interface the lowering functions in aten.py use -----------------------------------------
+    def emit(self, op: str, inputs: list, **attrs) -> Tensor:
+        """Append one IR node for the current FX node; Const inputs become IR constants."""
+        ins = [self.materialize(v) if isinstance(v, Const) else v for v in inputs]
+        try:
+            node = self.graph.add_node(op, ins, attrs, name=self.node.name, source=self.location())
+        except ValueError as e:
+            self.fail(str(e))
+        self.names.add(node.name)
+        for t in node.outputs:
+            self.names.add(t.name)
+            if len(t.shape) == 4 and t.layout is None:
+                t.layout = "NCHW"
+        return node.outputs[0]
+
+    def const(self, value, like: Const | None = None, name: str | None = None) -> Const:
+        """A new compile-time value, named after the constant it was derived from (`like`) or `name`."""
+        value = torch.as_tensor(value, dtype=torch.float32)
+        return Const(value, like.name if like is not None else name or f"{self.node.name}.const")
+
+    def materialize(self, c: Const) -> Tensor:
+        """The IR constant (float32) for `c`, created once however many nodes read it."""
+        t = self.materialized.get(c)
+        if t is None:
+            data = c.value.detach().to(torch.float32).numpy().copy()
+            t = Tensor(self._unique(c.name), data=data)
+            self.materialized[c] = t
+        return t
+
+    def shape(self, v) -> tuple[int, ...]:
+        return tuple(v.value.shape) if isinstance(v, Const) else tuple(v.shape)
+
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(self.node.meta["val"].shape)
+
+    def require_const(self, v, what: str) -> Const:
+        if not isinstance(v, Const):
+            self.fail(f"needs a constant {what} (a parameter or buffer), got a tensor computed at run time")
+        return v
+
+    def location(self) -> str:
+        return source_location(self.node)
+
+    def fail(self, message: str):
+        where = self.location()
+        at = f" at {where}" if where != self.node.name else ""
+        what = f"aten op '{self.node.target}'" if self.node.op == "call_function" else self.node.op
+        raise MccError(f"{what}{at}: {message}", path=self.path, node=self.node.name)
+
+    def _unique(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def source_location(node) -> str:
+    """file:line of the innermost frame outside torch in the node's stack trace, else the FX node's name."""
+    frames = _FRAME.findall(node.meta.get("stack_trace") or "")
+    user = [f for f in frames if not f[0].startswith(_TORCH_DIR)] or frames
+    return f"{user[-1][0]}:{user[-1][1]}" if user else node.name
+
+
+def _map(value, fn):
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map(v, fn) for k, v in value.items()}
+    return fn(value) if isinstance(value, (torch.fx.Node, Const, torch.Tensor)) else value
+
+
+def _leaves(value):
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def example_inputs(shapes) -> tuple:
+    """Zero tensors of the given shapes: export records shapes, not values, so zeros trace like real data."""
+    return tuple(torch.zeros(s) for s in shapes)

@@ -1,0 +1,33 @@
+"""Read a TorchScript archive (torch.jit.save) by converting it to a torch.export program.
+
+TorchScript is torch's older, deprecated graph format; torch ships a converter to ExportedProgram
+(torch._export.converter.TS2EPConverter), so mcc lowers both formats through one path instead of keeping a
+second translator for TorchScript's own IR. The archive records no input shapes, so the user supplies them.
+"""
+
+from __future__ import annotations
+
+from ..errors import MccError
+from ..ir import Graph
+
+
+def load_torchscript(path, input_shapes: list[tuple[int, ...]] | None) -> Graph:
+    import torch
+    from torch._export.converter import TS2EPConverter
+
+    from .torch_export import example_inputs, lower
+
+    if input_shapes is None:
+        raise MccError("is a TorchScript archive, which does not record input shapes: pass input_shapes, "
+                       "e.g. input_shapes=[(1, 3, 224, 224)] (one shape per model input)", path=path)
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:  # torch raises RuntimeError subclasses with C++ messages; the user needs one message
+        raise MccError(f"could not be read as a TorchScript archive ({type(e).__name__}: {e})", path=path) from e
+    try:
+        ep = TS2EPConverter(module, example_inputs(input_shapes)).convert()
+    except Exception as e:
+        raise MccError(f"TorchScript to torch.export conversion failed with input_shapes={input_shapes} "
+                       f"({type(e).__name__}: {e}); check the shapes, or save the model with torch.export.save",
+                       path=path) from e
+    return lower(ep, name=path.stem, path=path)
