@@ -1,0 +1,97 @@
+"""fold_constants: evaluate nodes whose inputs are all constants, and drop ops that do nothing.
+
+onnx-graphsurgeon's `fold_constants` runs the whole graph through onnxruntime to find foldable values; mcc
+evaluates one node at a time with its own runtime (`mcc.runtime.evaluate_node`), so folding uses exactly the
+kernels that validate the compiled model and needs no second execution engine. The same pass removes the
+no-ops that frontends leave behind (identity, reshape to the same shape, transpose with the identity perm,
+reshape of a reshape), because each of those would otherwise become a real operator in the emitted model.
+
+`replace_constant` and `can_bypass` are the two rewrite rules that every constant-editing or node-removing pass
+shares; they live here, beside the pass that uses both most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Node, Tensor
+from .manager import PassContext, register_pass
+
+
+def replace_constant(graph: Graph, node: Node, index: int, data: np.ndarray) -> Tensor:
+    """Give input `index` of `node` new constant data, keeping the old name when no one else reads the old tensor.
+
+    Graph copies share constant arrays, so a pass never writes into one; it puts a new tensor in its place.
+    """
+    old = node.inputs[index]
+    new = graph.constant(old.name, data)
+    node.inputs[index] = new
+    if all(t.name != old.name for t in graph.tensors()):
+        new.name = old.name
+    return new
+
+
+def _same_layout(a: Tensor, b: Tensor) -> bool:
+    return (a.layout or "NCHW") == (b.layout or "NCHW")
+
+
+def can_bypass(graph: Graph, node: Node) -> bool:
+    """Whether `graph.bypass(node)` keeps the model's interface and every reader's view of the axes.
+
+    A graph output keeps its name only if the input can take that name over (it cannot when it is a graph input,
+    a constant or another output), and a 4-D tensor's layout tag must not change under its readers' feet.
+    """
+    src, dst = node.inputs[0], node.outputs[0]
+    if any(o is dst for o in graph.outputs):
+        if src.is_constant or any(src is t for t in graph.inputs) or any(src is t for t in graph.outputs):
+            return False
+    return len(dst.shape) != 4 or _same_layout(src, dst)
+
+
+def _is_noop(node: Node) -> bool:
+    if node.op == "identity":
+        return True
+    if node.op == "reshape":
+        return node.outputs[0].shape == node.inputs[0].shape
+    if node.op == "transpose":
+        return list(node.attrs["perm"]) == list(range(len(node.attrs["perm"])))
+    return False
+
+
+def _fold_node(graph: Graph, node: Node) -> bool:
+    from ..runtime import evaluate_node
+
+    if any(o is t for o in node.outputs for t in graph.outputs):
+        return False  # a graph output stays computed, so the model's interface keeps a produced tensor
+    values = evaluate_node(node, [i.data if i is not None else None for i in node.inputs])
+    for out, value in zip(node.outputs, values):
+        const = Tensor(out.name, quant=out.quant, data=np.ascontiguousarray(np.asarray(value, dtype=out.dtype)))
+        graph.replace_uses(out, const)
+    graph.remove_node(node)
+    return True
+
+
+def _merge_reshapes(graph: Graph, node: Node) -> bool:
+    inner = graph.producer(node.inputs[0])
+    if node.op != "reshape" or inner is None or inner.op != "reshape":
+        return False
+    node.inputs[0] = inner.inputs[0]
+    if not graph.consumers(inner.outputs[0]) and not any(inner.outputs[0] is o for o in graph.outputs):
+        graph.remove_node(inner)
+    return True
+
+
+@register_pass("fold_constants")
+def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
+    graph.toposort()
+    for node in list(graph.nodes):
+        ins = [i for i in node.inputs if i is not None]
+        if ins and all(i.is_constant for i in ins) and _fold_node(graph, node):
+            ctx.count("folded")
+        elif _merge_reshapes(graph, node):
+            ctx.count("reshapes_merged")
+    for node in list(graph.nodes):
+        if _is_noop(node) and can_bypass(graph, node):
+            graph.bypass(node)
+            ctx.count("noops_removed")
+    return graph

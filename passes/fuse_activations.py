@@ -1,0 +1,45 @@
+"""fuse_activations: fold relu / relu6 / clip(0, 6) / clip(-1, 1) into the `activation` of the op before it.
+
+TFLite converters do this while lowering each TF op; mcc does it as a separate IR pass over one canonical op set,
+so every frontend benefits and a target that fuses fewer ops (ctx.options["fusable_ops"]) narrows it by name.
+The producer must feed only the activation and not be a graph output: otherwise someone still reads the
+pre-activation value.
+"""
+
+from __future__ import annotations
+
+from ..ir import Graph, Node
+from .manager import PassContext, register_pass
+
+FUSABLE_OPS = frozenset({"conv2d", "depthwise_conv2d", "fully_connected", "add", "sub", "mul", "div",
+                         "max_pool2d", "avg_pool2d"})
+
+_CLIPS = {(0.0, 6.0): "relu6", (-1.0, 1.0): "relu_n1_to_1"}
+
+
+def fused_name(node: Node) -> str | None:
+    """The `activation` value equivalent to an activation node, or None when it has none."""
+    if node.op in ("relu", "relu6"):
+        return node.op
+    if node.op == "clip":
+        return _CLIPS.get((float(node.attrs["min"]), float(node.attrs["max"])))
+    return None
+
+
+@register_pass("fuse_activations")
+def fuse_activations(graph: Graph, ctx: PassContext) -> Graph:
+    allowed = FUSABLE_OPS & frozenset(ctx.options.get("fusable_ops", FUSABLE_OPS))
+    for node in list(graph.nodes):
+        act = fused_name(node)
+        x = node.inputs[0]
+        prod = graph.producer(x)
+        if (act is None or prod is None or prod.op not in allowed or prod.attrs.get("activation") is not None
+                or len(graph.consumers(x)) != 1 or any(x is o for o in graph.outputs)):
+            continue
+        prod.attrs["activation"] = act
+        if node.outputs[0].quant is not None:
+            x.quant = node.outputs[0].quant  # the fused op now writes the activation's output range
+        graph.bypass(node)
+        ctx.count("fused")
+        ctx.count(f"fused_{act}")
+    return graph

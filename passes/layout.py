@@ -1,0 +1,336 @@
+"""to_nhwc: turn an NCHW graph into an NHWC one, folding every permutation into constants (DESIGN.md §1).
+
+Design. Every tensor keeps its *logical* shape (the source model's axis order) and gets a *physical
+permutation* `perm`: physical axis k holds logical axis perm[k]. Graph inputs start as NHWC, perm P = (0, 2, 3, 1),
+when 4-D; every other tensor as the identity. Walking the graph in order, each op either adapts itself to its
+inputs' permutations, or asks for the permutation it needs and a conversion is inserted:
+- spatial ops (conv, depthwise, pools, 4-D batch norm) ask for P and output P; their weights are permuted
+  (conv OIHW -> OHWI, depthwise [C*m, 1, kh, kw] -> [1, kh, kw, C*m]);
+- elementwise, softmax, pad, mean and concat work in any permutation: they inherit it from their (first 4-D)
+  input and remap their axis attributes; constant operands are rank-aligned and permuted alike;
+- fully_connected works in any permutation that keeps the feature axis last;
+- a source transpose composes with its input's permutation: its output gets perm = q^-1 . perm_in, so it
+  moves no data and is removed; the permutation only materialises where an op asks for one it does not have;
+- a reshape keeps element order only when both permutations move just size-1 axes (then it is a plain reshape,
+  e.g. a flatten with H = W = 1); a flatten [N, C*H*W] read only by fully-connected layers with constant
+  weights permutes those weights' columns from C,H,W to H,W,C order; any other reshape asks for the identity,
+  which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]).
+A conversion is a rewrite of the constant's data when the tensor is a constant, a reshape when only size-1 axes
+move, and otherwise a transpose; conversions are shared by all readers that ask for the same permutation.
+Graph outputs become NHWC when they are 4-D, except those a source transpose produced and graph inputs read only
+by transposes, which keep the source's axis order (a model that permutes its own NHWC input stays NHWC and
+transpose-free); ctx.notes["io_layout"] gives the permutation applied to each changed input and output.
+
+TFLite converters (and onnx2tf) insert a transpose pair around every layout-sensitive op and then run
+peephole rules that cancel adjacent pairs, which leaves stray transposes whenever no rule matches a pattern.
+mcc propagates permutations instead, so a transpose appears only where an op truly needs different memory order
+than its producer gives, and the walk is one pass with no pattern list to grow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MccError
+from ..ir import Graph, Node, QuantParams, Tensor
+from ..ir.ops import infer_node
+from .fold_constants import can_bypass, replace_constant
+from .manager import PassContext, register_pass
+
+P = (0, 2, 3, 1)
+_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
+_WEIGHT_PERM = {"conv2d": P, "depthwise_conv2d": (1, 2, 3, 0)}
+_ELEMENTWISE = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "identity",
+                "leaky_relu", "clip", "softmax", "pad")
+_BROADCAST = ("add", "sub", "mul", "div", "minimum", "maximum", "prelu")
+
+
+def _ident(rank: int) -> tuple:
+    return tuple(range(rank))
+
+
+def _inverse(perm) -> tuple:
+    inv = [0] * len(perm)
+    for k, p in enumerate(perm):
+        inv[p] = k
+    return tuple(inv)
+
+
+def _phys(shape, perm) -> tuple:
+    return tuple(shape[p] for p in perm)
+
+
+def _keeps_order(perm, shape) -> bool:
+    """True when permuting `shape` by `perm` moves only size-1 axes, i.e. element order is unchanged."""
+    moved = [p for p in perm if shape[p] != 1]
+    return moved == sorted(moved)
+
+
+def _layout_tag(perm) -> str | None:
+    return "NHWC" if tuple(perm) == P else None
+
+
+class _Layout:
+    """The walk's state: logical shapes, physical permutations and the conversions already inserted.
+
+    Dictionaries are keyed by the Tensor objects themselves (identity hashing), which keeps every tensor the
+    walk has seen alive, so a replaced constant's id can never be reused by a new tensor.
+    """
+
+    def __init__(self, graph: Graph, ctx: PassContext):
+        self.g, self.ctx = graph, ctx
+        self.logical = {t: t.shape for t in graph.tensors()}
+        self.perm = {t: _ident(len(t.shape)) for t in graph.tensors()}
+        self.converted: dict[tuple, Tensor] = {}
+        self.source_names: dict[Tensor, str] = {}  # rewritten constant -> the name of the one it replaces
+        self.source_transposes: list[Node] = []
+
+    def L(self, t: Tensor) -> tuple:
+        return self.logical[t]
+
+    def set(self, t: Tensor, logical, perm) -> None:
+        self.logical[t], self.perm[t] = tuple(logical), tuple(perm)
+
+    # ---- conversions ----------------------------------------------------------------------------------
+    def to_perm(self, t: Tensor, want, before: Node | None, why: str) -> Tensor:
+        """`t` in physical permutation `want`: rewritten data, a reshape, or (last resort) a transpose."""
+        want, have = tuple(want), self.perm[t]
+        if have == want:
+            return t
+        key = (t, want)
+        if key not in self.converted:
+            self.converted[key] = self._convert(t, have, want, before, why)
+        return self.converted[key]
+
+    def _convert(self, t: Tensor, have, want, before: Node | None, why: str) -> Tensor:
+        logical = self.L(t)
+        if t.is_constant:
+            data = np.ascontiguousarray(np.transpose(np.transpose(t.data, _inverse(have)), want))
+            quant = t.quant
+            if quant is not None and quant.axis is not None:
+                quant = QuantParams(quant.scale, quant.zero_point, want.index(have[quant.axis]))
+            new = self.g.constant(t.name, data)
+            new.quant = quant
+            self.source_names[new] = self.source_names.get(t, t.name)
+            self.ctx.count("constants_permuted")
+        else:
+            index = len(self.g.nodes) if before is None else self.g.nodes.index(before)
+            if _keeps_order(have, logical) and _keeps_order(want, logical):
+                node = self.g.add_node("reshape", [t], {"shape": list(_phys(logical, want))},
+                                       name=f"{t.name}/reshape", index=index)
+                self.ctx.count("reshapes_inserted")
+            else:
+                r = tuple(have.index(w) for w in want)
+                node = self.g.add_node("transpose", [t], {"perm": list(r)}, name=f"{t.name}/transpose", index=index)
+                self.ctx.count("transposes_inserted")
+                self.ctx.notes.setdefault("inserted_transposes", []).append(f"{node.name}: {why}")
+            new = node.outputs[0]
+            new.layout = _layout_tag(want) if len(want) == 4 else None
+        self.set(new, logical, want)
+        return new
+
+    def align_rank(self, t: Tensor, rank: int, before: Node) -> Tensor:
+        """`t` with leading 1s so that it broadcasts axis by axis against a rank-`rank` logical tensor."""
+        logical = (1,) * (rank - len(self.L(t))) + self.L(t)
+        if t.is_constant:
+            new = self.g.constant(t.name, np.reshape(t.data, logical))
+            self.source_names[new] = self.source_names.get(t, t.name)
+        else:
+            t = self.to_perm(t, _ident(len(self.L(t))), before, "rank alignment")
+            new = self.g.add_node("reshape", [t], {"shape": list(logical)}, name=f"{t.name}/reshape",
+                                  index=self.g.nodes.index(before)).outputs[0]
+        self.set(new, logical, _ident(rank))
+        return new
+
+    # ---- op rules: each sets node inputs and attributes, and returns the output permutation -----------
+    def spatial(self, n: Node) -> tuple:
+        n.inputs[0] = self.to_perm(n.inputs[0], P, n, f"{n.op} '{n.name}' reads NHWC")
+        if n.op in _WEIGHT_PERM:
+            n.inputs[1] = self.to_perm(n.inputs[1], _WEIGHT_PERM[n.op], n, f"weight of '{n.name}'")
+        return P
+
+    def batch_norm(self, n: Node) -> tuple:
+        if len(self.L(n.inputs[0])) == 4:
+            n.inputs[0] = self.to_perm(n.inputs[0], P, n, f"batch_norm '{n.name}' reads NHWC")
+            return P
+        return self.identity(n)
+
+    def elementwise(self, n: Node) -> tuple:
+        x = n.inputs[0]
+        perm = self.perm[x]
+        if n.op == "softmax":
+            n.attrs["axis"] = perm.index(n.attrs["axis"] % len(perm))
+        elif n.op == "pad":
+            pads = n.attrs["pads"]
+            n.attrs["pads"] = [v for p in perm for v in pads[2 * p:2 * p + 2]]
+        return perm
+
+    def broadcast(self, n: Node) -> tuple:
+        rank = len(self.L(n.outputs[0]))
+        full = [t for t in n.inputs if not t.is_constant and len(self.L(t)) == rank]
+        target = self.perm[full[0]] if full else _ident(rank)
+        for i, t in enumerate(n.inputs):
+            if t.is_constant and t.size == 1:
+                continue  # a scalar broadcasts the same way in any layout
+            if len(self.L(t)) < rank:
+                t = self.align_rank(t, rank, n)
+            n.inputs[i] = self.to_perm(t, target, n, f"{n.op} '{n.name}' operand")
+        return target
+
+    def concat(self, n: Node) -> tuple:
+        first = next((t for t in n.inputs if not t.is_constant), n.inputs[0])
+        target = self.perm[first]
+        n.inputs = [self.to_perm(t, target, n, f"concat '{n.name}' operand") for t in n.inputs]
+        n.attrs["axis"] = target.index(n.attrs["axis"] % len(target))
+        return target
+
+    def mean(self, n: Node) -> tuple:
+        perm = self.perm[n.inputs[0]]
+        axes = {a % len(perm) for a in n.attrs["axes"]}
+        n.attrs["axes"] = sorted(perm.index(a) for a in axes)
+        if n.attrs["keepdims"]:
+            return perm
+        kept = [p for p in perm if p not in axes]
+        return tuple(sorted(kept).index(p) for p in kept)
+
+    def fully_connected(self, n: Node) -> tuple:
+        x = n.inputs[0]
+        rank = len(self.L(x))
+        if self.perm[x][-1] != rank - 1:
+            x = n.inputs[0] = self.to_perm(x, _ident(rank), n, f"fully_connected '{n.name}' reads features last")
+        return self.perm[x]
+
+    def transpose(self, n: Node) -> tuple:
+        q_inv = _inverse(n.attrs["perm"])
+        out = tuple(q_inv[a] for a in self.perm[n.inputs[0]])
+        n.attrs["perm"] = list(_ident(len(out)))
+        self.source_transposes.append(n)
+        return out
+
+    def reshape(self, n: Node) -> tuple:
+        x, y = n.inputs[0], n.outputs[0]
+        lx, ly, have = self.L(x), self.L(y), self.perm[x]
+        if lx == ly:
+            out = have
+        elif not _keeps_order(have, lx) and self._permute_fc_columns(n):
+            out = _ident(len(ly))
+        else:
+            if not _keeps_order(have, lx):
+                n.inputs[0] = self.to_perm(x, _ident(len(lx)), n, f"reshape '{n.name}' needs NCHW element order")
+            out = P if len(ly) == 4 and _keeps_order(P, ly) else _ident(len(ly))
+        n.attrs["shape"] = list(_phys(ly, out))
+        return out
+
+    def _permute_fc_columns(self, n: Node) -> bool:
+        """Flatten [N,C,H,W] -> [N, C*H*W] read only by FCs with constant weights: reorder their columns to H,W,C."""
+        x, y = n.inputs[0], n.outputs[0]
+        if self.perm[x] != P:
+            return False
+        (nb, c, h, w), ly = self.L(x), self.L(y)
+        readers = self.g.consumers(y)
+        if (ly != (nb, c * h * w) or not readers or any(y is o for o in self.g.outputs)
+                or any(r.op != "fully_connected" or r.inputs[0] is not y or not r.inputs[1].is_constant
+                       for r in readers)):
+            return False
+        for r in readers:
+            wt = r.inputs[1].data
+            replace_constant(self.g, r, 1, np.ascontiguousarray(
+                wt.reshape(wt.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(wt.shape[0], -1)))
+            self.ctx.count("fc_weights_permuted")
+        return True
+
+    def identity(self, n: Node) -> tuple:
+        """Any op without a rule: give it the source's axis order."""
+        n.inputs = [t if t is None else self.to_perm(t, _ident(len(self.L(t))), n, f"{n.op} '{n.name}' has no "
+                    "layout rule") for t in n.inputs]
+        return _ident(len(self.L(n.outputs[0])))
+
+    def rule(self, n: Node):
+        if n.op in _SPATIAL:
+            return self.spatial
+        if n.op in _ELEMENTWISE:
+            return self.elementwise
+        if n.op in _BROADCAST:
+            return self.broadcast
+        return {"batch_norm": self.batch_norm, "concat": self.concat, "mean": self.mean, "reshape": self.reshape,
+                "fully_connected": self.fully_connected, "transpose": self.transpose}.get(n.op, self.identity)
+
+    def visit(self, n: Node) -> None:
+        out = self.rule(n)(n)
+        infer_node(n)
+        y = n.outputs[0]
+        if n.op in ("reshape", "transpose") and len(y.shape) == 4:
+            y.layout = _layout_tag(out)
+        self.set(y, self.L(y), out)
+        if y.shape != _phys(self.L(y), out) or (out == P and y.layout != "NHWC"):
+            raise AssertionError(f"to_nhwc: node '{n.name}' ({n.op}) gives {y.shape} @{y.layout}, "
+                                 f"expected {_phys(self.L(y), out)} in permutation {out}")
+
+    # ---- after the walk -----------------------------------------------------------------------------------
+    def drop_source_transpose(self, n: Node) -> None:
+        """Remove a source transpose that the walk turned into a no-op, keeping every reader's layout tag right.
+
+        Only tensors in permutation P must be tagged NHWC (spatial ops read the tag); a tensor in another
+        permutation may carry any tag, because every spatial reader asks for P and gets a conversion.
+        """
+        x, y = n.inputs[0], n.outputs[0]
+        retaggable = any(x is t for t in self.g.inputs) or getattr(self.g.producer(x), "op", None) in (
+            "reshape", "transpose")
+        if y.layout == "NHWC" and x.layout != "NHWC" and retaggable:
+            x.layout = "NHWC"
+        if x.layout == "NHWC" and len(y.shape) == 4:
+            y.layout = "NHWC"
+        if can_bypass(self.g, n):
+            self.g.bypass(n)
+            self.ctx.count("source_transposes_removed")
+        else:
+            n.op, n.attrs = "reshape", {"shape": list(y.shape)}
+            self.ctx.count("source_transposes_to_reshape")
+
+
+def _keeps_source_order(graph: Graph, t: Tensor) -> bool:
+    """A graph input read only by transposes, or an output made by one: the model chose its axis order itself."""
+    readers = graph.consumers(t)
+    producer = graph.producer(t)
+    return (bool(readers) and all(r.op == "transpose" for r in readers)) or (
+        producer is not None and producer.op == "transpose")
+
+
+@register_pass("to_nhwc")
+def to_nhwc(graph: Graph, ctx: PassContext) -> Graph:
+    done = next((t for t in graph.tensors() if t.layout == "NHWC"), None)
+    if done is not None:
+        raise MccError(f"to_nhwc converts an NCHW graph, but tensor '{done.name}' is already NHWC; "
+                       "run the layout pass once per pipeline")
+    graph.infer_shapes()
+    lay = _Layout(graph, ctx)
+    io = {"inputs": {}, "outputs": {}}
+    for t in graph.inputs:
+        if len(t.shape) == 4 and not _keeps_source_order(graph, t):
+            lay.set(t, t.shape, P)
+            t.shape, t.layout = _phys(t.shape, P), "NHWC"
+            io["inputs"][t.name] = list(P)
+    for n in list(graph.nodes):
+        lay.visit(n)
+    for o in dict.fromkeys(graph.outputs):
+        if o.is_constant:
+            continue
+        rank = len(lay.L(o))
+        want = P if rank == 4 and not _keeps_source_order(graph, o) else _ident(rank)
+        new = lay.to_perm(o, want, None, f"graph output '{o.name}'")
+        if new is not o:
+            new.name, o.name = o.name, new.name
+            graph.outputs = [new if t is o else t for t in graph.outputs]
+        if want != _ident(rank):
+            io["outputs"][new.name] = list(want)
+    for n in lay.source_transposes:
+        lay.drop_source_transpose(n)
+    live = graph.tensors()
+    taken, live_ids = {t.name for t in live}, {id(t) for t in live}
+    for new, name in lay.source_names.items():
+        if name not in taken and id(new) in live_ids:
+            taken.discard(new.name)
+            new.name = name
+            taken.add(name)
+    ctx.note("io_layout", io)
+    return graph
