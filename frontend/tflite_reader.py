@@ -84,17 +84,18 @@ def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, data: bytes, ta
         scale = np.asarray(q.scale, np.float32)
         zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else np.zeros(len(scale)), np.int64)
         quant = QuantParams(scale, zp, q.quantizedDimension if len(scale) > 1 else None)
-    buf = model.buffers[t.buffer] if model.buffers and 0 < t.buffer < len(model.buffers) else None
+    buf = model.buffers[t.buffer] if t.buffer > 0 else None
     raw = None
     if buf is not None and buf.data is not None and len(buf.data):
         raw = np.asarray(buf.data, np.uint8).tobytes()
     elif buf is not None and buf.offset > 1:  # models over 2 GB keep buffers after the flatbuffer
         raw = data[buf.offset:buf.offset + buf.size]
     if raw is None:
-        return Tensor(name, shape, dtype, "NHWC" if len(shape) == 4 else None, quant)
+        return Tensor(name, shape, dtype, None, quant)
+    itemsize = np.dtype(dtype).itemsize
+    if any(d < 0 for d in shape) or len(raw) != itemsize * int(np.prod(shape, dtype=np.int64)):
+        raise MccError(f"constant '{name}' holds {len(raw)} bytes, which is not {dtype}{list(shape)}", path=path)
     arr = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
-    if arr.size != int(np.prod(shape, dtype=np.int64)):
-        raise MccError(f"constant '{name}' has {arr.size} elements but shape {list(shape)}", path=path)
     return Tensor(name, quant=quant, data=arr.astype(dtype).reshape(shape))
 
 
@@ -108,54 +109,88 @@ def _flatten_for_fc(graph: Graph, x: Tensor, taken: set) -> Tensor:
     return out
 
 
+def _ints(vector) -> list[int]:
+    """A flatbuffer int vector as a list (the object API leaves an absent vector as None)."""
+    return [int(i) for i in vector] if vector is not None else []
+
+
+def _check_indices(model: schema.ModelT, path) -> None:
+    """Every index in the file points at something: a corrupt file fails here, with the file's name."""
+    sub = model.subgraphs[0]
+    n_tensors, n_codes, n_buffers = len(sub.tensors or []), len(model.operatorCodes or []), len(model.buffers or [])
+    bad = [f"tensor {i} names buffer {t.buffer}" for i, t in enumerate(sub.tensors or [])
+           if not 0 <= t.buffer < max(n_buffers, 1)]
+    bad += [f"graph {kind} {i}" for kind, idx in (("input", sub.inputs), ("output", sub.outputs))
+            for i in _ints(idx) if not 0 <= i < n_tensors]
+    for k, op in enumerate(sub.operators or []):
+        if not 0 <= op.opcodeIndex < n_codes:
+            bad.append(f"operator {k} names operator code {op.opcodeIndex}")
+        ins, outs = _ints(op.inputs), _ints(op.outputs)
+        if not outs or any(not 0 <= i < n_tensors for i in outs) or any(not -1 <= i < n_tensors for i in ins):
+            bad.append(f"operator {k} reads tensors {ins} and writes {outs}")
+    if bad:
+        raise MccError(f"corrupt TFLite model: {'; '.join(bad[:3])}, out of {n_tensors} tensors, {n_codes} operator "
+                       f"codes and {n_buffers} buffers; re-export the model", path=path)
+
+
+def _node(graph: Graph, m, op: schema.OperatorT, tensors: list, taken: set) -> Node:
+    """The IR node of one TFLite operator (after any reshape it needs); raises MccError or a malformed-file error."""
+    ins = [tensors[i] if i >= 0 else None for i in _ints(op.inputs)]
+    n_ir = len(ins) - len(m.params) if m.params and len(ins) > len(m.params) else len(ins)
+    ir_ins, param_ts = ins[:n_ir], ins[n_ir:]
+    while ir_ins and ir_ins[-1] is None:
+        ir_ins.pop()
+    outs = [tensors[i] for i in _ints(op.outputs)]
+    for what, p in zip(m.params, param_ts):
+        if p is None or not p.is_constant:
+            raise MccError(f"{m.builtin} reads its {what} from a computed tensor; mcc needs it constant")
+    options = op.builtinOptions
+    if m.options is not None and options is None:
+        options = getattr(schema, m.options + "T")()
+    attrs = m.decode(Site(options, {k: p.data for k, p in zip(m.params, param_ts)}, ir_ins))
+    if m.ir_op == "fully_connected" and not getattr(options, "keepNumDims", True) and len(ir_ins[0].shape) > 2:
+        ir_ins[0] = _flatten_for_fc(graph, ir_ins[0], taken)
+    if m.ir_op in _SPATIAL:  # what a TFLite spatial op reads is NHWC, whatever produced it
+        ir_ins[0].layout = "NHWC"
+    node = Node(m.ir_op, outs[0].name, ir_ins, outs, attrs)
+    stored = [(o.shape, o.dtype) for o in outs]
+    infer_node(node)
+    for o, (shape, dtype) in zip(outs, stored):
+        if o.shape != shape:
+            raise MccError(f"{m.builtin} output '{o.name}' is stored as {list(shape)} but mcc's {m.ir_op} computes "
+                           f"{list(o.shape)}; the file is inconsistent")
+        o.dtype = dtype
+    return node
+
+
+# What a structurally valid flatbuffer with nonsense contents (a zero stride, a wrong rank) raises on the way.
+_MALFORMED = (ValueError, IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError)
+
+
 def read_tflite(data: bytes, path=None) -> Graph:
     """The NHWC IR graph of a TFLite model; `path` only names the file in errors."""
     data = bytes(data)
     model = _unpack(data, path)
+    _check_indices(model, path)
     _refuse_unknown(model, path)
     sub = model.subgraphs[0]
     taken: set = set()
     tensors = [_tensor(t, i, model, data, taken, path) for i, t in enumerate(sub.tensors or [])]
     graph = Graph(sub.name.decode("utf-8", "replace") if sub.name else "main")
-    graph.inputs = [tensors[i] for i in sub.inputs]
-    for op in sub.operators or []:
+    graph.inputs = [tensors[i] for i in _ints(sub.inputs)]
+    for t in graph.inputs:
+        t.layout = "NHWC" if len(t.shape) == 4 else None
+    for k, op in enumerate(sub.operators or []):
         m = BY_CODE[_code(model.operatorCodes[op.opcodeIndex])]
-        ins = [tensors[i] if i >= 0 else None for i in op.inputs]
-        n_ir = len(ins) - len(m.params) if m.params and len(ins) > len(m.params) else len(ins)
-        ir_ins, param_ts = ins[:n_ir], ins[n_ir:]
-        while ir_ins and ir_ins[-1] is None:
-            ir_ins.pop()
-        outs = [tensors[i] for i in op.outputs]
-        label = m.builtin
-        for what, p in zip(m.params, param_ts):
-            if p is None or not p.is_constant:
-                raise MccError(f"{label} reads its {what} from a computed tensor; mcc needs it constant",
-                               path=path, node=outs[0].name)
-        options = op.builtinOptions
-        if m.options is not None and options is None:
-            options = getattr(schema, m.options + "T")()
-        site = Site(options, {k: p.data for k, p in zip(m.params, param_ts)}, ir_ins)
+        where = tensors[op.outputs[0]].name
         try:
-            attrs = m.decode(site)
+            graph.nodes.append(_node(graph, m, op, tensors, taken))
         except MccError as e:
-            raise MccError(f"{label}: {e}", path=path, node=outs[0].name) from None
-        if m.ir_op == "fully_connected" and not getattr(options, "keepNumDims", True) and len(ir_ins[0].shape) > 2:
-            ir_ins[0] = _flatten_for_fc(graph, ir_ins[0], taken)
-        if m.ir_op in _SPATIAL and ir_ins[0].layout is None:
-            ir_ins[0].layout = "NHWC"
-        node = Node(m.ir_op, outs[0].name, ir_ins, outs, attrs)
-        stored = [(o.shape, o.dtype) for o in outs]
-        try:
-            infer_node(node)
-        except (ValueError, IndexError, KeyError) as e:
-            raise MccError(f"{label} does not fit mcc's {m.ir_op}: {e}", path=path, node=node.name) from None
-        for o, (shape, dtype) in zip(outs, stored):
-            if o.shape != shape:
-                raise MccError(f"{label} output '{o.name}' is stored as {list(shape)} but mcc's {m.ir_op} computes "
-                               f"{list(o.shape)}; the file is inconsistent", path=path, node=node.name)
-            o.dtype = dtype
-        graph.nodes.append(node)
-    graph.outputs = [tensors[i] for i in sub.outputs]
+            raise MccError(str(e), path=path, node=where) from None
+        except _MALFORMED as e:
+            raise MccError(f"operator {k} ({m.builtin}) is malformed ({type(e).__name__}: {e}); re-export the model",
+                           path=path, node=where) from None
+    graph.outputs = [tensors[i] for i in _ints(sub.outputs)]
     try:
         graph.verify()
     except ValueError as e:
