@@ -87,6 +87,7 @@ def _avg_count_correction(node: Node) -> np.ndarray:
 
 def _padding(graph: Graph, node: Node, ctx: PassContext) -> None:
     x = node.inputs[0]
+    explicit = node.attrs["padding"] != [0, 0, 0, 0]
     node.attrs["padding"] = _used_padding(node)
     include_pad = node.attrs.get("count_include_pad", False) and node.attrs["padding"] != [0, 0, 0, 0]
     khw = kernel_hw(node.op, node.attrs, node.inputs)
@@ -95,22 +96,15 @@ def _padding(graph: Graph, node: Node, ctx: PassContext) -> None:
     if node.op == "avg_pool2d":
         node.attrs["count_include_pad"] = False  # exact for VALID and TFLite's SAME; handled below otherwise
     if mode is not None and not include_pad:
-        if mode == Padding.SAME:
-            ctx.count("padding_to_same")
+        ctx.count("padding_to_same" if mode == Padding.SAME else "padding_to_valid", int(explicit))
         return
     ctx.count("padding_to_pad_op")
     if node.op == "avg_pool2d" and not include_pad:
         correction = graph.constant(f"{node.name}/count", _avg_count_correction(node))
-        node.inputs[0] = _explicit_pad(graph, node, 0.0)
-        activation, node.attrs["activation"] = node.attrs["activation"], None
-        node.attrs["padding"] = [0, 0, 0, 0]
-        pooled = Tensor(graph.unique_name(f"{node.name}/sum"))
-        mul = Node("mul", graph.unique_name(f"{node.name}/exclude_pad"), [pooled, correction], node.outputs,
-                   {"activation": activation}, node.source)
-        node.outputs = [pooled]
-        infer_node(node)
-        graph.nodes.insert(graph.nodes.index(node) + 1, mul)
-        infer_node(mul)
+        padded = _explicit_pad(graph, node, 0.0)
+        attrs = {**node.attrs, "padding": [0, 0, 0, 0], "activation": None}
+        pooled = _before(graph, node, "avg_pool2d", [padded], attrs, "sum")
+        _become(node, "mul", [pooled, correction], {"activation": node.attrs["activation"]})
         return
     # The lowest float never wins a max, so it is a neutral padding for max_pool (TFLite's PADV2).
     lowest = f32(np.finfo(np.dtype(x.dtype)).min)
@@ -178,7 +172,7 @@ def _clip(graph: Graph, node: Node, ctx: PassContext) -> None:
     elif lo == -_INF:
         _become(node, "minimum", [x, _scalar(graph, node, hi, "max")], {})
     else:
-        floor = _before(graph, node, "maximum", [x, _scalar(graph, node, lo, "min")], {}, "max")
+        floor = _before(graph, node, "maximum", [x, _scalar(graph, node, lo, "min")], {}, "floor")
         _become(node, "minimum", [floor, _scalar(graph, node, hi, "max")], {})
 
 
@@ -191,7 +185,7 @@ def _batch_norm(graph: Graph, node: Node, ctx: PassContext) -> None:
     shape = (-1,) if x.layout == "NHWC" or len(x.shape) == 2 else (-1,) + (1,) * (len(x.shape) - 2)
     k = graph.constant(f"{node.name}/scale", scale.astype(np.float32).reshape(shape))
     c = graph.constant(f"{node.name}/shift", shift.astype(np.float32).reshape(shape))
-    scaled = _before(graph, node, "mul", [x, k], {"activation": None}, "scale")
+    scaled = _before(graph, node, "mul", [x, k], {"activation": None}, "scaled")
     _become(node, "add", [scaled, c], {"activation": None})
     ctx.count("batch_norm_decomposed")
 
