@@ -9,8 +9,6 @@ here: the walker folds them in torch.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..ir import Tensor
@@ -91,11 +89,14 @@ def batch_norm(cx, x, weight, bias, mean, var, momentum, eps):
 
 # ---- activations --------------------------------------------------------------------------------------
 def _clamp(cx, x, lo, hi):
-    if lo == 0 and hi is None:
-        return cx.emit("relu", [x])
-    if lo == 0 and hi == 6:
-        return cx.emit("relu6", [x])
-    return cx.emit("clip", [x], min=-math.inf if lo is None else float(lo), max=math.inf if hi is None else float(hi))
+    """relu and relu6 when the bounds say so; a one-sided bound is a maximum/minimum with a constant."""
+    if lo == 0 and hi in (None, 6):
+        return cx.emit("relu" if hi is None else "relu6", [x])
+    if hi is None:
+        return cx.emit("maximum", [x, cx.const(float(lo))])
+    if lo is None:
+        return cx.emit("minimum", [x, cx.const(float(hi))])
+    return cx.emit("clip", [x], min=float(lo), max=float(hi))
 
 
 @lowers("clamp.default")
@@ -241,7 +242,7 @@ def adaptive_avg_pool2d(cx, x, output_size):
 
 @lowers("mean.dim", "mean.default")
 def mean(cx, x, dim=None, keepdim=False, *, dtype=None):
-    axes = [_axis(cx, x, d) for d in dim] if dim else list(range(len(cx.shape(x))))
+    axes = sorted(_axis(cx, x, d) for d in dim) if dim else list(range(len(cx.shape(x))))
     return cx.emit("mean", [x], axes=axes, keepdims=bool(keepdim))
 
 

@@ -34,7 +34,8 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
         import torch
 
         try:
-            ep = torch.export.load(str(path))
+            with open(path, "rb") as f:  # a file object: torch warns about paths not ending in .pt2
+                ep = torch.export.load(f)
         except Exception as e:  # torch raises many types for damaged archives; the user needs one message
             raise MccError(f"could not be read as a torch.export archive ({type(e).__name__}: {e}); "
                            "re-save it with torch.export.save", path=path) from e

@@ -60,20 +60,25 @@ def from_exported_program(ep) -> Graph:
     return lower(ep)
 
 
-def lower(ep, *, name: str = "main", path=None) -> Graph:
-    """Lower `ep` to an IR graph named `name`; errors name `path` when the program came from a file."""
+def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = None) -> Graph:
+    """Lower `ep` to an IR graph named `name`; errors name `path` when the program came from a file.
+
+    input_names replaces the program's names for its user inputs (a converted TorchScript module's are
+    mangled, "x" becoming "x_1").
+    """
     table = torch.export.default_decompositions()
     for op in KEEP_WHOLE:
         table.pop(getattr(torch.ops.aten, op).default, None)
     ep = ep.run_decompositions(table)
-    return _Lowering(ep, name, path).run()
+    return _Lowering(ep, name, path, input_names).run()
 
 
 class _Lowering:
     """One walk over an FX graph; `env` maps each FX node to an IR Tensor, a Const, a Python value or a tuple."""
 
-    def __init__(self, ep, name, path):
+    def __init__(self, ep, name, path, input_names):
         self.ep, self.path = ep, path
+        self.input_names = list(input_names or [])
         self.graph = Graph(name)
         self.env: dict = {}
         self.names: set[str] = set()
@@ -118,7 +123,9 @@ class _Lowering:
         if val.dtype != torch.float32:
             self.fail(f"input '{node.name}' is {val.dtype}; mcc's PyTorch frontend takes float32 inputs")
         shape = tuple(val.shape)
-        return self.graph.add_input(self._unique(node.name), shape, "float32", "NCHW" if len(shape) == 4 else None)
+        i = len(self.graph.inputs)
+        name = self.input_names[i] if i < len(self.input_names) else node.name
+        return self.graph.add_input(self._unique(name), shape, "float32", "NCHW" if len(shape) == 4 else None)
 
     def _call(self, node):
         args = _map(node.args, self.env.__getitem__)

@@ -7,6 +7,8 @@ second translator for TorchScript's own IR. The archive records no input shapes,
 
 from __future__ import annotations
 
+import warnings
+
 from ..errors import MccError
 from ..ir import Graph
 
@@ -24,10 +26,16 @@ def load_torchscript(path, input_shapes: list[tuple[int, ...]] | None) -> Graph:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError subclasses with C++ messages; the user needs one message
         raise MccError(f"could not be read as a TorchScript archive ({type(e).__name__}: {e})", path=path) from e
+    inputs = example_inputs(input_shapes)
     try:
-        ep = TS2EPConverter(module, example_inputs(input_shapes)).convert()
+        with warnings.catch_warnings():  # it warns about every state_dict entry the graph leaves unused
+            warnings.filterwarnings("ignore", message="Manually populate")
+            converted = TS2EPConverter(module, inputs).convert()
+        # The converter exports with automatic dynamic dimensions; re-export for the static shapes mcc compiles.
+        ep = torch.export.export(converted.module(), inputs)
     except Exception as e:
         raise MccError(f"TorchScript to torch.export conversion failed with input_shapes={input_shapes} "
                        f"({type(e).__name__}: {e}); check the shapes, or save the model with torch.export.save",
                        path=path) from e
-    return lower(ep, name=path.stem, path=path)
+    names = [a.name for a in module.forward.schema.arguments[1:]]  # [0] is self
+    return lower(ep, name=path.stem, path=path, input_names=names)
