@@ -31,9 +31,11 @@ def fuse_activations(graph: Graph, ctx: PassContext) -> Graph:
     allowed = FUSABLE_OPS & frozenset(ctx.options.get("fusable_ops", FUSABLE_OPS))
     for node in list(graph.nodes):
         act = fused_name(node)
+        if act is None:
+            continue
         x = node.inputs[0]
         prod = graph.producer(x)
-        if (act is None or prod is None or prod.op not in allowed or prod.attrs.get("activation") is not None
+        if (prod is None or prod.op not in allowed or prod.attrs.get("activation") is not None
                 or len(graph.consumers(x)) != 1 or any(x is o for o in graph.outputs)):
             continue
         prod.attrs["activation"] = act

@@ -6,8 +6,9 @@ when 4-D; every other tensor as the identity. Walking the graph in order, each o
 inputs' permutations, or asks for the permutation it needs and a conversion is inserted:
 - spatial ops (conv, depthwise, pools, 4-D batch norm) ask for P and output P; their weights are permuted
   (conv OIHW -> OHWI, depthwise [C*m, 1, kh, kw] -> [1, kh, kw, C*m]);
-- elementwise, softmax, pad, mean and concat work in any permutation: they inherit it from their (first 4-D)
-  input and remap their axis attributes; constant operands are rank-aligned and permuted alike;
+- elementwise, softmax, pad, mean and concat work in any permutation: they inherit it from their inputs (P
+  if an operand has it, else the first operand's), converting the others, and remap their axis attributes;
+  constant operands are rank-aligned and permuted alike;
 - fully_connected works in any permutation that keeps the feature axis last;
 - a source transpose composes with its input's permutation: its output gets perm = q^-1 . perm_in, so it
   moves no data and is removed; the permutation only materialises where an op asks for one it does not have;
@@ -17,9 +18,11 @@ inputs' permutations, or asks for the permutation it needs and a conversion is i
   which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]).
 A conversion is a rewrite of the constant's data when the tensor is a constant, a reshape when only size-1 axes
 move, and otherwise a transpose; conversions are shared by all readers that ask for the same permutation.
-Graph outputs become NHWC when they are 4-D, except those a source transpose produced and graph inputs read only
-by transposes, which keep the source's axis order (a model that permutes its own NHWC input stays NHWC and
-transpose-free); ctx.notes["io_layout"] gives the permutation applied to each changed input and output.
+4-D graph inputs become NHWC, except those read only by transposes: the model permutes them itself, so they keep
+their order (a model that permutes its own NHWC input stays transpose-free). A graph output keeps whichever of
+NHWC or the source's order the walk gave it (NHWC for activations, source order after a reshape or a channels-last
+permute), so no transpose is added at the edge; ctx.notes["io_layout"] gives the permutation applied to each
+changed input and output.
 
 TFLite converters (and onnx2tf) insert a transpose pair around every layout-sensitive op and then run
 peephole rules that cancel adjacent pairs, which leaves stray transposes whenever no rule matches a pattern.
@@ -64,6 +67,11 @@ def _keeps_order(perm, shape) -> bool:
     """True when permuting `shape` by `perm` moves only size-1 axes, i.e. element order is unchanged."""
     moved = [p for p in perm if shape[p] != 1]
     return moved == sorted(moved)
+
+
+def _common(perms: list) -> tuple:
+    """The permutation operands are brought to: P when one has it (spatial ops want it), else the first one's."""
+    return P if P in perms else perms[0]
 
 
 def _layout_tag(perm) -> str | None:
@@ -129,17 +137,23 @@ class _Layout:
         self.set(new, logical, want)
         return new
 
-    def align_rank(self, t: Tensor, rank: int, before: Node) -> Tensor:
-        """`t` with leading 1s so that it broadcasts axis by axis against a rank-`rank` logical tensor."""
+    def align_rank(self, t: Tensor, rank: int, target: tuple, before: Node) -> Tensor:
+        """`t` with leading 1s so that it broadcasts axis by axis against a rank-`rank` logical tensor.
+
+        A variable gets a reshape, straight into `target` when that moves only size-1 axes.
+        """
         logical = (1,) * (rank - len(self.L(t))) + self.L(t)
         if t.is_constant:
-            new = self.g.constant(t.name, np.reshape(t.data, logical))
+            new, perm = self.g.constant(t.name, np.reshape(t.data, logical)), _ident(rank)
             self.source_names[new] = self.source_names.get(t, t.name)
         else:
             t = self.to_perm(t, _ident(len(self.L(t))), before, "rank alignment")
-            new = self.g.add_node("reshape", [t], {"shape": list(logical)}, name=f"{t.name}/reshape",
+            perm = target if _keeps_order(target, logical) else _ident(rank)
+            new = self.g.add_node("reshape", [t], {"shape": list(_phys(logical, perm))}, name=f"{t.name}/reshape",
                                   index=self.g.nodes.index(before)).outputs[0]
-        self.set(new, logical, _ident(rank))
+            new.layout = _layout_tag(perm)
+            self.ctx.count("reshapes_inserted")
+        self.set(new, logical, perm)
         return new
 
     # ---- op rules: each sets node inputs and attributes, and returns the output permutation -----------
@@ -153,7 +167,7 @@ class _Layout:
         if len(self.L(n.inputs[0])) == 4:
             n.inputs[0] = self.to_perm(n.inputs[0], P, n, f"batch_norm '{n.name}' reads NHWC")
             return P
-        return self.identity(n)
+        return self.identity(n, f"batch_norm '{n.name}' normalises axis 1")
 
     def elementwise(self, n: Node) -> tuple:
         x = n.inputs[0]
@@ -167,19 +181,18 @@ class _Layout:
 
     def broadcast(self, n: Node) -> tuple:
         rank = len(self.L(n.outputs[0]))
-        full = [t for t in n.inputs if not t.is_constant and len(self.L(t)) == rank]
-        target = self.perm[full[0]] if full else _ident(rank)
+        full = [self.perm[t] for t in n.inputs if not t.is_constant and len(self.L(t)) == rank]
+        target = _common(full) if full else _ident(rank)
         for i, t in enumerate(n.inputs):
             if t.is_constant and t.size == 1:
                 continue  # a scalar broadcasts the same way in any layout
             if len(self.L(t)) < rank:
-                t = self.align_rank(t, rank, n)
+                t = self.align_rank(t, rank, target, n)
             n.inputs[i] = self.to_perm(t, target, n, f"{n.op} '{n.name}' operand")
         return target
 
     def concat(self, n: Node) -> tuple:
-        first = next((t for t in n.inputs if not t.is_constant), n.inputs[0])
-        target = self.perm[first]
+        target = _common([self.perm[t] for t in n.inputs if not t.is_constant] or [self.perm[n.inputs[0]]])
         n.inputs = [self.to_perm(t, target, n, f"concat '{n.name}' operand") for t in n.inputs]
         n.attrs["axis"] = target.index(n.attrs["axis"] % len(target))
         return target
@@ -239,10 +252,10 @@ class _Layout:
             self.ctx.count("fc_weights_permuted")
         return True
 
-    def identity(self, n: Node) -> tuple:
+    def identity(self, n: Node, why: str = "") -> tuple:
         """Any op without a rule: give it the source's axis order."""
-        n.inputs = [t if t is None else self.to_perm(t, _ident(len(self.L(t))), n, f"{n.op} '{n.name}' has no "
-                    "layout rule") for t in n.inputs]
+        why = why or f"{n.op} '{n.name}' has no layout rule"
+        n.inputs = [t if t is None else self.to_perm(t, _ident(len(self.L(t))), n, why) for t in n.inputs]
         return _ident(len(self.L(n.outputs[0])))
 
     def rule(self, n: Node):
@@ -288,12 +301,10 @@ class _Layout:
             self.ctx.count("source_transposes_to_reshape")
 
 
-def _keeps_source_order(graph: Graph, t: Tensor) -> bool:
-    """A graph input read only by transposes, or an output made by one: the model chose its axis order itself."""
+def _read_only_by_transposes(graph: Graph, t: Tensor) -> bool:
+    """A graph input the model permutes itself before using: it chose that input's axis order."""
     readers = graph.consumers(t)
-    producer = graph.producer(t)
-    return (bool(readers) and all(r.op == "transpose" for r in readers)) or (
-        producer is not None and producer.op == "transpose")
+    return bool(readers) and all(r.op == "transpose" for r in readers)
 
 
 @register_pass("to_nhwc")
@@ -306,7 +317,7 @@ def to_nhwc(graph: Graph, ctx: PassContext) -> Graph:
     lay = _Layout(graph, ctx)
     io = {"inputs": {}, "outputs": {}}
     for t in graph.inputs:
-        if len(t.shape) == 4 and not _keeps_source_order(graph, t):
+        if len(t.shape) == 4 and not _read_only_by_transposes(graph, t):
             lay.set(t, t.shape, P)
             t.shape, t.layout = _phys(t.shape, P), "NHWC"
             io["inputs"][t.name] = list(P)
@@ -315,8 +326,8 @@ def to_nhwc(graph: Graph, ctx: PassContext) -> Graph:
     for o in dict.fromkeys(graph.outputs):
         if o.is_constant:
             continue
-        rank = len(lay.L(o))
-        want = P if rank == 4 and not _keeps_source_order(graph, o) else _ident(rank)
+        rank, have = len(lay.L(o)), lay.perm[o]
+        want = have if have in (P, _ident(rank)) else _ident(rank)
         new = lay.to_perm(o, want, None, f"graph output '{o.name}'")
         if new is not o:
             new.name, o.name = o.name, new.name
