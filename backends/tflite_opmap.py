@@ -80,6 +80,7 @@ class Mapping:
     encode: Callable[[Node], tuple[dict, dict]] = lambda node: ({}, {})   # -> option fields, param arrays
     decode: Callable[[Site], dict] = lambda site: {}                    # -> IR attributes
     when: Callable[[Node], bool] = lambda node: True
+    like_input: tuple[str, ...] = ()                        # params quantized like input 0 (TFLite checks)
 
     @property
     def code(self) -> int:
@@ -131,6 +132,8 @@ def _spatial_back(site: Site, op: str, attrs: dict) -> dict:
     stride = [o.strideH, o.strideW]
     dilation = [getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1)]
     khw = kernel_hw(op, attrs, site.inputs)
+    if o.padding not in (schema.Padding.SAME, schema.Padding.VALID):
+        raise MccError(f"padding code {o.padding} is neither SAME nor VALID")
     pad = [0, 0, 0, 0] if o.padding == schema.Padding.VALID else \
         same_padding_2d(site.inputs[0].shape[1:3], khw, stride, dilation)
     attrs.update(stride=stride, padding=pad, activation=_act_back(site))
@@ -297,7 +300,7 @@ TABLE: list[Mapping] = [
             lambda site: {"perm": [int(p) for p in site.params["perm"]]}),
     Mapping("pad", "PAD", "PadOptions", ("paddings",), _pad, _pad_back, when=lambda n: n.attrs["value"] == 0),
     Mapping("pad", "PADV2", "PadV2Options", ("paddings", "value"), _pad, _pad_back,
-            when=lambda n: n.attrs["value"] != 0),
+            when=lambda n: n.attrs["value"] != 0, like_input=("value",)),
 ]
 
 BY_CODE: dict[int, Mapping] = {m.code: m for m in TABLE}

@@ -78,14 +78,14 @@ class _ModelBuilder:
             self.index[id(t)] = self._add(t.name, t.shape, t.dtype, t.quant, t.data)
         return self.index[id(t)]
 
-    def param(self, base: str, data: np.ndarray) -> int:
+    def param(self, base: str, data: np.ndarray, quant: QuantParams | None) -> int:
         """A constant parameter input (axes, shape, perm, paddings) that the IR keeps as an attribute."""
         name, i = base, 0
         while name in self.names:
             i += 1
             name = f"{base}_{i}"
         self.names.add(name)
-        return self._add(name, data.shape, str(data.dtype), None, data)
+        return self._add(name, data.shape, str(data.dtype), quant, data)
 
     def opcode(self, code: int) -> int:
         if code not in self.opcode_index:
@@ -118,7 +118,9 @@ def write_tflite(graph: Graph) -> bytes:
         inputs = list(node.inputs)
         while inputs and inputs[-1] is None:
             inputs.pop()
-        op.inputs = [mb.tensor(t) for t in inputs] + [mb.param(f"{node.name}/{k}", params[k]) for k in m.params]
+        x_quant = node.inputs[0].quant
+        op.inputs = [mb.tensor(t) for t in inputs] + [
+            mb.param(f"{node.name}/{k}", params[k], x_quant if k in m.like_input else None) for k in m.params]
         op.outputs = [mb.tensor(t) for t in node.outputs]
         op.builtinOptionsType, op.builtinOptions = m.options_object(fields)
         sub.operators.append(op)

@@ -71,7 +71,7 @@ def _unique(base: str, taken: set) -> str:
     return name
 
 
-def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, data: bytes, taken: set, path) -> Tensor:
+def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, taken: set, path) -> Tensor:
     name = _unique(t.name.decode("utf-8", "replace") if t.name else f"tensor_{index}", taken)
     if t.type not in DTYPE_FROM_TFLITE:
         types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -85,13 +85,12 @@ def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, data: bytes, ta
         zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else np.zeros(len(scale)), np.int64)
         quant = QuantParams(scale, zp, q.quantizedDimension if len(scale) > 1 else None)
     buf = model.buffers[t.buffer] if t.buffer > 0 else None
-    raw = None
-    if buf is not None and buf.data is not None and len(buf.data):
-        raw = np.asarray(buf.data, np.uint8).tobytes()
-    elif buf is not None and buf.offset > 1:  # models over 2 GB keep buffers after the flatbuffer
-        raw = data[buf.offset:buf.offset + buf.size]
-    if raw is None:
+    if buf is not None and buf.offset > 1:
+        raise MccError(f"constant '{name}' is stored after the flatbuffer (a model over 2 GB); mcc reads edge "
+                       "models whose weights sit inside it", path=path)
+    if buf is None or buf.data is None or not len(buf.data):
         return Tensor(name, shape, dtype, None, quant)
+    raw = np.asarray(buf.data, np.uint8).tobytes()
     itemsize = np.dtype(dtype).itemsize
     if any(d < 0 for d in shape) or len(raw) != itemsize * int(np.prod(shape, dtype=np.int64)):
         raise MccError(f"constant '{name}' holds {len(raw)} bytes, which is not {dtype}{list(shape)}", path=path)
@@ -175,7 +174,7 @@ def read_tflite(data: bytes, path=None) -> Graph:
     _refuse_unknown(model, path)
     sub = model.subgraphs[0]
     taken: set = set()
-    tensors = [_tensor(t, i, model, data, taken, path) for i, t in enumerate(sub.tensors or [])]
+    tensors = [_tensor(t, i, model, taken, path) for i, t in enumerate(sub.tensors or [])]
     graph = Graph(sub.name.decode("utf-8", "replace") if sub.name else "main")
     graph.inputs = [tensors[i] for i in _ints(sub.inputs)]
     for t in graph.inputs:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert.schema_py_generated import Padding
 
-from ..backends.tflite_opmap import f32, kernel_hw, padding_mode, same_padding_2d
+from ..backends.tflite_opmap import f32, kernel_hw, padding_mode
 from ..errors import MccError
 from ..ir import Graph, Node, Tensor
 from ..ir.ops import infer_node
@@ -127,7 +127,8 @@ def _conv2d(graph: Graph, node: Node, ctx: PassContext) -> None:
 
 
 def _conv_like(graph: Graph, node: Node, ctx: PassContext) -> None:
-    """LiteRT's reference CONV_2D refuses a missing bias and XNNPACK's DEPTHWISE_CONV_2D crashes on one."""
+    """A zero bias where there is none (LiteRT's reference CONV_2D refuses a missing bias and XNNPACK's
+    DEPTHWISE_CONV_2D crashes on one), then the padding."""
     if node.input(2) is None:
         out = node.outputs[0].shape[3]
         node.inputs[2:] = [graph.constant(f"{node.name}/bias", np.zeros(out, np.dtype(node.inputs[0].dtype)))]

@@ -60,7 +60,7 @@ def finish(g, node):
 
 def assert_close(got, want, rel, what):
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    span = max(float(want.max() - want.min()), float(np.abs(want).max()), 1e-6)
+    span = float(want.max() - want.min()) or float(np.abs(want).max()) or 1.0  # the output range
     err = float(np.abs(got.astype(np.float64) - want).max())
     assert err <= rel * span, f"{what}: max abs error {err} > {rel} * {span}"
 
@@ -372,6 +372,20 @@ def test_quantization_parameters_reach_litert_and_come_back():
     interp.allocate_tensors()
     interp.set_tensor(interp.get_input_details()[0]["index"], np.zeros((1, 5, 5, 3), np.int8))
     interp.invoke()  # LiteRT accepts the int8 file as written
+
+
+def test_quantized_pad_value_is_written_in_the_input_scale():
+    g = Graph()
+    x = g.add_input("x", (1, 2, 2, 1), dtype="int8", layout="NHWC")
+    x.quant = QuantParams([0.5], [-3])
+    n = g.add_node("pad", [x], {"pads": [0, 0, 1, 0, 0, 1, 0, 0], "value": -1.5})
+    n.outputs[0].quant = x.quant
+    data = write_tflite(finish(g, n))
+    xv = np.arange(4, dtype=np.int8).reshape(1, 2, 2, 1)
+    for kernels in KERNEL_SETS:
+        out = run_litert(data, {"x": xv}, kernels)["pad"][0, :, :, 0]
+        np.testing.assert_array_equal(out, [[-6, -6, -6], [0, 1, -6], [2, 3, -6]])  # -1.5 / 0.5 - 3 = -6
+    assert read_tflite(data).node("pad").attrs["value"] == -1.5
 
 
 # ---- what the writer refuses -----------------------------------------------------------------------------
