@@ -213,7 +213,8 @@ def softmax_over_height_is_transposed():
 
     def check(legal):
         assert legal.nodes[0].attrs["perm"] == [0, 3, 2, 1] and legal.nodes[1].attrs == {"axis": -1, "beta": 2.0}
-    return finish(g, n), feeds, torch.softmax(T(feeds["x"]) * 2.0, 1).numpy(), ["transpose", "softmax", "transpose"], check
+    want = torch.softmax(T(feeds["x"]) * 2.0, 1).numpy()
+    return finish(g, n), feeds, want, ["transpose", "softmax", "transpose"], check
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
