@@ -92,7 +92,7 @@ class _ModelBuilder:
             oc = schema.OperatorCodeT()
             oc.builtinCode = code
             oc.deprecatedBuiltinCode = min(code, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-            oc.version = 1
+            oc.version = 1  # every float kernel's first version; LiteRT resolves any version it registers
             self.opcode_index[code] = len(self.opcodes)
             self.opcodes.append(oc)
         return self.opcode_index[code]
