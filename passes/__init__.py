@@ -1,6 +1,6 @@
 """Graph rewrites. Importing this package registers every pass with the manager."""
 
-from . import eliminate_dead, fold_batchnorm, fold_constants, fuse_activations, layout
+from . import eliminate_dead, fold_batchnorm, fold_constants, fuse_activations, layout, legalize_tflite
 from .manager import PASSES, PassContext, PassRecord, register_pass, run_pipeline
 
 __all__ = ["PASSES", "PassContext", "PassRecord", "register_pass", "run_pipeline"]
