@@ -59,7 +59,7 @@ def _is_noop(node: Node) -> bool:
 
 
 def _fold_node(graph: Graph, node: Node) -> bool:
-    from ..runtime import evaluate_node
+    from ..runtime import evaluate_node  # here, not at the top: the runtime loads numba, most pass users need not
 
     if any(o is t for o in node.outputs for t in graph.outputs):
         return False  # a graph output stays computed, so the model's interface keeps a produced tensor

@@ -19,15 +19,17 @@ inputs' permutations, or asks for the permutation it needs and a conversion is i
 A conversion is a rewrite of the constant's data when the tensor is a constant, a reshape when only size-1 axes
 move, and otherwise a transpose; conversions are shared by all readers that ask for the same permutation.
 4-D graph inputs become NHWC, except those read only by transposes: the model permutes them itself, so they keep
-their order (a model that permutes its own NHWC input stays transpose-free). A graph output keeps whichever of
-NHWC or the source's order the walk gave it (NHWC for activations, source order after a reshape or a channels-last
-permute), so no transpose is added at the edge; ctx.notes["io_layout"] gives the permutation applied to each
-changed input and output.
+their order (a model that permutes its own NHWC input stays transpose-free). A graph output keeps the permutation
+the walk gave it when that is NHWC or the source's order (a conv's output is NHWC, a channels-last permute's output
+is in source order), so no transpose is added at the edge; any other permutation is converted to the source's
+order. ctx.notes["io_layout"] gives the permutation applied to each changed input and output.
 
-TFLite converters (and onnx2tf) insert a transpose pair around every layout-sensitive op and then run
-peephole rules that cancel adjacent pairs, which leaves stray transposes whenever no rule matches a pattern.
-mcc propagates permutations instead, so a transpose appears only where an op truly needs different memory order
-than its producer gives, and the walk is one pass with no pattern list to grow.
+ai-edge-torch (PyTorch -> TFLite) marks every node NCHW or NHWC with a min-cut partition of the graph and puts a
+transpose on every edge between the two regions, keeping the model's inputs and outputs NCHW; onnx2tf converts op
+by op with per-op rules that guess each tensor's axis order. Both know two layouts only, so a flatten before a
+Linear or a user permute is a region boundary that costs a transpose. mcc gives each tensor any permutation, so a
+permute composes away and a flatten folds into the FC weight, and it moves the graph's 4-D inputs and outputs to
+NHWC too, leaving the transpose of the user's data to the tools that prepare that data anyway.
 """
 
 from __future__ import annotations
