@@ -92,6 +92,6 @@ def _check_shapes(path, input_shapes) -> list[tuple[int, ...]]:
     except (TypeError, ValueError):
         shapes = None
     if not shapes or any(not s or min(s) < 1 for s in shapes):
-        raise MccError(f"input_shapes must be a list of shapes of positive sizes, one per input, e.g. [(1, 3, 224, 224)]; "
-                       f"got {input_shapes!r}", path=path)
+        raise MccError("input_shapes must be a list of shapes of positive sizes, one per input, e.g. "
+                       f"[(1, 3, 224, 224)]; got {input_shapes!r}", path=path)
     return shapes

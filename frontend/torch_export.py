@@ -5,8 +5,9 @@ FX node to a translation function from a table (onnxscript's torchlib). mcc diff
 its IR small: it targets its own one-form-per-op set instead of ONNX's; it keeps a few activations
 (hardswish, hardsigmoid, silu, prelu) whole instead of decomposing them, because TFLite has kernels for them;
 and it folds every node whose inputs are all constants by running it in torch during lowering, so weight
-permutes, transposes and scalar arithmetic never reach the IR. The graph stays NCHW, as torch wrote it; the
-layout pass, not the frontend, decides the target layout.
+permutes, transposes and scalar arithmetic never reach the IR. IR nodes are named after the nn.Module that ran
+them and constants after their state_dict keys, so a user finds their layers by the names they gave them. The
+graph stays NCHW, as torch wrote it; the layout pass, not the frontend, decides the target layout.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def from_module(module: torch.nn.Module, example_inputs: tuple) -> Graph:
 
 
 def lower_module(module, example_inputs, *, name: str | None = None, path=None) -> Graph:
+    if isinstance(example_inputs, torch.Tensor):  # tuple() of a tensor would split its batch
+        example_inputs = (example_inputs,)
     was_training = module.training
     module.eval()
     try:
@@ -69,7 +72,11 @@ def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = 
     table = torch.export.default_decompositions()
     for op in KEEP_WHOLE:
         table.pop(getattr(torch.ops.aten, op).default, None)
-    ep = ep.run_decompositions(table)
+    try:
+        ep = ep.run_decompositions(table)
+    except Exception as e:  # custom ops without a decomposition, mostly
+        raise MccError(f"torch could not decompose the program to core ATen ({type(e).__name__}: {e})",
+                       path=path) from e
     return _Lowering(ep, name, path, input_names).run()
 
 
@@ -93,6 +100,8 @@ class _Lowering:
             raise MccError(f"the program writes {others[0].kind.name.lower()} '{others[0].target}'; mcc compiles "
                            "inference graphs: export the model in eval mode", path=self.path)
         specs = {s.arg.name: s for s in sig.input_specs}
+        paths = {p for n in self.ep.graph.nodes for p, _ in (n.meta.get("nn_module_stack") or {}).values()}
+        self.containers = {p.rsplit(".", 1)[0] for p in paths if "." in p} & paths
         for node in self.ep.graph.nodes:
             self.node = node
             if node.op == "placeholder":
@@ -178,10 +187,9 @@ class _Lowering:
         """Append one IR node for the current FX node; Const inputs become IR constants."""
         ins = [self.materialize(v) if isinstance(v, Const) else v for v in inputs]
         try:
-            node = self.graph.add_node(op, ins, attrs, name=self.node.name, source=self.location())
+            node = self.graph.add_node(op, ins, attrs, name=self._unique(self._layer_name()), source=self.location())
         except ValueError as e:
             self.fail(str(e))
-        self.names.add(node.name)
         for t in node.outputs:
             self.names.add(t.name)
             if len(t.shape) == 4 and t.layout is None:
@@ -213,6 +221,18 @@ class _Lowering:
             self.fail(f"needs a constant {what} (a parameter or buffer), got a tensor computed at run time")
         return v
 
+    def _layer_name(self) -> str:
+        """The path of the leaf nn.Module that ran the node ("features.3.conv", as in its state_dict keys), or
+        for code in a container's forward the container's path and the op ("blocks.0.add"); the FX node's name
+        for the top-level forward and for programs without module information."""
+        stack = self.node.meta.get("nn_module_stack") or {}
+        path = list(stack.values())[-1][0] if stack else ""
+        if not path:
+            return self.node.name
+        if path not in self.containers:
+            return path
+        return f"{path}.{_NUMBERED.sub('', self.node.name).lstrip('_')}"  # "add_3" -> "blocks.0.add"
+
     def location(self) -> str:
         return source_location(self.node)
 
@@ -230,6 +250,7 @@ class _Lowering:
         return name
 
 
+_NUMBERED = re.compile(r"_\d+$")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
@@ -260,6 +281,13 @@ def _leaves(value):
         yield value
 
 
-def example_inputs(shapes) -> tuple:
-    """Zero tensors of the given shapes: export records shapes, not values, so zeros trace like real data."""
+def example_inputs(shapes, *, path, kind: str) -> tuple:
+    """Zero tensors of the user's input shapes for a `kind` of file that does not record them.
+
+    Export records shapes, not values, so zeros trace like real data.
+    """
+    if shapes is None:
+        raise MccError(f"is a {kind}, which does not record input shapes: pass input_shapes, e.g. "
+                       "input_shapes=[(1, 3, 224, 224)] (mcc compile --input-shape 1,3,224,224), one per input",
+                       path=path)
     return tuple(torch.zeros(s) for s in shapes)

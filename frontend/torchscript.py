@@ -19,14 +19,11 @@ def load_torchscript(path, input_shapes: list[tuple[int, ...]] | None) -> Graph:
 
     from .torch_export import example_inputs, lower
 
-    if input_shapes is None:
-        raise MccError("is a TorchScript archive, which does not record input shapes: pass input_shapes, "
-                       "e.g. input_shapes=[(1, 3, 224, 224)] (one shape per model input)", path=path)
+    inputs = example_inputs(input_shapes, path=path, kind="TorchScript archive")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError subclasses with C++ messages; the user needs one message
         raise MccError(f"could not be read as a TorchScript archive ({type(e).__name__}: {e})", path=path) from e
-    inputs = example_inputs(input_shapes)
     try:
         with warnings.catch_warnings():  # it warns about every state_dict entry the graph leaves unused
             warnings.filterwarnings("ignore", message="Manually populate")

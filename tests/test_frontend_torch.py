@@ -6,6 +6,7 @@ import linecache
 import struct
 import subprocess
 import sys
+import types
 import zipfile
 import zlib
 
@@ -237,6 +238,12 @@ def test_node_source_is_the_model_line():
     assert file == __file__ and "self.then(y)" in linecache.getline(file, int(line))
 
 
+def test_nodes_are_named_after_modules_and_constants_after_state_dict_keys():
+    graph = check_against_torch(nn.Sequential(_ConvThen(torch.relu), nn.Flatten()), *_inputs([(1, 3, 4, 4)]))
+    assert [n.name for n in graph.nodes] == ["0.conv", "0.relu", "1"]
+    assert [t.name for t in graph.nodes[0].inputs[1:]] == ["0.conv.weight", "0.conv.bias"]
+
+
 def test_unsupported_op_names_op_node_and_line():
     with pytest.raises(MccError) as e:
         from_module(_ConvThen(torch.erf), _inputs([(1, 3, 4, 4)]))
@@ -250,7 +257,10 @@ def test_unsupported_op_names_op_node_and_line():
     (Fn(lambda m, x, y: x @ y), [(2, 3), (3, 2)], "needs a constant"),
     (Fn(lambda m, x: F.adaptive_avg_pool2d(x, 3)), X4, "sizes must divide"),
     (nn.AvgPool2d(3, 2, padding=1, ceil_mode=True), X4, "count_include_pad"),
-], ids=["conv_transpose", "matmul_of_two_activations", "adaptive_pool_uneven", "avg_pool_ceil_include_pad"])
+    (Fn(lambda m, x: F.max_pool2d(x, 2, return_indices=True)[1].float()), X4, "output 1 of"),
+    (Fn(lambda m, x: x if x.sum() > 0 else -x), X4, "could not export"),
+], ids=["conv_transpose", "matmul_of_two_activations", "adaptive_pool_uneven", "avg_pool_ceil_include_pad",
+        "max_pool_indices", "data_dependent_control_flow"])
 def test_unsupported_forms_are_explained(module, shapes, words):
     with pytest.raises(MccError, match=words):
         from_module(module, _inputs(shapes))
@@ -319,9 +329,25 @@ def test_pickled_module_is_refused_unless_trusted(tmp_path):
     assert np.abs(got - want).max() <= 1e-4 * float(want.max() - want.min())
 
 
-def test_state_dict_is_refused_with_advice(tiny, tmp_path):
+def test_trusted_pickle_whose_class_cannot_be_imported(tmp_path, monkeypatch):
+    ghost = types.ModuleType("mcc_test_ghost")
+
+    class Ghost(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    Ghost.__module__, Ghost.__qualname__, ghost.Ghost = "mcc_test_ghost", "Ghost", Ghost
+    monkeypatch.setitem(sys.modules, "mcc_test_ghost", ghost)
+    torch.save(Ghost(), tmp_path / "ghost.pt")
+    monkeypatch.delitem(sys.modules, "mcc_test_ghost")
+    with pytest.raises(MccError, match="could not be unpickled.*importable"):
+        load(tmp_path / "ghost.pt", trust_pickle=True, input_shapes=[(1, 3)])
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_state_dict_is_refused_with_advice(tiny, tmp_path, zipped):
     path = tmp_path / "weights.pt2"
-    torch.save(tiny[0].state_dict(), path)
+    torch.save(tiny[0].state_dict(), path, _use_new_zipfile_serialization=zipped)
     with pytest.raises(MccError, match="state_dict.*torch.export.save"):
         load(path, trust_pickle=True)
 
