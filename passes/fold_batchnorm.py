@@ -2,10 +2,10 @@
 
 y = (x - mean) / sqrt(var + eps) * weight + bias is a per-channel affine map s * x + t. After a linear op that
 nobody else reads, it becomes part of that op: W' = W * s along the output channel, b' = b * s + t. The arithmetic
-is done in float64 and stored as float32, so folding adds a single rounding per weight. As in torch.fx's
-`fuse_conv_bn` and the TFLite converter, the fold needs the linear output to be private to the batch norm;
-unlike them mcc also folds after depthwise and fully-connected ops and lowers every remaining batch norm to
-mul + add, so no later pass or backend ever sees a batch_norm.
+is done in float64 and stored as float32, so folding adds a single rounding per weight. torch.fx's `fuse`
+(torch.fx.experimental.optimization) folds Conv/Linear + BatchNorm module pairs under the same one-reader rule and
+leaves every other batch norm alone; mcc lowers those to mul + add by per-channel constants shaped for the
+tensor's layout, so no later pass or backend ever sees a batch_norm.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """fuse_activations: fold relu / relu6 / clip(0, 6) / clip(-1, 1) into the `activation` of the op before it.
 
-TFLite converters do this while lowering each TF op; mcc does it as a separate IR pass over one canonical op set,
-so every frontend benefits and a target that fuses fewer ops (ctx.options["fusable_ops"]) narrows it by name.
+The TFLite converter fuses with MLIR rewrite patterns written per (op, activation) pair; mcc does it as one IR pass
+with one table over its canonical op set, so every frontend benefits and a target that fuses fewer ops
+(ctx.options["fusable_ops"]) narrows it by name.
 The producer must feed only the activation and not be a graph output: otherwise someone still reads the
 pre-activation value.
 """
