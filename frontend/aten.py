@@ -80,9 +80,11 @@ def mm(cx, x, weight_t):
 
 @lowers("_native_batch_norm_legit_no_training.default")
 def batch_norm(cx, x, weight, bias, mean, var, momentum, eps):
-    channels = cx.shape(mean)[0]
-    weight = weight if weight is not None else cx.const(torch.ones(channels), name=f"{cx.node.name}.weight")
-    bias = bias if bias is not None else cx.const(torch.zeros(channels), name=f"{cx.node.name}.bias")
+    """A BatchNorm without affine parameters gets ones and zeros, named like the parameters it lacks."""
+    mean = cx.require_const(mean, "running mean")
+    channels, layer = cx.shape(mean)[0], mean.name.rsplit(".", 1)[0]
+    weight = weight if weight is not None else cx.const(torch.ones(channels), name=f"{layer}.weight")
+    bias = bias if bias is not None else cx.const(torch.zeros(channels), name=f"{layer}.bias")
     stats = [cx.require_const(v, "statistic") for v in (mean, var, weight, bias)]
     return cx.emit("batch_norm", [x, *stats], eps=float(eps)), None, None
 

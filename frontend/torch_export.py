@@ -199,7 +199,7 @@ class _Lowering:
     def const(self, value, like: Const | None = None, name: str | None = None) -> Const:
         """A new compile-time value, named after the constant it was derived from (`like`) or `name`."""
         value = torch.as_tensor(value, dtype=torch.float32)
-        return Const(value, like.name if like is not None else name or f"{self.node.name}.const")
+        return Const(value, like.name if like is not None else name or f"{self._layer_name()}.const")
 
     def materialize(self, c: Const) -> Tensor:
         """The IR constant (float32) for `c`, created once however many nodes read it."""
