@@ -23,7 +23,8 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
     """Load the model at `path` into an IR graph.
 
     input_shapes gives one shape per model input for the formats that do not record them (TorchScript,
-    pickled modules); trust_pickle allows unpickling a whole nn.Module, which executes code from the file.
+    pickled modules; a torch.export archive keeps the shapes it was exported with); trust_pickle allows
+    unpickling a whole nn.Module, which executes code from the file.
     """
     path = Path(path)
     fmt = sniff(path)
