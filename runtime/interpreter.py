@@ -13,10 +13,19 @@ import numpy as np
 from ..errors import MccError
 from ..ir import Graph, Node
 from .kernels import KERNELS
+from .kernels.int8_registry import INT8_KERNELS, is_int8
+from .rules import RuleSet, rule_set
 
 
-def evaluate_node(node: Node, input_values: list) -> list[np.ndarray]:
-    """The outputs of one node for the given input arrays (None for an absent optional input)."""
+def evaluate_node(node: Node, input_values: list, rules: str | RuleSet | None = None) -> list[np.ndarray]:
+    """The outputs of one node for the given input arrays (None for an absent optional input). A node on int8
+    activations runs its int8 kernel with the integer arithmetic of the rule set `rules` (runtime.rules)."""
+    if is_int8(node):
+        fn = INT8_KERNELS.get(node.op)
+        if fn is None:
+            raise MccError(f"the runtime has no int8 kernel for op '{node.op}'; int8 ops: "
+                           f"{', '.join(sorted(INT8_KERNELS))}", node=node.name)
+        return fn(node, list(input_values), rule_set(rules))
     fn = KERNELS.get(node.op)
     if fn is None:
         raise MccError(f"the runtime has no kernel for op '{node.op}'; known ops: {', '.join(sorted(KERNELS))}",
@@ -24,9 +33,13 @@ def evaluate_node(node: Node, input_values: list) -> list[np.ndarray]:
     return fn(node, list(input_values))
 
 
-def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[str, np.ndarray]:
+def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
+        rules: str | RuleSet | None = None) -> dict[str, np.ndarray]:
     """Execute `graph` on `feeds` (input name -> array); return the graph outputs by name, or with
-    `keep_all` every tensor's value (inputs, the constants nodes read, every node output)."""
+    `keep_all` every tensor's value (inputs, the constants nodes read, every node output). `rules` names the
+    kernel set whose integer arithmetic int8 nodes reproduce ("litert-ref", "litert-xnnpack@2.3.0", ...;
+    default: LiteRT's reference kernels)."""
+    rules = rule_set(rules)
     _check_feeds(graph, feeds)
     order = graph.copy()  # toposort reorders nodes; the caller's graph stays as it was
     try:
@@ -40,7 +53,7 @@ def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> d
             if t is not None and t.is_constant:
                 values.setdefault(t.name, t.data)
             ins.append(None if t is None else values[t.name])
-        outs = evaluate_node(node, ins)
+        outs = evaluate_node(node, ins, rules)
         for t, v in zip(node.outputs, outs):
             if tuple(v.shape) != t.shape:
                 raise MccError(f"{node.op} computed '{t.name}' with shape {tuple(v.shape)} but the graph says "

@@ -1,0 +1,99 @@
+"""The integer arithmetic that quantized kernels requantize with, vectorised over numpy int64 arrays.
+
+TFLite's reference kernels scale an int32 accumulator by a real factor M = s_in * s_w / s_out held as an int32
+"quantized multiplier" and a power-of-two shift (QuantizeMultiplier), then apply it with gemmlowp's two
+roundings (SaturatingRoundingDoublingHighMul, ties upward, then RoundingDivideByPOT, ties away from zero). XNNPACK instead multiplies float32(acc) by a float32 scale and rounds ties
+to even. Each function here is one of those rules, element for element, on int64 arrays (so no intermediate
+product overflows) with int32 results; which rule an operator uses under which kernel set is decided in
+`runtime.rules`, never here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _i64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.int64)
+
+
+def round_half_away(x) -> np.ndarray:
+    """C's round(): nearest integer, ties away from zero (TfLiteRound), as int64, for finite x below 2**63.
+
+    Computed in float64 from the truncation and the exact fractional part, because floor(|x| + 0.5) rounds
+    the addition itself once |x| is large (from 2**23 in float32), which C's round() never does.
+    """
+    x = np.asarray(x, np.float64)
+    whole = np.trunc(x)
+    return (whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0.0)).astype(np.int64)
+
+
+def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's QuantizeMultiplier: real = multiplier * 2**(shift - 31) with multiplier in [2**30, 2**31).
+
+    frexp gives real = q * 2**shift with q in [0.5, 1); q * 2**31 is rounded half away from zero, a result of
+    2**31 is halved (shift + 1), and shifts below -31 flush to multiplier 0, shift 0. Zero maps to (0, 0).
+    Returns int32 multipliers and int32 shifts of the same shape as `real` (computed in float64).
+    """
+    real = np.asarray(real, dtype=np.float64)
+    q, shift = np.frexp(real)
+    q_fixed = round_half_away(q * float(1 << 31))
+    carry = q_fixed == (1 << 31)
+    q_fixed = np.where(carry, q_fixed // 2, q_fixed)
+    shift = np.where(carry, shift + 1, shift)
+    flush = (shift < -31) | (real == 0)
+    return np.where(flush, 0, q_fixed).astype(np.int32), np.where(flush, 0, shift).astype(np.int32)
+
+
+def wrap_int32(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of int64 values to the int32 range (what C's int32 arithmetic does)."""
+    return (x + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
+    """gemmlowp's SaturatingRoundingDoublingHighMul: a * b / 2**31 rounded to nearest, ties toward +infinity.
+
+    gemmlowp adds a nudge of 2**30 (1 - 2**30 for a negative product) and divides truncating toward zero;
+    both branches equal floor((a * b + 2**30) / 2**31), so -1.5 becomes -1 (ARM's VQRDMULH rounds the same
+    way). The single overflowing pair (-2**31, -2**31) saturates to 2**31 - 1.
+    """
+    a, b = _i64(a), _i64(b)
+    high = (a * b + (1 << 30)) >> 31
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+
+
+def rounding_divide_by_pot(x, exponent) -> np.ndarray:
+    """gemmlowp's RoundingDivideByPOT: x / 2**exponent rounded to nearest, ties away from zero."""
+    x, exponent = _i64(x), _i64(exponent)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier in its default (double-rounding) build: a left shift for
+    shift > 0, the doubling high multiply, then a rounding right shift for shift < 0."""
+    x, shift = _i64(x), _i64(shift)
+    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(wrap_int32(x << left), multiplier), right)
+
+
+def multiply_by_quantized_multiplier_smaller_than_one(x, multiplier, shift) -> np.ndarray:
+    """MultiplyByQuantizedMultiplierSmallerThanOneExp (shift <= 0): the double rounding without a left shift,
+    which ADD and SUB apply to their already left-shifted inputs."""
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, multiplier), -_i64(shift))
+
+
+def scale_round_half_away(acc, real) -> np.ndarray:
+    """round(double(acc) * real), ties away from zero: TFLite's float-requantizing reference kernels."""
+    return round_half_away(np.asarray(acc, np.float64) * np.asarray(real, np.float64))
+
+
+def scale_float32_ties_even(acc, scale32) -> np.ndarray:
+    """rint(float32(acc) * scale32) with ties to even, as int64: XNNPACK's "fp32" requantization (and
+    onnxruntime's QLinear kernels). float32(acc) is itself rounded to nearest even above 2**24."""
+    product = np.asarray(acc).astype(np.float32) * np.asarray(scale32, np.float32)
+    return np.rint(product).astype(np.int64)

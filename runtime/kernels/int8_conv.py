@@ -1,0 +1,107 @@
+"""int8 conv2d and depthwise_conv2d: TFLite's ConvPerChannel / DepthwiseConvPerChannel arithmetic.
+
+Each output is sum(w * (x - x_zp)) over the window, skipping positions in the padding (so padding means the
+real value 0), plus the int32 bias, then the output stage of the run's rule. Weights are int8, symmetric,
+per output channel (or per tensor, broadcast). The compiled loop is the float kernel's loop shape with an
+integer accumulator: integer sums do not depend on order, so the rule alone decides bit-exactness.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ...errors import MccError
+from .int8_output import activation_bounds, output_stage, product_scale, requantize
+from .int8_registry import int8_kernel, per_tensor, quant
+from .layout import from_nhwc, to_nhwc, window_output_hw
+
+
+@numba.njit(cache=True)
+def conv_accumulate_int8(x, w, x_zero_point, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w):
+    """sum(w * (x - x_zero_point)) in int64 for NHWC int8 x and OHWI int8 w [O,kh,kw,C/groups]."""
+    n, h, wd, c = x.shape
+    out_c, kh, kw, group_c = w.shape
+    per_group = out_c // (c // group_c)
+    acc = np.zeros((n, out_h, out_w, out_c), np.int64)
+    for b in range(n):
+        for oy in range(out_h):
+            for ox in range(out_w):
+                for oc in range(out_c):
+                    first = (oc // per_group) * group_c
+                    total = 0
+                    for ky in range(kh):
+                        iy = oy * stride_h - pad_top + ky * dil_h
+                        if iy < 0 or iy >= h:
+                            continue
+                        for kx in range(kw):
+                            ix = ox * stride_w - pad_left + kx * dil_w
+                            if ix < 0 or ix >= wd:
+                                continue
+                            for ic in range(group_c):
+                                total += np.int64(w[oc, ky, kx, ic]) * (np.int64(x[b, iy, ix, first + ic]) - x_zero_point)
+                    acc[b, oy, ox, oc] = total
+    return acc
+
+
+def weight_scales(node, w_tensor, out_channels: int, channel_axis: int) -> np.ndarray:
+    """Per-output-channel float32 scales of symmetric int8 weights (a per-tensor scale is broadcast)."""
+    q = quant(node, w_tensor, "weight")
+    if np.any(q.zero_point != 0):
+        raise MccError(f"{node.op}: weight '{w_tensor.name}' has nonzero zero points; TFLite's int8 kernels take "
+                       "symmetric weights (zero point 0) and ignore any other", node=node.name)
+    if q.scale.size == 1:
+        return np.full(out_channels, q.scale[0], np.float32)
+    if q.scale.size != out_channels or q.axis != channel_axis:
+        raise MccError(f"{node.op}: weight '{w_tensor.name}' has {q.scale.size} scales along axis {q.axis}; "
+                       f"per-channel weights need {out_channels} scales along axis {channel_axis}", node=node.name)
+    return q.scale.astype(np.float32)
+
+
+def int32_bias(node, bias, out_channels: int, rule) -> np.ndarray:
+    """The bias as int64 (zeros when absent). XNNPACK's delegate takes an int8 layer only when its int32 bias
+    carries quantization parameters; without them LiteRT runs TFLite's optimized kernel (ruy), whose
+    rounding depends on the CPU, so that case is refused rather than silently computed another way."""
+    if bias is None:
+        return np.zeros(out_channels, np.int64)
+    if bias.dtype != np.int32:
+        raise MccError(f"{node.op}: an int8 layer needs an int32 bias (scale s_in * s_w), got {bias.dtype}",
+                       node=node.name)
+    if rule.kernels == "xnnpack" and node.inputs[2].quant is None:
+        raise MccError(f"{node.op}: bias '{node.inputs[2].name}' has no quantization parameters, so LiteRT's XNNPACK "
+                       "delegate leaves the op to TFLite's optimized kernel, which mcc does not reproduce; give the "
+                       "bias the scale s_in * s_w (zero point 0)", node=node.name)
+    return bias.astype(np.int64)
+
+
+def _conv(node, inputs, rules, w_ohwi, channel_axis):
+    x, bias = inputs[0], (inputs + [None])[2]
+    layout = node.inputs[0].layout
+    s_in, zp_in = per_tensor(node, node.inputs[0], "input")
+    s_out, zp_out = per_tensor(node, node.outputs[0], "output")
+    out_c = w_ohwi.shape[0]
+    s_w = weight_scales(node, node.inputs[1], out_c, channel_axis)
+    x = to_nhwc(x, layout)
+    w_ohwi = np.ascontiguousarray(w_ohwi)
+    out_h, out_w = window_output_hw(x, node, w_ohwi.shape[1], w_ohwi.shape[2])
+    (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
+    top, left = node.attrs["padding"][:2]
+    rule = rules.rule(node.op, node.name)
+    acc = conv_accumulate_int8(x, w_ohwi, zp_in, sh, sw, top, left, dh, dw, out_h, out_w)
+    acc += int32_bias(node, bias, out_c, rule)
+    scaled = requantize(acc, product_scale(s_in, s_w, s_out, rule), rule, node)
+    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels)
+    return [from_nhwc(output_stage(scaled, zp_out, bounds), layout)]
+
+
+@int8_kernel("conv2d")
+def conv2d(node, inputs, rules):
+    return _conv(node, inputs, rules, to_nhwc(inputs[1], node.inputs[0].layout), 0)
+
+
+@int8_kernel("depthwise_conv2d")
+def depthwise_conv2d(node, inputs, rules):
+    w, nhwc = inputs[1], node.inputs[0].layout == "NHWC"
+    # [1,kh,kw,C*m] (NHWC) or [C*m,1,kh,kw] (NCHW) -> the OHWI weight of a conv with C groups: [C*m,kh,kw,1]
+    w_ohwi = w.transpose(3, 1, 2, 0) if nhwc else w.transpose(0, 2, 3, 1)
+    return _conv(node, inputs, rules, w_ohwi, 3 if nhwc else 0)

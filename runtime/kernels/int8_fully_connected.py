@@ -1,0 +1,44 @@
+"""int8 fully_connected: sum(w * (x - x_zp)) over the last axis plus the int32 bias, then the output stage.
+
+Integer sums are exact in any order, so the accumulation is a numpy int64 matrix product; what decides
+bit-exactness is the rule: LiteRT 2.3.0's reference FULLY_CONNECTED rounds in float64 (not gemmlowp), its
+XNNPACK delegate in float32 with ties to even.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import MccError
+
+from .int8_conv import int32_bias, weight_scales
+from .int8_output import activation_bounds, output_stage, product_scale, requantize
+from .int8_registry import int8_kernel, per_tensor
+
+
+def _check_bias_scale(node, product_scale, s_out) -> None:
+    """TFLite's per-tensor FULLY_CONNECTED refuses a bias whose scale is off s_in * s_w by more than 2% of the
+    output scale (GetQuantizedConvolutionMultipler); a bias without parameters counts as scale 0."""
+    b = node.inputs[2]
+    bias_scale = np.float64(b.quant.scale[0]) if b.quant is not None else 0.0
+    if abs(np.float64(product_scale) - bias_scale) / np.float64(s_out) > 0.02:
+        raise MccError(f"{node.op}: bias '{b.name}' has scale {bias_scale}, but TFLite requires s_in * s_w = "
+                       f"{float(product_scale)} (within 2% of the output scale) for per-tensor weights",
+                       node=node.name)
+
+
+@int8_kernel("fully_connected")
+def fully_connected(node, inputs, rules):
+    x, w, bias = (inputs + [None])[:3]
+    s_in, zp_in = per_tensor(node, node.inputs[0], "input")
+    s_out, zp_out = per_tensor(node, node.outputs[0], "output")
+    out_c = w.shape[0]
+    s_w = weight_scales(node, node.inputs[1], out_c, 0)
+    if bias is not None and node.inputs[1].quant.scale.size == 1:
+        _check_bias_scale(node, s_in * s_w[0], s_out)
+    rule = rules.rule(node.op, node.name)
+    rows = x.reshape(-1, x.shape[-1]).astype(np.int64) - zp_in
+    acc = rows @ w.astype(np.int64).T + int32_bias(node, bias, out_c, rule)
+    scaled = requantize(acc, product_scale(s_in, s_w, s_out, rule), rule, node)
+    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels)
+    return [output_stage(scaled, zp_out, bounds).reshape(x.shape[:-1] + (out_c,))]

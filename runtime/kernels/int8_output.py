@@ -1,0 +1,56 @@
+"""The output stage of the int8 kernels: scale an int32 accumulator, add the output zero point, clamp to the
+fused activation's quantized bounds. TFLite's reference kernels do this per element after the loop; XNNPACK
+fuses it into its GEMM microkernels; both are one `requantize` call here, with the rule choosing how.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import fixed_point as fp
+from ..rules import Rule
+from .int8_registry import INT8_MAX, INT8_MIN, check_rounding
+
+# The real interval each fused activation clamps to (None: unbounded on that side).
+_ACTIVATION_RANGE = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
+
+
+def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: str) -> int:
+    if kernels == "xnnpack":  # xnn_qs8_quantize: lrintf(clamp(v / s + zp)), ties to even
+        q = np.float32(value) / scale + np.float32(zero_point)
+        return int(np.rint(np.clip(q, np.float32(INT8_MIN), np.float32(INT8_MAX))))
+    # TFLite's CalculateActivationRangeQuantized: zp + round(v / s) in float32, ties away from zero
+    return zero_point + int(fp.round_half_away(np.float32(value) / scale))
+
+
+def activation_bounds(activation: str | None, scale: np.float32, zero_point: int, kernels: str) -> tuple[int, int]:
+    """The int8 interval a fused activation clamps to, quantized the way the kernel library does it."""
+    lo, hi = _ACTIVATION_RANGE[activation]
+    qlo = INT8_MIN if lo is None else max(INT8_MIN, _quantize_bound(lo, scale, zero_point, kernels))
+    qhi = INT8_MAX if hi is None else min(INT8_MAX, _quantize_bound(hi, scale, zero_point, kernels))
+    return qlo, qhi
+
+
+def output_stage(scaled, zero_point: int, bounds: tuple[int, int]) -> np.ndarray:
+    """zp + scaled, clamped to the activation bounds, as int8."""
+    return np.clip(np.asarray(scaled, np.int64) + zero_point, *bounds).astype(np.int8)
+
+
+def product_scale(s_in: np.float32, s_w: np.ndarray, s_out: np.float32, rule: Rule) -> np.ndarray:
+    """s_in * s_w / s_out per output channel, computed as the library's Prepare does: TFLite in float64
+    (PopulateConvolutionQuantizationParams), XNNPACK in float32 (input_scale * kernel_scale / output_scale)."""
+    if rule.kernels == "xnnpack":
+        return ((np.float32(s_in) * np.asarray(s_w, np.float32)) / np.float32(s_out)).astype(np.float64)
+    return np.float64(s_in) * np.asarray(s_w, np.float64) / np.float64(s_out)
+
+
+def requantize(acc, real, rule: Rule, node) -> np.ndarray:
+    """acc (int64, last axis = channels) times the real factor `real` (per channel or scalar), rounded by
+    `rule.rounding`; returns int64 before the zero point is added."""
+    check_rounding(node, rule, "double_rounding", "float64_round_half_away", "float32_ties_even")
+    if rule.rounding == "double_rounding":
+        multiplier, shift = fp.quantize_multiplier(real)
+        return fp.multiply_by_quantized_multiplier(acc, multiplier, shift)
+    if rule.rounding == "float64_round_half_away":
+        return fp.scale_round_half_away(acc, real)
+    return fp.scale_float32_ties_even(acc, np.asarray(real, np.float32))

@@ -1,0 +1,75 @@
+"""quantize (float32 -> int8, or int8 -> int8 with new parameters) and dequantize (int8 -> float32).
+
+TFLite's QUANTIZE divides by the scale in float32 and rounds half away from zero (AffineQuantize); a NaN or
+a quotient beyond int32 becomes INT32_MIN on x86, as C's out-of-range float-to-int conversion does there,
+so it saturates to -128. XNNPACK multiplies by 1 / scale and rounds ties to even after clamping to int16,
+so NaN saturates to +127. Requantizing int8 -> int8, TFLite applies MultiplyByQuantizedMultiplier by
+s_in / s_out; XNNPACK an 8.8 fixed-point multiplier rint(256 * s_in / s_out) with one rounding shift.
+DEQUANTIZE is (q - zp) * s, one float32 rounding in both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import MccError
+from .. import fixed_point as fp
+from .int8_registry import check_rounding, int8_kernel, per_tensor, saturate_int8
+
+
+def _tflite_quantize(x, scale, zero_point):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        q = np.asarray(x, np.float32) / scale
+        inside = (q >= -2.0 ** 31) & (q < 2.0 ** 31)  # False for NaN
+    r = np.where(inside, fp.round_half_away(np.where(inside, q, 0)), fp.INT32_MIN)
+    return fp.wrap_int32(r + zero_point)  # the int32 addition wraps, as in C
+
+
+def _xnnpack_quantize(x, scale, zero_point):
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = np.asarray(x, np.float32) * (np.float32(1) / scale)
+    v = np.clip(np.where(np.isnan(v), np.float32(32767), v), np.float32(-32768), np.float32(32767))
+    return np.rint(v).astype(np.int64) + zero_point
+
+
+def _tflite_requantize(x, s_in, s_out):
+    multiplier, shift = fp.quantize_multiplier(np.float64(s_in) / np.float64(s_out))
+    return fp.multiply_by_quantized_multiplier(x, multiplier, shift)
+
+
+def _xnnpack_requantize(x, s_in, s_out, node):
+    ratio = s_in / s_out
+    if not 2.0 ** -8 <= ratio <= 2.0 ** 7:
+        raise MccError(f"XNNPACK requantizes int8 only for input/output scale ratios in [2**-8, 2**7], got "
+                       f"{float(ratio)}", node=node.name)
+    multiplier = int(np.rint(np.float32(256) * ratio))
+    return (x * multiplier + 128) >> 8
+
+
+@int8_kernel("quantize")
+def quantize(node, inputs, rules):
+    x = inputs[0]
+    s_out, zp_out = per_tensor(node, node.outputs[0], "output")
+    if node.outputs[0].dtype != "int8":
+        raise MccError(f"quantize produces int8 here, not {node.outputs[0].dtype}", node=node.name)
+    if x.dtype == np.int8:
+        s_in, zp_in = per_tensor(node, node.inputs[0], "input")
+        rule = rules.rule("requantize", node.name)
+        check_rounding(node, rule, "double_rounding", "multiplier_8bit_half_up")
+        dx = x.astype(np.int64) - zp_in
+        y = _tflite_requantize(dx, s_in, s_out) if rule.rounding == "double_rounding" else \
+            _xnnpack_requantize(dx, s_in, s_out, node)
+        return [saturate_int8(y + zp_out)]
+    if x.dtype != np.float32:
+        raise MccError(f"quantize takes float32 or int8 input, got {x.dtype}", node=node.name)
+    rule = rules.rule("quantize", node.name)
+    check_rounding(node, rule, "divide_round_half_away", "multiply_inverse_ties_even")
+    quantizer = _tflite_quantize if rule.rounding == "divide_round_half_away" else _xnnpack_quantize
+    return [saturate_int8(quantizer(x, s_out, zp_out))]
+
+
+@int8_kernel("dequantize")
+def dequantize(node, inputs, rules):
+    scale, zero_point = per_tensor(node, node.inputs[0], "input")
+    check_rounding(node, rules.rule(node.op, node.name), "exact")
+    return [(inputs[0].astype(np.float32) - np.float32(zero_point)) * scale]

@@ -1,0 +1,45 @@
+"""int8 mean over axes: an exact int64 sum of the reduced elements, then one of two requantizations.
+
+TFLite's reference MEAN (QuantizedMeanOrSum) subtracts n * zp_in from the sum and folds 1/n into the
+quantized multiplier of s_in / s_out: it shifts the multiplier left by floor(log2 n) and divides it by n in
+integers, then applies gemmlowp double rounding. XNNPACK's MEAN converts the raw int32 sum to float32 and
+computes rint(sum * scale + zp') with scale = (s_in / s_out) * (1 / n) and the input zero point folded into
+zp', all in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import fixed_point as fp
+from .int8_registry import check_rounding, int8_kernel, per_tensor, saturate_int8
+
+
+def _tflite_mean(total, n, s_in, zp_in, s_out):
+    multiplier, shift = fp.quantize_multiplier(np.float64(s_in) / np.float64(s_out))
+    fold = min(n.bit_length() - 1, 32, 31 + int(shift))
+    multiplier = (np.int64(multiplier) << fold) // n
+    return fp.multiply_by_quantized_multiplier(total - zp_in * n, multiplier, int(shift) - fold)
+
+
+def _xnnpack_mean(total, n, s_in, zp_in, s_out, zp_out):
+    scale = (s_in / s_out) * (np.float32(1) / np.float32(n))
+    zero_point = np.float32(zp_out) - np.float32(n * zp_in) * scale
+    return np.rint(total.astype(np.float32) * scale + zero_point).astype(np.int64)
+
+
+@int8_kernel("mean")
+def mean(node, inputs, rules):
+    x = inputs[0]
+    s_in, zp_in = per_tensor(node, node.inputs[0], "input")
+    s_out, zp_out = per_tensor(node, node.outputs[0], "output")
+    axes = tuple(sorted(a % x.ndim for a in node.attrs["axes"]))
+    n = int(np.prod([x.shape[a] for a in axes]))
+    total = x.astype(np.int64).sum(axis=axes, keepdims=node.attrs["keepdims"])
+    rule = rules.rule(node.op, node.name)
+    check_rounding(node, rule, "mean_shifted_multiplier", "mean_float32_ties_even")
+    if rule.rounding == "mean_shifted_multiplier":
+        y = _tflite_mean(total, n, s_in, zp_in, s_out) + zp_out
+    else:
+        y = _xnnpack_mean(total, n, s_in, zp_in, s_out, zp_out)
+    return [saturate_int8(y)]

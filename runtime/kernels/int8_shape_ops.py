@@ -1,0 +1,34 @@
+"""int8 concat, reshape, transpose and pad: byte movement, as in TFLite, which never requantizes in them.
+
+TFLite's int8 CONCATENATION refuses inputs whose scale or zero point differ from the output's, and RESHAPE,
+TRANSPOSE and PAD copy bytes whatever the parameters say; so a graph whose parameters differ across one of
+these ops has no meaning LiteRT would honour, and mcc refuses it rather than guess (the quantizer gives
+them one set of parameters, or puts a quantize node in front). PAD fills with the quantized pad value:
+the output zero point for 0, otherwise the value rounded the way the TFLite writer stores PADV2's constant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant, saturate_int8
+from .registry import KERNELS
+
+
+@int8_kernel("concat", "reshape", "transpose")
+def move(node, inputs, rules):
+    check_rounding(node, rules.rule(node.op, node.name), "exact")
+    for t in node.inputs:
+        require_same_quant(node, t, node.outputs[0])
+    return KERNELS[node.op](node, inputs)
+
+
+@int8_kernel("pad")
+def pad(node, inputs, rules):
+    check_rounding(node, rules.rule(node.op, node.name), "exact")
+    x_t, y_t = node.inputs[0], node.outputs[0]
+    require_same_quant(node, x_t, y_t)
+    scale, zero_point = per_tensor(node, y_t, "output")
+    value = saturate_int8(np.round(np.float64(node.attrs["value"]) / np.float64(scale)) + zero_point)
+    p, x = node.attrs["pads"], inputs[0]
+    return [np.pad(x, [(p[2 * i], p[2 * i + 1]) for i in range(x.ndim)], constant_values=value)]

@@ -1,0 +1,178 @@
+"""Which integer arithmetic each target's kernels perform, per (runtime, version, operator): the rule table.
+
+Bit-exactness is a property of a kernel library at a version, not of "int8": LiteRT's reference kernels,
+its XNNPACK delegate and onnxruntime requantize the same accumulator differently, and TFLite changed its own
+rules between releases (reference FULLY_CONNECTED moved from gemmlowp double rounding to a float64 multiply
+in 2025). TFLite hard-codes one behaviour per build; mcc keeps every behaviour it matches as data here, so
+the runtime can be pointed at any of them with `run(graph, feeds, rules="litert-xnnpack")` and a new
+interpreter version is a new block of rows, not a new branch in a kernel.
+
+A rule is (kernels, rounding). `kernels` names the library whose code runs the op: "tflite" (TFLite's
+builtin kernels, reference or optimized) or "xnnpack"; it fixes how scale factors are prepared (float64 vs
+float32 arithmetic) and how a fused activation's bounds are quantized (TFLite: round(f / s) half away from
+zero, plus zp; XNNPACK: rint(f / s + zp), ties to even). `rounding` names how results are rounded:
+
+- double_rounding: QuantizeMultiplier, then SaturatingRoundingDoublingHighMul and RoundingDivideByPOT.
+- float64_round_half_away: round(double(acc) * double(s_in * s_w / s_out)), ties away from zero.
+- float32_ties_even: rint(float32(acc) * float32(s_in * s_w / s_out)), ties to even.
+- add_shift20_double_rounding: TFLite ADD/SUB, inputs shifted left by 20 and rescaled by double rounding.
+- add_multiplier_shift_half_up: XNNPACK ADD/SUB, 21-bit multipliers and one arithmetic shift, ties up.
+- divide_round_half_away: AVERAGE_POOL_2D's integer division of the window sum; QUANTIZE's round(x / s).
+- mean_shifted_multiplier: TFLite MEAN, 1/n folded into the multiplier by a shift and an integer division.
+- mean_float32_ties_even: XNNPACK MEAN, rint(float32(sum) * scale + zero-point term).
+- multiply_inverse_ties_even: XNNPACK QUANTIZE, rint(x * (1 / s)) + zp.
+- multiplier_8bit_half_up: XNNPACK int8 -> int8 QUANTIZE, (dx * rint(256 * s_in / s_out) + 128) >> 8.
+- exact: no rounding (data movement, max pooling, dequantize's one float32 product).
+
+"requantize" is QUANTIZE with an int8 input; "quantize" is QUANTIZE with a float input.
+
+Measured with ai-edge-litert 2.3.0 on x86-64 (Xeon, AVX-512) by tests/test_int8_kernels.py: each single-op
+int8 model runs in LiteRT with OpResolverType.BUILTIN_REF ("ref") and with the default resolver, whose
+XNNPACK delegate takes every op below except AVERAGE_POOL_2D and PADV2 ("default"), and in mcc's runtime on
+the file read back. Weight and activation scales are powers of two and 3/4 of the inputs lie near the zero
+point, so many results land exactly on .5, and the rest saturate. Differing elements, mcc vs LiteRT:
+
+| case | elements | ref vs litert-ref | default vs litert-xnnpack | ref vs default (= wrong rule set) |
+|---|---|---|---|---|
+| conv2d, per-channel weights, relu | 2048 | 0 | 0 | 118 |
+| conv2d, per-tensor weights, stride 2, relu6 | 256 | 0 | 0 | 7 |
+| depthwise_conv2d, multiplier 2 | 1024 | 0 | 0 | 122 |
+| fully_connected, per-channel | 1024 | 0 | 0 | 21 |
+| fully_connected, per-tensor, 3-D input, relu | 512 | 0 | 0 | 17 |
+| add, same shape, scales 0.05/0.08/0.1, relu | 1024 | 0 | 0 | 13 |
+| add, channel broadcast, scales 0.5/0.25/0.5 | 1024 | 0 | 0 | 220 |
+| sub, same shape | 1024 | 0 | 0 | 44 |
+| mul, broadcast, relu | 1024 | 0 | 0 | 48 |
+| max_pool2d, relu6 at scale 12 (6/12 = .5: bounds [0, 1] vs [0, 0]) | 144 | 0 | 0 | 139 |
+| avg_pool2d, SAME 2x2 (TFLite's kernel in both sets) | 1024 | 0 | 0 | 0 |
+| mean over H, W, keepdims | 256 | 0 | 0 | 25 |
+| quantize float -> int8 (scales 0.1 and 0.25; NaN, inf, 1e10 included) | 2 x 1024 | 0 | 0 | 93, 119 |
+| requantize int8 -> int8 (0.1 -> 0.3, 0.25 -> 1.0) | 2 x 1024 | 0 | 0 | 334, 258 |
+| dequantize, concat, reshape, transpose, pad (PAD and PADV2) | 1024, 208, 256, 192, 200 + 392 | 0 | 0 | 0 |
+
+A chain conv2d (relu6) -> depthwise_conv2d -> add (relu) -> mean -> reshape -> fully_connected matches at
+every intermediate tensor under both pairs. Notes from the measurements:
+- Reference FULLY_CONNECTED is neither gemmlowp's double rounding nor single rounding (TFLite moved it to a
+  float requantization in 2025): with weight scales k/7 and s_out = 11, double rounding differs in 33 of
+  1024 elements (single rounding in 0); with power-of-two weight scales and s_out = 6, single rounding
+  (sign(acc) * ((|acc| * M + 2**(30 - shift)) >> (31 - shift))) differs in 57 of 1024 (double rounding in 0);
+  round(double(acc) * s_in * s_w / s_out), ties away, differs in neither.
+- gemmlowp's SaturatingRoundingDoublingHighMul rounds ties upward (-1.5 -> -1), RoundingDivideByPOT away
+  from zero; the pair is what CONV_2D, DEPTHWISE_CONV_2D, MUL and requantizing QUANTIZE use.
+- XNNPACK takes an int8 CONV_2D / FULLY_CONNECTED only when its int32 bias carries quantization parameters;
+  without them LiteRT runs TFLite's optimized (ruy) kernel, which matches neither rule set (78 of 200
+  differ from float32_ties_even), so the runtime refuses that case under litert-xnnpack.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..errors import MccError
+
+
+class Rule(NamedTuple):
+    kernels: str   # "tflite" or "xnnpack": whose code runs the op (scale preparation, activation bounds)
+    rounding: str  # one of the rounding names in this module's docstring
+
+
+_REF = {
+    "conv2d": Rule("tflite", "double_rounding"),
+    "depthwise_conv2d": Rule("tflite", "double_rounding"),
+    "fully_connected": Rule("tflite", "float64_round_half_away"),
+    "add": Rule("tflite", "add_shift20_double_rounding"),
+    "sub": Rule("tflite", "add_shift20_double_rounding"),
+    "mul": Rule("tflite", "double_rounding"),
+    "max_pool2d": Rule("tflite", "exact"),
+    "avg_pool2d": Rule("tflite", "divide_round_half_away"),
+    "mean": Rule("tflite", "mean_shifted_multiplier"),
+    "quantize": Rule("tflite", "divide_round_half_away"),
+    "requantize": Rule("tflite", "double_rounding"),
+    "dequantize": Rule("tflite", "exact"),
+    "concat": Rule("tflite", "exact"),
+    "reshape": Rule("tflite", "exact"),
+    "transpose": Rule("tflite", "exact"),
+    "pad": Rule("tflite", "exact"),
+}
+
+_XNNPACK = {
+    "conv2d": Rule("xnnpack", "float32_ties_even"),
+    "depthwise_conv2d": Rule("xnnpack", "float32_ties_even"),
+    "fully_connected": Rule("xnnpack", "float32_ties_even"),
+    "add": Rule("xnnpack", "add_multiplier_shift_half_up"),
+    "sub": Rule("xnnpack", "add_multiplier_shift_half_up"),
+    "mul": Rule("xnnpack", "float32_ties_even"),
+    "max_pool2d": Rule("xnnpack", "exact"),
+    # The delegate takes AVERAGE_POOL_2D in float only; int8 falls back to TFLite's optimized kernel.
+    "avg_pool2d": Rule("tflite", "divide_round_half_away"),
+    "mean": Rule("xnnpack", "mean_float32_ties_even"),
+    "quantize": Rule("xnnpack", "multiply_inverse_ties_even"),
+    "requantize": Rule("xnnpack", "multiplier_8bit_half_up"),
+    "dequantize": Rule("xnnpack", "exact"),
+    "concat": Rule("xnnpack", "exact"),
+    "reshape": Rule("xnnpack", "exact"),
+    "transpose": Rule("xnnpack", "exact"),
+    "pad": Rule("xnnpack", "exact"),
+}
+
+# (runtime, version, op) -> Rule. The runtime names match mcc.runtime.litert's kernel sets: "litert-ref" is
+# OpResolverType.BUILTIN_REF, "litert-xnnpack" the default resolver with its XNNPACK delegate.
+RULES: dict[tuple[str, str, str], Rule] = {
+    **{("litert-ref", "2.3.0", op): rule for op, rule in _REF.items()},
+    **{("litert-xnnpack", "2.3.0", op): rule for op, rule in _XNNPACK.items()},
+}
+
+DEFAULT = "litert-ref"
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in version.split("."))
+
+
+class RuleSet:
+    """The rules of one kernel set at one version; kernels ask it for the rule of their op."""
+
+    def __init__(self, runtime: str, version: str):
+        self.runtime, self.version = runtime, version
+        self.rules = {op: rule for (rt, v, op), rule in RULES.items() if (rt, v) == (runtime, version)}
+
+    @property
+    def name(self) -> str:
+        return f"{self.runtime}@{self.version}"
+
+    def rule(self, op: str, node: str | None = None) -> Rule:
+        if op not in self.rules:
+            raise MccError(f"rule set {self.name} has no integer rule for '{op}' (it covers "
+                           f"{', '.join(sorted(self.rules))}); run the graph in float or with another rule set",
+                           node=node)
+        return self.rules[op]
+
+    def __repr__(self):
+        return f"RuleSet({self.name})"
+
+
+def known() -> dict[str, list[str]]:
+    """Every rule-set name with its versions, oldest first."""
+    out: dict[str, list[str]] = {}
+    for runtime, version, _ in RULES:
+        if version not in out.setdefault(runtime, []):
+            out[runtime].append(version)
+    return {rt: sorted(vs, key=_version_key) for rt, vs in sorted(out.items())}
+
+
+def rule_set(name: str | RuleSet | None = None) -> RuleSet:
+    """The rule set called `name`: "litert-ref" (its newest version) or "litert-ref@2.3.0"; None gives the
+    default, TFLite's reference kernels, which are the specification the other kernel sets approximate."""
+    if isinstance(name, RuleSet):
+        return name
+    runtime, _, version = (name or DEFAULT).partition("@")
+    sets = known()
+    if runtime not in sets:
+        listing = "; ".join(f"{rt} (versions {', '.join(vs)})" for rt, vs in sets.items())
+        raise MccError(f"unknown rule set '{name}'; known rule sets: {listing}. Name one as 'runtime' or "
+                       "'runtime@version'")
+    if version and version not in sets[runtime]:
+        raise MccError(f"rule set '{runtime}' has no rules for version {version}; known versions: "
+                       f"{', '.join(sets[runtime])}. Measure the new version's kernels and add its rows to "
+                       "mcc.runtime.rules.RULES")
+    return RuleSet(runtime, version or sets[runtime][-1])
