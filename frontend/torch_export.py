@@ -12,9 +12,12 @@ graph stays NCHW, as torch wrote it; the layout pass, not the frontend, decides 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import operator
 import os
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -73,11 +76,31 @@ def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = 
     for op in KEEP_WHOLE:
         table.pop(getattr(torch.ops.aten, op).default, None)
     try:
-        ep = ep.run_decompositions(table)
+        with quiet_torch():
+            ep = ep.run_decompositions(table)
     except Exception as e:  # custom ops without a decomposition, mostly
         raise MccError(f"torch could not decompose the program to core ATen ({type(e).__name__}: {e})",
                        path=path) from e
     return _Lowering(ep, name, path, input_names).run()
+
+
+@contextlib.contextmanager
+def quiet_torch():
+    """Silence what torch says about itself while exporting: a deprecation inside its pytree code; and from the
+    TorchScript converter, each dimension its automatic dynamic shapes specialize, each state_dict entry the
+    graph leaves unused and each `if self.training` it resolves. None concerns the model, and a CLI user's
+    stderr should hold mcc's one-line messages only."""
+    specialize_log = logging.getLogger("torch._export.non_strict_utils")
+    level = specialize_log.level
+    specialize_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
+            warnings.filterwarnings("ignore", message="Manually populate")
+            warnings.filterwarnings("ignore", message="Pred is a Python constant")
+            yield
+    finally:
+        specialize_log.setLevel(level)
 
 
 class _Lowering:

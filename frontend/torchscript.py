@@ -7,9 +7,6 @@ second translator for TorchScript's own IR. The archive records no input shapes,
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 from ..errors import MccError
 from ..ir import Graph
 
@@ -18,28 +15,20 @@ def load_torchscript(path, input_shapes: list[tuple[int, ...]] | None) -> Graph:
     import torch
     from torch._export.converter import TS2EPConverter
 
-    from .torch_export import example_inputs, lower
+    from .torch_export import example_inputs, lower, quiet_torch
 
     inputs = example_inputs(input_shapes, path=path, kind="TorchScript archive")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError subclasses with C++ messages; the user needs one message
         raise MccError(f"could not be read as a TorchScript archive ({type(e).__name__}: {e})", path=path) from e
-    # The converter exports with automatic dynamic dimensions and logs each one it specializes, and warns
-    # about every state_dict entry the graph leaves unused: neither says anything to an mcc user.
-    export_log = logging.getLogger("torch._export.non_strict_utils")
-    level = export_log.level
-    export_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Manually populate")
+        with quiet_torch():
             converted = TS2EPConverter(module, inputs).convert()
-        ep = torch.export.export(converted.module(), inputs)  # re-exported for the static shapes mcc compiles
+            ep = torch.export.export(converted.module(), inputs)  # re-exported for the static shapes mcc compiles
     except Exception as e:
         raise MccError(f"TorchScript to torch.export conversion failed with input_shapes={input_shapes} "
                        f"({type(e).__name__}: {e}); check the shapes, or save the model with torch.export.save",
                        path=path) from e
-    finally:
-        export_log.setLevel(level)
     names = [a.name for a in module.forward.schema.arguments[1:]]  # [0] is self
     return lower(ep, name=path.stem, path=path, input_names=names)
