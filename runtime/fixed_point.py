@@ -52,16 +52,18 @@ def wrap_int32(x: np.ndarray) -> np.ndarray:
     return (x + (1 << 31)) % (1 << 32) - (1 << 31)
 
 
-def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
-    """gemmlowp's SaturatingRoundingDoublingHighMul: a * b / 2**31 rounded to nearest, ties toward +infinity.
+def saturating_rounding_doubling_high_mul(a, b, bits: int = 32) -> np.ndarray:
+    """gemmlowp's SaturatingRoundingDoublingHighMul on `bits`-bit integers (32, or 16 for int16 kernels):
+    a * b / 2**(bits - 1) rounded to nearest, ties toward +infinity.
 
-    gemmlowp adds a nudge of 2**30 (1 - 2**30 for a negative product) and divides truncating toward zero;
-    both branches equal floor((a * b + 2**30) / 2**31), so -1.5 becomes -1 (ARM's VQRDMULH rounds the same
-    way). The single overflowing pair (-2**31, -2**31) saturates to 2**31 - 1.
+    gemmlowp adds a nudge of 2**(bits - 2) (1 - 2**(bits - 2) for a negative product) and divides truncating
+    toward zero; both branches equal floor((a * b + 2**(bits - 2)) / 2**(bits - 1)), so -1.5 becomes -1
+    (ARM's VQRDMULH rounds the same way). The single overflowing pair (min, min) saturates to max.
     """
     a, b = _i64(a), _i64(b)
-    high = (a * b + (1 << 30)) >> 31
-    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+    low = -(1 << (bits - 1))
+    high = (a * b + (1 << (bits - 2))) >> (bits - 1)
+    return np.where((a == low) & (b == low), -low - 1, high)
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:

@@ -21,8 +21,17 @@ zero, plus zp; XNNPACK: rint(f / s + zp), ties to even). `rounding` names how re
 - mean_shifted_multiplier: TFLite MEAN, 1/n folded into the multiplier by a shift and an integer division.
 - mean_float32_ties_even: XNNPACK MEAN, rint(float32(sum) * scale + zero-point term).
 - multiply_inverse_ties_even: XNNPACK QUANTIZE, rint(x * (1 / s)) + zp.
-- multiplier_8bit_half_up: XNNPACK int8 -> int8 QUANTIZE, (dx * rint(256 * s_in / s_out) + 128) >> 8.
+- multiplier_8bit_half_up: XNNPACK int8 -> int8 QUANTIZE and LEAKY_RELU, (dx * rint(256 * ratio) + 128) >> 8.
+- lut_float32_round_half_away: TFLite's 256-entry table (LUTPopulate): f(s * (q - zp)) in float32, rounded
+  half away from zero (LOGISTIC, TANH).
+- lut_float_ties_even: XNNPACK's table from its reference kernel: f((q - zp) * s), rint(y / s + zp).
+- hardswish_fixed_point16: TFLite's HARD_SWISH in 16-bit gemmlowp fixed point.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
+
+Where the delegate declines an op for its parameters (int8 -> int8 QUANTIZE or LEAKY_RELU with a scale
+ratio outside [1/256, 128], a conv / FC bias without quantization), LiteRT runs TFLite's kernel instead;
+the first two fall back to the TFLite arithmetic (measured equal), the last is refused (TFLite's optimized
+FULLY_CONNECTED goes through ruy, which mcc does not reproduce).
 
 "requantize" is QUANTIZE with an int8 input; "quantize" is QUANTIZE with a float input.
 
@@ -48,7 +57,15 @@ point, so many results land exactly on .5, and the rest saturate. Differing elem
 | mean over H, W, keepdims | 256 | 0 | 0 | 25 |
 | quantize float -> int8 (scales 0.1 and 0.25; NaN, inf, 1e10 included) | 2 x 1024 | 0 | 0 | 93, 119 |
 | requantize int8 -> int8 (0.1 -> 0.3, 0.25 -> 1.0) | 2 x 1024 | 0 | 0 | 334, 258 |
+| requantize 1.0 -> 0.005 (ratio 200: not delegated) | 1024 | 0 | 0 | 0 |
 | dequantize, concat, reshape, transpose, pad (PAD and PADV2) | 1024, 208, 256, 192, 200 + 392 | 0 | 0 | 0 |
+| relu, relu6 (bounds at .5), clip [-1, 1], hardswish x 2 (TFLite's kernel in both sets) | 256 each | 0 | 0 | 0 |
+| sigmoid (scale 0.0625 -> 1/256), tanh (0.05 -> 1/128) | 256 each | 0 | 0 | 0 |
+| tanh 0.125 -> 2.0 (saturated +-1.0f lands on +-0.5) | 256 | 0 | 0 | 111 |
+| leaky_relu 0.2, 0.05 -> 0.04 | 256 | 0 | 0 | 66 |
+| leaky_relu 0.1, ratio 1000 (not delegated) | 256 | 0 | 0 | 0 |
+
+The activations are run on all 256 int8 inputs, so those rows are exhaustive for their parameters.
 
 A chain conv2d (relu6) -> depthwise_conv2d -> add (relu) -> mean -> reshape -> fully_connected matches at
 every intermediate tensor under both pairs. Notes from the measurements:
@@ -93,6 +110,13 @@ _REF = {
     "reshape": Rule("tflite", "exact"),
     "transpose": Rule("tflite", "exact"),
     "pad": Rule("tflite", "exact"),
+    "relu": Rule("tflite", "double_rounding"),
+    "relu6": Rule("tflite", "double_rounding"),
+    "clip": Rule("tflite", "double_rounding"),
+    "leaky_relu": Rule("tflite", "double_rounding"),
+    "sigmoid": Rule("tflite", "lut_float32_round_half_away"),
+    "tanh": Rule("tflite", "lut_float32_round_half_away"),
+    "hardswish": Rule("tflite", "hardswish_fixed_point16"),
 }
 
 _XNNPACK = {
@@ -113,6 +137,14 @@ _XNNPACK = {
     "reshape": Rule("xnnpack", "exact"),
     "transpose": Rule("xnnpack", "exact"),
     "pad": Rule("xnnpack", "exact"),
+    # The delegate takes RELU, RELU6, RELU_N1_TO_1 and HARD_SWISH in float only: TFLite's kernels run them.
+    "relu": Rule("tflite", "double_rounding"),
+    "relu6": Rule("tflite", "double_rounding"),
+    "clip": Rule("tflite", "double_rounding"),
+    "hardswish": Rule("tflite", "hardswish_fixed_point16"),
+    "leaky_relu": Rule("xnnpack", "multiplier_8bit_half_up"),
+    "sigmoid": Rule("xnnpack", "lut_float_ties_even"),
+    "tanh": Rule("xnnpack", "lut_float_ties_even"),
 }
 
 # (runtime, version, op) -> Rule. The runtime names match mcc.runtime.litert's kernel sets: "litert-ref" is

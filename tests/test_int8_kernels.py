@@ -351,6 +351,37 @@ def test_reference_fully_connected_no_longer_rounds_like_conv():
     assert differing(run(g, feeds, rules=as_conv), want) > 0
 
 
+# ---- activations: every one of the 256 int8 inputs ------------------------------------------------------
+ACTIVATION_CASES = [  # op, attrs, (input scale, zp), (output scale, zp), run by XNNPACK, rule sets differ
+    ("relu", {}, (0.1, 3), (0.05, -100), False, False),
+    ("relu6", {}, (0.5, 0), (12.0, 0), False, False),
+    ("clip", {"min": -1.0, "max": 1.0}, (0.02, 3), (0.01, 0), False, False),
+    ("sigmoid", {}, (0.0625, -10), (1 / 256, -128), True, False),
+    ("tanh", {}, (0.05, 3), (1 / 128, 0), True, False),
+    ("tanh", {}, (0.125, 0), (2.0, 0), True, True),  # tanh saturates to +-1.0f: +-0.5 is a tie
+    ("hardswish", {}, (0.05, 3), (0.05, -20), False, False),
+    ("hardswish", {}, (0.02, 0), (0.005, 0), False, False),
+    ("leaky_relu", {"alpha": 0.2}, (0.05, 3), (0.04, -7), True, True),
+    ("leaky_relu", {"alpha": 0.1}, (1.0, 0), (0.001, 0), False, False),  # ratio 1000 > 128: XNNPACK declines
+]
+
+
+@pytest.mark.parametrize("op,attrs,in_q,out_q,in_xnnpack,discriminating", ACTIVATION_CASES)
+def test_int8_activation_matches_litert_on_every_input(op, attrs, in_q, out_q, in_xnnpack, discriminating):
+    g = Graph()
+    x = int8_input(g, "x", (1, 16, 16, 1), *in_q)
+    node = g.add_node(op, [x], attrs)
+    model = write_tflite(finish(g, node, *out_q))
+    back = read_tflite(model)
+    assert delegated(model) == in_xnnpack
+    feeds = {"x": np.arange(-128, 128, dtype=np.int8).reshape(1, 16, 16, 1)}
+    for kernels, rules in MATCHING.items():
+        want = run_litert(model, feeds, kernels)
+        assert differing(run(back, feeds, rules=rules), want) == 0, (kernels, rules)
+        other = MATCHING["ref" if kernels == "default" else "default"]
+        assert (differing(run(back, feeds, rules=other), want) > 0) == discriminating
+
+
 # ---- QUANTIZE / DEQUANTIZE: the IR has no such ops yet, so a one-op flatbuffer and evaluate_node ----------
 def one_op_model(builtin: str, x: Tensor, y: Tensor) -> bytes:
     """A TFLite model of one QUANTIZE or DEQUANTIZE operator from x to y, written with the schema directly."""
@@ -388,6 +419,7 @@ def _tie_heavy_floats(rng, scale, shape):
     ("quantize", None, (0.25, -128), True),
     ("requantize", (0.1, 3), (0.3, -2), True),
     ("requantize", (0.25, -3), (1.0, 5), True),
+    ("requantize", (1.0, 0), (0.005, 3), False),  # ratio 200 > 128: XNNPACK declines, TFLite's kernel runs
     ("dequantize", (1 / 3, -5), None, False),
 ])
 def test_quantize_and_dequantize_match_litert(kind, in_q, out_q, discriminating):
@@ -398,7 +430,7 @@ def test_quantize_and_dequantize_match_litert(kind, in_q, out_q, discriminating)
     node = Node("dequantize" if kind == "dequantize" else "quantize", "y", [x], [y])
     model = one_op_model(node.op.upper(), x, y)
     xv = _tie_heavy_floats(rng, out_q[0], shape) if in_q is None else rng.integers(-128, 128, shape).astype(np.int8)
-    assert delegated(model)
+    assert delegated(model) == (kind != "requantize" or discriminating)
     for kernels, rules in MATCHING.items():
         want = run_litert(model, {"x": xv}, kernels)["y"]
         (got,) = evaluate_node(node, [xv], rules)

@@ -4,7 +4,8 @@ TFLite's QUANTIZE divides by the scale in float32 and rounds half away from zero
 a quotient beyond int32 becomes INT32_MIN on x86, as C's out-of-range float-to-int conversion does there,
 so it saturates to -128. XNNPACK multiplies by 1 / scale and rounds ties to even after clamping to int16,
 so NaN saturates to +127. Requantizing int8 -> int8, TFLite applies MultiplyByQuantizedMultiplier by
-s_in / s_out; XNNPACK an 8.8 fixed-point multiplier rint(256 * s_in / s_out) with one rounding shift.
+s_in / s_out; XNNPACK an 8.8 fixed-point multiplier rint(256 * s_in / s_out) with one rounding shift
+(for ratios in [1/256, 128]; beyond, the delegate declines and TFLite's kernel runs).
 DEQUANTIZE is (q - zp) * s, one float32 rounding in both.
 """
 
@@ -37,12 +38,13 @@ def _tflite_requantize(x, s_in, s_out):
     return fp.multiply_by_quantized_multiplier(x, multiplier, shift)
 
 
-def _xnnpack_requantize(x, s_in, s_out, node):
-    ratio = s_in / s_out
-    if not 2.0 ** -8 <= ratio <= 2.0 ** 7:
-        raise MccError(f"XNNPACK requantizes int8 only for input/output scale ratios in [2**-8, 2**7], got "
-                       f"{float(ratio)}", node=node.name)
-    multiplier = int(np.rint(np.float32(256) * ratio))
+def _xnnpack_takes_requantize(s_in, s_out) -> bool:
+    """The XNNPACK delegate's bound on an int8 -> int8 QUANTIZE; outside it LiteRT runs TFLite's kernel."""
+    return 1 / 256 <= s_in / s_out <= 128
+
+
+def _xnnpack_requantize(x, s_in, s_out):
+    multiplier = int(np.rint(np.float32(256) * (s_in / s_out)))
     return (x * multiplier + 128) >> 8
 
 
@@ -57,8 +59,10 @@ def quantize(node, inputs, rules):
         rule = rules.rule("requantize", node.name)
         check_rounding(node, rule, "double_rounding", "multiplier_8bit_half_up")
         dx = x.astype(np.int64) - zp_in
-        y = _tflite_requantize(dx, s_in, s_out) if rule.rounding == "double_rounding" else \
-            _xnnpack_requantize(dx, s_in, s_out, node)
+        if rule.rounding == "multiplier_8bit_half_up" and _xnnpack_takes_requantize(s_in, s_out):
+            y = _xnnpack_requantize(dx, s_in, s_out)
+        else:
+            y = _tflite_requantize(dx, s_in, s_out)
         return [saturate_int8(y + zp_out)]
     if x.dtype != np.float32:
         raise MccError(f"quantize takes float32 or int8 input, got {x.dtype}", node=node.name)
