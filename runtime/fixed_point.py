@@ -99,3 +99,60 @@ def scale_float32_ties_even(acc, scale32) -> np.ndarray:
     onnxruntime's QLinear kernels). float32(acc) is itself rounded to nearest even above 2**24."""
     product = np.asarray(acc).astype(np.float32) * np.asarray(scale32, np.float32)
     return np.rint(product).astype(np.int64)
+
+
+def saturating_rounding_multiply_by_pot(x, exponent: int) -> np.ndarray:
+    """gemmlowp's SaturatingRoundingMultiplyByPOT on int32 values: a saturating left shift for exponent > 0,
+    RoundingDivideByPOT for exponent < 0."""
+    x = _i64(x)
+    if exponent < 0:
+        return rounding_divide_by_pot(x, -exponent)
+    threshold = (1 << (31 - exponent)) - 1
+    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, x << exponent))
+
+
+# gemmlowp's Q0.31 constants: exp(-1/8), 1/3, and exp(-2**k) for the barrel shifter, k = -2 .. 4
+_EXP_MINUS_ONE_EIGHTH, _ONE_THIRD = 1895147668, 715827883
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308), (2, 39332535), (3, 720401),
+               (4, 242))
+
+
+def _exp_on_interval_minus_quarter_to_zero(a: np.ndarray) -> np.ndarray:
+    """exp(a) for Q0.31 a in [-1/4, 0): gemmlowp's fourth-order Taylor expansion around -1/8."""
+    x = a + (1 << 28)
+    x2 = saturating_rounding_doubling_high_mul(x, x)
+    x3 = saturating_rounding_doubling_high_mul(x2, x)
+    x4_over_4 = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x2, x2), 2)
+    tail = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x4_over_4 + x3, _ONE_THIRD) + x2, 1)
+    return _EXP_MINUS_ONE_EIGHTH + saturating_rounding_doubling_high_mul(_EXP_MINUS_ONE_EIGHTH, x + tail)
+
+
+def exp_on_negative_values(a, integer_bits: int) -> np.ndarray:
+    """gemmlowp's exp_on_negative_values: exp(a) in Q0.31 for a <= 0 given as raw Q(integer_bits).(31 -
+    integer_bits), by exp of a's remainder modulo 1/4 times exp(-2**k) for each set bit of the rest."""
+    a = _i64(a)
+    fractional_bits = 31 - integer_bits
+    quarter = 1 << (fractional_bits - 2)
+    a_mod_quarter_minus_quarter = (a & (quarter - 1)) - quarter
+    result = _exp_on_interval_minus_quarter_to_zero(
+        saturating_rounding_multiply_by_pot(a_mod_quarter_minus_quarter, integer_bits))
+    remainder = a_mod_quarter_minus_quarter - a
+    for exponent, multiplier in _EXP_BARREL:
+        if integer_bits > exponent:
+            bit = (remainder >> (fractional_bits + exponent)) & 1
+            result = np.where(bit == 1, saturating_rounding_doubling_high_mul(result, multiplier), result)
+    if integer_bits > 5:
+        result = np.where(a < -(1 << (36 - integer_bits)), 0, result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def one_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
+    """gemmlowp's 1 / (1 + a) for Q0.31 a in [0, 1): three Newton-Raphson steps in Q2.29 from 48/17 - 32/17 d."""
+    a = _i64(a)
+    total = a + INT32_MAX  # RoundingHalfSum(a, One): (sum + sign) / 2, truncating
+    half_denominator = np.where(total >= 0, (total + 1) // 2, -((-(total - 1)) // 2))
+    x = 1515870810 + saturating_rounding_doubling_high_mul(half_denominator, -1010580540)
+    for _ in range(3):
+        one_minus = (1 << 29) - saturating_rounding_doubling_high_mul(half_denominator, x)
+        x = x + saturating_rounding_multiply_by_pot(saturating_rounding_doubling_high_mul(x, one_minus), 2)
+    return saturating_rounding_multiply_by_pot(x, 1)

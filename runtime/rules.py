@@ -26,6 +26,8 @@ zero, plus zp; XNNPACK: rint(f / s + zp), ties to even). `rounding` names how re
   half away from zero (LOGISTIC, TANH).
 - lut_float_ties_even: XNNPACK's table from its reference kernel: f((q - zp) * s), rint(y / s + zp).
 - hardswish_fixed_point16: TFLite's HARD_SWISH in 16-bit gemmlowp fixed point.
+- softmax_gemmlowp_fixed_point: TFLite's reference SOFTMAX (exp_on_negative_values, Newton-Raphson 1 / x).
+- softmax_float32_exp_table: TFLite's optimized SOFTMAX, expf table, float32 row sum, round half away.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
 
 Where the delegate declines an op for its parameters (int8 -> int8 QUANTIZE or LEAKY_RELU with a scale
@@ -64,6 +66,7 @@ point, so many results land exactly on .5, and the rest saturate. Differing elem
 | tanh 0.125 -> 2.0 (saturated +-1.0f lands on +-0.5) | 256 | 0 | 0 | 111 |
 | leaky_relu 0.2, 0.05 -> 0.04 | 256 | 0 | 0 | 66 |
 | leaky_relu 0.1, ratio 1000 (not delegated) | 256 | 0 | 0 | 0 |
+| softmax, rows of 4, 10 and 100 (TFLite's kernels in both sets) | 240000 | 0 | 0 | 3 |
 
 The activations are run on all 256 int8 inputs, so those rows are exhaustive for their parameters.
 
@@ -76,6 +79,8 @@ every intermediate tensor under both pairs. Notes from the measurements:
   round(double(acc) * s_in * s_w / s_out), ties away, differs in neither.
 - gemmlowp's SaturatingRoundingDoublingHighMul rounds ties upward (-1.5 -> -1), RoundingDivideByPOT away
   from zero; the pair is what CONV_2D, DEPTHWISE_CONV_2D, MUL and requantizing QUANTIZE use.
+- TFLite's reference SOFTMAX aborts (TFLITE_CHECK) on a row whose exponentials sum to 512 or more; the
+  runtime refuses such rows under litert-ref.
 - XNNPACK takes an int8 CONV_2D / FULLY_CONNECTED only when its int32 bias carries quantization parameters;
   without them LiteRT runs TFLite's optimized (ruy) kernel, which matches neither rule set (78 of 200
   differ from float32_ties_even), so the runtime refuses that case under litert-xnnpack.
@@ -117,6 +122,7 @@ _REF = {
     "sigmoid": Rule("tflite", "lut_float32_round_half_away"),
     "tanh": Rule("tflite", "lut_float32_round_half_away"),
     "hardswish": Rule("tflite", "hardswish_fixed_point16"),
+    "softmax": Rule("tflite", "softmax_gemmlowp_fixed_point"),
 }
 
 _XNNPACK = {
@@ -142,6 +148,8 @@ _XNNPACK = {
     "relu6": Rule("tflite", "double_rounding"),
     "clip": Rule("tflite", "double_rounding"),
     "hardswish": Rule("tflite", "hardswish_fixed_point16"),
+    # SOFTMAX is float-only in the delegate too; TFLite's optimized int8 kernel uses a float exp table.
+    "softmax": Rule("tflite", "softmax_float32_exp_table"),
     "leaky_relu": Rule("xnnpack", "multiplier_8bit_half_up"),
     "sigmoid": Rule("xnnpack", "lut_float_ties_even"),
     "tanh": Rule("xnnpack", "lut_float_ties_even"),

@@ -102,8 +102,8 @@ def test_rule_sets_by_name_and_version():
         rule_set("tflm")
     with pytest.raises(MccError, match="no rules for version 2.2.0; known versions: 2.3.0"):
         rule_set("litert-ref@2.2.0")
-    with pytest.raises(MccError, match="no integer rule for 'softmax'"):
-        rule_set("litert-ref").rule("softmax")
+    with pytest.raises(MccError, match="no integer rule for 'div'"):
+        rule_set("litert-ref").rule("div")
 
 
 # ---- one-op models in LiteRT and in mcc -------------------------------------------------------------------
@@ -382,6 +382,36 @@ def test_int8_activation_matches_litert_on_every_input(op, attrs, in_q, out_q, i
         assert (differing(run(back, feeds, rules=other), want) > 0) == discriminating
 
 
+def test_int8_softmax_matches_litert():
+    """The fixed-point reference and the float-table optimized kernel part only where p * 256 lies within
+    about 1e-6 of a half, a few elements in 10**5: many short rows make that happen."""
+    rng = np.random.default_rng(0)
+    differ = 0
+    for shape, in_q in [((50000, 4), (0.0625, 0)), ((1000, 4, 10), (0.1, 3)), ((200, 100), (0.05, -5))]:
+        g = Graph()
+        x = int8_input(g, "x", shape, *in_q)
+        model = write_tflite(finish(g, g.add_node("softmax", [x], {"beta": 1.0}), 1 / 256, -128))
+        back = read_tflite(model)
+        assert not delegated(model)
+        feeds = {"x": rng.integers(-128, 128, shape).astype(np.int8)}
+        for kernels, rules in MATCHING.items():
+            want = run_litert(model, feeds, kernels)
+            assert differing(run(back, feeds, rules=rules), want) == 0, (shape, kernels)
+            differ += differing(run(back, feeds, rules=MATCHING["ref" if kernels == "default" else "default"]), want)
+    assert differ > 0
+
+
+def test_softmax_rows_that_abort_tflite_are_refused():
+    g = Graph()
+    x = int8_input(g, "x", (1, 512), 0.1, 0)
+    n = g.add_node("softmax", [x], {"beta": 1.0}, name="sm")
+    finish(g, n, 1 / 256, -128)
+    feeds = {"x": np.full((1, 512), 5, np.int8)}
+    with pytest.raises(MccError, match="node 'sm'.*512.*aborts"):
+        run(g, feeds)
+    assert run(g, feeds, rules="litert-xnnpack")["sm"].tolist() == [[-127] * 512]  # 1/512 * 256 = 0.5 -> 1
+
+
 # ---- QUANTIZE / DEQUANTIZE: the IR has no such ops yet, so a one-op flatbuffer and evaluate_node ----------
 def one_op_model(builtin: str, x: Tensor, y: Tensor) -> bytes:
     """A TFLite model of one QUANTIZE or DEQUANTIZE operator from x to y, written with the schema directly."""
@@ -528,7 +558,7 @@ def test_unquantized_bias_is_refused_where_xnnpack_would_not_run_the_op():
 def test_int8_op_without_kernel_is_named():
     g = Graph()
     x = int8_input(g, "x", (1, 4), 0.5, 0)
-    n = g.add_node("softmax", [x], {}, name="sm")
-    finish(g, n, 1 / 256, -128)
-    with pytest.raises(MccError, match="node 'sm'.*no int8 kernel for op 'softmax'"):
+    n = g.add_node("div", [x, int8_input(g, "y", (1, 4), 0.5, 0)], {}, name="d")
+    finish(g, n, 1.0, 0)
+    with pytest.raises(MccError, match="node 'd'.*no int8 kernel for op 'div'"):
         run(g, feed(np.random.default_rng(0), g))
