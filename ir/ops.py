@@ -288,3 +288,16 @@ def check_node(node: Node) -> None:
 
 def macs(node: Node) -> int:
     return int(OPS[node.op].macs(node))
+
+
+@op("quantize", "float -> integer (or integer -> integer requantization) with the output tensor's quantization "
+    "parameters; `dtype` is the output dtype.", attrs={"dtype": "int8"})
+def _quantize(node):
+    x = node.inputs[0]
+    return [(x.shape, node.attrs["dtype"], x.layout)]
+
+
+@op("dequantize", "integer -> float32 with the input tensor's quantization parameters.")
+def _dequantize(node):
+    x = node.inputs[0]
+    return [(x.shape, "float32", x.layout)]
