@@ -301,6 +301,8 @@ TABLE: list[Mapping] = [
     Mapping("pad", "PAD", "PadOptions", ("paddings",), _pad, _pad_back, when=lambda n: n.attrs["value"] == 0),
     Mapping("pad", "PADV2", "PadV2Options", ("paddings", "value"), _pad, _pad_back,
             when=lambda n: n.attrs["value"] != 0, like_input=("value",)),
+    Mapping("quantize", "QUANTIZE"),
+    Mapping("dequantize", "DEQUANTIZE"),
 ]
 
 BY_CODE: dict[int, Mapping] = {m.code: m for m in TABLE}

@@ -311,7 +311,29 @@ def test_every_mapped_op_is_covered():
     built_ops = set()
     for fn in CASES.values():
         built_ops |= {n.op for n in fn()[0].nodes}
-    assert {m.ir_op for m in TABLE} <= built_ops
+    int8_only = {"quantize", "dequantize"}  # test_quantize_dequantize_edges
+    assert {m.ir_op for m in TABLE} - int8_only <= built_ops
+
+
+def test_quantize_dequantize_edges():
+    """Float model I/O around an int8 tensor: QUANTIZE and DEQUANTIZE as LiteRT and mcc's runtime run them."""
+    g = Graph("qdq")
+    x = g.add_input("x", (1, 4, 4, 2), layout="NHWC")
+    q = g.add_node("quantize", [x], {"dtype": "int8"}, name="q")
+    q.outputs[0].quant = QuantParams([0.05], [-3])
+    d = g.add_node("dequantize", q.outputs, name="d")
+    g.outputs = d.outputs
+    g.verify()
+    data = write_tflite(g)
+    back = read_tflite(data)
+    assert [n.op for n in back.nodes] == ["quantize", "dequantize"]
+    assert back.node("q").outputs[0].quant == QuantParams([0.05], [-3])
+    feeds = {"x": rand(1, 4, 4, 2, seed=4, lo=-8, hi=8)}
+    want = (np.clip(np.round(feeds["x"] / np.float32(0.05)) - 3, -128, 127) + 3) * np.float32(0.05)
+    for kernels in ("ref", "default"):
+        got = run_litert(data, feeds, kernels)["d"]
+        assert np.abs(got - want).max() <= 0.05 * 1.0001
+        assert np.array_equal(got, run(back, feeds, rules="litert-" + ("ref" if kernels == "ref" else "xnnpack"))["d"])
 
 
 # ---- the file itself -------------------------------------------------------------------------------------
