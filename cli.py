@@ -33,17 +33,25 @@ def _cmd_compile(args) -> None:
 
     out = args.output or str(Path(args.model).with_suffix(".tflite"))
     progress = Progress(not args.quiet)
+    options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
+               "bias_correction": args.bias_correction, "cle": args.cle}
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
-                           input_shapes=_shapes(args.input_shape), report_path=args.report, progress=progress)
+                           input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
+                           options={k: v for k, v in options.items() if v is not None}, progress=progress)
     if not args.quiet:
         print(format_table(result.graph))
         src, dst = result.report["source"]["totals"], result.report["output"]["totals"]
         print(f"\n{args.model} -> {out} ({args.target}): {len(result.data):,} bytes; "
               f"params {src['params']:,} -> {dst['params']:,}; MACs {src['macs']:,} -> {dst['macs']:,}")
-        for t in result.report["output"]["inputs"]:
-            print(f"input  {t['name']}: {t['dtype']}{t['shape']}" + (f" ({t['layout']})" if t["layout"] else ""))
-        for t in result.report["output"]["outputs"]:
-            print(f"output {t['name']}: {t['dtype']}{t['shape']}" + (f" ({t['layout']})" if t["layout"] else ""))
+        for kind in ("inputs", "outputs"):
+            for t in result.report["output"][kind]:
+                q = t.get("quantization")
+                print(f"{kind[:-1]:<6} {t['name']}: {t['dtype']}{t['shape']}"
+                      + (f" ({t['layout']})" if t["layout"] else "")
+                      + (f" scale {q['scale'][0]:.6g} zero point {q['zero_point'][0]}" if q else ""))
+        for r in result.report["passes"]:
+            if r["notes"].get("float_ops"):
+                print(f"left in float by {r['pass']}: {', '.join(map(str, r['notes']['float_ops']))}")
         if args.report:
             print(f"report written to {args.report}")
 
@@ -95,6 +103,20 @@ def _cmd_inspect(args) -> None:
     print(format_table(graph))
 
 
+def _cmd_validate(args) -> int:
+    import json
+
+    from .validate import format_report, validate
+
+    kernels = tuple(k.strip() for k in args.kernels.split(","))
+    unknown = [k for k in kernels if k not in ("ref", "default")]
+    if unknown:
+        raise MccError(f"--kernels takes ref and/or default, not {unknown}")
+    report = validate(args.model, args.input, args.reference, kernels, progress=Progress(not args.json))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if report["ok"] else 1
+
+
 def _cmd_targets(args) -> None:
     from .targets import TARGETS
 
@@ -118,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="output file (default: the model's name with .tflite)")
     c.add_argument("--report", help="write the compile report as JSON")
     c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("--calib", help="calibration data for int8 targets: .npz by input name or .npy, batch first")
+    c.add_argument("--observer", choices=["minmax", "percentile", "mse"], help="activation range observer")
+    c.add_argument("--io", choices=["float", "int8"], help="model inputs/outputs: float (QUANTIZE/DEQUANTIZE "
+                   "at the edges) or int8")
+    c.add_argument("--require-int8", action="store_true", default=None,
+                   help="fail if any op would stay in float")
+    c.add_argument("--no-bias-correction", dest="bias_correction", action="store_false", default=None)
+    c.add_argument("--no-cle", dest="cle", action="store_false", default=None,
+                   help="skip cross-layer equalisation")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 
@@ -126,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, help=".npz (one array per input name) or .npy; batch first")
     r.add_argument("-o", "--output", help="write outputs to this .npz")
     r.set_defaults(func=_cmd_run)
+
+    v = sub.add_parser("validate", help="compare a compiled model in LiteRT and mcc's runtime, bit for bit")
+    v.add_argument("model")
+    v.add_argument("--input", required=True, help=".npz (one array per input name) or .npy; batch first")
+    v.add_argument("--reference", help="the float source model, for SQNR / cosine / top-1 fidelity")
+    v.add_argument("--kernels", default="ref,default",
+                   help="LiteRT kernel sets: ref (BUILTIN_REF) and/or default (XNNPACK); default both")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=_cmd_validate)
 
     i = sub.add_parser("inspect", help="print a model's IR and per-layer table")
     i.add_argument("model")
@@ -142,11 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except MccError as e:
         print(f"mcc: error: {e}", file=sys.stderr)
         return e.exit_code
-    return 0
 
 
 if __name__ == "__main__":

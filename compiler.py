@@ -34,8 +34,9 @@ def load_model(path, *, trust_pickle=False, input_shapes=None, progress: Progres
         return load(path, trust_pickle=trust_pickle, input_shapes=input_shapes)
 
 
-def lower(graph: Graph, target_name: str, *, stop_after: str | None = None, progress: Progress | None = None):
-    """Run the target's pipeline; returns (graph, pass records)."""
+def lower(graph: Graph, target_name: str, *, stop_after: str | None = None, progress: Progress | None = None,
+          options: dict | None = None):
+    """Run the target's pipeline with pass `options`; returns (graph, pass records)."""
     from .passes import run_pipeline
 
     target = get_target(target_name)
@@ -43,8 +44,8 @@ def lower(graph: Graph, target_name: str, *, stop_after: str | None = None, prog
         raise MccError(f"pass '{stop_after}' is not in target {target.name}'s pipeline: {', '.join(target.pipeline)}")
     progress = progress or Progress(False)
     with progress.step(f"running {len(target.pipeline)} passes for {target.name}"):
-        return run_pipeline(graph, list(target.pipeline), stop_after=stop_after,
-                            progress=lambda name: progress.say(f"  pass {name}"))
+        return run_pipeline(graph, list(target.pipeline), {**(options or {}), "progress": progress},
+                            stop_after=stop_after, progress=lambda name: progress.say(f"  pass {name}"))
 
 
 def emit(graph: Graph, target_name: str) -> bytes:
@@ -57,12 +58,26 @@ def emit(graph: Graph, target_name: str) -> bytes:
 
 
 def _io(tensors) -> list[dict]:
-    return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "layout": t.layout} for t in tensors]
+    return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "layout": t.layout,
+             **({"quantization": t.quant.to_json()} if t.quant is not None else {})} for t in tensors]
+
+
+def calibration_arrays(path, graph: Graph) -> dict:
+    """Read --calib data and check it against the source model's inputs before any pass runs."""
+    from .datafiles import match_inputs, read_arrays
+
+    arrays = read_arrays(path)
+    feeds, _ = match_inputs(arrays, graph.inputs, path=path)
+    return feeds
 
 
 def compile_model(source, target_name: str, output=None, *, trust_pickle=False, input_shapes=None,
-                  report_path=None, progress: Progress | None = None) -> CompileResult:
-    """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically."""
+                  report_path=None, calib=None, options: dict | None = None,
+                  progress: Progress | None = None) -> CompileResult:
+    """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically.
+
+    `calib` is a .npz/.npy path (or a dict of arrays by input name) for targets that quantize; `options` are
+    pass options (observer, io, bias_correction, cle, require_int8)."""
     progress = progress or Progress(False)
     target = get_target(target_name)
     for p in (output, report_path):
@@ -76,8 +91,14 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         graph = load_model(source, trust_pickle=trust_pickle, input_shapes=input_shapes, progress=progress)
         source_info = {"path": str(source), "sha256": sha256(Path(source).read_bytes())}
     source_io = {"inputs": _io(graph.inputs), "outputs": _io(graph.outputs)}
+    options = dict(options or {})
+    if target.needs_calibration:
+        if calib is None:
+            raise MccError(f"target {target.name} quantizes and needs calibration data: pass --calib samples.npz "
+                           "(one array per model input, batch first, in the source model's layout)")
+        options["calibration"] = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
     before = totals(graph)
-    graph, records = lower(graph, target.name, progress=progress)
+    graph, records = lower(graph, target.name, progress=progress, options=options)
     with progress.step(f"writing {target.backend}"):
         data = emit(graph, target.name)
     report = {

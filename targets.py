@@ -22,11 +22,16 @@ class Target:
     backend: str
     pipeline: tuple[str, ...]
     description: str
+    needs_calibration: bool = False
 
 
 TARGETS = {t.name: t for t in [
     Target("arm-fp32", "arm64", "float32", "tflite", CANONICALIZE + TFLITE_TAIL,
            "float32 TFLite for ARM CPUs (LiteRT with XNNPACK); also runs on x86"),
+    Target("arm-int8", "arm64", "int8", "tflite",
+           CANONICALIZE + TFLITE_TAIL + ("cross_layer_equalization", "quantize_int8", "eliminate_dead"),
+           "full-integer int8 TFLite (per-channel weights, asymmetric activations); needs --calib",
+           needs_calibration=True),
 ]}
 
 

@@ -7,6 +7,8 @@ where LiteRT does not.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 KERNELS = ("ref", "default")
@@ -18,8 +20,10 @@ def make_interpreter(model: bytes, kernels: str = "ref", keep_all: bool = False)
     if kernels not in KERNELS:
         raise ValueError(f"unknown LiteRT kernel set '{kernels}'; one of {KERNELS}")
     resolver = OpResolverType.BUILTIN_REF if kernels == "ref" else OpResolverType.AUTO
-    interp = Interpreter(model_content=model, experimental_op_resolver_type=resolver,
-                         experimental_preserve_all_tensors=keep_all, num_threads=1)
+    with warnings.catch_warnings():  # keep_all's "for debugging only" notice: debugging is what validate does
+        warnings.simplefilter("ignore", UserWarning)
+        interp = Interpreter(model_content=model, experimental_op_resolver_type=resolver,
+                             experimental_preserve_all_tensors=keep_all, num_threads=1)
     interp.allocate_tensors()
     return interp
 

@@ -88,3 +88,19 @@ def test_inspect_shows_ir_and_stages(model_file, capsys):
 def test_targets_lists_arm_fp32(capsys):
     assert main(["targets"]) == 0
     assert "arm-fp32" in capsys.readouterr().out
+
+
+def test_validate_float_model(model_file, tmp_path, capsys):
+    _, src = model_file
+    out = tmp_path / "small.tflite"
+    assert main(["compile", str(src), "--target", "arm-fp32", "-o", str(out), "-q"]) == 0
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    assert main(["validate", str(out), "--input", str(tmp_path / "x.npz"), "--reference", str(src), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and [c["kernels"] for c in report["comparisons"]] == ["ref", "default"]
+    ref = report["comparisons"][0]
+    assert not ref["exact"] and ref["differing"] == 0
+    assert {t["op"] for t in ref["tensors"]} >= {"conv2d", "max_pool2d", "fully_connected"}
+    assert ref["elements"] == 2 * sum(t["elements"] // 2 for t in ref["tensors"])
+    fid = next(iter(report["fidelity"].values()))
+    assert fid["sqnr_db"] > 80 and fid["top1_agreement"] == 1.0

@@ -1,0 +1,168 @@
+"""`mcc validate` as a function: run a compiled model in LiteRT and in mcc's runtime and count differing bits.
+
+For each LiteRT kernel set ("ref" = BUILTIN_REF, "default" = XNNPACK) mcc's runtime runs the same file, read back
+from its bytes, under the rule set that claims to match it (runtime/rules.py), and every tensor that an operator
+produces is compared element by element (LiteRT's experimental_preserve_all_tensors). TFLite's own tooling compares
+outputs within a tolerance; AIMET and TVM say their integer results may differ from the target's. mcc states the
+count of differing elements per operator and in total, so "0 of N" is a checked claim, and any difference names
+the first operator that shows it. Integer models (and the float tensors at their edges) are claimed exact; a float
+model is claimed within 1e-5 of each tensor's range, since float summation order is the kernels' own business.
+With a float reference model, fidelity is SQNR, cosine similarity and top-1 agreement against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datafiles import match_inputs, read_arrays
+from .errors import MccError
+from .ir import Graph
+
+RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack"}
+FLOAT_TOLERANCE = 1e-5
+
+
+@dataclass
+class TensorDiff:
+    tensor: str
+    node: str
+    op: str
+    elements: int = 0
+    differing: int = 0
+    max_abs_diff: float = 0.0
+
+
+@dataclass
+class Comparison:
+    kernels: str
+    rules: str
+    exact: bool                          # whether 0 differing elements is claimed (integer models)
+    tensors: list[TensorDiff] = field(default_factory=list)
+
+    @property
+    def elements(self) -> int:
+        return sum(t.elements for t in self.tensors)
+
+    @property
+    def differing(self) -> int:
+        return sum(t.differing for t in self.tensors)
+
+    @property
+    def first_differing(self) -> TensorDiff | None:
+        return next((t for t in self.tensors if t.differing), None)
+
+    def to_json(self) -> dict:
+        first = self.first_differing
+        return {"kernels": self.kernels, "rules": self.rules, "exact": self.exact, "elements": self.elements,
+                "differing": self.differing, "max_abs_diff": max((t.max_abs_diff for t in self.tensors), default=0.0),
+                "first_differing_op": asdict(first) if first else None, "tensors": [asdict(t) for t in self.tensors]}
+
+
+def _is_integer_model(graph: Graph) -> bool:
+    return any(t.dtype == "int8" for n in graph.nodes for t in n.outputs)
+
+
+def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], kernels: str) -> Comparison:
+    """Run every batch in LiteRT (`kernels`) and in mcc's runtime under the matching rules; count differences."""
+    from .runtime import run
+    from .runtime.litert import make_interpreter, run_litert
+
+    rules = RULES_FOR_KERNELS[kernels]
+    exact = _is_integer_model(graph)
+    diffs = {o.name: TensorDiff(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs}
+    interp = make_interpreter(data, kernels, keep_all=True)
+    for feeds in batches:
+        ours = run(graph, feeds, keep_all=True, rules=rules)
+        theirs = run_litert(data, feeds, kernels, keep_all=True, interpreter=interp)
+        for name, d in diffs.items():
+            if name not in theirs:
+                raise MccError(f"LiteRT does not expose tensor '{name}' of node '{d.node}'; cannot compare it")
+            a, b = ours[name], theirs[name].reshape(ours[name].shape)
+            delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            if exact:
+                bad = a != b
+            else:
+                span = float(np.abs(b).max()) if b.size else 0.0
+                bad = delta > FLOAT_TOLERANCE * max(span, 1e-30)
+            d.elements += a.size
+            d.differing += int(np.count_nonzero(bad))
+            d.max_abs_diff = max(d.max_abs_diff, float(delta.max()) if delta.size else 0.0)
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return Comparison(kernels, rules, exact, sorted(diffs.values(), key=lambda t: order[t.node]))
+
+
+def fidelity(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict:
+    """SQNR (dB), cosine similarity and top-1 agreement of each output against the float reference's."""
+    result = {}
+    for (name, q), ref in zip(outputs.items(), reference.values()):
+        q, ref = q.astype(np.float64), ref.astype(np.float64)
+        if q.shape != ref.shape and q.ndim == 4 and q.shape == ref.transpose(0, 2, 3, 1).shape:
+            ref = ref.transpose(0, 2, 3, 1)
+        noise = float(np.sum((ref - q) ** 2))
+        signal = float(np.sum(ref ** 2))
+        sqnr = float("inf") if noise == 0 else 10 * np.log10(signal / noise)
+        cosine = float(np.sum(ref * q) / (np.linalg.norm(ref) * np.linalg.norm(q) or 1.0))
+        entry = {"sqnr_db": sqnr, "cosine": cosine}
+        if ref.ndim == 2 and ref.shape[1] > 1:
+            entry["top1_agreement"] = float(np.mean(ref.argmax(1) == q.argmax(1)))
+        result[name] = entry
+    return result
+
+
+def validate(model_path, input_path, reference_path=None, kernels=("ref", "default"), progress=None) -> dict:
+    from .datafiles import run_in_batches
+    from .frontend.tflite_reader import read_tflite
+    from .runtime import run
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise MccError("no such model file; check the path", path=model_path)
+    data = model_path.read_bytes()
+    graph = read_tflite(data, path=model_path)
+    arrays = read_arrays(input_path)
+    feeds, notes = match_inputs(arrays, graph.inputs, path=input_path)
+    batch = graph.inputs[0].shape[0]
+    n = len(next(iter(feeds.values())))
+    if n % batch:
+        raise MccError(f"{n} samples do not split into batches of {batch}, the model's batch size", path=input_path)
+    batches = [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
+    report = {"model": str(model_path), "inputs": str(input_path), "samples": n, "notes": notes, "comparisons": []}
+    for k in kernels:
+        if progress:
+            progress.say(f"comparing with LiteRT {k} kernels on {n} samples")
+        report["comparisons"].append(compare(data, graph, batches, k).to_json())
+    if reference_path is not None:
+        from .compiler import load_model
+
+        ref_graph = load_model(reference_path)
+        ref_feeds, _ = match_inputs(arrays, ref_graph.inputs, path=input_path)
+        ref_out = run_in_batches(lambda f: run(ref_graph, f), ref_feeds, ref_graph.inputs[0].shape[0])
+        outs = run_in_batches(lambda f: run(graph, f), feeds, batch)
+        report["reference"] = str(reference_path)
+        report["fidelity"] = fidelity(ref_out, outs)
+    report["ok"] = all(c["differing"] == 0 for c in report["comparisons"])
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['model']} on {report['samples']} samples of {report['inputs']}", *report["notes"]]
+    for c in report["comparisons"]:
+        claim = "bit-exact" if c["exact"] else f"within {FLOAT_TOLERANCE:g} of range"
+        lines.append(f"\nLiteRT {c['kernels']} kernels vs mcc runtime (rules {c['rules']}, claim: {claim})")
+        lines.append(f"  {'node':<36} {'op':<18} {'differing':>10} {'of':>10} {'max diff':>10}")
+        for t in c["tensors"]:
+            lines.append(f"  {t['node'][:36]:<36} {t['op']:<18} {t['differing']:>10,} {t['elements']:>10,} "
+                         f"{t['max_abs_diff']:>10.3g}")
+        lines.append(f"  total: {c['differing']:,} of {c['elements']:,} elements differ; max diff {c['max_abs_diff']:.3g}")
+        if c["first_differing_op"]:
+            f = c["first_differing_op"]
+            lines.append(f"  first differing operator: {f['node']} ({f['op']})")
+    for name, f in report.get("fidelity", {}).items():
+        top1 = f"; top-1 agreement {f['top1_agreement'] * 100:.2f}%" if "top1_agreement" in f else ""
+        lines.append(f"\nfidelity of '{name}' vs {report['reference']}: SQNR {f['sqnr_db']:.2f} dB; "
+                     f"cosine {f['cosine']:.6f}{top1}")
+    lines.append("\nOK: every comparison holds its claim" if report["ok"] else "\nFAILED: a claimed comparison differs")
+    return "\n".join(lines)
