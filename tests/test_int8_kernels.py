@@ -398,10 +398,11 @@ def test_int8_softmax_matches_litert():
     about 1e-6 of a half, a few elements in 10**5: many short rows make that happen."""
     rng = np.random.default_rng(0)
     differ = 0
-    for shape, in_q in [((50000, 4), (0.0625, 0)), ((1000, 4, 10), (0.1, 3)), ((200, 100), (0.05, -5))]:
+    for shape, in_q, beta in [((50000, 4), (0.0625, 0), 1.0), ((1000, 4, 10), (0.1, 3), 1.0),
+                              ((200, 100), (0.05, -5), 0.7)]:
         g = Graph()
         x = int8_input(g, "x", shape, *in_q)
-        model = write_tflite(finish(g, g.add_node("softmax", [x], {"beta": 1.0}), 1 / 256, -128))
+        model = write_tflite(finish(g, g.add_node("softmax", [x], {"beta": beta}), 1 / 256, -128))
         back = read_tflite(model)
         assert not delegated(model)
         feeds = {"x": rng.integers(-128, 128, shape).astype(np.int8)}

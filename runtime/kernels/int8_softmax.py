@@ -21,7 +21,8 @@ _DIFF_INTEGER_BITS, _SUM_INTEGER_BITS = 5, 12
 
 def _tflite_reference(node, x, s_in, beta):
     # PreprocessSoftmaxScaling and CalculateInputRadius
-    real = min(np.float64(beta) * np.float64(s_in) * float(1 << (31 - _DIFF_INTEGER_BITS)), float((1 << 31) - 1))
+    real = min(np.float64(np.float32(beta)) * np.float64(s_in) * float(1 << (31 - _DIFF_INTEGER_BITS)),
+               float((1 << 31) - 1))  # beta is a float32 option in the file
     multiplier, left_shift = (int(v) for v in fp.quantize_multiplier(real))
     diff_min = -int(np.floor(((1 << _DIFF_INTEGER_BITS) - 1) * float(1 << (31 - _DIFF_INTEGER_BITS))
                              / float(1 << left_shift)))
@@ -44,7 +45,7 @@ def _tflite_reference(node, x, s_in, beta):
 
 def _tflite_optimized(x, s_in, beta, s_out, zp_out):
     scale = -s_in * np.float32(beta)  # PopulateSoftmaxLookupTable, in float32
-    table = np.exp(np.float64(scale * np.arange(256, dtype=np.float32))).astype(np.float32)
+    table = np.exp((scale * np.arange(256, dtype=np.float32)).astype(np.float64)).astype(np.float32)  # expf
     e = table[x.max(axis=-1, keepdims=True) - x]
     total = np.cumsum(e, axis=-1, dtype=np.float32)[..., -1:]  # left to right, as the C loop adds
     probability = e * (np.float32(1) / (total * s_out))
