@@ -62,6 +62,7 @@ point, so many results land exactly on .5, and the rest saturate. Differing elem
 | requantize int8 -> int8 (0.1 -> 0.3, 0.25 -> 1.0) | 2 x 1024 | 0 | 0 | 334, 258 |
 | requantize 1.0 -> 0.005 (ratio 200: not delegated) | 1024 | 0 | 0 | 0 |
 | dequantize, concat, reshape, transpose, pad (PAD and PADV2) | 1024, 208, 256, 192, 200 + 392 | 0 | 0 | 0 |
+| minimum, maximum against a broadcast constant | 1024 each | 0 | 0 | 0 |
 | relu, relu6 (bounds at .5), clip [-1, 1], hardswish x 2 (TFLite's kernel in both sets) | 256 each | 0 | 0 | 0 |
 | sigmoid (scale 0.0625 -> 1/256), tanh (0.05 -> 1/128) | 256 each | 0 | 0 | 0 |
 | tanh 0.125 -> 2.0 (saturated +-1.0f lands on +-0.5) | 256 | 0 | 0 | 111 |
@@ -124,6 +125,8 @@ _REF = {
     "tanh": Rule("tflite", "lut_float32_round_half_away"),
     "hardswish": Rule("tflite", "hardswish_fixed_point16"),
     "softmax": Rule("tflite", "softmax_gemmlowp_fixed_point"),
+    "minimum": Rule("tflite", "exact"),
+    "maximum": Rule("tflite", "exact"),
 }
 
 _XNNPACK = {
@@ -151,6 +154,8 @@ _XNNPACK = {
     "hardswish": Rule("tflite", "hardswish_fixed_point16"),
     # SOFTMAX is float-only in the delegate too; TFLite's optimized int8 kernel uses a float exp table.
     "softmax": Rule("tflite", "softmax_float32_exp_table"),
+    "minimum": Rule("tflite", "exact"),  # int8 MINIMUM / MAXIMUM stay with TFLite too
+    "maximum": Rule("tflite", "exact"),
     "leaky_relu": Rule("xnnpack", "multiplier_8bit_half_up"),
     "sigmoid": Rule("xnnpack", "lut_float_ties_even"),
     "tanh": Rule("xnnpack", "lut_float_ties_even"),

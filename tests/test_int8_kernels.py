@@ -261,6 +261,20 @@ def mean_over_channels_2d(rng):
     return finish(g, n, 0.5, 3)  # sum / 8: every eighth mean ends on .5
 
 
+def _clamp_half(op):
+    def build(rng):
+        g = Graph()
+        x = int8_input(g, "x", (1, 8, 8, 16), 0.1, 3)
+        c = const(g, "c", rng.integers(-128, 128, (16,)).astype(np.int8), q(0.1, 3))
+        return finish(g, g.add_node(op, [x, c]), 0.1, 3)
+    build.__name__ = f"{op}_with_constant"
+    return case(build)
+
+
+_clamp_half("minimum")
+_clamp_half("maximum")
+
+
 @case
 def concat_channels(rng):
     g = Graph()
@@ -560,6 +574,10 @@ def test_concat_of_differently_quantized_inputs_is_refused_like_litert():
     with pytest.raises(RuntimeError):
         make_interpreter(write_tflite(g), "ref")
     with pytest.raises(MccError, match="quantized differently.*insert a quantize node"):
+        run(g, feed(np.random.default_rng(0), g))
+    # MAXIMUM compares raw codes whatever the parameters say: LiteRT runs it, mcc refuses the meaningless case
+    n.op, n.attrs = "maximum", {}
+    with pytest.raises(MccError, match="maximum: 'b' and 'concat' are quantized differently"):
         run(g, feed(np.random.default_rng(0), g))
 
 

@@ -5,7 +5,8 @@ both inputs left by 20 bits, rescales each to twice the larger input scale with 
 adds, and rescales the sum to the output, each step with gemmlowp double rounding. XNNPACK turns both scale
 ratios into integer multipliers of at most 21 bits that share one shift, so the sum needs a single rounding
 (half up). MUL multiplies (a - za) * (b - zb) and requantizes once by sa * sb / so, a factor that both
-libraries compute in float32.
+libraries compute in float32. MINIMUM and MAXIMUM compare the raw int8 codes (TFLite ignores the parameters,
+so they must agree).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from ...errors import MccError
 from .. import fixed_point as fp
 from .int8_output import activation_bounds, output_stage, requantize
-from .int8_registry import check_rounding, int8_kernel, per_tensor
+from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant
 
 _LEFT_SHIFT = 20  # TFLite's headroom for int8 inputs (15 for int16)
 
@@ -70,3 +71,11 @@ def mul(node, inputs, rules):
     real = np.float64((sa * sb) / so)  # float32 arithmetic in both mul.cc and XNNPACK
     y = requantize((a - za) * (b - zb), real, rule, node)
     return [output_stage(y, zo, activation_bounds(node.attrs["activation"], so, zo, rule.kernels))]
+
+
+@int8_kernel("minimum", "maximum")
+def minimum_maximum(node, inputs, rules):
+    check_rounding(node, rules.rule(node.op, node.name), "exact")
+    for t in node.inputs:
+        require_same_quant(node, t, node.outputs[0])
+    return [(np.minimum if node.op == "minimum" else np.maximum)(inputs[0], inputs[1])]
