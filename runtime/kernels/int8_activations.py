@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import MccError
 from .. import fixed_point as fp
+from .int8_output import ACTIVATION_RANGE, clamp_bounds, output_stage
 from .int8_registry import INT8_MAX, INT8_MIN, check_rounding, int8_kernel, per_tensor, saturate_int8
 
 _CODES = np.arange(INT8_MIN, INT8_MAX + 1)  # every int8 input, in table order
@@ -26,21 +27,16 @@ def _params(node):
 
 
 # ---- relu, relu6, clip: requantize, then clamp --------------------------------------------------------------
-_BOUNDS = {"relu": (0.0, None), "relu6": (0.0, 6.0)}
-
-
 @int8_kernel("relu", "relu6", "clip")
 def relu_x(node, inputs, rules):
     """TFLite's QuantizedReluX: zp_out + MultiplyByQuantizedMultiplier(x - zp_in, s_in / s_out), clamped to
     zp_out + round(bound / s_out) (ties away), the multiplier's ratio computed in float32."""
     s_in, zp_in, s_out, zp_out = _params(node)
     check_rounding(node, rules.rule(node.op, node.name), "double_rounding")
-    lo, hi = (node.attrs["min"], node.attrs["max"]) if node.op == "clip" else _BOUNDS[node.op]
+    lo, hi = (node.attrs["min"], node.attrs["max"]) if node.op == "clip" else ACTIVATION_RANGE[node.op]
     multiplier, shift = fp.quantize_multiplier(np.float64(s_in / s_out))
-    y = zp_out + fp.multiply_by_quantized_multiplier(inputs[0].astype(np.int64) - zp_in, multiplier, shift)
-    qlo = max(INT8_MIN, zp_out + int(fp.round_half_away(np.float32(lo) / s_out)))
-    qhi = INT8_MAX if hi is None else min(INT8_MAX, zp_out + int(fp.round_half_away(np.float32(hi) / s_out)))
-    return [np.clip(y, qlo, qhi).astype(np.int8)]
+    y = fp.multiply_by_quantized_multiplier(inputs[0].astype(np.int64) - zp_in, multiplier, shift)
+    return [output_stage(y, zp_out, clamp_bounds(lo, hi, s_out, zp_out, "tflite"))]
 
 
 # ---- leaky_relu ------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from ..rules import Rule
 from .int8_registry import INT8_MAX, INT8_MIN, check_rounding
 
 # The real interval each fused activation clamps to (None: unbounded on that side).
-_ACTIVATION_RANGE = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
+ACTIVATION_RANGE = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
 
 
 def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: str) -> int:
@@ -23,12 +23,17 @@ def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: s
     return zero_point + int(fp.round_half_away(np.float32(value) / scale))
 
 
-def activation_bounds(activation: str | None, scale: np.float32, zero_point: int, kernels: str) -> tuple[int, int]:
-    """The int8 interval a fused activation clamps to, quantized the way the kernel library does it."""
-    lo, hi = _ACTIVATION_RANGE[activation]
+def clamp_bounds(lo: float | None, hi: float | None, scale: np.float32, zero_point: int,
+                 kernels: str) -> tuple[int, int]:
+    """The int8 interval for the real interval [lo, hi] (None: unbounded), quantized as `kernels` does it."""
     qlo = INT8_MIN if lo is None else max(INT8_MIN, _quantize_bound(lo, scale, zero_point, kernels))
     qhi = INT8_MAX if hi is None else min(INT8_MAX, _quantize_bound(hi, scale, zero_point, kernels))
     return qlo, qhi
+
+
+def activation_bounds(activation: str | None, scale: np.float32, zero_point: int, kernels: str) -> tuple[int, int]:
+    """The int8 interval a fused activation clamps to, quantized the way the kernel library does it."""
+    return clamp_bounds(*ACTIVATION_RANGE[activation], scale, zero_point, kernels)
 
 
 def output_stage(scaled, zero_point: int, bounds: tuple[int, int]) -> np.ndarray:
