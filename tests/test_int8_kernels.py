@@ -1,24 +1,23 @@
 """The int8 runtime against LiteRT 2.3.0, element for element, under each kernel set's rule set.
 
 Every case is a one-op int8 model written with write_tflite, run by LiteRT with the reference kernels
-("ref") and with the default resolver, whose XNNPACK delegate takes the op ("default"), and by mcc's
-runtime on the file read back, with rules "litert-ref" and "litert-xnnpack". Scales are powers of two and
-inputs span the int8 range, so that many products land exactly on .5 and many saturate: the two rule sets
-then disagree, and each test also asserts that the wrong rule set differs, which shows it could fail.
+("ref") and with the default resolver ("default": the XNNPACK delegate, or TFLite's optimized kernel where
+the delegate declines the op), and by mcc's runtime on the file read back, with rules "litert-ref" and
+"litert-xnnpack". Scales are mostly powers of two and most inputs sit near the zero point, so that many
+results land exactly on .5 while others saturate: the two rule sets then disagree, and the tests also
+assert that the wrong rule set differs, which shows they could fail.
 """
 
 import zlib
 
-import flatbuffers
 import numpy as np
 import pytest
-from ai_edge_litert import schema_py_generated as schema
 
 from mcc.backends.tflite_writer import write_tflite
 from mcc.errors import MccError
 from mcc.frontend.tflite_reader import read_tflite
-from mcc.ir import Graph, Node, QuantParams, Tensor
-from mcc.runtime import evaluate_node, fixed_point as fp, run, rule_set
+from mcc.ir import Graph, QuantParams
+from mcc.runtime import fixed_point as fp, run, rule_set
 from mcc.runtime.litert import make_interpreter, run_litert
 from mcc.runtime.rules import RULES, known
 
@@ -438,31 +437,7 @@ def test_softmax_rows_that_abort_tflite_are_refused():
     assert run(g, feeds, rules="litert-xnnpack")["sm"].tolist() == [[-127] * 512]  # 1/512 * 256 = 0.5 -> 1
 
 
-# ---- QUANTIZE / DEQUANTIZE: the IR has no such ops yet, so a one-op flatbuffer and evaluate_node ----------
-def one_op_model(builtin: str, x: Tensor, y: Tensor) -> bytes:
-    """A TFLite model of one QUANTIZE or DEQUANTIZE operator from x to y, written with the schema directly."""
-    types = {"float32": schema.TensorType.FLOAT32, "int8": schema.TensorType.INT8}
-    tensors = []
-    for t in (x, y):
-        tt = schema.TensorT()
-        tt.name, tt.shape, tt.type, tt.buffer = t.name, np.array(t.shape, np.int32), types[t.dtype], 0
-        if t.quant is not None:
-            tt.quantization = schema.QuantizationParametersT()
-            tt.quantization.scale, tt.quantization.zeroPoint = t.quant.scale, t.quant.zero_point
-        tensors.append(tt)
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = getattr(schema.BuiltinOperator, builtin)
-    op = schema.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
-    sub = schema.SubGraphT()
-    sub.tensors, sub.inputs, sub.outputs, sub.operators = tensors, [0], [1], [op]
-    model = schema.ModelT()
-    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, [code], [sub], [schema.BufferT()]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
+# ---- QUANTIZE / DEQUANTIZE -----------------------------------------------------------------------------------
 def _tie_heavy_floats(rng, scale, shape):
     """Floats on the quantization grid and half-way between grid points, plus the extremes."""
     x = (rng.integers(-600, 600, shape) * np.float32(scale) / np.float32(2)).astype(np.float32)
@@ -470,30 +445,33 @@ def _tie_heavy_floats(rng, scale, shape):
     return x
 
 
-@pytest.mark.parametrize("kind,in_q,out_q,discriminating", [
-    ("quantize", None, (0.1, 3), True),
-    ("quantize", None, (0.25, -128), True),
-    ("requantize", (0.1, 3), (0.3, -2), True),
-    ("requantize", (0.25, -3), (1.0, 5), True),
-    ("requantize", (1.0, 0), (0.005, 3), False),  # ratio 200 > 128: XNNPACK declines, TFLite's kernel runs
-    ("dequantize", (1 / 3, -5), None, False),
+@pytest.mark.parametrize("kind,in_q,out_q,in_xnnpack,discriminating", [
+    ("quantize", None, (0.1, 3), True, True),
+    ("quantize", None, (0.25, -128), True, True),
+    ("requantize", (0.1, 3), (0.3, -2), True, True),
+    ("requantize", (0.25, -3), (1.0, 5), True, True),
+    ("requantize", (1.0, 0), (0.005, 3), False, False),  # ratio 200 > 128: XNNPACK declines, TFLite runs it
+    ("dequantize", (1 / 3, -5), None, True, False),
 ])
-def test_quantize_and_dequantize_match_litert(kind, in_q, out_q, discriminating):
+def test_quantize_and_dequantize_match_litert(kind, in_q, out_q, in_xnnpack, discriminating):
     rng = np.random.default_rng(42)
     shape = (1, 4, 4, 64)
-    x = Tensor("x", shape, "float32" if in_q is None else "int8", "NHWC", None if in_q is None else q(*in_q))
-    y = Tensor("y", shape, "float32" if out_q is None else "int8", "NHWC", None if out_q is None else q(*out_q))
-    node = Node("dequantize" if kind == "dequantize" else "quantize", "y", [x], [y])
-    model = one_op_model(node.op.upper(), x, y)
+    g = Graph()
+    x = g.add_input("x", shape, "float32" if in_q is None else "int8", "NHWC")
+    x.quant = None if in_q is None else q(*in_q)
+    node = g.add_node("dequantize" if kind == "dequantize" else "quantize", [x], name="y")
+    node.outputs[0].quant = None if out_q is None else q(*out_q)
+    g.outputs = node.outputs
+    model = write_tflite(g)
+    back = read_tflite(model)
     xv = _tie_heavy_floats(rng, out_q[0], shape) if in_q is None else rng.integers(-128, 128, shape).astype(np.int8)
-    assert delegated(model) == (kind != "requantize" or discriminating)
+    assert delegated(model) == in_xnnpack
     for kernels, rules in MATCHING.items():
         want = run_litert(model, {"x": xv}, kernels)["y"]
-        (got,) = evaluate_node(node, [xv], rules)
+        got = run(back, {"x": xv}, rules=rules)["y"]
         assert got.dtype == want.dtype and np.array_equal(got.view(np.uint8), want.view(np.uint8)), (kernels, rules)
-        if discriminating:
-            other = MATCHING["ref" if kernels == "default" else "default"]
-            assert np.count_nonzero(evaluate_node(node, [xv], other)[0] != want) > 0
+        other = MATCHING["ref" if kernels == "default" else "default"]
+        assert (np.count_nonzero(run(back, {"x": xv}, rules=other)["y"] != want) > 0) == discriminating
 
 
 @pytest.mark.parametrize("op", ["conv2d", "depthwise_conv2d", "avg_pool2d"])
