@@ -38,9 +38,9 @@ FULLY_CONNECTED goes through ruy, which mcc does not reproduce).
 "requantize" is QUANTIZE with an int8 input; "quantize" is QUANTIZE with a float input.
 
 Measured with ai-edge-litert 2.3.0 on x86-64 (Xeon, AVX-512) by tests/test_int8_kernels.py: each single-op
-int8 model runs in LiteRT with OpResolverType.BUILTIN_REF ("ref") and with the default resolver, whose
-XNNPACK delegate takes every op below except AVERAGE_POOL_2D and PADV2 ("default"), and in mcc's runtime on
-the file read back. Weight and activation scales are powers of two and 3/4 of the inputs lie near the zero
+int8 model runs in LiteRT with OpResolverType.BUILTIN_REF ("ref") and with the default resolver ("default":
+XNNPACK for the ops whose rule says "xnnpack", TFLite's optimized kernels for the rest, which the test
+checks op by op), and in mcc's runtime on the file read back. Weight and activation scales are powers of two and 3/4 of the inputs lie near the zero
 point, so many results land exactly on .5, and the rest saturate. Differing elements, mcc vs LiteRT:
 
 | case | elements | ref vs litert-ref | default vs litert-xnnpack | ref vs default (= wrong rule set) |
