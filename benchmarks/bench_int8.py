@@ -1,0 +1,224 @@
+"""int8 against float, and mcc's quantization against onnxruntime's and NNCF's, in one run on one model.
+
+    python benchmarks/bench_int8.py [--model mobilenet_v2_style] [--samples 256] [--repeat 20] [--json out.json]
+
+Prints, side by side: the int8 / float TFLite file size ratio; the LiteRT int8 / float latency ratio (XNNPACK and
+BUILTIN_REF, 1 thread); mcc's runtime throughput relative to LiteRT on the same int8 file, under the rule set that
+matches each kernel set (litert-xnnpack vs XNNPACK, litert-ref vs BUILTIN_REF); and the fidelity (SQNR, cosine,
+top-1 agreement) against the float torch model, on the same held-out inputs, of mcc's arm-int8 file, of
+onnxruntime's `quantize_static` (QDQ, per-channel int8 weights, int8 activations) and of `nncf.quantize` on the
+ONNX export, all calibrated on the same samples. NNCF is an optional peer: without it its row says so.
+Inputs are standard-normal samples from a fixed seed, so every figure except the timings repeats run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcc.compiler import compile_model
+from mcc.datafiles import match_inputs, run_in_batches
+from mcc.devices.host import describe
+from mcc.examples.zoo import ZOO
+from mcc.frontend.tflite_reader import read_tflite
+from mcc.runtime import run
+from mcc.runtime.litert import make_interpreter, run_litert
+from mcc.validate import fidelity
+
+SEED = 0
+KERNEL_RULES = {"default": "litert-xnnpack", "ref": "litert-ref"}
+
+
+def _median_seconds(fn, repeat: int) -> float:
+    fn()  # warm-up: numba compilation, XNNPACK packing
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeat))
+
+
+def _samples(shape: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration and held-out evaluation inputs (NCHW, float32), disjoint draws from one fixed seed."""
+    rng = np.random.default_rng(SEED)
+    calib = rng.standard_normal((n, *shape[1:])).astype(np.float32)
+    held_out = rng.standard_normal((n, *shape[1:])).astype(np.float32)
+    return calib, held_out
+
+
+def _tflite_outputs(data: bytes, x: np.ndarray) -> np.ndarray:
+    """Outputs of a TFLite file on NCHW samples under LiteRT's reference kernels, one model batch at a time."""
+    graph = read_tflite(data)
+    feeds, _ = match_inputs({"": x}, graph.inputs)
+    interp = make_interpreter(data, "ref")
+    outs = run_in_batches(lambda f: run_litert(data, f, interpreter=interp), feeds, graph.inputs[0].shape[0])
+    return next(iter(outs.values()))
+
+
+def _onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+
+
+def ort_quantize(float_onnx: Path, calib: np.ndarray, out: Path) -> None:
+    """onnxruntime's documented static flow: quant_pre_process, then quantize_static over the calibration set."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(range(len(calib)))
+
+        def get_next(self):
+            i = next(self.samples, None)
+            return None if i is None else {"input": calib[i:i + 1]}
+
+    prepared = out.with_name(out.stem + "_prepared.onnx")
+    quant_pre_process(str(float_onnx), str(prepared))
+    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+
+
+def nncf_quantize(float_onnx: Path, calib: np.ndarray, out: Path) -> None:
+    """nncf.quantize with its defaults on the ONNX export (its ONNX backend calibrates through onnxruntime, so
+    NNCF's torch extension is never built)."""
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
+    import nncf
+    import onnx
+
+    nncf.set_log_level(logging.ERROR)
+    dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))], lambda x: {"input": x})
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress bars would break up the table
+        quantized = nncf.quantize(onnx.load(str(float_onnx)), dataset, subset_size=len(calib))
+    onnx.save(quantized, str(out))
+    return True
+
+
+def speed(data: bytes, x: np.ndarray, repeat: int) -> dict:
+    """Median seconds per invocation of LiteRT (both kernel sets) and of mcc's runtime under the matching rules."""
+    graph = read_tflite(data)
+    feeds, _ = match_inputs({"": x[:graph.inputs[0].shape[0]]}, graph.inputs)
+    out = {}
+    for kernels, rules in KERNEL_RULES.items():
+        interp = make_interpreter(data, kernels)
+        out[f"litert_{kernels}_s"] = _median_seconds(lambda: run_litert(data, feeds, interpreter=interp), repeat)
+        out[f"mcc_{kernels}_rules_s"] = _median_seconds(lambda: run(graph, feeds, rules=rules), repeat)
+    return out
+
+
+def bench(name: str, samples: int, repeat: int, workdir: Path) -> dict:
+    model, example = ZOO[name]()
+    calib, held_out = _samples(tuple(example.shape), samples)
+    with torch.no_grad():
+        reference = {"output": model(torch.from_numpy(held_out)).numpy()}
+    src = workdir / f"{name}.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    np.savez(workdir / "calib.npz", input=calib)
+
+    files, seconds, outputs = {}, {}, {}  # seconds: compile, or quantize for the ONNX peers
+    for label, target in (("float", "arm-fp32"), ("mcc_int8", "arm-int8")):
+        start = time.perf_counter()
+        quantizes = target == "arm-int8"  # float inputs and outputs, so both files take the same feeds
+        result = compile_model(src, target, workdir / f"{name}_{label}.tflite",
+                               calib=workdir / "calib.npz" if quantizes else None,
+                               options={"io": "float"} if quantizes else None)
+        seconds[label] = time.perf_counter() - start
+        files[label] = result.data
+        outputs[label] = _tflite_outputs(result.data, held_out)
+    sizes = {label: len(data) for label, data in files.items()}
+
+    float_onnx = workdir / f"{name}.onnx"
+    _export_onnx(model, example, float_onnx)
+    peers = {"ort_int8": ort_quantize, **({"nncf_int8": nncf_quantize} if importlib.util.find_spec("nncf") else {})}
+    for label, quantize in peers.items():
+        path = workdir / f"{name}_{label}.onnx"
+        start = time.perf_counter()
+        quantize(float_onnx, calib, path)
+        seconds[label] = time.perf_counter() - start
+        sizes[label] = path.stat().st_size
+        outputs[label] = _onnx_outputs(path, held_out)
+
+    speeds = {label: speed(files[label], held_out, repeat) for label in ("float", "mcc_int8")}
+    quality = {label: fidelity(reference, {"output": out})["output"] for label, out in outputs.items()}
+    f, q = speeds["float"], speeds["mcc_int8"]
+    return {
+        "model": name, "calibration_samples": samples, "evaluation_samples": samples, "seed": SEED,
+        "bytes": sizes, "build_s": seconds, "latency_s": speeds,
+        "int8_over_float_bytes": sizes["mcc_int8"] / sizes["float"],
+        "int8_over_float_latency": {k: q[f"litert_{k}_s"] / f[f"litert_{k}_s"] for k in KERNEL_RULES},
+        "mcc_throughput_over_litert": {label: {k: s[f"litert_{k}_s"] / s[f"mcc_{k}_rules_s"] for k in KERNEL_RULES}
+                                       for label, s in speeds.items()},
+        "fidelity": quality,
+    }
+
+
+QUANTIZERS = {"float": "float TFLite (arm-fp32, no quantization)", "mcc_int8": "mcc arm-int8 (LiteRT REF)",
+              "ort_int8": "onnxruntime quantize_static (QDQ)", "nncf_int8": "nncf.quantize (ONNX)"}
+
+
+def format_result(r: dict) -> str:
+    lines = [f"model {r['model']}: {r['calibration_samples']} calibration and {r['evaluation_samples']} held-out "
+             f"standard-normal samples (seed {r['seed']}); LiteRT and mcc at 1 thread, median per invocation", "",
+             f"{'file':<10} {'bytes':>10} {'XNNPACK ms':>11} {'REF ms':>9} {'mcc ms (xnnpack rules)':>23} "
+             f"{'mcc ms (ref rules)':>19} {'mcc/XNNPACK thr':>16} {'mcc/REF thr':>12}"]
+    for label in ("float", "mcc_int8"):
+        s, t = r["latency_s"][label], r["mcc_throughput_over_litert"][label]
+        lines.append(f"{label.replace('mcc_', ''):<10} {r['bytes'][label]:>10,} {s['litert_default_s'] * 1e3:>11.3f} "
+                     f"{s['litert_ref_s'] * 1e3:>9.3f} {s['mcc_default_rules_s'] * 1e3:>23.3f} "
+                     f"{s['mcc_ref_rules_s'] * 1e3:>19.3f} {t['default']:>16.2f} {t['ref']:>12.2f}")
+    lat = r["int8_over_float_latency"]
+    lines.append(f"{'int8/float':<10} {r['int8_over_float_bytes']:>10.3f} {lat['default']:>11.3f} {lat['ref']:>9.3f}")
+    lines += ["", "(thr: mcc's throughput over LiteRT's on the same file, >1 means mcc is faster)", "",
+              "fidelity against the float torch model on the held-out samples",
+              f"{'quantizer':<42} {'SQNR dB':>8} {'cosine':>9} {'top-1 agree':>12} {'bytes':>9} {'build s':>8}"]
+    for label, title in QUANTIZERS.items():
+        if label not in r["fidelity"]:
+            lines.append(f"{title:<42} n/a (nncf not installed)")
+            continue
+        f = r["fidelity"][label]
+        lines.append(f"{title:<42} {f['sqnr_db']:>8.2f} {f['cosine']:>9.6f} {f['top1_agreement'] * 100:>11.2f}% "
+                     f"{r['bytes'][label]:>9,} {r['build_s'][label]:>8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mobilenet_v2_style", choices=sorted(ZOO))
+    p.add_argument("--samples", type=int, default=256, help="calibration samples, and as many held-out samples")
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--json", help="also write the result as JSON here")
+    args = p.parse_args(argv)
+    host = describe()
+    print(f"host: {host}")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = bench(args.model, args.samples, args.repeat, Path(tmp))
+    print(format_result(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"host": host, **r}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
