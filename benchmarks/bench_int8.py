@@ -113,7 +113,6 @@ def nncf_quantize(float_onnx: Path, calib: np.ndarray, out: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()):  # its progress bars would break up the table
         quantized = nncf.quantize(onnx.load(str(float_onnx)), dataset, subset_size=len(calib))
     onnx.save(quantized, str(out))
-    return True
 
 
 def speed(data: bytes, x: np.ndarray, repeat: int) -> dict:
