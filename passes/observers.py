@@ -1,0 +1,160 @@
+"""Activation range observers: each sees every calibration batch of one tensor and proposes the real range
+[lo, hi] (always containing 0) that int8 asymmetric quantization should cover.
+
+- "minmax": the exact extremes. Nothing is clipped, so one outlier stretches the scale for every value.
+- "percentile" (or "percentile:P", default P = 99.99): the P-th and (100 - P)-th percentiles, which drop the
+  rarest outliers; read off a histogram, interpolated within a bin.
+- "mse": the [lo, hi] that minimises the expected squared error of int8 quantization over the observed
+  distribution: s^2 / 12 rounding noise per value inside the range (s = (hi - lo) / 255) plus the squared
+  distance to the range for every clipped value, searched over a grid of shrink factors of lo and hi.
+
+TensorRT's calibrators (entropy, percentile, MSE in pytorch-quantization) and NNCF's range estimators build a
+histogram over a range fixed by a first pass or by the first batch, and re-bin when data falls outside.
+mcc's histogram has bins of width 2**k aligned at zero, so widening it merges pairs of bins exactly and
+batches of any range accumulate in one pass over the calibration data, with no first pass to find the range.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import MccError
+
+OBSERVERS = ("minmax", "percentile", "mse")
+DEFAULT_PERCENTILE = 99.99
+
+
+class MinMaxObserver:
+    """The exact minimum and maximum over all batches."""
+
+    def __init__(self):
+        self.lo, self.hi = math.inf, -math.inf
+
+    def update(self, x: np.ndarray) -> None:
+        x = _finite(x)
+        if x.size:
+            self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+
+    def range(self) -> tuple[float, float]:
+        if self.lo > self.hi:  # nothing finite was seen
+            return 0.0, 0.0
+        return min(self.lo, 0.0), max(self.hi, 0.0)
+
+
+class Histogram(MinMaxObserver):
+    """Counts in bins [k * w, (k + 1) * w) with w = 2**exponent, at most MAX_BINS of them, plus exact extremes."""
+
+    MAX_BINS = 2048
+
+    def __init__(self):
+        super().__init__()
+        self.exponent: int | None = None
+        self.first = 0                           # bin index of counts[0]
+        self.counts = np.zeros(0, np.int64)
+
+    def update(self, x: np.ndarray) -> None:
+        x = _finite(x)
+        if not x.size:
+            return
+        super().update(x)
+        if self.exponent is None:
+            span = max(float(x.max() - x.min()), float(np.abs(x).max()) * 2.0 ** -20, 2.0 ** -100)
+            self.exponent = math.ceil(math.log2(span / self.MAX_BINS))
+        while True:
+            k = np.floor(x / 2.0 ** self.exponent).astype(np.int64)
+            first = min(int(k.min()), self.first) if self.counts.size else int(k.min())
+            last = max(int(k.max()), self.first + self.counts.size - 1)
+            if last - first < self.MAX_BINS:
+                break
+            self._double_width()
+        grown = np.zeros(last - first + 1, np.int64)
+        grown[self.first - first:self.first - first + self.counts.size] = self.counts
+        self.first, self.counts = first, grown + np.bincount(k - first, minlength=grown.size)
+
+    def _double_width(self) -> None:
+        """Merge bins pairwise: bin k of width w lies inside bin floor(k / 2) of width 2w."""
+        if self.counts.size:
+            index = np.arange(self.first, self.first + self.counts.size) // 2
+            first = int(index[0])
+            self.counts = np.bincount(index - first, weights=self.counts).astype(np.int64)
+            self.first = first
+        self.exponent += 1
+
+    def bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(left edges, right edges, counts) of the non-empty span, edges clamped to the exact extremes."""
+        w = 2.0 ** self.exponent
+        left = (self.first + np.arange(self.counts.size)) * w
+        return np.maximum(left, self.lo), np.minimum(left + w, self.hi), self.counts
+
+
+class PercentileObserver(Histogram):
+    """The (100 - P)-th and P-th percentiles of all values seen."""
+
+    def __init__(self, percentile: float = DEFAULT_PERCENTILE):
+        super().__init__()
+        if not 50.0 < percentile <= 100.0:
+            raise MccError(f"observer percentile {percentile} is outside (50, 100]; use e.g. 'percentile:99.99'")
+        self.percentile = percentile
+
+    def range(self) -> tuple[float, float]:
+        if self.exponent is None:
+            return 0.0, 0.0
+        left, right, counts = self.bins()
+        cumulative = np.cumsum(counts)
+        total = float(cumulative[-1])
+
+        def quantile(q: float) -> float:
+            rank = q * total
+            i = min(int(np.searchsorted(cumulative, rank, side="left")), counts.size - 1)
+            before = float(cumulative[i] - counts[i])
+            fraction = (rank - before) / counts[i] if counts[i] else 0.0
+            return float(left[i] + min(max(fraction, 0.0), 1.0) * (right[i] - left[i]))
+
+        tail = (100.0 - self.percentile) / 100.0
+        return min(quantile(tail), 0.0), max(quantile(1.0 - tail), 0.0)
+
+
+class MseObserver(Histogram):
+    """The range with the least expected squared int8 quantization error over the histogram."""
+
+    SHRINK = np.linspace(1.0, 0.05, 40)  # candidate fractions of the observed lo and hi
+
+    def range(self) -> tuple[float, float]:
+        lo, hi = MinMaxObserver.range(self)
+        if self.exponent is None or hi == lo:
+            return lo, hi
+        left, right, counts = self.bins()
+        centers, counts = (left + right) / 2.0, counts.astype(np.float64)
+        los = (lo * self.SHRINK if lo < 0 else np.zeros(1))[:, None, None]
+        his = (hi * self.SHRINK if hi > 0 else np.zeros(1))[None, :, None]
+        step = (his - los) / 255.0
+        clipped = np.maximum(los - centers, 0.0) + np.maximum(centers - his, 0.0)
+        inside = clipped == 0.0
+        error = (counts * np.where(inside, step ** 2 / 12.0, clipped ** 2)).sum(axis=-1)
+        i, j = np.unravel_index(np.argmin(error), error.shape)  # first minimum: the widest such range
+        return float(los[i, 0, 0]), float(his[0, j, 0])
+
+
+def make_observer(spec: str):
+    """A new observer for `spec`: "minmax", "percentile", "percentile:99.9" or "mse"."""
+    name, _, arg = spec.partition(":")
+    if name not in OBSERVERS:
+        raise MccError(f"unknown observer '{spec}'; choose one of {', '.join(OBSERVERS)} "
+                       "(percentile takes a value, e.g. 'percentile:99.9')")
+    if arg and name != "percentile":
+        raise MccError(f"observer '{name}' takes no value, got '{spec}'")
+    if name == "minmax":
+        return MinMaxObserver()
+    if name == "mse":
+        return MseObserver()
+    try:
+        return PercentileObserver(float(arg) if arg else DEFAULT_PERCENTILE)
+    except ValueError:
+        raise MccError(f"observer '{spec}': '{arg}' is not a number; write e.g. 'percentile:99.9'") from None
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64).reshape(-1)
+    return x[np.isfinite(x)]

@@ -1,0 +1,332 @@
+"""quantize_int8: post-training full-integer quantization of an NHWC float graph, after TFLite's int8 spec.
+
+What the spec asks (https://ai.google.dev/edge/litert/models/quantization_spec), and what this pass does:
+- weights of conv2d (OHWI, axis 0), depthwise_conv2d ([1,kh,kw,C*m], axis 3) and fully_connected ([O,K],
+  axis 0): int8 symmetric per output channel, zero point 0, values in [-127, 127];
+- their bias: int32 with scale s_in * s_w[c] and zero point 0 (a zero bias is added where there is none);
+- activations: int8 asymmetric per tensor, the real range always containing 0, from the calibration observer;
+- outputs with fixed parameters: softmax and sigmoid (LOGISTIC) 1/256 and -128, tanh 1/128 and 0;
+- ops that move bytes without requantizing share their input's parameters: max_pool2d, avg_pool2d, reshape,
+  transpose, pad (PAD / PADV2) and concat (all inputs and the output); such tensors form one group whose
+  range is the union of its members' ranges. A concat of two differently fixed inputs gets a requantizing
+  QUANTIZE on one of them;
+- constants that feed other int8 ops (add 3 and mul 1/6 of a legalized hardsigmoid, per-channel mul/add of
+  a decomposed batch norm) become int8 constants with their own per-tensor parameters;
+- fused relu / relu6 need nothing extra: the observer sees the activated output, so its range starts at 0;
+- kernel limits the spec leaves implicit are respected by widening an output range: HARD_SWISH needs
+  s_out >= s_in / 128, ADD / SUB need s_out > max(s_a, s_b) / 2**19.
+Ops without an int8 kernel in mcc's runtime (minimum, maximum, prelu, div) stay float between DEQUANTIZE and
+QUANTIZE; they are listed in the note "float_ops", and with option "require_int8" they are an error.
+
+Options: "calibration" (arrays by input name, source layout), "observer" (observers.OBSERVERS; default
+DEFAULT_OBSERVER), "io" ("float": QUANTIZE after float inputs and DEQUANTIZE before float outputs, "int8":
+int8 inputs and outputs), "bias_correction" (default DEFAULT_BIAS_CORRECTION, see bias_correction.py),
+"require_int8", "progress". Interface tensors keep their names; their int8 twins are called NAME/int8.
+
+The TFLite converter's MLIR quantizer wraps every op in fake-quant (QDQ) pairs from the calibration
+statistics, propagates parameters through "same scale" op traits, then folds each QDQ sandwich into an int8
+kernel. mcc assigns parameters directly on its IR (a union-find over the tensors that must agree, fixed
+outputs pinned) and retypes the graph in place, so the result is an int8 graph that the reference runtime
+runs, and compares with the float graph, before any file exists.
+
+Default observer, measured on the zoo (tests/test_quantize_int8.py setup: 32 calibration and 32 held-out
+samples of N(0, 1), output SQNR in dB of the int8 graph under litert-ref against the float graph; digits:
+64 training images for calibration, test accuracy of 97.78% in float):
+
+| observer | resnet18 | mobilenet_v2 | mobilenet_v3_small | digits (SQNR, accuracy) |
+|---|---|---|---|---|
+| minmax | 27.6 | 25.5 | 18.6 | 31.8, 97.78 |
+| percentile:99.99 | 27.6 | 25.5 | 18.6 | 31.8, 97.78 |
+| mse | 28.6 | 26.4 | 16.7 | 30.6, 97.56 |
+
+(filled in by the measurement script in the test module's docstring.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MccError
+from ..ir import Graph, Node, QuantParams, Tensor
+from ..runtime.fixed_point import round_half_away
+from ..runtime.kernels.int8_registry import INT8_KERNELS
+from .bias_correction import correct_biases
+from .calibrate import activations, calibration_batches, observe_ranges, output_sqnr_db
+from .fold_constants import replace_constant
+from .manager import PassContext, register_pass
+
+DEFAULT_OBSERVER = "minmax"
+DEFAULT_BIAS_CORRECTION = False
+IO_FORMS = ("float", "int8")
+
+WEIGHT_AXIS = {"conv2d": 0, "depthwise_conv2d": 3, "fully_connected": 0}
+SHARED = frozenset({"max_pool2d", "avg_pool2d", "reshape", "transpose", "pad", "concat"})
+FIXED = {"softmax": (1 / 256, -128), "sigmoid": (1 / 256, -128), "tanh": (1 / 128, 0)}
+INT32_MAX = (1 << 31) - 1
+
+
+# ---- parameters -----------------------------------------------------------------------------------------
+def affine_params(lo: float, hi: float) -> QuantParams:
+    """int8 asymmetric parameters covering [lo, hi] widened to contain 0 (an empty range becomes [0, 1]); the
+    zero point is rounded, as the TFLite converter nudges it, so that the real 0 is exactly representable."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi == lo:
+        hi = 1.0
+    scale = np.float32((hi - lo) / 255.0)
+    zero_point = int(np.clip(round_half_away(-128.0 - lo / np.float64(scale)), -128, 127))
+    return QuantParams(np.array([scale], np.float32), np.array([zero_point], np.int64))
+
+
+def _fixed(op: str) -> QuantParams:
+    scale, zero_point = FIXED[op]
+    return QuantParams(np.array([scale], np.float32), np.array([zero_point], np.int64))
+
+
+class _Groups:
+    """Union-find over activation tensors that must carry the same parameters; a group may be pinned to fixed
+    parameters, otherwise its range is the union of its members' observed ranges."""
+
+    def __init__(self, tensors: list[Tensor], ranges: dict[str, tuple[float, float]]):
+        self.parent = {id(t): id(t) for t in tensors}
+        self.range = {id(t): ranges[t.name] for t in tensors}
+        self.pin: dict[int, QuantParams] = {}
+
+    def find(self, t: Tensor) -> int:
+        i = id(t)
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def can_join(self, a: Tensor, b: Tensor) -> bool:
+        pa, pb = self.pin.get(self.find(a)), self.pin.get(self.find(b))
+        return pa is None or pb is None or pa == pb
+
+    def join(self, a: Tensor, b: Tensor) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        (lo_a, hi_a), (lo_b, hi_b) = self.range[ra], self.range[rb]
+        self.parent[rb] = ra
+        self.range[ra] = (min(lo_a, lo_b), max(hi_a, hi_b))
+        if rb in self.pin:
+            self.pin[ra] = self.pin.pop(rb)
+
+    def params(self, t: Tensor) -> QuantParams:
+        root = self.find(t)
+        return self.pin.get(root) or affine_params(*self.range[root])
+
+    def widen(self, t: Tensor, min_scale: float) -> bool:
+        """Stretch t's group range so its scale reaches `min_scale`; pinned groups cannot stretch."""
+        root = self.find(t)
+        if root in self.pin or self.params(t).scale[0] >= min_scale:
+            return False
+        lo, hi = self.range[root]
+        factor = min_scale / float(self.params(t).scale[0]) * (1 + 1e-6)
+        self.range[root] = (min(lo, 0.0) * factor, max(hi, 0.0) * factor)
+        return True
+
+
+def _plan(graph: Graph, int8_nodes: list[Node], ranges) -> tuple[_Groups, set]:
+    """Group and pin activation parameters; returns the groups and the concat inputs (node name, index) that
+    need a requantizing QUANTIZE because their fixed parameters differ from the concat's."""
+    groups = _Groups(activations(graph), ranges)
+    for node in int8_nodes:
+        if node.op in FIXED:
+            groups.pin[groups.find(node.outputs[0])] = _fixed(node.op)
+    requantized = set()
+    for node in int8_nodes:
+        if node.op not in SHARED:
+            continue
+        out = node.outputs[0]
+        for i, t in enumerate(node.inputs):
+            if t is None or t.is_constant:
+                continue
+            if groups.can_join(t, out):
+                groups.join(t, out)
+            else:
+                requantized.add((node.name, i))
+    for node in int8_nodes:
+        s_in = [float(groups.params(t).scale[0]) for t in node.inputs if t is not None and not t.is_constant]
+        if node.op == "hardswish":
+            groups.widen(node.outputs[0], s_in[0] / 128.0)
+        elif node.op in ("add", "sub") and s_in:
+            groups.widen(node.outputs[0], max(s_in) / 2.0 ** 19)
+    return groups, requantized
+
+
+# ---- which nodes become int8 --------------------------------------------------------------------------------
+def _float_reason(node: Node) -> str | None:
+    """Why `node` cannot run in int8, or None when it can."""
+    if node.op not in INT8_KERNELS or node.op in ("quantize", "dequantize"):
+        return "mcc's runtime has no int8 kernel for it"
+    if any(t is not None and not t.is_constant and t.dtype != "float32" for t in node.inputs):
+        return "its inputs are not float32 activations"
+    if node.op in WEIGHT_AXIS and not all(t is None or t.is_constant for t in node.inputs[1:]):
+        return "its weights are computed, not constant"
+    return None
+
+
+# ---- constants ----------------------------------------------------------------------------------------------
+def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.float32) -> np.ndarray:
+    """Per-channel symmetric scales max|w| / 127, raised where the bias would not fit int32 at s_in * s_w;
+    all-zero channels borrow the largest scale, so their requantization factor stays ordinary."""
+    reduce = tuple(a for a in range(w.ndim) if a != axis)
+    scales = np.abs(w.astype(np.float64)).max(axis=reduce) / 127.0
+    scales[scales == 0] = scales.max() if scales.any() else 1.0 / 127.0
+    if bias is not None:
+        scales = np.maximum(scales, np.abs(bias.astype(np.float64)) / (float(s_in) * INT32_MAX))
+    return scales.astype(np.float32)
+
+
+def _quantize_weights(graph: Graph, node: Node, s_in: np.float32) -> None:
+    axis = WEIGHT_AXIS[node.op]
+    w = node.inputs[1].data
+    channels = w.shape[axis]
+    if node.input(2) is None:
+        node.inputs[2:] = [graph.constant(f"{node.name}/bias", np.zeros(channels, np.float32))]
+    bias = node.inputs[2].data
+    s_w = _weight_scales(w, axis, bias, s_in)
+    shape = [1] * w.ndim
+    shape[axis] = channels
+    q_w = np.clip(round_half_away(w / s_w.reshape(shape).astype(np.float64)), -127, 127).astype(np.int8)
+    replace_constant(graph, node, 1, q_w).quant = QuantParams(s_w, np.zeros(channels, np.int64), axis)
+    s_b = (np.float32(s_in) * s_w).astype(np.float32)
+    q_b = np.clip(round_half_away(bias / s_b.astype(np.float64)), -INT32_MAX - 1, INT32_MAX).astype(np.int32)
+    replace_constant(graph, node, 2, q_b).quant = QuantParams(s_b, np.zeros(channels, np.int64), 0)
+
+
+def quantize_array(data: np.ndarray, params: QuantParams) -> np.ndarray:
+    """Per-tensor int8 of float data: round(x / s) + zp, ties away from zero, saturated."""
+    q = round_half_away(np.asarray(data, np.float64) / np.float64(params.scale[0])) + int(params.zero_point[0])
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def _quantize_constant(graph: Graph, node: Node, index: int, params: QuantParams | None) -> None:
+    data = node.inputs[index].data
+    if params is None:
+        params = affine_params(float(data.min()), float(data.max()))
+    replace_constant(graph, node, index, quantize_array(data, params)).quant = params
+
+
+# ---- rewriting ----------------------------------------------------------------------------------------------
+class _Rewriter:
+    """Gives each consumer an activation in the form it needs: float, or int8 with given parameters. A tensor
+    has one native form (int8 where an int8 node or an int8 graph input produces it, float otherwise); other
+    forms are twins made by QUANTIZE / DEQUANTIZE nodes placed right after the producer, made once each."""
+
+    def __init__(self, graph: Graph, native_int8: set[int]):
+        self.graph = graph
+        self.native_int8 = native_int8
+        self.twins: dict[tuple, Tensor] = {}
+
+    def operand(self, t: Tensor, want: QuantParams | None) -> Tensor:
+        native = id(t) in self.native_int8
+        if want is None and not native or want is not None and native and t.quant == want:
+            return t
+        key = (id(t), None if want is None else (float(want.scale[0]), int(want.zero_point[0])))
+        if key not in self.twins:
+            self.twins[key] = self._twin(t, want, native)
+        return self.twins[key]
+
+    def _twin(self, t: Tensor, want: QuantParams | None, native: bool) -> Tensor:
+        op = "dequantize" if want is None else "requantize" if native else "quantize"
+        is_input = any(t is i for i in self.graph.inputs)
+        name = f"{t.name}/int8" if is_input and op == "quantize" else f"{t.name}/{op}"
+        producer = self.graph.producer(t)
+        index = self.graph.nodes.index(producer) + 1 if producer is not None else 0
+        node = self.graph.add_node("dequantize" if want is None else "quantize", [t],
+                                   None if want is None else {"dtype": "int8"}, name=name, index=index)
+        node.outputs[0].quant = want
+        return node.outputs[0]
+
+
+def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized: set, io: str) -> dict:
+    int8_set = {id(n) for n in int8_nodes}
+    native = {id(o) for n in int8_nodes for o in n.outputs}
+    if io == "int8":
+        native |= {id(t) for t in graph.inputs}
+    tensors = activations(graph)
+    params = {id(t): groups.params(t) for t in tensors}
+    for t in tensors:
+        if id(t) in native:
+            t.dtype, t.quant = "int8", params[id(t)]
+    counts = {"weights_per_channel": 0, "constants": 0}
+    rewriter = _Rewriter(graph, native)
+    for node in list(graph.nodes):
+        if id(node) not in int8_set:
+            node.inputs = [t if t is None or t.is_constant else rewriter.operand(t, None) for t in node.inputs]
+            continue
+        out_params = params[id(node.outputs[0])]
+        for i, t in enumerate(node.inputs):
+            if t is None or t.is_constant or (node.op in WEIGHT_AXIS and i > 0):
+                continue
+            want = out_params if (node.name, i) in requantized else params[id(t)]
+            node.inputs[i] = rewriter.operand(t, want)
+        if node.op in WEIGHT_AXIS:
+            _quantize_weights(graph, node, node.inputs[0].quant.scale[0])
+            counts["weights_per_channel"] += 1
+            continue
+        for i, t in enumerate(node.inputs):
+            if t is not None and t.is_constant and t.dtype == "float32":
+                _quantize_constant(graph, node, i, out_params if node.op in SHARED else None)
+                counts["constants"] += 1
+    for k, t in enumerate(graph.outputs):
+        twin = rewriter.operand(t, None if io == "float" else params[id(t)])
+        if twin is not t:
+            t.name, twin.name = graph.unique_name(f"{t.name}/{'int8' if t.dtype == 'int8' else 'float'}"), t.name
+            graph.outputs[k] = twin
+    roots = {groups.find(t) for t in tensors}
+    counts.update(activations=len(tensors), parameter_sets=len(roots), fixed=len(groups.pin),
+                  shared=len(tensors) - len(roots), quantize_dequantize_nodes=len(rewriter.twins))
+    return counts
+
+
+def _check_float_graph(graph: Graph) -> None:
+    done = [t.name for t in graph.tensors() if t.quant is not None or t.dtype == "int8"]
+    if done:
+        raise MccError(f"quantize_int8 takes a float graph, but {', '.join(done[:3])} are already quantized; "
+                       "compile the float model instead")
+    nchw = [t.name for t in graph.tensors() if t.layout == "NCHW"]
+    if nchw:
+        raise MccError(f"quantize_int8 needs an NHWC graph legalized for TFLite, but {', '.join(nchw[:3])} are "
+                       "NCHW; run to_nhwc and legalize_tflite first (the arm-int8 pipeline does)")
+
+
+@register_pass("quantize_int8")
+def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
+    """Quantize `graph` to int8 with the options described in the module docstring."""
+    opts = ctx.options
+    io = opts.get("io", "float")
+    if io not in IO_FORMS:
+        raise MccError(f"io form '{io}' is not one of {', '.join(IO_FORMS)}: 'float' keeps float inputs and "
+                       "outputs (QUANTIZE / DEQUANTIZE inside the model), 'int8' makes them int8")
+    observer = opts.get("observer") or DEFAULT_OBSERVER
+    _check_float_graph(graph)
+    batches = calibration_batches(graph, opts.get("calibration"))
+    graph.toposort()
+    reasons = {n.name: _float_reason(n) for n in graph.nodes}
+    float_ops = [n for n in graph.nodes if reasons[n.name]]
+    if float_ops and opts.get("require_int8"):
+        listing = "; ".join(f"'{n.name}' ({n.op}: {reasons[n.name]})" for n in float_ops)
+        raise MccError(f"{len(float_ops)} op(s) have no int8 form and would stay float: {listing}. Drop "
+                       "--require-int8 to keep them in float between DEQUANTIZE and QUANTIZE", node=float_ops[0].name)
+    ranges = observe_ranges(graph, batches, observer, opts.get("progress"))
+    float_graph = graph.copy()
+    int8_nodes = [n for n in graph.nodes if not reasons[n.name]]
+    groups, requantized = _plan(graph, int8_nodes, ranges)
+    counts = _rewrite(graph, int8_nodes, groups, requantized, io)
+    graph.infer_shapes()
+    ctx.note("observer", observer)
+    ctx.note("io", io)
+    ctx.note("calibration", {"samples": sum(len(next(iter(b.values()))) for b in batches), "batches": len(batches)})
+    ctx.note("ranges", counts)
+    if opts.get("bias_correction", DEFAULT_BIAS_CORRECTION):
+        before = output_sqnr_db(float_graph, graph, batches)
+        layers = correct_biases(float_graph, graph, batches)
+        ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": round(before, 2),
+                                     "sqnr_db_after": round(output_sqnr_db(float_graph, graph, batches), 2)})
+    else:
+        ctx.note("bias_correction", "off")
+    ctx.note("float_ops", [n.name for n in float_ops])
+    return graph

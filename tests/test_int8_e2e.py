@@ -1,0 +1,118 @@
+"""Issue 3 end to end through the CLI: arm-int8 compile with --calib, `mcc validate` shows 0 differing elements
+on every tensor against LiteRT BUILTIN_REF and XNNPACK, on random and real inputs; accuracy; determinism."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tflite_ops import operator_names
+
+from mcc.cli import main
+from mcc.examples.zoo import ZOO, digits_split
+
+
+@pytest.fixture(scope="module", params=sorted(ZOO))
+def int8_model(request, tmp_path_factory):
+    name = request.param
+    tmp = tmp_path_factory.mktemp(name)
+    model, example = ZOO[name]()
+    src = tmp / f"{name}.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    rng = np.random.default_rng(0)
+    if name == "digits_classifier":
+        split = digits_split()
+        calib, real = split.x_train[:64], split.x_test[:32]
+    else:
+        calib = rng.standard_normal((32, *example.shape[1:])).astype(np.float32)
+        real = None
+    np.savez(tmp / "calib.npz", x=calib)
+    out = tmp / f"{name}.int8.tflite"
+    assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp / "calib.npz"), "-o", str(out),
+                 "-q", "--require-int8"]) == 0
+    return name, src, out, tmp, real, example
+
+
+def _validate(capsys, out, data, src=None):
+    args = ["validate", str(out), "--input", str(data), "--json"] + (["--reference", str(src)] if src else [])
+    code = main(args)
+    report = json.loads(capsys.readouterr().out)
+    return code, report
+
+
+def test_validate_is_bit_exact_on_every_tensor(int8_model, capsys):
+    name, src, out, tmp, real, example = int8_model
+    x = np.random.default_rng(1).standard_normal((4, *example.shape[1:])).astype(np.float32)
+    np.savez(tmp / "random.npz", x=x)
+    # fidelity is checked on data from the calibration distribution (random normal, or real digits)
+    inputs = [(tmp / "random.npz", real is None)]
+    if real is not None:
+        np.savez(tmp / "real.npz", x=real)
+        inputs.append((tmp / "real.npz", True))
+    for data, in_distribution in inputs:
+        code, report = _validate(capsys, out, data, src)
+        assert code == 0, [(c["kernels"], c["first_differing_op"]) for c in report["comparisons"]]
+        for c in report["comparisons"]:
+            assert c["exact"] and c["differing"] == 0 and c["elements"] > 0
+            assert {t["op"] for t in c["tensors"]} >= {"conv2d", "fully_connected"}
+        if in_distribution:
+            assert next(iter(report["fidelity"].values()))["sqnr_db"] > 10
+
+
+def test_full_integer_and_deterministic(int8_model):
+    name, src, out, tmp, *_ = int8_model
+    ops = operator_names(out.read_bytes())
+    assert "TRANSPOSE" not in ops and ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1
+    again = tmp / "again.tflite"
+    assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp / "calib.npz"), "-o", str(again),
+                 "-q"]) == 0
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_digits_accuracy_drop_at_most_half_a_point(tmp_path):
+    model, example = ZOO["digits_classifier"]()
+    split = digits_split()
+    src = tmp_path / "digits.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    np.savez(tmp_path / "calib.npz", x=split.x_train[:64])
+    out = tmp_path / "digits.tflite"
+    assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp_path / "calib.npz"), "-o",
+                 str(out), "-q"]) == 0
+    np.savez(tmp_path / "test.npz", x=split.x_test)
+    assert main(["run", str(out), "--input", str(tmp_path / "test.npz"), "-o", str(tmp_path / "y.npz")]) == 0
+    y = np.load(tmp_path / "y.npz")
+    labels = np.asarray(split.y_test)
+    int8_acc = float(np.mean(y[y.files[0]].argmax(1) == labels))
+    with torch.no_grad():
+        float_acc = float(np.mean(model(torch.as_tensor(split.x_test)).numpy().argmax(1) == labels))
+    assert float_acc > 0.9
+    assert float_acc - int8_acc <= 0.005, (float_acc, int8_acc)
+
+
+def test_int8_io_carries_quantization_in_report(tmp_path):
+    model, example = ZOO["digits_classifier"](train=False)
+    src = tmp_path / "d.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32))
+    out, report = tmp_path / "d.tflite", tmp_path / "r.json"
+    assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp_path / "calib.npz"), "--io", "int8",
+                 "-o", str(out), "--report", str(report), "-q"]) == 0
+    r = json.loads(report.read_text())
+    for t in r["output"]["inputs"] + r["output"]["outputs"]:
+        assert t["dtype"] == "int8" and len(t["quantization"]["scale"]) == 1
+    ops = operator_names(out.read_bytes())
+    assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops
+
+
+def test_calibration_errors_before_work(tmp_path, capsys):
+    model, example = ZOO["digits_classifier"](train=False)
+    src = tmp_path / "d.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    out = tmp_path / "o.tflite"
+    assert main(["compile", str(src), "--target", "arm-int8", "-o", str(out), "-q"]) == 2
+    assert "--calib" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 3, 8, 8), np.float32))
+    assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp_path / "bad.npz"), "-o", str(out),
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.npz" in err and "expects" in err and not out.exists()

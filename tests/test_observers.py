@@ -1,0 +1,90 @@
+"""Range observers: exact extremes, percentiles read off the merging histogram, and the MSE-optimal range."""
+
+import numpy as np
+import pytest
+
+from mcc.errors import MccError
+from mcc.passes.observers import OBSERVERS, Histogram, MseObserver, make_observer
+
+
+def _fake_quant_mse(x, lo, hi):
+    """Mean squared error of int8 asymmetric quantization of x over [lo, hi], by actually quantizing."""
+    scale = (hi - lo) / 255.0
+    zero_point = np.round(-128 - lo / scale)
+    q = np.clip(np.round(x / scale) + zero_point, -128, 127)
+    return float(np.mean((x - (q - zero_point) * scale) ** 2))
+
+
+def test_minmax_is_exact_and_contains_zero():
+    o = make_observer("minmax")
+    o.update(np.array([0.5, 2.0, np.nan, np.inf]))
+    o.update(np.array([[1.0, 3.25]]))
+    assert o.range() == (0.0, 3.25)  # all positive: widened down to 0; NaN and inf ignored
+    o.update(np.array([-7.0]))
+    assert o.range() == (-7.0, 3.25)
+    assert make_observer("minmax").range() == (0.0, 0.0)
+
+
+def test_histogram_merges_bins_exactly_when_the_range_grows():
+    rng = np.random.default_rng(0)
+    small, large = rng.uniform(-0.01, 0.02, 5000), rng.normal(0, 50, 5000)
+    h = Histogram()
+    h.update(small)
+    width_before = 2.0 ** h.exponent
+    h.update(large)
+    assert 2.0 ** h.exponent > width_before and h.counts.size <= Histogram.MAX_BINS
+    assert h.counts.sum() == 10000
+    # every value sits in the bin its own floor(x / w) names, however many merges happened
+    both = np.concatenate([small, large])
+    k = np.floor(both / 2.0 ** h.exponent).astype(np.int64)
+    assert np.array_equal(np.bincount(k - h.first, minlength=h.counts.size), h.counts)
+
+
+def test_percentile_matches_numpy_within_a_bin():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(200_000)
+    o = make_observer("percentile:99.9")
+    for part in np.array_split(x, 7):
+        o.update(part)
+    lo, hi = o.range()
+    width = 2.0 ** o.exponent
+    assert abs(hi - np.percentile(x, 99.9)) <= width
+    assert abs(lo - np.percentile(x, 0.1)) <= width
+    default = make_observer("percentile")
+    default.update(x)
+    assert hi < default.range()[1] < x.max()  # 99.99 clips less than 99.9, and still clips the maximum
+
+
+def test_mse_range_beats_minmax_on_heavy_tails():
+    x = np.random.default_rng(2).laplace(0.0, 1.0, 100_000)
+    mse, minmax = make_observer("mse"), make_observer("minmax")
+    for o in (mse, minmax):
+        o.update(x)
+    lo, hi = mse.range()
+    assert minmax.range()[0] < lo < 0 < hi < minmax.range()[1]  # clips both tails
+    error = _fake_quant_mse(x, lo, hi)
+    assert error < _fake_quant_mse(x, *minmax.range())  # clipping less would cost more rounding ...
+    assert error < _fake_quant_mse(x, lo / 2, hi / 2)    # ... and clipping more, more clipping
+
+
+def test_mse_keeps_one_sided_ranges_one_sided():
+    relu = np.maximum(np.random.default_rng(3).standard_normal(50_000), 0)
+    o = MseObserver()
+    o.update(relu)
+    lo, hi = o.range()
+    assert lo == 0.0 and 0 < hi <= relu.max()
+
+
+@pytest.mark.parametrize("spec, message", [("kl", "unknown observer 'kl'"), ("percentile:abc", "not a number"),
+                                           ("percentile:20", "outside"), ("mse:3", "takes no value")])
+def test_bad_observer_specs_are_refused(spec, message):
+    with pytest.raises(MccError, match=message):
+        make_observer(spec)
+
+
+def test_every_named_observer_can_be_made():
+    for name in OBSERVERS:
+        o = make_observer(name)
+        o.update(np.linspace(-1, 3, 1000))
+        lo, hi = o.range()
+        assert -1 <= lo < 0 < hi <= 3
