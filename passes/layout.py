@@ -23,6 +23,8 @@ their order (a model that permutes its own NHWC input stays transpose-free). A g
 the walk gave it when that is NHWC or the source's order (a conv's output is NHWC, a channels-last permute's output
 is in source order), so no transpose is added at the edge; any other permutation is converted to the source's
 order. ctx.notes["io_layout"] gives the permutation applied to each changed input and output.
+A graph that is NHWC already (a TFLite source, or a second run) is left as it is, with the note "already_nhwc"
+(how many tensors are tagged NHWC); one tagged both NHWC and NCHW is refused.
 
 ai-edge-torch (PyTorch -> TFLite) marks every node NCHW or NHWC with a min-cut partition of the graph and puts a
 transpose on every edge between the two regions, keeping the model's inputs and outputs NCHW; onnx2tf converts op
@@ -309,12 +311,26 @@ def _read_only_by_transposes(graph: Graph, t: Tensor) -> bool:
     return bool(readers) and all(r.op == "transpose" for r in readers)
 
 
+def _already_nhwc(graph: Graph, ctx: PassContext) -> bool:
+    """True for a graph that is NHWC already (read from TFLite, or converted before): no tensor is NCHW and
+    some are NHWC. A graph holding both tags was assembled inconsistently, and converting it would permute its
+    NHWC part a second time, so it is refused. (4-D tensors without a tag, such as a fully_connected output,
+    carry no claim about their axes.)"""
+    tags = {layout: next((t for t in graph.tensors() if t.layout == layout), None) for layout in ("NHWC", "NCHW")}
+    if tags["NHWC"] is None:
+        return False
+    if tags["NCHW"] is not None:
+        raise MccError(f"to_nhwc converts a whole NCHW graph, but tensor '{tags['NHWC'].name}' is NHWC while "
+                       f"'{tags['NCHW'].name}' is NCHW: the graph is half converted. Tag every 4-D tensor of a source "
+                       "graph NCHW, or every one NHWC when it is in TFLite's layout already")
+    ctx.note("already_nhwc", sum(t.layout == "NHWC" for t in graph.tensors()))
+    return True
+
+
 @register_pass("to_nhwc")
 def to_nhwc(graph: Graph, ctx: PassContext) -> Graph:
-    done = next((t for t in graph.tensors() if t.layout == "NHWC"), None)
-    if done is not None:
-        raise MccError(f"to_nhwc converts an NCHW graph, but tensor '{done.name}' is already NHWC; "
-                       "run the layout pass once per pipeline")
+    if _already_nhwc(graph, ctx):
+        return graph
     graph.infer_shapes()
     lay = _Layout(graph, ctx)
     io = {"inputs": {}, "outputs": {}}

@@ -216,11 +216,19 @@ def test_4d_graph_output_made_by_a_reshape_becomes_nhwc_without_a_transpose():
     assert out.outputs[0].name == "img" and out.outputs[0].shape == (1, 1, 1, 8)
 
 
-def test_second_run_is_refused():
+def test_nhwc_graph_is_left_as_it_is_and_a_mixed_one_refused():
+    """A graph that is NHWC already (a second run, a TFLite source) passes unchanged; one that tags some tensors
+    NHWC and others NCHW is half converted and refused by name."""
     b = Builder(20)
     g, _ = nhwc(b.done(b.conv(b.input("x", (1, 2, 3, 3)), 2)))
-    with pytest.raises(MccError, match="already NHWC"):
-        nhwc(g)
+    again, notes = nhwc(g)
+    assert dumps(again, inline_constants=True) == dumps(g, inline_constants=True)
+    assert notes["already_nhwc"] == 2 and "io_layout" not in notes
+    b = Builder(20)
+    x, y = b.input("x", (1, 3, 3, 2), layout="NHWC"), b.input("y", (1, 2, 3, 3))
+    mixed = b.done(b.op("relu", [x]), b.op("relu", [y]))
+    with pytest.raises(MccError, match="'x' is NHWC while 'y' is NCHW"):
+        nhwc(mixed)
 
 
 def test_operands_meet_in_nhwc_when_one_already_has_it():
