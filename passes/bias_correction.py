@@ -21,11 +21,12 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..runtime import evaluate_node
+from ..runtime.fixed_point import INT32_MAX, INT32_MIN
 from .calibrate import graph_feeds
 from .fold_constants import replace_constant
 
+DEFAULT_BIAS_CORRECTION = True  # measured in quantize_int8's docstring
 LAYERS = ("conv2d", "depthwise_conv2d", "fully_connected")
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 class _Stepper:
