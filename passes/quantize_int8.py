@@ -305,6 +305,11 @@ def _check_float_graph(graph: Graph) -> None:
                        "NCHW; run to_nhwc and legalize_tflite first (the arm-int8 pipeline does)")
 
 
+def _db(value: float) -> float | None:
+    """A figure for the JSON report: rounded, and None for an error-free (infinite) SQNR, which JSON lacks."""
+    return round(value, 2) if np.isfinite(value) else None
+
+
 @register_pass("quantize_int8")
 def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     """Quantize `graph` to int8 with the options described in the module docstring."""
@@ -336,8 +341,8 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     if opts.get("bias_correction", DEFAULT_BIAS_CORRECTION):
         before = output_sqnr_db(float_graph, graph, batches)
         layers = correct_biases(float_graph, graph, batches)
-        ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": round(before, 2),
-                                     "sqnr_db_after": round(output_sqnr_db(float_graph, graph, batches), 2)})
+        after = output_sqnr_db(float_graph, graph, batches)
+        ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": _db(before), "sqnr_db_after": _db(after)})
     else:
         ctx.note("bias_correction", "off")
     ctx.note("float_ops", [n.name for n in float_ops])
