@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--report", help="write the compile report as JSON")
     c.add_argument("-q", "--quiet", action="store_true")
     c.add_argument("--calib", help="calibration data for int8 targets: .npz by input name or .npy, batch first")
-    c.add_argument("--observer", choices=["minmax", "percentile", "mse"], help="activation range observer")
+    c.add_argument("--observer", help="activation range observer: mse (default), minmax, percentile or "
+                   "percentile:P (e.g. percentile:99.9)")
     c.add_argument("--io", choices=["float", "int8"], help="model inputs/outputs: float (QUANTIZE/DEQUANTIZE "
                    "at the edges) or int8")
     c.add_argument("--require-int8", action="store_true", default=None,
