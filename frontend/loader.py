@@ -3,7 +3,8 @@
 torch's three archive kinds are all zip files (`.pt` is used for two of them), so the zip members decide:
 `archive_format` marks a torch.export archive, `constants.pkl` plus `code/` a TorchScript archive, a lone
 `data.pkl` a torch.save pickle. Every zip archive is CRC-checked before torch sees it, so a truncated or
-damaged file is reported as such instead of as whatever torch trips over first.
+damaged file is reported as such instead of as whatever torch trips over first. A TFLite flatbuffer carries its
+file identifier "TFL3" at bytes 4..8; as a compile source it must be a float model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ..ir import Graph
 
 ACCEPTED = ("a torch.export archive (torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')); "
             "a TorchScript archive (torch.jit.save, loaded with input_shapes); "
-            "a pickled nn.Module (torch.save(model), only with trust_pickle=True and input_shapes)")
+            "a pickled nn.Module (torch.save(model), only with trust_pickle=True and input_shapes); "
+            "a float TFLite flatbuffer (.tflite)")
 
 
 def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
@@ -41,6 +43,10 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
             raise MccError(f"could not be read as a torch.export archive ({type(e).__name__}: {e}); "
                            "re-save it with torch.export.save", path=path) from e
         return lower(ep, name=path.stem, path=path)
+    if fmt == "tflite":
+        from .tflite_reader import read_float_tflite
+
+        return read_float_tflite(path.read_bytes(), path=path)
     if fmt == "torchscript":
         from .torchscript import load_torchscript
 
@@ -51,7 +57,7 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
 
 
 def sniff(path: Path) -> str:
-    """'torch.export', 'torchscript' or 'pickle', judged from the bytes; MccError for anything else."""
+    """'torch.export', 'torchscript', 'pickle' or 'tflite', judged from the bytes; MccError for anything else."""
     if not path.exists():
         raise MccError("no such file", path=path)
     if not path.is_file():
@@ -60,6 +66,8 @@ def sniff(path: Path) -> str:
         head = f.read(8)
     if head.startswith(b"PK\x03\x04"):
         return _sniff_zip(path)
+    if head[4:8] == b"TFL3":
+        return "tflite"
     if head.startswith(b"\x80"):  # pickle protocol 2+: torch.save's pre-1.6 format
         return "pickle"
     shown = repr(head) if head else "nothing (the file is empty)"

@@ -6,6 +6,16 @@ SAME/VALID and fused activations as TFLite spells them. mcc reads through the sa
 parameters such as MEAN axes or RESHAPE shapes as attributes, quantization on Tensor.quant. So write -> read
 is an identity on legal graphs, and the reference runtime executes the file that was emitted rather than
 the graph it came from. Only numpy, flatbuffers and the generated schema are needed, never torch.
+
+4-D tensors are tagged NHWC, TFLite's layout, where a spatial op reads them, so the layout pass leaves the graph
+as it is.
+Two operators of float files only unpack constant weights, and are folded as the file is read, as LiteRT
+evaluates them once when it prepares the model: DENSIFY (sparse weights, decoded by tflite_sparsity) and
+DEQUANTIZE of float16 weights. Folding, rather than an IR `dequantize` for fold_constants, keeps the IR's float
+path float32 (its dequantize is integer -> float, its float kernels float32-only), and it is exact: every
+float16 value is a float32. Such a file therefore reads back as a float32 model with dense weights, the form
+that quantize_int8 re-quantizes. `read_float_tflite` is the reader for compile sources: it refuses a model that
+is quantized already.
 """
 
 from __future__ import annotations
@@ -20,8 +30,11 @@ from ..backends.tflite_opmap import BUILTIN_NAMES, BY_CODE, DTYPE_FROM_TFLITE, T
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.ops import infer_node
+from .tflite_sparsity import densify
 
 _SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
+_OWN_LAYOUT = ("reshape", "transpose", "fully_connected")
+_DENSIFY, _DEQUANTIZE = schema.BuiltinOperator.DENSIFY, schema.BuiltinOperator.DEQUANTIZE
 
 
 def _unpack(data: bytes, path) -> schema.ModelT:
@@ -53,10 +66,10 @@ def _op_label(oc: schema.OperatorCodeT) -> str:
 def _refuse_unknown(model: schema.ModelT, path) -> None:
     ops = model.subgraphs[0].operators or []
     unknown = Counter(_op_label(model.operatorCodes[op.opcodeIndex]) for op in ops
-                      if _code(model.operatorCodes[op.opcodeIndex]) not in BY_CODE)
+                      if _code(model.operatorCodes[op.opcodeIndex]) not in BY_CODE.keys() | {_DENSIFY})
     if unknown:
         listed = ", ".join(f"{name} (x{n})" for name, n in sorted(unknown.items()))
-        known = ", ".join(sorted({m.builtin for m in TABLE}))
+        known = ", ".join(sorted({m.builtin for m in TABLE} | {"DENSIFY"}))
         raise MccError(f"the model uses operators mcc cannot read: {listed}. mcc reads {known}; "
                        "replace the others in the source model or export without them", path=path)
 
@@ -92,10 +105,17 @@ def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, taken: set, pat
         return Tensor(name, shape, dtype, None, quant)
     raw = np.asarray(buf.data, np.uint8).tobytes()
     itemsize = np.dtype(dtype).itemsize
-    if any(d < 0 for d in shape) or len(raw) != itemsize * int(np.prod(shape, dtype=np.int64)):
+    stored = int(np.prod(shape, dtype=np.int64)) if t.sparsity is None else len(raw) // itemsize
+    if any(d < 0 for d in shape) or len(raw) != itemsize * stored:
         raise MccError(f"constant '{name}' holds {len(raw)} bytes, which is not {dtype}{list(shape)}", path=path)
-    arr = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
-    return Tensor(name, quant=quant, data=arr.astype(dtype).reshape(shape))
+    arr = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    if t.sparsity is not None:
+        try:
+            arr = densify(arr, shape, t.sparsity)
+        except ValueError as e:
+            raise MccError(f"sparse constant '{name}' {dtype}{list(shape)} cannot be decoded: {e}; re-export the "
+                           "model", path=path) from None
+    return Tensor(name, quant=quant, data=arr.reshape(shape))
 
 
 def _flatten_for_fc(graph: Graph, x: Tensor, taken: set) -> Tensor:
@@ -132,6 +152,44 @@ def _check_indices(model: schema.ModelT, path) -> None:
                        f"codes and {n_buffers} buffers; re-export the model", path=path)
 
 
+def _nhwc_tensors(model: schema.ModelT, tensors: list) -> list[int]:
+    """Indices of the computed 4-D tensors to tag NHWC: the graph's inputs, what a spatial op reads, and upstream
+    of the latter every tensor that ir.ops' layout inference derives its tag from (an op's output follows its
+    inputs, except reshape, transpose and fully_connected), so that re-running shape inference keeps the tags."""
+    sub = model.subgraphs[0]
+    mapping = [BY_CODE.get(_code(model.operatorCodes[op.opcodeIndex])) for op in sub.operators or []]
+    producer = {o: k for k, op in enumerate(sub.operators or []) for o in _ints(op.outputs)}
+    stack = _ints(sub.inputs) + [_ints(op.inputs)[0] for op, m in zip(sub.operators or [], mapping)
+                                 if m is not None and m.ir_op in _SPATIAL]
+    seen: set[int] = set()
+    while stack:
+        i = stack.pop()
+        if i in seen or tensors[i].is_constant or len(tensors[i].shape) != 4:
+            continue
+        seen.add(i)
+        k = producer.get(i)
+        if k is not None and mapping[k] is not None and mapping[k].ir_op not in _OWN_LAYOUT:
+            stack += [j for j in _ints(sub.operators[k].inputs) if j >= 0]
+    return sorted(seen)
+
+
+def _unpacked(code: int, op: schema.OperatorT, tensors: list) -> Tensor | None:
+    """The constant that DENSIFY, or DEQUANTIZE of float16, makes of its constant input; None for other operators
+    (DEQUANTIZE of an integer tensor stays an IR dequantize)."""
+    x, y = tensors[op.inputs[0]], tensors[op.outputs[0]]
+    if code != _DENSIFY and (code != _DEQUANTIZE or x.dtype != "float16"):
+        return None
+    label = BUILTIN_NAMES[code]
+    if not x.is_constant:
+        raise MccError(f"{label} reads the computed tensor '{x.name}'; mcc computes in float32 and reads float16 and "
+                       "sparse tensors only as constant weights: export the model with float32 activations")
+    data = x.data.astype(np.float32) if code == _DEQUANTIZE else x.data
+    if (data.shape, str(data.dtype)) != (y.shape, y.dtype):
+        raise MccError(f"{label} turns {x.dtype}{list(x.shape)} '{x.name}' into {y.dtype}{list(y.shape)}; "
+                       "the file is inconsistent")
+    return Tensor(y.name, data=data)
+
+
 def _node(graph: Graph, m, op: schema.OperatorT, tensors: list, taken: set) -> Node:
     """The IR node of one TFLite operator (after any reshape it needs); raises MccError or a malformed-file error."""
     ins = [tensors[i] if i >= 0 else None for i in _ints(op.inputs)]
@@ -149,8 +207,6 @@ def _node(graph: Graph, m, op: schema.OperatorT, tensors: list, taken: set) -> N
     attrs = m.decode(Site(options, {k: p.data for k, p in zip(m.params, param_ts)}, ir_ins))
     if m.ir_op == "fully_connected" and not getattr(options, "keepNumDims", True) and len(ir_ins[0].shape) > 2:
         ir_ins[0] = _flatten_for_fc(graph, ir_ins[0], taken)
-    if m.ir_op in _SPATIAL:  # what a TFLite spatial op reads is NHWC, whatever produced it
-        ir_ins[0].layout = "NHWC"
     node = Node(m.ir_op, outs[0].name, ir_ins, outs, attrs)
     stored = [(o.shape, o.dtype) for o in outs]
     infer_node(node)
@@ -177,21 +233,43 @@ def read_tflite(data: bytes, path=None) -> Graph:
     tensors = [_tensor(t, i, model, taken, path) for i, t in enumerate(sub.tensors or [])]
     graph = Graph(sub.name.decode("utf-8", "replace") if sub.name else "main")
     graph.inputs = [tensors[i] for i in _ints(sub.inputs)]
-    for t in graph.inputs:
-        t.layout = "NHWC" if len(t.shape) == 4 else None
+    for i in _nhwc_tensors(model, tensors):
+        tensors[i].layout = "NHWC"
     for k, op in enumerate(sub.operators or []):
-        m = BY_CODE[_code(model.operatorCodes[op.opcodeIndex])]
+        code = _code(model.operatorCodes[op.opcodeIndex])
         where = tensors[op.outputs[0]].name
         try:
-            graph.nodes.append(_node(graph, m, op, tensors, taken))
+            folded = _unpacked(code, op, tensors)
+            if folded is not None:
+                tensors[op.outputs[0]] = folded
+            else:
+                graph.nodes.append(_node(graph, BY_CODE[code], op, tensors, taken))
         except MccError as e:
             raise MccError(str(e), path=path, node=where) from None
         except _MALFORMED as e:
-            raise MccError(f"operator {k} ({m.builtin}) is malformed ({type(e).__name__}: {e}); re-export the model",
-                           path=path, node=where) from None
+            raise MccError(f"operator {k} ({BUILTIN_NAMES[code]}) is malformed ({type(e).__name__}: {e}); "
+                           "re-export the model", path=path, node=where) from None
     graph.outputs = [tensors[i] for i in _ints(sub.outputs)]
+    half = next((t for t in graph.tensors() if t.dtype == "float16"), None)
+    if half is not None:
+        raise MccError(f"tensor '{half.name}' is float16 but is not a constant weight behind DEQUANTIZE; mcc "
+                       "computes in float32: export the model with float32 inputs and activations", path=path)
     try:
         graph.verify()
     except ValueError as e:
         raise MccError(f"the model does not form a valid graph: {e}", path=path) from None
+    return graph
+
+
+def read_float_tflite(data: bytes, path=None) -> Graph:
+    """The IR graph of a float TFLite model given as a compile source; refuses one that is quantized already
+    (int8 / uint8 / int16 tensors or quantization parameters anywhere, weight-only and dynamic-range included),
+    whose re-quantization would stack a second rounding on the first."""
+    graph = read_tflite(data, path)
+    quantized = next((t for t in graph.tensors() if t.quant is not None or t.dtype in ("int8", "uint8", "int16")), None)
+    if quantized is not None:
+        raise MccError(f"the model is already quantized (tensor '{quantized.name}' is {quantized.dtype}"
+                       f"{' with quantization parameters' if quantized.quant is not None else ''}); mcc compiles "
+                       "float models: compile the float source model instead. `mcc validate` and `mcc run` read "
+                       "this file as it is", path=path)
     return graph
