@@ -116,3 +116,33 @@ def test_calibration_errors_before_work(tmp_path, capsys):
                  "-q"]) == 2
     err = capsys.readouterr().err
     assert "bad.npz" in err and "expects" in err and not out.exists()
+
+
+def test_validate_fails_and_names_first_operator_when_rules_do_not_match(tmp_path, capsys, monkeypatch):
+    """Pair LiteRT's reference kernels with XNNPACK's rounding: real differences, exit 1, first op named."""
+    import mcc.validate
+
+    model, example = ZOO["resnet18_style"]()
+    src = tmp_path / "r.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, *example.shape[1:])).astype(np.float32))
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((2, *example.shape[1:])).astype(np.float32))
+    out = tmp_path / "r.tflite"
+    assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp_path / "calib.npz"), "-o", str(out),
+                 "-q"]) == 0
+    monkeypatch.setitem(mcc.validate.RULES_FOR_KERNELS, "ref", "litert-xnnpack")
+    assert main(["validate", str(out), "--input", str(tmp_path / "x.npz"), "--kernels", "ref"]) == 1
+    text = capsys.readouterr().out
+    assert "FAILED" in text and "first differing operator:" in text
+
+
+def test_bad_observer_is_a_clear_error(tmp_path, capsys):
+    model, example = ZOO["digits_classifier"](train=False)
+    src = tmp_path / "d.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    np.savez(tmp_path / "calib.npz", x=np.zeros((2, 1, 8, 8), np.float32))
+    out = tmp_path / "o.tflite"
+    assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp_path / "calib.npz"),
+                 "--observer", "median", "-o", str(out), "-q"]) == 2
+    assert "median" in capsys.readouterr().err and not out.exists()
