@@ -1,40 +1,52 @@
-"""to_nhwc: turn an NCHW graph into an NHWC one, folding every permutation into constants (DESIGN.md §1).
+"""to_nhwc and to_nchw: move a graph's spatial ops to another layout, folding every permutation into constants.
 
-Design. Every tensor keeps its *logical* shape (the source model's axis order) and gets a *physical
-permutation* `perm`: physical axis k holds logical axis perm[k]. Graph inputs start as NHWC, perm P = (0, 2, 3, 1),
-when 4-D; every other tensor as the identity. Walking the graph in order, each op either adapts itself to its
-inputs' permutations, or asks for the permutation it needs and a conversion is inserted:
+to_nhwc turns an NCHW graph into an NHWC one for TFLite (DESIGN.md §1); to_nchw turns that NHWC graph, after
+quantization too, back into NCHW for ONNX, so one quantized graph (the integers arm-int8 emits) is emitted as
+ONNX without a transpose. Both are one walk, parametrised by a `Direction`: the permutation S spatial ops ask
+for (P = (0, 2, 3, 1) for NHWC, its inverse (0, 3, 1, 2) for NCHW), the layout tag of tensors in S, and the
+weight permutations. Quantization travels with the data: a permuted constant's per-channel axis follows its
+channels, an inserted reshape or transpose carries its input's parameters.
+
+Design. Every tensor keeps its *logical* shape (the axis order of the graph the pass is given) and gets a
+*physical permutation* `perm`: physical axis k holds logical axis perm[k]. Graph inputs start in S when 4-D;
+every other tensor as the identity. Walking the graph in order, each op either adapts itself to its inputs'
+permutations, or asks for the permutation it needs and a conversion is inserted (described for to_nhwc, S = P;
+to_nchw is the same walk with S = (0, 3, 1, 2)):
 - spatial ops (conv, depthwise, pools, 4-D batch norm) ask for P and output P; their weights are permuted
-  (conv OIHW -> OHWI, depthwise [C*m, 1, kh, kw] -> [1, kh, kw, C*m]);
-- elementwise, softmax, pad, mean and concat work in any permutation: they inherit it from their inputs (P
-  if an operand has it, else the first operand's), converting the others, and remap their axis attributes;
-  constant operands are rank-aligned and permuted alike;
+  (conv OIHW -> OHWI, depthwise [C*m, 1, kh, kw] -> [1, kh, kw, C*m]; to_nchw permutes them back);
+- elementwise ops (quantize and dequantize too), softmax, pad, mean and concat work in any permutation: they
+  inherit it from their inputs (P if an operand has it, else the first operand's), converting the others, and
+  remap their axis attributes; constant operands are rank-aligned and permuted alike;
 - fully_connected works in any permutation that keeps the feature axis last;
 - a source transpose composes with its input's permutation: its output gets perm = q^-1 . perm_in, so it
   moves no data and is removed; the permutation only materialises where an op asks for one it does not have;
 - a reshape keeps element order only when both permutations move just size-1 axes (then it is a plain reshape,
   e.g. a flatten with H = W = 1); a flatten [N, C*H*W] read only by fully-connected layers with constant
-  weights permutes those weights' columns from C,H,W to H,W,C order; any other reshape asks for the identity,
-  which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]).
+  weights permutes those weights' columns from C,H,W to H,W,C order (to_nchw: back); any other reshape asks for
+  the identity, which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]).
 A conversion is a rewrite of the constant's data when the tensor is a constant, a reshape when only size-1 axes
 move, and otherwise a transpose; conversions are shared by all readers that ask for the same permutation.
-4-D graph inputs become NHWC, except those read only by transposes: the model permutes them itself, so they keep
+4-D graph inputs go to S, except those read only by transposes: the model permutes them itself, so they keep
 their order (a model that permutes its own NHWC input stays transpose-free). A graph output keeps the permutation
 the walk gave it when that is NHWC or the source's order (a conv's output is NHWC, a channels-last permute's output
 is in source order), so no transpose is added at the edge; any other permutation is converted to the source's
 order. ctx.notes["io_layout"] gives the permutation applied to each changed input and output.
-A graph that is NHWC already (a TFLite source, or a second run) is left as it is, with the note "already_nhwc"
-(how many tensors are tagged NHWC); one tagged both NHWC and NCHW is refused.
+A graph that is in the target layout already (to_nhwc: a TFLite source, or a second run) is left as it is,
+with the note "already_nhwc" / "already_nchw" (how many tensors carry the tag); one tagged both ways is refused.
 
 ai-edge-torch (PyTorch -> TFLite) marks every node NCHW or NHWC with a min-cut partition of the graph and puts a
 transpose on every edge between the two regions, keeping the model's inputs and outputs NCHW; onnx2tf converts op
 by op with per-op rules that guess each tensor's axis order. Both know two layouts only, so a flatten before a
 Linear or a user permute is a region boundary that costs a transpose. mcc gives each tensor any permutation, so a
 permute composes away and a flatten folds into the FC weight, and it moves the graph's 4-D inputs and outputs to
-NHWC too, leaving the transpose of the user's data to the tools that prepare that data anyway.
+NHWC too, leaving the transpose of the user's data to the tools that prepare that data anyway. In the other
+direction, tf2onnx wraps each NHWC op of a TFLite model in transposes to NCHW and relies on its optimizer to cancel
+them pairwise; to_nchw runs the same walk backwards, so it inserts none where the graph does not need them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,9 +58,8 @@ from .manager import PassContext, register_pass
 
 P = (0, 2, 3, 1)
 _SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
-_WEIGHT_PERM = {"conv2d": P, "depthwise_conv2d": (1, 2, 3, 0)}
 _ELEMENTWISE = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "identity",
-                "leaky_relu", "clip", "softmax", "pad")
+                "leaky_relu", "clip", "softmax", "pad", "quantize", "dequantize")
 _BROADCAST = ("add", "sub", "mul", "div", "minimum", "maximum", "prelu")
 
 
@@ -73,13 +84,27 @@ def _keeps_order(perm, shape) -> bool:
     return moved == sorted(moved)
 
 
-def _common(perms: list) -> tuple:
-    """The permutation operands are brought to: P when one has it (spatial ops want it), else the first one's."""
-    return P if P in perms else perms[0]
+@dataclass(frozen=True)
+class Direction:
+    """Where a layout pass moves the spatial ops: the physical permutation S they read, in the axes of the graph
+    the pass is given; the layout tag of tensors in S; and the permutation that takes each op's weight along."""
+
+    name: str
+    spatial: tuple
+    tag: str
+    weights: dict
+
+    def tag_of(self, perm) -> str | None:
+        """The layout tag of a 4-D tensor in `perm`: only S is claimed; other orders carry no claim."""
+        return self.tag if tuple(perm) == self.spatial else None
+
+    def common(self, perms: list) -> tuple:
+        """The permutation operands are brought to: S when one has it (spatial ops want it), else the first one's."""
+        return self.spatial if self.spatial in perms else perms[0]
 
 
-def _layout_tag(perm) -> str | None:
-    return "NHWC" if tuple(perm) == P else None
+TO_NHWC = Direction("to_nhwc", P, "NHWC", {"conv2d": P, "depthwise_conv2d": (1, 2, 3, 0)})
+TO_NCHW = Direction("to_nchw", _inverse(P), "NCHW", {"conv2d": _inverse(P), "depthwise_conv2d": (3, 0, 1, 2)})
 
 
 class _Layout:
@@ -89,8 +114,8 @@ class _Layout:
     walk has seen alive, so a replaced constant's id can never be reused by a new tensor.
     """
 
-    def __init__(self, graph: Graph, ctx: PassContext):
-        self.g, self.ctx = graph, ctx
+    def __init__(self, graph: Graph, ctx: PassContext, direction: Direction):
+        self.g, self.ctx, self.d = graph, ctx, direction
         self.logical = {t: t.shape for t in graph.tensors()}
         self.perm = {t: _ident(len(t.shape)) for t in graph.tensors()}
         self.converted: dict[tuple, Tensor] = {}
@@ -137,7 +162,8 @@ class _Layout:
                 self.ctx.count("transposes_inserted")
                 self.ctx.notes.setdefault("inserted_transposes", []).append(f"{node.name}: {why}")
             new = node.outputs[0]
-            new.layout = _layout_tag(want) if len(want) == 4 else None
+            new.layout = self.d.tag_of(want) if len(want) == 4 else None
+            new.quant = t.quant
         self.set(new, logical, want)
         return new
 
@@ -149,28 +175,29 @@ class _Layout:
         logical = (1,) * (rank - len(self.L(t))) + self.L(t)
         if t.is_constant:
             new, perm = self.g.constant(t.name, np.reshape(t.data, logical)), _ident(rank)
+            new.quant = _shift_axis(t.quant, rank - len(self.L(t)))
             self.source_names[new] = self.source_names.get(t, t.name)
         else:
             t = self.to_perm(t, _ident(len(self.L(t))), before, "rank alignment")
             perm = target if _keeps_order(target, logical) else _ident(rank)
             new = self.g.add_node("reshape", [t], {"shape": list(_phys(logical, perm))}, name=f"{t.name}/reshape",
                                   index=self.g.nodes.index(before)).outputs[0]
-            new.layout = _layout_tag(perm)
+            new.layout, new.quant = self.d.tag_of(perm), t.quant
             self.ctx.count("reshapes_inserted")
         self.set(new, logical, perm)
         return new
 
     # ---- op rules: each sets node inputs and attributes, and returns the output permutation -----------
     def spatial(self, n: Node) -> tuple:
-        n.inputs[0] = self.to_perm(n.inputs[0], P, n, f"{n.op} '{n.name}' reads NHWC")
-        if n.op in _WEIGHT_PERM:
-            n.inputs[1] = self.to_perm(n.inputs[1], _WEIGHT_PERM[n.op], n, f"weight of '{n.name}'")
-        return P
+        n.inputs[0] = self.to_perm(n.inputs[0], self.d.spatial, n, f"{n.op} '{n.name}' reads {self.d.tag}")
+        if n.op in self.d.weights:
+            n.inputs[1] = self.to_perm(n.inputs[1], self.d.weights[n.op], n, f"weight of '{n.name}'")
+        return self.d.spatial
 
     def batch_norm(self, n: Node) -> tuple:
         if len(self.L(n.inputs[0])) == 4:
-            n.inputs[0] = self.to_perm(n.inputs[0], P, n, f"batch_norm '{n.name}' reads NHWC")
-            return P
+            n.inputs[0] = self.to_perm(n.inputs[0], self.d.spatial, n, f"batch_norm '{n.name}' reads {self.d.tag}")
+            return self.d.spatial
         return self.identity(n, f"batch_norm '{n.name}' normalises axis 1")
 
     def elementwise(self, n: Node) -> tuple:
@@ -186,7 +213,7 @@ class _Layout:
     def broadcast(self, n: Node) -> tuple:
         rank = len(self.L(n.outputs[0]))
         full = [self.perm[t] for t in n.inputs if not t.is_constant and len(self.L(t)) == rank]
-        target = _common(full) if full else _ident(rank)
+        target = self.d.common(full) if full else _ident(rank)
         for i, t in enumerate(n.inputs):
             if t.is_constant and t.size == 1:
                 continue  # a scalar broadcasts the same way in any layout
@@ -196,7 +223,7 @@ class _Layout:
         return target
 
     def concat(self, n: Node) -> tuple:
-        target = _common([self.perm[t] for t in n.inputs if not t.is_constant] or [self.perm[n.inputs[0]]])
+        target = self.d.common([self.perm[t] for t in n.inputs if not t.is_constant] or [self.perm[n.inputs[0]]])
         n.inputs = [self.to_perm(t, target, n, f"concat '{n.name}' operand") for t in n.inputs]
         n.attrs["axis"] = target.index(n.attrs["axis"] % len(target))
         return target
@@ -233,26 +260,27 @@ class _Layout:
             out = _ident(len(ly))
         else:
             if not _keeps_order(have, lx):
-                n.inputs[0] = self.to_perm(x, _ident(len(lx)), n, f"reshape '{n.name}' needs NCHW element order")
-            out = P if len(ly) == 4 and _keeps_order(P, ly) else _ident(len(ly))
+                n.inputs[0] = self.to_perm(x, _ident(len(lx)), n, f"reshape '{n.name}' needs the source's element order")
+            out = self.d.spatial if len(ly) == 4 and _keeps_order(self.d.spatial, ly) else _ident(len(ly))
         n.attrs["shape"] = list(_phys(ly, out))
         return out
 
     def _permute_fc_columns(self, n: Node) -> bool:
-        """Flatten [N,C,H,W] -> [N, C*H*W] read only by FCs with constant weights: reorder their columns to H,W,C."""
+        """Flatten [N, C*H*W] of a tensor in S, read only by FCs with constant weights: reorder their columns from
+        the logical order of the flattened axes to their physical order (C,H,W -> H,W,C for NHWC; back for NCHW)."""
         x, y = n.inputs[0], n.outputs[0]
-        if self.perm[x] != P:
+        if self.perm[x] != self.d.spatial:
             return False
-        (nb, c, h, w), ly = self.L(x), self.L(y)
+        lx, ly = self.L(x), self.L(y)
         readers = self.g.consumers(y)
-        if (ly != (nb, c * h * w) or not readers or any(y is o for o in self.g.outputs)
+        if (ly != (lx[0], int(np.prod(lx[1:]))) or not readers or any(y is o for o in self.g.outputs)
                 or any(r.op != "fully_connected" or r.inputs[0] is not y or not r.inputs[1].is_constant
                        for r in readers)):
             return False
         for r in readers:
-            wt = r.inputs[1].data
-            replace_constant(self.g, r, 1, np.ascontiguousarray(
-                wt.reshape(wt.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(wt.shape[0], -1)))
+            old = r.inputs[1]
+            columns = old.data.reshape(old.shape[0], *lx[1:]).transpose(self.d.spatial)
+            replace_constant(self.g, r, 1, np.ascontiguousarray(columns.reshape(old.shape[0], -1))).quant = old.quant
             self.ctx.count("fc_weights_permuted")
         return True
 
@@ -277,26 +305,26 @@ class _Layout:
         infer_node(n)
         y = n.outputs[0]
         if n.op in ("reshape", "transpose") and len(y.shape) == 4:
-            y.layout = _layout_tag(out)
+            y.layout = self.d.tag_of(out)
         self.set(y, self.L(y), out)
-        if y.shape != _phys(self.L(y), out) or (out == P and y.layout != "NHWC"):
-            raise AssertionError(f"to_nhwc: node '{n.name}' ({n.op}) gives {y.shape} @{y.layout}, "
+        if y.shape != _phys(self.L(y), out) or (out == self.d.spatial and y.layout != self.d.tag):
+            raise AssertionError(f"{self.d.name}: node '{n.name}' ({n.op}) gives {y.shape} @{y.layout}, "
                                  f"expected {_phys(self.L(y), out)} in permutation {out}")
 
     # ---- after the walk -----------------------------------------------------------------------------------
     def drop_source_transpose(self, n: Node) -> None:
         """Remove a source transpose that the walk turned into a no-op, keeping every reader's layout tag right.
 
-        Only tensors in permutation P must be tagged NHWC (spatial ops read the tag); a tensor in another
-        permutation may carry any tag, because every spatial reader asks for P and gets a conversion.
+        Only tensors in permutation S must carry S's tag (spatial ops read the tag); a tensor in another
+        permutation may carry any tag, because every spatial reader asks for S and gets a conversion.
         """
-        x, y = n.inputs[0], n.outputs[0]
+        x, y, tag = n.inputs[0], n.outputs[0], self.d.tag
         retaggable = any(x is t for t in self.g.inputs) or getattr(self.g.producer(x), "op", None) in (
             "reshape", "transpose")
-        if y.layout == "NHWC" and x.layout != "NHWC" and retaggable:
-            x.layout = "NHWC"
-        if x.layout == "NHWC" and len(y.shape) == 4:
-            y.layout = "NHWC"
+        if y.layout == tag and x.layout != tag and retaggable:
+            x.layout = tag
+        if x.layout == tag and len(y.shape) == 4:
+            y.layout = tag
         if can_bypass(self.g, n):
             self.g.bypass(n)
             self.ctx.count("source_transposes_removed")
@@ -311,41 +339,49 @@ def _read_only_by_transposes(graph: Graph, t: Tensor) -> bool:
     return bool(readers) and all(r.op == "transpose" for r in readers)
 
 
-def _already_nhwc(graph: Graph, ctx: PassContext) -> bool:
-    """True for a graph that is NHWC already (read from TFLite, or converted before): no tensor is NCHW and
-    some are NHWC. A graph holding both tags was assembled inconsistently, and converting it would permute its
-    NHWC part a second time, so it is refused. (4-D tensors without a tag, such as a fully_connected output,
-    carry no claim about their axes.)"""
-    tags = {layout: next((t for t in graph.tensors() if t.layout == layout), None) for layout in ("NHWC", "NCHW")}
-    if tags["NHWC"] is None:
+def _already_done(graph: Graph, ctx: PassContext, d: Direction) -> bool:
+    """True for a graph that is in the target layout already (read from TFLite, or converted before): some
+    tensors carry the target's tag and none the other layout's. A graph holding both tags was assembled
+    inconsistently, and converting it would permute its converted part a second time, so it is refused.
+    (4-D tensors without a tag, such as a fully_connected output, carry no claim about their axes.)"""
+    other = TO_NCHW.tag if d is TO_NHWC else TO_NHWC.tag
+    tags = {layout: next((t for t in graph.tensors() if t.layout == layout), None) for layout in (d.tag, other)}
+    if tags[d.tag] is None:
         return False
-    if tags["NCHW"] is not None:
-        raise MccError(f"to_nhwc converts a whole NCHW graph, but tensor '{tags['NHWC'].name}' is NHWC while "
-                       f"'{tags['NCHW'].name}' is NCHW: the graph is half converted. Tag every 4-D tensor of a source "
-                       "graph NCHW, or every one NHWC when it is in TFLite's layout already")
-    ctx.note("already_nhwc", sum(t.layout == "NHWC" for t in graph.tensors()))
+    if tags[other] is not None:
+        raise MccError(f"{d.name} converts a whole {other} graph, but tensor '{tags[d.tag].name}' is {d.tag} "
+                       f"while '{tags[other].name}' is {other}: the graph is half converted. Tag every 4-D tensor "
+                       f"of a source graph {other}, or every one {d.tag} when it is in that layout already")
+    ctx.note(f"already_{d.tag.lower()}", sum(t.layout == d.tag for t in graph.tensors()))
     return True
 
 
-@register_pass("to_nhwc")
-def to_nhwc(graph: Graph, ctx: PassContext) -> Graph:
-    if _already_nhwc(graph, ctx):
+def _shift_axis(quant: QuantParams | None, leading: int) -> QuantParams | None:
+    """`quant` of a constant that got `leading` new leading axes: a per-channel axis moves with its channels."""
+    if quant is None or quant.axis is None:
+        return quant
+    return QuantParams(quant.scale, quant.zero_point, quant.axis + leading)
+
+
+def convert_layout(graph: Graph, ctx: PassContext, d: Direction) -> Graph:
+    """The walk described in the module docstring, towards `d`."""
+    if _already_done(graph, ctx, d):
         return graph
     graph.infer_shapes()
-    lay = _Layout(graph, ctx)
+    lay = _Layout(graph, ctx, d)
     io = {"inputs": {}, "outputs": {}}
     for t in graph.inputs:
         if len(t.shape) == 4 and not _read_only_by_transposes(graph, t):
-            lay.set(t, t.shape, P)
-            t.shape, t.layout = _phys(t.shape, P), "NHWC"
-            io["inputs"][t.name] = list(P)
+            lay.set(t, t.shape, d.spatial)
+            t.shape, t.layout = _phys(t.shape, d.spatial), d.tag
+            io["inputs"][t.name] = list(d.spatial)
     for n in list(graph.nodes):
         lay.visit(n)
     for o in dict.fromkeys(graph.outputs):
         if o.is_constant:
             continue
         rank, have = len(lay.L(o)), lay.perm[o]
-        want = have if have in (P, _ident(rank)) else _ident(rank)
+        want = have if have in (d.spatial, _ident(rank)) else _ident(rank)
         new = lay.to_perm(o, want, None, f"graph output '{o.name}'")
         if new is not o:
             new.name, o.name = o.name, new.name
@@ -363,3 +399,13 @@ def to_nhwc(graph: Graph, ctx: PassContext) -> Graph:
             taken.add(name)
     ctx.note("io_layout", io)
     return graph
+
+
+@register_pass("to_nhwc")
+def to_nhwc(graph: Graph, ctx: PassContext) -> Graph:
+    return convert_layout(graph, ctx, TO_NHWC)
+
+
+@register_pass("to_nchw")
+def to_nchw(graph: Graph, ctx: PassContext) -> Graph:
+    return convert_layout(graph, ctx, TO_NCHW)
