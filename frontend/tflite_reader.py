@@ -7,15 +7,16 @@ parameters such as MEAN axes or RESHAPE shapes as attributes, quantization on Te
 is an identity on legal graphs, and the reference runtime executes the file that was emitted rather than
 the graph it came from. Only numpy, flatbuffers and the generated schema are needed, never torch.
 
-4-D tensors are tagged NHWC, TFLite's layout, where a spatial op reads them, so the layout pass leaves the graph
-as it is.
-Two operators of float files only unpack constant weights, and are folded as the file is read, as LiteRT
-evaluates them once when it prepares the model: DENSIFY (sparse weights, decoded by tflite_sparsity) and
-DEQUANTIZE of float16 weights. Folding, rather than an IR `dequantize` for fold_constants, keeps the IR's float
-path float32 (its dequantize is integer -> float, its float kernels float32-only), and it is exact: every
-float16 value is a float32. Such a file therefore reads back as a float32 model with dense weights, the form
-that quantize_int8 re-quantizes. `read_float_tflite` is the reader for compile sources: it refuses a model that
-is quantized already.
+The 4-D tensors that spatial ops read, and those their tag is inferred from, are tagged NHWC, TFLite's layout,
+so the layout pass leaves a read graph as it is.
+
+Two operators of float files only unpack constant weights: DENSIFY (sparse weights, decoded by
+tflite_sparsity) and DEQUANTIZE of float16 weights. LiteRT evaluates them once, when it prepares the model; the
+reader folds them as it reads the file. Folding, rather than emitting an IR `dequantize` for fold_constants,
+keeps the IR's float path float32 (its dequantize is integer -> float, its float kernels are float32 only), and
+it is exact: every float16 value is a float32. Such a file reads back as a float32 model with dense weights, the
+form quantize_int8 re-quantizes (and the form mcc writes back). `read_float_tflite` reads compile sources: it
+refuses a model that is quantized already.
 """
 
 from __future__ import annotations
@@ -159,27 +160,31 @@ def _nhwc_tensors(model: schema.ModelT, tensors: list) -> list[int]:
     sub = model.subgraphs[0]
     mapping = [BY_CODE.get(_code(model.operatorCodes[op.opcodeIndex])) for op in sub.operators or []]
     producer = {o: k for k, op in enumerate(sub.operators or []) for o in _ints(op.outputs)}
-    stack = _ints(sub.inputs) + [_ints(op.inputs)[0] for op, m in zip(sub.operators or [], mapping)
-                                 if m is not None and m.ir_op in _SPATIAL]
+    stack = _ints(sub.inputs) + [i for op, m in zip(sub.operators or [], mapping)
+                                 if m is not None and m.ir_op in _SPATIAL for i in _ints(op.inputs)[:1]]
     seen: set[int] = set()
     while stack:
         i = stack.pop()
-        if i in seen or tensors[i].is_constant or len(tensors[i].shape) != 4:
+        if i < 0 or i in seen or tensors[i].is_constant or len(tensors[i].shape) != 4:
             continue
         seen.add(i)
         k = producer.get(i)
         if k is not None and mapping[k] is not None and mapping[k].ir_op not in _OWN_LAYOUT:
-            stack += [j for j in _ints(sub.operators[k].inputs) if j >= 0]
+            stack += _ints(sub.operators[k].inputs)
     return sorted(seen)
 
 
 def _unpacked(code: int, op: schema.OperatorT, tensors: list) -> Tensor | None:
     """The constant that DENSIFY, or DEQUANTIZE of float16, makes of its constant input; None for other operators
     (DEQUANTIZE of an integer tensor stays an IR dequantize)."""
-    x, y = tensors[op.inputs[0]], tensors[op.outputs[0]]
-    if code != _DENSIFY and (code != _DEQUANTIZE or x.dtype != "float16"):
+    if code not in (_DENSIFY, _DEQUANTIZE):
         return None
-    label = BUILTIN_NAMES[code]
+    label, ins = BUILTIN_NAMES[code], _ints(op.inputs)
+    if len(ins) != 1 or ins[0] < 0:
+        raise MccError(f"{label} reads {len(ins)} tensors {ins}, not one; the file is inconsistent")
+    x, y = tensors[ins[0]], tensors[op.outputs[0]]
+    if code == _DEQUANTIZE and x.dtype != "float16":
+        return None
     if not x.is_constant:
         raise MccError(f"{label} reads the computed tensor '{x.name}'; mcc computes in float32 and reads float16 and "
                        "sparse tensors only as constant weights: export the model with float32 activations")

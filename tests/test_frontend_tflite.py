@@ -148,6 +148,26 @@ def test_already_int8_tflite_is_refused_as_source_but_runs(zoo_files, capsys):
     assert main(["run", str(int8), "--input", str(tmp / "one.npz")]) == 0
 
 
+def test_nhwc_tag_reaches_back_through_elementwise_ops(tmp_path):
+    """RESHAPE [1,48] -> [1,4,4,3], then ADD, then CONV_2D: the ADD's output layout is inferred from the
+    RESHAPE's, so the reader tags both NHWC and every pass's re-inference keeps the conv's input NHWC."""
+    rng = np.random.default_rng(7)
+    f = FileBuilder()
+    x, r, a, y = (f.tensor(n, s) for n, s in [("x", (1, 48)), ("img", (1, 4, 4, 3)), ("shifted", (1, 4, 4, 3)),
+                                               ("y", (1, 4, 4, 2))])
+    f.op(OP.RESHAPE, [x, f.tensor("shape", (4,), np.array([1, 4, 4, 3], np.int32))], [r])
+    f.op(OP.ADD, [r, f.tensor("shift", (3,), rng.standard_normal(3).astype(np.float32))], [a], options("AddOptionsT"))
+    f.op(OP.CONV_2D, [a, f.tensor("w", (2, 3, 3, 3), rng.standard_normal((2, 3, 3, 3)).astype(np.float32)),
+                      f.tensor("b", (2,), rng.standard_normal(2).astype(np.float32))], [y],
+         options("Conv2DOptionsT", padding=schema.Padding.SAME, strideH=1, strideW=1))
+    source, out = tmp_path / "reshaped.tflite", tmp_path / "out.tflite"
+    source.write_bytes(f.finish([x], [y]))
+    assert [t.name for t in read_tflite(source.read_bytes()).tensors() if t.layout == "NHWC"] == ["img", "shifted", "y"]
+    assert main(["compile", str(source), "--target", "arm-fp32", "-o", str(out), "-q"]) == 0
+    feeds = {"x": rng.standard_normal((1, 48)).astype(np.float32)}
+    assert_close(run_litert(out.read_bytes(), feeds)["y"], run_litert(source.read_bytes(), feeds)["y"])
+
+
 # ---- (2) fp16 weights behind DEQUANTIZE -------------------------------------------------------------------
 def fp16_model():
     """What the TFLite converter makes with float16 weight quantization: every weight and bias stored as float16
