@@ -4,7 +4,9 @@ torch's three archive kinds are all zip files (`.pt` is used for two of them), s
 `archive_format` marks a torch.export archive, `constants.pkl` plus `code/` a TorchScript archive, a lone
 `data.pkl` a torch.save pickle. Every zip archive is CRC-checked before torch sees it, so a truncated or
 damaged file is reported as such instead of as whatever torch trips over first. A TFLite flatbuffer carries its
-file identifier "TFL3" at bytes 4..8; as a compile source it must be a float model.
+file identifier "TFL3" at bytes 4..8; as a compile source it must be a float model. An ONNX model is a protobuf
+ModelProto, which serializers begin with its ir_version field followed by another ModelProto field, so those
+first bytes mark one; its reader then parses it and requires a graph.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from ..ir import Graph
 ACCEPTED = ("a torch.export archive (torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')); "
             "a TorchScript archive (torch.jit.save, loaded with input_shapes); "
             "a pickled nn.Module (torch.save(model), only with trust_pickle=True and input_shapes); "
-            "a float TFLite flatbuffer (.tflite)")
+            "a float TFLite flatbuffer (.tflite); "
+            "an ONNX model (opsets 13 to 21)")
+# The ModelProto field tags that may follow its ir_version (field 1, a varint): fields 2-8, 14, 20, 25 and 26.
+_ONNX_SECOND_FIELDS = frozenset(b"\x12\x1a\x22\x28\x32\x3a\x42\x72\xa2\xca\xd2")
 
 
 def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
     """Load the model at `path` into an IR graph.
 
     input_shapes gives one shape per model input for the formats that do not record them (TorchScript,
-    pickled modules; a torch.export archive keeps the shapes it was exported with); trust_pickle allows
+    pickled modules; a torch.export archive keeps the shapes it was exported with) and for ONNX models with
+    symbolic dimensions (a symbolic batch alone becomes 1 without it); trust_pickle allows
     unpickling a whole nn.Module, which executes code from the file.
     """
     path = Path(path)
@@ -47,6 +53,10 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
         from .tflite_reader import read_float_tflite
 
         return read_float_tflite(path.read_bytes(), path=path)
+    if fmt == "onnx":
+        from .onnx_loader import load_onnx
+
+        return load_onnx(path, input_shapes)
     if fmt == "torchscript":
         from .torchscript import load_torchscript
 
@@ -57,13 +67,15 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
 
 
 def sniff(path: Path) -> str:
-    """'torch.export', 'torchscript', 'pickle' or 'tflite', judged from the bytes; MccError for anything else."""
+    """'torch.export', 'torchscript', 'pickle', 'tflite' or 'onnx', judged from the bytes; MccError for anything else."""
     if not path.exists():
         raise MccError("no such file", path=path)
     if not path.is_file():
         raise MccError("is not a file", path=path)
     with open(path, "rb") as f:
         head = f.read(8)
+    if len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_SECOND_FIELDS:
+        return "onnx"
     if head.startswith(b"PK\x03\x04"):
         return _sniff_zip(path)
     if head[4:8] == b"TFL3":

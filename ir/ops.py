@@ -301,3 +301,64 @@ def _quantize(node):
 def _dequantize(node):
     x = node.inputs[0]
     return [(x.shape, "float32", x.layout)]
+
+
+# ---- slicing and resampling (the ONNX frontend's Slice, Split and Resize) -----------------------------------
+@op("slice", "Strided slice: along axes[i], the elements range(starts[i], ends[i], steps[i]) in Python's "
+    "sense. Frontends normalise the bounds: for a positive step 0 <= start, end <= dim; for a negative step "
+    "-1 <= start, end <= dim - 1, where end -1 means through element 0. Axes are distinct and non-negative.",
+    attrs={"starts": _REQ, "ends": _REQ, "axes": _REQ, "steps": _REQ})
+def _slice(node):
+    x = node.inputs[0]
+    a = node.attrs
+    shape = list(x.shape)
+    if not len(a["starts"]) == len(a["ends"]) == len(a["axes"]) == len(a["steps"]):
+        raise ValueError("slice needs one start, end and step per axis")
+    if len(set(a["axes"])) != len(a["axes"]) or any(not 0 <= ax < len(shape) for ax in a["axes"]):
+        raise ValueError(f"slice axes {a['axes']} must be distinct axes of a rank-{len(shape)} tensor")
+    for ax, start, end, step in zip(a["axes"], a["starts"], a["ends"], a["steps"]):
+        lo, hi = (0, shape[ax]) if step > 0 else (-1, shape[ax] - 1)
+        if step == 0 or not (lo <= start <= hi and lo <= end <= hi):
+            raise ValueError(f"slice bounds {start}:{end}:{step} of axis {ax} (size {shape[ax]}) are not normalised")
+        shape[ax] = len(range(start, end, step))
+    return [(tuple(shape), x.dtype, x.layout if len(shape) == 4 else None)]
+
+
+@op("split", "Split along `axis` into consecutive parts of the given `sizes`, one output per part.",
+    attrs={"axis": _REQ, "sizes": _REQ})
+def _split(node):
+    x = node.inputs[0]
+    axis, sizes = node.attrs["axis"] % len(x.shape), node.attrs["sizes"]
+    if sum(sizes) != x.shape[axis] or min(sizes) < 1 or len(sizes) != len(node.outputs):
+        raise ValueError(f"split sizes {sizes} must be positive, sum to axis {axis}'s {x.shape[axis]} "
+                         f"and number the node's {len(node.outputs)} outputs")
+    return [(x.shape[:axis] + (s,) + x.shape[axis + 1:], x.dtype, x.layout) for s in sizes]
+
+
+RESIZE_MODES = ("nearest", "bilinear")
+RESIZE_COORDINATES = ("half_pixel", "align_corners", "asymmetric")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+@op("resize", "Resample H and W of a 4-D activation to `size` [out_h, out_w], as ONNX Resize computes it. Each "
+    "output index o maps to the input coordinate (o + 0.5) / (out / in) - 0.5 (half_pixel), o * (in - 1) / "
+    "(out - 1) (align_corners; 0 when out is 1) or o / (out / in) (asymmetric), in float32. `nearest` rounds it by "
+    "`nearest_mode` and clamps it to [0, in - 1]; `bilinear` clamps it and blends its two neighbours. TFLite's "
+    "RESIZE_NEAREST_NEIGHBOR computes (half_pixel, round_prefer_ceil) with half_pixel_centers, (align_corners, "
+    "round_prefer_ceil) with align_corners and (asymmetric, floor) with neither; RESIZE_BILINEAR computes the three "
+    "coordinate modes with half_pixel_centers, align_corners and neither.",
+    attrs={"mode": _REQ, "size": _REQ, "coordinate_transformation_mode": "half_pixel",
+           "nearest_mode": "round_prefer_floor"})
+def _resize(node):
+    x, a = node.inputs[0], node.attrs
+    if len(x.shape) != 4:
+        raise ValueError(f"resize takes a 4-D activation, got shape {x.shape}")
+    for key, allowed in (("mode", RESIZE_MODES), ("coordinate_transformation_mode", RESIZE_COORDINATES),
+                         ("nearest_mode", NEAREST_MODES)):
+        if a[key] not in allowed:
+            raise ValueError(f"resize {key} {a[key]!r} is not one of {allowed}")
+    n, c, _, _ = nchw(x)
+    out_h, out_w = a["size"]
+    if min(out_h, out_w) < 1:
+        raise ValueError(f"resize size {a['size']} must be positive")
+    return [(make4(n, c, out_h, out_w, x.layout), x.dtype, x.layout)]

@@ -1,0 +1,213 @@
+"""Read an ONNX model into an IR graph: refuse what mcc cannot compile up front, make every shape static, lower.
+
+The closest existing tool, onnx2tf (ONNX -> TFLite), converts node by node, transposing each 4-D tensor to NHWC
+as it goes and guessing every op's axis order, and stops at the first node it cannot convert. mcc checks the
+whole model before lowering anything, so one run names every problem of a kind at once (all unsupported ops, each
+with its node; an already quantized model as such); it fixes a symbolic batch to 1 (or the shapes the user gives)
+and runs ONNX's own shape inference, so every tensor has a static shape; it folds constant subgraphs with onnx's
+reference evaluator; and it lowers to its NCHW IR, leaving layout to the layout pass as for PyTorch models.
+
+Opsets 13 to 21 of the default domain are read as they are (the lowering table knows where they differ: ReduceMean
+and Split's attributes-turned-inputs, Pad's axes, Resize's new attributes), so no version conversion runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+
+import onnx
+import onnx.inliner
+from onnx import external_data_helper
+
+from ..errors import MccError
+from ..ir import Graph
+from .onnx_lowering import Lowering, node_label
+
+OPSETS = range(13, 22)
+DEFAULT_DOMAINS = ("", "ai.onnx")
+_QUANTIZED = ("QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat")
+_QUANTIZED_PREFIXES = ("QLinear", "DynamicQuantize", "QGemm", "QAttention", "QOrdered")
+
+
+def load_onnx(path, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
+    """Load the ONNX model at `path` (external data next to it) into an NCHW IR graph.
+
+    Every input dimension must be static for compiling: a symbolic (or unset) batch dimension becomes 1, or all
+    inputs take `input_shapes` (one per model input, agreeing with the model's fixed dimensions); any other
+    symbolic dimension needs input_shapes. From the static inputs, onnx.shape_inference gives each node's outputs
+    their static shapes as the walk reaches it, with the values of the node's small constant inputs (shapes,
+    axes, scales), which a whole-model inference does not always propagate (Shape -> Gather -> Concat -> Reshape).
+    """
+    path = Path(path)
+    model = read_model(path)
+    check_model(model, path)
+    load_external_data(model, path)
+    return Lowering(model, static_inputs(model, input_shapes, path), path.stem, path).run()
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    """Parse the file as a ModelProto with a graph (model-local functions inlined), without its external data."""
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(path.read_bytes())
+    except Exception as e:  # protobuf's DecodeError, or a RuntimeError from the C++ parser
+        raise MccError(f"looks like an ONNX model but does not parse ({type(e).__name__}: {e}): the file is truncated "
+                       "or corrupt; re-export or re-copy it", path=path) from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise MccError("is an ONNX model without a graph (or with an empty one); re-export it", path=path)
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    return model
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), None)
+
+
+def check_model(model: onnx.ModelProto, path) -> None:
+    """Refuse, before any work, an opset outside 13..21, a quantized model, a cycle, unsupported ops (all of them
+    in one message) and nodes that break their op's schema; sorts the nodes topologically in place."""
+    opset = default_opset(model)
+    if opset not in OPSETS:
+        found = f"opset {opset}" if opset is not None else "no opset of the default ONNX domain"
+        raise MccError(f"declares {found}; mcc reads opsets {OPSETS.start} to {OPSETS.stop - 1}: re-export the "
+                       f"model with one (torch.onnx.export(..., opset_version=18)) or convert it with "
+                       f"onnx.version_converter.convert_version(model, 18)", path=path)
+    quantized = [n for n in model.graph.node if n.op_type in _QUANTIZED or n.op_type.startswith(_QUANTIZED_PREFIXES)]
+    if quantized:
+        raise MccError(f"is already quantized ({_listing(quantized)}); mcc quantizes float models itself: give it "
+                       "the float model it came from (and --target ...-int8 with --calib data)", path=path)
+    _toposort(model.graph, path)
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version, ctx.opset_imports = model.ir_version, {o.domain: o.version for o in model.opset_import}
+    for n in model.graph.node:
+        if n.domain in DEFAULT_DOMAINS:
+            try:
+                onnx.checker.check_node(n, ctx)
+            except onnx.checker.ValidationError as e:
+                raise MccError(f"is not a valid ONNX {n.op_type} node: {_first_line(e)}", path=path,
+                               node=node_label(n)) from None
+    unsupported = _unsupported(model.graph)
+    if unsupported:
+        raise MccError(f"uses {len(unsupported)} op(s) mcc's ONNX frontend does not support: {_listing(unsupported)}; "
+                       "the supported ops are the keys of mcc.frontend.onnx_ops.LOWERINGS (plus any op on "
+                       "constants only, which is folded); rewrite those parts of the model", path=path)
+
+
+def _listing(nodes) -> str:
+    def op(n):
+        return n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}.{n.op_type}"
+    return ", ".join(f"{op(n)} (node '{node_label(n)}')" for n in nodes)
+
+
+def _toposort(graph: onnx.GraphProto, path) -> None:
+    """Order the nodes so each comes after its inputs' producers (file order where free); MccError on a cycle or
+    an input that nothing provides."""
+    nodes = list(graph.node)
+    available = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
+    waiting = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in {x for x in n.input if x and x not in available}:
+            if name not in producer:
+                raise MccError(f"reads '{name}', which no node produces and which is neither a graph input nor an "
+                               "initializer; the model is incomplete: re-export it", path=path, node=node_label(n))
+            waiting[i] += 1
+            readers.setdefault(producer[name], []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for r in readers.get(i, []):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    if len(order) < len(nodes):
+        stuck = [node_label(n) for i, n in enumerate(nodes) if waiting[i]]
+        raise MccError(f"has a cycle: nodes {', '.join(repr(s) for s in stuck[:8])} each wait (directly or not) "
+                       "for one another's outputs; an ONNX graph must be acyclic", path=path)
+    del graph.node[:]
+    graph.node.extend(order)
+
+
+def _unsupported(graph: onnx.GraphProto) -> list:
+    """Nodes that are neither in the lowering table nor foldable (default-domain ops on constants only)."""
+    from .onnx_ops import LOWERINGS, SHAPE_OF
+
+    constant = {t.name for t in graph.initializer}
+    bad = []
+    for n in graph.node:
+        default = n.domain in DEFAULT_DOMAINS
+        if default and (n.op_type in SHAPE_OF or all(x in constant for x in n.input if x)):
+            constant.update(n.output)
+        elif not default or n.op_type not in LOWERINGS:
+            bad.append(n)
+    return bad
+
+
+def load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Read the tensors stored outside the file from the model's folder; MccError naming every missing file."""
+    tensors = [t for t in _tensors(model.graph) if external_data_helper.uses_external_data(t)]
+    missing = sorted({external_data_helper.ExternalDataInfo(t).location for t in tensors
+                      if not (path.parent / external_data_helper.ExternalDataInfo(t).location).is_file()})
+    if missing:
+        raise MccError(f"keeps its weights in external data file(s) {', '.join(repr(m) for m in missing)}, missing "
+                       f"from {path.parent}; copy them next to the model", path=path)
+    try:
+        for t in tensors:
+            external_data_helper.load_external_data_for_tensor(t, str(path.parent))
+    except (onnx.checker.ValidationError, OSError) as e:
+        raise MccError(f"external data could not be read: {_first_line(e)}", path=path) from None
+
+
+def _tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for n in graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                yield a.t
+
+
+def static_inputs(model: onnx.ModelProto, input_shapes, path) -> dict[str, tuple[int, ...]]:
+    """The static shape of each model input (initializers listed as inputs are weights, not inputs)."""
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in weights]
+    if input_shapes is not None and len(input_shapes) != len(inputs):
+        raise MccError(f"has {len(inputs)} input(s) ({', '.join(v.name for v in inputs)}) but input_shapes gives "
+                       f"{len(input_shapes)}", path=path)
+    shapes = {}
+    for i, v in enumerate(inputs):
+        if v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise MccError(f"input '{v.name}' is {onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)}; "
+                           "mcc compiles models with float32 inputs", path=path)
+        shapes[v.name] = _input_shape(v, input_shapes[i] if input_shapes is not None else None, path)
+    return shapes
+
+
+def _input_shape(v, given, path) -> tuple[int, ...]:
+    """The static shape of input `v`: `given` checked against the model's fixed dimensions, or the model's with
+    a symbolic batch set to 1."""
+    has_shape = v.type.tensor_type.HasField("shape")
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            for d in v.type.tensor_type.shape.dim]
+    hint = "pass input_shapes (mcc compile --input-shape 1,3,224,224), one shape per input"
+    if given is not None:
+        if has_shape and (len(dims) != len(given) or any(isinstance(d, int) and d != g for d, g in zip(dims, given))):
+            raise MccError(f"input '{v.name}' has shape {dims}, which input_shapes' {tuple(given)} contradicts",
+                           path=path)
+        return tuple(given)
+    if not has_shape:
+        raise MccError(f"input '{v.name}' has no recorded shape; {hint}", path=path)
+    symbolic = [(i, d) for i, d in enumerate(dims) if not isinstance(d, int) and i > 0]
+    if symbolic:
+        raise MccError(f"input '{v.name}' has symbolic dimension(s) {', '.join(f'{d!r} (axis {i})' for i, d in symbolic)}"
+                       f" besides the batch; {hint}", path=path)
+    return tuple(d if isinstance(d, int) else 1 for d in dims)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,214 @@
+"""Lower a checked, statically shaped ONNX model to mcc's IR, node by node, through the table in onnx_ops.
+
+Every value is an IR Tensor (computed at run time), a Const (known at compile time: an initializer, a Constant
+node, a static shape, or the result of a folded node) or None (an absent optional input, or an output mcc does
+not compute). A node whose inputs are all Consts is folded by onnx's reference evaluator, so shape arithmetic and
+weight transposes never reach the IR, as the PyTorch frontend folds with torch. The graph stays NCHW, as the
+model computes it; IR nodes are named after the ONNX nodes and keep their names as `source`, and the graph's
+inputs and outputs keep the model's names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import MccError
+from ..ir import Graph, Tensor
+
+
+@dataclass(eq=False)
+class Const:
+    """A compile-time value (any dtype) and the name its IR constant gets: a weight keeps its initializer's name
+    through folded transposes and casts."""
+
+    value: np.ndarray
+    name: str
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    """The node's name, or for an unnamed node its first output's (unique in a valid model)."""
+    return node.name or (node.output[0] if node.output else node.op_type)
+
+
+class Lowering:
+    """One walk over the (topologically sorted) nodes; `env` maps each ONNX value name to Tensor, Const or None."""
+
+    def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]], name: str, path=None):
+        from .onnx_loader import default_opset
+
+        self.model, self.input_shapes, self.path = model, input_shapes, path
+        self.opset = default_opset(model)
+        self.inferred: dict[str, tuple[int, ...]] = {}  # the current node's output shapes, by ONNX inference
+        self.graph = Graph(name)
+        self.env: dict[str, Tensor | Const | None] = {}
+        self.materialized: dict[Const, Tensor] = {}
+        # The model's input and output names are reserved: nothing else may take them.
+        self.names: set[str] = {v.name for v in list(model.graph.input) + list(model.graph.output)}
+        self.node: onnx.NodeProto | None = None
+
+    def run(self) -> Graph:
+        g = self.model.graph
+        for init in g.initializer:
+            self.env[init.name] = Const(numpy_helper.to_array(init), init.name)
+        for v in g.input:
+            if v.name not in self.env:
+                shape = self.input_shapes[v.name]
+                self.env[v.name] = self.graph.add_input(v.name, shape, "float32", "NCHW" if len(shape) == 4 else None)
+        for node in g.node:
+            self.node = node
+            self._lower(node)
+        self._outputs([v.name for v in g.output])
+        self.graph.cleanup()
+        self.graph.verify()
+        return self.graph
+
+    def _lower(self, node):
+        from .onnx_ops import LOWERINGS
+
+        ins = [self._read(name) if name else None for name in node.input]
+        if node.op_type not in LOWERINGS or all(not isinstance(v, Tensor) for v in ins):
+            results = self._fold(node, ins)
+        else:
+            self.inferred = self._infer(node, ins)
+            results = LOWERINGS[node.op_type](self, *ins)
+        results = list(results) if isinstance(results, (list, tuple)) else [results]
+        for i, name in enumerate(node.output):
+            if name:
+                value = results[i] if i < len(results) else None
+                self._check_shape(name, value)
+                self.env[name] = value
+        self.inferred = {}
+
+    def _infer(self, node, ins) -> dict[str, tuple[int, ...]]:
+        """The node's static output shapes by ONNX's shape inference, given its inputs' shapes and the values of
+        its small constant inputs (the shapes, axes and scales that decide an output's shape; weights do not)."""
+        types, data = {}, {}
+        for name, v in zip(node.input, ins):
+            if v is not None:
+                dtype = v.value.dtype if isinstance(v, Const) else np.dtype(v.dtype)
+                elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+                types[name] = onnx.helper.make_tensor_type_proto(elem, self.shape(v))
+                if isinstance(v, Const) and v.value.size <= 64:
+                    data[name] = numpy_helper.from_array(v.value, name)
+        schema = onnx.defs.get_schema(node.op_type, self.opset, node.domain)
+        try:
+            out = onnx.shape_inference.infer_node_outputs(schema, node, types, data, None, self.model.opset_import,
+                                                          self.model.ir_version)
+        except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
+            self.fail(f"ONNX shape inference fails: {str(e).strip().splitlines()[0]}")
+        shapes = {}
+        for name, t in out.items():
+            dims = t.tensor_type.shape.dim
+            if t.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                shapes[name] = tuple(d.dim_value for d in dims)
+        return shapes
+
+    def _read(self, name: str):
+        value = self.env[name]
+        if value is None:
+            self.fail(f"reads '{name}', an output that mcc does not compute (it computes a node's main results, "
+                      "not e.g. MaxPool's indices or Dropout's mask)")
+        return value
+
+    def _fold(self, node, ins):
+        """Evaluate a node on its constant inputs with onnx's reference implementation of the node's opset."""
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {name: v.value for name, v in zip(node.input, ins) if name}
+        try:
+            outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
+        except Exception as e:  # the reference implementation raises whatever numpy raises
+            self.fail(f"could not be evaluated on its constant inputs ({type(e).__name__}: {e})")
+        consts = [v for v in ins if v is not None]
+        name = consts[0].name if len(consts) == 1 else node.output[0]
+        return [Const(np.asarray(o), name) for o in outs]
+
+    def _check_shape(self, name, value):
+        """A lowering that disagrees with ONNX's shape inference is a frontend bug; stop at the node that shows it."""
+        want = self.inferred.get(name)
+        got = self.shape(value) if value is not None else None
+        if want is not None and got is not None and tuple(got) != tuple(want):
+            self.fail(f"lowered '{name}' to shape {tuple(got)} but ONNX shape inference computes {tuple(want)}")
+
+    def _outputs(self, names):
+        for name in names:
+            value = self.env[name]
+            if value is None:
+                raise MccError(f"graph output '{name}' is an output that mcc does not compute", path=self.path)
+            taken = any(value is t for t in self.graph.inputs + self.graph.outputs)
+            if isinstance(value, Const) or taken:
+                self.node = onnx.helper.make_node("Identity", [name], [name], name=name)
+                value = self.emit("identity", [value])
+            value.name = name
+            self.graph.outputs.append(value)
+
+    # ---- the interface the lowering functions in onnx_ops.py use ---------------------------------------
+    def emit(self, op: str, inputs: list, n_outputs: int = 1, **attrs):
+        """Append one IR node for the current ONNX node; Const inputs become float32 IR constants. Returns the
+        output tensor, or the list of them when n_outputs > 1."""
+        ins = [self.materialize(v) if isinstance(v, Const) else v for v in inputs]
+        label = node_label(self.node)
+        try:
+            node = self.graph.add_node(op, ins, attrs, name=self._unique(label), n_outputs=n_outputs, source=label)
+        except ValueError as e:
+            self.fail(str(e))
+        for t in node.outputs:
+            if t.name != node.name:
+                t.name = self._unique(t.name)
+            if len(t.shape) == 4 and t.layout is None:
+                t.layout = "NCHW"
+        return node.outputs[0] if n_outputs == 1 else list(node.outputs)
+
+    def const(self, value, like: Const | None = None, dtype=np.float32) -> Const:
+        """A new compile-time value, named after the constant it was derived from (`like`) or the node."""
+        return Const(np.asarray(value, dtype=dtype), like.name if like is not None else f"{node_label(self.node)}.const")
+
+    def materialize(self, c: Const) -> Tensor:
+        """The float32 IR constant for `c`, created once however many nodes read it."""
+        t = self.materialized.get(c)
+        if t is None:
+            t = Tensor(self._unique(c.name), data=np.ascontiguousarray(c.value, dtype=np.float32))
+            self.materialized[c] = t
+        return t
+
+    def attr(self, name: str, default=None):
+        """The current node's attribute `name` as a Python value (strings decoded), or `default`."""
+        for a in self.node.attribute:
+            if a.name == name:
+                value = onnx.helper.get_attribute_value(a)
+                return value.decode() if isinstance(value, bytes) else value
+        return default
+
+    def shape(self, v) -> tuple[int, ...]:
+        return tuple(v.value.shape) if isinstance(v, Const) else tuple(v.shape)
+
+    def out_shape(self, i: int = 0) -> tuple[int, ...]:
+        """The static shape ONNX shape inference gives the node's output i."""
+        shape = self.inferred.get(self.node.output[i])
+        if shape is None:
+            self.fail(f"ONNX shape inference gives output '{self.node.output[i]}' no static shape")
+        return shape
+
+    def require_const(self, v, what: str) -> Const:
+        if not isinstance(v, Const):
+            self.fail(f"needs a constant {what} (an initializer or Constant), got a tensor computed at run time")
+        return v
+
+    def ints(self, v, what: str) -> list[int]:
+        """A constant integer input (starts, axes, pads, split sizes, ...) as a list of ints."""
+        return [int(i) for i in np.asarray(self.require_const(v, what).value).reshape(-1)]
+
+    def fail(self, message: str):
+        label = node_label(self.node)
+        raise MccError(f"ONNX {self.node.op_type}: {message}", path=self.path, node=label)
+
+    def _unique(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name

@@ -1,0 +1,393 @@
+"""The ONNX -> IR lowering table: one small function per ONNX op (default domain, opsets 13 to 21).
+
+Each function receives the lowering context `cx` (frontend.onnx_lowering.Lowering) and the node's inputs: an IR
+Tensor for a value computed at run time, a Const for a value known at compile time, None for an absent optional
+input. It reads attributes with cx.attr and returns the IR tensor (a list, for several outputs; None for an output
+mcc does not compute) that stands for each of the node's outputs; returning an input unchanged removes the node.
+Nodes whose inputs are all constants never get here: the walker folds them with onnx's reference evaluator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .onnx_lowering import Const
+
+LOWERINGS: dict = {}
+
+# Ops whose result depends only on their input's static shape: the lowering returns a Const.
+SHAPE_OF = frozenset({"Shape", "Size"})
+
+
+def lowers(*ops):
+    def register(fn):
+        for name in ops:
+            LOWERINGS[name] = fn
+        return fn
+    return register
+
+
+def _rank(cx, x) -> int:
+    return len(cx.shape(x))
+
+
+# ---- static shapes --------------------------------------------------------------------------------------------
+@lowers("Shape")
+def shape(cx, x):
+    dims = np.array(cx.shape(x), np.int64)
+    start, end = cx.attr("start", 0), cx.attr("end", len(dims))
+    return cx.const(dims[start:end], dtype=np.int64)
+
+
+@lowers("Size")
+def size(cx, x):
+    return cx.const(np.prod(cx.shape(x), dtype=np.int64), dtype=np.int64)
+
+
+# ---- convolution and matrix products --------------------------------------------------------------------------
+def _auto_padding(cx, sizes, kernel, stride, dilation) -> list[int]:
+    """Explicit [top, left, bottom, right] from `pads` or `auto_pad` (SAME_* puts the odd pixel after, or before)."""
+    auto = cx.attr("auto_pad", "NOTSET")
+    if auto == "NOTSET":
+        return [int(p) for p in cx.attr("pads", [0, 0, 0, 0])]  # ONNX's [x1_begin, x2_begin, x1_end, x2_end]
+    if auto == "VALID":
+        return [0, 0, 0, 0]
+    before, after = [], []
+    for size, k, s, d in zip(sizes, kernel, stride, dilation):
+        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        before.append(large if auto == "SAME_LOWER" else small)
+        after.append(small if auto == "SAME_LOWER" else large)
+    return before + after
+
+
+def _require_2d(cx, x, what: str):
+    if _rank(cx, x) != 4:
+        cx.fail(f"only 2-D {what} (a 4-D NCHW input) is supported; the input has shape {cx.shape(x)}")
+
+
+@lowers("Conv")
+def conv(cx, x, weight, bias=None):
+    _require_2d(cx, x, "convolution")
+    weight = cx.require_const(weight, "weight")
+    inputs = [x, weight] + ([cx.require_const(bias, "bias")] if bias is not None else [])
+    stride, dilation = cx.attr("strides", [1, 1]), cx.attr("dilations", [1, 1])
+    padding = _auto_padding(cx, cx.shape(x)[2:], weight.value.shape[2:], stride, dilation)
+    attrs = {"stride": list(stride), "padding": padding, "dilation": list(dilation)}
+    groups, in_channels, out_channels = cx.attr("group", 1), cx.shape(x)[1], weight.value.shape[0]
+    # A 1-input-channel conv stays conv2d: "depthwise" is for the per-channel filters of a grouped layer.
+    if groups == in_channels > 1:
+        return cx.emit("depthwise_conv2d", inputs, multiplier=out_channels // in_channels, **attrs)
+    return cx.emit("conv2d", inputs, groups=groups, **attrs)
+
+
+@lowers("Gemm")
+def gemm(cx, a, b, c=None):
+    """alpha * A' @ B' + beta * C as fully_connected (weight [N, K] = alpha * B'^T); C becomes its bias when it
+    is one value per output (or one for all), else a constant added after."""
+    if isinstance(a, Const) or _rank(cx, a) != 2:
+        cx.fail("mcc lowers Gemm with a 2-D run-time A and a constant B (a fully connected layer) only")
+    b = cx.require_const(b, "B (a weight)")
+    if cx.attr("transA", 0):
+        a = cx.emit("transpose", [a], perm=[1, 0])
+    b_t = b.value if cx.attr("transB", 0) else b.value.T
+    weight = cx.const(b_t * np.float32(cx.attr("alpha", 1.0)), like=b)
+    if c is None:
+        return cx.emit("fully_connected", [a, weight])
+    c = cx.require_const(c, "C (a bias)")
+    scaled = cx.const(c.value * np.float32(cx.attr("beta", 1.0)), like=c)
+    n = weight.value.shape[0]
+    if scaled.value.size in (1, n) and scaled.value.ndim <= 2 and scaled.value.shape[-1:] in ((), (1,), (n,)):
+        return cx.emit("fully_connected", [a, weight, cx.const(np.broadcast_to(scaled.value.reshape(-1), (n,)), like=c)])
+    return cx.emit("add", [cx.emit("fully_connected", [a, weight]), scaled])
+
+
+@lowers("MatMul")
+def matmul(cx, a, b):
+    if isinstance(a, Const) or not isinstance(b, Const) or b.value.ndim != 2 or _rank(cx, a) < 2:
+        cx.fail("mcc lowers MatMul of a run-time tensor by a constant 2-D matrix (a fully connected layer) only")
+    return cx.emit("fully_connected", [a, cx.const(b.value.T, like=b)])
+
+
+@lowers("BatchNormalization")
+def batch_norm(cx, x, scale, bias, mean, var):
+    if cx.attr("training_mode", 0):
+        cx.fail("training_mode=1 computes batch statistics; export the model in eval mode")
+    stats = [cx.require_const(v, "statistic") for v in (mean, var, scale, bias)]
+    return cx.emit("batch_norm", [x, *stats], eps=float(cx.attr("epsilon", 1e-5)))
+
+
+# ---- activations ----------------------------------------------------------------------------------------------
+def _unary(op):
+    return lambda cx, x: cx.emit(op, [x])
+
+
+for _onnx, _op in (("Relu", "relu"), ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("HardSwish", "hardswish")):
+    lowers(_onnx)(_unary(_op))
+
+
+@lowers("LeakyRelu")
+def leaky_relu(cx, x):
+    return cx.emit("leaky_relu", [x], alpha=float(cx.attr("alpha", 0.01)))
+
+
+@lowers("HardSigmoid")
+def hard_sigmoid(cx, x):
+    """max(0, min(1, alpha * x + beta)): the IR's hardsigmoid when alpha and beta are torch's 1/6 and 1/2 (as
+    float32), else a multiply, an add and a clip."""
+    alpha, beta = np.float32(cx.attr("alpha", 0.2)), np.float32(cx.attr("beta", 0.5))
+    if alpha == np.float32(1 / 6) and beta == np.float32(0.5):
+        return cx.emit("hardsigmoid", [x])
+    y = cx.emit("add", [cx.emit("mul", [x, cx.const(alpha)]), cx.const(beta)])
+    return cx.emit("clip", [y], min=0.0, max=1.0)
+
+
+@lowers("PRelu")
+def prelu(cx, x, slope):
+    return cx.emit("prelu", [x, cx.require_const(slope, "slope")])
+
+
+@lowers("Clip")
+def clip(cx, x, lo=None, hi=None):
+    """relu and relu6 when the bounds say so; a one-sided bound is a maximum/minimum with a constant."""
+    lo = None if lo is None else float(cx.require_const(lo, "min").value)
+    hi = None if hi is None else float(cx.require_const(hi, "max").value)
+    if lo == 0 and hi in (None, 6):
+        return cx.emit("relu" if hi is None else "relu6", [x])
+    if lo is None and hi is None:
+        return x
+    if hi is None:
+        return cx.emit("maximum", [x, cx.const(lo)])
+    if lo is None:
+        return cx.emit("minimum", [x, cx.const(hi)])
+    return cx.emit("clip", [x], min=lo, max=hi)
+
+
+@lowers("Softmax")
+def softmax(cx, x):
+    return cx.emit("softmax", [x], axis=cx.attr("axis", -1) % _rank(cx, x))
+
+
+# ---- elementwise arithmetic -----------------------------------------------------------------------------------
+def _binary(op):
+    return lambda cx, a, b: cx.emit(op, [a, b])
+
+
+for _onnx, _op in (("Add", "add"), ("Sub", "sub"), ("Mul", "mul"), ("Div", "div")):
+    lowers(_onnx)(_binary(_op))
+
+
+def _variadic(op):
+    def lower(cx, first, *rest):
+        for other in rest:
+            first = cx.emit(op, [first, other])
+        return first
+    return lower
+
+
+lowers("Max")(_variadic("maximum"))
+lowers("Min")(_variadic("minimum"))
+
+
+@lowers("Identity")
+def identity(cx, x):
+    return x
+
+
+@lowers("Dropout")
+def dropout(cx, x, ratio=None, training_mode=None):
+    if training_mode is not None and bool(np.asarray(cx.require_const(training_mode, "training_mode").value)):
+        cx.fail("training_mode=True drops values at random; export the model in eval mode")
+    return x, None
+
+
+@lowers("Cast")
+def cast(cx, x):
+    import onnx
+
+    if cx.attr("to") != onnx.TensorProto.FLOAT:
+        cx.fail(f"casts a run-time tensor to {onnx.TensorProto.DataType.Name(cx.attr('to'))}; mcc computes in float32")
+    return x
+
+
+# ---- pooling and reductions -----------------------------------------------------------------------------------
+def _pool_window(cx, x):
+    """kernel, stride and [top, left, bottom, right] padding, and whether ceil_mode extended it.
+
+    ceil_mode adds a last window only if it starts inside the input or its leading padding (onnxruntime's rule,
+    as torch's); the extra bottom/right padding is what makes the floor formula produce that window.
+    """
+    _require_2d(cx, x, "pooling")
+    kernel, stride = list(cx.attr("kernel_shape")), list(cx.attr("strides", [1, 1]))
+    if list(cx.attr("dilations", [1, 1])) != [1, 1]:
+        cx.fail("dilated pooling is not supported")
+    pads = _auto_padding(cx, cx.shape(x)[2:], kernel, stride, [1, 1])
+    extra = []
+    for i, (size, k, s) in enumerate(zip(cx.shape(x)[2:], kernel, stride)):
+        before, after = pads[i], pads[i + 2]
+        out = (size + before + after - k) // s + 1
+        if cx.attr("ceil_mode", 0):
+            out = -(-(size + before + after - k) // s) + 1
+            if (out - 1) * s >= size + before:
+                out -= 1
+        extra.append(max(0, (out - 1) * s + k - (size + before + after)))
+    return kernel, stride, [pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1]], any(extra)
+
+
+@lowers("MaxPool")
+def max_pool(cx, x):
+    kernel, stride, padding, _ = _pool_window(cx, x)
+    return cx.emit("max_pool2d", [x], kernel=kernel, stride=stride, padding=padding), None
+
+
+@lowers("AveragePool")
+def average_pool(cx, x):
+    kernel, stride, padding, extended = _pool_window(cx, x)
+    user_padding = any(_auto_padding(cx, cx.shape(x)[2:], kernel, stride, [1, 1]))
+    include = bool(cx.attr("count_include_pad", 0)) and user_padding
+    # The IR divides by the whole window or by the real elements; padding counted but ceil overhang not is neither.
+    if include and extended:
+        cx.fail("AveragePool with padding, ceil_mode and count_include_pad=1 is not supported; use "
+                "count_include_pad=0 or ceil_mode=0")
+    return cx.emit("avg_pool2d", [x], kernel=kernel, stride=stride, padding=padding, count_include_pad=include)
+
+
+@lowers("GlobalAveragePool")
+def global_average_pool(cx, x):
+    return cx.emit("mean", [x], axes=list(range(2, _rank(cx, x))), keepdims=True)
+
+
+@lowers("ReduceMean")
+def reduce_mean(cx, x, axes=None):
+    """Axes are an attribute before opset 18 and an input from 18; no axes means all (or none, with
+    noop_with_empty_axes)."""
+    axes = cx.attr("axes") if cx.opset < 18 else (cx.ints(axes, "axes") if axes is not None else None)
+    if not axes:
+        if cx.attr("noop_with_empty_axes", 0):
+            return x
+        axes = range(_rank(cx, x))
+    return cx.emit("mean", [x], axes=sorted(a % _rank(cx, x) for a in axes), keepdims=bool(cx.attr("keepdims", 1)))
+
+
+# ---- shapes and data movement ---------------------------------------------------------------------------------
+@lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def reshape(cx, x, *shape_args):
+    """Every reshaping op is a reshape to the shape ONNX shape inference computed (static shapes make that exact)."""
+    out = cx.out_shape()
+    return x if out == cx.shape(x) else cx.emit("reshape", [x], shape=list(out))
+
+
+@lowers("Transpose")
+def transpose(cx, x):
+    perm = [p % _rank(cx, x) for p in cx.attr("perm", list(range(_rank(cx, x)))[::-1])]
+    return x if perm == sorted(perm) else cx.emit("transpose", [x], perm=perm)
+
+
+@lowers("Concat")
+def concat(cx, *tensors):
+    return cx.emit("concat", list(tensors), axis=cx.attr("axis") % _rank(cx, tensors[0]))
+
+
+@lowers("Split")
+def split(cx, x, sizes=None):
+    """Sizes from the `split` input, else num_outputs (opset 18: parts of ceil(dim / n), the last smaller), else
+    equal parts, one per output."""
+    axis = cx.attr("axis", 0) % _rank(cx, x)
+    dim, parts = cx.shape(x)[axis], len(cx.node.output)
+    if sizes is not None:
+        sizes = cx.ints(sizes, "split")
+    elif cx.attr("num_outputs") is not None:
+        chunk = -(-dim // cx.attr("num_outputs"))
+        sizes = [chunk] * (parts - 1) + [dim - chunk * (parts - 1)]
+    elif dim % parts:
+        cx.fail(f"cannot split axis {axis} of size {dim} into {parts} equal parts")
+    else:
+        sizes = [dim // parts] * parts
+    if len(sizes) == 1:
+        return x
+    return cx.emit("split", [x], n_outputs=len(sizes), axis=axis, sizes=sizes)
+
+
+def _slice_bounds(start: int, end: int, step: int, dim: int) -> tuple[int, int]:
+    """ONNX's clamping: negative indices count from the end; a negative step runs from at most dim - 1 down to
+    end -1 (through element 0)."""
+    start, end = (v + dim if v < 0 else v for v in (start, end))
+    if step > 0:
+        return min(max(start, 0), dim), min(max(end, 0), dim)
+    return min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+
+
+@lowers("Slice")
+def slice_(cx, x, starts, ends, axes=None, steps=None):
+    rank = _rank(cx, x)
+    starts, ends = cx.ints(starts, "starts"), cx.ints(ends, "ends")
+    axes = [a % rank for a in cx.ints(axes, "axes")] if axes is not None else list(range(len(starts)))
+    steps = cx.ints(steps, "steps") if steps is not None else [1] * len(starts)
+    kept = {"starts": [], "ends": [], "axes": [], "steps": []}
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        if step == 0:
+            cx.fail("a step of 0 is invalid")
+        dim = cx.shape(x)[axis]
+        start, end = _slice_bounds(start, end, step, dim)
+        if not len(range(start, end, step)):
+            cx.fail(f"slices nothing from axis {axis} (size {dim}); mcc does not compile empty tensors")
+        if (start, end, step) != (0, dim, 1):
+            for key, v in zip(kept, (start, end, axis, step)):
+                kept[key].append(v)
+    return cx.emit("slice", [x], **kept) if kept["axes"] else x
+
+
+@lowers("Pad")
+def pad(cx, x, pads, value=None, axes=None):
+    if cx.attr("mode", "constant") != "constant":
+        cx.fail(f"mode '{cx.attr('mode')}' is not supported (only constant padding is)")
+    rank, pads = _rank(cx, x), cx.ints(pads, "pads")
+    axes = [a % rank for a in cx.ints(axes, "axes")] if axes is not None else list(range(rank))
+    if any(p < 0 for p in pads):
+        cx.fail("negative padding (cropping) is not supported")
+    pairs = [[0, 0] for _ in range(rank)]
+    for i, axis in enumerate(axes):  # ONNX lists all begins, then all ends
+        pairs[axis] = [pads[i], pads[i + len(axes)]]
+    if not any(p for pair in pairs for p in pair):
+        return x
+    fill = 0.0 if value is None else float(np.asarray(cx.require_const(value, "constant_value").value).reshape(-1)[0])
+    return cx.emit("pad", [x], pads=[p for pair in pairs for p in pair], value=fill)
+
+
+# ---- resampling -----------------------------------------------------------------------------------------------
+@lowers("Resize")
+def resize(cx, x, roi=None, scales=None, sizes=None):
+    """Nearest and (bi)linear resizing of H and W by output size. The coordinate modes the IR's resize has are
+    kept; pytorch_half_pixel is half_pixel for sizes above 1 and asymmetric (coordinate 0) for size 1. A scale is
+    accepted when it is exactly out / in, the ratio the IR's resize (and TFLite's) computes with."""
+    mode = {"nearest": "nearest", "linear": "bilinear"}.get(cx.attr("mode", "nearest"))
+    if mode is None:
+        cx.fail(f"mode '{cx.attr('mode')}' is not supported (nearest and linear are)")
+    _require_2d(cx, x, "resizing")
+    if mode == "bilinear" and cx.attr("antialias", 0):
+        cx.fail("antialias=1 is not supported")
+    if cx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+        cx.fail("keep_aspect_ratio_policy other than 'stretch' is not supported")
+    out, shape = cx.out_shape(), cx.shape(x)
+    if out[:2] != shape[:2]:
+        cx.fail(f"resizes the batch or channel axis ({shape} -> {out}); only H and W can be resized")
+    if out == shape:
+        return x
+    coordinates = cx.attr("coordinate_transformation_mode", "half_pixel")
+    if coordinates == "pytorch_half_pixel":
+        wanted = {"half_pixel" if o > 1 else "asymmetric" for o, i in zip(out[2:], shape[2:]) if (o, i) != (1, 1)}
+        if len(wanted) > 1:
+            cx.fail("pytorch_half_pixel with one output size 1 and the other larger is not supported")
+        coordinates = wanted.pop()
+    if coordinates not in ("half_pixel", "align_corners", "asymmetric"):
+        cx.fail(f"coordinate_transformation_mode '{coordinates}' is not supported")
+    if scales is not None and cx.shape(scales) != (0,) and coordinates != "align_corners":
+        given = np.asarray(cx.require_const(scales, "scales").value, np.float32).reshape(-1)
+        axes = cx.attr("axes", list(range(4)))
+        for axis, s in zip(axes, given):
+            axis %= 4
+            if axis >= 2 and s != np.float32(out[axis]) / np.float32(shape[axis]):
+                cx.fail(f"scale {s:g} maps axis {axis}'s {shape[axis]} to {out[axis]}, a ratio of "
+                        f"{out[axis] / shape[axis]:g} that onnxruntime does not use; give sizes instead of scales")
+    return cx.emit("resize", [x], mode=mode, size=list(out[2:]), coordinate_transformation_mode=coordinates,
+                   nearest_mode=cx.attr("nearest_mode", "round_prefer_floor"))
