@@ -20,11 +20,9 @@ import io
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
-import timeit
 import warnings
 from pathlib import Path
 
@@ -39,14 +37,12 @@ from mcc.frontend.tflite_reader import read_tflite
 from mcc.runtime import run
 from mcc.runtime.litert import make_interpreter, run_litert
 from mcc.validate import fidelity
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 SEED = 0
 KERNEL_RULES = {"default": "litert-xnnpack", "ref": "litert-ref"}
 
 
-def _median_seconds(fn, repeat: int) -> float:
-    fn()  # warm-up: numba compilation, XNNPACK packing
-    return statistics.median(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 def _samples(shape: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +118,8 @@ def speed(data: bytes, x: np.ndarray, repeat: int) -> dict:
     out = {}
     for kernels, rules in KERNEL_RULES.items():
         interp = make_interpreter(data, kernels)
-        out[f"litert_{kernels}_s"] = _median_seconds(lambda: run_litert(data, feeds, interpreter=interp), repeat)
-        out[f"mcc_{kernels}_rules_s"] = _median_seconds(lambda: run(graph, feeds, rules=rules), repeat)
+        out[f"litert_{kernels}_s"] = median_seconds(lambda: run_litert(data, feeds, interpreter=interp), repeat)
+        out[f"mcc_{kernels}_rules_s"] = median_seconds(lambda: run(graph, feeds, rules=rules), repeat)
     return out
 
 

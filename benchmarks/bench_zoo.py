@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -26,16 +25,9 @@ from mcc.examples.zoo import ZOO
 from mcc.frontend.tflite_reader import read_tflite
 from mcc.runtime import run
 from mcc.runtime.litert import make_interpreter, run_litert
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 
-def _median_seconds(fn, repeat: int) -> float:
-    fn()  # warm-up: numba compilation, XNNPACK packing
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench(name: str, repeat: int, workdir: Path) -> dict:
@@ -51,8 +43,8 @@ def bench(name: str, repeat: int, workdir: Path) -> dict:
     timings = {}
     for kernels in ("default", "ref"):
         interp = make_interpreter(result.data, kernels)
-        timings[kernels] = _median_seconds(lambda: run_litert(result.data, feeds, interpreter=interp), repeat)
-    timings["mcc"] = _median_seconds(lambda: run(graph, feeds), repeat)
+        timings[kernels] = median_seconds(lambda: run_litert(result.data, feeds, interpreter=interp), repeat)
+    timings["mcc"] = median_seconds(lambda: run(graph, feeds), repeat)
     return {"model": name, "bytes": len(result.data), "macs": result.report["output"]["totals"]["macs"],
             "compile_s": compile_s, "litert_xnnpack_s": timings["default"], "litert_ref_s": timings["ref"],
             "mcc_runtime_s": timings["mcc"], "mcc_over_xnnpack": timings["mcc"] / timings["default"],
