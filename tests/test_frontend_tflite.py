@@ -27,13 +27,13 @@ class FileBuilder:
     def __init__(self):
         self.buffers, self.tensors, self.operators, self.codes = [schema.BufferT()], [], [], []
 
-    def tensor(self, name, shape, data=None, dtype=None, sparsity=None, quant=None) -> int:
+    def tensor(self, name, shape, data=None, dtype=None, sparsity=None) -> int:
         t = schema.TensorT()
         t.name, t.shape = name, np.asarray(shape, np.int32)
         dtype = np.dtype(dtype or (data.dtype if data is not None else np.float32))
         t.type = {np.float32: schema.TensorType.FLOAT32, np.float16: schema.TensorType.FLOAT16,
-                  np.int8: schema.TensorType.INT8, np.int32: schema.TensorType.INT32}[dtype.type]
-        t.sparsity, t.quantization = sparsity, quant
+                  np.int32: schema.TensorType.INT32}[dtype.type]
+        t.sparsity = sparsity
         if data is not None:
             buf = schema.BufferT()
             buf.data = np.frombuffer(np.ascontiguousarray(data, dtype.newbyteorder("<")).tobytes(), np.uint8)
