@@ -67,7 +67,7 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
 
 
 def sniff(path: Path) -> str:
-    """'torch.export', 'torchscript', 'pickle', 'tflite' or 'onnx', judged from the bytes; MccError for anything else."""
+    """'torch.export', 'torchscript', 'pickle', 'tflite' or 'onnx', judged from the bytes; MccError otherwise."""
     if not path.exists():
         raise MccError("no such file", path=path)
     if not path.is_file():

@@ -22,10 +22,9 @@ from onnx import external_data_helper
 
 from ..errors import MccError
 from ..ir import Graph
-from .onnx_lowering import Lowering, node_label
+from .onnx_lowering import DEFAULT_DOMAINS, Lowering, default_opset, node_label
 
 OPSETS = range(13, 22)
-DEFAULT_DOMAINS = ("", "ai.onnx")
 _QUANTIZED = ("QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat")
 _QUANTIZED_PREFIXES = ("QLinear", "DynamicQuantize", "QGemm", "QAttention", "QOrdered")
 
@@ -59,10 +58,6 @@ def read_model(path: Path) -> onnx.ModelProto:
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     return model
-
-
-def default_opset(model: onnx.ModelProto) -> int | None:
-    return next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), None)
 
 
 def check_model(model: onnx.ModelProto, path) -> None:
@@ -204,8 +199,8 @@ def _input_shape(v, given, path) -> tuple[int, ...]:
         raise MccError(f"input '{v.name}' has no recorded shape; {hint}", path=path)
     symbolic = [(i, d) for i, d in enumerate(dims) if not isinstance(d, int) and i > 0]
     if symbolic:
-        raise MccError(f"input '{v.name}' has symbolic dimension(s) {', '.join(f'{d!r} (axis {i})' for i, d in symbolic)}"
-                       f" besides the batch; {hint}", path=path)
+        listed = ", ".join(f"{d!r} (axis {i})" for i, d in symbolic)
+        raise MccError(f"input '{v.name}' has symbolic dimension(s) {listed} besides the batch; {hint}", path=path)
     return tuple(d if isinstance(d, int) else 1 for d in dims)
 
 

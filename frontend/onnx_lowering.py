@@ -1,11 +1,13 @@
-"""Lower a checked, statically shaped ONNX model to mcc's IR, node by node, through the table in onnx_ops.
+"""Lower a checked ONNX model with static input shapes to mcc's IR, node by node, through the table in onnx_ops.
 
 Every value is an IR Tensor (computed at run time), a Const (known at compile time: an initializer, a Constant
 node, a static shape, or the result of a folded node) or None (an absent optional input, or an output mcc does
 not compute). A node whose inputs are all Consts is folded by onnx's reference evaluator, so shape arithmetic and
-weight transposes never reach the IR, as the PyTorch frontend folds with torch. The graph stays NCHW, as the
-model computes it; IR nodes are named after the ONNX nodes and keep their names as `source`, and the graph's
-inputs and outputs keep the model's names.
+weight transposes never reach the IR, as the PyTorch frontend folds with torch. Every other node first gets its
+output shapes from ONNX's shape inference for that node, which the lowering uses where ONNX defines a shape
+(Reshape, Squeeze, Resize, ...) and which checks every lowered result. The graph stays NCHW, as the model computes
+it; IR nodes are named after the ONNX nodes and keep their names as `source`, and the graph's inputs and outputs
+keep the model's names.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ class Const:
     name: str
 
 
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    """The model's opset of the default ONNX domain (None if it declares none)."""
+    return next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), None)
+
+
 def node_label(node: onnx.NodeProto) -> str:
     """The node's name, or for an unnamed node its first output's (unique in a valid model)."""
     return node.name or (node.output[0] if node.output else node.op_type)
@@ -38,16 +48,13 @@ class Lowering:
     """One walk over the (topologically sorted) nodes; `env` maps each ONNX value name to Tensor, Const or None."""
 
     def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]], name: str, path=None):
-        from .onnx_loader import default_opset
-
         self.model, self.input_shapes, self.path = model, input_shapes, path
         self.opset = default_opset(model)
         self.inferred: dict[str, tuple[int, ...]] = {}  # the current node's output shapes, by ONNX inference
         self.graph = Graph(name)
         self.env: dict[str, Tensor | Const | None] = {}
         self.materialized: dict[Const, Tensor] = {}
-        # The model's input and output names are reserved: nothing else may take them.
-        self.names: set[str] = {v.name for v in list(model.graph.input) + list(model.graph.output)}
+        self.names: set[str] = {v.name for v in model.graph.input}  # reserved: nothing else may take them
         self.node: onnx.NodeProto | None = None
 
     def run(self) -> Graph:
@@ -143,7 +150,12 @@ class Lowering:
             if isinstance(value, Const) or taken:
                 self.node = onnx.helper.make_node("Identity", [name], [name], name=name)
                 value = self.emit("identity", [value])
-            value.name = name
+            if value.name != name:  # the output takes the model's name from whichever tensor holds it
+                for t in self.graph.tensors():
+                    if t.name == name:
+                        t.name = self._unique(name)
+                value.name = name
+                self.names.add(name)
             self.graph.outputs.append(value)
 
     # ---- the interface the lowering functions in onnx_ops.py use ---------------------------------------
@@ -165,7 +177,8 @@ class Lowering:
 
     def const(self, value, like: Const | None = None, dtype=np.float32) -> Const:
         """A new compile-time value, named after the constant it was derived from (`like`) or the node."""
-        return Const(np.asarray(value, dtype=dtype), like.name if like is not None else f"{node_label(self.node)}.const")
+        name = like.name if like is not None else f"{node_label(self.node)}.const"
+        return Const(np.asarray(value, dtype=dtype), name)
 
     def materialize(self, c: Const) -> Tensor:
         """The float32 IR constant for `c`, created once however many nodes read it."""
@@ -197,6 +210,13 @@ class Lowering:
         if not isinstance(v, Const):
             self.fail(f"needs a constant {what} (an initializer or Constant), got a tensor computed at run time")
         return v
+
+    def scalar(self, v, what: str) -> float:
+        """A constant one-element input (Clip's bounds, Pad's value) as a float."""
+        value = np.asarray(self.require_const(v, what).value)
+        if value.size != 1:
+            self.fail(f"{what} must be a single value, got shape {value.shape}")
+        return float(value.reshape(-1)[0])
 
     def ints(self, v, what: str) -> list[int]:
         """A constant integer input (starts, axes, pads, split sizes, ...) as a list of ints."""

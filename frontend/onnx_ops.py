@@ -96,9 +96,10 @@ def gemm(cx, a, b, c=None):
         return cx.emit("fully_connected", [a, weight])
     c = cx.require_const(c, "C (a bias)")
     scaled = cx.const(c.value * np.float32(cx.attr("beta", 1.0)), like=c)
-    n = weight.value.shape[0]
-    if scaled.value.size in (1, n) and scaled.value.ndim <= 2 and scaled.value.shape[-1:] in ((), (1,), (n,)):
-        return cx.emit("fully_connected", [a, weight, cx.const(np.broadcast_to(scaled.value.reshape(-1), (n,)), like=c)])
+    n, shape = weight.value.shape[0], scaled.value.shape
+    if all(d == 1 for d in shape[:-1]) and shape[-1:] in ((), (1,), (n,)):  # one row, broadcast down the batch
+        bias = cx.const(np.broadcast_to(scaled.value.reshape(-1), (n,)), like=c)
+        return cx.emit("fully_connected", [a, weight, bias])
     return cx.emit("add", [cx.emit("fully_connected", [a, weight]), scaled])
 
 
@@ -150,8 +151,8 @@ def prelu(cx, x, slope):
 @lowers("Clip")
 def clip(cx, x, lo=None, hi=None):
     """relu and relu6 when the bounds say so; a one-sided bound is a maximum/minimum with a constant."""
-    lo = None if lo is None else float(cx.require_const(lo, "min").value)
-    hi = None if hi is None else float(cx.require_const(hi, "max").value)
+    lo = None if lo is None else cx.scalar(lo, "min")
+    hi = None if hi is None else cx.scalar(hi, "max")
     if lo == 0 and hi in (None, 6):
         return cx.emit("relu" if hi is None else "relu6", [x])
     if lo is None and hi is None:
@@ -212,7 +213,7 @@ def cast(cx, x):
 
 # ---- pooling and reductions -----------------------------------------------------------------------------------
 def _pool_window(cx, x):
-    """kernel, stride and [top, left, bottom, right] padding, and whether ceil_mode extended it.
+    """kernel, stride, the model's [top, left, bottom, right] padding and that padding with ceil_mode's extension.
 
     ceil_mode adds a last window only if it starts inside the input or its leading padding (onnxruntime's rule,
     as torch's); the extra bottom/right padding is what makes the floor formula produce that window.
@@ -231,22 +232,21 @@ def _pool_window(cx, x):
             if (out - 1) * s >= size + before:
                 out -= 1
         extra.append(max(0, (out - 1) * s + k - (size + before + after)))
-    return kernel, stride, [pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1]], any(extra)
+    return kernel, stride, pads, [pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1]]
 
 
 @lowers("MaxPool")
 def max_pool(cx, x):
-    kernel, stride, padding, _ = _pool_window(cx, x)
+    kernel, stride, _, padding = _pool_window(cx, x)
     return cx.emit("max_pool2d", [x], kernel=kernel, stride=stride, padding=padding), None
 
 
 @lowers("AveragePool")
 def average_pool(cx, x):
-    kernel, stride, padding, extended = _pool_window(cx, x)
-    user_padding = any(_auto_padding(cx, cx.shape(x)[2:], kernel, stride, [1, 1]))
-    include = bool(cx.attr("count_include_pad", 0)) and user_padding
+    kernel, stride, pads, padding = _pool_window(cx, x)
+    include = bool(cx.attr("count_include_pad", 0)) and any(pads)
     # The IR divides by the whole window or by the real elements; padding counted but ceil overhang not is neither.
-    if include and extended:
+    if include and padding != pads:
         cx.fail("AveragePool with padding, ceil_mode and count_include_pad=1 is not supported; use "
                 "count_include_pad=0 or ceil_mode=0")
     return cx.emit("avg_pool2d", [x], kernel=kernel, stride=stride, padding=padding, count_include_pad=include)
@@ -350,7 +350,7 @@ def pad(cx, x, pads, value=None, axes=None):
         pairs[axis] = [pads[i], pads[i + len(axes)]]
     if not any(p for pair in pairs for p in pair):
         return x
-    fill = 0.0 if value is None else float(np.asarray(cx.require_const(value, "constant_value").value).reshape(-1)[0])
+    fill = 0.0 if value is None else cx.scalar(value, "constant_value")
     return cx.emit("pad", [x], pads=[p for pair in pairs for p in pair], value=fill)
 
 

@@ -146,6 +146,8 @@ CASES = [
      {"transpose", "fully_connected"}),
     ("gemm_full_c", [N("Gemm", ["x", "w", "b"], ["y"])], {"x": (2, 6)}, {"w": c((6, 4), "w"), "b": c((2, 4), "b")},
      13, {"fully_connected", "add"}),
+    ("gemm_column_c", [N("Gemm", ["x", "w", "b"], ["y"])], {"x": (3, 6)}, {"w": c((6, 3), "w"), "b": c((3, 1), "b")},
+     13, {"fully_connected", "add"}),
     ("matmul", [N("MatMul", ["x", "w"], ["y"])], {"x": (3, 6)}, {"w": c((6, 4), "w")}, 13, {"fully_connected"}),
     ("matmul_3d", [N("MatMul", ["x", "w"], ["y"])], {"x": (2, 3, 6)}, {"w": c((6, 4), "w")}, 13,
      {"fully_connected"}),
@@ -319,6 +321,8 @@ def test_symbolic_batch_becomes_one_or_the_given_shape(zoo_onnx, tmp_path):
     assert graph.outputs[0].shape == (3, 10)
     with pytest.raises(MccError, match=r"input 'x' has shape \['batch', 3, 32, 32\].*contradicts"):
         load(path, input_shapes=[(1, 3, 16, 16)])
+    with pytest.raises(MccError, match=r"has 1 input\(s\) \(x\) but input_shapes gives 2"):
+        load(path, input_shapes=[(1, 3, 32, 32)] * 2)
 
 
 def test_symbolic_spatial_dims_need_input_shapes(tmp_path):
@@ -359,6 +363,12 @@ def _unsupported():
     return model(nodes, X4, {"k": I64(2)})
 
 
+def _integer_input():
+    m = model([N("Identity", ["x"], ["y"])], {"x": (2,)})
+    m.graph.input[0].type.tensor_type.elem_type = m.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    return m
+
+
 BAD = {
     "broken_protobuf": (lambda good: good[:3] + b"\xff" * 12 + good[3:], "does not parse.*truncated or corrupt"),
     "truncated": (lambda good: good[: len(good) // 2], "does not parse.*truncated or corrupt"),
@@ -375,6 +385,13 @@ BAD = {
     "unsupported_ops": (lambda good: _unsupported().SerializeToString(),
                         "3 op\\(s\\).*: Erf \\(node 'gelu_erf'\\), TopK \\(node 'top'\\), "
                         "com.microsoft.Gelu \\(node 'ms_gelu'\\);"),
+    "no_graph": (lambda good: onnx.ModelProto(ir_version=9, producer_name="x").SerializeToString(), "without a graph"),
+    "dangling_input": (lambda good: model([N("Add", ["x", "ghost"], ["y"], name="add")], X4).SerializeToString(),
+                       "node 'add': reads 'ghost', which no node produces"),
+    "invalid_node": (lambda good: model([N("MaxPool", ["x"], ["y"], name="pool")], X4).SerializeToString(),
+                     "node 'pool': is not a valid ONNX MaxPool node: Required attribute 'kernel_shape' is missing"),
+    "integer_input": (lambda good: _integer_input().SerializeToString(),
+                      "input 'x' is int64; mcc compiles models with float32 inputs"),
 }
 
 
@@ -418,6 +435,9 @@ def test_unsupported_forms_of_supported_ops_name_the_node(tmp_path):
         (N("Resize", ["x", "", "s"], ["y"], name="odd", mode="nearest"), {"s": F32(1, 1, 0.7, 0.7)},
          "odd.*scale 0.7 maps axis 2.s 8 to 5.*sizes instead of scales"),
         (N("MatMul", ["x", "x"], ["y"], name="mm"), {}, "mm.*constant 2-D matrix"),
+        (N("AveragePool", ["x"], ["y"], name="avg", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+           ceil_mode=1, count_include_pad=1), {}, "avg.*count_include_pad=0 or ceil_mode=0"),
+        (N("Clip", ["x", "lo"], ["y"], name="clip"), {"lo": F32(0, 1)}, "clip.*min must be a single value"),
     ]
     for node, consts, message in cases:
         path = save(model([node], X4, consts), tmp_path / f"{node.name}.onnx")
