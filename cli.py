@@ -27,11 +27,20 @@ def _shapes(text: str | None):
         raise MccError(f"--input-shape '{text}' is not of the form 1,3,224,224 (';' between several inputs)") from None
 
 
+def _default_output(model: str, target_name: str) -> str:
+    """The model's name with the target's suffix; NAME.TARGET.SUFFIX when that would be the model itself."""
+    from .targets import get_target
+
+    suffix = get_target(target_name).suffix
+    out = Path(model).with_suffix(suffix)
+    return str(out if out != Path(model) else out.with_suffix(f".{target_name}{suffix}"))
+
+
 def _cmd_compile(args) -> None:
     from .compiler import compile_model
     from .ir.stats import format_table
 
-    out = args.output or str(Path(args.model).with_suffix(".tflite"))
+    out = args.output or _default_output(args.model, args.target)
     progress = Progress(not args.quiet)
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
                "bias_correction": args.bias_correction, "cle": args.cle}
@@ -137,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile a model for a target")
     c.add_argument("model")
     c.add_argument("--target", required=True, help="see `mcc targets`")
-    c.add_argument("-o", "--output", help="output file (default: the model's name with .tflite)")
+    c.add_argument("-o", "--output", help="output file (default: the model's name with the target's suffix, .tflite or .onnx)")
     c.add_argument("--report", help="write the compile report as JSON")
     c.add_argument("-q", "--quiet", action="store_true")
     c.add_argument("--calib", help="calibration data for int8 targets: .npz by input name or .npy, batch first")

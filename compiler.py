@@ -54,6 +54,10 @@ def emit(graph: Graph, target_name: str) -> bytes:
         from .backends.tflite_writer import write_tflite
 
         return write_tflite(graph)
+    if target.backend == "onnx":
+        from .backends.onnx_writer import write_onnx
+
+        return write_onnx(graph)
     raise MccError(f"target {target.name} names backend '{target.backend}', which this mcc does not have")
 
 

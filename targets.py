@@ -12,6 +12,11 @@ from .errors import MccError
 
 CANONICALIZE = ("fold_constants", "eliminate_dead", "fold_batchnorm", "fold_constants")
 TFLITE_TAIL = ("to_nhwc", "legalize_tflite", "fuse_activations", "fold_constants", "eliminate_dead")
+ARM_FP32 = CANONICALIZE + TFLITE_TAIL
+ARM_INT8 = ARM_FP32 + ("cross_layer_equalization", "quantize_int8", "eliminate_dead")
+# The x86 targets run the arm pipelines unchanged, then move the graph to ONNX's NCHW: one set of integers.
+ONNX_TAIL = ("to_nchw", "legalize_onnx")
+SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 
 
 @dataclass(frozen=True)
@@ -24,14 +29,23 @@ class Target:
     description: str
     needs_calibration: bool = False
 
+    @property
+    def suffix(self) -> str:
+        """The file suffix of what the target's backend writes."""
+        return SUFFIX[self.backend]
+
 
 TARGETS = {t.name: t for t in [
-    Target("arm-fp32", "arm64", "float32", "tflite", CANONICALIZE + TFLITE_TAIL,
+    Target("arm-fp32", "arm64", "float32", "tflite", ARM_FP32,
            "float32 TFLite for ARM CPUs (LiteRT with XNNPACK); also runs on x86"),
-    Target("arm-int8", "arm64", "int8", "tflite",
-           CANONICALIZE + TFLITE_TAIL + ("cross_layer_equalization", "quantize_int8", "eliminate_dead"),
+    Target("arm-int8", "arm64", "int8", "tflite", ARM_INT8,
            "full-integer int8 TFLite (per-channel weights, asymmetric activations); needs --calib",
            needs_calibration=True),
+    Target("x86-fp32", "x86-64", "float32", "onnx", ARM_FP32 + ONNX_TAIL,
+           "float32 ONNX (opset 21) for onnxruntime on x86 CPUs; the arm-fp32 graph in NCHW"),
+    Target("x86-int8", "x86-64", "int8", "onnx", ARM_INT8 + ONNX_TAIL,
+           "int8 ONNX in onnxruntime's integer operators (QLinearConv, QGemm, ...) with arm-int8's weights, "
+           "scales and zero points; needs --calib", needs_calibration=True),
 ]}
 
 

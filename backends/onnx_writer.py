@@ -1,0 +1,199 @@
+"""Write an NCHW IR graph (after the to_nchw and legalize_onnx passes) as an ONNX model, float or int8.
+
+A float graph becomes plain ONNX (opset 21). An int8 graph becomes the form that onnxruntime executes in integer
+arithmetic: QOperator ops (QLinearConv; com.microsoft QGemm, QLinearAdd, QLinearMul, QLinearAveragePool,
+QLinearGlobalAveragePool, QLinearSoftmax), int8 data movement (MaxPool, Pad, Concat, Reshape, Transpose, Min,
+Max), int8 Clip for fused activations, and 256-entry lookup tables for the activations onnxruntime has no integer
+kernel for (backends.onnx_opmap). Every int8 tensor also carries its scale and zero point in the graph's
+`quantization_annotation`, the place ONNX defines for them, so the readback (backends.onnx_readback) restores the
+IR's quantization exactly; the scale and zero-point initializers are shared by value, so an annotation never names
+an initializer that no operator reads.
+
+Measured with onnxruntime 1.32.0 on this x86-64 host (CPU provider; each form built as a one-operator model, run
+at ORT_DISABLE_ALL, ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED and ORT_ENABLE_ALL, with the kernels that actually
+ran read from sess_options.optimized_model_filepath):
+
+| form (int8 activations, per-channel int8 weights) | what runs at DISABLE_ALL / BASIC / EXTENDED / ALL |
+|---|---|
+| QLinearConv (also grouped / depthwise) | QLinearConv x3; at ALL com.microsoft QLinearConv (NHWC) between two Transposes ORT inserts |
+| QDQ int8: DQ -> Conv -> Q | DQ, float Conv, Q at every level: never fused, so never integer |
+| QDQ uint8 activations: DQ -> Conv -> Q | float at DISABLE_ALL and BASIC, fused into QLinearConv from EXTENDED on |
+| com.microsoft QGemm (transB=1, int32 bias) | QGemm at every level |
+| QDQ int8 Gemm | float at DISABLE_ALL and BASIC, QGemm from EXTENDED on |
+| QLinearMatMul | QLinearMatMul at every level, but it has no bias input |
+| QLinearAdd, QLinearMul, QLinearAveragePool, QLinearGlobalAveragePool (4-D and 3-D), QLinearSoftmax, QLinearSigmoid, QLinearLeakyRelu, QLinearConcat | as written, at every level |
+| int8 MaxPool, Pad, Clip, Concat, Min, Reshape, Transpose, Relu | as written, at every level |
+| Cast(int8 -> int32) + Gather(int8 table) (negative indices wrap) | as written; also when inside an ai.mcc local function, which ORT inlines |
+
+So the QOperator form is integer at every optimization level, while QDQ with int8 activations is not fused on x86
+(DESIGN.md §2) and QDQ in general only from EXTENDED on: mcc writes QOperator. QLinearConv and QGemm match
+clip(rint(float32(acc) * float32(s_x * s_w / s_y)) + zp_y) in 0 of 1,600 and 40 elements of random layers.
+There is no integer Sub: an int8 sub becomes a float island in legalize_onnx, as does an int8 mean over other
+axes than the trailing ones. QLinearConv has no fused activation, and a relu6 is not a choice of output range
+(the range must contain the quantized 0 and is fixed by calibration): a fused relu / relu6 / relu_n1_to_1 becomes
+an int8 Clip to the bounds TFLite clamps to, zp + round(bound / s) (ties away from zero), written only when they
+are narrower than [-128, 127] (a relu whose zero point is -128 needs none).
+
+onnxruntime's quantizer (onnxruntime.quantization) rewrites a float ONNX model by inserting QDQ pairs or QOperator
+nodes from its own calibration, and tf2onnx translates a TFLite int8 model op by op through QDQ. mcc writes the
+already quantized IR: the integers (weights, biases, scales, zero points) are the ones the arm-int8 TFLite file
+holds, only permuted to NCHW by the to_nchw pass, and the same graph always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorAnnotation, helper, numpy_helper
+
+from .. import __version__
+from ..errors import MccError
+from ..ir import Graph, Node, QuantParams, Tensor
+from .onnx_opmap import (DTYPE_TO_ONNX, IR_VERSION, MCC_DOMAIN, MS_DOMAIN, OPSET, TABLE_OPS, TABLE_RULES,
+                         is_int8, mapping_for, table_op)
+
+FUNCTION_INPUTS = ["x", "x_scale", "x_zero_point", "y_scale", "y_zero_point", "table"]
+
+
+def _per_tensor(q: QuantParams | None) -> bool:
+    return q is not None and q.axis is None and q.scale.size == 1
+
+
+def lookup_table(node: Node) -> np.ndarray:
+    """The int8 output for every int8 input code of a unary int8 node, computed by mcc's runtime with the
+    TABLE_RULES arithmetic. Entry i is for the code that Gather reaches with index i: i for i < 128, i - 256
+    above (a negative index counts from the end)."""
+    from ..runtime import evaluate_node
+
+    codes = np.arange(256).astype(np.uint8).view(np.int8)
+    x = Tensor("x", codes.shape, "int8", quant=node.inputs[0].quant)
+    y = Tensor("y", codes.shape, "int8", quant=node.outputs[0].quant)
+    return evaluate_node(Node(node.op, node.name, [x], [y], node.attrs), [codes], TABLE_RULES)[0]
+
+
+def _function(op: str):
+    """The ai.mcc function of a table op: y = table[int32(x)], with the quantization parameters as inputs (unread
+    by the body, but they say what the table maps) and the IR op's attributes as function attributes."""
+    body = [helper.make_node("Cast", ["x"], ["index"], to=DTYPE_TO_ONNX["int32"]),
+            helper.make_node("Gather", ["table", "index"], ["y"], axis=0)]
+    doc = (f"int8 {op} as a 256-entry lookup table, computed by mcc with the {TABLE_RULES} arithmetic from the "
+           "input and output scales and zero points")
+    return helper.make_function(MCC_DOMAIN, op, FUNCTION_INPUTS, ["y"], body, [helper.make_opsetid("", OPSET)],
+                                attributes=list(TABLE_OPS[op]), doc_string=doc)
+
+
+class _Writer:
+    """Implements onnx_opmap.Emit. Initializers, value infos, annotations and functions accumulate in first-use
+    order, which makes the output deterministic."""
+
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.taken = {t.name for t in graph.tensors()}
+        self.interface = {t.name for t in graph.inputs + graph.outputs}
+        self.initializers: list = []
+        self.constants: dict[int, str] = {}
+        self.shared: dict[tuple, tuple[str, str]] = {}
+        self.value_info: dict[str, tuple[str, tuple]] = {}
+        self.annotations: dict[str, tuple[str, str]] = {}
+        self.nodes: list = []
+        self.domains: set = set()
+        self.functions: dict[str, object] = {}
+
+    def _unique(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.taken:
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        return name
+
+    def _initializer(self, name: str, data: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.asarray(data, order="C"), name))
+        return name
+
+    # ---- onnx_opmap.Emit ---------------------------------------------------------------------------------
+    def name(self, t: Tensor) -> str:
+        if t.dtype not in DTYPE_TO_ONNX:
+            raise MccError(f"tensor '{t.name}' has dtype {t.dtype}, which ONNX cannot hold")
+        if t.is_constant:
+            if id(t) not in self.constants:
+                self.constants[id(t)] = self._initializer(t.name, t.data)
+        elif t.name not in self.interface:
+            self.value_info.setdefault(t.name, (t.dtype, t.shape))
+        if _per_tensor(t.quant) and t.name not in self.annotations:
+            self.annotations[t.name] = self.qparams(t)
+        return t.name
+
+    def param(self, base: str, data: np.ndarray) -> str:
+        return self._initializer(self._unique(base), data)
+
+    def qparams(self, t: Tensor) -> tuple[str, str]:
+        q = t.quant
+        if q is None:
+            raise MccError(f"int8 tensor '{t.name}' has no quantization parameters; run the quantize_int8 pass")
+        shape = () if q.axis is None and q.scale.size == 1 else (-1,)
+        scale = q.scale.astype(np.float32).reshape(shape)
+        zero_point = q.zero_point.astype(t.dtype).reshape(shape)
+        key = (scale.shape, scale.tobytes(), zero_point.dtype.str, zero_point.tobytes())
+        if key not in self.shared:
+            self.shared[key] = (self.param(f"{t.name}/scale", scale), self.param(f"{t.name}/zero_point", zero_point))
+        return self.shared[key]
+
+    def temp(self, like: Tensor, base: str) -> str:
+        name = self._unique(base)
+        self.value_info[name] = (like.dtype, like.shape)
+        if _per_tensor(like.quant):
+            self.annotations[name] = self.qparams(like)
+        return name
+
+    def node(self, op_type: str, inputs: list[str], outputs: list[str], name: str, domain: str = "", **attrs) -> None:
+        self.domains.add(domain)
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=name, domain=domain, **attrs))
+
+    def table(self, node: Node) -> str:
+        op = table_op(node)
+        if op not in self.functions:
+            self.functions[op] = _function(op)
+        return self.param(f"{node.name}/table", lookup_table(node))
+
+    # ---- the model ---------------------------------------------------------------------------------------
+    def model(self):
+        def info(name, dtype, shape):
+            return helper.make_tensor_value_info(name, DTYPE_TO_ONNX[dtype], list(shape))
+
+        graph = helper.make_graph(
+            self.nodes, self.g.name, [info(t.name, t.dtype, t.shape) for t in self.g.inputs],
+            [info(t.name, t.dtype, t.shape) for t in self.g.outputs], self.initializers,
+            value_info=[info(n, dt, s) for n, (dt, s) in self.value_info.items()])
+        for name, (scale, zero_point) in self.annotations.items():
+            a = TensorAnnotation(tensor_name=name)
+            for key, value in (("SCALE_TENSOR", scale), ("ZERO_POINT_TENSOR", zero_point)):
+                a.quant_parameter_tensor_names.add(key=key, value=value)
+            graph.quantization_annotation.append(a)
+        opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, 1) for d in (MS_DOMAIN, MCC_DOMAIN)
+                                                      if d in self.domains]
+        model = helper.make_model(graph, opset_imports=opsets, functions=list(self.functions.values()),
+                                  producer_name="mcc", producer_version=__version__, ir_version=IR_VERSION)
+        if any(is_int8(n) for n in self.g.nodes):
+            helper.set_model_props(model, {"mcc.table_rules": TABLE_RULES})
+        return model
+
+
+def write_onnx(graph: Graph) -> bytes:
+    """The ONNX model of `graph` (NCHW, legal for ONNX); the same graph always gives the same bytes."""
+    g = graph.copy()
+    try:
+        g.verify()
+    except ValueError as e:
+        raise MccError(f"graph '{graph.name}' is not well formed, so it cannot be written as ONNX: {e}") from None
+    nhwc = next((t.name for t in g.tensors() if t.layout == "NHWC"), None)
+    if nhwc is not None:
+        raise MccError(f"tensor '{nhwc}' is NHWC, but ONNX's spatial operators read NCHW; run the to_nchw pass "
+                       "first (the x86 targets do)")
+    w = _Writer(g)
+    for t in g.inputs:
+        w.name(t)
+    for node in g.nodes:
+        mapping_for(node).encode(w, node)
+    for t in g.outputs:
+        w.name(t)
+    return w.model().SerializeToString(deterministic=True)
