@@ -62,7 +62,8 @@ def read_model(path: Path) -> onnx.ModelProto:
 
 def check_model(model: onnx.ModelProto, path) -> None:
     """Refuse, before any work, an opset outside 13..21, a quantized model, a cycle, unsupported ops (all of them
-    in one message) and nodes that break their op's schema; sorts the nodes topologically in place."""
+    in one message) and nodes that break their op's schema (so no lowering meets a malformed node); sorts the
+    nodes topologically in place."""
     opset = default_opset(model)
     if opset not in OPSETS:
         found = f"opset {opset}" if opset is not None else "no opset of the default ONNX domain"
@@ -74,6 +75,11 @@ def check_model(model: onnx.ModelProto, path) -> None:
         raise MccError(f"is already quantized ({_listing(quantized)}); mcc quantizes float models itself: give it "
                        "the float model it came from (and --target ...-int8 with --calib data)", path=path)
     _toposort(model.graph, path)
+    unsupported = _unsupported(model.graph)
+    if unsupported:
+        raise MccError(f"uses {len(unsupported)} op(s) mcc's ONNX frontend does not support: {_listing(unsupported)}; "
+                       "the supported ops are the keys of mcc.frontend.onnx_ops.LOWERINGS (plus any op on "
+                       "constants only, which is folded); rewrite those parts of the model", path=path)
     ctx = onnx.checker.C.CheckerContext()
     ctx.ir_version, ctx.opset_imports = model.ir_version, {o.domain: o.version for o in model.opset_import}
     for n in model.graph.node:
@@ -83,11 +89,6 @@ def check_model(model: onnx.ModelProto, path) -> None:
             except onnx.checker.ValidationError as e:
                 raise MccError(f"is not a valid ONNX {n.op_type} node: {_first_line(e)}", path=path,
                                node=node_label(n)) from None
-    unsupported = _unsupported(model.graph)
-    if unsupported:
-        raise MccError(f"uses {len(unsupported)} op(s) mcc's ONNX frontend does not support: {_listing(unsupported)}; "
-                       "the supported ops are the keys of mcc.frontend.onnx_ops.LOWERINGS (plus any op on "
-                       "constants only, which is folded); rewrite those parts of the model", path=path)
 
 
 def _listing(nodes) -> str:
