@@ -10,6 +10,7 @@ Nodes whose inputs are all constants never get here: the walker folds them with 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from .onnx_lowering import Const
 
@@ -204,8 +205,6 @@ def dropout(cx, x, ratio=None, training_mode=None):
 
 @lowers("Cast")
 def cast(cx, x):
-    import onnx
-
     if cx.attr("to") != onnx.TensorProto.FLOAT:
         cx.fail(f"casts a run-time tensor to {onnx.TensorProto.DataType.Name(cx.attr('to'))}; mcc computes in float32")
     return x
@@ -216,7 +215,9 @@ def _pool_window(cx, x):
     """kernel, stride, the model's [top, left, bottom, right] padding and that padding with ceil_mode's extension.
 
     ceil_mode adds a last window only if it starts inside the input or its leading padding (onnxruntime's rule,
-    as torch's); the extra bottom/right padding is what makes the floor formula produce that window.
+    as torch's); the extra bottom/right padding is what makes the floor formula produce that window. ONNX's shape
+    inference keeps a window that starts in the trailing padding; where it does, mcc computes what onnxruntime
+    computes and does not check the output's shape against the inferred one.
     """
     _require_2d(cx, x, "pooling")
     kernel, stride = list(cx.attr("kernel_shape")), list(cx.attr("strides", [1, 1]))
@@ -231,6 +232,7 @@ def _pool_window(cx, x):
             out = -(-(size + before + after - k) // s) + 1
             if (out - 1) * s >= size + before:
                 out -= 1
+                cx.inferred.pop(cx.node.output[0], None)
         extra.append(max(0, (out - 1) * s + k - (size + before + after)))
     return kernel, stride, pads, [pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1]]
 

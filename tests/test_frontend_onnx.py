@@ -122,6 +122,9 @@ CASES = [
      13, {"max_pool2d"}),
     ("max_pool_ceil", [N("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)],
      {"x": (1, 4, 10, 9)}, {}, 13, {"max_pool2d"}),
+    ("max_pool_ceil_drops_window_in_padding", [N("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2],
+                                                 pads=[1, 1, 1, 1], ceil_mode=1)], {"x": (1, 2, 5, 5)}, {}, 13,
+     {"max_pool2d"}),
     ("max_pool_same_upper", [N("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], auto_pad="SAME_UPPER")], X4, {}, 13,
      {"max_pool2d"}),
     ("avg_pool", [N("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], X4, {}, 13, {"avg_pool2d"}),
@@ -131,6 +134,8 @@ CASES = [
                                     pads=[1, 1, 1, 1], count_include_pad=1)], X4, {}, 13, {"avg_pool2d"}),
     ("avg_pool_ceil", [N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)],
      {"x": (1, 4, 10, 9)}, {}, 19, {"avg_pool2d"}),
+    ("avg_pool_ceil_padded_excluded", [N("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2],
+                                         pads=[1, 1, 1, 1], ceil_mode=1)], {"x": (1, 2, 5, 6)}, {}, 13, {"avg_pool2d"}),
     ("global_average_pool", [N("GlobalAveragePool", ["x"], ["y"])], X4, {}, 13, {"mean"}),
     ("reduce_mean_axes_attribute", [N("ReduceMean", ["x"], ["y"], axes=[2, 3])], X4, {}, 13, {"mean"}),
     ("reduce_mean_axes_input", [N("ReduceMean", ["x", "a"], ["y"], keepdims=0)], X4, {"a": I64(-1, 1)}, 18,
@@ -298,6 +303,14 @@ def test_weights_as_constant_nodes(zoo_onnx, tmp_path):
     consts = {t.name: t.data for t in graph.constants()}
     assert consts.keys() == expected.keys()
     assert all(np.array_equal(consts[k], v) for k, v in expected.items())
+
+
+def test_initializers_listed_as_inputs_are_weights(zoo_onnx, tmp_path):
+    _, module, x = zoo_onnx["digits_classifier", False]
+    path = tmp_path / "old_style.onnx"
+    export(module, x, path, False, keep_initializers_as_inputs=True)
+    assert len(onnx.load(path).graph.input) > 1
+    assert [t.name for t in check_against_ort(path).inputs] == ["x"]
 
 
 def test_external_data(zoo_onnx, tmp_path):
