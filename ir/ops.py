@@ -329,7 +329,7 @@ def _slice(node):
 def _split(node):
     x = node.inputs[0]
     axis, sizes = node.attrs["axis"] % len(x.shape), node.attrs["sizes"]
-    if sum(sizes) != x.shape[axis] or min(sizes) < 1 or len(sizes) != len(node.outputs):
+    if sum(sizes) != x.shape[axis] or min(sizes, default=0) < 1 or len(sizes) != len(node.outputs):
         raise ValueError(f"split sizes {sizes} must be positive, sum to axis {axis}'s {x.shape[axis]} "
                          f"and number the node's {len(node.outputs)} outputs")
     return [(x.shape[:axis] + (s,) + x.shape[axis + 1:], x.dtype, x.layout) for s in sizes]
