@@ -19,6 +19,7 @@ from mcc.errors import MccError
 from mcc.examples.zoo import ZOO
 from mcc.frontend import load
 from mcc.frontend.torch_export import from_module
+from mcc.ir import Graph
 from mcc.runtime import run
 from mcc.runtime.litert import run_litert
 
@@ -219,6 +220,22 @@ def test_op_against_onnxruntime(tmp_path, name, nodes, inputs, consts, opset, op
     names = {n.name or n.output[0] for n in nodes}
     assert all(n.source in names for n in graph.nodes) and graph.name == name
     assert all(t.layout == "NCHW" for t in graph.tensors() if len(t.shape) == 4 and not t.is_constant)
+
+
+@pytest.mark.parametrize("mode,coordinates", [("nearest", "half_pixel"), ("bilinear", "align_corners")])
+def test_resize_kernel_reads_either_layout(mode, coordinates):
+    """The IR's resize on an NHWC tensor (as after the layout pass) computes what it computes on NCHW."""
+    x, outs = rand((1, 3, 5, 4), 0), {}
+    for layout in ("NCHW", "NHWC"):
+        g = Graph()
+        feed = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        node = g.add_node("resize", [g.add_input("x", feed.shape, layout=layout)],
+                          {"mode": mode, "size": [7, 9], "coordinate_transformation_mode": coordinates})
+        g.outputs = list(node.outputs)
+        y = run(g, {"x": feed})[node.outputs[0].name]
+        outs[layout] = y if layout == "NCHW" else y.transpose(0, 3, 1, 2)
+    assert outs["NCHW"].shape == (1, 3, 7, 9)
+    np.testing.assert_array_equal(outs["NCHW"], outs["NHWC"])
 
 
 def test_folding_keeps_the_weight_name(tmp_path):
