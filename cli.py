@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile a model for a target")
     c.add_argument("model")
     c.add_argument("--target", required=True, help="see `mcc targets`")
-    c.add_argument("-o", "--output", help="output file (default: the model's name with the target's suffix, .tflite or .onnx)")
+    c.add_argument("-o", "--output",
+                   help="output file (default: the model's name with the target's suffix, .tflite or .onnx)")
     c.add_argument("--report", help="write the compile report as JSON")
     c.add_argument("-q", "--quiet", action="store_true")
     c.add_argument("--calib", help="calibration data for int8 targets: .npz by input name or .npy, batch first")

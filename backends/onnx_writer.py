@@ -9,30 +9,39 @@ kernel for (backends.onnx_opmap). Every int8 tensor also carries its scale and z
 IR's quantization exactly; the scale and zero-point initializers are shared by value, so an annotation never names
 an initializer that no operator reads.
 
-Measured with onnxruntime 1.32.0 on this x86-64 host (CPU provider; each form built as a one-operator model, run
-at ORT_DISABLE_ALL, ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED and ORT_ENABLE_ALL, with the kernels that actually
-ran read from sess_options.optimized_model_filepath):
+Measured with onnxruntime 1.32.0 on this x86-64 host (CPU provider): each form built as a one-operator model,
+run at ORT_DISABLE_ALL / ORT_ENABLE_BASIC / ORT_ENABLE_EXTENDED / ORT_ENABLE_ALL, with the kernels that actually
+ran read from sess_options.optimized_model_filepath (int8 activations, per-channel int8 weights throughout):
 
-| form (int8 activations, per-channel int8 weights) | what runs at DISABLE_ALL / BASIC / EXTENDED / ALL |
+| form | what runs at DISABLE_ALL, BASIC, EXTENDED, ALL |
 |---|---|
-| QLinearConv (also grouped / depthwise) | QLinearConv x3; at ALL com.microsoft QLinearConv (NHWC) between two Transposes ORT inserts |
-| QDQ int8: DQ -> Conv -> Q | DQ, float Conv, Q at every level: never fused, so never integer |
-| QDQ uint8 activations: DQ -> Conv -> Q | float at DISABLE_ALL and BASIC, fused into QLinearConv from EXTENDED on |
-| com.microsoft QGemm (transB=1, int32 bias) | QGemm at every level |
-| QDQ int8 Gemm | float at DISABLE_ALL and BASIC, QGemm from EXTENDED on |
+| QLinearConv (also grouped, depthwise) | QLinearConv; at ALL, com.microsoft QLinearConv (NHWC) between Transposes |
+| QDQ int8: DQ -> Conv -> Q | DQ, float Conv, Q at every level: never fused, never integer |
+| QDQ, uint8 activations | float at DISABLE_ALL and BASIC; QLinearConv from EXTENDED on |
+| com.microsoft QGemm (transB=1, int32 C) | QGemm at every level |
+| QDQ int8 Gemm | float at DISABLE_ALL and BASIC; QGemm from EXTENDED on |
 | QLinearMatMul | QLinearMatMul at every level, but it has no bias input |
-| QLinearAdd, QLinearMul, QLinearAveragePool, QLinearGlobalAveragePool (4-D and 3-D), QLinearSoftmax, QLinearSigmoid, QLinearLeakyRelu, QLinearConcat | as written, at every level |
-| int8 MaxPool, Pad, Clip, Concat, Min, Reshape, Transpose, Relu | as written, at every level |
-| Cast(int8 -> int32) + Gather(int8 table) (negative indices wrap) | as written; also when inside an ai.mcc local function, which ORT inlines |
+| com.microsoft QLinearAdd, QLinearMul, QLinearAveragePool, QLinearGlobalAveragePool | as written, every level |
+| com.microsoft QLinearSoftmax, QLinearSigmoid, QLinearLeakyRelu, QLinearConcat | as written, every level |
+| int8 MaxPool, Pad, Clip, Concat, Min, Reshape, Transpose | as written (MaxPool: NhwcMaxPool at ALL) |
+| Cast(int8 -> int32) + Gather(int8[256]) in an ai.mcc function | inlined, then as written; a negative index wraps |
 
 So the QOperator form is integer at every optimization level, while QDQ with int8 activations is not fused on x86
-(DESIGN.md §2) and QDQ in general only from EXTENDED on: mcc writes QOperator. QLinearConv and QGemm match
-clip(rint(float32(acc) * float32(s_x * s_w / s_y)) + zp_y) in 0 of 1,600 and 40 elements of random layers.
-There is no integer Sub: an int8 sub becomes a float island in legalize_onnx, as does an int8 mean over other
-axes than the trailing ones. QLinearConv has no fused activation, and a relu6 is not a choice of output range
-(the range must contain the quantized 0 and is fixed by calibration): a fused relu / relu6 / relu_n1_to_1 becomes
-an int8 Clip to the bounds TFLite clamps to, zp + round(bound / s) (ties away from zero), written only when they
-are narrower than [-128, 127] (a relu whose zero point is -128 needs none).
+(DESIGN.md §2) and QDQ in general only from EXTENDED on: mcc writes QOperator. With power-of-two scales that put
+367 of 1,600 products exactly on .5, QLinearConv and QGemm give clip(rint(float32(acc) * float32(s_x * s_w / s_y))
++ zp_y), ties to even, in all 1,600 elements at every level (ties away from zero would differ in those 367). There is
+no integer Sub: an int8 sub becomes a float island in legalize_onnx, as does an int8 mean over leading axes.
+QLinearConv has no fused activation, and relu6 is not a choice of output range (the range must contain the
+quantized 0 and is fixed by calibration): a fused relu / relu6 / relu_n1_to_1 becomes an int8 Clip to the bounds
+TFLite clamps to, zp + round(bound / s) ties away from zero, written only when they are narrower than
+[-128, 127] (a relu whose output zero point is -128 needs none), so the clamp is the one arm-int8 applies.
+
+On the zoo (tests/test_onnx_backend.py: two inputs each, at DISABLE_ALL and ALL), every operator of an x86-int8
+file, fed onnxruntime's own values of its inputs, is within 1 of mcc's runtime under LiteRT's reference rules:
+conv2d / depthwise_conv2d differ in 0.1-0.35% of elements (gemmlowp double rounding vs float32 ties to even), mean
+in 10-16% (TFLite folds 1/n into its multiplier), mul in 0.2%, and add, fully_connected, quantize, the tables and
+data movement in none. End to end the int8 logits differ by up to 6 codes in 3/4 of the elements, as one step
+here and there propagates; exactness against onnxruntime is the job of an onnxruntime rule set in the runtime.
 
 onnxruntime's quantizer (onnxruntime.quantization) rewrites a float ONNX model by inserting QDQ pairs or QOperator
 nodes from its own calibration, and tf2onnx translates a TFLite int8 model op by op through QDQ. mcc writes the

@@ -260,7 +260,8 @@ class _Layout:
             out = _ident(len(ly))
         else:
             if not _keeps_order(have, lx):
-                n.inputs[0] = self.to_perm(x, _ident(len(lx)), n, f"reshape '{n.name}' needs the source's element order")
+                why = f"reshape '{n.name}' needs the source's element order"
+                n.inputs[0] = self.to_perm(x, _ident(len(lx)), n, why)
             out = self.d.spatial if len(ly) == 4 and _keeps_order(self.d.spatial, ly) else _ident(len(ly))
         n.attrs["shape"] = list(_phys(ly, out))
         return out

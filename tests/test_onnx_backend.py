@@ -31,8 +31,8 @@ LEVELS = {"disable_all": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 # What onnxruntime may run in an int8 model: integer kernels, int8 data movement, and float only at the edges.
 INTEGER_OPS = {"QLinearConv", "QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
-               "QLinearSoftmax", "MaxPool", "NhwcMaxPool", "Reshape", "Transpose", "Concat", "Pad", "Clip", "Min", "Max", "Cast",
-               "Gather", "QuantizeLinear", "DequantizeLinear"}
+               "QLinearSoftmax", "MaxPool", "NhwcMaxPool", "Reshape", "Transpose", "Concat", "Pad", "Clip", "Min",
+               "Max", "Cast", "Gather", "QuantizeLinear", "DequantizeLinear"}
 
 
 def session(data: bytes, level="all", tmp_path=None, keep_all=False):
@@ -102,7 +102,7 @@ def test_float_readback_is_the_compiled_graph():
 def int8_pair(request):
     """(name, arm-int8 compile result, x86-int8 compile result, test inputs) for one zoo model, same calibration."""
     name = request.param
-    model, example = ZOO[name]()
+    model, example = ZOO[name](**({"train": False} if name == "digits_classifier" else {}))
     rng = np.random.default_rng(0)
     if name == "digits_classifier":
         split = digits_split()
@@ -135,15 +135,20 @@ def test_int8_each_operator_within_one_step_of_litert_ref(int8_pair):
     totals = {}
     for level in ("disable_all", "all"):
         for b in range(len(x)):
-            for node, (op, n, bad, worst) in per_operator(graph, ort_values(x86.data, {"x": x[b:b + 1]}, level)).items():
+            report = per_operator(graph, ort_values(x86.data, {"x": x[b:b + 1]}, level))
+            for op, n, bad, worst in report.values():
                 t = totals.setdefault(op, [0, 0, 0.0])
                 t[0], t[1], t[2] = t[0] + n, t[1] + bad, max(t[2], worst)
     print(f"\n{name}: per operator, onnxruntime vs mcc litert-ref on onnxruntime's inputs (elements, differing, max):")
     for op, (n, bad, worst) in sorted(totals.items()):
         print(f"  {op:<18} {n:>8} {bad:>6} {worst:g}")
+    last = graph.producer(graph.outputs[0]).inputs[0].name  # the int8 logits, before the dequantize
+    delta = np.concatenate([np.abs(run(graph, {"x": x[b:b + 1]}, rules="litert-ref", keep_all=True)[last].astype(int)
+                                   - ort_values(x86.data, {"x": x[b:b + 1]})[last]) for b in range(len(x))])
+    print(f"  end to end, {last}: {int((delta > 0).sum())} of {delta.size} differ, by at most {delta.max()}")
     assert all(worst <= 1 for op, (n, bad, worst) in totals.items() if op != "dequantize")
     assert all(bad == 0 for op, (n, bad, worst) in totals.items()
-               if op in ("hardswish", "quantize", "max_pool2d", "reshape", "dequantize"))
+               if op in ("hardswish", "max_pool2d", "reshape", "dequantize"))
     assert sum(b for _, b, _ in totals.values()) <= 0.01 * sum(n for n, _, _ in totals.values())
 
 
@@ -244,6 +249,43 @@ def test_int8_activations_are_lookup_tables_computed_by_the_runtime():
     assert [n.op for n in back.nodes if "shifted" in n.name] == ["dequantize", "sub", "quantize"]
 
 
+def test_every_mapped_op_runs_in_onnxruntime_float_and_int8():
+    """Pools with padding, maximum with a constant, concat, a pad no conv reads, the table activations, a mean
+    without keepdims, per-channel mul, softmax: float against mcc's runtime, int8 per operator."""
+    def build(b):
+        x = b.input("x", (1, 3, 6, 6))
+        c = b.op("relu", [b.conv(x, 4, name="c")], "c_relu")
+        d = b.op("relu6", [b.dwconv(c, name="dw")], "dw_relu6")
+        a = b.op("avg_pool2d", [d], "avg", kernel=[3, 3], stride=[1, 1], padding=[1, 1, 1, 1])
+        m = b.op("maximum", [a, b.const("low", np.float32(0.1))], "floor")
+        p = b.op("pad", [b.op("concat", [m, c], "cat", axis=1)], "pad", pads=[0, 0, 0, 0, 1, 1, 0, 2])
+        h = b.op("hardswish", [b.op("mul", [p, b.const("per_channel", b.rand(1, 8, 1, 1))], "gain")], "hs")
+        y = b.op("max_pool2d", [b.op("tanh", [b.op("sigmoid", [h], "sig")], "th")], "mp", kernel=[2, 2],
+                 stride=[2, 2])
+        logits = b.fc(b.op("mean", [y], "gap", axes=[2, 3], keepdims=False), 3, name="head")
+        return [b.op("softmax", [logits], "probabilities", axis=-1)]
+
+    b = Builder(8)
+    g = b.done(*build(b))
+    x = np.random.default_rng(1).standard_normal((1, 3, 6, 6)).astype(np.float32)
+    float_result = compile_model(g, "x86-fp32")
+    check_full(float_result.data)
+    (y,) = session(float_result.data).run(None, {"x": x})
+    ref = run(g, {"x": x})["probabilities"]
+    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+    result, feeds = _int8_graph(build, seed=8)
+    model = check_full(result.data)
+    assert {"QLinearAveragePool", "Max", "Concat", "Pad", "QLinearMul", "hardswish", "sigmoid", "tanh", "MaxPool",
+            "QLinearSoftmax", "QLinearGlobalAveragePool", "QGemm"} <= {n.op_type for n in model.graph.node}
+    back = read_emitted_onnx(result.data)
+    assert ops(back) == ops(result.graph)
+    for level in ("disable_all", "all"):
+        report = per_operator(back, ort_values(result.data, feeds, level))
+        assert all(worst <= 1 for op, n, bad, worst in report.values() if op != "dequantize"), report
+        assert all(bad == 0 for op, n, bad, worst in report.values()
+                   if op in ("hardswish", "sigmoid", "tanh", "maximum", "concat", "pad", "max_pool2d")), report
+
+
 def test_fully_connected_on_3d_input_is_flattened_for_gemm_and_qgemm():
     def build(b):
         return [b.fc(b.input("x", (2, 3, 5)), 4, name="proj")]
@@ -284,8 +326,8 @@ def test_to_nchw_undoes_to_nhwc_with_weights_and_axes_back_in_place():
 def test_pads_fold_into_the_convolution_and_the_max_pool():
     b = Builder(6)
     x = b.input("x", (1, 2, 8, 8))
-    y = b.op("max_pool2d", [b.conv(x, 3, stride=2, name="c")], "pool", kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1])
-    g = b.done(y)
+    y = b.conv(x, 3, stride=2, name="c")
+    g = b.done(b.op("max_pool2d", [y], "pool", kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1]))
     out, records = run_pipeline(g, ["to_nhwc", "legalize_tflite", "to_nchw", "legalize_onnx"])
     assert records[1].notes["padding_to_pad_op"] == 2 and records[3].notes["pads_folded"] == 2
     # legalize_tflite dropped the bottom / right rows that no window reaches; the rest is the conv's again
