@@ -47,7 +47,8 @@ def save(m, path):
 
 
 def range_of(ref):
-    return max(float(ref.max() - ref.min()), float(np.abs(ref).max()), 1e-6)
+    """The spread of an output's values; its magnitude when it is one value (a mean over everything)."""
+    return max(float(ref.max() - ref.min()) or float(np.abs(ref).max()), 1e-6)
 
 
 def check_against_ort(path, seed=0, input_shapes=None):
