@@ -3,8 +3,9 @@
 Each row says which ONNX operator an IR op becomes, in which form ("float": plain ONNX; "int8": the operator that
 onnxruntime runs in integer arithmetic; "any": the same operator for both, e.g. data movement), how the node is
 written (`encode`, against the writer's `Emit` interface) and how the operator comes back (`decode`, from a
-readback `Site`). Keeping both directions in one row is what makes write -> read an identity, up to a fused
-activation whose int8 clamp is a no-op (then no Clip is written, and it reads back as no activation).
+readback `Site`). Keeping both directions in one row is what makes write -> read an identity, up to spellings
+that compute the same thing: a fused activation whose int8 clamp is a no-op is not written (it reads back as
+none), a float softmax with beta != 1 comes back as mul + softmax, an int8 pad value as the real of its code.
 
 Why these int8 operators: see backends/onnx_writer.py, which records the measurements. In short, QLinearConv,
 com.microsoft QGemm, QLinearAdd, QLinearMul, QLinearAveragePool, QLinearGlobalAveragePool and QLinearSoftmax, and
@@ -56,6 +57,7 @@ def table_op(node: Node) -> str:
 
 
 def takes_activation(op: str) -> bool:
+    """Whether the IR op has a fused `activation` attribute (conv, fully_connected, add, pools, ...)."""
     return op in OPS and "activation" in OPS[op].attrs
 
 
@@ -346,6 +348,8 @@ def _table(e: Emit, node: Node) -> None:
 
 
 def _table_decode(site: Site):
+    if site.op_type not in TABLE_OPS:
+        raise MccError(f"ai.mcc operator '{site.op_type}' is not one of mcc's tables ({', '.join(TABLE_OPS)})")
     op = "quantize" if site.op_type == "requantize" else site.op_type
     attrs = {"dtype": "int8"} if op == "quantize" else {k: f32(site.attrs[k]) for k in TABLE_OPS[site.op_type]}
     return op, site.inputs[:1], attrs
@@ -398,12 +402,13 @@ def _pad(e: Emit, node: Node) -> None:
 
 
 def _pad_decode(site: Site):
-    p = [int(v) for v in site.array(1)]
+    """IR pads interleave each axis' before and after; an int8 pad value comes back as the real its code means."""
+    p = [int(d) for d in site.array(1)]
     half = len(p) // 2
-    v = np.float64(site.array(2)) if len(site.inputs) > 2 and site.inputs[2] is not None else np.float64(0)
+    code = np.float64(site.array(2)) if len(site.inputs) > 2 and site.inputs[2] is not None else np.float64(0)
     q = site.inputs[0].quant
-    value = f32((v - q.zero_point[0]) * q.scale[0]) if q is not None else f32(v)
-    return "pad", site.inputs[:1], {"pads": [v for pair in zip(p[:half], p[half:]) for v in pair], "value": value}
+    value = f32((code - q.zero_point[0]) * q.scale[0]) if q is not None else f32(code)
+    return "pad", site.inputs[:1], {"pads": [d for pair in zip(p[:half], p[half:]) for d in pair], "value": value}
 
 
 def _quantize(e: Emit, node: Node) -> None:
