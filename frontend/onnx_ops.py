@@ -391,5 +391,6 @@ def resize(cx, x, roi=None, scales=None, sizes=None):
             if axis >= 2 and s != np.float32(out[axis]) / np.float32(shape[axis]):
                 cx.fail(f"scale {s:g} maps axis {axis}'s {shape[axis]} to {out[axis]}, a ratio of "
                         f"{out[axis] / shape[axis]:g} that onnxruntime does not use; give sizes instead of scales")
+    rounding = {"nearest_mode": cx.attr("nearest_mode", "round_prefer_floor")} if mode == "nearest" else {}
     return cx.emit("resize", [x], mode=mode, size=list(out[2:]), coordinate_transformation_mode=coordinates,
-                   nearest_mode=cx.attr("nearest_mode", "round_prefer_floor"))
+                   **rounding)
