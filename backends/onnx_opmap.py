@@ -28,7 +28,6 @@ from onnx import TensorProto
 
 from ..errors import MccError
 from ..ir import OPS, Node, QuantParams, Tensor
-from .tflite_opmap import _pad_value, f32
 
 OPSET = 21                   # ai.onnx opset: every operator used has a CPU kernel in onnxruntime 1.32 at 21
 IR_VERSION = 10              # the ONNX IR version of opset 21 (onnx 1.16)
@@ -112,6 +111,14 @@ def int8_activation_bounds(op: str, activation: str | None, q: QuantParams) -> t
 
     kernels = rule_set(TABLE_RULES).rule(op).kernels
     return activation_bounds(activation, np.float32(q.scale[0]), int(q.zero_point[0]), kernels)
+
+
+def f32(value) -> float:
+    """tflite_opmap.f32: the shortest decimal naming the same float32, as IR attributes spell it. Imported when a
+    file is read, so that importing the readback needs neither the TFLite schema nor anything but numpy and onnx."""
+    from .tflite_opmap import f32 as shortest
+
+    return shortest(value)
 
 
 def _scalar(data, dtype) -> np.ndarray:
@@ -395,6 +402,8 @@ def _reshape(e: Emit, node: Node) -> None:
 def _pad(e: Emit, node: Node) -> None:
     """Constant Pad; ONNX lists all begins, then all ends. An int8 pad value is the quantized code that TFLite's
     PADV2 stores (tflite_opmap), so both files pad with the same integer."""
+    from .tflite_opmap import _pad_value
+
     p = node.attrs["pads"]
     pads = e.param(f"{node.name}/pads", np.asarray(p[0::2] + p[1::2], np.int64))
     value = e.param(f"{node.name}/value", _pad_value(node).reshape(()))

@@ -7,6 +7,9 @@ of mcc's runtime under LiteRT's reference rules (the tables exactly), with the c
 printed. The .tflite of arm-int8 and the .onnx of x86-int8 hold identical weights, biases, scales and zero points.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -83,7 +86,7 @@ def test_float_zoo_in_onnxruntime_matches_torch(name):
     assert "Transpose" not in [n.op_type for n in check_full(data).graph.node]
     with torch.no_grad():
         ref = model(x).numpy()
-    for level in ("disable_all", "all"):
+    for level in LEVELS:
         (y,) = session(data, level).run(None, {"x": x.numpy()})
         assert np.abs(y - ref).max() <= 1e-4 * (ref.max() - ref.min()), level
 
@@ -348,6 +351,13 @@ def test_writer_refuses_an_nhwc_graph_and_readback_a_foreign_model(tmp_path):
         opset_imports=[onnx.helper.make_opsetid("acme", 1)])
     with pytest.raises(MccError, match="not written by mcc"):
         read_emitted_onnx(foreign.SerializeToString(), path="foreign.onnx")
+
+
+def test_readback_imports_with_numpy_and_onnx_alone():
+    code = ("import sys, mcc.backends.onnx_readback; "
+            "print(sorted(m for m in ('onnxruntime', 'torch', 'numba', 'ai_edge_litert') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_cli_writes_onnx_next_to_the_model(tmp_path):
