@@ -60,7 +60,12 @@ class _Reader:
         self.quant = {}
         for a in g.quantization_annotation:
             names = {p.key: p.value for p in a.quant_parameter_tensor_names}
-            scale, zero_point = (self.arrays[names[k]] for k in ("SCALE_TENSOR", "ZERO_POINT_TENSOR"))
+            try:
+                scale, zero_point = (self.arrays[names[k]] for k in ("SCALE_TENSOR", "ZERO_POINT_TENSOR"))
+            except KeyError as e:
+                raise MccError(f"the quantization annotation of '{a.tensor_name}' names no initializer {e}; "
+                               "mcc annotates every int8 tensor with its scale and zero-point initializers",
+                               path=path) from None
             self.quant[a.tensor_name] = QuantParams(scale.reshape(-1), zero_point.reshape(-1).astype(np.int64))
         self.tensors: dict[str, Tensor] = {}
         self.taken: set = set()
