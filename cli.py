@@ -102,8 +102,8 @@ def _cmd_inspect(args) -> None:
     from .ir.stats import format_table
     from .ir.text import dumps
 
-    if Path(args.model).suffix == ".tflite":
-        graph = _read_model_graph(args.model)
+    if Path(args.model).suffix == ".tflite" and not args.after:
+        graph = _read_model_graph(args.model)  # any .tflite, quantized ones included, as the file holds it
     else:
         graph = load_model(args.model, trust_pickle=args.trust_pickle, input_shapes=_shapes(args.input_shape))
         if args.after:

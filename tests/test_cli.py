@@ -104,3 +104,14 @@ def test_validate_float_model(model_file, tmp_path, capsys):
     assert ref["elements"] == 2 * sum(t["elements"] // 2 for t in ref["tensors"])
     fid = next(iter(report["fidelity"].values()))
     assert fid["sqnr_db"] > 80 and fid["top1_agreement"] == 1.0
+
+
+def test_inspect_tflite_as_file_and_after_a_pass(model_file, tmp_path, capsys):
+    _, src = model_file
+    out = tmp_path / "small.tflite"
+    assert main(["compile", str(src), "--target", "arm-fp32", "-o", str(out), "-q"]) == 0
+    assert main(["inspect", str(out)]) == 0
+    assert "fully_connected" in capsys.readouterr().out
+    assert main(["inspect", str(out), "--after", "to_nhwc"]) == 0
+    text = capsys.readouterr().out
+    assert "@NHWC" in text and "@NCHW" not in text
