@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(sp):
         sp.add_argument("--trust-pickle", action="store_true",
                         help="allow loading a pickled torch.save(model) file (runs code from the file)")
-        sp.add_argument("--input-shape", help="input shape(s) for TorchScript/pickled models, e.g. 1,3,224,224")
+        sp.add_argument("--input-shape", help="input shape(s) for models that do not record them (TorchScript, "
+                        "pickled modules, ONNX with symbolic dimensions), e.g. 1,3,224,224; ';' between inputs")
 
     c = sub.add_parser("compile", help="compile a model for a target")
     c.add_argument("model")

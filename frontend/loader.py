@@ -74,12 +74,12 @@ def sniff(path: Path) -> str:
         raise MccError("is not a file", path=path)
     with open(path, "rb") as f:
         head = f.read(8)
+    if head[4:8] == b"TFL3":  # the flatbuffer file identifier: the most specific test goes first
+        return "tflite"
     if len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_SECOND_FIELDS:
         return "onnx"
     if head.startswith(b"PK\x03\x04"):
         return _sniff_zip(path)
-    if head[4:8] == b"TFL3":
-        return "tflite"
     if head.startswith(b"\x80"):  # pickle protocol 2+: torch.save's pre-1.6 format
         return "pickle"
     shown = repr(head) if head else "nothing (the file is empty)"
