@@ -28,6 +28,13 @@ zero, plus zp; XNNPACK: rint(f / s + zp), ties to even). `rounding` names how re
 - hardswish_fixed_point16: TFLite's HARD_SWISH in 16-bit gemmlowp fixed point.
 - softmax_gemmlowp_fixed_point: TFLite's reference SOFTMAX (exp_on_negative_values, Newton-Raphson 1 / x).
 - softmax_float32_exp_table: TFLite's optimized SOFTMAX, expf table, float32 row sum, round half away.
+- nearest_float32_index: TFLite's reference RESIZE_NEAREST_NEIGHBOR, source index floor((o + offset) * scale)
+  in float32 (align_corners: rounded half away).
+- nearest_fixed_point16_index: its optimized kernel, without flags (o * ((in << 16) // out + 1)) >> 16.
+- bilinear_fixed_point10_half_away: TFLite's RESIZE_BILINEAR (ResizeBilinearInteger), 10-bit fixed-point scale
+  and weights, the 2**20-scaled sum rounded half away from zero.
+- bilinear_q11_half_up: XNNPACK's RESIZE_BILINEAR, float32 coordinates, weights rint(2048 * fraction),
+  (sum + 2**21) >> 22.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
 
 Where the delegate declines an op for its parameters (int8 -> int8 QUANTIZE or LEAKY_RELU with a scale
@@ -35,9 +42,11 @@ ratio outside [1/256, 128], a conv / FC bias without quantization), LiteRT runs 
 the first two fall back to the TFLite arithmetic (measured equal), the last is refused (TFLite's optimized
 FULLY_CONNECTED goes through ruy, which mcc does not reproduce).
 
-"requantize" is QUANTIZE with an int8 input; "quantize" is QUANTIZE with a float input.
+"requantize" is QUANTIZE with an int8 input; "quantize" is QUANTIZE with a float input. "resize_nearest" and
+"resize_bilinear" are the IR's resize by its mode (two TFLite operators).
 
-Measured with ai-edge-litert 2.3.0 on x86-64 (Xeon, AVX-512) by tests/test_int8_kernels.py: each single-op
+Measured with ai-edge-litert 2.3.0 on x86-64 (Xeon, AVX-512) by tests/test_int8_kernels.py (slice, split and
+resize: tests/test_slice_split_resize.py, on int8 inputs over the whole range): each single-op
 int8 model runs in LiteRT with OpResolverType.BUILTIN_REF ("ref") and with the default resolver ("default":
 XNNPACK for the ops whose rule says "xnnpack", TFLite's optimized kernels for the rest, which the test
 checks op by op), and in mcc's runtime on the file read back. Weight and activation scales are powers of two and 3/4 of the inputs lie near the zero
@@ -69,6 +78,9 @@ point, so many results land exactly on .5, and the rest saturate. Differing elem
 | leaky_relu 0.2, 0.05 -> 0.04 | 256 | 0 | 0 | 66 |
 | leaky_relu 0.1, ratio 1000 (not delegated) | 256 | 0 | 0 | 0 |
 | softmax, rows of 4, 10 and 100 (beta 1, 1, 0.7; TFLite's kernels in both sets) | 260000 | 0 | 0 | 3 |
+| slice (SLICE, STRIDED_SLICE with a negative step), split (SPLIT, SPLIT_V) | 192 + 108, 2 x 384 | 0 | 0 | 0 |
+| resize_bilinear, 3 coordinate modes x 9 sizes (1 -> 1 .. 13 -> 31, 2 -> 82) | 3 x 23868 | 0 | 0 | 6133, 8722, 5216 |
+| resize_nearest, the same (half_pixel, align_corners, asymmetric) | 3 x 23868 | 0 | 0 | 0, 0, 68 (2 -> 82) |
 
 The activations are run on all 256 int8 inputs, so those rows are exhaustive for their parameters.
 
@@ -83,6 +95,11 @@ every intermediate tensor under both pairs. Notes from the measurements:
   from zero; the pair is what CONV_2D, DEPTHWISE_CONV_2D, MUL and requantizing QUANTIZE use.
 - TFLite's reference SOFTMAX aborts (TFLITE_CHECK) on a row whose exponentials sum to 512 or more; the
   runtime refuses such rows under litert-ref.
+- int8 RESIZE_BILINEAR ignores the quantization in TFLite's reference kernel (input 0.5 -> output 0.25 gives
+  the same integers); the XNNPACK delegate fails to prepare such a model instead of falling back, so LiteRT's
+  default resolver refuses it. XNNPACK takes int8 RESIZE_BILINEAR, not RESIZE_NEAREST_NEIGHBOR; it takes SLICE
+  and SPLIT, not STRIDED_SLICE with a step other than 1 nor SPLIT_V (all four copy bytes either way). The
+  bilinear rows above are 1/4 to 1/3 apart between the kernel sets, by 1.
 - XNNPACK takes an int8 CONV_2D / FULLY_CONNECTED only when its int32 bias carries quantization parameters;
   without them LiteRT runs TFLite's optimized (ruy) kernel, which matches neither rule set (78 of 200
   differ from float32_ties_even), so the runtime refuses that case under litert-xnnpack.
@@ -127,6 +144,10 @@ _REF = {
     "softmax": Rule("tflite", "softmax_gemmlowp_fixed_point"),
     "minimum": Rule("tflite", "exact"),
     "maximum": Rule("tflite", "exact"),
+    "slice": Rule("tflite", "exact"),
+    "split": Rule("tflite", "exact"),
+    "resize_nearest": Rule("tflite", "nearest_float32_index"),
+    "resize_bilinear": Rule("tflite", "bilinear_fixed_point10_half_away"),
 }
 
 _XNNPACK = {
@@ -159,6 +180,11 @@ _XNNPACK = {
     "leaky_relu": Rule("xnnpack", "multiplier_8bit_half_up"),
     "sigmoid": Rule("xnnpack", "lut_float_ties_even"),
     "tanh": Rule("xnnpack", "lut_float_ties_even"),
+    "slice": Rule("xnnpack", "exact"),
+    "split": Rule("xnnpack", "exact"),
+    # Not delegated: TFLite's optimized kernel, whose flagless index is 16.16 fixed point.
+    "resize_nearest": Rule("tflite", "nearest_fixed_point16_index"),
+    "resize_bilinear": Rule("xnnpack", "bilinear_q11_half_up"),
 }
 
 # (runtime, version, op) -> Rule. The runtime names match mcc.runtime.litert's kernel sets: "litert-ref" is

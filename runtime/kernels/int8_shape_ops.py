@@ -1,10 +1,11 @@
-"""int8 concat, reshape, transpose and pad: byte movement, as in TFLite, which never requantizes in them.
+"""int8 concat, reshape, transpose, slice, split and pad: byte movement, as in TFLite, which never requantizes.
 
 TFLite's int8 CONCATENATION refuses inputs whose scale or zero point differ from the output's, and RESHAPE,
-TRANSPOSE and PAD copy bytes whatever the parameters say; so a graph whose parameters differ across one of
-these ops has no meaning LiteRT would honour, and mcc refuses it rather than guess (the quantizer gives
-them one set of parameters, or puts a quantize node in front). PAD fills with the quantized pad value:
-the output zero point for 0, otherwise the value rounded the way the TFLite writer stores PADV2's constant.
+TRANSPOSE, SLICE / STRIDED_SLICE, SPLIT / SPLIT_V and PAD copy bytes whatever the parameters say; so a graph
+whose parameters differ across one of these ops has no meaning LiteRT would honour, and mcc refuses it rather
+than guess (the quantizer gives them one set of parameters, or puts a quantize node in front). PAD fills with
+the quantized pad value: the output zero point for 0, otherwise the value rounded the way the TFLite writer
+stores PADV2's constant.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same
 from .registry import KERNELS
 
 
-@int8_kernel("concat", "reshape", "transpose")
+@int8_kernel("concat", "reshape", "transpose", "slice", "split")
 def move(node, inputs, rules):
     check_rounding(node, rules.rule(node.op, node.name), "exact")
     for t in node.inputs:
-        require_same_quant(node, t, node.outputs[0])
+        for y in node.outputs:
+            require_same_quant(node, t, y)
     return KERNELS[node.op](node, inputs)
 
 
