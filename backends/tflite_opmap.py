@@ -4,7 +4,8 @@ Each row says which builtin an IR op becomes, how the node's attributes become t
 constant parameter inputs some builtins take instead of options: MEAN axes, RESHAPE shape, TRANSPOSE perm,
 PAD paddings, PADV2 value) and how they come back. Keeping both directions in one row is what makes
 write -> read an identity. A row may apply only to some attribute values (`when`): `clip` is RELU_N1_TO_1 or
-RELU_0_TO_1 depending on its bounds, `pad` is PAD or PADV2 depending on its value.
+RELU_0_TO_1 depending on its bounds, `pad` is PAD or PADV2 depending on its value, `slice` is SLICE or
+STRIDED_SLICE depending on its steps, `split` is SPLIT or SPLIT_V depending on its sizes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from ..errors import MccError
 from ..ir import Node, Tensor
+from ..runtime.kernels.int8_resize import TFLITE_FLAGS, TFLITE_NEAREST
 
 AF = schema.ActivationFunctionType
 ACTIVATION_TO_TFLITE = {None: AF.NONE, "relu": AF.RELU, "relu6": AF.RELU6, "relu_n1_to_1": AF.RELU_N1_TO_1}
@@ -81,6 +83,7 @@ class Mapping:
     decode: Callable[[Site], dict] = lambda site: {}                    # -> IR attributes
     when: Callable[[Node], bool] = lambda node: True
     like_input: tuple[str, ...] = ()                        # params quantized like input 0 (TFLite checks)
+    leading: tuple[str, ...] = ()                           # constant inputs that precede the IR inputs (SPLIT's axis)
 
     @property
     def code(self) -> int:
@@ -259,6 +262,132 @@ def _pad_back(site: Site) -> dict:
     return attrs
 
 
+# ---- slicing -----------------------------------------------------------------------------------------------
+def _is_strided(node: Node) -> bool:
+    return any(step != 1 for step in node.attrs["steps"])
+
+
+def _slice(node: Node):
+    """SLICE's begin and size over every axis (unsliced axes whole)."""
+    shape = node.inputs[0].shape
+    begin, size = [0] * len(shape), list(shape)
+    for axis, start, end in zip(node.attrs["axes"], node.attrs["starts"], node.attrs["ends"]):
+        begin[axis], size[axis] = start, end - start
+    return {}, {"begin": _int32(begin), "size": _int32(size)}
+
+
+def _strided_slice(node: Node):
+    """STRIDED_SLICE's begin, end and strides over every axis. The IR's end -1 of a negative step (through
+    element 0) would count from the back there, so that end is given by the end mask instead."""
+    shape = node.inputs[0].shape
+    begin, end, strides, end_mask = [0] * len(shape), list(shape), [1] * len(shape), 0
+    for axis, start, stop, step in zip(*(node.attrs[k] for k in ("axes", "starts", "ends", "steps"))):
+        begin[axis], end[axis], strides[axis] = start, max(stop, 0), step
+        if stop < 0:
+            end_mask |= 1 << axis
+    return {"endMask": end_mask}, {"begin": _int32(begin), "end": _int32(end), "strides": _int32(strides)}
+
+
+def _sliced_axes(shape, ranges) -> dict:
+    """IR slice attributes from one normalised (start, end, step) per axis; whole axes are left out, as the
+    frontends leave them out."""
+    attrs = {"starts": [], "ends": [], "axes": [], "steps": []}
+    for axis, (dim, (start, end, step)) in enumerate(zip(shape, ranges)):
+        if (start, end, step) != (0, dim, 1):
+            for key, value in zip(("starts", "ends", "axes", "steps"), (start, end, axis, step)):
+                attrs[key].append(int(value))
+    return attrs
+
+
+def _slice_back(site: Site) -> dict:
+    shape = site.inputs[0].shape
+    begin, size = (site.params[k].reshape(-1).astype(np.int64) for k in ("begin", "size"))
+    if len(begin) != len(shape) or len(size) != len(shape):
+        raise MccError(f"SLICE of a rank-{len(shape)} tensor has {len(begin)} begins and {len(size)} sizes")
+    ends = [dim if s == -1 else b + s for b, s, dim in zip(begin, size, shape)]
+    if any(not 0 <= b <= e <= dim for b, e, dim in zip(begin, ends, shape)):
+        raise MccError(f"SLICE begin {begin.tolist()} size {size.tolist()} leaves the input's shape {list(shape)}")
+    return _sliced_axes(shape, [(b, e, 1) for b, e in zip(begin, ends)])
+
+
+def _strided_slice_back(site: Site) -> dict:
+    """Python's slice semantics, which STRIDED_SLICE's begin / end / strides and their masks follow; the masks
+    that add, drop or skip axes (ellipsis, new axis, shrink) have no IR slice form."""
+    o, shape = site.options, site.inputs[0].shape
+    if o.ellipsisMask or o.newAxisMask or o.shrinkAxisMask or o.offset:
+        raise MccError("STRIDED_SLICE with an ellipsis, new-axis or shrink-axis mask (or offset) has no IR slice "
+                       "form; mcc reads begin / end / strides with begin and end masks only")
+    begin, end, strides = (site.params[k].reshape(-1).astype(np.int64) for k in ("begin", "end", "strides"))
+    if not len(begin) == len(end) == len(strides) == len(shape) or not strides.all():
+        raise MccError(f"STRIDED_SLICE of a rank-{len(shape)} tensor has begin {begin.tolist()}, end "
+                       f"{end.tolist()} and strides {strides.tolist()}")
+    ranges = [slice(None if o.beginMask >> i & 1 else int(begin[i]), None if o.endMask >> i & 1 else int(end[i]),
+                    int(strides[i])).indices(dim) for i, dim in enumerate(shape)]
+    return _sliced_axes(shape, ranges)
+
+
+def _equal_parts(node: Node) -> bool:
+    return len(set(node.attrs["sizes"])) == 1
+
+
+def _split(node: Node):
+    return {"numSplits": len(node.attrs["sizes"])}, {"axis": np.array(node.attrs["axis"], np.int32)}
+
+
+def _split_v(node: Node):
+    fields, params = _split(node)
+    return fields, {**params, "size_splits": _int32(node.attrs["sizes"])}
+
+
+def _split_axis(site: Site) -> int:
+    rank = len(site.inputs[0].shape)
+    axis = int(site.params["axis"].reshape(-1)[0])
+    if not -rank <= axis < rank:
+        raise MccError(f"split axis {axis} is not an axis of a rank-{rank} tensor")
+    return axis % rank
+
+
+def _split_back(site: Site) -> dict:
+    axis, parts = _split_axis(site), site.options.numSplits
+    dim = site.inputs[0].shape[axis]
+    if parts < 1 or dim % parts:
+        raise MccError(f"SPLIT cannot cut axis {axis} of size {dim} into {parts} equal parts")
+    return {"axis": axis, "sizes": [dim // parts] * parts}
+
+
+def _split_v_back(site: Site) -> dict:
+    axis = _split_axis(site)
+    sizes = [int(s) for s in site.params["size_splits"].reshape(-1)]
+    if sizes.count(-1) == 1:  # one size may be left for TFLite to infer
+        sizes[sizes.index(-1)] = site.inputs[0].shape[axis] - sum(s for s in sizes if s != -1)
+    return {"axis": axis, "sizes": sizes}
+
+
+# ---- resampling -------------------------------------------------------------------------------------------
+def _resize(node: Node):
+    mode, nearest = node.attrs["coordinate_transformation_mode"], node.attrs["nearest_mode"]
+    if node.attrs["mode"] == "nearest" and TFLITE_NEAREST[mode] != nearest:
+        raise MccError(f"nearest resize with {mode} coordinates and {nearest} rounding has no TFLite form "
+                       f"(RESIZE_NEAREST_NEIGHBOR rounds {mode} coordinates {TFLITE_NEAREST[mode]}); run the "
+                       "legalize_tflite pass first", node=node.name)
+    align, half = TFLITE_FLAGS[mode]
+    return {"alignCorners": align, "halfPixelCenters": half}, {"size": _int32(node.attrs["size"])}
+
+
+def _resize_back(mode: str):
+    def decode(site: Site) -> dict:
+        flags = (bool(site.options.alignCorners), bool(site.options.halfPixelCenters))
+        if flags == (True, True):
+            raise MccError("RESIZE with both align_corners and half_pixel_centers has no IR resize form")
+        coordinates = next(k for k, v in TFLITE_FLAGS.items() if v == flags)
+        size = [int(s) for s in site.params["size"].reshape(-1)]
+        attrs = {"mode": mode, "size": size, "coordinate_transformation_mode": coordinates}
+        if mode == "nearest":
+            attrs["nearest_mode"] = TFLITE_NEAREST[coordinates]
+        return attrs
+    return decode
+
+
 def _clip_is(lo, hi):
     return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
 
@@ -301,6 +430,18 @@ TABLE: list[Mapping] = [
     Mapping("pad", "PAD", "PadOptions", ("paddings",), _pad, _pad_back, when=lambda n: n.attrs["value"] == 0),
     Mapping("pad", "PADV2", "PadV2Options", ("paddings", "value"), _pad, _pad_back,
             when=lambda n: n.attrs["value"] != 0, like_input=("value",)),
+    Mapping("slice", "SLICE", "SliceOptions", ("begin", "size"), _slice, _slice_back,
+            when=lambda n: not _is_strided(n)),
+    Mapping("slice", "STRIDED_SLICE", "StridedSliceOptions", ("begin", "end", "strides"), _strided_slice,
+            _strided_slice_back, when=_is_strided),
+    Mapping("split", "SPLIT", "SplitOptions", encode=_split, decode=_split_back, when=_equal_parts,
+            leading=("axis",)),
+    Mapping("split", "SPLIT_V", "SplitVOptions", ("size_splits", "axis"), _split_v, _split_v_back,
+            when=lambda n: not _equal_parts(n)),
+    Mapping("resize", "RESIZE_BILINEAR", "ResizeBilinearOptions", ("size",), _resize, _resize_back("bilinear"),
+            when=lambda n: n.attrs["mode"] == "bilinear"),
+    Mapping("resize", "RESIZE_NEAREST_NEIGHBOR", "ResizeNearestNeighborOptions", ("size",), _resize,
+            _resize_back("nearest"), when=lambda n: n.attrs["mode"] == "nearest"),
     Mapping("quantize", "QUANTIZE"),
     Mapping("dequantize", "DEQUANTIZE"),
 ]

@@ -119,8 +119,10 @@ def write_tflite(graph: Graph) -> bytes:
         while inputs and inputs[-1] is None:
             inputs.pop()
         x_quant = node.inputs[0].quant
-        op.inputs = [mb.tensor(t) for t in inputs] + [
-            mb.param(f"{node.name}/{k}", params[k], x_quant if k in m.like_input else None) for k in m.params]
+        constants = {k: mb.param(f"{node.name}/{k}", params[k], x_quant if k in m.like_input else None)
+                     for k in m.leading + m.params}
+        op.inputs = ([constants[k] for k in m.leading] + [mb.tensor(t) for t in inputs]
+                     + [constants[k] for k in m.params])
         op.outputs = [mb.tensor(t) for t in node.outputs]
         op.builtinOptionsType, op.builtinOptions = m.options_object(fields)
         sub.operators.append(op)

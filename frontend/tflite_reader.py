@@ -33,7 +33,7 @@ from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.ops import infer_node
 from .tflite_sparsity import densify
 
-_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
+_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize")
 _OWN_LAYOUT = ("reshape", "transpose", "fully_connected")
 _DENSIFY, _DEQUANTIZE = schema.BuiltinOperator.DENSIFY, schema.BuiltinOperator.DEQUANTIZE
 
@@ -198,18 +198,20 @@ def _unpacked(code: int, op: schema.OperatorT, tensors: list) -> Tensor | None:
 def _node(graph: Graph, m, op: schema.OperatorT, tensors: list, taken: set) -> Node:
     """The IR node of one TFLite operator (after any reshape it needs); raises MccError or a malformed-file error."""
     ins = [tensors[i] if i >= 0 else None for i in _ints(op.inputs)]
+    leading, ins = ins[:len(m.leading)], ins[len(m.leading):]
     n_ir = len(ins) - len(m.params) if m.params and len(ins) > len(m.params) else len(ins)
-    ir_ins, param_ts = ins[:n_ir], ins[n_ir:]
+    ir_ins, param_ts = ins[:n_ir], leading + ins[n_ir:]
     while ir_ins and ir_ins[-1] is None:
         ir_ins.pop()
     outs = [tensors[i] for i in _ints(op.outputs)]
-    for what, p in zip(m.params, param_ts):
+    names = m.leading + m.params
+    for what, p in zip(names, param_ts):
         if p is None or not p.is_constant:
             raise MccError(f"{m.builtin} reads its {what} from a computed tensor; mcc needs it constant")
     options = op.builtinOptions
     if m.options is not None and options is None:
         options = getattr(schema, m.options + "T")()
-    attrs = m.decode(Site(options, {k: p.data for k, p in zip(m.params, param_ts)}, ir_ins))
+    attrs = m.decode(Site(options, {k: p.data for k, p in zip(names, param_ts)}, ir_ins))
     if m.ir_op == "fully_connected" and not getattr(options, "keepNumDims", True) and len(ir_ins[0].shape) > 2:
         ir_ins[0] = _flatten_for_fc(graph, ir_ins[0], taken)
     node = Node(m.ir_op, outs[0].name, ir_ins, outs, attrs)

@@ -288,6 +288,36 @@ def pad_value():
     return finish(g, n), feeds, from_nchw(F.pad(to_nchw(feeds["x"]), (1, 1, 2, 0), value=-1.5))
 
 
+@case
+def slice_strided_backwards():
+    g, x, feeds = image_graph()
+    n = g.add_node("slice", [x], {"starts": [1, 7], "ends": [6, -1], "axes": [1, 2], "steps": [2, -3]})
+    return finish(g, n), feeds, T(feeds["x"])[:, 1:6:2].flip(2)[:, :, ::3].numpy()
+
+
+@case
+def split_unequal_channels():
+    g, x, feeds = image_graph()
+    n = g.add_node("split", [x], {"axis": 3, "sizes": [1, 3]}, n_outputs=2)
+    n.name = n.outputs[0].name  # as the reader names a node
+    return finish(g, n), feeds, feeds["x"][..., :1]
+
+
+@case
+def resize_bilinear_half_pixel():
+    g, x, feeds = image_graph()
+    n = g.add_node("resize", [x], {"mode": "bilinear", "size": [12, 6]})
+    return finish(g, n), feeds, from_nchw(F.interpolate(to_nchw(feeds["x"]), (12, 6), mode="bilinear"))
+
+
+@case
+def resize_nearest_asymmetric():
+    g, x, feeds = image_graph()
+    n = g.add_node("resize", [x], {"mode": "nearest", "size": [16, 4], "coordinate_transformation_mode": "asymmetric",
+                                   "nearest_mode": "floor"})
+    return finish(g, n), feeds, from_nchw(F.interpolate(to_nchw(feeds["x"]), (16, 4), mode="nearest"))
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def built(request):
     return request.param, *CASES[request.param]()
