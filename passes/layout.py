@@ -12,11 +12,12 @@ Design. Every tensor keeps its *logical* shape (the axis order of the graph the 
 every other tensor as the identity. Walking the graph in order, each op either adapts itself to its inputs'
 permutations, or asks for the permutation it needs and a conversion is inserted (described for to_nhwc, S = P;
 to_nchw is the same walk with S = (0, 3, 1, 2)):
-- spatial ops (conv, depthwise, pools, 4-D batch norm) ask for P and output P; their weights are permuted
+- spatial ops (conv, depthwise, pools, resize, 4-D batch norm) ask for P and output P; their weights are permuted
   (conv OIHW -> OHWI, depthwise [C*m, 1, kh, kw] -> [1, kh, kw, C*m]; to_nchw permutes them back);
-- elementwise ops (quantize and dequantize too), softmax, pad, mean and concat work in any permutation: they
-  inherit it from their inputs (P if an operand has it, else the first operand's), converting the others, and
-  remap their axis attributes; constant operands are rank-aligned and permuted alike;
+- elementwise ops (quantize and dequantize too), softmax, pad, mean, concat, slice and split work in any
+  permutation: they inherit it from their inputs (P if an operand has it, else the first operand's), converting
+  the others, and remap their axis attributes (a slice lists its axes in physical order, as TFLite's SLICE
+  spells them); constant operands are rank-aligned and permuted alike;
 - fully_connected works in any permutation that keeps the feature axis last;
 - a source transpose composes with its input's permutation: its output gets perm = q^-1 . perm_in, so it
   moves no data and is removed; the permutation only materialises where an op asks for one it does not have;
@@ -57,7 +58,7 @@ from .fold_constants import can_bypass, replace_constant
 from .manager import PassContext, register_pass
 
 P = (0, 2, 3, 1)
-_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
+_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize")
 _ELEMENTWISE = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "identity",
                 "leaky_relu", "clip", "softmax", "pad", "quantize", "dequantize")
 _BROADCAST = ("add", "sub", "mul", "div", "minimum", "maximum", "prelu")
@@ -237,6 +238,19 @@ class _Layout:
         kept = [p for p in perm if p not in axes]
         return tuple(sorted(kept).index(p) for p in kept)
 
+    def slice(self, n: Node) -> tuple:
+        perm, a = self.perm[n.inputs[0]], n.attrs
+        rows = sorted((perm.index(axis), start, end, step)
+                      for axis, start, end, step in zip(a["axes"], a["starts"], a["ends"], a["steps"]))
+        for k, key in enumerate(("axes", "starts", "ends", "steps")):
+            a[key] = [row[k] for row in rows]
+        return perm
+
+    def split(self, n: Node) -> tuple:
+        perm = self.perm[n.inputs[0]]
+        n.attrs["axis"] = perm.index(n.attrs["axis"] % len(perm))
+        return perm
+
     def fully_connected(self, n: Node) -> tuple:
         x = n.inputs[0]
         rank = len(self.L(x))
@@ -299,18 +313,19 @@ class _Layout:
         if n.op in _BROADCAST:
             return self.broadcast
         return {"batch_norm": self.batch_norm, "concat": self.concat, "mean": self.mean, "reshape": self.reshape,
-                "fully_connected": self.fully_connected, "transpose": self.transpose}.get(n.op, self.identity)
+                "fully_connected": self.fully_connected, "transpose": self.transpose, "slice": self.slice,
+                "split": self.split}.get(n.op, self.identity)
 
     def visit(self, n: Node) -> None:
         out = self.rule(n)(n)
         infer_node(n)
-        y = n.outputs[0]
-        if n.op in ("reshape", "transpose") and len(y.shape) == 4:
-            y.layout = self.d.tag_of(out)
-        self.set(y, self.L(y), out)
-        if y.shape != _phys(self.L(y), out) or (out == self.d.spatial and y.layout != self.d.tag):
-            raise AssertionError(f"{self.d.name}: node '{n.name}' ({n.op}) gives {y.shape} @{y.layout}, "
-                                 f"expected {_phys(self.L(y), out)} in permutation {out}")
+        for y in n.outputs:  # split's outputs all share its input's permutation
+            if n.op in ("reshape", "transpose") and len(y.shape) == 4:
+                y.layout = self.d.tag_of(out)
+            self.set(y, self.L(y), out)
+            if y.shape != _phys(self.L(y), out) or (out == self.d.spatial and y.layout != self.d.tag):
+                raise AssertionError(f"{self.d.name}: node '{n.name}' ({n.op}) gives {y.shape} @{y.layout}, "
+                                     f"expected {_phys(self.L(y), out)} in permutation {out}")
 
     # ---- after the walk -----------------------------------------------------------------------------------
     def drop_source_transpose(self, n: Node) -> None:

@@ -19,7 +19,13 @@ Rewrites
 - hardsigmoid -> add(x, 3) with fused relu6, then mul by 1/6; silu -> x * sigmoid(x); identity is removed;
   clip(0, 6) -> relu6, clip(0, inf) -> relu, clip(-1, 1) and clip(0, 1) stay (RELU_N1_TO_1 / RELU_0_TO_1),
   other clips -> maximum / minimum; batch_norm -> mul and add by per-channel constants;
-- softmax over another axis than the last is wrapped in two transposes that swap that axis with the last.
+- softmax over another axis than the last is wrapped in two transposes that swap that axis with the last;
+- nearest resize takes the coordinate mode and rounding of the TFLite flags (RESIZE_NEAREST_NEIGHBOR has three
+  settings, each with its own rounding) whose source rows and columns, computed as TFLite computes them in
+  float32, equal the IR's for this node's sizes: ONNX's default (half_pixel, round_prefer_floor) upsampling by 2
+  becomes half_pixel_centers, for instance. Float rounding makes even a matching pair differ at a few sizes
+  (half_pixel 2 -> 41), so every nearest resize is checked; one that no setting reproduces is refused.
+  Bilinear resize needs nothing: its coordinates differ from TFLite's by float rounding only.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from ..backends.tflite_opmap import f32, kernel_hw, padding_mode
 from ..errors import MccError
 from ..ir import Graph, Node, Tensor
 from ..ir.ops import infer_node
+from ..runtime.kernels.int8_resize import TFLITE_FLAGS, TFLITE_NEAREST, tflite_nearest_indices
+from ..runtime.kernels.resize import nearest_indices, source_coordinates
 from .manager import PassContext, register_pass
 
 _INF = float("inf")
@@ -204,6 +212,29 @@ def _softmax(graph: Graph, node: Node, ctx: PassContext) -> None:
     ctx.count("softmax_axis_transposed")
 
 
+def _resize(graph: Graph, node: Node, ctx: PassContext) -> None:
+    a = node.attrs
+    if a["mode"] != "nearest":
+        return
+    mode, rounding = a["coordinate_transformation_mode"], a["nearest_mode"]
+    axes = list(zip(("row", "column"), a["size"], node.inputs[0].shape[1:3]))
+    want = [nearest_indices(source_coordinates(out, size, mode), size, rounding) for _, out, size in axes]
+    for flags in [mode] + [m for m in TFLITE_FLAGS if m != mode]:  # the node's own mode first
+        if all(np.array_equal(w, tflite_nearest_indices(out, size, flags)) for w, (_, out, size) in zip(want, axes)):
+            if (flags, TFLITE_NEAREST[flags]) != (mode, rounding):
+                a.update(coordinate_transformation_mode=flags, nearest_mode=TFLITE_NEAREST[flags])
+                ctx.count("resize_nearest_respelled")
+            return
+    for w, (axis, out, size) in zip(want, axes):
+        tflite = tflite_nearest_indices(out, size, mode)
+        if not np.array_equal(w, tflite):
+            o = int(np.flatnonzero(w != tflite)[0])
+            raise MccError(f"nearest resize of {size} {axis}s to {out} ({mode}, {rounding}) reads input {axis} {w[o]} "
+                           f"at output {axis} {o}, and no setting of TFLite's RESIZE_NEAREST_NEIGHBOR reads the same "
+                           f"{axis}s (with {mode} coordinates it reads {tflite[o]}); resize by an integer factor, to "
+                           "another size, or bilinearly", node=node.name)
+
+
 RULES = {
     "conv2d": _conv2d,
     "depthwise_conv2d": _conv_like,
@@ -215,6 +246,7 @@ RULES = {
     "clip": _clip,
     "batch_norm": _batch_norm,
     "softmax": _softmax,
+    "resize": _resize,
 }
 
 

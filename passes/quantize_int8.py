@@ -7,9 +7,10 @@ What the spec asks (https://ai.google.dev/edge/litert/models/quantization_spec),
 - activations: int8 asymmetric per tensor, the real range always containing 0, from the calibration observer;
 - outputs with fixed parameters: softmax and sigmoid (LOGISTIC) 1/256 and -128, tanh 1/128 and 0;
 - ops that move bytes without requantizing share their input's parameters: max_pool2d, avg_pool2d, reshape,
-  transpose, pad (PAD / PADV2), and concat, minimum and maximum with all their inputs; such tensors form one
-  group whose range is the union of its members' ranges (a constant operand is quantized with the group's
-  parameters). A concat of two differently fixed inputs gets a requantizing QUANTIZE on one of them;
+  transpose, pad (PAD / PADV2), slice, split (all its outputs), resize (RESIZE_NEAREST_NEIGHBOR and
+  RESIZE_BILINEAR, whose int8 kernels interpolate the stored integers), and concat, minimum and maximum with all
+  their inputs; such tensors form one group whose range is the union of its members' ranges (a constant operand
+  is quantized with the group's parameters). A concat of two differently fixed inputs gets a requantizing QUANTIZE on one of them;
 - constants that feed other int8 ops (add 3 and mul 1/6 of a legalized hardsigmoid, per-channel mul/add of
   a decomposed batch norm) become int8 constants with their own per-tensor parameters;
 - fused relu / relu6 need nothing extra: the observer sees the activated output, so its range starts at 0;
@@ -73,7 +74,8 @@ DEFAULT_OBSERVER = "mse"
 IO_FORMS = ("float", "int8")
 
 WEIGHT_AXIS = {"conv2d": 0, "depthwise_conv2d": 3, "fully_connected": 0}
-SHARED = frozenset({"max_pool2d", "avg_pool2d", "reshape", "transpose", "pad", "concat", "minimum", "maximum"})
+SHARED = frozenset({"max_pool2d", "avg_pool2d", "reshape", "transpose", "pad", "concat", "minimum", "maximum",
+                    "slice", "split", "resize"})
 FIXED = {"softmax": (1 / 256, -128), "sigmoid": (1 / 256, -128), "tanh": (1 / 128, 0)}
 
 
@@ -151,6 +153,8 @@ def _plan(graph: Graph, int8_nodes: list[Node], ranges) -> tuple[_Groups, set]:
         if node.op not in SHARED:
             continue
         out = node.outputs[0]
+        for other in node.outputs[1:]:
+            groups.join(out, other)
         for i, t in enumerate(node.inputs):
             if t is None or t.is_constant:
                 continue
