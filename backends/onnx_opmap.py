@@ -9,11 +9,11 @@ none), a float softmax with beta != 1 comes back as mul + softmax, an int8 pad v
 
 Why these int8 operators: see backends/onnx_writer.py, which records the measurements. In short, QLinearConv,
 com.microsoft QGemm, QLinearAdd, QLinearMul, QLinearAveragePool, QLinearGlobalAveragePool and QLinearSoftmax, and
-MaxPool / Pad / Concat / Reshape / Transpose / Min / Max / Clip on int8, run as such at every graph optimization
-level. onnxruntime has no integer kernel for the int8 activations TFLite has (hardswish, relu6 with
-requantization, tanh, requantize, ...): those are written as a 256-entry table indexed by the input code (Cast to
-int32 + Gather, which is integer data movement), inside a model-local function of domain "ai.mcc" named after the
-IR op, so the file says what the table computes and the readback knows the op. The tables, and the int8 bounds of
+MaxPool / Pad / Concat / Reshape / Transpose / Slice / Split / Resize (nearest) / Min / Max / Clip on int8, run as
+such at every graph optimization level. onnxruntime has no integer kernel for the int8 activations TFLite has
+(hardswish, relu6 with requantization, tanh, requantize, ...): those are written as a 256-entry table indexed by
+the input code (Cast to int32 + Gather, which is integer data movement), inside a model-local function of domain
+"ai.mcc" named after the IR op, so the file says what the table computes and the readback knows the op. The tables, and the int8 bounds of
 fused activations, are computed once by mcc's runtime with the TABLE_RULES rule set (TFLite's arithmetic), so for
 those ops the ONNX file and the arm-int8 TFLite file compute the same integers.
 """
@@ -441,6 +441,48 @@ def _batch_norm_decode(site: Site):
     return "batch_norm", [x, mean, var, weight, bias], {"eps": f32(site.attrs.get("epsilon", 1e-5))}
 
 
+def _slice(e: Emit, node: Node) -> None:
+    """Slice with int64 starts, ends, axes and steps. The IR's end -1 of a negative step (through element 0) would
+    count from the back in ONNX, so it is written as -(dim + 1), which ONNX clamps to -1."""
+    x, a = node.inputs[0], node.attrs
+    ends = [end if end >= 0 else -(x.shape[axis] + 1) for axis, end in zip(a["axes"], a["ends"])]
+    params = [e.param(f"{node.name}/{k}", np.asarray(v, np.int64))
+              for k, v in (("starts", a["starts"]), ("ends", ends), ("axes", a["axes"]), ("steps", a["steps"]))]
+    e.node("Slice", [e.name(x), *params], [e.name(node.outputs[0])], node.name)
+
+
+def _slice_decode(site: Site):
+    dims = site.inputs[0].shape
+    starts, ends, axes, steps = ([int(v) for v in site.array(i)] for i in range(1, 5))
+    ends = [-1 if end < -dims[axis] else end for axis, end in zip(axes, ends)]
+    return "slice", site.inputs[:1], {"starts": starts, "ends": ends, "axes": axes, "steps": steps}
+
+
+def _split(e: Emit, node: Node) -> None:
+    sizes = e.param(f"{node.name}/split", np.asarray(node.attrs["sizes"], np.int64))
+    e.node("Split", [e.name(node.inputs[0]), sizes], [e.name(t) for t in node.outputs], node.name,
+           axis=int(node.attrs["axis"]))
+
+
+def _resize(e: Emit, node: Node) -> None:
+    """Resize to `sizes` (no roi, no scales), which onnxruntime computes as the IR's resize does."""
+    x, a = node.inputs[0], node.attrs
+    sizes = e.param(f"{node.name}/sizes", np.asarray([*x.shape[:2], *a["size"]], np.int64))
+    e.node("Resize", [e.name(x), "", "", sizes], [e.name(node.outputs[0])], node.name,
+           mode="linear" if a["mode"] == "bilinear" else "nearest",
+           coordinate_transformation_mode=a["coordinate_transformation_mode"], nearest_mode=a["nearest_mode"])
+
+
+def _resize_decode(site: Site):
+    text = {k: site.attrs.get(k, default).decode() for k, default in
+            (("mode", b"nearest"), ("coordinate_transformation_mode", b"half_pixel"),
+             ("nearest_mode", b"round_prefer_floor"))}  # ONNX string attributes are bytes
+    attrs = {"mode": "bilinear" if text["mode"] == "linear" else "nearest", "size": [int(d) for d in site.array(3)[2:]],
+             "coordinate_transformation_mode": text["coordinate_transformation_mode"],
+             "nearest_mode": text["nearest_mode"]}
+    return "resize", site.inputs[:1], attrs
+
+
 def _same(op: str, n_inputs: int = 1, **attrs_back):
     """A decoder for an operator whose IR inputs are its first `n_inputs` inputs."""
     def decode(site: Site):
@@ -496,6 +538,14 @@ TABLE: list[Row] = [
     Row(("transpose",), "any", ("", "Transpose"), _unary("Transpose", perm=lambda n: list(n.attrs["perm"])),
         _same("transpose", perm=lambda a: list(a["perm"]))),
     Row(("pad",), "any", ("", "Pad"), _pad, _pad_decode),
+    Row(("slice",), "any", ("", "Slice"), _slice, _slice_decode),
+    Row(("split",), "any", ("", "Split"), _split,
+        lambda site: ("split", site.inputs[:1], {"axis": int(site.attrs.get("axis", 0)),
+                                                 "sizes": [int(d) for d in site.array(1)]})),
+    # int8 nearest moves bytes; onnxruntime's int8 linear Resize truncates (half the elements 1 or 2 below
+    # TFLite's), so an int8 bilinear resize has no row and legalize_onnx makes it a float island
+    Row(("resize",), "float", ("", "Resize"), _resize, _resize_decode),
+    Row(("resize",), "int8", ("", "Resize"), _resize, _resize_decode, when=lambda n: n.attrs["mode"] == "nearest"),
     Row(("quantize",), "any", ("", "QuantizeLinear"), _quantize, _same("quantize", dtype="int8"),
         when=lambda n: n.inputs[0].dtype == "float32"),
     Row(("dequantize",), "any", ("", "DequantizeLinear"), _dequantize, _same("dequantize")),

@@ -25,7 +25,7 @@ from ..ir.ops import infer_node
 from .onnx_opmap import (BY_ONNX, DTYPE_FROM_ONNX, MCC_DOMAIN, MS_DOMAIN, TABLE_OPS, Site,
                          int8_activation_bounds, takes_activation)
 
-_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
+_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize")
 _FLOAT_ACTIVATIONS = {"relu": "relu", "relu6": "relu6"}
 
 

@@ -13,9 +13,10 @@ Rewrites
   QGemm take matrices);
 - an int8 mean over trailing axes that are not all the axes from 2 on, or without keepdims, becomes reshape to
   [1, rows, reduced], mean over axis 2, reshape (QLinearGlobalAveragePool averages every axis from 2 on);
-- an int8 op that onnxruntime has no integer operator for (sub; mean over leading axes; softmax with beta != 1)
-  becomes a float island: dequantize its inputs, compute in float, quantize to the op's output parameters, as
-  onnxruntime's QDQ form would run it; the note "float_islands" lists them.
+- an int8 op that onnxruntime has no integer operator for (sub; mean over leading axes; softmax with beta != 1;
+  bilinear resize, whose int8 Resize truncates) becomes a float island: dequantize its inputs, compute in float,
+  quantize to the op's output parameters, as onnxruntime's QDQ form would run it; the note "float_islands" lists
+  them.
 
 onnxruntime's own optimizer fuses Pad into Conv at load time (PadFusion, from ORT_ENABLE_BASIC); mcc does it in the
 IR, so the emitted file is the optimized one at every optimization level and mcc's runtime executes that file.
