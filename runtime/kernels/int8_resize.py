@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import MccError
+from ..fixed_point import round_half_away
 from .int8_registry import check_rounding, int8_kernel, require_same_quant
 from .layout import from_nhwc, to_nhwc
 
@@ -42,8 +43,8 @@ def tflite_nearest_indices(out_size: int, in_size: int, coordinates: str, fixed_
     f = np.float32
     scale = f(in_size - 1) / f(out_size - 1) if align and out_size > 1 else f(in_size) / f(out_size)
     v = (o.astype(f) + f(0.5 if half else 0.0)) * scale
-    index = np.floor(v + f(0.5)) if align else np.floor(v)  # v >= 0, so C's round is floor(v + 0.5)
-    return np.clip(index.astype(np.int64), 0, in_size - 1)
+    index = round_half_away(v) if align else np.floor(v).astype(np.int64)
+    return np.clip(index, 0, in_size - 1)
 
 
 def _fixed_point10(out_size: int, in_size: int, coordinates: str):
