@@ -18,6 +18,10 @@ and how the bilinear blend is rounded, measured on LiteRT 2.3.0 (see runtime.rul
 
 TFLite's two flags give three coordinate modes, and for nearest one rounding each (TFLITE_NEAREST); another
 combination has no TFLite kernel, which legalize_tflite resolves before quantization.
+
+TFLite and XNNPACK each build one of these arithmetics into their library, and TFLite's own kernel tests compare
+its optimized nearest kernel with the reference one only at sizes where their indices agree. mcc keeps all of
+them, picked by the rule set, so the runtime predicts either library's integers, sizes where they part included.
 """
 
 from __future__ import annotations
