@@ -117,10 +117,7 @@ def _cmd_validate(args) -> int:
 
     from .validate import format_report, validate
 
-    kernels = tuple(k.strip() for k in args.kernels.split(","))
-    unknown = [k for k in kernels if k not in ("ref", "default")]
-    if unknown:
-        raise MccError(f"--kernels takes ref and/or default, not {unknown}")
+    kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     report = validate(args.model, args.input, args.reference, kernels, progress=Progress(not args.json))
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["ok"] else 1
@@ -170,12 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="write outputs to this .npz")
     r.set_defaults(func=_cmd_run)
 
-    v = sub.add_parser("validate", help="compare a compiled model in LiteRT and mcc's runtime, bit for bit")
+    v = sub.add_parser("validate", help="compare a compiled model in LiteRT (.tflite) or onnxruntime (.onnx) with "
+                       "mcc's runtime, bit for bit")
     v.add_argument("model")
     v.add_argument("--input", required=True, help=".npz (one array per input name) or .npy; batch first")
-    v.add_argument("--reference", help="the float source model, for SQNR / cosine / top-1 fidelity")
-    v.add_argument("--kernels", default="ref,default",
-                   help="LiteRT kernel sets: ref (BUILTIN_REF) and/or default (XNNPACK); default both")
+    v.add_argument("--reference", help="the float source model (.pt2, .onnx, ...), for SQNR / cosine / top-1 "
+                   "fidelity")
+    v.add_argument("--kernels",
+                   help="kernel sets to compare with, comma-separated: for .tflite, LiteRT's ref (BUILTIN_REF) and "
+                   "default (XNNPACK), default both; for .onnx, onnxruntime's graph optimization levels ort-none, "
+                   "ort-basic, ort-extended and ort-all, default ort-all,ort-none")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_validate)
 

@@ -1,13 +1,18 @@
-"""`mcc validate` as a function: run a compiled model in LiteRT and in mcc's runtime and count differing bits.
+"""`mcc validate` as a function: run a compiled model in its target's runtime and in mcc's, and count differing bits.
 
-For each LiteRT kernel set ("ref" = BUILTIN_REF, "default" = XNNPACK) mcc's runtime runs the same file, read back
-from its bytes, under the rule set that claims to match it (runtime/rules.py), and every tensor that an operator
-produces is compared element by element (LiteRT's experimental_preserve_all_tensors). TFLite's own tooling compares
-outputs within a tolerance; AIMET and TVM say their integer results may differ from the target's. mcc states the
-count of differing elements per operator and in total, so "0 of N" is a checked claim, and any difference names
-the first operator that shows it. Integer models (and the float tensors at their edges) are claimed exact; a float
-model is claimed within 1e-5 of each tensor's range, since float summation order is the kernels' own business.
-With a float reference model, fidelity is SQNR, cosine similarity and top-1 agreement against it.
+A .tflite file runs in LiteRT for each of its kernel sets ("ref" = BUILTIN_REF, "default" = XNNPACK), an .onnx
+file in onnxruntime at each graph optimization level ("ort-all", "ort-none", ...; runtime.ort), and mcc's runtime
+runs the same file, read back from its bytes, under the rule set that claims to match that peer (runtime/rules.py).
+Every tensor that an operator produces is compared element by element: LiteRT exposes them with
+experimental_preserve_all_tensors, onnxruntime runs a copy of the model with every node output made a graph output
+(whose graph outputs are replaced by those of the unmodified model, so exposing tensors cannot hide what the
+deployed model computes). TFLite's own tooling compares outputs within a tolerance; AIMET and TVM say their
+integer results may differ from the target's. mcc states the count of differing elements per operator and in
+total, so "0 of N" is a checked claim, and any difference names the first operator that shows it. The tensors of
+integer models (int8, and the float results of their dequantize nodes) are claimed exact; float tensors (float
+models, the float islands legalize_onnx leaves in int8 ONNX) within 1e-5 of each tensor's range, since float
+summation order is the kernels' own business. With a float reference model (.pt2, .onnx, ...), fidelity is SQNR,
+cosine similarity and top-1 agreement against it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from .datafiles import match_inputs, read_arrays
 from .errors import MccError
 from .ir import Graph
 
-RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack"}
+from .runtime.ort import LEVELS as ORT_LEVELS
+
+RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
+KERNELS = {"tflite": ("ref", "default"), "onnx": tuple(ORT_LEVELS)}   # what each file format can be compared with
+DEFAULT_KERNELS = {"tflite": ("ref", "default"), "onnx": ("ort-all", "ort-none")}
 FLOAT_TOLERANCE = 1e-5
 
 
@@ -65,24 +74,53 @@ def _is_integer_model(graph: Graph) -> bool:
     return any(t.dtype == "int8" for n in graph.nodes for t in n.outputs)
 
 
-def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], kernels: str) -> Comparison:
-    """Run every batch in LiteRT (`kernels`) and in mcc's runtime under the matching rules; count differences."""
-    from .runtime import run
+def model_format(data: bytes, path) -> str:
+    """"tflite" for a file with TFLite's TFL3 identifier, "onnx" for a .onnx file or one that opens with ONNX's
+    first field (ir_version, protobuf tag 0x08); anything else is refused."""
+    if data[4:8] == b"TFL3":
+        return "tflite"
+    if Path(path).suffix.lower() == ".onnx" or data[:1] == b"\x08":
+        return "onnx"
+    raise MccError("neither TFLite (no TFL3 identifier) nor ONNX; validate a .tflite or .onnx file that mcc "
+                   "compile wrote", path=path)
+
+
+def _peer(data: bytes, kernels: str):
+    """feeds -> every tensor by name, as the peer that runs `kernels` computes them."""
+    if kernels in ORT_LEVELS:
+        from .runtime.ort import make_session, run_ort
+
+        every, deployed = make_session(data, kernels, keep_all=True), make_session(data, kernels)
+        return lambda feeds: {**run_ort(data, feeds, session=every), **run_ort(data, feeds, session=deployed)}
     from .runtime.litert import make_interpreter, run_litert
 
-    rules = RULES_FOR_KERNELS[kernels]
+    interp = make_interpreter(data, kernels, keep_all=True)
+    return lambda feeds: run_litert(data, feeds, kernels, keep_all=True, interpreter=interp)
+
+
+def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], kernels: str,
+            rules: str | None = None) -> Comparison:
+    """Run every batch in the peer of `kernels` (LiteRT's "ref" or "default", onnxruntime's "ort-all", ...) and in
+    mcc's runtime under `rules` (default: the rule set that claims to match the peer); count differences per
+    tensor."""
+    from .runtime import run
+
+    rules = rules or RULES_FOR_KERNELS[kernels]
     exact = _is_integer_model(graph)
     diffs = {o.name: TensorDiff(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs}
-    interp = make_interpreter(data, kernels, keep_all=True)
+    exact_tensors = {o.name for n in graph.nodes for o in n.outputs
+                     if exact and (o.dtype != "float32" or n.op == "dequantize")}
+    peer = _peer(data, kernels)
     for feeds in batches:
         ours = run(graph, feeds, keep_all=True, rules=rules)
-        theirs = run_litert(data, feeds, kernels, keep_all=True, interpreter=interp)
+        theirs = peer(feeds)
         for name, d in diffs.items():
             if name not in theirs:
-                raise MccError(f"LiteRT does not expose tensor '{name}' of node '{d.node}'; cannot compare it")
+                raise MccError(f"{describe(kernels)} does not expose tensor '{name}' of node '{d.node}'; cannot "
+                               "compare it")
             a, b = ours[name], theirs[name].reshape(ours[name].shape)
             delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            if exact:
+            if name in exact_tensors:
                 bad = a != b
             else:
                 span = float(np.abs(b).max()) if b.size else 0.0
@@ -112,16 +150,47 @@ def fidelity(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -
     return result
 
 
-def validate(model_path, input_path, reference_path=None, kernels=("ref", "default"), progress=None) -> dict:
+def describe(kernels: str) -> str:
+    """The peer a kernel-set name stands for, in words."""
+    if kernels in ORT_LEVELS:
+        return f"onnxruntime at {ORT_LEVELS[kernels]}"
+    return f"LiteRT {kernels} kernels"
+
+
+def _kernel_sets(kernels, fmt: str, path) -> tuple[str, ...]:
+    if kernels is None:
+        return DEFAULT_KERNELS[fmt]
+    kernels = tuple(kernels)
+    wrong = [k for k in kernels if k not in KERNELS[fmt]]
+    if wrong or not kernels:
+        raise MccError(f"a {fmt} file is compared with kernel sets {', '.join(KERNELS[fmt])}, not "
+                       f"{', '.join(wrong) or 'none'}; pass --kernels {','.join(DEFAULT_KERNELS[fmt])}", path=path)
+    return kernels
+
+
+def _read_model(data: bytes, fmt: str, path) -> Graph:
+    if fmt == "tflite":
+        from .frontend.tflite_reader import read_tflite
+
+        return read_tflite(data, path=path)
+    from .backends.onnx_readback import read_emitted_onnx
+
+    return read_emitted_onnx(data, path)
+
+
+def validate(model_path, input_path, reference_path=None, kernels=None, progress=None) -> dict:
+    """Compare `model_path` (.tflite or .onnx) with mcc's runtime on the inputs in `input_path`, for each kernel
+    set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity."""
     from .datafiles import run_in_batches
-    from .frontend.tflite_reader import read_tflite
     from .runtime import run
 
     model_path = Path(model_path)
     if not model_path.is_file():
         raise MccError("no such model file; check the path", path=model_path)
     data = model_path.read_bytes()
-    graph = read_tflite(data, path=model_path)
+    fmt = model_format(data, model_path)
+    kernels = _kernel_sets(kernels, fmt, model_path)
+    graph = _read_model(data, fmt, model_path)
     arrays = read_arrays(input_path)
     feeds, notes = match_inputs(arrays, graph.inputs, path=input_path)
     batch = graph.inputs[0].shape[0]
@@ -129,10 +198,18 @@ def validate(model_path, input_path, reference_path=None, kernels=("ref", "defau
     if n % batch:
         raise MccError(f"{n} samples do not split into batches of {batch}, the model's batch size", path=input_path)
     batches = [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
+    if fmt == "onnx":
+        from .runtime.ort import version
+        from .runtime.rules import rule_set
+
+        measured = rule_set("onnxruntime").version
+        if version() != measured:
+            notes = [*notes, f"onnxruntime {version()} is installed; the onnxruntime rules were measured on "
+                             f"{measured}, so a difference may be a change in onnxruntime"]
     report = {"model": str(model_path), "inputs": str(input_path), "samples": n, "notes": notes, "comparisons": []}
     for k in kernels:
         if progress:
-            progress.say(f"comparing with LiteRT {k} kernels on {n} samples")
+            progress.say(f"comparing with {describe(k)} on {n} samples")
         report["comparisons"].append(compare(data, graph, batches, k).to_json())
     if reference_path is not None:
         from .compiler import load_model
@@ -140,7 +217,7 @@ def validate(model_path, input_path, reference_path=None, kernels=("ref", "defau
         ref_graph = load_model(reference_path)
         ref_feeds, _ = match_inputs(arrays, ref_graph.inputs, path=input_path)
         ref_out = run_in_batches(lambda f: run(ref_graph, f), ref_feeds, ref_graph.inputs[0].shape[0])
-        outs = run_in_batches(lambda f: run(graph, f), feeds, batch)
+        outs = run_in_batches(lambda f: run(graph, f, rules=RULES_FOR_KERNELS[kernels[0]]), feeds, batch)
         report["reference"] = str(reference_path)
         report["fidelity"] = fidelity(ref_out, outs)
     report["ok"] = all(c["differing"] == 0 for c in report["comparisons"])
@@ -151,7 +228,7 @@ def format_report(report: dict) -> str:
     lines = [f"{report['model']} on {report['samples']} samples of {report['inputs']}", *report["notes"]]
     for c in report["comparisons"]:
         claim = "bit-exact" if c["exact"] else f"within {FLOAT_TOLERANCE:g} of range"
-        lines.append(f"\nLiteRT {c['kernels']} kernels vs mcc runtime (rules {c['rules']}, claim: {claim})")
+        lines.append(f"\n{describe(c['kernels'])} vs mcc runtime (rules {c['rules']}, claim: {claim})")
         lines.append(f"  {'node':<36} {'op':<18} {'differing':>10} {'of':>10} {'max diff':>10}")
         for t in c["tensors"]:
             lines.append(f"  {t['node'][:36]:<36} {t['op']:<18} {t['differing']:>10,} {t['elements']:>10,} "

@@ -101,6 +101,23 @@ def scale_float32_ties_even(acc, scale32) -> np.ndarray:
     return np.rint(product).astype(np.int64)
 
 
+def fma_float32(x, y, z) -> np.ndarray:
+    """x * y + z rounded once to float32 (a fused multiply-add, as FMA3's vfmadd does), for float32 operands.
+
+    The product of two float32 values is exact in float64; the float64 sum is made round-to-odd (nudged one
+    float64 step towards the exact sum when it was rounded to an even neighbour), and a round-to-odd value with
+    53 >= 24 + 2 bits rounds to float32 as the exact sum would, so no double rounding slips in.
+    """
+    x, y, z = (np.asarray(v, np.float32).astype(np.float64) for v in (x, y, z))
+    product = x * y
+    total = product + z
+    z_part = total - product
+    error = (product - (total - z_part)) + (z - z_part)  # TwoSum: the part of the exact sum `total` lost
+    even = (total.view(np.int64) & 1) == 0
+    towards = np.where(error > 0, np.inf, -np.inf)
+    return np.where((error != 0) & even, np.nextafter(total, towards), total).astype(np.float32)
+
+
 def saturating_rounding_multiply_by_pot(x, exponent: int) -> np.ndarray:
     """gemmlowp's SaturatingRoundingMultiplyByPOT on int32 values: a saturating left shift for exponent > 0,
     RoundingDivideByPOT for exponent < 0."""

@@ -113,7 +113,7 @@ from ..errors import MccError
 
 
 class Rule(NamedTuple):
-    kernels: str   # "tflite" or "xnnpack": whose code runs the op (scale preparation, activation bounds)
+    kernels: str   # "tflite", "xnnpack" or "onnxruntime": whose code runs the op (scale preparation, bounds)
     rounding: str  # one of the rounding names in this module's docstring
 
 
@@ -187,11 +187,32 @@ _XNNPACK = {
     "resize_bilinear": Rule("xnnpack", "bilinear_q11_half_up"),
 }
 
-# (runtime, version, op) -> Rule. The runtime names match mcc.runtime.litert's kernel sets: "litert-ref" is
-# OpResolverType.BUILTIN_REF, "litert-xnnpack" the default resolver with its XNNPACK delegate.
+# What onnxruntime runs for each op of an x86-int8 ONNX file (backends.onnx_writer): its own integer operators,
+# and for the activations the 256-entry tables and Clip bounds that the writer fills with TFLite's reference
+# arithmetic (onnx_opmap.TABLE_RULES), so those ops keep litert-ref's rules.
+_TABLES = ("requantize", "relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "hardswish")
+_ONNXRUNTIME = {
+    "conv2d": Rule("onnxruntime", "float32_ties_even"),             # QLinearConv (also depthwise)
+    "depthwise_conv2d": Rule("onnxruntime", "float32_ties_even"),
+    "fully_connected": Rule("onnxruntime", "float32_ties_even"),    # com.microsoft QGemm
+    "add": Rule("onnxruntime", "add_float32_fma_ties_even"),        # QLinearAdd
+    "mul": Rule("onnxruntime", "float32_zero_point_ties_even"),     # QLinearMul
+    "avg_pool2d": Rule("onnxruntime", "average_float32_ties_even"),  # QLinearAveragePool
+    "mean": Rule("onnxruntime", "mean_float32_scale_ties_even"),    # QLinearGlobalAveragePool
+    "softmax": Rule("onnxruntime", "softmax_ort_exp_table"),        # QLinearSoftmax
+    "quantize": Rule("onnxruntime", "divide_ties_even"),            # QuantizeLinear
+    **{op: Rule("onnxruntime", "exact") for op in ("dequantize", "max_pool2d", "concat", "reshape", "transpose",
+                                                   "pad", "slice", "split", "minimum", "maximum")},
+    **{op: _REF[op] for op in _TABLES},
+}
+
+# (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's
+# OpResolverType.BUILTIN_REF, "litert-xnnpack" its default resolver with the XNNPACK delegate (mcc.runtime.litert),
+# "onnxruntime" the CPU execution provider on x86-64 with AVX2 (mcc.runtime.ort), at any optimization level.
 RULES: dict[tuple[str, str, str], Rule] = {
     **{("litert-ref", "2.3.0", op): rule for op, rule in _REF.items()},
     **{("litert-xnnpack", "2.3.0", op): rule for op, rule in _XNNPACK.items()},
+    **{("onnxruntime", "1.32.0", op): rule for op, rule in _ONNXRUNTIME.items()},
 }
 
 DEFAULT = "litert-ref"

@@ -7,6 +7,11 @@ ratios into integer multipliers of at most 21 bits that share one shift, so the 
 (half up). MUL multiplies (a - za) * (b - zb) and requantizes once by sa * sb / so, a factor that both
 libraries compute in float32. MINIMUM and MAXIMUM compare the raw int8 codes (TFLite ignores the parameters,
 so they must agree).
+
+onnxruntime (MLAS, AVX2 on x86-64) computes both in float32 on the raw codes: QLinearAdd as
+fma(a, sa/so, fma(b, sb/so, zo - (sa/so * za + sb/so * zb))), every step one FMA, rounded to nearest even;
+QLinearMul as rint(float32(prod) * ((sa * sb) / so) + zo), the zero point added in float before the rounding.
+Which input is `a` in the add depends on how onnxruntime's broadcaster splits the shapes (_ort_add_order).
 """
 
 from __future__ import annotations
@@ -44,21 +49,71 @@ def _xnnpack_add(a, b, sa, sb, so, sign):
     return (a * m_a + b * m_b + (1 << (shift - 1))) >> shift
 
 
+def _ort_broadcast(shape_a, shape_b) -> tuple[int, int]:
+    """onnxruntime's Broadcaster over two shapes: (which input, 0 or 1, is constant along the innermost run of
+    dimensions that the kernel is called on, or -1 for neither; the length of that run). Dimensions are taken
+    from the innermost outwards, skipping those that are 1 in both (but the last shared one); each input's run
+    lasts while its dimensions stay > 1 (or stay 1) as they started."""
+    dims = [list(reversed(shape_a)), list(reversed(shape_b))]
+    shared, longest = min(map(len, dims)), max(map(len, dims))
+    pairs, i = [], 0
+    if shared == 0:  # a scalar: its one "dimension" is 1 against the other's innermost
+        pairs.append(tuple(d[0] if d else 1 for d in dims) if longest else (1, 1))
+        i = 1
+    while i < shared and not pairs:
+        if max(dims[0][i], dims[1][i]) > 1 or i + 1 == shared:
+            pairs.append((dims[0][i], dims[1][i]))
+        i += 1
+    pairs += [(dims[0][j], dims[1][j]) for j in range(i, shared) if max(dims[0][j], dims[1][j]) > 1]
+    pairs += [tuple(d[j] if j < len(d) else 1 for d in dims) for j in range(max(i, shared), longest)]
+    runs = []
+    for side in (0, 1):
+        grows = pairs[0][side] > 1
+        run = 1
+        for pair in pairs:
+            if (pair[side] > 1) != grows:
+                break
+            run *= max(pair)
+        runs.append(run)
+    scalar = 0 if pairs[0][0] == 1 else 1 if pairs[0][1] == 1 else -1
+    return scalar, min(runs)
+
+
+def _ort_add(a, b, sa, za, sb, zb, so, zo):
+    """MlasQLinearAdd on raw codes, after qladd_avx2.cpp: the kernel gets the run that varies as `A` (input 0
+    unless input 0 is the constant one), and a run of length 1 takes its scalar branch, which nests the two FMAs
+    the other way round."""
+    scalar, run = _ort_broadcast(a.shape, b.shape)
+    (A, ra, zpa), (B, rb, zpb) = ((b, sb / so, zb), (a, sa / so, za)) if scalar == 0 else \
+        ((a, sa / so, za), (b, sb / so, zb))
+    fixed = np.float32(zo) - fp.fma_float32(ra, np.float32(zpa), rb * np.float32(zpb))
+    (inner, r_inner), (outer, r_outer) = ((A, ra), (B, rb)) if run == 1 else ((B, rb), (A, ra))
+    inner, outer = np.broadcast_arrays(inner.astype(np.float32), outer.astype(np.float32))
+    return np.rint(fp.fma_float32(outer, r_outer, fp.fma_float32(inner, r_inner, fixed))).astype(np.int64)
+
+
 @int8_kernel("add", "sub")
 def add_sub(node, inputs, rules):
     sa, za = per_tensor(node, node.inputs[0], "first input")
     sb, zb = per_tensor(node, node.inputs[1], "second input")
     so, zo = per_tensor(node, node.outputs[0], "output")
+    rule = rules.rule(node.op, node.name)
+    check_rounding(node, rule, "add_shift20_double_rounding", "add_multiplier_shift_half_up",
+                   "add_float32_fma_ties_even")
+    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels)
+    if rule.rounding == "add_float32_fma_ties_even":
+        if node.op != "add":
+            raise MccError("onnxruntime has no integer sub; the legalize_onnx pass makes it a float island",
+                           node=node.name)
+        return [np.clip(_ort_add(inputs[0], inputs[1], sa, za, sb, zb, so, zo), *bounds).astype(np.int8)]
     a, b = (np.asarray(v, np.int64) for v in inputs)
     a, b = np.broadcast_arrays(a - za, b - zb)
     sign = 1 if node.op == "add" else -1
-    rule = rules.rule(node.op, node.name)
-    check_rounding(node, rule, "add_shift20_double_rounding", "add_multiplier_shift_half_up")
     if rule.rounding == "add_shift20_double_rounding":
         y = _tflite_add(a, b, sa, sb, so, sign, node)
     else:
         y = _xnnpack_add(a, b, sa, sb, so, sign)
-    return [output_stage(y, zo, activation_bounds(node.attrs["activation"], so, zo, rule.kernels))]
+    return [output_stage(y, zo, bounds)]
 
 
 @int8_kernel("mul")
@@ -68,9 +123,13 @@ def mul(node, inputs, rules):
     so, zo = per_tensor(node, node.outputs[0], "output")
     a, b = (np.asarray(v, np.int64) for v in inputs)
     rule = rules.rule(node.op, node.name)
-    real = np.float64((sa * sb) / so)  # float32 arithmetic in both mul.cc and XNNPACK
-    y = requantize((a - za) * (b - zb), real, rule, node)
-    return [output_stage(y, zo, activation_bounds(node.attrs["activation"], so, zo, rule.kernels))]
+    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels)
+    real = (sa * sb) / so  # float32 arithmetic in mul.cc, XNNPACK and MLAS
+    if rule.rounding == "float32_zero_point_ties_even":  # qlmul.cpp: the zero point joins before rounding
+        scaled = ((a - za) * (b - zb)).astype(np.float32) * real
+        return [np.clip(np.rint(scaled + np.float32(zo)), *bounds).astype(np.int8)]
+    y = requantize((a - za) * (b - zb), np.float64(real), rule, node)
+    return [output_stage(y, zo, bounds)]
 
 
 @int8_kernel("minimum", "maximum")

@@ -16,6 +16,8 @@ ACTIVATION_RANGE = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0)
 
 
 def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: str) -> int:
+    """One bound in int8. onnxruntime's kernels have no fused activation: the ONNX writer clamps with an int8
+    Clip whose bounds it computes as TFLite does (backends.onnx_opmap), so "onnxruntime" takes TFLite's."""
     if kernels == "xnnpack":  # xnn_qs8_quantize: lrintf(clamp(v / s + zp)), ties to even
         q = np.float32(value) / scale + np.float32(zero_point)
         return int(np.rint(np.clip(q, np.float32(INT8_MIN), np.float32(INT8_MAX))))
@@ -43,8 +45,9 @@ def output_stage(scaled, zero_point: int, bounds: tuple[int, int]) -> np.ndarray
 
 def product_scale(s_in: np.float32, s_w: np.ndarray, s_out: np.float32, rule: Rule) -> np.ndarray:
     """s_in * s_w / s_out per output channel, computed as the library's Prepare does: TFLite in float64
-    (PopulateConvolutionQuantizationParams), XNNPACK in float32 (input_scale * kernel_scale / output_scale)."""
-    if rule.kernels == "xnnpack":
+    (PopulateConvolutionQuantizationParams), XNNPACK and onnxruntime (QLinearConv, QGemm) in float32, as
+    (s_in * s_w) / s_out."""
+    if rule.kernels in ("xnnpack", "onnxruntime"):
         return ((np.float32(s_in) * np.asarray(s_w, np.float32)) / np.float32(s_out)).astype(np.float64)
     return np.float64(s_in) * np.asarray(s_w, np.float64) / np.float64(s_out)
 

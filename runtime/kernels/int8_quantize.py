@@ -6,7 +6,8 @@ so it saturates to -128. XNNPACK multiplies by 1 / scale and rounds ties to even
 so NaN saturates to +127. Requantizing int8 -> int8, TFLite applies MultiplyByQuantizedMultiplier by
 s_in / s_out; XNNPACK an 8.8 fixed-point multiplier rint(256 * s_in / s_out) with one rounding shift
 (for ratios in [1/256, 128]; beyond, the delegate declines and TFLite's kernel runs).
-DEQUANTIZE is (q - zp) * s, one float32 rounding in both.
+DEQUANTIZE is (q - zp) * s, one float32 rounding in both. onnxruntime's QuantizeLinear (MLAS) divides by the
+scale in float32, clamps to [-128 - zp, 127 - zp] (NaN to the lower bound), rounds ties to even and adds zp.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ def _xnnpack_quantize(x, scale, zero_point):
         v = np.asarray(x, np.float32) * (np.float32(1) / scale)
     v = np.clip(np.where(np.isnan(v), np.float32(32767), v), np.float32(-32768), np.float32(32767))
     return np.rint(v).astype(np.int64) + zero_point
+
+
+def _ort_quantize(x, scale, zero_point):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        q = np.asarray(x, np.float32) / scale
+    low, high = np.float32(-128 - zero_point), np.float32(127 - zero_point)
+    return np.rint(np.where(np.isnan(q), low, np.clip(q, low, high))).astype(np.int64) + zero_point
+
+
+_QUANTIZERS = {"divide_round_half_away": _tflite_quantize, "multiply_inverse_ties_even": _xnnpack_quantize,
+               "divide_ties_even": _ort_quantize}
 
 
 def _tflite_requantize(x, s_in, s_out):
@@ -67,9 +79,8 @@ def quantize(node, inputs, rules):
     if x.dtype != np.float32:
         raise MccError(f"quantize takes float32 or int8 input, got {x.dtype}", node=node.name)
     rule = rules.rule("quantize", node.name)
-    check_rounding(node, rule, "divide_round_half_away", "multiply_inverse_ties_even")
-    quantizer = _tflite_quantize if rule.rounding == "divide_round_half_away" else _xnnpack_quantize
-    return [saturate_int8(quantizer(x, s_out, zp_out))]
+    check_rounding(node, rule, *_QUANTIZERS)
+    return [saturate_int8(_QUANTIZERS[rule.rounding](x, s_out, zp_out))]
 
 
 @int8_kernel("dequantize")

@@ -4,13 +4,16 @@ TFLite's reference MEAN (QuantizedMeanOrSum) subtracts n * zp_in from the sum an
 quantized multiplier of s_in / s_out: it shifts the multiplier left by floor(log2 n) and divides it by n in
 integers, then applies gemmlowp double rounding. XNNPACK's MEAN converts the raw int32 sum to float32 and
 computes rint(sum * scale + zp') with scale = (s_in / s_out) * (1 / n) and the input zero point folded into
-zp', all in float32.
+zp', all in float32. onnxruntime's QLinearGlobalAveragePool (MLAS qlgavgpool.cpp) subtracts n * zp_in in
+integers and computes rint(float32(sum) * scale) + zp_out with scale = s_in / (s_out * n) in float32, refusing
+a scale outside [2**-32, 256).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ...errors import MccError
 from .. import fixed_point as fp
 from .int8_registry import check_rounding, int8_kernel, per_tensor, saturate_int8
 
@@ -28,6 +31,15 @@ def _xnnpack_mean(total, n, s_in, zp_in, s_out, zp_out):
     return np.rint(total.astype(np.float32) * scale + zero_point).astype(np.int64)
 
 
+def ort_global_average(total, n, s_in, zp_in, s_out, zp_out, node):
+    """MlasQLinearGlobalAveragePool's requantization of window sums `total` over n elements."""
+    scale = s_in / (s_out * np.float32(n))
+    if not 2.0 ** -32 <= scale < 256:
+        raise MccError(f"onnxruntime's QLinearGlobalAveragePool refuses s_in / (s_out * n) = {scale} (outside "
+                       "[2**-32, 256)); requantize the output to a scale closer to the input's", node=node.name)
+    return np.rint((total - zp_in * n).astype(np.float32) * scale).astype(np.int64) + zp_out
+
+
 @int8_kernel("mean")
 def mean(node, inputs, rules):
     x = inputs[0]
@@ -37,9 +49,11 @@ def mean(node, inputs, rules):
     n = int(np.prod([x.shape[a] for a in axes]))
     total = x.astype(np.int64).sum(axis=axes, keepdims=node.attrs["keepdims"])
     rule = rules.rule(node.op, node.name)
-    check_rounding(node, rule, "mean_shifted_multiplier", "mean_float32_ties_even")
+    check_rounding(node, rule, "mean_shifted_multiplier", "mean_float32_ties_even", "mean_float32_scale_ties_even")
     if rule.rounding == "mean_shifted_multiplier":
         y = _tflite_mean(total, n, s_in, zp_in, s_out) + zp_out
+    elif rule.rounding == "mean_float32_scale_ties_even":
+        y = ort_global_average(total, n, s_in, zp_in, s_out, zp_out, node)
     else:
         y = _xnnpack_mean(total, n, s_in, zp_in, s_out, zp_out)
     return [saturate_int8(y)]

@@ -6,9 +6,16 @@ exponentiated by exp_on_negative_values, summed in Q12.19, inverted by Newton-Ra
 optimized kernel, which LiteRT's default resolver runs (XNNPACK takes SOFTMAX in float only), reads
 expf(-s_in * beta * (max - x)) from a 256-entry float table, sums the row in float32 in order, and rounds
 p / s_out half away from zero.
+
+onnxruntime's QLinearSoftmax (contrib qlinear_softmax.cc) reads float32 exponentials from its own 256-entry
+table, exp((d + shift) * s_in) computed in double for d = x - max(x) and a shift that keeps the row sum finite,
+sums the row in float32 in order and rounds e * floor(1 / s_out) / sum ties to even, for any output scale and
+any axis (it transposes the axis last).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -52,18 +59,35 @@ def _tflite_optimized(x, s_in, beta, s_out, zp_out):
     return fp.round_half_away(probability) + zp_out
 
 
+def _ort_softmax(x, s_in, s_out, zp_out, n):
+    """QLinearSoftmax over the last axis of int64 codes x (rows of n): the table in double with libm's exp (which
+    math.exp calls), one float32 entry per difference from the row's maximum."""
+    shift = max(0.0, math.log(float(np.finfo(np.float32).max) / n) - 5) / float(s_in)
+    table = np.array([math.exp((d + shift) * float(s_in)) for d in range(-255, 1)]).astype(np.float32)
+    e = table[x - x.max(axis=-1, keepdims=True) + 255]
+    total = np.cumsum(e, axis=-1, dtype=np.float32)[..., -1:]  # left to right, as the C loop adds
+    return np.rint(e * np.float32(math.floor(np.float32(1) / s_out)) / total).astype(np.int64) + zp_out
+
+
 @int8_kernel("softmax")
 def softmax(node, inputs, rules):
     x_t = node.inputs[0]
-    if node.attrs["axis"] % len(x_t.shape) != len(x_t.shape) - 1:
-        raise MccError("int8 softmax runs over the last axis only (TFLite's SOFTMAX)", node=node.name)
     s_in, _ = per_tensor(node, x_t, "input")
     s_out, zp_out = per_tensor(node, node.outputs[0], "output")
+    axis = node.attrs["axis"] % len(x_t.shape)
+    rule = rules.rule(node.op, node.name)
+    check_rounding(node, rule, "softmax_gemmlowp_fixed_point", "softmax_float32_exp_table", "softmax_ort_exp_table")
+    if rule.rounding == "softmax_ort_exp_table":
+        if node.attrs["beta"] != 1:
+            raise MccError("onnxruntime's QLinearSoftmax has no beta; the legalize_onnx pass makes a softmax with "
+                           "beta != 1 a float island", node=node.name)
+        x = np.moveaxis(inputs[0].astype(np.int64), axis, -1)
+        return [np.moveaxis(saturate_int8(_ort_softmax(x, s_in, s_out, zp_out, x_t.shape[axis])), -1, axis)]
+    if axis != len(x_t.shape) - 1:
+        raise MccError("int8 softmax runs over the last axis only (TFLite's SOFTMAX)", node=node.name)
     if zp_out != -128 or abs(s_out - 1 / 256) > 0.001 / 256:
         raise MccError(f"TFLite's int8 SOFTMAX needs output scale 1/256 and zero point -128, got {s_out} and "
                        f"{zp_out}", node=node.name)
-    rule = rules.rule(node.op, node.name)
-    check_rounding(node, rule, "softmax_gemmlowp_fixed_point", "softmax_float32_exp_table")
     x = inputs[0].astype(np.int64)
     if rule.rounding == "softmax_gemmlowp_fixed_point":
         return [saturate_int8(_tflite_reference(node, x, s_in, node.attrs["beta"]))]
