@@ -8,9 +8,11 @@ the runtime can be pointed at any of them with `run(graph, feeds, rules="litert-
 interpreter version is a new block of rows, not a new branch in a kernel.
 
 A rule is (kernels, rounding). `kernels` names the library whose code runs the op: "tflite" (TFLite's
-builtin kernels, reference or optimized) or "xnnpack"; it fixes how scale factors are prepared (float64 vs
-float32 arithmetic) and how a fused activation's bounds are quantized (TFLite: round(f / s) half away from
-zero, plus zp; XNNPACK: rint(f / s + zp), ties to even). `rounding` names how results are rounded:
+builtin kernels, reference or optimized), "xnnpack" or "onnxruntime"; it fixes how scale factors are prepared
+(float64 vs float32 arithmetic) and how a fused activation's bounds are quantized (TFLite: round(f / s) half
+away from zero, plus zp; XNNPACK: rint(f / s + zp), ties to even; onnxruntime has no fused activations, and
+the int8 Clip that the ONNX writer puts after the operator carries TFLite's bounds). `rounding` names how
+results are rounded:
 
 - double_rounding: QuantizeMultiplier, then SaturatingRoundingDoublingHighMul and RoundingDivideByPOT.
 - float64_round_half_away: round(double(acc) * double(s_in * s_w / s_out)), ties away from zero.
@@ -35,6 +37,16 @@ zero, plus zp; XNNPACK: rint(f / s + zp), ties to even). `rounding` names how re
   and weights, the 2**20-scaled sum rounded half away from zero.
 - bilinear_q11_half_up: XNNPACK's RESIZE_BILINEAR, float32 coordinates, weights rint(2048 * fraction),
   (sum + 2**21) >> 22.
+- add_float32_fma_ties_even: onnxruntime's QLinearAdd (MLAS AVX2), on the raw codes: fma(a, sa/so, fma(b, sb/so,
+  zo - fma(sa/so, za, sb/so * zb))), each step one float32 rounding, then rint.
+- float32_zero_point_ties_even: onnxruntime's QLinearMul, rint(float32(prod) * ((sa * sb) / so) + zo).
+- average_float32_ties_even: onnxruntime's QLinearAveragePool: float32 dequantized inputs, float32 window sum
+  and division by the count, rint(avg / so + zo); a window over the whole unpadded image is the global pool's.
+- mean_float32_scale_ties_even: onnxruntime's QLinearGlobalAveragePool, rint(float32(sum - n * zi) *
+  (si / (so * n))) + zo.
+- softmax_ort_exp_table: onnxruntime's QLinearSoftmax, a float table of exp in double, float32 row sum,
+  rint(e * floor(1 / so) / sum) + zo, clamped.
+- divide_ties_even: onnxruntime's QuantizeLinear, rint(clamp(x / s)) + zp, NaN to the lowest code.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
 
 Where the delegate declines an op for its parameters (int8 -> int8 QUANTIZE or LEAKY_RELU with a scale
@@ -103,6 +115,51 @@ every intermediate tensor under both pairs. Notes from the measurements:
 - XNNPACK takes an int8 CONV_2D / FULLY_CONNECTED only when its int32 bias carries quantization parameters;
   without them LiteRT runs TFLite's optimized (ruy) kernel, which matches neither rule set (78 of 200
   differ from float32_ties_even), so the runtime refuses that case under litert-xnnpack.
+
+"onnxruntime" is onnxruntime 1.32.0's CPU execution provider on the same host (x86-64 with AVX2 and FMA, whose
+MLAS kernels it dispatches to), for the int8 operators that backends.onnx_writer emits. Measured by
+tests/test_onnx_validate.py: each hand-built int8 graph is written by write_onnx, run by onnxruntime at
+ORT_ENABLE_ALL and ORT_DISABLE_ALL (the same integers at both) and by mcc's runtime on the file read back, with
+power-of-two scales (the "ties" column counts outputs whose exact real value lies on .5) or arbitrary ones.
+Differing elements, mcc vs onnxruntime:
+
+| case | elements | ties | onnxruntime | litert-ref (wrong set) | litert-xnnpack |
+|---|---|---|---|---|---|
+| QLinearConv, per-channel weights, relu6 (int8 Clip) | 1536 | 106 | 0 | 55 | 0 |
+| QLinearConv, per-tensor weights, stride 2 | 405 | 112 | 0 | 29 | 0 |
+| QLinearConv depthwise, multiplier 2 | 1152 | 217 | 0 | 120 | 0 |
+| QGemm, per-channel / per-tensor + relu | 384 / 240 | 24 / 20 | 0 | 11 / 3 | 0 |
+| QLinearAdd and QLinearMul, every pair of int8 codes, scales 0.0173 / 0.0291 | 2 x 65536 | - | 0 | 562 | 0 |
+| QLinearAdd, same shape, relu | 1024 | - | 0 | 44 | 44 |
+| QLinearAdd, channel broadcast | 512 | 256 | 0 | 133 | 118 |
+| QLinearAdd, first input broadcast, then a scalar | 300 | - | 0 | 2 | 2 |
+| QLinearMul, channel broadcast, relu (odd zero point) / same shape | 512 / 1024 | 48 / - | 0 | 14 / 18 | 21 / 0 |
+| QLinearAveragePool 3x3, padding 1 | 392 | 28 | 0 | 13 | 13 |
+| QLinearAveragePool 2x2 rescaled, and a whole-image window | 40 | - | 0 | refused | refused |
+| QLinearGlobalAveragePool (odd zero point) | 256 | 14 | 0 | 15 | 14 |
+| QLinearSoftmax, rows of 10 and 100 at 1/256; axis 1 at scale 0.006 | 1148 | - | 0 | refused | refused |
+| QuantizeLinear (halves, NaN, inf, 1e10) at 2**-3 and 0.1, DequantizeLinear | 8192 | 300 | 0 | 536 | 40 |
+| the 8 table activations (Cast + Gather, tables from litert-ref) | 2048 | - | 0 | 0 | 149 |
+| MaxPool + relu6 Clip, Max, Min, Concat, Pad, Transpose, Reshape | 660 | - | 0 | 0 | 0 |
+
+"refused": TFLite's kernels have no such form (an average pool or softmax that requantizes to any scale, a
+softmax over axis 1). The zoo compiled for x86-int8 shows 0 differing elements on every tensor at both levels;
+under litert-ref, on 4 random inputs, 12 of 4,944 (digits_classifier) to 88,087 of 442,960 (resnet18_style),
+while litert-xnnpack happens to match the zoo (it parts from onnxruntime on ties, as above). Notes from
+single-operator models built with onnx.helper, exhaustive over every pair of int8 codes where there are two
+inputs (the MLAS source says the same where read):
+- QLinearConv and QGemm prepare (s_x * s_w) / s_y in float32: with scales where the orders part by one float32
+  step, s_x * (s_w / s_y) differs in 646 of 98,304 (QGemm 274 of 131,072) and float64 rounded to float32 in
+  488 (192); adding the zero point before the rounding differs in 10 of 20,898.
+- QLinearAdd's constant term is itself fused (zo - fma(ra, za, rb * zb)): without the FMA, 18 of 983,040
+  differ; with one input constant along the innermost run, its term joins by FMA too (8 of 7,864,320 differ
+  without), and the input that varies is the kernel's `a`; rounding each product and sum apart differs in 19.
+- QLinearMul adds the zero point before rounding (after it: 120,804 of 11,796,480 differ; one FMA: 48).
+- QuantizeLinear divides (multiplying by 1 / s: 2,050 of 444,420; ties away from zero: 7,518).
+- QLinearAveragePool adds the zero point before rounding (after: 204 of 22,016); QLinearGlobalAveragePool after
+  it (before: 106 of 10,240).
+- QLinearSoftmax's table is float, not uint32 (1,870 of 853,888 differ), and a result above 127 (probability 1
+  at scale 1/256: 256 - 128) saturates to 127 rather than wrapping to -128 (548 differ).
 """
 
 from __future__ import annotations

@@ -84,9 +84,9 @@ def _ties(values) -> int:
 
 def _conv_real(b, x, w, bias, sy, groups=1, stride=1, pad=1):
     """acc * s_x * s_w / s_y in float64 (exact for power-of-two scales), for counting ties."""
-    acc = torch.nn.functional.conv2d(torch.tensor(b.feeds["x"].astype(np.float64) - x.quant.zero_point[0]),
-                                     torch.tensor(w.data.astype(np.float64)), torch.tensor(bias.data, dtype=torch.float64),
-                                     stride=stride, padding=pad, groups=groups).numpy()
+    xs, ws = (torch.tensor(a, dtype=torch.float64) for a in (b.feeds["x"] - x.quant.zero_point[0], w.data))
+    acc = torch.nn.functional.conv2d(xs, ws, torch.tensor(bias.data, dtype=torch.float64), stride=stride,
+                                     padding=pad, groups=groups).numpy()
     return acc * (x.quant.scale[0] * w.quant.scale.reshape(1, -1, 1, 1)).astype(np.float64) / sy
 
 
@@ -176,7 +176,7 @@ def case_mul_broadcast_relu():
     b = Int8(9)
     x = b.input("x", (1, 8, 8, 8), p2(-3), -4)
     gain = b.const("gain", b.rng.integers(-128, 128, (1, 8, 1, 1)).astype(np.int8), p2(-5), 10)
-    y = b.op("mul", [x, gain], p2(-4), -6, "mul", activation="relu")
+    y = b.op("mul", [x, gain], p2(-4), -5, "mul", activation="relu")
     real = (b.feeds["x"] + 4.0) * (gain.data - 10.0) * 2.0 ** -8 / 2.0 ** -4
     return b.done(y), b.feeds, real, True
 
@@ -206,8 +206,8 @@ def case_avg_pool2d_rescaled_and_global():
 def case_mean_global():
     b = Int8(13)
     x = b.input("x", (4, 64, 4, 4), p2(-3), 5)
-    y = b.op("mean", [x], p2(-3), -2, "gap", axes=[2, 3], keepdims=True)
-    real = (b.feeds["x"].astype(np.float64) - 5).mean(axis=(2, 3)) - 2
+    y = b.op("mean", [x], p2(-3), -3, "gap", axes=[2, 3], keepdims=True)
+    real = (b.feeds["x"].astype(np.float64) - 5).mean(axis=(2, 3))
     return b.done(y), b.feeds, real, True
 
 
