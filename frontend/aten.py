@@ -9,9 +9,14 @@ here: the walker folds them in torch.
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import torch
 
 from ..ir import Tensor
+from ..ir.ops import NEAREST_MODES, RESIZE_COORDINATES
+from ..runtime.kernels.resize import nearest_indices, source_coordinates
 
 LOWERINGS: dict = {}
 
@@ -281,3 +286,101 @@ def constant_pad(cx, x, pad, value=0.0):
 @lowers("clone.default", "alias.default")
 def identity(cx, x, **_):
     return x
+
+
+# ---- slicing and resampling ---------------------------------------------------------------------------
+def _slice_bounds(cx, x, dim, start, end, step) -> tuple[int, int, int, int]:
+    """(axis, start, end, step) with torch's bounds (None, negative, past the end) clamped into the IR's form."""
+    axis = _axis(cx, x, dim)
+    size = cx.shape(x)[axis]
+    start, end = (v + size if v < 0 else v for v in (0 if start is None else start, size if end is None else end))
+    start, end = min(max(start, 0), size), min(max(end, 0), size)
+    if start >= end:
+        cx.fail(f"slices nothing from axis {axis} (size {size}); mcc does not compile empty tensors")
+    return axis, start, end, int(step)
+
+
+@lowers("slice.Tensor")
+def slice_(cx, x, dim=0, start=None, end=None, step=1):
+    axis, start, end, step = _slice_bounds(cx, x, dim, start, end, step)
+    if (start, end, step) == (0, cx.shape(x)[axis], 1):
+        return x
+    return cx.emit("slice", [x], starts=[start], ends=[end], axes=[axis], steps=[step])
+
+
+@lowers("select.int")
+def select(cx, x, dim, index):
+    """x[..., i, ...] is a one-element slice whose axis a reshape then drops."""
+    return reshape(cx, slice_(cx, x, dim, index, index + 1 if index != -1 else None))
+
+
+@lowers("split_with_sizes.default")
+def split(cx, x, split_sizes, dim=0):
+    sizes = [int(s) for s in split_sizes]
+    if len(sizes) == 1:
+        return (x,)
+    return cx.emit("split", [x], n_outputs=len(sizes), axis=_axis(cx, x, dim), sizes=sizes)
+
+
+def _resampled_coordinates(cx, x, *args) -> tuple[np.ndarray, np.ndarray]:
+    """The input row and column that each output row and column of torch's resize reads, found by running the
+    node's own aten op on ramps (linear resampling of a ramp returns its clamped coordinate), so torch's
+    scale_factor arithmetic and special cases are the reference, not a transcription of them."""
+    h, w = cx.shape(x)[2:]
+    rows = torch.arange(h, dtype=torch.float32).reshape(h, 1).expand(h, w)
+    cols = torch.arange(w, dtype=torch.float32).reshape(1, w).expand(h, w)
+    with torch.no_grad():
+        out = cx.node.target(torch.stack([rows, cols]).unsqueeze(1), *args)
+    return out[0, 0, :, 0].numpy(), out[1, 0, 0, :].numpy()
+
+
+def _resize(cx, x, args, mode: str, coordinates: str, rounding: str | None = None):
+    """A resize of H and W that reads what torch's reads: bilinear the same coordinates up to float rounding,
+    nearest the same rows and columns. torch multiplies by in / out where the IR (like ONNX) divides by out / in,
+    so at a few sizes (nearest 14 -> 2) the IR spelling of torch's mode rounds differently and another spelling
+    that reads the same rows is taken. torch scales by 1 / scale_factor when given one, so a scale_factor that is
+    not out / in (6 * 1.7 -> 10) is refused."""
+    if len(cx.shape(x)) != 4:
+        cx.fail(f"only 2-D resizing of NCHW tensors is supported (input has shape {cx.shape(x)})")
+    (h, w), size = cx.shape(x)[2:], list(cx.out_shape()[2:])
+    axes = list(zip(("row", "column"), _resampled_coordinates(cx, x, *args), (h, w), size))
+    if mode == "nearest":
+        spellings = [(coordinates, rounding)] + [s for s in itertools.product(RESIZE_COORDINATES, NEAREST_MODES)
+                                                 if s != (coordinates, rounding)]
+        reads = lambda s, n, out: nearest_indices(source_coordinates(out, n, s[0]), n, s[1])  # noqa: E731
+        same = np.array_equal
+    else:
+        spellings = [(coordinates, None)]
+        reads = lambda s, n, out: np.clip(source_coordinates(out, n, s[0]), 0, n - 1)  # noqa: E731
+        same = lambda a, b: np.allclose(a, b, rtol=0, atol=1e-4)  # noqa: E731
+    spelling = next((s for s in spellings if all(same(reads(s, n, out), got) for _, got, n, out in axes)), None)
+    if spelling is None:
+        axis, got, n, out = next(a for a in axes if not same(reads(spellings[0], a[2], a[3]), a[1]))
+        ours = reads(spellings[0], n, out)
+        o = int(np.argmax(np.abs(ours - got)))
+        advice = ("pass size=(out_h, out_w) instead of scale_factor" if args[-1] is not None
+                  else "resize to another size or bilinearly")
+        cx.fail(f"resizing {n} {axis}s to {out}, torch reads input {axis} {got[o]:g} at output {axis} {o} where "
+                f"mcc's resize by {out}/{n} reads {ours[o]:g}; {advice}")
+    if size == [h, w]:
+        return x
+    rounding = {"nearest_mode": spelling[1]} if mode == "nearest" else {}
+    return cx.emit("resize", [x], mode=mode, size=size, coordinate_transformation_mode=spelling[0], **rounding)
+
+
+@lowers("upsample_nearest2d.vec")
+def upsample_nearest(cx, x, output_size, scale_factors):
+    """torch's nearest reads floor(o * in / out)."""
+    return _resize(cx, x, (output_size, scale_factors), "nearest", "asymmetric", "floor")
+
+
+@lowers("_upsample_nearest_exact2d.vec")
+def upsample_nearest_exact(cx, x, output_size, scale_factors):
+    """torch's nearest-exact reads floor((o + 0.5) * in / out): half-pixel centres rounded half up."""
+    return _resize(cx, x, (output_size, scale_factors), "nearest", "half_pixel", "round_prefer_ceil")
+
+
+@lowers("upsample_bilinear2d.vec")
+def upsample_bilinear(cx, x, output_size, align_corners, scale_factors):
+    coordinates = "align_corners" if align_corners else "half_pixel"
+    return _resize(cx, x, (output_size, align_corners, scale_factors), "bilinear", coordinates)

@@ -2,8 +2,9 @@
 
 The closest existing tool is torch.onnx's dynamo exporter: it also exports, decomposes and dispatches every
 FX node to a translation function from a table (onnxscript's torchlib). mcc differs in three ways, each to keep
-its IR small: it targets its own one-form-per-op set instead of ONNX's; it keeps a few activations
-(hardswish, hardsigmoid, silu, prelu) whole instead of decomposing them, because TFLite has kernels for them;
+its IR small: it targets its own one-form-per-op set instead of ONNX's; it keeps a few ops (hardswish,
+hardsigmoid, silu, prelu, nearest-exact upsampling) whole instead of decomposing them, because TFLite has kernels
+for them;
 and it folds every node whose inputs are all constants by running it in torch during lowering, so weight
 permutes, transposes and scalar arithmetic never reach the IR. IR nodes are named after the nn.Module that ran
 them and constants after their state_dict keys, so a user finds their layers by the names they gave them. The
@@ -27,7 +28,8 @@ from ..ir import Graph, Tensor
 from .aten import LOWERINGS, SKIPPED
 
 # Decomposed by torch's default table but kept whole: each is one TFLite kernel and one IR op.
-KEEP_WHOLE = ("hardswish", "hardsigmoid", "silu", "prelu")
+KEEP_WHOLE = ("hardswish.default", "hardsigmoid.default", "silu.default", "prelu.default",
+              "_upsample_nearest_exact2d.vec")
 
 
 @dataclass(eq=False)
@@ -73,8 +75,9 @@ def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = 
     mangled, "x" becoming "x_1").
     """
     table = torch.export.default_decompositions()
-    for op in KEEP_WHOLE:
-        table.pop(getattr(torch.ops.aten, op).default, None)
+    for name in KEEP_WHOLE:
+        op, overload = name.split(".")
+        table.pop(getattr(getattr(torch.ops.aten, op), overload), None)
     try:
         with quiet_torch():
             ep = ep.run_decompositions(table)
@@ -206,18 +209,20 @@ class _Lowering:
             self.graph.outputs.append(value)
 
     # ---- the interface the lowering functions in aten.py use -----------------------------------------
-    def emit(self, op: str, inputs: list, **attrs) -> Tensor:
-        """Append one IR node for the current FX node; Const inputs become IR constants."""
+    def emit(self, op: str, inputs: list, n_outputs: int = 1, **attrs):
+        """Append one IR node for the current FX node; Const inputs become IR constants. Returns the output
+        tensor, or the tuple of them when n_outputs > 1 (as torch returns a multi-output op's results)."""
         ins = [self.materialize(v) if isinstance(v, Const) else v for v in inputs]
         try:
-            node = self.graph.add_node(op, ins, attrs, name=self._unique(self._layer_name()), source=self.location())
+            node = self.graph.add_node(op, ins, attrs, name=self._unique(self._layer_name()), n_outputs=n_outputs,
+                                       source=self.location())
         except ValueError as e:
             self.fail(str(e))
         for t in node.outputs:
             self.names.add(t.name)
             if len(t.shape) == 4 and t.layout is None:
                 t.layout = "NCHW"
-        return node.outputs[0]
+        return node.outputs[0] if n_outputs == 1 else tuple(node.outputs)
 
     def const(self, value, like: Const | None = None, name: str | None = None) -> Const:
         """A new compile-time value, named after the constant it was derived from (`like`) or `name`."""
