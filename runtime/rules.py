@@ -133,6 +133,7 @@ Differing elements, mcc vs onnxruntime:
 | QLinearAdd, same shape, relu | 1024 | - | 0 | 44 | 44 |
 | QLinearAdd, channel broadcast | 512 | 256 | 0 | 133 | 118 |
 | QLinearAdd, first input broadcast, then a scalar | 300 | - | 0 | 2 | 2 |
+| QLinearAdd, first input [256, 1] against every code of the second | 65536 | - | 0 | 41 | 39 |
 | QLinearMul, channel broadcast, relu (odd zero point) / same shape | 512 / 1024 | 48 / - | 0 | 14 / 18 | 21 / 0 |
 | QLinearAveragePool 3x3, padding 1 | 392 | 28 | 0 | 13 | 13 |
 | QLinearAveragePool 2x2 rescaled, and a whole-image window | 40 | - | 0 | refused | refused |
@@ -153,7 +154,8 @@ inputs (the MLAS source says the same where read):
   488 (192); adding the zero point before the rounding differs in 10 of 20,898.
 - QLinearAdd's constant term is itself fused (zo - fma(ra, za, rb * zb)): without the FMA, 18 of 983,040
   differ; with one input constant along the innermost run, its term joins by FMA too (8 of 7,864,320 differ
-  without), and the input that varies is the kernel's `a`; rounding each product and sum apart differs in 19.
+  without), and the input that varies is the kernel's `a` (keeping input 0 there: 3 of 983,040 differ, 21 of
+  the 65,536 in the table's row); rounding each product and sum apart differs in 19.
 - QLinearMul adds the zero point before rounding (after it: 120,804 of 11,796,480 differ; one FMA: 48).
 - QuantizeLinear divides (multiplying by 1 / s: 2,050 of 444,420; ties away from zero: 7,518).
 - QLinearAveragePool adds the zero point before rounding (after: 204 of 22,016); QLinearGlobalAveragePool after

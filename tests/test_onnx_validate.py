@@ -172,6 +172,15 @@ def case_add_and_mul_every_code_pair():
     return b.done(add, b.op("mul", [x, z], np.float32(0.0611), -7, "mul")), b.feeds, None, True
 
 
+def case_add_first_input_constant_every_pair():
+    """Input 0 is constant along the innermost run, so onnxruntime hands input 1 to MLAS as `a` (with these
+    parameters, 21 of the 65536 results differ if the roles are not swapped)."""
+    b = Int8(19)
+    x, z = b.input("x", (256, 1), np.float32(0.0465), 80), b.input("z", (256, 256), np.float32(0.0343), 33)
+    b.feeds = {"x": CODES.astype(np.int8).reshape(256, 1), "z": np.tile(CODES, 256).astype(np.int8).reshape(256, 256)}
+    return b.done(b.op("add", [x, z], np.float32(0.0392), 11, "add")), b.feeds, None, True
+
+
 def case_mul_broadcast_relu():
     b = Int8(9)
     x = b.input("x", (1, 8, 8, 8), p2(-3), -4)

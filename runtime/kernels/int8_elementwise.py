@@ -11,7 +11,7 @@ so they must agree).
 onnxruntime (MLAS, AVX2 on x86-64) computes both in float32 on the raw codes: QLinearAdd as
 fma(a, sa/so, fma(b, sb/so, zo - (sa/so * za + sb/so * zb))), every step one FMA, rounded to nearest even;
 QLinearMul as rint(float32(prod) * ((sa * sb) / so) + zo), the zero point added in float before the rounding.
-Which input is `a` in the add depends on how onnxruntime's broadcaster splits the shapes (_ort_add_order).
+Which input is `a` in the add depends on how onnxruntime's broadcaster splits the shapes.
 """
 
 from __future__ import annotations
@@ -49,47 +49,25 @@ def _xnnpack_add(a, b, sa, sb, so, sign):
     return (a * m_a + b * m_b + (1 << (shift - 1))) >> shift
 
 
-def _ort_broadcast(shape_a, shape_b) -> tuple[int, int]:
-    """onnxruntime's Broadcaster over two shapes: (which input, 0 or 1, is constant along the innermost run of
-    dimensions that the kernel is called on, or -1 for neither; the length of that run). Dimensions are taken
-    from the innermost outwards, skipping those that are 1 in both (but the last shared one); each input's run
-    lasts while its dimensions stay > 1 (or stay 1) as they started."""
-    dims = [list(reversed(shape_a)), list(reversed(shape_b))]
-    shared, longest = min(map(len, dims)), max(map(len, dims))
-    pairs, i = [], 0
-    if shared == 0:  # a scalar: its one "dimension" is 1 against the other's innermost
-        pairs.append(tuple(d[0] if d else 1 for d in dims) if longest else (1, 1))
-        i = 1
-    while i < shared and not pairs:
-        if max(dims[0][i], dims[1][i]) > 1 or i + 1 == shared:
-            pairs.append((dims[0][i], dims[1][i]))
-        i += 1
-    pairs += [(dims[0][j], dims[1][j]) for j in range(i, shared) if max(dims[0][j], dims[1][j]) > 1]
-    pairs += [tuple(d[j] if j < len(d) else 1 for d in dims) for j in range(max(i, shared), longest)]
-    runs = []
-    for side in (0, 1):
-        grows = pairs[0][side] > 1
-        run = 1
-        for pair in pairs:
-            if (pair[side] > 1) != grows:
-                break
-            run *= max(pair)
-        runs.append(run)
-    scalar = 0 if pairs[0][0] == 1 else 1 if pairs[0][1] == 1 else -1
-    return scalar, min(runs)
+def _first_input_constant(shape_a, shape_b) -> bool:
+    """Whether onnxruntime's broadcaster hands QLinearAdd input 0 as the scalar of each run: when input 0 is 1
+    (or absent) along the innermost dimension that is not 1 in both inputs (else the outermost shared one)."""
+    a, b = list(reversed(shape_a)), list(reversed(shape_b))
+    shared = min(len(a), len(b))
+    if shared == 0:
+        return not a
+    i = next((i for i in range(shared) if max(a[i], b[i]) > 1), shared - 1)
+    return a[i] == 1
 
 
 def _ort_add(a, b, sa, za, sb, zb, so, zo):
-    """MlasQLinearAdd on raw codes, after qladd_avx2.cpp: the kernel gets the run that varies as `A` (input 0
-    unless input 0 is the constant one), and a run of length 1 takes its scalar branch, which nests the two FMAs
-    the other way round."""
-    scalar, run = _ort_broadcast(a.shape, b.shape)
-    (A, ra, zpa), (B, rb, zpb) = ((b, sb / so, zb), (a, sa / so, za)) if scalar == 0 else \
-        ((a, sa / so, za), (b, sb / so, zb))
+    """MlasQLinearAdd (qladd_avx2.cpp) on raw codes: the input that varies along the run is the kernel's A (input
+    1 when input 0 is the constant one); a constant B joins the constant term, by the same FMA."""
+    (A, ra, zpa), (B, rb, zpb) = ((b, sb / so, zb), (a, sa / so, za)) if _first_input_constant(a.shape, b.shape) \
+        else ((a, sa / so, za), (b, sb / so, zb))
     fixed = np.float32(zo) - fp.fma_float32(ra, np.float32(zpa), rb * np.float32(zpb))
-    (inner, r_inner), (outer, r_outer) = ((A, ra), (B, rb)) if run == 1 else ((B, rb), (A, ra))
-    inner, outer = np.broadcast_arrays(inner.astype(np.float32), outer.astype(np.float32))
-    return np.rint(fp.fma_float32(outer, r_outer, fp.fma_float32(inner, r_inner, fixed))).astype(np.int64)
+    A, B = np.broadcast_arrays(A.astype(np.float32), B.astype(np.float32))
+    return np.rint(fp.fma_float32(A, ra, fp.fma_float32(B, rb, fixed))).astype(np.int64)
 
 
 @int8_kernel("add", "sub")
