@@ -75,8 +75,8 @@ def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = 
     mangled, "x" becoming "x_1").
     """
     table = torch.export.default_decompositions()
-    for name in KEEP_WHOLE:
-        op, overload = name.split(".")
+    for kept in KEEP_WHOLE:
+        op, overload = kept.split(".")
         table.pop(getattr(getattr(torch.ops.aten, op), overload), None)
     try:
         with quiet_torch():
