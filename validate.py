@@ -25,7 +25,6 @@ import numpy as np
 from .datafiles import match_inputs, read_arrays
 from .errors import MccError
 from .ir import Graph
-
 from .runtime.ort import LEVELS as ORT_LEVELS
 
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
