@@ -262,6 +262,9 @@ _ONNXRUNTIME = {
     "quantize": Rule("onnxruntime", "divide_ties_even"),            # QuantizeLinear
     **{op: Rule("onnxruntime", "exact") for op in ("dequantize", "max_pool2d", "concat", "reshape", "transpose",
                                                    "pad", "slice", "split", "minimum", "maximum")},
+    # Resize (nearest) on int8 copies codes; legalize_tflite keeps only index settings whose float32 TFLite
+    # formula reads the rows the IR (onnxruntime's arithmetic) reads: tests/test_onnx_validate.py.
+    "resize_nearest": Rule("onnxruntime", "nearest_float32_index"),
     **{op: _REF[op] for op in _TABLES},
 }
 

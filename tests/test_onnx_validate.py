@@ -413,3 +413,29 @@ def test_bad_kernel_sets_and_files_are_clear_errors(tmp_path, capsys):
     # a float ONNX file validates against onnxruntime within the float tolerance
     code, report = _validate(capsys, tmp_path / "d.onnx", tmp_path / "x.npz")
     assert code == 0 and not any(c["exact"] for c in report["comparisons"])
+
+
+class _Upsample(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(torch.relu(self.conv(x)), scale_factor=2, mode="nearest")
+
+
+def test_int8_nearest_resize_is_exact_against_onnxruntime(tmp_path, capsys):
+    torch.manual_seed(0)
+    model, example = _Upsample().eval(), torch.randn(1, 3, 8, 8)
+    src = tmp_path / "up.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "up.onnx"
+    assert main(["compile", str(src), "--target", "x86-int8", "--calib", str(tmp_path / "c.npz"), "-o", str(out),
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(out), "--input", str(tmp_path / "c.npz"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for c in report["comparisons"]:
+        resize = [t for t in c["tensors"] if t["op"] == "resize"]
+        assert resize and resize[0]["elements"] == 8 * 4 * 16 * 16 and c["differing"] == 0
