@@ -66,12 +66,9 @@ def _cmd_compile(args) -> None:
 
 
 def _read_model_graph(path):
-    from .frontend.tflite_reader import read_tflite
+    from .validate import read_compiled
 
-    p = Path(path)
-    if not p.is_file():
-        raise MccError("no such model file; check the path", path=p)
-    return read_tflite(p.read_bytes(), path=p)
+    return read_compiled(path)[2]
 
 
 def _cmd_run(args) -> None:
@@ -83,11 +80,14 @@ def _cmd_run(args) -> None:
         from .fileio import check_output_path
 
         check_output_path(args.output)
-    graph = _read_model_graph(args.model)
+    from .validate import DEFAULT_RULES, read_compiled
+
+    _, fmt, graph = read_compiled(args.model)
+    rules = args.rules or DEFAULT_RULES[fmt]
     feeds, notes = match_inputs(read_arrays(args.input), graph.inputs, path=args.input)
     for n in notes:
         print(n, file=sys.stderr)
-    outputs = run_in_batches(lambda f: run(graph, f), feeds, graph.inputs[0].shape[0])
+    outputs = run_in_batches(lambda f: run(graph, f, rules=rules), feeds, graph.inputs[0].shape[0])
     for name, value in outputs.items():
         print(f"{name}: {value.dtype}{list(value.shape)} min={value.min():.6g} max={value.max():.6g}")
     if args.output:
@@ -161,10 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 
-    r = sub.add_parser("run", help="run a compiled model in mcc's reference runtime")
+    r = sub.add_parser("run", help="run a compiled .tflite or .onnx in mcc's reference runtime")
     r.add_argument("model")
     r.add_argument("--input", required=True, help=".npz (one array per input name) or .npy; batch first")
     r.add_argument("-o", "--output", help="write outputs to this .npz")
+    r.add_argument("--rules", help="integer arithmetic to reproduce: litert-ref (default for .tflite), "
+                   "litert-xnnpack, onnxruntime (default for .onnx); see runtime/rules.py")
     r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser("validate", help="compare a compiled model in LiteRT (.tflite) or onnxruntime (.onnx) with "

@@ -177,6 +177,20 @@ def _read_model(data: bytes, fmt: str, path) -> Graph:
     return read_emitted_onnx(data, path)
 
 
+# The rule set `mcc run` uses for a compiled file when none is asked for: the reference kernels of its runtime.
+DEFAULT_RULES = {"tflite": "litert-ref", "onnx": "onnxruntime"}
+
+
+def read_compiled(path) -> tuple[bytes, str, Graph]:
+    """(bytes, format, IR graph) of a .tflite or .onnx file that mcc compile wrote, read back from its bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise MccError("no such model file; check the path", path=path)
+    data = path.read_bytes()
+    fmt = model_format(data, path)
+    return data, fmt, _read_model(data, fmt, path)
+
+
 def validate(model_path, input_path, reference_path=None, kernels=None, progress=None) -> dict:
     """Compare `model_path` (.tflite or .onnx) with mcc's runtime on the inputs in `input_path`, for each kernel
     set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity."""
@@ -184,12 +198,8 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
     from .runtime import run
 
     model_path = Path(model_path)
-    if not model_path.is_file():
-        raise MccError("no such model file; check the path", path=model_path)
-    data = model_path.read_bytes()
-    fmt = model_format(data, model_path)
+    data, fmt, graph = read_compiled(model_path)
     kernels = _kernel_sets(kernels, fmt, model_path)
-    graph = _read_model(data, fmt, model_path)
     arrays = read_arrays(input_path)
     feeds, notes = match_inputs(arrays, graph.inputs, path=input_path)
     batch = graph.inputs[0].shape[0]

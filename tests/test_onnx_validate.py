@@ -439,3 +439,25 @@ def test_int8_nearest_resize_is_exact_against_onnxruntime(tmp_path, capsys):
     for c in report["comparisons"]:
         resize = [t for t in c["tensors"] if t["op"] == "resize"]
         assert resize and resize[0]["elements"] == 8 * 4 * 16 * 16 and c["differing"] == 0
+
+
+def test_run_executes_an_emitted_onnx_with_onnxruntime_rules(tmp_path, capsys):
+    """`mcc run` on an x86-int8 file gives onnxruntime's integers; `--rules litert-ref` gives LiteRT's."""
+    from mcc.runtime.ort import run_ort
+
+    model, example = ZOO["mobilenet_v2_style"]()
+    src = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    x = np.random.default_rng(5).standard_normal((2, *example.shape[1:])).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    out = tmp_path / "m.onnx"
+    assert main(["compile", str(src), "--target", "x86-int8", "--calib", str(tmp_path / "x.npz"), "-o", str(out),
+                 "-q"]) == 0
+    assert main(["run", str(out), "--input", str(tmp_path / "x.npz"), "-o", str(tmp_path / "y.npz")]) == 0
+    assert main(["run", str(out), "--input", str(tmp_path / "x.npz"), "-o", str(tmp_path / "z.npz"),
+                 "--rules", "litert-ref"]) == 0
+    ours, litert_rules = np.load(tmp_path / "y.npz"), np.load(tmp_path / "z.npz")
+    (name,) = ours.files
+    theirs = np.concatenate([run_ort(out.read_bytes(), {"x": x[i:i + 1]}, "ort-all")[name] for i in range(2)])
+    assert np.array_equal(ours[name], theirs)
+    assert not np.array_equal(litert_rules[name], theirs)
