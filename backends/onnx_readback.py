@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
+from ..ir.names import claim_unique
 from ..ir.ops import infer_node
 from .onnx_opmap import (BY_ONNX, DTYPE_FROM_ONNX, MCC_DOMAIN, MS_DOMAIN, TABLE_OPS, Site,
                          int8_activation_bounds, takes_activation)
@@ -85,12 +86,7 @@ class _Reader:
         return self.tensors[name]
 
     def unique(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
+        return claim_unique(self.taken, base)
 
     def node(self, n: onnx.NodeProto) -> Node:
         key = (n.domain, "") if n.domain == MCC_DOMAIN else ("" if n.domain == "ai.onnx" else n.domain, n.op_type)

@@ -57,6 +57,7 @@ from onnx import TensorAnnotation, helper, numpy_helper
 from .. import __version__
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
+from ..ir.names import claim_unique
 from .onnx_opmap import (DTYPE_TO_ONNX, IR_VERSION, MCC_DOMAIN, MS_DOMAIN, OPSET, TABLE_OPS, TABLE_RULES,
                          is_int8, mapping_for, table_op)
 
@@ -108,12 +109,7 @@ class _Writer:
         self.functions: dict[str, object] = {}
 
     def _unique(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
+        return claim_unique(self.taken, base)
 
     def _initializer(self, name: str, data: np.ndarray) -> str:
         self.initializers.append(numpy_helper.from_array(np.asarray(data, order="C"), name))

@@ -20,6 +20,7 @@ from onnx import numpy_helper
 
 from ..errors import MccError
 from ..ir import Graph, Tensor
+from ..ir.names import claim_unique
 
 
 @dataclass(eq=False)
@@ -227,8 +228,4 @@ class Lowering:
         raise MccError(f"ONNX {self.node.op_type}: {message}", path=self.path, node=label)
 
     def _unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
+        return claim_unique(self.names, base)

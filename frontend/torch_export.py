@@ -25,6 +25,7 @@ import torch
 
 from ..errors import MccError
 from ..ir import Graph, Tensor
+from ..ir.names import claim_unique
 from .aten import LOWERINGS, SKIPPED
 
 # Decomposed by torch's default table but kept whole: each is one TFLite kernel and one IR op.
@@ -271,11 +272,7 @@ class _Lowering:
         raise MccError(f"{what}{at}: {message}", path=self.path, node=self.node.name)
 
     def _unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
+        return claim_unique(self.names, base)
 
 
 _NUMBERED = re.compile(r"_\d+$")

@@ -19,18 +19,22 @@ from .registry import kernel, require_float32
 
 
 @numba.njit(cache=True)
-def conv_accumulate(x, w, bias, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w):
-    """sum(x * w) + bias for NHWC x [N,H,W,C] and OHWI w [O,kh,kw,C/groups]; groups = C / (C/groups)."""
+def conv_accumulate(x, w, x_zero_point, zero, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w):
+    """sum(w * (x - x_zero_point)) for NHWC x [N,H,W,C] and OHWI w [O,kh,kw,C/groups]; groups = C / (C/groups).
+
+    One loop for both number formats, in TFLite's order (filter row, column, input channel): float32 data with
+    `zero` = float32 0 accumulates in float32; int8 data with an int64 zero point and `zero` accumulates in int64.
+    The output stage (bias, requantization, activation) is the caller's."""
     n, h, wd, c = x.shape
     out_c, kh, kw, group_c = w.shape
     per_group = out_c // (c // group_c)
-    acc = np.empty((n, out_h, out_w, out_c), np.float32)
+    acc = np.full((n, out_h, out_w, out_c), zero)
     for b in range(n):
         for oy in range(out_h):
             for ox in range(out_w):
                 for oc in range(out_c):
                     first = (oc // per_group) * group_c
-                    total = np.float32(0)
+                    total = zero
                     for ky in range(kh):
                         iy = oy * stride_h - pad_top + ky * dil_h
                         if iy < 0 or iy >= h:
@@ -40,8 +44,8 @@ def conv_accumulate(x, w, bias, stride_h, stride_w, pad_top, pad_left, dil_h, di
                             if ix < 0 or ix >= wd:
                                 continue
                             for ic in range(group_c):
-                                total += x[b, iy, ix, first + ic] * w[oc, ky, kx, ic]
-                    acc[b, oy, ox, oc] = total + bias[oc]
+                                total += w[oc, ky, kx, ic] * (x[b, iy, ix, first + ic] - x_zero_point)
+                    acc[b, oy, ox, oc] = total
     return acc
 
 
@@ -54,8 +58,8 @@ def _conv(node, x, w_ohwi, bias):
         bias = np.zeros(w_ohwi.shape[0], np.float32)  # TFLite adds 0.0f when there is no bias
     (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
     top, left = node.attrs["padding"][:2]
-    acc = conv_accumulate(x, w_ohwi, np.ascontiguousarray(bias),
-                          sh, sw, top, left, dh, dw, out_h, out_w)
+    zero = np.float32(0)
+    acc = conv_accumulate(x, w_ohwi, zero, zero, sh, sw, top, left, dh, dw, out_h, out_w) + bias  # TFLite: sum, then bias
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
 

@@ -8,40 +8,13 @@ integer accumulator: integer sums do not depend on order, so the rule alone deci
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ...errors import MccError
+from .conv import conv_accumulate
 from .int8_output import activation_bounds, output_stage, product_scale, requantize
 from .int8_registry import int8_kernel, per_tensor, quant
 from .layout import from_nhwc, to_nhwc, window_output_hw
-
-
-@numba.njit(cache=True)
-def conv_accumulate_int8(x, w, x_zero_point, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w):
-    """sum(w * (x - x_zero_point)) in int64 for NHWC int8 x and OHWI int8 w [O,kh,kw,C/groups]."""
-    n, h, wd, c = x.shape
-    out_c, kh, kw, group_c = w.shape
-    per_group = out_c // (c // group_c)
-    acc = np.zeros((n, out_h, out_w, out_c), np.int64)
-    for b in range(n):
-        for oy in range(out_h):
-            for ox in range(out_w):
-                for oc in range(out_c):
-                    first = (oc // per_group) * group_c
-                    total = 0
-                    for ky in range(kh):
-                        iy = oy * stride_h - pad_top + ky * dil_h
-                        if iy < 0 or iy >= h:
-                            continue
-                        for kx in range(kw):
-                            ix = ox * stride_w - pad_left + kx * dil_w
-                            if ix < 0 or ix >= wd:
-                                continue
-                            for ic in range(group_c):
-                                total += np.int64(w[oc, ky, kx, ic]) * (np.int64(x[b, iy, ix, first + ic]) - x_zero_point)
-                    acc[b, oy, ox, oc] = total
-    return acc
 
 
 def weight_scales(node, w_tensor, out_channels: int, channel_axis: int) -> np.ndarray:
@@ -87,7 +60,7 @@ def _conv(node, inputs, rules, w_ohwi, channel_axis):
     (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
     top, left = node.attrs["padding"][:2]
     rule = rules.rule(node.op, node.name)
-    acc = conv_accumulate_int8(x, w_ohwi, zp_in, sh, sw, top, left, dh, dw, out_h, out_w)
+    acc = conv_accumulate(x, w_ohwi, np.int64(zp_in), np.int64(0), sh, sw, top, left, dh, dw, out_h, out_w)
     acc += int32_bias(node, bias, out_c, rule)
     scaled = requantize(acc, product_scale(s_in, s_w, s_out, rule), rule, node)
     bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels)

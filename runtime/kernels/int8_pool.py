@@ -20,6 +20,7 @@ from .int8_output import activation_bounds
 from .int8_reduce import ort_global_average
 from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant
 from .layout import from_nhwc, to_nhwc, window_output_hw
+from .pool import pool_nhwc
 
 
 @numba.njit(cache=True)
@@ -48,28 +49,6 @@ def pool_int8(x, is_max, kh, kw, stride_h, stride_w, pad_top, pad_left, out_h, o
     return y
 
 
-@numba.njit(cache=True)
-def average_float32(x, kh, kw, stride_h, stride_w, pad_top, pad_left, out_h, out_w, include_pad):
-    """Window means of NHWC float32 x, summed in float32 in row order and divided by the window's count."""
-    n, h, wd, c = x.shape
-    y = np.empty((n, out_h, out_w, c), np.float32)
-    for b in range(n):
-        for oy in range(out_h):
-            y0 = oy * stride_h - pad_top
-            for ox in range(out_w):
-                x0 = ox * stride_w - pad_left
-                rows = range(max(y0, 0), min(y0 + kh, h))
-                cols = range(max(x0, 0), min(x0 + kw, wd))
-                count = np.float32(kh * kw if include_pad else len(rows) * len(cols))
-                for ch in range(c):
-                    acc = np.float32(0)
-                    for iy in rows:
-                        for ix in cols:
-                            acc += x[b, iy, ix, ch]
-                    y[b, oy, ox, ch] = acc / count
-    return y
-
-
 def _ort_average(node, x, bounds):
     """QLinearAveragePool on NHWC int8 x, clamped to the fused activation's bounds."""
     a = node.attrs
@@ -80,8 +59,9 @@ def _ort_average(node, x, bounds):
         y = ort_global_average(total, x.shape[1] * x.shape[2], s_in, zp_in, s_out, zp_out, node)
     else:
         real = s_in * (x.astype(np.int32) - zp_in).astype(np.float32)
-        mean = average_float32(real, *a["kernel"], *a["stride"], *a["padding"][:2],
-                               *window_output_hw(x, node, *a["kernel"]), bool(a["count_include_pad"]))
+        # the float kernel's average: float32 sum in row order, divided by the window's count
+        mean = pool_nhwc(real, False, bool(a["count_include_pad"]), *a["kernel"], *a["stride"], *a["padding"][:2],
+                         *window_output_hw(x, node, *a["kernel"]))
         y = np.rint(mean / s_out + np.float32(zp_out))
     return np.clip(y, *bounds).astype(np.int8)
 
