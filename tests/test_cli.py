@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mcc.cli import main
+from mcc.fileio import _umask
 from mcc.runtime.litert import run_litert
 
 
@@ -47,6 +48,7 @@ def test_compile_prints_table_and_writes_report(model_file, tmp_path, capsys):
     assert "loading" in printed.err and "done in" in printed.err
     r = json.loads(report.read_text())
     assert r["output"]["bytes"] == out.stat().st_size
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # like a file open() creates, not mkstemp's 0600
     assert [p["pass"] for p in r["passes"]][:3] == ["fold_constants", "eliminate_dead", "fold_batchnorm"]
     bn = next(p for p in r["passes"] if p["pass"] == "fold_batchnorm")
     assert bn["after"]["nodes"] < bn["before"]["nodes"]
