@@ -58,6 +58,7 @@ from .. import __version__
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.names import claim_unique
+from . import verified_copy
 from .onnx_opmap import (DTYPE_TO_ONNX, IR_VERSION, MCC_DOMAIN, MS_DOMAIN, OPSET, TABLE_OPS, TABLE_RULES,
                          is_int8, mapping_for, table_op)
 
@@ -185,11 +186,7 @@ class _Writer:
 
 def write_onnx(graph: Graph) -> bytes:
     """The ONNX model of `graph` (NCHW, legal for ONNX); the same graph always gives the same bytes."""
-    g = graph.copy()
-    try:
-        g.verify()
-    except ValueError as e:
-        raise MccError(f"graph '{graph.name}' is not well formed, so it cannot be written as ONNX: {e}") from None
+    g = verified_copy(graph, "ONNX")
     nhwc = next((t.name for t in g.tensors() if t.layout == "NHWC"), None)
     if nhwc is not None:
         raise MccError(f"tensor '{nhwc}' is NHWC, but ONNX's spatial operators read NCHW; run the to_nchw pass "

@@ -15,6 +15,7 @@ from ai_edge_litert import schema_py_generated as schema
 from .. import __version__
 from ..errors import MccError
 from ..ir import Graph, QuantParams, Tensor
+from . import verified_copy
 from .tflite_opmap import DTYPE_TO_TFLITE, mapping_for
 
 BUFFER_ALIGNMENT = 16  # what the TFLite converter uses, so weights can be read in place from an mmap
@@ -100,11 +101,7 @@ class _ModelBuilder:
 
 def write_tflite(graph: Graph) -> bytes:
     """The TFLite flatbuffer of `graph` (NHWC, legal for TFLite); the same graph always gives the same bytes."""
-    g = graph.copy()
-    try:
-        g.verify()
-    except ValueError as e:
-        raise MccError(f"graph '{graph.name}' is not well formed, so it cannot be written as TFLite: {e}") from None
+    g = verified_copy(graph, "TFLite")
     mb = _ModelBuilder(g)
     sub = schema.SubGraphT()
     sub.name = g.name
