@@ -1,7 +1,9 @@
-"""The `mcc` command line: compile, run, inspect, targets.
+"""The `mcc` command line: compile, run, inspect, validate, targets.
 
-Every user-facing failure is an MccError, printed as one paragraph with exit code 2; anything else is a bug in
-mcc and keeps its traceback.
+One error path: a problem with the user's input or files is an MccError (an OSError on a file the user named is
+turned into one), printed as one paragraph with exit code 2; anything else is a bug in mcc, reported in two lines
+with the traceback saved to a file (exit 3), never as a raw traceback. Libraries' log lines and warnings are
+kept off stderr while a command runs: mcc says what matters in its own words.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .errors import MccError
+from .errors import MccError, describe_os_error, quiet_libraries, save_traceback
 from .progress import Progress
 
 
@@ -197,10 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        with quiet_libraries():
+            return args.func(args) or 0
     except MccError as e:
         print(f"mcc: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a file the user named: permissions, a name too long, a full disk, a folder in the way
+        print(f"mcc: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mcc: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # a bug in mcc: a short message, the traceback kept for the report
+        saved = save_traceback()
+        print(f"mcc: internal error, please report it with the file {saved}", file=sys.stderr)
+        print(f"mcc: {traceback.format_exception_only(sys.exc_info()[1])[-1].strip()}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     if isinstance(source, Graph):
         graph, source_info = source, {"path": None, "sha256": None}
     else:
+        if Path(source).is_dir():
+            raise MccError("is a folder, not a model file; give the model file's path", path=source)
         if not Path(source).is_file():
             raise MccError("no such model file; check the path", path=source)
         graph = load_model(source, trust_pickle=trust_pickle, input_shapes=input_shapes, progress=progress)

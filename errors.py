@@ -4,6 +4,17 @@ The CLI prints it as one paragraph and exits with `exit_code` (2 for bad input),
 MccError instead of letting a library's traceback reach the user.
 """
 
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+import tempfile
+import traceback
+import warnings
+from contextlib import contextmanager
+
 
 class MccError(Exception):
     exit_code = 2
@@ -14,3 +25,53 @@ class MccError(Exception):
         prefix = f"{self.path}: " if self.path else ""
         where = f"node '{node}': " if node else ""
         super().__init__(prefix + where + message)
+
+
+_OS_ADVICE = {
+    errno.EACCES: "permission denied: check the file's and its folder's permissions",
+    errno.EPERM: "operation not permitted: check the file's and its folder's permissions",
+    errno.ENAMETOOLONG: "the file name is too long for the file system: choose a shorter name",
+    errno.ENOSPC: "no space left on the device: free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EISDIR: "is a folder where a file is expected",
+    errno.ENOTDIR: "a part of the path is a file where a folder is expected",
+    errno.ENOENT: "no such file or folder",
+    errno.ELOOP: "too many levels of symbolic links",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line naming the file and what the operating system refused, with what to do."""
+    what = _OS_ADVICE.get(e.errno, e.strerror or type(e).__name__)
+    names = [n for n in (e.filename, e.filename2) if n is not None]
+    where = " -> ".join(str(n) for n in names)
+    return f"{where}: {what}" if where else what
+
+
+@contextmanager
+def quiet_libraries():
+    """Keep torch's, onnx's and numpy's log records and warnings off stderr while mcc works: a damaged archive
+    makes torch log a whole traceback before mcc's own one-line message, which is the one that says what to do."""
+    loggers = [logging.getLogger(name) for name in ("torch", "onnx", "onnxscript", "onnx_ir", "numba")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def save_traceback() -> str:
+    """Write the current exception's traceback (and mcc's version and command line) to a file; its path."""
+    from . import __version__
+
+    fd, path = tempfile.mkstemp(prefix="mcc-internal-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"mcc {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv)}\n\n")
+        f.write(traceback.format_exc())
+    return path

@@ -1,4 +1,8 @@
-"""Writing outputs so that a failure never leaves a half-written file: temporary file in the same folder, then rename."""
+"""Writing outputs so that a failure never leaves a half-written file: temporary file in the same folder, then rename.
+
+The temporary file has a short name of its own (`.mcc-XXXXXXXX.tmp`), so any output name the file system
+accepts can be written; every OSError on the way is reported against the output path the user gave.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import MccError
+from .errors import MccError, describe_os_error
 
 
 def check_output_path(path) -> Path:
@@ -19,23 +23,45 @@ def check_output_path(path) -> Path:
                        path=path)
     if path.is_dir():
         raise MccError("the output path is a folder; give a file name", path=path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MccError(f"the output folder '{parent}' is not writable (permission denied); choose another -o path",
+                       path=path)
+    try:
+        too_long = len(os.fsencode(path.name)) > os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        too_long = False
+    if too_long:
+        raise MccError("the output file name is too long for the file system; choose a shorter name", path=path)
     return path
 
 
 def write_atomic(path, data: bytes) -> None:
     path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".mcc-", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the permissions open() would give
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise MccError(f"could not be written: {describe_os_error(_without_names(e))}", path=path) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _without_names(e: OSError) -> OSError:
+    """The error without the temporary file's name: the user knows the output only by its own name."""
+    return OSError(e.errno, e.strerror)
 
 
 def _umask() -> int:

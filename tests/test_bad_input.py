@@ -34,7 +34,7 @@ def _compile(capsys, src, out):
     err = capsys.readouterr().err
     assert code == 2, err
     assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".mcc-")]
     assert err.startswith("mcc: error:") and err.count("\n") == 1
     return err
 
