@@ -31,24 +31,19 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
 
     input_shapes gives one shape per model input for the formats that do not record them (TorchScript,
     pickled modules; a torch.export archive keeps the shapes it was exported with) and for ONNX models with
-    symbolic dimensions (a symbolic batch alone becomes 1 without it); trust_pickle allows
-    unpickling a whole nn.Module, which executes code from the file.
+    symbolic dimensions (a symbolic batch alone becomes 1 without it); trust_pickle allows unpickling (a whole
+    nn.Module, the pickled members of a .pt2 archive), which executes code from the file. Without it nothing
+    from the file runs: see frontend/pt2_archive.py.
     """
     path = Path(path)
     fmt = sniff(path)
     if input_shapes is not None:
         input_shapes = _check_shapes(path, input_shapes)
     if fmt == "torch.export":
+        from .pt2_archive import read_pt2
         from .torch_export import lower
-        import torch
 
-        try:
-            with open(path, "rb") as f:  # a file object: torch warns about paths not ending in .pt2
-                ep = torch.export.load(f)
-        except Exception as e:  # torch raises many types for damaged archives; the user needs one message
-            raise MccError(f"could not be read as a torch.export archive ({type(e).__name__}: {e}); "
-                           "re-save it with torch.export.save", path=path) from e
-        return lower(ep, name=path.stem, path=path)
+        return lower(read_pt2(path, trust_pickle=trust_pickle), name=path.stem, path=path)
     if fmt == "tflite":
         from .tflite_reader import read_float_tflite
 

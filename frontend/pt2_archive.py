@@ -1,0 +1,256 @@
+"""Read a torch.export archive (.pt2) into an ExportedProgram without running anything from the file.
+
+`torch.export.load` is not safe on an untrusted file, and says so: it unpickles the sample inputs (falling back
+to the full unpickler when the safe one refuses), weights and constants whose config says `use_pickle`, custom and
+opaque objects, and legacy `.pt` weight files; it hands every symbolic-shape expression to `sympy.sympify`, which
+evaluates Python; and the graph's call targets are looked up by dotted name anywhere under `torch`. A model file
+must run no code unless the user trusts it, so without `trust_pickle` mcc reads the archive itself:
+
+- members are read with zipfile (CRC-checked by the loader first); the serialized program and the payload configs
+  are JSON, turned into torch's schema dataclasses without evaluating anything;
+- weights and constants are built from their raw bytes and the tensor metadata (dtype, sizes, strides, offset),
+  checked against the member's length, aliasing kept where members are shared;
+- any member that would need unpickling (pickled payloads, custom/opaque objects, legacy weight files) is refused
+  with a message naming it and `--trust-pickle`; the sample inputs, which mcc does not need, are never loaded, and
+  their pickle is scanned statically (frontend/pickle_scan.py): one naming anything but tensor data is refused too;
+- symbolic shapes (expressions sympy would evaluate) and guard code are refused before torch sees them (mcc
+  compiles static shapes); every call target must be an operator under `torch.ops`, `_operator` or `math`, checked
+  on the JSON and again on the deserialized graph, before anything traces it.
+
+With `trust_pickle`, torch.export.load reads the archive as torch does (all of the above allowed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+from ..errors import MccError
+
+_TRUST = ("pass --trust-pickle (trust_pickle=True) only if you trust the file, or re-save the model with "
+          "torch.export.save from plain tensors")
+_TARGET = re.compile(r"(torch\.ops(\.[A-Za-z_][A-Za-z0-9_]*){2,3}|_operator\.[a-z_]+|math\.[a-z_0-9]+)")
+_MODEL = "model"
+
+
+def read_pt2(path: Path, *, trust_pickle: bool = False):
+    """The ExportedProgram in the .pt2 archive at `path`; MccError naming the member for anything unsafe or broken."""
+    import torch
+
+    if trust_pickle:
+        try:
+            with open(path, "rb") as f:  # a file object: torch warns about paths not ending in .pt2
+                return torch.export.load(f)
+        except Exception as e:  # torch raises many types for damaged archives; the user needs one message
+            raise MccError(f"could not be read as a torch.export archive ({type(e).__name__}: {e}); re-save it "
+                           "with torch.export.save", path=path) from None
+    with zipfile.ZipFile(path) as z:
+        return _Archive(z, path).exported_program()
+
+
+class _Archive:
+    def __init__(self, z: zipfile.ZipFile, path: Path):
+        self.z, self.path = z, path
+        root = next((n[: -len("archive_format")] for n in z.namelist() if n.endswith("archive_format")), "")
+        self.members = {n[len(root):]: n for n in z.namelist() if n.startswith(root)}
+
+    def fail(self, message: str):
+        raise MccError(message, path=self.path)
+
+    def read(self, member: str) -> bytes:
+        if member not in self.members:
+            self.fail(f"the torch.export archive has no member '{member}'; re-save it with torch.export.save")
+        return self.z.read(self.members[member])
+
+    def text(self, member: str) -> str:
+        try:
+            return self.read(member).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self.fail(f"archive member '{member}' is not UTF-8 text; the archive is damaged: re-save it")
+
+    def json(self, member: str):
+        try:
+            return json.loads(self.read(member))
+        except (ValueError, RecursionError) as e:
+            self.fail(f"archive member '{member}' is not valid JSON ({type(e).__name__}: {str(e)[:200]}); the archive "
+                      "is damaged: re-save it with torch.export.save")
+
+    def exported_program(self):
+        import torch
+        from torch._export.serde import schema
+        from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
+
+        if self.text("archive_format") != "pt2" or self.text("archive_version") != "0":
+            self.fail("is a torch.export archive of a format or version this torch cannot read (archive_format "
+                      f"'{self.text('archive_format')[:20]}', version '{self.text('archive_version')[:20]}'); "
+                      "re-save it with torch 2.13")
+        if "byteorder" in self.members and self.text("byteorder") != "little":
+            self.fail("holds big-endian tensors; re-save the model on a little-endian machine")
+        models = sorted(m[len("models/"):-len(".json")] for m in self.members
+                        if m.startswith("models/") and m.endswith(".json"))
+        if _MODEL not in models:
+            self.fail(f"the torch.export archive holds no program named '{_MODEL}' (it has {models or 'none'}); save "
+                      "one model with torch.export.save(ep, 'model.pt2')")
+        program = self.json(f"models/{_MODEL}.json")
+        self._check_program(program)
+        self._check_sample_inputs()
+        try:
+            serialized = _dict_to_dataclass(schema.ExportedProgram, program)
+            weights = self._payloads("weights", _dict_to_dataclass(schema.PayloadConfig, self._config("weights")))
+            constants = self._payloads("constants",
+                                       _dict_to_dataclass(schema.PayloadConfig, self._config("constants")))
+        except MccError:
+            raise
+        except Exception as e:  # torch's schema conversion raises whatever the malformed JSON trips
+            self.fail(f"the serialized program does not match torch's export schema ({type(e).__name__}: "
+                      f"{str(e)[:200]}); re-save it with torch.export.save")
+        try:
+            ep = ExportedProgramDeserializer().deserialize(serialized, weights, constants, None)
+        except Exception as e:  # torch raises many types for an inconsistent program
+            self.fail(f"the serialized program could not be rebuilt ({type(e).__name__}: {str(e)[:300]}); re-save "
+                      "it with torch.export.save")
+        for node in ep.graph.nodes:
+            if node.op == "call_function" and not _is_operator(node.target, torch):
+                self.fail(f"node '{node.name}' calls {node.target!r}, which is not a torch operator; mcc runs "
+                          "nothing else from a model file")
+        return ep
+
+    def _check_program(self, program) -> None:
+        """Refuse what torch would evaluate while rebuilding the program: symbolic expressions, guard code,
+        call targets outside the operator namespaces."""
+        if not isinstance(program, dict):
+            self.fail(f"archive member 'models/{_MODEL}.json' is not a serialized ExportedProgram")
+        if program.get("range_constraints") or program.get("guards_code") or _find_key(program, "expr_str"):
+            self.fail("the exported program has dynamic (symbolic) dimensions; mcc compiles static shapes: export "
+                      "with concrete example inputs and no dynamic_shapes, then torch.export.save it")
+        for target in _targets(program):
+            if not isinstance(target, str) or not _TARGET.fullmatch(target) or "__" in target:
+                self.fail(f"the exported program calls {str(target)[:120]!r}, which is not a torch operator; mcc "
+                          "runs nothing else from a model file")
+
+    def _check_sample_inputs(self) -> None:
+        from .pickle_scan import unsafe_imports
+
+        member = f"data/sample_inputs/{_MODEL}.pt"
+        if member not in self.members:
+            return
+        try:
+            unsafe = unsafe_imports(self.read(member))
+        except ValueError as e:
+            self.fail(f"archive member '{member}' (the sample inputs) is {e}; re-save the model")
+        if unsafe:
+            self.fail(f"archive member '{member}' (the sample inputs) is a pickle that would import "
+                      f"{', '.join(sorted(set(unsafe))[:5])}, i.e. run code when loaded; mcc does not load it: "
+                      f"{_TRUST}")
+
+    def _config(self, kind: str):
+        legacy = f"data/{kind}/{_MODEL}.pt"
+        if legacy in self.members:
+            self.fail(f"keeps its {kind} in the legacy pickled member '{legacy}', which runs code when loaded; "
+                      f"{_TRUST}")
+        return self.json(f"data/{kind}/{_MODEL}_{kind}_config.json")
+
+    def _payloads(self, kind: str, config) -> dict:
+        """Tensors by fully qualified name, built from raw bytes; refuses pickled payloads."""
+        import torch
+
+        flat: dict[str, object] = {}
+        out = {}
+        for fqn, meta in config.config.items():
+            member = f"data/{kind}/{meta.path_name}"
+            if meta.use_pickle or not meta.path_name.startswith(("weight_", "tensor_")):
+                self.fail(f"{kind[:-1]} '{fqn}' is stored as a pickled object (member '{member}'), which runs code "
+                          f"when loaded; {_TRUST}")
+            tm = meta.tensor_meta
+            if tm is None:
+                self.fail(f"{kind[:-1]} '{fqn}' has no tensor metadata; the archive is damaged: re-save it")
+            dtype, sizes, strides, offset = _layout(tm)
+            if member not in flat:
+                flat[member] = self._flat(member, dtype)
+            t = self._strided(flat[member], fqn, member, dtype, sizes, strides, offset)
+            out[fqn] = torch.nn.Parameter(t, requires_grad=tm.requires_grad) if meta.is_param else t
+        return out
+
+    def _flat(self, member: str, dtype):
+        import torch
+
+        raw = self.read(member)
+        size = torch.empty((), dtype=dtype).element_size()
+        if len(raw) % size:
+            self.fail(f"archive member '{member}' holds {len(raw)} bytes, not a whole number of {dtype} elements; "
+                      "the archive is damaged: re-save it")
+        return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+
+    def _strided(self, flat, fqn, member, dtype, sizes, strides, offset):
+        import torch
+
+        if len(sizes) != len(strides) or min(sizes + strides + [offset], default=0) < 0:
+            self.fail(f"tensor '{fqn}' has sizes {sizes}, strides {strides} and offset {offset}, which do not "
+                      "describe a tensor; the archive is damaged: re-save it")
+        if 0 in sizes:
+            return torch.zeros(sizes, dtype=dtype)
+        if not len(flat):  # an empty member stands for a tensor of zeros (torch writes no bytes for them)
+            flat = torch.zeros(1 + sum((n - 1) * s for n, s in zip(sizes, strides)), dtype=dtype)
+            offset = 0
+        last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
+        if last >= len(flat):
+            self.fail(f"tensor '{fqn}' {dtype}{sizes} reaches element {last} of member '{member}', which holds "
+                      f"{len(flat)}; the archive is damaged: re-save it")
+        return torch.as_strided(flat, sizes, strides, offset)
+
+
+def _layout(tm):
+    """(torch dtype, sizes, strides, storage offset) of a serialized TensorMeta: static sizes only."""
+    from torch._export.serde.serialize import deserialize_scalar_type
+
+    def ints(values):
+        out = []
+        for v in values:
+            if v.type != "as_int":
+                raise MccError("the archive has dynamic (symbolic) dimensions in a stored tensor; mcc compiles "
+                               "static shapes: export with concrete example inputs")
+            out.append(int(v.value))
+        return out
+
+    offset = tm.storage_offset
+    return (deserialize_scalar_type(tm.dtype), ints(tm.sizes), ints(tm.strides),
+            int(offset.value) if offset.type == "as_int" else -1)
+
+
+def _find_key(value, key: str) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if key in v:
+                return True
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def _targets(program):
+    """Every node target in the program and its nested graphs (nodes are the dicts with target/inputs/outputs)."""
+    stack = [program]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if "target" in v and "inputs" in v and "outputs" in v:
+                yield v["target"]
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _is_operator(target, torch) -> bool:
+    import math
+    import operator
+
+    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket, torch._ops.HigherOrderOperator)):
+        return True
+    return getattr(target, "__module__", None) in ("_operator", "math") and (
+        getattr(operator, getattr(target, "__name__", ""), None) is target
+        or getattr(math, getattr(target, "__name__", ""), None) is target)
