@@ -69,7 +69,7 @@ def _marker_code(marker, value):
 def test_sample_inputs_payload_is_refused_and_never_runs(archive, tmp_path, capsys):
     marker = tmp_path / "ran"
     buf = io.BytesIO()
-    torch.save(_Payload(_marker_code(marker, "((), {})")), buf)
+    torch.save(_Payload(_marker_code(marker, "((__import__('torch').zeros(1, 1, 6, 6),), {})")), buf)
     payload = buf.getvalue()
     bad = _rewrite(archive, tmp_path / "sample.pt2",
                    lambda m: m.__setitem__(_member(m, "data/sample_inputs/model.pt"), payload))
