@@ -25,9 +25,13 @@ def _shapes(text: str | None):
     if not text:
         return None
     try:
-        return [tuple(int(d) for d in part.split(",")) for part in text.split(";")]
+        shapes = [tuple(int(d) for d in part.split(",")) for part in text.split(";")]
     except ValueError:
         raise MccError(f"--input-shape '{text}' is not of the form 1,3,224,224 (';' between several inputs)") from None
+    if any(d < 1 for s in shapes for d in s):
+        raise MccError(f"--input-shape '{text}' has a size below 1; every dimension is a positive size, "
+                       "e.g. 1,3,224,224")
+    return shapes
 
 
 def _default_output(model: str, target_name: str) -> str:
@@ -39,10 +43,28 @@ def _default_output(model: str, target_name: str) -> str:
     return str(out if out != Path(model) else out.with_suffix(f".{target_name}{suffix}"))
 
 
+def _check_int8_options(args) -> None:
+    """Refuse, before any work, int8 options on a float target and an observer that does not exist."""
+    from .targets import get_target
+
+    target = get_target(args.target)
+    if not target.needs_calibration:
+        given = [flag for flag, on in (("--io int8", args.io == "int8"), ("--require-int8", args.require_int8)) if on]
+        if given:
+            raise MccError(f"{' and '.join(given)} apply to int8 targets, and target {target.name} emits "
+                           f"{target.number_format}: choose an int8 target (arm-int8, x86-int8) or drop "
+                           f"{' and '.join(given)}")
+    if args.observer is not None:
+        from .passes.observers import make_observer
+
+        make_observer(args.observer)
+
+
 def _cmd_compile(args) -> None:
     from .compiler import compile_model
     from .ir.stats import format_table
 
+    _check_int8_options(args)
     out = args.output or _default_output(args.model, args.target)
     progress = Progress(not args.quiet)
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
@@ -83,14 +105,17 @@ def _cmd_run(args) -> None:
         from .fileio import check_output_path
 
         check_output_path(args.output)
+    from .runtime.rules import rule_set
     from .validate import DEFAULT_RULES, read_compiled
 
+    if args.rules:
+        rule_set(args.rules)  # an unknown rule set is refused before any work
     _, fmt, graph = read_compiled(args.model)
     rules = args.rules or DEFAULT_RULES[fmt]
     feeds, notes = match_inputs(read_arrays(args.input), graph.inputs, path=args.input)
-    for n in notes:
-        print(n, file=sys.stderr)
     outputs = run_in_batches(lambda f: run(graph, f, rules=rules), feeds, graph.inputs[0].shape[0])
+    for n in notes:  # after the run: a failing command's stderr is its one error paragraph
+        print(n, file=sys.stderr)
     for name, value in outputs.items():
         print(f"{name}: {value.dtype}{list(value.shape)} min={value.min():.6g} max={value.max():.6g}")
     if args.output:
