@@ -80,8 +80,9 @@ def model_format(data: bytes, path) -> str:
         return "tflite"
     if Path(path).suffix.lower() == ".onnx" or data[:1] == b"\x08":
         return "onnx"
-    raise MccError("neither TFLite (no TFL3 identifier) nor ONNX; validate a .tflite or .onnx file that mcc "
-                   "compile wrote", path=path)
+    raise MccError("is not a compiled model: neither TFLite (no TFL3 identifier) nor ONNX. mcc run and mcc validate "
+                   "read the .tflite and .onnx files mcc compile writes: compile the model first "
+                   "(mcc compile MODEL --target ...)", path=path)
 
 
 def _peer(data: bytes, kernels: str):
