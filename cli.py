@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -41,6 +42,26 @@ def _default_output(model: str, target_name: str) -> str:
     suffix = get_target(target_name).suffix
     out = Path(model).with_suffix(suffix)
     return str(out if out != Path(model) else out.with_suffix(f".{target_name}{suffix}"))
+
+
+_INPUT_FILES = {"model": "model", "calib": "calibration data", "input": "input data", "reference": "reference model"}
+
+
+def _check_input_files(args) -> None:
+    """Every file the command reads exists, is a file and can be read, checked before any work: a --calib problem
+    would otherwise show only after the model has loaded. A dangling symbolic link is named as one."""
+    for attr, what in _INPUT_FILES.items():
+        path = getattr(args, attr, None)
+        if path is None:
+            continue
+        if os.path.islink(path) and not os.path.exists(path):
+            raise MccError(f"is a symbolic link to '{os.readlink(path)}', which does not exist (a dangling link); "
+                           f"give the {what} file's path", path=path)
+        if not os.path.lexists(path):
+            raise MccError(f"no such {what} file; check the path", path=path)
+        if os.path.isdir(path):
+            raise MccError(f"is a folder, not a file; give the {what} file's path", path=path)
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # an OSError (permission denied) names the file
 
 
 def _check_int8_options(args) -> None:
@@ -226,6 +247,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with quiet_libraries():
+            _check_input_files(args)
             return args.func(args) or 0
     except MccError as e:
         print(f"mcc: error: {e}", file=sys.stderr)
