@@ -72,7 +72,8 @@ def _check_int8_options(args) -> None:
     if not target.needs_calibration:
         given = [flag for flag, on in (("--io int8", args.io == "int8"), ("--require-int8", args.require_int8)) if on]
         if given:
-            raise MccError(f"{' and '.join(given)} apply to int8 targets, and target {target.name} emits "
+            raise MccError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to int8 targets, "
+                           f"and target {target.name} emits "
                            f"{target.number_format}: choose an int8 target (arm-int8, x86-int8) or drop "
                            f"{' and '.join(given)}")
     if args.observer is not None:
