@@ -42,6 +42,7 @@ def load_onnx(path, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
     model = read_model(path)
     check_model(model, path)
     load_external_data(model, path)
+    check_with_onnx(model, path)
     return Lowering(model, static_inputs(model, input_shapes, path), path.stem, path).run()
 
 
@@ -89,6 +90,30 @@ def check_model(model: onnx.ModelProto, path) -> None:
             except onnx.checker.ValidationError as e:
                 raise MccError(f"is not a valid ONNX {n.op_type} node: {_first_line(e)}", path=path,
                                node=node_label(n)) from None
+
+
+def check_with_onnx(model: onnx.ModelProto, path) -> None:
+    """onnx.checker's full check, strict shape inference included: what the ONNX ecosystem calls a valid model
+    (single assignment of every name, outputs that some node produces, initializers that hold their dims' worth of
+    data, known element types). mcc lowers only models that pass it, so no lowering meets a malformed graph. The
+    checker requires a shape on every graph output, which onnxruntime does not: an output declared without one is
+    checked in everything but its shape (which the lowering checks node by node), then strict shape inference
+    checks every node's types and shapes."""
+    if not model.graph.output:
+        raise MccError("the ONNX graph has no outputs, so it computes nothing; re-export the model with its outputs",
+                       path=path)
+    structure = onnx.ModelProto()
+    structure.CopyFrom(model)
+    for v in structure.graph.output:  # a shape only the node-by-node folding finds is checked when lowered
+        if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape"):
+            v.type.tensor_type.shape.SetInParent()
+    try:
+        onnx.checker.check_model(structure)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, TypeError, KeyError,
+            UnicodeError) as e:
+        raise MccError(f"is not a valid ONNX model, onnx.checker says: {_first_line(e)}; fix or re-export the model",
+                       path=path) from None
 
 
 def _listing(nodes) -> str:
@@ -146,18 +171,34 @@ def _unsupported(graph: onnx.GraphProto) -> list:
 
 
 def load_external_data(model: onnx.ModelProto, path: Path) -> None:
-    """Read the tensors stored outside the file from the model's folder; MccError naming every missing file."""
-    tensors = [t for t in _tensors(model.graph) if external_data_helper.uses_external_data(t)]
-    missing = sorted({external_data_helper.ExternalDataInfo(t).location for t in tensors
-                      if not (path.parent / external_data_helper.ExternalDataInfo(t).location).is_file()})
-    if missing:
-        raise MccError(f"keeps its weights in external data file(s) {', '.join(repr(m) for m in missing)}, missing "
-                       f"from {path.parent}; copy them next to the model", path=path)
-    try:
-        for t in tensors:
-            external_data_helper.load_external_data_for_tensor(t, str(path.parent))
-    except (onnx.checker.ValidationError, OSError) as e:
-        raise MccError(f"external data could not be read: {_first_line(e)}", path=path) from None
+    """Read the tensors stored outside the file, from the model's folder only.
+
+    onnx's own reader refuses absolute locations and '..' but also every symbolic link; mcc reads the bytes itself
+    so that a link is followed when, resolved, it stays inside the model's folder (models copied with their weights
+    linked from a cache), and refuses a location that leaves the folder however it is spelled."""
+    folder = path.parent.resolve()
+    for t in (t for t in _tensors(model.graph) if external_data_helper.uses_external_data(t)):
+        info = external_data_helper.ExternalDataInfo(t)
+        where = f"tensor '{t.name}' keeps its data in external file {info.location!r}"
+        try:
+            target = (folder / info.location).resolve()
+        except (OSError, ValueError, RuntimeError):  # a NUL byte in the name, a link loop
+            target = None
+        if target is None or Path(info.location).is_absolute() or not target.is_relative_to(folder):
+            raise MccError(f"{where}, outside the model's folder {folder}; external data must lie beside the model "
+                           "(a relative location, no '..', links only within the folder)", path=path)
+        if not target.is_file():
+            raise MccError(f"{where}, missing from {path.parent}; copy it next to the model", path=path)
+        offset, length = int(info.offset or 0), info.length
+        with open(target, "rb") as f:
+            f.seek(offset)
+            data = f.read(length) if length else f.read()
+        if length and len(data) != length:
+            raise MccError(f"{where}, which holds {len(data)} of the {length} bytes asked for at offset {offset}: the "
+                           "data file is truncated; re-copy it", path=path)
+        t.raw_data = data
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
 
 
 def _tensors(graph: onnx.GraphProto):

@@ -71,7 +71,10 @@ class Lowering:
             self._lower(node)
         self._outputs([v.name for v in g.output])
         self.graph.cleanup()
-        self.graph.verify()
+        try:
+            self.graph.verify()
+        except ValueError as e:
+            raise MccError(f"the lowered model is not a valid graph: {e}", path=self.path) from None
         return self.graph
 
     def _lower(self, node):

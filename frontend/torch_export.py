@@ -141,7 +141,10 @@ class _Lowering:
             else:
                 self.fail(f"FX '{node.op}' nodes (control flow or submodules) are not supported")
         self.graph.cleanup()
-        self.graph.verify()
+        try:
+            self.graph.verify()
+        except ValueError as e:
+            raise MccError(f"the lowered program is not a valid graph: {e}", path=self.path) from None
         return self.graph
 
     def _placeholder(self, node, spec):

@@ -166,11 +166,15 @@ class Graph:
         """Raise ValueError on anything a pass could leave broken: names, wiring, cycles, shapes, attributes."""
         from .ops import check_node
 
+        if not self.outputs:
+            raise ValueError(f"graph '{self.name}' has no outputs: it computes nothing")
         names = {}
         for t in self.tensors():
             if t.name in names and names[t.name] is not t:
                 raise ValueError(f"graph '{self.name}': two tensors are named '{t.name}'")
             names[t.name] = t
+            if any(d < 1 for d in t.shape):
+                raise ValueError(f"tensor '{t.name}' has shape {list(t.shape)}: the targets hold no empty tensors")
         node_names = [n.name for n in self.nodes]
         if len(set(node_names)) != len(node_names):
             raise ValueError(f"graph '{self.name}': node names are not unique")

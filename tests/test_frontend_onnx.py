@@ -342,7 +342,7 @@ def test_external_data(zoo_onnx, tmp_path):
     assert path.stat().st_size < 20_000 < (tmp_path / "ext.weights").stat().st_size
     check_against_ort(path)
     (tmp_path / "ext.weights").unlink()
-    with pytest.raises(MccError, match="external data.*'ext.weights'.*copy them next to the model"):
+    with pytest.raises(MccError, match="external file 'ext.weights', missing from.*copy it next to the model"):
         load(path)
 
 
