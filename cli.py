@@ -94,6 +94,8 @@ def _cmd_compile(args) -> None:
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
                            options={k: v for k, v in options.items() if v is not None}, progress=progress)
+    for w in result.report["warnings"]:
+        print(f"mcc: warning: {w}", file=sys.stderr)
     if not args.quiet:
         print(format_table(result.graph))
         src, dst = result.report["source"]["totals"], result.report["output"]["totals"]

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .errors import MccError
 from .fileio import check_output_path, sha256, write_atomic
@@ -67,12 +69,25 @@ def _io(tensors) -> list[dict]:
 
 
 def calibration_arrays(path, graph: Graph) -> dict:
-    """Read --calib data and check it against the source model's inputs before any pass runs."""
+    """Read --calib data and check it against the source model's inputs before any pass runs: shapes, and finite
+    values (a NaN would turn every observed range, and so every scale, into NaN)."""
     from .datafiles import match_inputs, read_arrays
 
     arrays = read_arrays(path)
     feeds, _ = match_inputs(arrays, graph.inputs, path=path)
+    for name, a in feeds.items():
+        bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.size else np.zeros(0, bool)
+        if bad.any():
+            raise MccError(f"calibration input '{name}' holds NaN or infinite values in {int(bad.sum())} of its "
+                           f"{len(a)} samples (first: sample {int(np.argmax(bad))}); calibration needs finite data: "
+                           "drop or fix those samples", path=path)
     return feeds
+
+
+def nonfinite_weights(graph: Graph) -> list[str]:
+    """Names of the constants that hold NaN or infinite values."""
+    return [t.name for t in graph.constants()
+            if np.issubdtype(t.data.dtype, np.floating) and not np.isfinite(t.data).all()]
 
 
 def compile_model(source, target_name: str, output=None, *, trust_pickle=False, input_shapes=None,
@@ -97,6 +112,15 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         graph = load_model(source, trust_pickle=trust_pickle, input_shapes=input_shapes, progress=progress)
         source_info = {"path": str(source), "sha256": sha256(Path(source).read_bytes())}
     source_io = {"inputs": _io(graph.inputs), "outputs": _io(graph.outputs)}
+    warnings = []
+    bad = nonfinite_weights(graph)
+    if bad:
+        listed = ", ".join(f"'{n}'" for n in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        if target.needs_calibration:
+            raise MccError(f"weight(s) {listed} hold NaN or infinite values, which have no int8 scale; fix the model "
+                           "(a diverged training run, an overflow in export) before quantizing it",
+                           path=source_info["path"])
+        warnings.append(f"weight(s) {listed} hold NaN or infinite values; the compiled model computes with them")
     options = dict(options or {})
     if target.needs_calibration:
         if calib is None:
@@ -114,6 +138,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         "source": {**source_info, **source_io, "totals": before},
         "output": {"path": str(output) if output else None, "bytes": len(data), "sha256": sha256(data),
                    "inputs": _io(graph.inputs), "outputs": _io(graph.outputs), "totals": totals(graph)},
+        "warnings": warnings,
         "passes": [r.to_json() for r in records],
         "layers": table_json(graph),
     }
