@@ -75,3 +75,16 @@ def save_traceback() -> str:
         f.write(f"mcc {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv)}\n\n")
         f.write(traceback.format_exc())
     return path
+
+
+_BOILERPLATE = ("Original traceback", "Use tlparse", "While executing", "For more information", "from user code",
+                "Set TORCH_LOGS", "Exception raised from", "frame #")
+
+
+def summarize(e: BaseException, limit: int = 300) -> str:
+    """`Type: first line` of a library's exception, for inside an MccError: torch's messages run to dozens of lines
+    of C++ frames and logging advice, and mcc's errors are one paragraph."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(_BOILERPLATE)]
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -14,7 +14,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from ..errors import MccError
+from ..errors import MccError, summarize
 from ..ir import Graph
 
 ACCEPTED = ("a torch.export archive (torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')); "
@@ -87,7 +87,7 @@ def _sniff_zip(path: Path) -> str:
             bad = z.testzip()
             names = z.namelist()
     except Exception as e:  # BadZipFile, EOFError, zlib.error, ... depending on where the damage is
-        raise MccError(f"is a truncated or corrupt zip archive ({type(e).__name__}: {e}); re-save or re-copy "
+        raise MccError(f"is a truncated or corrupt zip archive ({summarize(e)}); re-save or re-copy "
                        "the model", path=path) from e
     if bad is not None:
         raise MccError(f"is a corrupt zip archive: member '{bad}' fails its CRC check; re-save or re-copy the model",

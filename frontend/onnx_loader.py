@@ -20,7 +20,7 @@ import onnx
 import onnx.inliner
 from onnx import external_data_helper
 
-from ..errors import MccError
+from ..errors import MccError, summarize
 from ..ir import Graph
 from .onnx_lowering import DEFAULT_DOMAINS, Lowering, default_opset, node_label
 
@@ -52,7 +52,7 @@ def read_model(path: Path) -> onnx.ModelProto:
     try:
         model.ParseFromString(path.read_bytes())
     except Exception as e:  # protobuf's DecodeError, or a RuntimeError from the C++ parser
-        raise MccError(f"looks like an ONNX model but does not parse ({type(e).__name__}: {e}): the file is truncated "
+        raise MccError(f"looks like an ONNX model but does not parse ({summarize(e)}): the file is truncated "
                        "or corrupt; re-export or re-copy it", path=path) from None
     if not model.HasField("graph") or not model.graph.node:
         raise MccError("is an ONNX model without a graph (or with an empty one); re-export it", path=path)

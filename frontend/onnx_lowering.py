@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import MccError
+from ..errors import MccError, summarize
 from ..ir import Graph, Tensor
 from ..ir.names import claim_unique
 
@@ -133,7 +133,7 @@ class Lowering:
         try:
             outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
         except Exception as e:  # the reference implementation raises whatever numpy raises
-            self.fail(f"could not be evaluated on its constant inputs ({type(e).__name__}: {e})")
+            self.fail(f"could not be evaluated on its constant inputs ({summarize(e)})")
         consts = [v for v in ins if v is not None]
         name = consts[0].name if len(consts) == 1 else node.output[0]
         return [Const(np.asarray(o), name) for o in outs]

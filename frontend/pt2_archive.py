@@ -27,7 +27,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from ..errors import MccError
+from ..errors import MccError, summarize
 
 _TRUST = ("pass --trust-pickle (trust_pickle=True) only if you trust the file, or re-save the model with "
           "torch.export.save from plain tensors")
@@ -44,7 +44,7 @@ def read_pt2(path: Path, *, trust_pickle: bool = False):
             with open(path, "rb") as f:  # a file object: torch warns about paths not ending in .pt2
                 return torch.export.load(f)
         except Exception as e:  # torch raises many types for damaged archives; the user needs one message
-            raise MccError(f"could not be read as a torch.export archive ({type(e).__name__}: {e}); re-save it "
+            raise MccError(f"could not be read as a torch.export archive ({summarize(e)}); re-save it "
                            "with torch.export.save", path=path) from None
     with zipfile.ZipFile(path) as z:
         return _Archive(z, path).exported_program()
@@ -74,7 +74,7 @@ class _Archive:
         try:
             return json.loads(self.read(member))
         except (ValueError, RecursionError) as e:
-            self.fail(f"archive member '{member}' is not valid JSON ({type(e).__name__}: {str(e)[:200]}); the archive "
+            self.fail(f"archive member '{member}' is not valid JSON ({summarize(e)}); the archive "
                       "is damaged: re-save it with torch.export.save")
 
     def exported_program(self):
@@ -104,12 +104,12 @@ class _Archive:
         except MccError:
             raise
         except Exception as e:  # torch's schema conversion raises whatever the malformed JSON trips
-            self.fail(f"the serialized program does not match torch's export schema ({type(e).__name__}: "
-                      f"{str(e)[:200]}); re-save it with torch.export.save")
+            self.fail(f"the serialized program does not match torch's export schema ({summarize(e)}); re-save it "
+                      "with torch.export.save")
         try:
             ep = ExportedProgramDeserializer().deserialize(serialized, weights, constants, None)
         except Exception as e:  # torch raises many types for an inconsistent program
-            self.fail(f"the serialized program could not be rebuilt ({type(e).__name__}: {str(e)[:300]}); re-save "
+            self.fail(f"the serialized program could not be rebuilt ({summarize(e)}); re-save "
                       "it with torch.export.save")
         for node in ep.graph.nodes:
             if node.op == "call_function" and not _is_operator(node.target, torch):

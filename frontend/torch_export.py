@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import MccError
+from ..errors import MccError, summarize
 from ..ir import Graph, Tensor
 from ..ir.names import claim_unique
 from .aten import LOWERINGS, SKIPPED
@@ -83,7 +83,7 @@ def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = 
         with quiet_torch():
             ep = ep.run_decompositions(table)
     except Exception as e:  # custom ops without a decomposition, mostly
-        raise MccError(f"torch could not decompose the program to core ATen ({type(e).__name__}: {e})",
+        raise MccError(f"torch could not decompose the program to core ATen ({summarize(e)})",
                        path=path) from e
     return _Lowering(ep, name, path, input_names).run()
 

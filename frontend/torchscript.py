@@ -7,7 +7,7 @@ second translator for TorchScript's own IR. The archive records no input shapes,
 
 from __future__ import annotations
 
-from ..errors import MccError
+from ..errors import MccError, summarize
 from ..ir import Graph
 
 
@@ -21,14 +21,14 @@ def load_torchscript(path, input_shapes: list[tuple[int, ...]] | None) -> Graph:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError subclasses with C++ messages; the user needs one message
-        raise MccError(f"could not be read as a TorchScript archive ({type(e).__name__}: {e})", path=path) from e
+        raise MccError(f"could not be read as a TorchScript archive ({summarize(e)})", path=path) from e
     try:
         with quiet_torch():
             converted = TS2EPConverter(module, inputs).convert()
             ep = torch.export.export(converted.module(), inputs)  # re-exported for the static shapes mcc compiles
     except Exception as e:
         raise MccError(f"TorchScript to torch.export conversion failed with input_shapes={input_shapes} "
-                       f"({type(e).__name__}: {e}); check the shapes, or save the model with torch.export.save",
+                       f"({summarize(e)}); check the shapes, or save the model with torch.export.save",
                        path=path) from e
     names = [a.name for a in module.forward.schema.arguments[1:]]  # [0] is self
     return lower(ep, name=path.stem, path=path, input_names=names)
