@@ -106,14 +106,17 @@ def hostile_pickle(marker: Path) -> bytes:
 
 def hostile_torch_save(marker: Path) -> bytes:
     """A torch.save-format zip (as torch writes sample inputs and pickled weights) whose data.pkl runs code."""
-    buf = io.BytesIO()
-    torch.save(torch.zeros(1), buf)
-    buf.seek(0)
     out = io.BytesIO()
-    with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+    with zipfile.ZipFile(io.BytesIO(torch_save_bytes(torch.zeros(1)))) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
             zout.writestr(info, hostile_pickle(marker) if info.filename.endswith("/data.pkl") else zin.read(info))
     return out.getvalue()
+
+
+def torch_save_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def pickled_weight_archive(src: Path, dst: Path, payload: bytes) -> Path:

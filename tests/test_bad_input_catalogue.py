@@ -174,9 +174,21 @@ def _(env):
                                                  bi.hostile_pickle(env.marker)))
 
 
+@case("pt2-hostile-pickled-weight-torch-save", "weights.pt2", "--trust-pickle", check=no_pickle_executed)
+def _(env):
+    return env.compile(bi.pickled_weight_archive(env.shared.pt2, env.root / "weights.pt2",
+                                                 bi.hostile_torch_save(env.marker)))
+
+
 @case("pt2-trusted-archive-loads", code=0, creates=lambda env: env.out)
 def _(env):
     return env.compile(env.copy(env.shared.pt2), "--trust-pickle")
+
+
+@case("pt2-trusted-pickled-weight-loads", code=0, creates=lambda env: env.out)
+def _(env):
+    weight = bi.torch_save_bytes(bi.tiny_module().conv.weight)  # a legitimate pickled nn.Parameter
+    return env.compile(bi.pickled_weight_archive(env.shared.pt2, env.root / "weights.pt2", weight), "--trust-pickle")
 
 
 @case("pt2-unsupported-op", "cumsum.pt2", "cumsum")
