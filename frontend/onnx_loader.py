@@ -41,9 +41,10 @@ def load_onnx(path, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
     path = Path(path)
     model = read_model(path)
     check_model(model, path)
+    shapes = static_inputs(model, input_shapes, path)
     load_external_data(model, path)
     check_with_onnx(model, path)
-    return Lowering(model, static_inputs(model, input_shapes, path), path.stem, path).run()
+    return Lowering(model, shapes, path.stem, path).run()
 
 
 def read_model(path: Path) -> onnx.ModelProto:
@@ -56,9 +57,45 @@ def read_model(path: Path) -> onnx.ModelProto:
                        "or corrupt; re-export or re-copy it", path=path) from None
     if not model.HasField("graph") or not model.graph.node:
         raise MccError("is an ONNX model without a graph (or with an empty one); re-export it", path=path)
+    where = _non_utf8(model)
+    if where is not None:
+        raise MccError(f"holds a string that is not UTF-8 text ({where}); the file is corrupt: re-export or re-copy it",
+                       path=path)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     return model
+
+
+def _non_utf8(message) -> str | None:
+    """The first string field holding bytes that are not UTF-8 (protobuf hands those back as bytes, which every
+    later string operation trips over), as 'Field.path = b...'; None if all are text."""
+    stack = [(message, type(message).__name__)]
+    while stack:
+        msg, where = stack.pop()
+        for field, value in msg.ListFields():
+            here = f"{where}.{field.name}"
+            if field.type == field.TYPE_MESSAGE:
+                items = value if field.is_repeated else [value]
+                stack.extend((m, f"{here}[{i}]") for i, m in enumerate(items))
+            elif field.type == field.TYPE_STRING:
+                for v in (value if field.is_repeated else [value]):
+                    if isinstance(v, bytes):
+                        return f"{here} = {v[:40]!r}"
+    return None
+
+
+def _element_types(model: onnx.ModelProto, path) -> None:
+    """Every initializer and graph input has an element type ONNX defines (UNDEFINED and unknown numbers are
+    refused by name, before onnx's checker or numpy meets them)."""
+    known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+    tensors = [(f"initializer '{t.name}'", t.data_type) for t in model.graph.initializer]
+    tensors += [(f"input '{v.name}'", v.type.tensor_type.elem_type) for v in model.graph.input
+                if v.type.HasField("tensor_type")]
+    for what, elem in tensors:
+        if elem not in known:
+            name = "UNDEFINED" if elem == onnx.TensorProto.UNDEFINED else f"unknown ({elem})"
+            raise MccError(f"{what} has element type {name}, which is no ONNX data type; the file is corrupt: "
+                           "re-export it", path=path)
 
 
 def check_model(model: onnx.ModelProto, path) -> None:
@@ -71,6 +108,7 @@ def check_model(model: onnx.ModelProto, path) -> None:
         raise MccError(f"declares {found}; mcc reads opsets {OPSETS.start} to {OPSETS.stop - 1}: re-export the "
                        f"model with one (torch.onnx.export(..., opset_version=18)) or convert it with "
                        f"onnx.version_converter.convert_version(model, 18)", path=path)
+    _element_types(model, path)
     quantized = [n for n in model.graph.node if n.op_type in _QUANTIZED or n.op_type.startswith(_QUANTIZED_PREFIXES)]
     if quantized:
         raise MccError(f"is already quantized ({_listing(quantized)}); mcc quantizes float models itself: give it "
