@@ -16,7 +16,15 @@ reader folds them as it reads the file. Folding, rather than emitting an IR `deq
 keeps the IR's float path float32 (its dequantize is integer -> float, its float kernels are float32 only), and
 it is exact: every float16 value is a float32. Such a file reads back as a float32 model with dense weights, the
 form quantize_int8 re-quantizes (and the form mcc writes back). `read_float_tflite` reads compile sources: it
-refuses a model that is quantized already.
+refuses a model that is quantized already, or whose inputs are not float32.
+
+A file is checked before the schema's object API unpacks it, by the rules of the flatbuffers verifier LiteRT runs
+(flatbuffers/verifier.h through tflite::VerifyModelBuffer): every table, vtable, vector and string of the tables
+mcc reads lies inside the file, and no more tables are visited than the file has room for. The object API trusts
+the bytes: a vector length of 2^32 - 1 makes it iterate (and a shared table re-unpack) for as long as the
+numbers allow, and a damaged offset fails as whatever struct or numpy raises, far from the field. Then every
+index is checked against what it indexes, shapes against sizes an edge model can have, and a buffer stored after
+the flatbuffer (a Buffer's offset and size, how models over 2 GB keep their weights) against the file's length.
 """
 
 from __future__ import annotations
@@ -37,11 +45,161 @@ _SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize")
 _OWN_LAYOUT = ("reshape", "transpose", "fully_connected")
 _DENSIFY, _DEQUANTIZE = schema.BuiltinOperator.DENSIFY, schema.BuiltinOperator.DEQUANTIZE
 
+# ---- the flatbuffer verifier --------------------------------------------------------------------------------
+# The tables mcc's reading touches, as in schema.fbs: per field its vtable slot, name and kind. A kind is the byte
+# size of a scalar, "str", ("vec", element size), ("table", name), ("tables", name) (a vector of tables), or
+# ("union", {type: table name}); a union member without an entry (the ~200 builtin options tables, which hold
+# scalars and scalar vectors the object API reads with bounds checks) has its table and vtable checked.
+_SPARSE_INDEX = {schema.SparseIndexVector.Int32Vector: "Int32Vector",
+                 schema.SparseIndexVector.Uint16Vector: "Uint16Vector",
+                 schema.SparseIndexVector.Uint8Vector: "Uint8Vector"}
+_SCHEMA = {
+    "Model": ((4, "version", 4), (6, "operator_codes", ("tables", "OperatorCode")),
+              (8, "subgraphs", ("tables", "SubGraph")), (10, "description", "str"),
+              (12, "buffers", ("tables", "Buffer")), (14, "metadata_buffer", ("vec", 4)),
+              (16, "metadata", ("tables", "Metadata")), (18, "signature_defs", ("tables", "SignatureDef")),
+              (20, "external_buffer_groups", ("tables", "ExternalBufferGroup")),
+              (22, "external_buffers", ("tables", "ExternalBuffer"))),
+    "SubGraph": ((4, "tensors", ("tables", "Tensor")), (6, "inputs", ("vec", 4)), (8, "outputs", ("vec", 4)),
+                 (10, "operators", ("tables", "Operator")), (12, "name", "str"), (14, "debug_metadata_index", 4)),
+    "Tensor": ((4, "shape", ("vec", 4)), (6, "type", 1), (8, "buffer", 4), (10, "name", "str"),
+               (12, "quantization", ("table", "QuantizationParameters")), (14, "is_variable", 1),
+               (16, "sparsity", ("table", "SparsityParameters")), (18, "shape_signature", ("vec", 4)),
+               (20, "has_rank", 1), (22, "variant_tensors", ("tables", "VariantSubType")), (24, "external_buffer", 4)),
+    "Operator": ((4, "opcode_index", 4), (6, "inputs", ("vec", 4)), (8, "outputs", ("vec", 4)),
+                 (10, "builtin_options_type", 1), (12, "builtin_options", ("union", {})),
+                 (14, "custom_options", ("vec", 1)), (16, "custom_options_format", 1),
+                 (18, "mutating_variable_inputs", ("vec", 1)), (20, "intermediates", ("vec", 4)),
+                 (22, "large_custom_options_offset", 8), (24, "large_custom_options_size", 8),
+                 (26, "builtin_options_2_type", 1), (28, "builtin_options_2", ("union", {})),
+                 (30, "debug_metadata_index", 4)),
+    "OperatorCode": ((4, "deprecated_builtin_code", 1), (6, "custom_code", "str"), (8, "version", 4),
+                     (10, "builtin_code", 4)),
+    "Buffer": ((4, "data", ("vec", 1)), (6, "offset", 8), (8, "size", 8)),
+    "QuantizationParameters": ((4, "min", ("vec", 4)), (6, "max", ("vec", 4)), (8, "scale", ("vec", 4)),
+                               (10, "zero_point", ("vec", 8)), (12, "details_type", 1),
+                               (14, "details", ("union", {schema.QuantizationDetails.CustomQuantization:
+                                                          "CustomQuantization"})),
+                               (16, "quantized_dimension", 4)),
+    "CustomQuantization": ((4, "custom", ("vec", 1)),),
+    "SparsityParameters": ((4, "traversal_order", ("vec", 4)), (6, "block_map", ("vec", 4)),
+                           (8, "dim_metadata", ("tables", "DimensionMetadata"))),
+    "DimensionMetadata": ((4, "format", 1), (6, "dense_size", 4), (8, "array_segments_type", 1),
+                          (10, "array_segments", ("union", _SPARSE_INDEX)), (12, "array_indices_type", 1),
+                          (14, "array_indices", ("union", _SPARSE_INDEX))),
+    "Int32Vector": ((4, "values", ("vec", 4)),),
+    "Uint16Vector": ((4, "values", ("vec", 2)),),
+    "Uint8Vector": ((4, "values", ("vec", 1)),),
+    "VariantSubType": ((4, "shape", ("vec", 4)), (6, "type", 1), (8, "has_rank", 1)),
+    "Metadata": ((4, "name", "str"), (6, "buffer", 4)),
+    "SignatureDef": ((4, "inputs", ("tables", "TensorMap")), (6, "outputs", ("tables", "TensorMap")),
+                     (8, "signature_key", "str"), (12, "subgraph_index", 4)),
+    "TensorMap": ((4, "name", "str"), (6, "tensor_index", 4)),
+    "ExternalBufferGroup": ((4, "name", "str"),),
+    "ExternalBuffer": ((4, "id", 4), (6, "group", 4), (8, "offset", 8), (10, "length", 8), (12, "packing", "str")),
+}
+
+
+class _Corrupt(Exception):
+    """Where (a path of field names and indices) and what is wrong; read_tflite turns it into an MccError."""
+
+
+def _at(where) -> str:
+    """('subgraphs', 0, 'tensors', 3, 'shape') -> 'subgraphs[0].tensors[3].shape' (where is a linked pair list)."""
+    parts = []
+    while where:
+        where, part = where
+        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
+    return "".join(reversed(parts)).lstrip(".") or "the root table"
+
+
+class _Verifier:
+    """The flatbuffers verifier's checks (offsets, vtables, vector and string lengths inside the buffer; a bound on
+    the number of tables) over the tables in _SCHEMA; raises _Corrupt."""
+
+    def __init__(self, data: bytes):
+        self.data, self.size = data, len(data)
+        self.tables_left = len(data) // 4 + 16   # every table takes at least its 4-byte vtable offset
+
+    def fail(self, where, problem: str):
+        raise _Corrupt(f"{_at(where)} {problem}")
+
+    def uoffset(self, pos: int, where) -> int:
+        """The position a uoffset stored at `pos` points to (it counts forward from `pos`)."""
+        if not 0 <= pos <= self.size - 4:
+            self.fail(where, f"is stored at byte {pos}, outside the {self.size}-byte file")
+        return pos + struct.unpack_from("<I", self.data, pos)[0]
+
+    def vector(self, pos: int, elem: int, where) -> int:
+        """Check a vector (or string, elem 1) at `pos`; its length."""
+        if not 0 <= pos <= self.size - 4:
+            self.fail(where, f"starts at byte {pos}, outside the {self.size}-byte file")
+        n = struct.unpack_from("<I", self.data, pos)[0]
+        if pos + 4 + n * elem > self.size:
+            self.fail(where, f"claims {n:,} elements of {elem} byte(s) from byte {pos}, past the end of the "
+                      f"{self.size}-byte file")
+        return n
+
+    def table(self, pos: int, name: str | None, where) -> None:
+        self.tables_left -= 1
+        if self.tables_left < 0:
+            self.fail(where, "is one table too many: the file's offsets visit more tables than it has room for "
+                      "(tables shared or nested without end)")
+        if not 0 <= pos <= self.size - 4:
+            self.fail(where, f"starts at byte {pos}, outside the {self.size}-byte file")
+        vtable = pos - struct.unpack_from("<i", self.data, pos)[0]
+        if not 0 <= vtable <= self.size - 4:
+            self.fail(where, f"has its vtable at byte {vtable}, outside the {self.size}-byte file")
+        vt_size, t_size = struct.unpack_from("<HH", self.data, vtable)
+        if vt_size < 4 or vt_size % 2 or vtable + vt_size > self.size or t_size < 4 or pos + t_size > self.size:
+            self.fail(where, f"has a vtable of {vt_size} bytes at byte {vtable} for a table of {t_size} bytes at "
+                      f"byte {pos}, which do not fit the {self.size}-byte file")
+        fields = struct.unpack_from(f"<{(vt_size - 4) // 2}H", self.data, vtable + 4)
+        if name is None:   # a union member whose fields are not listed: each must lie inside its table
+            if any(off and off >= t_size for off in fields):
+                self.fail(where, f"has a field outside its {t_size}-byte table")
+            return
+        for slot, field, kind in _SCHEMA[name]:
+            k = (slot - 4) // 2
+            off = fields[k] if k < len(fields) else 0
+            if not off:
+                continue
+            here = (where, field)
+            if off + (kind if isinstance(kind, int) else 4) > t_size:
+                self.fail(here, f"lies outside its {t_size}-byte table")
+            if isinstance(kind, int):
+                continue
+            target = self.uoffset(pos + off, here)
+            if kind == "str":
+                self.vector(target, 1, here)
+            elif kind[0] == "vec":
+                self.vector(target, kind[1], here)
+            elif kind[0] == "table":
+                self.table(target, kind[1], here)
+            elif kind[0] == "tables":
+                for i in range(self.vector(target, 4, here)):
+                    elem = target + 4 + 4 * i
+                    self.table(self.uoffset(elem, (here, i)), kind[1], (here, i))
+            else:   # a union: its type is the field before
+                type_off = fields[k - 1] if k - 1 < len(fields) else 0
+                member = self.data[pos + type_off] if type_off else 0
+                if member:
+                    self.table(target, kind[1].get(member), here)
+
+
+def _verify(data: bytes, path) -> None:
+    try:
+        root = _Verifier(data)
+        root.table(root.uoffset(0, None), "Model", None)
+    except _Corrupt as e:
+        raise MccError(f"corrupt TFLite flatbuffer: {e}; re-export or re-copy the model", path=path) from None
+
 
 def _unpack(data: bytes, path) -> schema.ModelT:
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
         found = bytes(data[4:8]) if len(data) >= 8 else b""
         raise MccError(f"not a TFLite model: file identifier is {found!r}, expected b'TFL3'", path=path)
+    _verify(data, path)
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
     except (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError) as e:
@@ -85,29 +243,29 @@ def _unique(base: str, taken: set) -> str:
     return name
 
 
-def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, taken: set, path) -> Tensor:
+def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, data: bytes, taken: set, path) -> Tensor:
     name = _unique(t.name.decode("utf-8", "replace") if t.name else f"tensor_{index}", taken)
     if t.type not in DTYPE_FROM_TFLITE:
         types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
         raise MccError(f"tensor '{name}' has type {types.get(t.type, t.type)}, which mcc's IR does not hold", path=path)
     dtype = DTYPE_FROM_TFLITE[t.type]
-    shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+    shape = tuple(_ints(t.shape))
     quant = None
     q = t.quantization
     if q is not None and q.scale is not None and len(q.scale):
         scale = np.asarray(q.scale, np.float32)
-        zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else np.zeros(len(scale)), np.int64)
+        zp = np.asarray(q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else np.zeros(len(scale)), np.int64)
         quant = QuantParams(scale, zp, q.quantizedDimension if len(scale) > 1 else None)
     buf = model.buffers[t.buffer] if t.buffer > 0 else None
-    if buf is not None and buf.offset > 1:
-        raise MccError(f"constant '{name}' is stored after the flatbuffer (a model over 2 GB); mcc reads edge "
-                       "models whose weights sit inside it", path=path)
-    if buf is None or buf.data is None or not len(buf.data):
+    if buf is not None and buf.offset > 1:   # stored after the flatbuffer; _check_indices saw it inside the file
+        raw = data[buf.offset:buf.offset + buf.size]
+    else:
+        raw = np.asarray(buf.data, np.uint8).tobytes() if buf is not None and buf.data is not None else b""
+    if not raw:
         return Tensor(name, shape, dtype, None, quant)
-    raw = np.asarray(buf.data, np.uint8).tobytes()
     itemsize = np.dtype(dtype).itemsize
     stored = int(np.prod(shape, dtype=np.int64)) if t.sparsity is None else len(raw) // itemsize
-    if any(d < 0 for d in shape) or len(raw) != itemsize * stored:
+    if len(raw) != itemsize * stored:
         raise MccError(f"constant '{name}' holds {len(raw)} bytes, which is not {dtype}{list(shape)}", path=path)
     arr = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype)
     if t.sparsity is not None:
@@ -134,12 +292,19 @@ def _ints(vector) -> list[int]:
     return [int(i) for i in vector] if vector is not None else []
 
 
-def _check_indices(model: schema.ModelT, path) -> None:
-    """Every index in the file points at something: a corrupt file fails here, with the file's name."""
+# The largest tensor a file may declare: 2 GB, the most a flatbuffer holds and far beyond any edge model. A shape
+# past it (or a negative dimension) is corrupt data, and trusting it would allocate the dense form of a sparse
+# constant, or an activation, of that size.
+_MAX_BYTES = (1 << 31) - 1
+
+
+def _check_indices(model: schema.ModelT, data: bytes, path) -> None:
+    """Every index in the file points at something, every shape and quantization record is possible, and every
+    buffer stored after the flatbuffer lies inside the file: a corrupt file fails here, with the file's name."""
     sub = model.subgraphs[0]
-    n_tensors, n_codes, n_buffers = len(sub.tensors or []), len(model.operatorCodes or []), len(model.buffers or [])
-    bad = [f"tensor {i} names buffer {t.buffer}" for i, t in enumerate(sub.tensors or [])
-           if not 0 <= t.buffer < max(n_buffers, 1)]
+    tensors, buffers = sub.tensors or [], model.buffers or []
+    n_tensors, n_codes, n_buffers = len(tensors), len(model.operatorCodes or []), len(buffers)
+    bad = [f"tensor {i} names buffer {t.buffer}" for i, t in enumerate(tensors) if not 0 <= t.buffer < max(n_buffers, 1)]
     bad += [f"graph {kind} {i}" for kind, idx in (("input", sub.inputs), ("output", sub.outputs))
             for i in _ints(idx) if not 0 <= i < n_tensors]
     for k, op in enumerate(sub.operators or []):
@@ -151,6 +316,29 @@ def _check_indices(model: schema.ModelT, path) -> None:
     if bad:
         raise MccError(f"corrupt TFLite model: {'; '.join(bad[:3])}, out of {n_tensors} tensors, {n_codes} operator "
                        f"codes and {n_buffers} buffers; re-export the model", path=path)
+    if not _ints(sub.outputs):
+        raise MccError("the model's subgraph lists no outputs, so it computes nothing; re-export the model", path=path)
+    for i, t in enumerate(tensors):
+        name = f"tensor {i} ('{t.name.decode('utf-8', 'replace') if t.name else ''}')"
+        shape = _ints(t.shape)
+        size = np.dtype(DTYPE_FROM_TFLITE.get(t.type, "float32")).itemsize * int(np.prod(shape, dtype=object))
+        if any(d < 0 for d in shape) or size > _MAX_BYTES:
+            raise MccError(f"corrupt TFLite model: {name} has shape {shape}, "
+                           f"{'a negative dimension' if any(d < 0 for d in shape) else f'{size:,} bytes'}; "
+                           "re-export the model", path=path)
+        q = t.quantization
+        n_scale = len(q.scale) if q is not None and q.scale is not None else 0
+        if n_scale:
+            n_zp = len(q.zeroPoint) if q.zeroPoint is not None else 0
+            axis = q.quantizedDimension
+            if n_zp not in (0, n_scale) or (n_scale > 1 and not (0 <= axis < len(shape) and shape[axis] == n_scale)):
+                raise MccError(f"corrupt TFLite model: {name} {shape} has {n_scale} quantization scales and {n_zp} "
+                               f"zero points along dimension {axis}; re-export the model", path=path)
+        buf = buffers[t.buffer] if t.buffer > 0 else None
+        if buf is not None and buf.offset > 1 and buf.offset + buf.size > len(data):
+            raise MccError(f"corrupt TFLite model: {name} keeps its data at bytes {buf.offset:,} to "
+                           f"{buf.offset + buf.size:,} of the file (after the flatbuffer), but the file has "
+                           f"{len(data):,} bytes: it is truncated; re-copy or re-export the model", path=path)
 
 
 def _nhwc_tensors(model: schema.ModelT, tensors: list) -> list[int]:
@@ -233,11 +421,11 @@ def read_tflite(data: bytes, path=None) -> Graph:
     """The NHWC IR graph of a TFLite model; `path` only names the file in errors."""
     data = bytes(data)
     model = _unpack(data, path)
-    _check_indices(model, path)
+    _check_indices(model, data, path)
     _refuse_unknown(model, path)
     sub = model.subgraphs[0]
     taken: set = set()
-    tensors = [_tensor(t, i, model, taken, path) for i, t in enumerate(sub.tensors or [])]
+    tensors = [_tensor(t, i, model, data, taken, path) for i, t in enumerate(sub.tensors or [])]
     graph = Graph(sub.name.decode("utf-8", "replace") if sub.name else "main")
     graph.inputs = [tensors[i] for i in _ints(sub.inputs)]
     for i in _nhwc_tensors(model, tensors):
@@ -271,7 +459,7 @@ def read_tflite(data: bytes, path=None) -> Graph:
 def read_float_tflite(data: bytes, path=None) -> Graph:
     """The IR graph of a float TFLite model given as a compile source; refuses one that is quantized already
     (int8 / uint8 / int16 tensors or quantization parameters anywhere, weight-only and dynamic-range included),
-    whose re-quantization would stack a second rounding on the first."""
+    whose re-quantization would stack a second rounding on the first, and one with an input other than float32."""
     graph = read_tflite(data, path)
     quantized = next((t for t in graph.tensors() if t.quant is not None or t.dtype in ("int8", "uint8", "int16")), None)
     if quantized is not None:
@@ -279,4 +467,9 @@ def read_float_tflite(data: bytes, path=None) -> Graph:
                        f"{' with quantization parameters' if quantized.quant is not None else ''}); mcc compiles "
                        "float models: compile the float source model instead. `mcc validate` and `mcc run` read "
                        "this file as it is", path=path)
+    other = next((t for t in graph.inputs if t.dtype != "float32"), None)
+    if other is not None:
+        raise MccError(f"input '{other.name}' is {other.dtype}; mcc compiles float models, whose inputs are float32 "
+                       "(its float pipeline, calibration and int8 quantizer take float32 activations): export the "
+                       "model with float32 inputs. `mcc validate` and `mcc run` read this file as it is", path=path)
     return graph

@@ -5,14 +5,23 @@ innermost mcc frame)."""
 
 import io
 import struct
+import time
 import zipfile
 
+import flatbuffers
 import numpy as np
 import pytest
+from ai_edge_litert import schema_py_generated as schema
 
+from mcc.backends.tflite_writer import write_tflite
 from mcc.datafiles import match_inputs, read_arrays, run_in_batches
 from mcc.errors import MccError
-from mcc.ir import Tensor
+from mcc.frontend.tflite_reader import read_float_tflite, read_tflite
+from mcc.ir import Graph, Tensor
+from mcc.runtime import run
+from mcc.runtime.litert import run_litert
+
+OP = schema.BuiltinOperator
 
 
 # ---- .npz / .npy (mcc.datafiles) ------------------------------------------------------------------------
@@ -204,3 +213,185 @@ def test_good_files_still_read(tmp_path):
         got["x"][0, 0, 0] = 5   # writable, as np.load's arrays are
     np.save(tmp_path / "f.npy", arrays["f"])
     assert np.array_equal(read_arrays(tmp_path / "f.npy")[""], arrays["f"])
+
+
+# ---- TFLite (mcc.frontend.tflite_reader) ------------------------------------------------------------------
+def fc_model() -> schema.ModelT:
+    """An mcc-written float model, unpacked: x[1, 4] -> FULLY_CONNECTED (weights w[3, 4], bias b[3]) -> y[1, 3]."""
+    g = Graph("fc")
+    x = g.add_input("x", (1, 4))
+    rng = np.random.default_rng(0)
+    n = g.add_node("fully_connected", [x, g.constant("w", rng.standard_normal((3, 4)).astype(np.float32)),
+                                       g.constant("b", rng.standard_normal(3).astype(np.float32))],
+                   {"activation": None})
+    g.outputs = list(n.outputs)
+    return schema.ModelT.InitFromPackedBuf(write_tflite(g), 0)
+
+
+def pack(model: schema.ModelT) -> bytes:
+    b = flatbuffers.Builder(0)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def tensor(model: schema.ModelT, name: bytes) -> schema.TensorT:
+    return next(t for t in model.subgraphs[0].tensors if t.name == name)
+
+
+def tflite_error(data: bytes, match: str, reader=read_tflite) -> str:
+    with pytest.raises(MccError, match=match) as e:
+        reader(data, "model.tflite")
+    assert str(e.value).startswith("model.tflite: ")
+    return str(e.value)
+
+
+def test_quantization_scale_and_zero_point_lengths_differ():
+    """ValueError at ir/tensor.py:35 ('quantization scale (1,) and zero point (2,) differ in shape')."""
+    m = fc_model()
+    q = schema.QuantizationParametersT()
+    q.scale, q.zeroPoint = [0.1], [0, 0]
+    tensor(m, b"w").quantization = q
+    tflite_error(pack(m), r"tensor 1 \('w'\) \[3, 4\] has 1 quantization scales and 2 zero points")
+    q.scale, q.zeroPoint, q.quantizedDimension = [0.1, 0.2], [0, 0], 5   # per channel along no dimension
+    tflite_error(pack(m), "has 2 quantization scales and 2 zero points along dimension 5")
+
+
+def densify_model(shape) -> bytes:
+    """x[1, 4] -> FULLY_CONNECTED with weights DENSIFY(3 stored values of a sparse `shape` CSR matrix)."""
+    m = fc_model()
+    sub = m.subgraphs[0]
+    w = tensor(m, b"w")
+    sp = schema.SparsityParametersT()
+    sp.traversalOrder, sp.blockMap = [0, 1], []
+    dense, csr = schema.DimensionMetadataT(), schema.DimensionMetadataT()
+    dense.format, dense.denseSize = schema.DimensionType.DENSE, shape[0]
+    csr.format = schema.DimensionType.SPARSE_CSR
+    csr.arraySegmentsType = csr.arrayIndicesType = schema.SparseIndexVector.Int32Vector
+    csr.arraySegments, csr.arrayIndices = schema.Int32VectorT(), schema.Int32VectorT()
+    csr.arraySegments.values, csr.arrayIndices.values = [0, 2] + [3] * (shape[0] - 1), [0, 3, 1]
+    sp.dimMetadata = [dense, csr]
+    sparse = schema.TensorT()
+    sparse.name, sparse.shape, sparse.type, sparse.sparsity = b"w_sparse", list(shape), w.type, sp
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(np.ones(3, np.float32).tobytes(), np.uint8)
+    sparse.buffer, w.buffer = len(m.buffers), 0
+    m.buffers.append(buf)
+    sub.tensors.append(sparse)
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = OP.DENSIFY, OP.DENSIFY, 1
+    m.operatorCodes.append(code)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(m.operatorCodes) - 1, [len(sub.tensors) - 1], [sub.tensors.index(w)]
+    sub.operators.insert(0, op)
+    return pack(m)
+
+
+def test_sparse_constant_with_absurd_dense_shape():
+    """MemoryError at frontend/tflite_sparsity.py:78: the dense form of a 3-value sparse constant declared
+    [2, 1598282067] (12 GB) was allocated."""
+    read_tflite(densify_model((3, 4)))   # the same construction with a possible shape reads
+    tflite_error(densify_model((2, 1598282067)), r"'w_sparse'\) has shape \[2, 1598282067\], 12,786,256,536 bytes")
+
+
+def test_negative_dimension():
+    m = fc_model()
+    sub = m.subgraphs[0]
+    sub.tensors[sub.outputs[0]].shape = [1, -3]
+    tflite_error(pack(m), r"has shape \[1, -3\], a negative dimension")
+
+
+def test_vector_length_past_the_end_of_the_file():
+    """The object API trusted vector lengths (a shape of 2^32 - 1 elements failed as numpy's ValueError, a vector
+    of tables iterated until an offset left the file); the verifier names the field."""
+    data = bytearray(pack(fc_model()))
+    model = schema.Model.GetRootAs(data, 0)
+    t = model.Subgraphs(0).Tensors(0)
+    at = t._tab.Vector(t._tab.Offset(4)) - 4   # the shape vector's length
+    struct.pack_into("<I", data, at, 0xFFFFFFF0)
+    tflite_error(bytes(data), r"subgraphs\[0\]\.tensors\[0\]\.shape claims 4,294,967,280 elements of 4 byte\(s\)")
+
+
+def shared_table_bomb(k: int) -> bytes:
+    """A Model whose k subgraphs are all one SubGraph table, whose k tensors are all one Tensor table."""
+    b = flatbuffers.Builder(0)
+    schema.TensorStart(b)
+    t = schema.TensorEnd(b)
+    schema.SubGraphStartTensorsVector(b, k)
+    for _ in range(k):
+        b.PrependUOffsetTRelative(t)
+    tensors = b.EndVector()
+    schema.SubGraphStart(b)
+    schema.SubGraphAddTensors(b, tensors)
+    sub = schema.SubGraphEnd(b)
+    schema.ModelStartSubgraphsVector(b, k)
+    for _ in range(k):
+        b.PrependUOffsetTRelative(sub)
+    subgraphs = b.EndVector()
+    schema.ModelStart(b)
+    schema.ModelAddSubgraphs(b, subgraphs)
+    b.Finish(schema.ModelEnd(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_shared_tables_do_not_hang():
+    """A 12 KB file whose 1500 subgraphs share one table of 1500 tensors: the object API unpacked 2.25 million
+    tensors (quadratic: 6 s at 600, a hang at this size); the verifier stops at the file's room for tables."""
+    start = time.perf_counter()
+    tflite_error(shared_table_bomb(1500), "more tables than it has room for")
+    assert time.perf_counter() - start < 2
+
+
+def weights_after_flatbuffer(gap: int = 0, extra: int = 0) -> tuple[bytes, bytes]:
+    """(the fc model, the same model with w's data stored after the flatbuffer via Buffer.offset/size)."""
+    m = fc_model()
+    plain = pack(m)
+    buf = m.buffers[tensor(m, b"w").buffer]
+    payload = bytes(np.asarray(buf.data, np.uint8))
+    mark = 0x5A5A5A5A5A5A5A5A
+    buf.data, buf.offset, buf.size = None, mark, len(payload) + extra
+    data = pack(m)
+    offset = len(data) + (-len(data)) % 16 + gap
+    data = data.replace(struct.pack("<Q", mark), struct.pack("<Q", offset))
+    return plain, data + bytes(offset - len(data)) + payload
+
+
+def test_buffer_stored_after_the_flatbuffer_is_read():
+    """A Buffer with offset > 1 (how models over 2 GB keep weights) used to be refused; inside the file it reads as
+    the same model (as LiteRT reads it); past the end it is a truncated file."""
+    plain, external = weights_after_flatbuffer()
+    want, got = read_tflite(plain), read_tflite(external)
+    w_want = next(t for t in want.tensors() if t.name == "w")
+    w_got = next(t for t in got.tensors() if t.name == "w")
+    assert np.array_equal(w_want.data, w_got.data)
+    feeds = {"x": np.arange(4, dtype=np.float32).reshape(1, 4)}
+    assert np.array_equal(list(run(got, feeds).values())[0], list(run(want, feeds).values())[0])
+    assert np.array_equal(list(run_litert(external, feeds).values())[0], list(run_litert(plain, feeds).values())[0])
+    _, cut = weights_after_flatbuffer(extra=4)
+    tflite_error(cut, r"\('w'\) keeps its data at bytes .* but the file has .* bytes: it is truncated")
+
+
+def test_subgraph_without_outputs():
+    m = fc_model()
+    m.subgraphs[0].outputs = []
+    tflite_error(pack(m), "lists no outputs")
+
+
+def test_int32_input_refused_as_compile_source():
+    """A float model whose input is int32 read as a compile source: refused by name; read_tflite (validate, run)
+    still reads it."""
+    m = fc_model()
+    x = tensor(m, b"x")
+    x.type = schema.TensorType.INT32
+    sub = m.subgraphs[0]
+    sub.operators[0].opcodeIndex = len(m.operatorCodes)   # y = x + x, int32
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = OP.ADD, OP.ADD, 1
+    m.operatorCodes.append(code)
+    op = sub.operators[0]
+    op.inputs, op.builtinOptionsType, op.builtinOptions = [0, 0], schema.BuiltinOptions.AddOptions, schema.AddOptionsT()
+    y = sub.tensors[op.outputs[0]]
+    y.type, y.shape = schema.TensorType.INT32, [1, 4]
+    data = pack(m)
+    assert read_tflite(data).inputs[0].dtype == "int32"
+    tflite_error(data, "input 'x' is int32; mcc compiles float models, whose inputs are float32",
+                 reader=read_float_tflite)
