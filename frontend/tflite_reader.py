@@ -48,7 +48,7 @@ _DENSIFY, _DEQUANTIZE = schema.BuiltinOperator.DENSIFY, schema.BuiltinOperator.D
 # ---- the flatbuffer verifier --------------------------------------------------------------------------------
 # The tables mcc's reading touches, as in schema.fbs: per field its vtable slot, name and kind. A kind is the byte
 # size of a scalar, "str", ("vec", element size), ("table", name), ("tables", name) (a vector of tables), or
-# ("union", {type: table name}); a union member without an entry (the ~200 builtin options tables, which hold
+# ("union", {type: table name}); a union member without an entry (the builtin options tables, which hold
 # scalars and scalar vectors the object API reads with bounds checks) has its table and vtable checked.
 _SPARSE_INDEX = {schema.SparseIndexVector.Int32Vector: "Int32Vector",
                  schema.SparseIndexVector.Uint16Vector: "Uint16Vector",

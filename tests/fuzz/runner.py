@@ -52,7 +52,7 @@ class Reader:
     build: Callable[[], object]
     generate: Callable[[object, random.Random], bytes]
     targets: tuple[tuple[str, Callable[[bytes, Path], object]], ...]
-    prepare: Callable[[Path], None] | None = None   # side files each worker's folder needs (ONNX external data)
+    prepare: Callable[[Path, object], None] | None = None   # side files a worker's folder needs, from the seeds
 
 
 @dataclass
@@ -201,7 +201,7 @@ def _work(reader: Reader, seeds, seed: int, slot: int, jobs: int, start: int, li
     _quiet_worker(folder / "log.txt")
     _limit_memory()
     if reader.prepare is not None:
-        reader.prepare(folder)
+        reader.prepare(folder, seeds)
     path = folder / f"input{reader.suffix}"
     sent: set[str] = set()
     i = start
