@@ -23,10 +23,10 @@ from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.names import claim_unique
 from ..ir.ops import infer_node
+from ..ir.traits import traits
 from .onnx_opmap import (BY_ONNX, DTYPE_FROM_ONNX, MCC_DOMAIN, MS_DOMAIN, TABLE_OPS, Site,
                          int8_activation_bounds, takes_activation)
 
-_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize")
 _FLOAT_ACTIVATIONS = {"relu": "relu", "relu6": "relu6"}
 
 
@@ -97,7 +97,7 @@ class _Reader:
         site = Site(n.op_type, attrs, [self.tensor(i) for i in n.input])
         op, inputs, ir_attrs = BY_ONNX[key].decode(site)
         outputs = [self.tensor(o) for o in n.output]
-        if op in _SPATIAL:
+        if traits(op).layout == "spatial":
             inputs[0].layout = "NCHW"
         node = Node(op, self.unique(n.name or outputs[0].name), inputs, outputs, ir_attrs)
         stored = [(o.shape, o.dtype) for o in outputs]

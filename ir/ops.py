@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .node import Node
+from .traits import channel_axis, weighted
 
 ACTIVATIONS = (None, "relu", "relu6", "relu_n1_to_1")
 
@@ -280,10 +281,16 @@ def check_node(node: Node) -> None:
     for t, (shape, _, _) in zip(node.outputs, expected):
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"node '{node.name}' ({node.op}): output '{t.name}' has shape {t.shape}, inference says {tuple(shape)}")
-    if node.op in ("conv2d", "depthwise_conv2d", "fully_connected") and node.input(2) is not None:
-        out_ch = node.outputs[0].shape[-1 if node.op == "fully_connected" or node.inputs[0].layout == "NHWC" else 1]
+    if weighted(node.op) and node.input(2) is not None:
+        out = node.outputs[0]
+        out_ch = out.shape[-1 if node.op == "fully_connected" else channel_axis(out)]
         if node.inputs[2].shape != (out_ch,):
             raise ValueError(f"node '{node.name}' ({node.op}): bias has shape {node.inputs[2].shape}, expected ({out_ch},)")
+
+
+def ops_with_attr(name: str) -> frozenset[str]:
+    """The ops that take attribute `name` (e.g. every op with a fused `activation`)."""
+    return frozenset(op for op, d in OPS.items() if name in d.attrs)
 
 
 def macs(node: Node) -> int:

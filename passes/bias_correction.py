@@ -20,13 +20,13 @@ from collections import Counter
 import numpy as np
 
 from ..ir import Graph, Node
+from ..ir.traits import weighted
 from ..runtime import evaluate_node
 from ..runtime.fixed_point import INT32_MAX, INT32_MIN
 from .calibrate import graph_feeds
 from .fold_constants import replace_constant
 
 DEFAULT_BIAS_CORRECTION = True  # measured in quantize_int8's docstring
-LAYERS = ("conv2d", "depthwise_conv2d", "fully_connected")
 
 
 class _Stepper:
@@ -91,7 +91,7 @@ def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], rules=
     corrected = 0
     while quantized.position < len(quantized.nodes):
         node = quantized.nodes[quantized.position]
-        if node.op in LAYERS and node.outputs[0].dtype == "int8":
+        if weighted(node.op) and node.outputs[0].dtype == "int8":
             float_node = reference.advance_to(node.name)
             want = _channel_mean(float_node, reference.inputs(float_node))
             rows = [[_dequantize(v, t) for v, t in zip(ins, node.inputs)] for ins in quantized.inputs(node)]

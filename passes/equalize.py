@@ -33,35 +33,27 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
+from ..ir.traits import is_homogeneous, weight_axes, weighted
 from .bias_correction import DEFAULT_BIAS_CORRECTION
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
 
-LAYERS = frozenset({"conv2d", "depthwise_conv2d", "fully_connected"})
-HOMOGENEOUS = frozenset({"max_pool2d", "avg_pool2d", "pad"})
 MAX_ITERATIONS, TOLERANCE = 50, 1e-4
 
 
 def _linear_layer(graph: Graph, node: Node) -> bool:
     """A conv / depthwise / fully-connected node with constant weights (and bias) that only it reads."""
-    if node.op not in LAYERS or (node.op == "conv2d" and node.attrs["groups"] != 1):
+    if not weighted(node.op) or (node.op == "conv2d" and node.attrs["groups"] != 1):
         return False
     params = [t for t in node.inputs[1:] if t is not None]
     return all(t.is_constant and len(graph.consumers(t)) == 1 for t in params)
-
-
-def _homogeneous(node: Node) -> bool:
-    """f(x / s) = f(x) / s for s > 0: a layer or pooling with no activation or relu, or zero padding."""
-    if node.attrs.get("activation") not in (None, "relu"):
-        return False
-    return node.op in LAYERS | HOMOGENEOUS and not (node.op == "pad" and node.attrs["value"] != 0)
 
 
 def find_pairs(graph: Graph) -> list[tuple[Node, Node]]:
     """(A, B) layer pairs whose channels can be rescaled against each other, in graph order."""
     pairs = []
     for a in graph.nodes:
-        if not (_linear_layer(graph, a) and _homogeneous(a)):
+        if not (_linear_layer(graph, a) and is_homogeneous(a)):
             continue
         t = a.outputs[0]
         while True:
@@ -69,19 +61,14 @@ def find_pairs(graph: Graph) -> list[tuple[Node, Node]]:
             if len(readers) != 1 or any(t is o for o in graph.outputs) or readers[0].inputs[0] is not t:
                 break
             b = readers[0]
-            if b.op in LAYERS:
+            if weighted(b.op):
                 if _linear_layer(graph, b):
                     pairs.append((a, b))
                 break
-            if b.op not in HOMOGENEOUS or not _homogeneous(b):
+            if not is_homogeneous(b):
                 break
             t = b.outputs[0]
     return pairs
-
-
-# Where each layer keeps output channels (A side) and input channels (B side) in its NHWC weight.
-_OUT_AXIS = {"conv2d": 0, "depthwise_conv2d": 3, "fully_connected": 0}
-_IN_AXIS = {"conv2d": 3, "depthwise_conv2d": 3, "fully_connected": 1}
 
 
 def _ranges(w: np.ndarray, axis: int, groups: int = 1) -> np.ndarray:
@@ -100,12 +87,13 @@ def _equalize(weights: dict, biases: dict, a: Node, b: Node) -> float:
     """Rescale one pair in the float64 working copies; returns the largest |log s| applied."""
     w1, w2 = weights[a.name], weights[b.name]
     multiplier = b.attrs["multiplier"] if b.op == "depthwise_conv2d" else 1
-    r1, r2 = _ranges(w1, _OUT_AXIS[a.op]), _ranges(w2, _IN_AXIS[b.op], multiplier)
+    (out_axis, _), (_, in_axis) = weight_axes(a), weight_axes(b)
+    r1, r2 = _ranges(w1, out_axis), _ranges(w2, in_axis, multiplier)
     s = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 / np.where(r2 > 0, r2, 1.0)), 1.0)
     shape1 = [1] * w1.ndim
-    shape1[_OUT_AXIS[a.op]] = -1
+    shape1[out_axis] = -1
     shape2 = [1] * w2.ndim
-    shape2[_IN_AXIS[b.op]] = -1
+    shape2[in_axis] = -1
     weights[a.name] = w1 / s.reshape(shape1)
     if biases.get(a.name) is not None:
         biases[a.name] = biases[a.name] / s
@@ -124,7 +112,7 @@ def cross_layer_equalization(graph: Graph, ctx: PassContext) -> Graph:
     layers = list({id(n): n for pair in pairs for n in pair}.values())
     weights = {n.name: n.inputs[1].data.astype(np.float64) for n in layers}
     biases = {n.name: n.inputs[2].data.astype(np.float64) if n.input(2) is not None else None for n in layers}
-    before = [_spread(weights[a.name], _OUT_AXIS[a.op]) for a, _ in pairs]
+    before = [_spread(weights[a.name], weight_axes(a)[0]) for a, _ in pairs]
     iterations = 0
     while pairs and iterations < MAX_ITERATIONS:
         iterations += 1
@@ -134,7 +122,7 @@ def cross_layer_equalization(graph: Graph, ctx: PassContext) -> Graph:
         replace_constant(graph, n, 1, weights[n.name].astype(n.inputs[1].dtype))
         if biases[n.name] is not None:
             replace_constant(graph, n, 2, biases[n.name].astype(n.inputs[2].dtype))
-    after = [_spread(weights[a.name], _OUT_AXIS[a.op]) for a, _ in pairs]
+    after = [_spread(weights[a.name], weight_axes(a)[0]) for a, _ in pairs]
     ctx.note("cle", {"pairs": len(pairs), "iterations": iterations,
                      "mean_channel_range_spread_before": round(float(np.mean(before)), 3) if pairs else None,
                      "mean_channel_range_spread_after": round(float(np.mean(after)), 3) if pairs else None})

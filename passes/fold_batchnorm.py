@@ -14,14 +14,9 @@ import numpy as np
 
 from ..errors import MccError
 from ..ir import Graph, Node
+from ..ir.traits import channel_axis, weight_axes, weighted
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
-
-_LINEAR = ("conv2d", "depthwise_conv2d", "fully_connected")
-
-
-def _channel_axis(t) -> int:
-    return 3 if len(t.shape) == 4 and t.layout == "NHWC" else 1
 
 
 def _affine(node: Node) -> tuple[np.ndarray, np.ndarray]:
@@ -34,15 +29,10 @@ def _affine(node: Node) -> tuple[np.ndarray, np.ndarray]:
     return scale, bias - mean * scale
 
 
-def _weight_out_axis(op: Node) -> int:
-    """Axis of the weight that indexes output channels: 0, except depthwise under NHWC ([1, kh, kw, C*m])."""
-    return 3 if op.op == "depthwise_conv2d" and op.inputs[0].layout == "NHWC" else 0
-
-
 def _foldable_into(graph: Graph, bn: Node) -> Node | None:
     x = bn.inputs[0]
     op = graph.producer(x)
-    if op is None or op.op not in _LINEAR or op.attrs.get("activation") is not None:
+    if op is None or not weighted(op.op) or op.attrs.get("activation") is not None:
         return None
     if len(graph.consumers(x)) != 1 or any(x is o for o in graph.outputs):
         return None
@@ -55,7 +45,7 @@ def _foldable_into(graph: Graph, bn: Node) -> Node | None:
 
 def _fold_into(graph: Graph, op: Node, scale: np.ndarray, shift: np.ndarray) -> None:
     w = op.inputs[1].data.astype(np.float64)
-    axis = _weight_out_axis(op)
+    axis = weight_axes(op)[0]
     shape = [1] * w.ndim
     shape[axis] = -1
     replace_constant(graph, op, 1, (w * scale.reshape(shape)).astype(np.float32))
@@ -70,7 +60,7 @@ def _fold_into(graph: Graph, op: Node, scale: np.ndarray, shift: np.ndarray) -> 
 def _lower_to_mul_add(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarray) -> None:
     x, y = bn.inputs[0], bn.outputs[0]
     shape = [1] * len(x.shape)
-    shape[_channel_axis(x)] = -1
+    shape[channel_axis(x)] = -1
     index = graph.nodes.index(bn)
     s = graph.constant(f"{bn.name}.scale", scale.reshape(shape).astype(np.float32))
     t = graph.constant(f"{bn.name}.shift", shift.reshape(shape).astype(np.float32))

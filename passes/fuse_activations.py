@@ -10,10 +10,10 @@ pre-activation value.
 from __future__ import annotations
 
 from ..ir import Graph, Node
+from ..ir.ops import ops_with_attr
 from .manager import PassContext, register_pass
 
-FUSABLE_OPS = frozenset({"conv2d", "depthwise_conv2d", "fully_connected", "add", "sub", "mul", "div",
-                         "max_pool2d", "avg_pool2d"})
+FUSABLE_OPS = ops_with_attr("activation")
 
 _CLIPS = {(0.0, 6.0): "relu6", (-1.0, 1.0): "relu_n1_to_1"}
 

@@ -54,14 +54,11 @@ import numpy as np
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.ops import infer_node
+from ..ir.traits import traits
 from .fold_constants import can_bypass, replace_constant
 from .manager import PassContext, register_pass
 
 P = (0, 2, 3, 1)
-_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize")
-_ELEMENTWISE = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "identity",
-                "leaky_relu", "clip", "softmax", "pad", "quantize", "dequantize")
-_BROADCAST = ("add", "sub", "mul", "div", "minimum", "maximum", "prelu")
 
 
 def _ident(rank: int) -> tuple:
@@ -201,7 +198,8 @@ class _Layout:
             return self.d.spatial
         return self.identity(n, f"batch_norm '{n.name}' normalises axis 1")
 
-    def elementwise(self, n: Node) -> tuple:
+    def axis_attrs(self, n: Node) -> tuple:
+        """softmax and pad: any permutation, their axis attributes follow it."""
         x = n.inputs[0]
         perm = self.perm[x]
         if n.op == "softmax":
@@ -306,15 +304,14 @@ class _Layout:
         return _ident(len(self.L(n.outputs[0])))
 
     def rule(self, n: Node):
-        if n.op in _SPATIAL:
-            return self.spatial
-        if n.op in _ELEMENTWISE:
-            return self.elementwise
-        if n.op in _BROADCAST:
-            return self.broadcast
-        return {"batch_norm": self.batch_norm, "concat": self.concat, "mean": self.mean, "reshape": self.reshape,
-                "fully_connected": self.fully_connected, "transpose": self.transpose, "slice": self.slice,
-                "split": self.split}.get(n.op, self.identity)
+        """The op's own rule where it has one (its axis attributes, its own axis order), else its traits' layout
+        behaviour: spatial ops ask for S, elementwise ones follow their operands."""
+        own = {"batch_norm": self.batch_norm, "concat": self.concat, "mean": self.mean, "reshape": self.reshape,
+               "fully_connected": self.fully_connected, "transpose": self.transpose, "slice": self.slice,
+               "split": self.split, "softmax": self.axis_attrs, "pad": self.axis_attrs}.get(n.op)
+        if own is not None:
+            return own
+        return {"spatial": self.spatial, "elementwise": self.broadcast}.get(traits(n.op).layout, self.identity)
 
     def visit(self, n: Node) -> None:
         out = self.rule(n)(n)

@@ -63,6 +63,7 @@ import numpy as np
 
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
+from ..ir.traits import traits, weight_axes, weighted
 from ..runtime.fixed_point import INT32_MAX, INT32_MIN, round_half_away
 from ..runtime.kernels.int8_registry import INT8_KERNELS
 from .bias_correction import DEFAULT_BIAS_CORRECTION, correct_biases
@@ -73,9 +74,6 @@ from .manager import PassContext, register_pass
 DEFAULT_OBSERVER = "mse"
 IO_FORMS = ("float", "int8")
 
-WEIGHT_AXIS = {"conv2d": 0, "depthwise_conv2d": 3, "fully_connected": 0}
-SHARED = frozenset({"max_pool2d", "avg_pool2d", "reshape", "transpose", "pad", "concat", "minimum", "maximum",
-                    "slice", "split", "resize"})
 FIXED = {"softmax": (1 / 256, -128), "sigmoid": (1 / 256, -128), "tanh": (1 / 128, 0)}
 
 
@@ -150,7 +148,7 @@ def _plan(graph: Graph, int8_nodes: list[Node], ranges) -> tuple[_Groups, set]:
             groups.pin[groups.find(node.outputs[0])] = _fixed(node.op)
     requantized = set()
     for node in int8_nodes:
-        if node.op not in SHARED:
+        if not traits(node.op).shares_quant:
             continue
         out = node.outputs[0]
         for other in node.outputs[1:]:
@@ -178,7 +176,7 @@ def _float_reason(node: Node) -> str | None:
         return "mcc's runtime has no int8 kernel for it"
     if any(t is not None and not t.is_constant and t.dtype != "float32" for t in node.inputs):
         return "its inputs are not float32 activations"
-    if node.op in WEIGHT_AXIS and not all(t is None or t.is_constant for t in node.inputs[1:]):
+    if weighted(node.op) and not all(t is None or t.is_constant for t in node.inputs[1:]):
         return "its weights are computed, not constant"
     return None
 
@@ -196,7 +194,7 @@ def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.f
 
 
 def _quantize_weights(graph: Graph, node: Node, s_in: np.float32) -> None:
-    axis = WEIGHT_AXIS[node.op]
+    axis = weight_axes(node)[0]
     w = node.inputs[1].data
     channels = w.shape[axis]
     if node.input(2) is None:
@@ -275,17 +273,17 @@ def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized:
             continue
         out_params = params[id(node.outputs[0])]
         for i, t in enumerate(node.inputs):
-            if t is None or t.is_constant or (node.op in WEIGHT_AXIS and i > 0):
+            if t is None or t.is_constant or (weighted(node.op) and i > 0):
                 continue
             want = out_params if (node.name, i) in requantized else params[id(t)]
             node.inputs[i] = rewriter.operand(t, want)
-        if node.op in WEIGHT_AXIS:
+        if weighted(node.op):
             _quantize_weights(graph, node, node.inputs[0].quant.scale[0])
             counts["weights_per_channel"] += 1
             continue
         for i, t in enumerate(node.inputs):
             if t is not None and t.is_constant and t.dtype == "float32":
-                _quantize_constant(graph, node, i, out_params if node.op in SHARED else None)
+                _quantize_constant(graph, node, i, out_params if traits(node.op).shares_quant else None)
                 counts["constants"] += 1
     for k, t in enumerate(graph.outputs):
         twin = rewriter.operand(t, None if io == "float" else params[id(t)])
