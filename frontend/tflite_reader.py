@@ -270,11 +270,30 @@ def _tensor(t: schema.TensorT, index: int, model: schema.ModelT, data: bytes, ta
     arr = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype)
     if t.sparsity is not None:
         try:
+            _check_expansion(t.sparsity, arr.size)
             arr = densify(arr, shape, t.sparsity)
         except ValueError as e:
             raise MccError(f"sparse constant '{name}' {dtype}{list(shape)} cannot be decoded: {e}; re-export the "
                            "model", path=path) from None
     return Tensor(name, quant=quant, data=arr.reshape(shape))
+
+
+def _check_expansion(sparsity: schema.SparsityParametersT, stored: int) -> None:
+    """Refuse (ValueError) a sparsity record whose DENSE levels multiply out to more positions than any later level
+    can index or the buffer stores. densify expands level by level, holding an index per position; the positions a
+    valid record reaches never exceed the stored values or the longest segment or index vector (both bounded by the
+    file), while a record of DENSE levels of 16384 and 32767 over one stored value asks for 4 GB of indices."""
+    dims = sparsity.dimMetadata or []
+    vectors = [getattr(getattr(d, f), "values", None) for d in dims for f in ("arraySegments", "arrayIndices")]
+    bound = max([stored] + [len(v) for v in vectors if v is not None])
+    count = 1
+    for level, d in enumerate(dims):
+        indices = getattr(d.arrayIndices, "values", None)
+        dense = d.format == schema.DimensionType.DENSE
+        count = count * max(d.denseSize, 0) if dense else len(indices) if indices is not None else 0
+        if count > bound:
+            raise ValueError(f"its DENSE levels up to level {level} describe {count:,} positions, more than the "
+                             f"{bound:,} values and indices the file stores")
 
 
 def _flatten_for_fc(graph: Graph, x: Tensor, taken: set) -> Tensor:

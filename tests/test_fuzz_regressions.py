@@ -259,24 +259,33 @@ def test_quantization_scale_and_zero_point_lengths_differ():
     tflite_error(pack(m), "has 2 quantization scales and 2 zero points along dimension 5")
 
 
-def densify_model(shape) -> bytes:
-    """x[1, 4] -> FULLY_CONNECTED with weights DENSIFY(3 stored values of a sparse `shape` CSR matrix)."""
+def dimension(dense_size=None, segments=None, indices=None) -> schema.DimensionMetadataT:
+    """A DENSE dimension of `dense_size`, or a SPARSE_CSR one with these segments and indices."""
+    d = schema.DimensionMetadataT()
+    if dense_size is not None:
+        d.format, d.denseSize = schema.DimensionType.DENSE, dense_size
+        return d
+    d.format = schema.DimensionType.SPARSE_CSR
+    d.arraySegmentsType = d.arrayIndicesType = schema.SparseIndexVector.Int32Vector
+    d.arraySegments, d.arrayIndices = schema.Int32VectorT(), schema.Int32VectorT()
+    d.arraySegments.values, d.arrayIndices.values = segments, indices
+    return d
+
+
+def densify_model(shape, dims=None, stored=3) -> bytes:
+    """x[1, 4] -> FULLY_CONNECTED with weights DENSIFY(`stored` values of a sparse `shape` matrix): by default
+    CSR, row 0 holding columns 0 and 3, row 1 column 1 (and the other rows none)."""
     m = fc_model()
     sub = m.subgraphs[0]
     w = tensor(m, b"w")
     sp = schema.SparsityParametersT()
-    sp.traversalOrder, sp.blockMap = [0, 1], []
-    dense, csr = schema.DimensionMetadataT(), schema.DimensionMetadataT()
-    dense.format, dense.denseSize = schema.DimensionType.DENSE, shape[0]
-    csr.format = schema.DimensionType.SPARSE_CSR
-    csr.arraySegmentsType = csr.arrayIndicesType = schema.SparseIndexVector.Int32Vector
-    csr.arraySegments, csr.arrayIndices = schema.Int32VectorT(), schema.Int32VectorT()
-    csr.arraySegments.values, csr.arrayIndices.values = [0, 2] + [3] * (shape[0] - 1), [0, 3, 1]
-    sp.dimMetadata = [dense, csr]
+    sp.traversalOrder, sp.blockMap = list(range(len(shape))), []
+    sp.dimMetadata = dims or [dimension(shape[0]), dimension(segments=[0, 2] + [3] * (shape[0] - 1),
+                                                             indices=[0, 3, 1])]
     sparse = schema.TensorT()
     sparse.name, sparse.shape, sparse.type, sparse.sparsity = b"w_sparse", list(shape), w.type, sp
     buf = schema.BufferT()
-    buf.data = np.frombuffer(np.ones(3, np.float32).tobytes(), np.uint8)
+    buf.data = np.frombuffer(np.ones(stored, np.float32).tobytes(), np.uint8)
     sparse.buffer, w.buffer = len(m.buffers), 0
     m.buffers.append(buf)
     sub.tensors.append(sparse)
@@ -294,6 +303,16 @@ def test_sparse_constant_with_absurd_dense_shape():
     [2, 1598282067] (12 GB) was allocated."""
     read_tflite(densify_model((3, 4)))   # the same construction with a possible shape reads
     tflite_error(densify_model((2, 1598282067)), r"'w_sparse'\) has shape \[2, 1598282067\], 12,786,256,536 bytes")
+
+
+def test_sparse_dense_levels_larger_than_what_is_stored():
+    """MemoryError in tflite_sparsity.densify (4 GB of int64 indices, after 9 s): DENSE levels of 16384 and 32767
+    over one stored value, a shape under the 2 GB bound."""
+    data = densify_model((16384, 32767), [dimension(16384), dimension(32767)], stored=1)
+    start = time.perf_counter()
+    tflite_error(data, r"'w_sparse' float32\[16384, 32767\] cannot be decoded: its DENSE levels up to level 0 "
+                       r"describe 16,384 positions, more than the 1 values")
+    assert time.perf_counter() - start < 1
 
 
 def test_negative_dimension():

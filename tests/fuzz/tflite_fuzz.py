@@ -344,7 +344,17 @@ def _mutate(m: schema.ModelT, rng: random.Random, marks: list) -> None:
     elif choice == 6 and t is not None:
         t.quantization = _quantization(rng) if rng.random() < 0.8 else None
     elif choice == 7 and t is not None:
-        t.sparsity = _sparsity(rng, t.sparsity)
+        if rng.random() < 0.3:   # a record that fits a (possibly huge) shape: DENSE levels of its sizes
+            t.shape = rng.choice([[16384, 32767], [2, 3], [1 << 15, 1 << 15], [4, 4], [3, 1 << 20, 2]])
+            sp = schema.SparsityParametersT()
+            sp.traversalOrder, sp.blockMap, sp.dimMetadata = list(range(len(t.shape))), [], []
+            for size in t.shape:
+                d = schema.DimensionMetadataT()
+                d.format, d.denseSize = schema.DimensionType.DENSE, size
+                sp.dimMetadata.append(d)
+            t.sparsity = sp
+        else:
+            t.sparsity = _sparsity(rng, t.sparsity)
     elif choice == 8 and t is not None:
         t.shapeSignature = _shape(rng, t.shape)
         t.isVariable = rng.random() < 0.5
