@@ -1,23 +1,113 @@
-"""Nodes of the IR: an op name from `ir.ops`, input and output tensors, and typed attributes."""
+"""Nodes of the IR: an op name from `ir.ops`, input and output tensors, and typed attributes.
+
+A node's `inputs` and `outputs` are edge lists that keep each tensor's reader and writer tables current however a
+pass edits them (assignment, item assignment, slices, append, ...), so the graph answers producer and consumer
+queries in O(1) without the stale use-lists that torch.fx risks when a pass edits `node.args` behind its back.
+Tables hold nodes weakly: a node built only to evaluate one op (calibration does that) leaves no trace.
+"""
 
 from __future__ import annotations
 
 from .tensor import Tensor
 
 
+def _link(table, node, delta: int) -> None:
+    count = table.get(node, 0) + delta
+    if count:
+        table[node] = count
+    else:
+        del table[node]
+
+
+class Edges(list):
+    """A node's input (or output) list that registers the node with every tensor in it."""
+
+    __slots__ = ("_node", "_role")
+
+    def __init__(self, node, role: str, items=()):
+        super().__init__(items)
+        self._node, self._role = node, role
+        self._attach(1)
+
+    def _attach(self, delta: int) -> None:
+        for t in self:
+            if t is not None:
+                _link(getattr(t, self._role), self._node, delta)
+
+    def _edit(self, method, *args):
+        self._attach(-1)
+        try:
+            return method(self, *args)
+        finally:
+            self._attach(1)
+
+    def __setitem__(self, i, v):
+        self._edit(list.__setitem__, i, v)
+
+    def __delitem__(self, i):
+        self._edit(list.__delitem__, i)
+
+    def __iadd__(self, items):
+        self._edit(list.extend, list(items))
+        return self
+
+    def append(self, t):
+        self._edit(list.append, t)
+
+    def extend(self, items):
+        self._edit(list.extend, list(items))
+
+    def insert(self, i, t):
+        self._edit(list.insert, i, t)
+
+    def pop(self, i=-1):
+        return self._edit(list.pop, i)
+
+    def remove(self, t):
+        self._edit(list.remove, t)
+
+    def clear(self):
+        self._edit(list.clear)
+
+    def __reduce__(self):  # a plain list when copied or pickled: the tables belong to live nodes
+        return list, (list(self),)
+
+
 class Node:
-    __slots__ = ("name", "op", "inputs", "outputs", "attrs", "source")
+    __slots__ = ("name", "op", "_inputs", "_outputs", "attrs", "source", "__weakref__")
 
     def __init__(self, op: str, name: str, inputs: list[Tensor | None], outputs: list[Tensor],
                  attrs: dict | None = None, source: str | None = None):
         self.op = op
         self.name = name
         # An optional input (a conv without bias) is None, so input positions keep their meaning.
-        self.inputs = list(inputs)
-        self.outputs = list(outputs)
+        self.inputs = inputs
+        self.outputs = outputs
         self.attrs = dict(attrs or {})
         # Where the node came from in the user's model (file:line, or the framework's node name), for errors.
         self.source = source
+
+    @property
+    def inputs(self) -> Edges:
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, tensors) -> None:
+        old = getattr(self, "_inputs", None)
+        if old is not None:
+            old._attach(-1)
+        self._inputs = Edges(self, "readers", tensors)
+
+    @property
+    def outputs(self) -> Edges:
+        return self._outputs
+
+    @outputs.setter
+    def outputs(self, tensors) -> None:
+        old = getattr(self, "_outputs", None)
+        if old is not None:
+            old._attach(-1)
+        self._outputs = Edges(self, "writers", tensors)
 
     def input(self, i: int) -> Tensor | None:
         return self.inputs[i] if i < len(self.inputs) else None

@@ -9,6 +9,7 @@ Like onnx-graphsurgeon, a tensor is either a variable (produced by a node or a g
 from __future__ import annotations
 
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -47,7 +48,9 @@ class QuantParams:
 
 
 class Tensor:
-    __slots__ = ("name", "shape", "dtype", "layout", "quant", "data")
+    # readers / writers: the nodes whose inputs / outputs hold this tensor, kept by ir.node.Edges (weakly, with a
+    # count per node); Graph.consumers and Graph.producer read them and keep the graph's members.
+    __slots__ = ("name", "shape", "dtype", "layout", "quant", "data", "readers", "writers")
 
     def __init__(self, name: str, shape=(), dtype: str = "float32", layout: str | None = None,
                  quant: QuantParams | None = None, data: np.ndarray | None = None):
@@ -64,6 +67,8 @@ class Tensor:
         self.layout = layout
         self.quant = quant
         self.data = data
+        self.readers: WeakKeyDictionary = WeakKeyDictionary()
+        self.writers: WeakKeyDictionary = WeakKeyDictionary()
 
     @property
     def is_constant(self) -> bool:

@@ -26,7 +26,7 @@ def replace_constant(graph: Graph, node: Node, index: int, data: np.ndarray) -> 
     old = node.inputs[index]
     new = graph.constant(old.name, data)
     node.inputs[index] = new
-    if all(t.name != old.name for t in graph.tensors()):
+    if not graph.consumers(old) and not graph.is_output(old):
         new.name = old.name
     return new
 

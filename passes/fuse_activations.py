@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..ir import Graph, Node
 from ..ir.ops import ops_with_attr
+from ..ir.pattern import Pat, matches
 from .manager import PassContext, register_pass
 
 FUSABLE_OPS = ops_with_attr("activation")
@@ -30,18 +31,12 @@ def fused_name(node: Node) -> str | None:
 @register_pass("fuse_activations")
 def fuse_activations(graph: Graph, ctx: PassContext) -> Graph:
     allowed = FUSABLE_OPS & frozenset(ctx.options.get("fusable_ops", FUSABLE_OPS))
-    for node in list(graph.nodes):
-        act = fused_name(node)
-        if act is None:
-            continue
-        x = node.inputs[0]
-        prod = graph.producer(x)
-        if (prod is None or prod.op not in allowed or prod.attrs.get("activation") is not None
-                or len(graph.consumers(x)) != 1 or any(x is o for o in graph.outputs)):
-            continue
-        prod.attrs["activation"] = act
+    unfused = Pat(allowed, name="producer", where=lambda n: n.attrs.get("activation") is None)
+    for m in matches(graph, Pat(None, unfused, where=lambda n: fused_name(n) is not None, name="activation")):
+        prod, node = m["producer"], m["activation"]
+        act = prod.attrs["activation"] = fused_name(node)
         if node.outputs[0].quant is not None:
-            x.quant = node.outputs[0].quant  # the fused op now writes the activation's output range
+            node.inputs[0].quant = node.outputs[0].quant  # the fused op now writes the activation's output range
         graph.bypass(node)
         ctx.count("fused")
         ctx.count(f"fused_{act}")
