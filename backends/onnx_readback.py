@@ -114,7 +114,7 @@ def _fold_activation(graph: Graph, act_node: Node, activation: str) -> bool:
     x = act_node.inputs[0]
     producer = graph.producer(x)
     if (producer is None or not takes_activation(producer.op) or producer.attrs.get("activation") is not None
-            or graph.consumers(x) != [act_node] or any(x is o for o in graph.outputs)):
+            or graph.only_reader(x) is not act_node):
         return False
     producer.attrs["activation"] = activation
     producer.outputs[0] = act_node.outputs[0]

@@ -57,10 +57,9 @@ def find_pairs(graph: Graph) -> list[tuple[Node, Node]]:
             continue
         t = a.outputs[0]
         while True:
-            readers = graph.consumers(t)
-            if len(readers) != 1 or any(t is o for o in graph.outputs) or readers[0].inputs[0] is not t:
+            b = graph.only_reader(t)
+            if b is None or b.inputs[0] is not t:
                 break
-            b = readers[0]
             if weighted(b.op):
                 if _linear_layer(graph, b):
                     pairs.append((a, b))

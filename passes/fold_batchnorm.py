@@ -34,7 +34,7 @@ def _foldable_into(graph: Graph, bn: Node) -> Node | None:
     op = graph.producer(x)
     if op is None or not weighted(op.op) or op.attrs.get("activation") is not None:
         return None
-    if len(graph.consumers(x)) != 1 or any(x is o for o in graph.outputs):
+    if graph.only_reader(x) is None:
         return None
     if not op.inputs[1].is_constant or (op.input(2) is not None and not op.inputs[2].is_constant):
         return None

@@ -42,8 +42,8 @@ def can_bypass(graph: Graph, node: Node) -> bool:
     a constant or another output), and a 4-D tensor's layout tag must not change under its readers' feet.
     """
     src, dst = node.inputs[0], node.outputs[0]
-    if any(o is dst for o in graph.outputs):
-        if src.is_constant or any(src is t for t in graph.inputs) or any(src is t for t in graph.outputs):
+    if graph.is_output(dst):
+        if src.is_constant or any(src is t for t in graph.inputs) or graph.is_output(src):
             return False
     return len(dst.shape) != 4 or _same_layout(src, dst)
 
@@ -61,7 +61,7 @@ def _is_noop(node: Node) -> bool:
 def _fold_node(graph: Graph, node: Node) -> bool:
     from ..runtime import evaluate_node  # here, not at the top: the runtime loads numba, most pass users need not
 
-    if any(o is t for o in node.outputs for t in graph.outputs):
+    if any(graph.is_output(o) for o in node.outputs):
         return False  # a graph output stays computed, so the model's interface keeps a produced tensor
     values = evaluate_node(node, [i.data if i is not None else None for i in node.inputs])
     for out, value in zip(node.outputs, values):
@@ -76,8 +76,8 @@ def _merge_reshapes(graph: Graph, node: Node) -> bool:
     if node.op != "reshape" or inner is None or inner.op != "reshape":
         return False
     node.inputs[0] = inner.inputs[0]
-    if not graph.consumers(inner.outputs[0]) and not any(inner.outputs[0] is o for o in graph.outputs):
-        graph.remove_node(inner)
+    if not graph.consumers(inner.outputs[0]) and not graph.is_output(inner.outputs[0]):
+        graph.erase(inner)
     return True
 
 

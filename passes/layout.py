@@ -286,7 +286,7 @@ class _Layout:
             return False
         lx, ly = self.L(x), self.L(y)
         readers = self.g.consumers(y)
-        if (ly != (lx[0], int(np.prod(lx[1:]))) or not readers or any(y is o for o in self.g.outputs)
+        if (ly != (lx[0], int(np.prod(lx[1:]))) or not readers or self.g.is_output(y)
                 or any(r.op != "fully_connected" or r.inputs[0] is not y or not r.inputs[1].is_constant
                        for r in readers)):
             return False

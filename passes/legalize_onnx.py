@@ -48,7 +48,7 @@ def _fold_pad(graph: Graph, node: Node) -> bool:
     if pad is None or pad.op != "pad" or pad.inputs[0].layout != "NCHW":
         return False
     y, p = pad.outputs[0], pad.attrs["pads"]
-    if len(graph.consumers(y)) != 1 or any(y is o for o in graph.outputs) or any(p[:4]) or min(p) < 0:
+    if graph.only_reader(y) is None or any(p[:4]) or min(p) < 0:
         return False
     value = float(pad.attrs["value"])
     if (value != 0.0) if node.op != "max_pool2d" else not _lowest(pad.inputs[0], value):
