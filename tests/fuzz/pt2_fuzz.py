@@ -86,11 +86,18 @@ def _value(rng: random.Random, old):
         return old + rng.choice([-1, 1, 1 << 31, -(1 << 31)])
     if choice == 8 and isinstance(old, str):
         return old[:rng.randrange(len(old) + 1)] + rng.choice(["", "_", ".", "1"])
+    if choice == 8 or isinstance(old, list) and all(isinstance(v, int) for v in old):
+        return rng.choice([[0, 0], [-1, -1], [1], [1 << 40, 1], [3, 3, 3], [], [2, 2]])
+    if choice == 9 and isinstance(old, str) and old.startswith("torch.ops."):
+        return rng.choice(["torch.ops.aten.add.Tensor", "torch.ops.aten.max_pool2d.default", "torch.ops.aten.view.default",
+                           "torch.ops.aten.cumsum.default", "torch.ops.aten.mean.dim", "torch.ops.aten.cat.default",
+                           "torch.ops.aten.conv2d.default", "torch.ops.aten.linear.default", "torch.ops.aten.nope.default"])
     return rng.choice([{}, [], "", 0])
 
 
 _FOCUS = ("sizes", "strides", "storage_offset", "dtype", "path_name", "use_pickle", "target", "as_int", "layout",
-          "as_tensor", "name", "inputs", "outputs", "config", "tensor_values", "schema_version", "kind", "device")
+          "as_tensor", "name", "inputs", "outputs", "config", "tensor_values", "schema_version", "kind", "device",
+          "as_ints", "as_float", "as_bool", "arg", "start_dim")
 
 
 def _mutate_json(raw: bytes, rng: random.Random) -> bytes:
