@@ -482,6 +482,14 @@ def test_onnx_initializer_with_segment(tmp_path):
     onnx_error(onnx_file(tmp_path, [helper.make_node("Add", ["x", "W"], ["y"])], [w]))
 
 
+@onnx_open(ValueError)
+def test_onnx_initializer_with_more_values_than_its_shape(tmp_path):
+    """ValueError at onnx_lowering.py (run, numpy_helper.to_array: "cannot reshape array of size 8 into shape
+    (1, 4)"): float_data holds 8 values for dims [1, 4]."""
+    w = helper.make_tensor("W", TensorProto.FLOAT, [1, 4], [1.0] * 8)
+    onnx_error(onnx_file(tmp_path, [helper.make_node("Add", ["x", "W"], ["y"])], [w]))
+
+
 @onnx_open(KeyError)
 def test_onnx_input_without_a_type(tmp_path):
     """KeyError: 0 at onnx_loader.py (static_inputs: an input whose TypeProto is empty reads as element type 0,
