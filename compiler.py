@@ -46,8 +46,8 @@ def lower(graph: Graph, target_name: str, *, stop_after: str | None = None, prog
         raise MccError(f"pass '{stop_after}' is not in target {target.name}'s pipeline: {', '.join(target.pipeline)}")
     progress = progress or Progress(False)
     with progress.step(f"running {len(target.pipeline)} passes for {target.name}"):
-        return run_pipeline(graph, list(target.pipeline), {**(options or {}), "progress": progress},
-                            stop_after=stop_after, progress=lambda name: progress.say(f"  pass {name}"))
+        return run_pipeline(graph, list(target.pipeline), options, stop_after=stop_after,
+                            progress=lambda name: progress.say(f"  pass {name}"), reporter=progress)
 
 
 def emit(graph: Graph, target_name: str) -> bytes:

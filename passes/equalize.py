@@ -30,6 +30,8 @@ lost on the zoo; equalization alone did (mobilenet_v3_small), so it is on only w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..ir import Graph, Node
@@ -100,11 +102,18 @@ def _equalize(weights: dict, biases: dict, a: Node, b: Node) -> float:
     return float(np.abs(np.log(s)).max())
 
 
-@register_pass("cross_layer_equalization")
+@dataclass
+class EqualizeOptions:
+    cle: bool | None = None  # None: on exactly when bias correction is
+    bias_correction: bool = DEFAULT_BIAS_CORRECTION
+
+
+@register_pass("cross_layer_equalization", options=EqualizeOptions, requires=("float", "no_batch_norm"))
 def cross_layer_equalization(graph: Graph, ctx: PassContext) -> Graph:
     """Equalize every pair find_pairs finds (option "cle", by default the bias-correction option; False leaves the
     graph as it is)."""
-    if not ctx.options.get("cle", ctx.options.get("bias_correction", DEFAULT_BIAS_CORRECTION)):
+    opts = ctx.options
+    if not (opts.cle if opts.cle is not None else opts.bias_correction):
         ctx.note("cle", "off")
         return graph
     pairs = find_pairs(graph)

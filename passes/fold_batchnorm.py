@@ -70,7 +70,7 @@ def _lower_to_mul_add(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarr
     graph.remove_node(bn)
 
 
-@register_pass("fold_batchnorm")
+@register_pass("fold_batchnorm", requires=("float",))
 def fold_batchnorm(graph: Graph, ctx: PassContext) -> Graph:
     for bn in [n for n in graph.nodes if n.op == "batch_norm"]:
         scale, shift = _affine(bn)

@@ -2,12 +2,14 @@
 
 The TFLite converter fuses with MLIR rewrite patterns written per (op, activation) pair; mcc does it as one IR pass
 with one table over its canonical op set, so every frontend benefits and a target that fuses fewer ops
-(ctx.options["fusable_ops"]) narrows it by name.
+(option `fusable_ops`) narrows it by name.
 The producer must feed only the activation and not be a graph output: otherwise someone still reads the
 pre-activation value.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ..ir import Graph, Node
 from ..ir.ops import ops_with_attr
@@ -28,9 +30,14 @@ def fused_name(node: Node) -> str | None:
     return None
 
 
-@register_pass("fuse_activations")
+@dataclass
+class FuseOptions:
+    fusable_ops: frozenset | set | None = None  # a target that fuses fewer ops narrows FUSABLE_OPS by name
+
+
+@register_pass("fuse_activations", options=FuseOptions)
 def fuse_activations(graph: Graph, ctx: PassContext) -> Graph:
-    allowed = FUSABLE_OPS & frozenset(ctx.options.get("fusable_ops", FUSABLE_OPS))
+    allowed = FUSABLE_OPS & frozenset(ctx.options.fusable_ops or FUSABLE_OPS)
     unfused = Pat(allowed, name="producer", where=lambda n: n.attrs.get("activation") is None)
     for m in matches(graph, Pat(None, unfused, where=lambda n: fused_name(n) is not None, name="activation")):
         prod, node = m["producer"], m["activation"]

@@ -129,7 +129,7 @@ def _float_island(graph: Graph, node: Node) -> None:
     infer_node(q)
 
 
-@register_pass("legalize_onnx")
+@register_pass("legalize_onnx", requires=("nchw",))
 def legalize_onnx(graph: Graph, ctx: PassContext) -> Graph:
     """Rewrite `graph` (NCHW) in place into operators that the ONNX writer expresses, as the docstring lists."""
     for node in list(graph.nodes):

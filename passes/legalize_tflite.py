@@ -250,17 +250,9 @@ RULES = {
 }
 
 
-@register_pass("legalize_tflite")
+@register_pass("legalize_tflite", requires=("float", "nhwc"))
 def legalize_tflite(graph: Graph, ctx: PassContext) -> Graph:
     """Rewrite `graph` (NHWC) in place into ops and paddings that TFLite's builtins express exactly."""
-    quantized = [t.name for t in graph.tensors() if t.quant is not None]
-    if quantized:
-        raise MccError(f"legalize_tflite runs on float graphs, before quantization, but {', '.join(quantized[:3])} "
-                       "carry quantization parameters; put legalize_tflite earlier in the pipeline")
-    nchw = [t.name for t in graph.tensors() if t.layout == "NCHW"]
-    if nchw:
-        raise MccError(f"legalize_tflite needs an NHWC graph, but {', '.join(nchw[:3])} "
-                       f"{'is' if len(nchw) == 1 else 'are'} NCHW; run the layout pass first")
     for node in list(graph.nodes):
         rule = RULES.get(node.op)
         if rule is not None:

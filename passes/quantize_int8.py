@@ -59,6 +59,9 @@ and equalization follows it (see equalize.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from ..errors import MccError
@@ -72,7 +75,6 @@ from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
 
 DEFAULT_OBSERVER = "mse"
-IO_FORMS = ("float", "int8")
 
 FIXED = {"softmax": (1 / 256, -128), "sigmoid": (1 / 256, -128), "tanh": (1 / 128, 0)}
 
@@ -296,41 +298,35 @@ def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized:
     return counts
 
 
-def _check_float_graph(graph: Graph) -> None:
-    done = [t.name for t in graph.tensors() if t.quant is not None or t.dtype == "int8"]
-    if done:
-        raise MccError(f"quantize_int8 takes a float graph, but {', '.join(done[:3])} are already quantized; "
-                       "compile the float model instead")
-    nchw = [t.name for t in graph.tensors() if t.layout == "NCHW"]
-    if nchw:
-        raise MccError(f"quantize_int8 needs an NHWC graph legalized for TFLite, but {', '.join(nchw[:3])} are "
-                       "NCHW; run to_nhwc and legalize_tflite first (the arm-int8 pipeline does)")
-
-
 def _db(value: float) -> float | None:
     """A figure for the JSON report: rounded, and None for an error-free (infinite) SQNR, which JSON lacks."""
     return round(value, 2) if np.isfinite(value) else None
 
 
-@register_pass("quantize_int8")
+@dataclass
+class QuantizeOptions:
+    calibration: dict | None = None  # input name -> array, batch first
+    observer: str = DEFAULT_OBSERVER  # see passes/observers.py
+    io: Literal["float", "int8"] = "float"  # float: QUANTIZE / DEQUANTIZE inside the model; int8: int8 interface
+    require_int8: bool = False  # fail rather than leave an op in float
+    bias_correction: bool = DEFAULT_BIAS_CORRECTION
+
+
+@register_pass("quantize_int8", options=QuantizeOptions, requires=("float", "nhwc"))
 def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
-    """Quantize `graph` to int8 with the options described in the module docstring."""
+    """Quantize `graph` (float, NHWC, legalized for TFLite) to int8 with the options described in the module
+    docstring."""
     opts = ctx.options
-    io = opts.get("io", "float")
-    if io not in IO_FORMS:
-        raise MccError(f"io form '{io}' is not one of {', '.join(IO_FORMS)}: 'float' keeps float inputs and "
-                       "outputs (QUANTIZE / DEQUANTIZE inside the model), 'int8' makes them int8")
-    observer = opts.get("observer") or DEFAULT_OBSERVER
-    _check_float_graph(graph)
-    batches = calibration_batches(graph, opts.get("calibration"))
+    io, observer = opts.io, opts.observer or DEFAULT_OBSERVER
+    batches = calibration_batches(graph, opts.calibration)
     graph.toposort()
     reasons = {n.name: _float_reason(n) for n in graph.nodes}
     float_ops = [n for n in graph.nodes if reasons[n.name]]
-    if float_ops and opts.get("require_int8"):
+    if float_ops and opts.require_int8:
         listing = "; ".join(f"'{n.name}' ({n.op}: {reasons[n.name]})" for n in float_ops)
         raise MccError(f"{len(float_ops)} op(s) have no int8 form and would stay float: {listing}. Drop "
                        "--require-int8 to keep them in float between DEQUANTIZE and QUANTIZE", node=float_ops[0].name)
-    ranges = observe_ranges(graph, batches, observer, opts.get("progress"))
+    ranges = observe_ranges(graph, batches, observer, ctx.progress)
     float_graph = graph.copy()
     int8_nodes = [n for n in graph.nodes if not reasons[n.name]]
     groups, requantized = _plan(graph, int8_nodes, ranges)
@@ -340,7 +336,7 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     ctx.note("io", io)
     ctx.note("calibration", {"samples": sum(len(next(iter(b.values()))) for b in batches), "batches": len(batches)})
     ctx.note("ranges", counts)
-    if opts.get("bias_correction", DEFAULT_BIAS_CORRECTION):
+    if opts.bias_correction:
         before = output_sqnr_db(float_graph, graph, batches)
         layers = correct_biases(float_graph, graph, batches)
         after = output_sqnr_db(float_graph, graph, batches)

@@ -258,21 +258,22 @@ def test_legal_graph_round_trips_and_is_a_fixed_point(legalized):
     assert dumps(legalize(legal)[0], inline_constants=True) == dumps(legal, inline_constants=True)
 
 
-def test_pass_is_registered():
-    assert PASSES["legalize_tflite"] is legalize_tflite
+def test_pass_is_registered_with_its_preconditions():
+    assert PASSES["legalize_tflite"].run is legalize_tflite
+    assert PASSES["legalize_tflite"].requires == ("float", "nhwc")
 
 
 def test_refuses_nchw_graphs():
     g = Graph()
     x = g.add_input("x", (1, 4, 8, 8), layout="NCHW")
     finish(g, g.add_node("relu", [x]))
-    with pytest.raises(MccError, match="layout pass"):
-        legalize(g)
+    with pytest.raises(MccError, match="legalize_tflite needs a graph that is nhwc, but 'x' is NCHW; run to_nhwc"):
+        run_pipeline(g, ["legalize_tflite"])
 
 
 def test_refuses_quantized_graphs():
     g, x, _ = image_graph()
     x.quant = QuantParams([0.1], [0])
     finish(g, g.add_node("hardsigmoid", [x]))
-    with pytest.raises(MccError, match="before quantization"):
-        legalize(g)
+    with pytest.raises(MccError, match="legalize_tflite needs a graph that is float, but 'x' is quantized already"):
+        run_pipeline(g, ["legalize_tflite"])

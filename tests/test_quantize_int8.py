@@ -238,7 +238,7 @@ def test_io_int8_makes_the_interface_int8_with_the_same_integers(zoo_float):
         inside = run_litert(data_float, {"x": _nhwc(sample[None])}, "ref", keep_all=True)
         out = run_litert(data_int8, {"x": inside["x/int8"]}, "ref")
         assert np.array_equal(out[y.name], inside[f"{y.name}/int8"])
-    with pytest.raises(MccError, match="io form 'uint8'"):
+    with pytest.raises(MccError, match="quantize_int8: option 'io' must be one of 'float', 'int8', got 'uint8'"):
         run_pipeline(graph, ["quantize_int8"], {"calibration": {"x": calib}, "io": "uint8"})
 
 
@@ -251,8 +251,7 @@ def test_missing_calibration_says_to_pass_calib(zoo_float):
 def test_calibration_progress_and_determinism(zoo_float):
     _, graph, calib, _ = zoo_float("digits_classifier")
     stream = io.StringIO()
-    options = {"calibration": {"x": calib[:20]}, "progress": Progress(True, stream)}
-    first, records = run_pipeline(graph, TAIL, options)
+    first, records = run_pipeline(graph, TAIL, {"calibration": {"x": calib[:20]}}, reporter=Progress(True, stream))
     second, _ = run_pipeline(graph, TAIL, {"calibration": {"x": calib[:20].copy()}})
     assert write_tflite(first) == write_tflite(second)
     lines = stream.getvalue().splitlines()
