@@ -20,7 +20,7 @@ import onnx
 import onnx.inliner
 from onnx import external_data_helper
 
-from ..errors import MccError, summarize
+from ..errors import MccError, describe_os_error, summarize
 from ..ir import Graph
 from .onnx_lowering import DEFAULT_DOMAINS, Lowering, default_opset, node_label
 
@@ -61,8 +61,16 @@ def read_model(path: Path) -> onnx.ModelProto:
     if where is not None:
         raise MccError(f"holds a string that is not UTF-8 text ({where}); the file is corrupt: re-export or re-copy it",
                        path=path)
+    bad = [o for o in model.opset_import if not 1 <= o.version < 1 << 31]
+    if bad:
+        raise MccError(f"declares opset {bad[0].version} of domain '{bad[0].domain}', which no ONNX release defines; "
+                       "the file is corrupt: re-export it", path=path)
     if model.functions:
-        model = onnx.inliner.inline_local_functions(model)
+        try:
+            model = onnx.inliner.inline_local_functions(model)
+        except (RuntimeError, onnx.checker.ValidationError, ValueError) as e:
+            raise MccError(f"its model-local functions cannot be inlined ({summarize(e)}); fix or re-export the "
+                           "model", path=path) from None
     return model
 
 
@@ -89,6 +97,11 @@ def _element_types(model: onnx.ModelProto, path) -> None:
     refused by name, before onnx's checker or numpy meets them)."""
     known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
     tensors = [(f"initializer '{t.name}'", t.data_type) for t in model.graph.initializer]
+    weights = {t.name for t in model.graph.initializer}
+    untyped = [v.name for v in model.graph.input if v.name not in weights and not v.type.HasField("tensor_type")]
+    if untyped:
+        raise MccError(f"input '{untyped[0]}' has no tensor type; mcc compiles models whose inputs are float32 "
+                       "tensors: re-export the model", path=path)
     tensors += [(f"input '{v.name}'", v.type.tensor_type.elem_type) for v in model.graph.input
                 if v.type.HasField("tensor_type")]
     for what, elem in tensors:
@@ -125,7 +138,7 @@ def check_model(model: onnx.ModelProto, path) -> None:
         if n.domain in DEFAULT_DOMAINS:
             try:
                 onnx.checker.check_node(n, ctx)
-            except onnx.checker.ValidationError as e:
+            except (onnx.checker.ValidationError, RuntimeError) as e:
                 raise MccError(f"is not a valid ONNX {n.op_type} node: {_first_line(e)}", path=path,
                                node=node_label(n)) from None
 
@@ -216,27 +229,45 @@ def load_external_data(model: onnx.ModelProto, path: Path) -> None:
     linked from a cache), and refuses a location that leaves the folder however it is spelled."""
     folder = path.parent.resolve()
     for t in (t for t in _tensors(model.graph) if external_data_helper.uses_external_data(t)):
-        info = external_data_helper.ExternalDataInfo(t)
-        where = f"tensor '{t.name}' keeps its data in external file {info.location!r}"
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        where = f"tensor '{t.name}' keeps its data in external file {location[:100]!r}"
         try:
-            target = (folder / info.location).resolve()
-        except (OSError, ValueError, RuntimeError):  # a NUL byte in the name, a link loop
-            target = None
-        if target is None or Path(info.location).is_absolute() or not target.is_relative_to(folder):
+            target = (folder / location).resolve()
+        except (OSError, ValueError, RuntimeError) as e:  # a NUL byte in the name, a link loop
+            raise MccError(f"{where}, whose name cannot be resolved ({summarize(e)}); re-export the model",
+                           path=path) from None
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
             raise MccError(f"{where}, outside the model's folder {folder}; external data must lie beside the model "
                            "(a relative location, no '..', links only within the folder)", path=path)
-        if not target.is_file():
+        try:
+            present = target.is_file()
+        except OSError as e:
+            raise MccError(f"{where}, which cannot be opened: {describe_os_error(OSError(e.errno, e.strerror))}",
+                           path=path) from None
+        if not present:
             raise MccError(f"{where}, missing from {path.parent}; copy it next to the model", path=path)
-        offset, length = int(info.offset or 0), info.length
+        offset, length = _external_range(t, where, target, path)
         with open(target, "rb") as f:
             f.seek(offset)
-            data = f.read(length) if length else f.read()
-        if length and len(data) != length:
-            raise MccError(f"{where}, which holds {len(data)} of the {length} bytes asked for at offset {offset}: the "
-                           "data file is truncated; re-copy it", path=path)
-        t.raw_data = data
+            t.raw_data = f.read(length) if length is not None else f.read()
         del t.external_data[:]
         t.data_location = onnx.TensorProto.DEFAULT
+
+
+def _external_range(t, where: str, target: Path, path) -> tuple[int, int | None]:
+    """(offset, length or None) of an external tensor, checked against the data file's size."""
+    entries = {e.key: e.value for e in t.external_data}
+    try:
+        offset = int(entries.get("offset") or 0)
+        length = int(entries["length"]) if entries.get("length") else None
+    except ValueError:
+        raise MccError(f"{where}, with offset {entries.get('offset')!r} and length {entries.get('length')!r}, which "
+                       "are not whole numbers; the file is corrupt: re-export it", path=path) from None
+    size = target.stat().st_size
+    if offset < 0 or offset > size or (length is not None and not 0 <= length <= size - offset):
+        raise MccError(f"{where}, at offset {offset} for {length} bytes, but the file holds {size} bytes: it is "
+                       "truncated or the model does not belong to it; re-copy both", path=path)
+    return offset, length
 
 
 def _tensors(graph: onnx.GraphProto):

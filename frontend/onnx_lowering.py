@@ -61,7 +61,11 @@ class Lowering:
     def run(self) -> Graph:
         g = self.model.graph
         for init in g.initializer:
-            self.env[init.name] = Const(numpy_helper.to_array(init), init.name)
+            try:
+                self.env[init.name] = Const(numpy_helper.to_array(init), init.name)
+            except (ValueError, TypeError) as e:  # segments, value counts that disagree with the dims
+                raise MccError(f"initializer '{init.name}' cannot be read as a {list(init.dims)} tensor "
+                               f"({summarize(e)}); the file is corrupt: re-export it", path=self.path) from None
         for v in g.input:
             if v.name not in self.env:
                 shape = self.input_shapes[v.name]
@@ -197,7 +201,12 @@ class Lowering:
         for a in self.node.attribute:
             if a.name == name:
                 value = onnx.helper.get_attribute_value(a)
-                return value.decode() if isinstance(value, bytes) else value
+                if isinstance(value, bytes):
+                    try:
+                        return value.decode()
+                    except UnicodeDecodeError:
+                        self.fail(f"attribute '{name}' is not UTF-8 text ({value[:20]!r})")
+                return value
         return default
 
     def shape(self, v) -> tuple[int, ...]:

@@ -252,6 +252,9 @@ def infer_node(node: Node) -> None:
     d = OPS.get(node.op)
     if d is None:
         raise ValueError(f"node '{node.name}': unknown op '{node.op}'")
+    lo, hi = d.inputs
+    if any(i is None for i in node.inputs[:lo]) or (hi > 3 and None in node.inputs):
+        raise ValueError(f"node '{node.name}' ({node.op}) lacks a required input")
     for k, default in d.attrs.items():
         if k not in node.attrs:
             if default is _REQ:
