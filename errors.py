@@ -88,3 +88,15 @@ def summarize(e: BaseException, limit: int = 300) -> str:
     text = lines[0] if lines else ""
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import optional dependency `module`, or an MccError saying which extra installs it: the base install runs,
+    reads and validates compiled files without torch or onnxruntime (a Raspberry Pi needs neither)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MccError(f"{purpose} needs {module}, which this installation lacks: pip install 'mcc[{extra}]' "
+                       "(or 'mcc[all]')") from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from ..errors import MccError, summarize
+from ..errors import MccError, require, summarize
 from ..ir import Graph
 
 ACCEPTED = ("a torch.export archive (torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')); "
@@ -39,6 +39,8 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
     fmt = sniff(path)
     if input_shapes is not None:
         input_shapes = _check_shapes(path, input_shapes)
+    if fmt in ("torch.export", "torchscript", "pickle"):
+        require("torch", "torch", f"reading a PyTorch model ({path})")
     if fmt == "torch.export":
         from .pt2_archive import read_pt2
         from .torch_export import lower

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..errors import require
+
 LEVELS = {"ort-none": "ORT_DISABLE_ALL", "ort-basic": "ORT_ENABLE_BASIC", "ort-extended": "ORT_ENABLE_EXTENDED",
           "ort-all": "ORT_ENABLE_ALL"}
 
@@ -34,7 +36,7 @@ def expose_all(model: bytes) -> bytes:
 
 def make_session(model: bytes, kernels: str = "ort-all", keep_all: bool = False):
     """An onnxruntime CPU session at the optimization level `kernels` names; with keep_all, of expose_all(model)."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "ort", "comparing with onnxruntime")
 
     if kernels not in LEVELS:
         raise ValueError(f"unknown onnxruntime kernel set '{kernels}'; one of {tuple(LEVELS)}")
@@ -54,6 +56,4 @@ def run_ort(model: bytes, feeds: dict[str, np.ndarray], kernels: str = "ort-all"
 
 
 def version() -> str:
-    import onnxruntime as ort
-
-    return ort.__version__
+    return require("onnxruntime", "ort", "comparing with onnxruntime").__version__
