@@ -19,7 +19,7 @@ import itertools
 
 import numpy as np
 
-from .node import Node
+from .node import Node, linked
 from .tensor import Tensor
 
 
@@ -150,11 +150,11 @@ class Graph:
         return [t for t in self.tensors() if t.is_constant]
 
     def producer(self, t: Tensor) -> Node | None:
-        return next((n for n in t.writers if id(n) in self._members), None)
+        return next((n for n in linked(t.writers) if id(n) in self._members), None)
 
     def consumers(self, t: Tensor) -> list[Node]:
         """The graph's nodes that read `t`, in graph order."""
-        readers = [n for n in t.readers if id(n) in self._members]
+        readers = [n for n in linked(t.readers) if id(n) in self._members]
         if len(readers) > 1:
             readers.sort(key=self.position)
         return readers

@@ -3,20 +3,38 @@
 A node's `inputs` and `outputs` are edge lists that keep each tensor's reader and writer tables current however a
 pass edits them (assignment, item assignment, slices, append, ...), so the graph answers producer and consumer
 queries in O(1) without the stale use-lists that torch.fx risks when a pass edits `node.args` behind its back.
-Tables hold nodes weakly: a node built only to evaluate one op (calibration does that) leaves no trace.
+Tables hold nodes weakly: a node built only to evaluate one op (calibration does that) leaves no trace. A table
+is a plain dict id(node) -> [weakref, count] (a WeakKeyDictionary per tensor costs ten times as much to make); an
+entry whose node died, or whose id a new node reuses, is replaced or skipped.
 """
 
 from __future__ import annotations
 
+from weakref import ref
+
 from .tensor import Tensor
 
 
-def _link(table, node, delta: int) -> None:
-    count = table.get(node, 0) + delta
-    if count:
-        table[node] = count
-    else:
-        del table[node]
+def _link(tensor: Tensor, role: str, node, delta: int) -> None:
+    table = getattr(tensor, role)
+    if table is None:
+        table = {}
+        setattr(tensor, role, table)
+    entry = table.get(id(node))
+    if entry is None or entry[0]() is not node:
+        if delta > 0:
+            table[id(node)] = [ref(node), delta]
+        return
+    entry[1] += delta
+    if entry[1] <= 0:
+        del table[id(node)]
+
+
+def linked(table) -> list:
+    """The live nodes of a reader or writer table, in the order they were linked."""
+    if not table:
+        return []
+    return [n for n in (entry[0]() for entry in table.values()) if n is not None]
 
 
 class Edges(list):
@@ -32,7 +50,7 @@ class Edges(list):
     def _attach(self, delta: int) -> None:
         for t in self:
             if t is not None:
-                _link(getattr(t, self._role), self._node, delta)
+                _link(t, self._role, self._node, delta)
 
     def _edit(self, method, *args):
         self._attach(-1)

@@ -9,7 +9,6 @@ Like onnx-graphsurgeon, a tensor is either a variable (produced by a node or a g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -67,8 +66,8 @@ class Tensor:
         self.layout = layout
         self.quant = quant
         self.data = data
-        self.readers: WeakKeyDictionary = WeakKeyDictionary()
-        self.writers: WeakKeyDictionary = WeakKeyDictionary()
+        self.readers: dict | None = None  # created when first linked
+        self.writers: dict | None = None
 
     @property
     def is_constant(self) -> bool:
