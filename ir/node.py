@@ -4,8 +4,9 @@ A node's `inputs` and `outputs` are edge lists that keep each tensor's reader an
 pass edits them (assignment, item assignment, slices, append, ...), so the graph answers producer and consumer
 queries in O(1) without the stale use-lists that torch.fx risks when a pass edits `node.args` behind its back.
 Tables hold nodes weakly: a node built only to evaluate one op (calibration does that) leaves no trace. A table
-is a plain dict id(node) -> [weakref, count] (a WeakKeyDictionary per tensor costs ten times as much to make); an
-entry whose node died, or whose id a new node reuses, is replaced or skipped.
+is a plain dict id(node) -> weakref: a WeakKeyDictionary per tensor costs ten times as much to make, and every
+object a table adds is one more for the cyclic garbage collector to scan in a large graph. An entry whose node
+died, or whose id a new node reuses, is replaced or skipped.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ from weakref import ref
 from .tensor import Tensor
 
 
-def _link(tensor: Tensor, role: str, node, delta: int) -> None:
+def _link(tensor: Tensor, role: str, node) -> None:
     table = getattr(tensor, role)
     if table is None:
-        table = {}
-        setattr(tensor, role, table)
-    entry = table.get(id(node))
-    if entry is None or entry[0]() is not node:
-        if delta > 0:
-            table[id(node)] = [ref(node), delta]
-        return
-    entry[1] += delta
-    if entry[1] <= 0:
+        setattr(tensor, role, {id(node): ref(node)})
+    else:
+        table[id(node)] = ref(node)
+
+
+def _unlink(tensor: Tensor, role: str, node) -> None:
+    table = getattr(tensor, role)
+    entry = table.get(id(node)) if table else None
+    if entry is not None and entry() is node:
         del table[id(node)]
 
 
@@ -34,30 +35,39 @@ def linked(table) -> list:
     """The live nodes of a reader or writer table, in the order they were linked."""
     if not table:
         return []
-    return [n for n in (entry[0]() for entry in table.values()) if n is not None]
+    return [n for n in (r() for r in table.values()) if n is not None]
 
 
 class Edges(list):
-    """A node's input (or output) list that registers the node with every tensor in it."""
+    """A node's input (or output) list that registers the node with every tensor in it (once, however often
+    the list holds the tensor)."""
 
     __slots__ = ("_node", "_role")
 
     def __init__(self, node, role: str, items=()):
         super().__init__(items)
         self._node, self._role = node, role
-        self._attach(1)
-
-    def _attach(self, delta: int) -> None:
         for t in self:
             if t is not None:
-                _link(t, self._role, self._node, delta)
+                _link(t, role, node)
+
+    def detach(self) -> None:
+        for t in self:
+            if t is not None:
+                _unlink(t, self._role, self._node)
 
     def _edit(self, method, *args):
-        self._attach(-1)
+        before = {id(t): t for t in self if t is not None}
         try:
             return method(self, *args)
         finally:
-            self._attach(1)
+            after = {id(t): t for t in self if t is not None}
+            for k, t in before.items():
+                if k not in after:
+                    _unlink(t, self._role, self._node)
+            for k, t in after.items():
+                if k not in before:
+                    _link(t, self._role, self._node)
 
     def __setitem__(self, i, v):
         self._edit(list.__setitem__, i, v)
@@ -113,7 +123,7 @@ class Node:
     def inputs(self, tensors) -> None:
         old = getattr(self, "_inputs", None)
         if old is not None:
-            old._attach(-1)
+            old.detach()
         self._inputs = Edges(self, "readers", tensors)
 
     @property
@@ -124,7 +134,7 @@ class Node:
     def outputs(self, tensors) -> None:
         old = getattr(self, "_outputs", None)
         if old is not None:
-            old._attach(-1)
+            old.detach()
         self._outputs = Edges(self, "writers", tensors)
 
     def input(self, i: int) -> Tensor | None:
