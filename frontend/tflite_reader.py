@@ -323,7 +323,8 @@ def _check_indices(model: schema.ModelT, data: bytes, path) -> None:
     sub = model.subgraphs[0]
     tensors, buffers = sub.tensors or [], model.buffers or []
     n_tensors, n_codes, n_buffers = len(tensors), len(model.operatorCodes or []), len(buffers)
-    bad = [f"tensor {i} names buffer {t.buffer}" for i, t in enumerate(tensors) if not 0 <= t.buffer < max(n_buffers, 1)]
+    bad = [f"tensor {i} names buffer {t.buffer}" for i, t in enumerate(tensors)
+           if not 0 <= t.buffer < max(n_buffers, 1)]
     bad += [f"graph {kind} {i}" for kind, idx in (("input", sub.inputs), ("output", sub.outputs))
             for i in _ints(idx) if not 0 <= i < n_tensors]
     for k, op in enumerate(sub.operators or []):

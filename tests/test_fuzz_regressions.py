@@ -502,7 +502,7 @@ def external_weight(tmp_path, **entries):
 @pytest.mark.parametrize("entries", [
     {"length": "y"},             # ValueError at onnx_loader.py (load_external_data: int('y'))
     {"offset": str(1 << 63)},    # ValueError at onnx_loader.py (f.seek: cannot fit 'int' into an offset-sized integer)
-    {"length": str(1 << 64)},    # OverflowError at onnx_loader.py (f.read: cannot fit 'int' into an index-sized integer)
+    {"length": str(1 << 64)},    # OverflowError at onnx_loader.py (f.read: cannot fit 'int' into an index-sized int)
     {"location": "a" * 300},     # OSError at onnx_loader.py (File name too long)
 ])
 def test_onnx_external_data_entries(tmp_path, entries):

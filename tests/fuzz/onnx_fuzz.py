@@ -145,7 +145,8 @@ def _attr(rng: random.Random, bad: _Bad, name: str) -> onnx.AttributeProto:
     if kind == 1:
         return helper.make_attribute(name, rng.choice([0.0, -1.0, 1e30, float("nan"), float("inf"), 0.5]))
     if kind == 2:
-        return helper.make_attribute(name, [rng.choice([0, 1, 2, 3, -1, -2, 1 << 40]) for _ in range(rng.randrange(0, 9))])
+        return helper.make_attribute(name, [rng.choice([0, 1, 2, 3, -1, -2, 1 << 40])
+                                            for _ in range(rng.randrange(0, 9))])
     if kind == 3:
         return helper.make_attribute(name, rng.choice(["nearest", "linear", "cubic", "SAME_UPPER", "NOTSET", "VALID",
                                                        "half_pixel", "floor", "", "x" * 100]))
@@ -217,13 +218,17 @@ def _mutate_tensor(t: onnx.TensorProto, rng: random.Random, bad: _Bad) -> None:
         t.data_location = rng.choice([TensorProto.EXTERNAL, TensorProto.EXTERNAL, TensorProto.DEFAULT])
         if rng.random() < 0.7:
             del t.external_data[:]
-            for key in rng.sample(["location", "offset", "length", "checksum", "basepath", "bogus"], rng.randrange(1, 5)):
-                value = {"location": lambda: rng.choice([WEIGHTS, WEIGHTS, "missing.bin", "../" + WEIGHTS, "/etc/hostname",
-                                                         "", ".", "/", "weights.bin\x00x", "a" * 300, "input.onnx",
-                                                         bad()]),
-                         "offset": lambda: rng.choice(["0", "4", "-4", "1000000", "x", "", str(1 << 63)]),
-                         "length": lambda: rng.choice(["0", "216", "4", "-1", "1000000", "y", str(1 << 64)])}.get(
-                    key, lambda: rng.choice(["", "1", bad()]))()
+            keys = ["location", "offset", "length", "checksum", "basepath", "bogus"]
+            for key in rng.sample(keys, rng.randrange(1, 5)):
+                if key == "location":
+                    value = rng.choice([WEIGHTS, WEIGHTS, "missing.bin", "../" + WEIGHTS, "/etc/hostname", "", ".", "/",
+                                        "weights.bin\x00x", "a" * 300, "input.onnx", bad()])
+                elif key == "offset":
+                    value = rng.choice(["0", "4", "-4", "1000000", "x", "", str(1 << 63)])
+                elif key == "length":
+                    value = rng.choice(["0", "216", "4", "-1", "1000000", "y", str(1 << 64)])
+                else:
+                    value = rng.choice(["", "1", bad()])
                 t.external_data.add(key=key, value=value)
         if rng.random() < 0.5:
             t.ClearField("raw_data")
@@ -256,7 +261,10 @@ def _mutate_value_info(v: onnx.ValueInfoProto, rng: random.Random, bad: _Bad) ->
     elif choice == 3:
         tt.ClearField("shape")
     elif choice == 4:
-        v.type.ClearField("tensor_type") if rng.random() < 0.5 else v.type.sequence_type.elem_type.tensor_type.SetInParent()
+        if rng.random() < 0.5:
+            v.type.ClearField("tensor_type")
+        else:
+            v.type.sequence_type.elem_type.tensor_type.SetInParent()
     else:
         v.name = _name(rng, bad, [])
 
@@ -285,7 +293,8 @@ def _mutate(m: onnx.ModelProto, rng: random.Random, bad: _Bad) -> None:
     elif choice <= 7 and n is not None:
         _mutate_attribute(n, rng, bad)
     elif choice <= 10:
-        tensors = list(g.initializer) + [a.t for nd in g.node for a in nd.attribute if a.type == onnx.AttributeProto.TENSOR]
+        tensors = list(g.initializer) + [a.t for nd in g.node for a in nd.attribute
+                                         if a.type == onnx.AttributeProto.TENSOR]
         if tensors:
             _mutate_tensor(rng.choice(tensors), rng, bad)
     elif choice == 11 and g.initializer:

@@ -89,9 +89,9 @@ def _value(rng: random.Random, old):
     if choice == 8 or isinstance(old, list) and all(isinstance(v, int) for v in old):
         return rng.choice([[0, 0], [-1, -1], [1], [1 << 40, 1], [3, 3, 3], [], [2, 2]])
     if choice == 9 and isinstance(old, str) and old.startswith("torch.ops."):
-        return rng.choice(["torch.ops.aten.add.Tensor", "torch.ops.aten.max_pool2d.default", "torch.ops.aten.view.default",
-                           "torch.ops.aten.cumsum.default", "torch.ops.aten.mean.dim", "torch.ops.aten.cat.default",
-                           "torch.ops.aten.conv2d.default", "torch.ops.aten.linear.default", "torch.ops.aten.nope.default"])
+        return "torch.ops.aten." + rng.choice(["add.Tensor", "max_pool2d.default", "view.default", "cumsum.default",
+                                               "mean.dim", "cat.default", "conv2d.default", "linear.default",
+                                               "nope.default"])
     return rng.choice([{}, [], "", 0])
 
 
@@ -162,11 +162,12 @@ def generate(seeds, rng: random.Random) -> bytes:
             if weights:
                 k = rng.choice(weights)
                 raw = members[k][1]
-                members[k][1] = raw[:rng.randrange(len(raw) + 1)] if rng.random() < 0.6 else raw + bytes(rng.choice([1, 4, 64]))
+                cut = rng.random() < 0.6
+                members[k][1] = raw[:rng.randrange(len(raw) + 1)] if cut else raw + bytes(rng.choice([1, 4, 64]))
         elif choice == 9 and members:
             k = rng.randrange(len(members))
-            members[k][0] = rng.choice([root + "data/weights/weight_9", root + "models/other.json", "x/" + members[k][0],
-                                        members[k][0] + "_", root + "data/constants/constant_0",
+            members[k][0] = rng.choice([root + "data/weights/weight_9", root + "models/other.json",
+                                        "x/" + members[k][0], members[k][0] + "_", root + "data/constants/constant_0",
                                         rng.choice(members)[0], root + "../evil", members[k][0].upper()])
         elif choice == 10 and members:
             del members[rng.randrange(len(members))]

@@ -4,10 +4,11 @@ Input `i` of a run is a pure function of (reader, seed, i): its generator gets `
 the same seed gives the same inputs whatever the number of workers or their speed, and the parent can rebuild an
 input a worker was killed on. Workers are forked (they share the seeds the parent built, and the imports), take
 the indices `slot, slot + jobs, ...`, and publish in shared memory the index they are on and whether they are
-making it or running it (the parent times that on its own clock): the parent kills a worker that spends longer than the per-input timeout on one input (a hang; SIGUSR1 first,
-so faulthandler writes where it was), restarts a worker that died (a segfault or an abort: a crash), and each new
-worker continues after the input that stopped the last one. A worker's address space is capped, so an input that
-makes a reader allocate without bound fails with MemoryError (a crash) instead of taking the shared machine down.
+making it or running it; the parent times that on its own clock. It kills a worker that spends longer than the
+per-input timeout running one input (a hang; SIGUSR1 first, so faulthandler writes where it was), restarts a
+worker that died (a segfault or an abort: a crash), and each new worker continues after the input that stopped
+the last one. A worker's address space is capped, so an input that makes a reader allocate without bound fails
+with MemoryError (a crash) instead of taking the shared machine down.
 
 A crash is any exception other than MccError. Its signature is the exception type and the innermost frame in mcc
 itself (file:line), prefixed with the target that raised it; one input per signature is saved.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import struct
-from pathlib import Path
 
 import flatbuffers
 import numpy as np
@@ -72,8 +71,8 @@ def _graphs() -> list[Graph]:
     s = g.add_node("slice", [x], {"starts": [1], "ends": [4], "axes": [1], "steps": [1]}).outputs[0]
     s1, s2 = g.add_node("split", [s], {"axis": 3, "sizes": [1, 3]}, n_outputs=2).outputs
     m = g.add_node("mul", [s2, s1]).outputs[0]
-    rn = g.add_node("resize", [m], {"mode": "nearest", "size": [6, 8],
-                                          "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}).outputs[0]
+    rn = g.add_node("resize", [m], {"mode": "nearest", "size": [6, 8], "coordinate_transformation_mode": "asymmetric",
+                                    "nearest_mode": "floor"}).outputs[0]
     g.outputs = [g.add_node("mean", [rn], {"axes": [1, 2], "keepdims": True}).outputs[0], s1]
     out.append(g)
     return out
