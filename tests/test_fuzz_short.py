@@ -17,13 +17,8 @@ from mcc.errors import MccError
 
 INPUTS = {"onnx": 400, "tflite": 300, "pt2": 24, "npz": 400}
 
-# Crashes the fuzzer found in the ONNX loader (frontend/onnx_loader.py, onnx_lowering.py), which another change owns;
-# tests/test_fuzz_regressions.py lists them. Remove this mark when they are fixed.
-ONNX_OPEN = pytest.mark.xfail(reason="ONNX loader crashes found by the fuzzer are being fixed in the ONNX frontend",
-                              strict=False)
 
-
-@pytest.mark.parametrize("name", [pytest.param("onnx", marks=ONNX_OPEN), "tflite", "pt2", "npz"])
+@pytest.mark.parametrize("name", ["onnx", "tflite", "pt2", "npz"])
 def test_short_fuzz_run(name, tmp_path):
     r = run_reader(reader(name), seed=0, inputs=INPUTS[name], jobs=1, timeout=20, crash_dir=tmp_path)
     assert r.inputs == INPUTS[name]
