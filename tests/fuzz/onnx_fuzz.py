@@ -237,9 +237,29 @@ def _mutate_tensor(t: onnx.TensorProto, rng: random.Random, bad: _Bad) -> None:
     elif choice == 6:
         t.segment.begin, t.segment.end = rng.randrange(-2, 5), rng.randrange(-2, 5)
     elif choice == 7:
-        t.data_type = TensorProto.STRING
+        t.data_type = TensorProto.STRING if rng.random() < 0.3 else t.data_type
+        _mutate_values(t, rng)
     else:
         t.raw_data = t.raw_data * 2
+
+
+def _mutate_values(t: onnx.TensorProto, rng: random.Random) -> None:
+    """The same dims and type, other values: shapes, scales, pads and axes that are zero, negative, huge or NaN."""
+    try:
+        values = numpy_helper.to_array(t).copy()
+    except Exception:   # noqa: BLE001 -- a tensor an earlier mutation broke: leave it
+        return
+    if not values.size or values.dtype.kind not in "fiu":
+        return
+    flat = values.reshape(-1)
+    pool = [0, -1, 1, 2, -2] + ([1e9, -1e9, float("nan"), float("inf"), 1e-30] if flat.dtype.kind == "f" else
+                                 [int(np.iinfo(flat.dtype).max), int(np.iinfo(flat.dtype).min)])
+    for _ in range(rng.randrange(1, flat.size + 1)):
+        flat[rng.randrange(flat.size)] = rng.choice(pool)
+    new = numpy_helper.from_array(values, t.name)
+    for field in ("float_data", "int64_data", "int32_data", "double_data"):
+        t.ClearField(field)
+    t.raw_data = new.raw_data
 
 
 def _mutate_value_info(v: onnx.ValueInfoProto, rng: random.Random, bad: _Bad) -> None:
