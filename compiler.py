@@ -51,16 +51,9 @@ def lower(graph: Graph, target_name: str, *, stop_after: str | None = None, prog
 
 
 def emit(graph: Graph, target_name: str) -> bytes:
-    target = get_target(target_name)
-    if target.backend == "tflite":
-        from .backends.tflite_writer import write_tflite
+    from .backends import emit as emit_file
 
-        return write_tflite(graph)
-    if target.backend == "onnx":
-        from .backends.onnx_writer import write_onnx
-
-        return write_onnx(graph)
-    raise MccError(f"target {target.name} names backend '{target.backend}', which this mcc does not have")
+    return emit_file(graph, get_target(target_name).backend)
 
 
 def _io(tensors) -> list[dict]:

@@ -170,12 +170,13 @@ def _kernel_sets(kernels, fmt: str, path) -> tuple[str, ...]:
 
 def _read_model(data: bytes, fmt: str, path) -> Graph:
     if fmt == "tflite":
-        from .frontend.tflite_reader import read_tflite
+        from .formats.tflite.reader import read_tflite
 
         return read_tflite(data, path=path)
-    from .backends.onnx_readback import read_emitted_onnx
+    from .formats.onnx.reader import read_emitted_onnx
+    from .runtime.format_arithmetic import ONNX_ARITHMETIC
 
-    return read_emitted_onnx(data, path)
+    return read_emitted_onnx(data, ONNX_ARITHMETIC, path)
 
 
 # The rule set `mcc run` uses for a compiled file when none is asked for: the reference kernels of its runtime.

@@ -1,14 +1,25 @@
-"""Writers of deployable files (TFLite, ONNX) from a lowered IR graph; they emit, they never rewrite."""
+"""Backends: emit a lowered IR graph as a deployable file.
+
+The format layers (formats/) hold the op tables, readers and writers; a backend picks the writer for a target and
+hands it what only the runtime can compute (for ONNX, the int8 lookup tables and activation bounds under the
+table rules). A backend never rewrites the graph: legalization is a pass.
+"""
+
+from __future__ import annotations
 
 from ..errors import MccError
+from ..ir import Graph
 
 
-def verified_copy(graph, file_format: str):
-    """A copy of `graph` that verify() accepts, or an MccError: a writer never emits a malformed graph."""
-    g = graph.copy()
-    try:
-        g.verify()
-    except ValueError as e:
-        raise MccError(f"graph '{graph.name}' is not well formed, so it cannot be written as {file_format}: "
-                       f"{e}") from None
-    return g
+def emit(graph: Graph, backend: str) -> bytes:
+    """The bytes of `graph` in the file format of `backend` ("tflite" or "onnx")."""
+    if backend == "tflite":
+        from ..formats.tflite.writer import write_tflite
+
+        return write_tflite(graph)
+    if backend == "onnx":
+        from ..formats.onnx.writer import write_onnx
+        from ..runtime.format_arithmetic import ONNX_ARITHMETIC
+
+        return write_onnx(graph, ONNX_ARITHMETIC)
+    raise MccError(f"backend '{backend}' is not one this mcc has (tflite, onnx)")

@@ -33,7 +33,7 @@ from mcc.compiler import compile_model
 from mcc.datafiles import match_inputs, run_in_batches
 from mcc.devices.host import describe
 from mcc.examples.zoo import ZOO
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.runtime import run
 from mcc.runtime.litert import make_interpreter, run_litert
 from mcc.validate import fidelity

@@ -22,7 +22,7 @@ import torch
 from mcc.compiler import compile_model
 from mcc.devices.host import describe
 from mcc.examples.zoo import ZOO
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.runtime import run
 from mcc.runtime.litert import make_interpreter, run_litert
 from timing import median_seconds  # benchmarks/timing.py, beside this script

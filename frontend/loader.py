@@ -47,7 +47,7 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
 
         return lower(read_pt2(path, trust_pickle=trust_pickle), name=path.stem, path=path)
     if fmt == "tflite":
-        from .tflite_reader import read_float_tflite
+        from ..formats.tflite.reader import read_float_tflite
 
         return read_float_tflite(path.read_bytes(), path=path)
     if fmt == "onnx":

@@ -1,4 +1,4 @@
-"""legalize_onnx: rewrite an NCHW graph (after to_nchw) into the subset that backends.onnx_writer expresses.
+"""legalize_onnx: rewrite an NCHW graph (after to_nchw) into the subset that formats.onnx.writer expresses.
 
 It runs after quantize_int8, on the graph the arm-int8 target emits, so it never changes a weight, a scale or a
 zero point: it moves explicit padding back into the operators and reshapes or isolates what ONNX has no operator
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends.onnx_opmap import global_pool_axes, is_int8, row_for
+from ..formats.onnx.opmap import global_pool_axes, is_int8, row_for
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.ops import infer_node
 from .manager import PassContext, register_pass

@@ -1,4 +1,4 @@
-"""legalize_tflite: rewrite an NHWC IR graph into the subset that backends.tflite_writer can express.
+"""legalize_tflite: rewrite an NHWC IR graph into the subset that formats.tflite.writer can express.
 
 The TensorFlow converter legalizes with MLIR rewrite patterns (TF -> TFL dialect) inside the converter, so
 what it changed is visible only in the emitted file. mcc legalizes on its own IR as a named pass, so each
@@ -33,11 +33,11 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert.schema_py_generated import Padding
 
-from ..backends.tflite_opmap import f32, kernel_hw, padding_mode
+from ..formats.tflite.opmap import TFLITE_FLAGS, TFLITE_NEAREST, f32, kernel_hw, padding_mode
 from ..errors import MccError
 from ..ir import Graph, Node, Tensor
 from ..ir.ops import infer_node
-from ..runtime.kernels.int8_resize import TFLITE_FLAGS, TFLITE_NEAREST, tflite_nearest_indices
+from ..runtime.kernels.int8_resize import tflite_nearest_indices
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
 from .manager import PassContext, register_pass
 

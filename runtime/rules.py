@@ -117,7 +117,7 @@ every intermediate tensor under both pairs. Notes from the measurements:
   differ from float32_ties_even), so the runtime refuses that case under litert-xnnpack.
 
 "onnxruntime" is onnxruntime 1.32.0's CPU execution provider on the same host (x86-64 with AVX2 and FMA, whose
-MLAS kernels it dispatches to), for the int8 operators that backends.onnx_writer emits. Measured by
+MLAS kernels it dispatches to), for the int8 operators that formats.onnx.writer emits. Measured by
 tests/test_onnx_validate.py: each hand-built int8 graph is written by write_onnx, run by onnxruntime at
 ORT_ENABLE_ALL and ORT_DISABLE_ALL (the same integers at both) and by mcc's runtime on the file read back, with
 power-of-two scales (the "ties" column counts outputs whose exact real value lies on .5) or arbitrary ones.
@@ -246,9 +246,9 @@ _XNNPACK = {
     "resize_bilinear": Rule("xnnpack", "bilinear_q11_half_up"),
 }
 
-# What onnxruntime runs for each op of an x86-int8 ONNX file (backends.onnx_writer): its own integer operators,
+# What onnxruntime runs for each op of an x86-int8 ONNX file (formats.onnx.writer): its own integer operators,
 # and for the activations the 256-entry tables and Clip bounds that the writer fills with TFLite's reference
-# arithmetic (onnx_opmap.TABLE_RULES), so those ops keep litert-ref's rules.
+# arithmetic (formats.onnx.opmap.TABLE_RULES), so those ops keep litert-ref's rules.
 _TABLES = ("requantize", "relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "hardswish")
 _ONNXRUNTIME = {
     "conv2d": Rule("onnxruntime", "float32_ties_even"),             # QLinearConv (also depthwise)

@@ -7,7 +7,7 @@ from tflite_ops import operator_names
 
 from mcc.cli import main
 from mcc.examples.zoo import ZOO
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.runtime import run
 from mcc.runtime.litert import run_litert
 

@@ -15,11 +15,11 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from onnx import TensorProto, helper, numpy_helper
 
-from mcc.backends.tflite_writer import write_tflite
+from mcc.formats.tflite.writer import write_tflite
 from mcc.datafiles import match_inputs, read_arrays, run_in_batches
 from mcc.errors import MccError
 from mcc.frontend import load
-from mcc.frontend.tflite_reader import read_float_tflite, read_tflite
+from mcc.formats.tflite.reader import read_float_tflite, read_tflite
 from mcc.ir import Graph, Tensor
 from mcc.runtime import run
 from mcc.runtime.litert import run_litert
@@ -218,7 +218,7 @@ def test_good_files_still_read(tmp_path):
     assert np.array_equal(read_arrays(tmp_path / "f.npy")[""], arrays["f"])
 
 
-# ---- TFLite (mcc.frontend.tflite_reader) ------------------------------------------------------------------
+# ---- TFLite (mcc.formats.tflite.reader) ------------------------------------------------------------------
 def fc_model() -> schema.ModelT:
     """An mcc-written float model, unpacked: x[1, 4] -> FULLY_CONNECTED (weights w[3, 4], bias b[3]) -> y[1, 3]."""
     g = Graph("fc")

@@ -13,9 +13,9 @@ import zlib
 import numpy as np
 import pytest
 
-from mcc.backends.tflite_writer import write_tflite
+from mcc.formats.tflite.writer import write_tflite
 from mcc.errors import MccError
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.ir import Graph, QuantParams
 from mcc.runtime import fixed_point as fp, run, rule_set
 from mcc.runtime.litert import make_interpreter, run_litert

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from test_tflite_backend import T, assert_close, check_file, finish, from_nchw, image_graph, ohwi_to_oihw, rand, to_nchw
 
-from mcc.backends.tflite_writer import write_tflite
+from mcc.formats.tflite.writer import write_tflite
 from mcc.errors import MccError
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.ir import Graph, QuantParams
 from mcc.ir.text import dumps
 from mcc.passes.legalize_tflite import legalize_tflite

@@ -16,13 +16,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from mcc.backends.onnx_readback import read_emitted_onnx
-from mcc.backends.onnx_writer import lookup_table, write_onnx
+from mcc.runtime.format_arithmetic import ONNX_ARITHMETIC
+from mcc.formats.onnx.reader import read_emitted_onnx
+from mcc.backends import emit
 from mcc.cli import main
 from mcc.compiler import compile_model
 from mcc.errors import MccError
 from mcc.examples.zoo import ZOO, digits_split
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.frontend.torch_export import from_module
 from mcc.passes import run_pipeline
 from mcc.runtime import evaluate_node, run
@@ -94,7 +95,7 @@ def test_float_zoo_in_onnxruntime_matches_torch(name):
 def test_float_readback_is_the_compiled_graph():
     model, example = ZOO["mobilenet_v3_small_style"]()
     result = compile_model(from_module(model, (example,)), "x86-fp32")
-    back = read_emitted_onnx(result.data)
+    back = read_emitted_onnx(result.data, ONNX_ARITHMETIC)
     assert ops(back) == ops(result.graph)
     assert [n.attrs.get("activation") for n in back.nodes] == [n.attrs.get("activation") for n in result.graph.nodes]
     assert_equivalent(result.graph, back)
@@ -134,7 +135,7 @@ def test_int8_passes_checker_and_runs_integer_kernels_at_every_level(int8_pair, 
 
 def test_int8_each_operator_within_one_step_of_litert_ref(int8_pair):
     name, _, x86, x = int8_pair
-    graph = read_emitted_onnx(x86.data)
+    graph = read_emitted_onnx(x86.data, ONNX_ARITHMETIC)
     totals = {}
     for level in ("disable_all", "all"):
         for b in range(len(x)):
@@ -157,7 +158,7 @@ def test_int8_each_operator_within_one_step_of_litert_ref(int8_pair):
 
 def test_int8_weights_scales_and_zero_points_identical_to_arm_int8(int8_pair):
     name, arm, x86, _ = int8_pair
-    tfl, onx = read_tflite(arm.data), read_emitted_onnx(x86.data)
+    tfl, onx = read_tflite(arm.data), read_emitted_onnx(x86.data, ONNX_ARITHMETIC)
     theirs = {t.name: t for t in onx.tensors()}
     constants = activations = 0
     for t in tfl.tensors():
@@ -196,7 +197,7 @@ def _as_onnx_holds_it(tfl, t) -> np.ndarray:
 
 def test_int8_file_is_deterministic(int8_pair):
     name, _, x86, _ = int8_pair
-    assert write_onnx(x86.graph) == x86.data
+    assert emit(x86.graph, "onnx") == x86.data
 
 
 # ---- small graphs: activations, tables, islands, layout ---------------------------------------------------------
@@ -221,7 +222,7 @@ def test_relu6_shared_with_a_concat_gets_an_int8_clip_that_reads_back_as_relu6()
     model = check_full(result.data)
     clips = [n for n in model.graph.node if n.op_type == "Clip"]
     assert len(clips) == 1 and clips[0].name == "left/relu6"
-    back = read_emitted_onnx(result.data)
+    back = read_emitted_onnx(result.data, ONNX_ARITHMETIC)
     assert back.node("left").attrs["activation"] == "relu6"
     values = ort_values(result.data, feeds)
     assert values["left"].max() < 127  # the clamp is inside the int8 range, so it is not the saturation
@@ -238,11 +239,11 @@ def test_int8_activations_are_lookup_tables_computed_by_the_runtime():
     model = check_full(result.data)
     functions = {f.name for f in model.functions}
     assert functions == {"leaky_relu", "sigmoid", "tanh"} and model.metadata_props[0].key == "mcc.table_rules"
-    back = read_emitted_onnx(result.data)
+    back = read_emitted_onnx(result.data, ONNX_ARITHMETIC)
     assert back.node("leaky").attrs["alpha"] == pytest.approx(0.1)
     for node in (back.node("leaky"), back.node("sig"), back.node("th")):
         table = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == f"{node.name}/table"))
-        assert np.array_equal(table, lookup_table(node))
+        assert np.array_equal(table, ONNX_ARITHMETIC.lookup_table(node))
     for level in ("disable_all", "all"):
         report = per_operator(back, ort_values(result.data, feeds, level))
         assert all(bad == 0 for op, n, bad, worst in report.values() if op in ("leaky_relu", "sigmoid", "tanh"))
@@ -280,7 +281,7 @@ def test_every_mapped_op_runs_in_onnxruntime_float_and_int8():
     model = check_full(result.data)
     assert {"QLinearAveragePool", "Max", "Concat", "Pad", "QLinearMul", "hardswish", "sigmoid", "tanh", "MaxPool",
             "QLinearSoftmax", "QLinearGlobalAveragePool", "QGemm"} <= {n.op_type for n in model.graph.node}
-    back = read_emitted_onnx(result.data)
+    back = read_emitted_onnx(result.data, ONNX_ARITHMETIC)
     assert ops(back) == ops(result.graph)
     for level in ("disable_all", "all"):
         report = per_operator(back, ort_values(result.data, feeds, level))
@@ -299,12 +300,13 @@ def test_fully_connected_on_3d_input_is_flattened_for_gemm_and_qgemm():
     assert records[1].notes["fully_connected_flattened"] == 1 and ops(out) == ["reshape", "fully_connected", "reshape"]
     assert_equivalent(g, out)
     x = np.random.default_rng(0).standard_normal((2, 3, 5)).astype(np.float32)
-    (y,) = session(write_onnx(out)).run(None, {"x": x})
+    (y,) = session(emit(out, "onnx")).run(None, {"x": x})
     assert np.abs(y - run(g, {"x": x})["proj"]).max() < 1e-5
     result, feeds = _int8_graph(build, seed=4)
     assert [n.op_type for n in check_full(result.data).graph.node if n.op_type != "QuantizeLinear"][:3] == \
         ["Reshape", "QGemm", "Reshape"]
-    assert per_operator(read_emitted_onnx(result.data), ort_values(result.data, feeds))["proj"][3] <= 1
+    back = read_emitted_onnx(result.data, ONNX_ARITHMETIC)
+    assert per_operator(back, ort_values(result.data, feeds))["proj"][3] <= 1
 
 
 def test_to_nchw_undoes_to_nhwc_with_weights_and_axes_back_in_place():
@@ -343,18 +345,18 @@ def test_writer_refuses_an_nhwc_graph_and_readback_a_foreign_model(tmp_path):
     g = b.done(b.conv(b.input("x", (1, 2, 4, 4)), 2))
     nhwc, _ = run_pipeline(g, ["to_nhwc"])
     with pytest.raises(MccError, match="to_nchw"):
-        write_onnx(nhwc)
+        emit(nhwc, "onnx")
     foreign = onnx.helper.make_model(onnx.helper.make_graph(
         [onnx.helper.make_node("Foo", ["x"], ["y"], domain="acme")], "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]),
         opset_imports=[onnx.helper.make_opsetid("acme", 1)])
     with pytest.raises(MccError, match="not written by mcc"):
-        read_emitted_onnx(foreign.SerializeToString(), path="foreign.onnx")
+        read_emitted_onnx(foreign.SerializeToString(), ONNX_ARITHMETIC, path="foreign.onnx")
 
 
 def test_readback_imports_with_numpy_and_onnx_alone():
-    code = ("import sys, mcc.backends.onnx_readback; "
+    code = ("import sys, mcc.formats.onnx.reader; "
             "print(sorted(m for m in ('onnxruntime', 'torch', 'numba', 'ai_edge_litert') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from mcc.backends.tflite_writer import write_tflite
+from mcc.formats.tflite.writer import write_tflite
 from mcc.compiler import lower
 from mcc.errors import MccError
 from mcc.examples.zoo import ZOO, digits_split
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.frontend.torch_export import from_module
 from mcc.ir import Graph, QuantParams
 from mcc.passes import run_pipeline

@@ -13,10 +13,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ai_edge_litert import schema_py_generated as schema
 
-from mcc.backends.tflite_writer import write_tflite
+from mcc.runtime.format_arithmetic import ONNX_ARITHMETIC
+from mcc.formats.tflite.writer import write_tflite
 from mcc.compiler import compile_model
 from mcc.errors import MccError
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.ir import Graph, QuantParams
 from mcc.passes import run_pipeline
 from mcc.runtime import run, rule_set
@@ -351,7 +352,7 @@ def test_nchw_graph_compiles_to_float_and_int8(tmp_path):
 def test_nchw_graph_compiles_to_onnx_float_and_int8():
     """x86 targets: Slice (end -1 written as -(dim + 1)), Split and Resize in onnxruntime; in int8 the slice, the
     split and the nearest resize move bytes exactly, and the bilinear resize is a float island within a step."""
-    from mcc.backends.onnx_readback import read_emitted_onnx
+    from mcc.formats.onnx.reader import read_emitted_onnx
     from test_onnx_backend import ort_values, per_operator, session
 
     feeds = {"x": rand((2, 4, 6, 8), 7)}
@@ -360,10 +361,10 @@ def test_nchw_graph_compiles_to_onnx_float_and_int8():
     got = dict(zip(["up", "near"], session(result.data).run(["up", "near"], feeds)))
     for name, w in want.items():
         assert np.abs(got[name] - w).max() <= 1e-5 * spread(w), name
-    back = read_emitted_onnx(result.data)
+    back = read_emitted_onnx(result.data, ONNX_ARITHMETIC)
     assert [(n.op, n.attrs) for n in back.nodes] == [(n.op, n.attrs) for n in result.graph.nodes]
     result = compile_model(nchw_graph(), "x86-int8", calib={"x": rand((32, 4, 6, 8), 8)})
     assert next(r for r in result.report["passes"] if r["pass"] == "legalize_onnx")["notes"]["float_islands"] == ["up"]
-    report = per_operator(read_emitted_onnx(result.data), ort_values(result.data, feeds))
+    report = per_operator(read_emitted_onnx(result.data, ONNX_ARITHMETIC), ort_values(result.data, feeds))
     assert {name: report[name][2] for name in ("cut", "parts", "near")} == {"cut": 0, "parts": 0, "near": 0}
     assert all(worst <= 1 for op, _, _, worst in report.values() if op != "dequantize"), report

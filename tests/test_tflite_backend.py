@@ -14,9 +14,9 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
 from mcc import __version__
-from mcc.backends.tflite_writer import write_tflite
+from mcc.formats.tflite.writer import write_tflite
 from mcc.errors import MccError
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.ir import Graph, QuantParams
 from mcc.ir.text import dumps
 from mcc.runtime import run
@@ -336,7 +336,7 @@ def test_write_then_read_is_identity(built):
 
 
 def test_every_mapped_op_is_covered():
-    from mcc.backends.tflite_opmap import TABLE
+    from mcc.formats.tflite.opmap import TABLE
 
     built_ops = set()
     for fn in CASES.values():
@@ -556,5 +556,5 @@ def test_reader_flattens_fully_connected_without_keep_num_dims():
 
 
 def test_reader_imports_without_torch():
-    code = "import sys, mcc.frontend.tflite_reader; assert 'torch' not in sys.modules, 'torch was imported'"
+    code = "import sys, mcc.formats.tflite.reader; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,7 +17,7 @@ ACTIVATION_RANGE = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0)
 
 def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: str) -> int:
     """One bound in int8. onnxruntime's kernels have no fused activation: the ONNX writer clamps with an int8
-    Clip whose bounds it computes as TFLite does (backends.onnx_opmap), so "onnxruntime" takes TFLite's."""
+    Clip whose bounds it computes as TFLite does (formats.onnx.opmap), so "onnxruntime" takes TFLite's."""
     if kernels == "xnnpack":  # xnn_qs8_quantize: lrintf(clamp(v / s + zp)), ties to even
         q = np.float32(value) / scale + np.float32(zero_point)
         return int(np.rint(np.clip(q, np.float32(INT8_MIN), np.float32(INT8_MAX))))

@@ -31,11 +31,8 @@ import numpy as np
 from ...errors import MccError
 from ..fixed_point import round_half_away
 from .int8_registry import check_rounding, int8_kernel, require_same_quant
+from ...formats.tflite.opmap import TFLITE_FLAGS, TFLITE_NEAREST
 from .layout import from_nhwc, to_nhwc
-
-# (align_corners, half_pixel_centers) of each IR coordinate mode, and the rounding TFLite's nearest kernel gives it
-TFLITE_FLAGS = {"half_pixel": (False, True), "align_corners": (True, False), "asymmetric": (False, False)}
-TFLITE_NEAREST = {"half_pixel": "round_prefer_ceil", "align_corners": "round_prefer_ceil", "asymmetric": "floor"}
 
 
 def tflite_nearest_indices(out_size: int, in_size: int, coordinates: str, fixed_point: bool = False) -> np.ndarray:

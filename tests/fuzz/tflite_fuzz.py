@@ -21,9 +21,9 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from mcc.backends.tflite_writer import write_tflite
+from mcc.formats.tflite.writer import write_tflite
 from mcc.frontend import load
-from mcc.frontend.tflite_reader import read_tflite
+from mcc.formats.tflite.reader import read_tflite
 from mcc.ir import Graph
 
 from .runner import Reader, flip_bytes, interesting_int

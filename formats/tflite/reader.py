@@ -1,8 +1,8 @@
-"""Read a TFLite flatbuffer into an NHWC IR graph: the inverse of backends.tflite_writer.
+"""Read a TFLite flatbuffer into an NHWC IR graph: the inverse of formats.tflite.writer.
 
 TensorFlow's own importer (flatbuffer_import.cc) lifts a .tflite file into MLIR's TFL dialect and keeps
 SAME/VALID and fused activations as TFLite spells them. mcc reads through the same table its writer uses
-(backends.tflite_opmap) and lands in its own IR spelling: explicit padding, the `activation` attribute,
+(formats.tflite.opmap) and lands in its own IR spelling: explicit padding, the `activation` attribute,
 parameters such as MEAN axes or RESHAPE shapes as attributes, quantization on Tensor.quant. So write -> read
 is an identity on legal graphs, and the reference runtime executes the file that was emitted rather than
 the graph it came from. Only numpy, flatbuffers and the generated schema are needed, never torch.
@@ -11,7 +11,7 @@ The 4-D tensors that spatial ops read, and those their tag is inferred from, are
 so the layout pass leaves a read graph as it is.
 
 Two operators of float files only unpack constant weights: DENSIFY (sparse weights, decoded by
-tflite_sparsity) and DEQUANTIZE of float16 weights. LiteRT evaluates them once, when it prepares the model; the
+sparsity.py) and DEQUANTIZE of float16 weights. LiteRT evaluates them once, when it prepares the model; the
 reader folds them as it reads the file. Folding, rather than emitting an IR `dequantize` for fold_constants,
 keeps the IR's float path float32 (its dequantize is integer -> float, its float kernels are float32 only), and
 it is exact: every float16 value is a float32. Such a file reads back as a float32 model with dense weights, the
@@ -35,11 +35,11 @@ from collections import Counter
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from ..backends.tflite_opmap import BUILTIN_NAMES, BY_CODE, DTYPE_FROM_TFLITE, TABLE, Site
-from ..errors import MccError
-from ..ir import Graph, Node, QuantParams, Tensor
-from ..ir.ops import infer_node
-from .tflite_sparsity import densify
+from .opmap import BUILTIN_NAMES, BY_CODE, DTYPE_FROM_TFLITE, TABLE, Site
+from ...errors import MccError
+from ...ir import Graph, Node, QuantParams, Tensor
+from ...ir.ops import infer_node
+from .sparsity import densify
 
 _SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize")
 _OWN_LAYOUT = ("reshape", "transpose", "fully_connected")

@@ -4,8 +4,8 @@ A float graph becomes plain ONNX (opset 21). An int8 graph becomes the form that
 arithmetic: QOperator ops (QLinearConv; com.microsoft QGemm, QLinearAdd, QLinearMul, QLinearAveragePool,
 QLinearGlobalAveragePool, QLinearSoftmax), int8 data movement (MaxPool, Pad, Concat, Reshape, Transpose, Min,
 Max), int8 Clip for fused activations, and 256-entry lookup tables for the activations onnxruntime has no integer
-kernel for (backends.onnx_opmap). Every int8 tensor also carries its scale and zero point in the graph's
-`quantization_annotation`, the place ONNX defines for them, so the readback (backends.onnx_readback) restores the
+kernel for (formats.onnx.opmap). Every int8 tensor also carries its scale and zero point in the graph's
+`quantization_annotation`, the place ONNX defines for them, so the readback (formats.onnx.reader) restores the
 IR's quantization exactly; the scale and zero-point initializers are shared by value, so an annotation never names
 an initializer that no operator reads.
 
@@ -54,12 +54,12 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorAnnotation, helper, numpy_helper
 
-from .. import __version__
-from ..errors import MccError
-from ..ir import Graph, Node, QuantParams, Tensor
-from ..ir.names import claim_unique
-from . import verified_copy
-from .onnx_opmap import (DTYPE_TO_ONNX, IR_VERSION, MCC_DOMAIN, MS_DOMAIN, OPSET, TABLE_OPS, TABLE_RULES,
+from ... import __version__
+from ...errors import MccError
+from ...ir import Graph, Node, QuantParams, Tensor
+from ...ir.names import claim_unique
+from .. import FormatArithmetic, verified_copy
+from .opmap import (DTYPE_TO_ONNX, IR_VERSION, MCC_DOMAIN, MS_DOMAIN, OPSET, TABLE_OPS, TABLE_RULES,
                          is_int8, mapping_for, table_op)
 
 FUNCTION_INPUTS = ["x", "x_scale", "x_zero_point", "y_scale", "y_zero_point", "table"]
@@ -67,18 +67,6 @@ FUNCTION_INPUTS = ["x", "x_scale", "x_zero_point", "y_scale", "y_zero_point", "t
 
 def _per_tensor(q: QuantParams | None) -> bool:
     return q is not None and q.axis is None and q.scale.size == 1
-
-
-def lookup_table(node: Node) -> np.ndarray:
-    """The int8 output for every int8 input code of a unary int8 node, computed by mcc's runtime with the
-    TABLE_RULES arithmetic. Entry i is for the code that Gather reaches with index i: i for i < 128, i - 256
-    above (a negative index counts from the end)."""
-    from ..runtime import evaluate_node
-
-    codes = np.arange(256).astype(np.uint8).view(np.int8)
-    x = Tensor("x", codes.shape, "int8", quant=node.inputs[0].quant)
-    y = Tensor("y", codes.shape, "int8", quant=node.outputs[0].quant)
-    return evaluate_node(Node(node.op, node.name, [x], [y], node.attrs), [codes], TABLE_RULES)[0]
 
 
 def _function(op: str):
@@ -93,11 +81,11 @@ def _function(op: str):
 
 
 class _Writer:
-    """Implements onnx_opmap.Emit. Initializers, value infos, annotations and functions accumulate in first-use
-    order, which makes the output deterministic."""
+    """Implements opmap.Emit. Initializers, value infos, annotations and functions accumulate in first-use order,
+    which makes the output deterministic."""
 
-    def __init__(self, graph: Graph):
-        self.g = graph
+    def __init__(self, graph: Graph, arithmetic: FormatArithmetic):
+        self.g, self.arithmetic = graph, arithmetic
         self.taken = {t.name for t in graph.tensors()}
         self.interface = {t.name for t in graph.inputs + graph.outputs}
         self.initializers: list = []
@@ -116,7 +104,7 @@ class _Writer:
         self.initializers.append(numpy_helper.from_array(np.asarray(data, order="C"), name))
         return name
 
-    # ---- onnx_opmap.Emit ---------------------------------------------------------------------------------
+    # ---- opmap.Emit ---------------------------------------------------------------------------------
     def name(self, t: Tensor) -> str:
         if t.dtype not in DTYPE_TO_ONNX:
             raise MccError(f"tensor '{t.name}' has dtype {t.dtype}, which ONNX cannot hold")
@@ -159,7 +147,10 @@ class _Writer:
         op = table_op(node)
         if op not in self.functions:
             self.functions[op] = _function(op)
-        return self.param(f"{node.name}/table", lookup_table(node))
+        return self.param(f"{node.name}/table", self.arithmetic.lookup_table(node))
+
+    def activation_bounds(self, op: str, activation: str | None, q: QuantParams) -> tuple[int, int]:
+        return self.arithmetic.activation_bounds(op, activation, q)
 
     # ---- the model ---------------------------------------------------------------------------------------
     def model(self):
@@ -184,14 +175,15 @@ class _Writer:
         return model
 
 
-def write_onnx(graph: Graph) -> bytes:
-    """The ONNX model of `graph` (NCHW, legal for ONNX); the same graph always gives the same bytes."""
+def write_onnx(graph: Graph, arithmetic: FormatArithmetic) -> bytes:
+    """The ONNX model of `graph` (NCHW, legal for ONNX); the same graph always gives the same bytes. `arithmetic`
+    computes the int8 lookup tables and fused-activation bounds with TABLE_RULES (runtime/format_arithmetic.py)."""
     g = verified_copy(graph, "ONNX")
     nhwc = next((t.name for t in g.tensors() if t.layout == "NHWC"), None)
     if nhwc is not None:
         raise MccError(f"tensor '{nhwc}' is NHWC, but ONNX's spatial operators read NCHW; run the to_nchw pass "
                        "first (the x86 targets do)")
-    w = _Writer(g)
+    w = _Writer(g, arithmetic)
     for t in g.inputs:
         w.name(t)
     for node in g.nodes:

@@ -2,7 +2,7 @@
 
 The TensorFlow converter lowers a TF/JAX graph through MLIR's TFL dialect, legalizes and optimizes there, then
 serializes. mcc has already done all of that on its own IR, so the writer is a plain serializer over one
-shared table (tflite_opmap): every tensor keeps its IR name, nothing is optimized behind the user's back, and
+shared table (opmap): every tensor keeps its IR name, nothing is optimized behind the user's back, and
 anything the table cannot express is refused with the IR node's name instead of being silently rewritten.
 """
 
@@ -12,11 +12,11 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from .. import __version__
-from ..errors import MccError
-from ..ir import Graph, QuantParams, Tensor
-from . import verified_copy
-from .tflite_opmap import DTYPE_TO_TFLITE, mapping_for
+from ... import __version__
+from ...errors import MccError
+from ...ir import Graph, QuantParams, Tensor
+from .. import verified_copy
+from .opmap import DTYPE_TO_TFLITE, mapping_for
 
 BUFFER_ALIGNMENT = 16  # what the TFLite converter uses, so weights can be read in place from an mmap
 

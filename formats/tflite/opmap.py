@@ -16,9 +16,12 @@ from typing import Callable
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from ..errors import MccError
-from ..ir import Node, Tensor
-from ..runtime.kernels.int8_resize import TFLITE_FLAGS, TFLITE_NEAREST
+from ...errors import MccError
+from ...ir import Node, Tensor
+
+# (align_corners, half_pixel_centers) of each IR coordinate mode, and the rounding TFLite's nearest kernel gives it
+TFLITE_FLAGS = {"half_pixel": (False, True), "align_corners": (True, False), "asymmetric": (False, False)}
+TFLITE_NEAREST = {"half_pixel": "round_prefer_ceil", "align_corners": "round_prefer_ceil", "asymmetric": "floor"}
 
 AF = schema.ActivationFunctionType
 ACTIVATION_TO_TFLITE = {None: AF.NONE, "relu": AF.RELU, "relu6": AF.RELU6, "relu_n1_to_1": AF.RELU_N1_TO_1}

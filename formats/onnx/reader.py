@@ -1,7 +1,7 @@
-"""Read an ONNX file that mcc wrote back into an NCHW IR graph: the inverse of backends.onnx_writer.
+"""Read an ONNX file that mcc wrote back into an NCHW IR graph: the inverse of formats.onnx.writer.
 
 This is not the ONNX frontend (frontend/onnx_loader.py reads users' float models, in all their variety). It reads
-the one form mcc emits, through the same table the writer uses (backends.onnx_opmap), so that the runtime and
+the one form mcc emits, through the same table the writer uses (formats.onnx.opmap), so that the runtime and
 `mcc validate` execute the file that was emitted rather than the graph it came from: QOperator nodes become int8 IR
 nodes, the quantization comes back from the operators' scale / zero-point inputs (per-channel weights, with the
 int32 bias at scale s_in * s_w) and from the graph's quantization_annotation (every other int8 tensor), the
@@ -19,13 +19,13 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
-from ..errors import MccError
-from ..ir import Graph, Node, QuantParams, Tensor
-from ..ir.names import claim_unique
-from ..ir.ops import infer_node
-from ..ir.traits import traits
-from .onnx_opmap import (BY_ONNX, DTYPE_FROM_ONNX, MCC_DOMAIN, MS_DOMAIN, TABLE_OPS, Site,
-                         int8_activation_bounds, takes_activation)
+from ...errors import MccError
+from ...ir import Graph, Node, QuantParams, Tensor
+from ...ir.names import claim_unique
+from ...ir.ops import infer_node
+from ...ir.traits import traits
+from .. import FormatArithmetic
+from .opmap import BY_ONNX, DTYPE_FROM_ONNX, MCC_DOMAIN, MS_DOMAIN, TABLE_OPS, Site, takes_activation
 
 _FLOAT_ACTIVATIONS = {"relu": "relu", "relu6": "relu6"}
 
@@ -130,18 +130,20 @@ def _float_activation(node: Node) -> str | None:
     return None
 
 
-def _int8_activation(graph: Graph, clip: Node, lo: int, hi: int, path) -> str:
+def _int8_activation(graph: Graph, clip: Node, lo: int, hi: int, path, arithmetic: FormatArithmetic) -> str:
     """The fused activation whose int8 bounds are [lo, hi] for the producer of the Clip's input."""
     producer = graph.producer(clip.inputs[0])
     for activation in ("relu", "relu6", "relu_n1_to_1"):
-        if producer is not None and int8_activation_bounds(producer.op, activation, clip.outputs[0].quant) == (lo, hi):
+        if producer is not None and arithmetic.activation_bounds(producer.op, activation,
+                                                                 clip.outputs[0].quant) == (lo, hi):
             return activation
     raise MccError(f"int8 Clip to [{lo}, {hi}] is not the bound of a fused activation of the operator before it; "
                    "mcc writes int8 Clips only for those", path=path, node=clip.name)
 
 
-def read_emitted_onnx(data: bytes, path=None) -> Graph:
-    """The NCHW IR graph of an ONNX file written by backends.onnx_writer; `path` only names the file in errors."""
+def read_emitted_onnx(data: bytes, arithmetic: FormatArithmetic, path=None) -> Graph:
+    """The NCHW IR graph of an ONNX file written by formats.onnx.writer; `path` only names the file in errors.
+    `arithmetic` gives the int8 bounds of fused activations, to recognise the Clips that write them."""
     model = _parse(data, path)
     r = _Reader(model, path)
     graph = Graph(model.graph.name or "main")
@@ -159,7 +161,7 @@ def read_emitted_onnx(data: bytes, path=None) -> Graph:
         graph.nodes.append(r.node(n))
     graph.outputs = [r.tensor(vi.name) for vi in model.graph.output]
     for clip, lo, hi in int8_clips:
-        if not _fold_activation(graph, clip, _int8_activation(graph, clip, lo, hi, path)):
+        if not _fold_activation(graph, clip, _int8_activation(graph, clip, lo, hi, path, arithmetic)):
             raise MccError("an int8 Clip that is not a fused activation; mcc writes int8 Clips only for those",
                            path=path, node=clip.name)
     for node in list(graph.nodes):

@@ -7,7 +7,7 @@ readback `Site`). Keeping both directions in one row is what makes write -> read
 that compute the same thing: a fused activation whose int8 clamp is a no-op is not written (it reads back as
 none), a float softmax with beta != 1 comes back as mul + softmax, an int8 pad value as the real of its code.
 
-Why these int8 operators: see backends/onnx_writer.py, which records the measurements. In short, QLinearConv,
+Why these int8 operators: see formats/onnx/writer.py, which records the measurements. In short, QLinearConv,
 com.microsoft QGemm, QLinearAdd, QLinearMul, QLinearAveragePool, QLinearGlobalAveragePool and QLinearSoftmax, and
 MaxPool / Pad / Concat / Reshape / Transpose / Slice / Split / Resize (nearest) / Min / Max / Clip on int8, run as
 such at every graph optimization level. onnxruntime has no integer kernel for the int8 activations TFLite has
@@ -26,8 +26,8 @@ from typing import Callable, Protocol
 import numpy as np
 from onnx import TensorProto
 
-from ..errors import MccError
-from ..ir import OPS, Node, QuantParams, Tensor
+from ...errors import MccError
+from ...ir import OPS, Node, QuantParams, Tensor
 
 OPSET = 21                   # ai.onnx opset: every operator used has a CPU kernel in onnxruntime 1.32 at 21
 IR_VERSION = 10              # the ONNX IR version of opset 21 (onnx 1.16)
@@ -62,7 +62,7 @@ def takes_activation(op: str) -> bool:
 
 # ---- the two sides of a row ------------------------------------------------------------------------------
 class Emit(Protocol):
-    """What an encoder may ask of the writer (backends.onnx_writer implements it)."""
+    """What an encoder may ask of the writer (formats.onnx.writer implements it)."""
 
     def name(self, t: Tensor) -> str: ...                                 # an IR tensor's value name
     def param(self, base: str, data: np.ndarray) -> str: ...             # a constant operand (shape, axes, ...)
@@ -71,6 +71,7 @@ class Emit(Protocol):
     def node(self, op_type: str, inputs: list[str], outputs: list[str], name: str, domain: str = "",
              **attrs) -> None: ...
     def table(self, node: Node) -> str: ...                               # the 256-entry table initializer
+    def activation_bounds(self, op: str, activation: str | None, q: QuantParams) -> tuple[int, int]: ...
 
 
 @dataclass
@@ -102,21 +103,10 @@ class Row:
 _FLOAT_ACTIVATION = {"relu": ("Relu", None), "relu6": ("Clip", (0.0, 6.0)), "relu_n1_to_1": ("Clip", (-1.0, 1.0))}
 
 
-def int8_activation_bounds(op: str, activation: str | None, q: QuantParams) -> tuple[int, int]:
-    """The int8 interval that `op`'s fused activation clamps to, quantized as TABLE_RULES's kernels do it
-    (TFLite: zp + round(bound / scale), ties away from zero). The runtime owns that arithmetic; it is imported
-    here, when needed, so that the readback imports with numpy and onnx alone."""
-    from ..runtime.kernels.int8_output import activation_bounds
-    from ..runtime.rules import rule_set
-
-    kernels = rule_set(TABLE_RULES).rule(op).kernels
-    return activation_bounds(activation, np.float32(q.scale[0]), int(q.zero_point[0]), kernels)
-
-
 def f32(value) -> float:
-    """tflite_opmap.f32: the shortest decimal naming the same float32, as IR attributes spell it. Imported when a
+    """formats.tflite.opmap.f32: the shortest decimal naming the same float32, as IR attributes spell it. Imported when a
     file is read, so that importing the readback needs neither the TFLite schema nor anything but numpy and onnx."""
-    from .tflite_opmap import f32 as shortest
+    from ..tflite.opmap import f32 as shortest
 
     return shortest(value)
 
@@ -131,7 +121,7 @@ def _with_activation(e: Emit, node: Node, main: Callable[[str], None]) -> None:
     int8 range (then the requantizing operator's own saturation is the activation)."""
     y, act = node.outputs[0], node.attrs.get("activation")
     if act is not None and y.dtype == "int8":
-        lo, hi = int8_activation_bounds(node.op, act, y.quant)
+        lo, hi = e.activation_bounds(node.op, act, y.quant)
         if (lo, hi) == (-128, 127):
             act = None
     if act is None:
@@ -401,8 +391,8 @@ def _reshape(e: Emit, node: Node) -> None:
 
 def _pad(e: Emit, node: Node) -> None:
     """Constant Pad; ONNX lists all begins, then all ends. An int8 pad value is the quantized code that TFLite's
-    PADV2 stores (tflite_opmap), so both files pad with the same integer."""
-    from .tflite_opmap import _pad_value
+    PADV2 stores (formats.tflite.opmap), so both files pad with the same integer."""
+    from ..tflite.opmap import _pad_value
 
     p = node.attrs["pads"]
     pads = e.param(f"{node.name}/pads", np.asarray(p[0::2] + p[1::2], np.int64))

@@ -1,0 +1,1 @@
+"""TFLite: the op table (opmap), the flatbuffer reader and writer, sparse-weight decoding."""
