@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formats.onnx.opmap import global_pool_axes, is_int8, row_for
+from ..formats.onnx.opmap import PADS_ATTRIBUTE, global_pool_axes, is_int8, row_for
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.ops import infer_node
 from .manager import PassContext, register_pass
 
-_PAD_READERS = ("conv2d", "depthwise_conv2d", "max_pool2d")
 
 
 def _lowest(x: Tensor, value: float) -> bool:
@@ -133,7 +132,7 @@ def _float_island(graph: Graph, node: Node) -> None:
 def legalize_onnx(graph: Graph, ctx: PassContext) -> Graph:
     """Rewrite `graph` (NCHW) in place into operators that the ONNX writer expresses, as the docstring lists."""
     for node in list(graph.nodes):
-        if node.op in _PAD_READERS and _fold_pad(graph, node):
+        if node.op in PADS_ATTRIBUTE and _fold_pad(graph, node):
             ctx.count("pads_folded")
         elif node.op == "fully_connected" and len(node.inputs[0].shape) > 2:
             _flatten_fc(graph, node)

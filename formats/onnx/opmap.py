@@ -111,6 +111,11 @@ def f32(value) -> float:
     return shortest(value)
 
 
+# The IR ops whose ONNX operator (Conv, MaxPool) takes explicit `pads`, so a zero Pad before them folds in; not
+# AveragePool, whose count_include_pad would count the folded zeros.
+PADS_ATTRIBUTE = ("conv2d", "depthwise_conv2d", "max_pool2d")
+
+
 def _scalar(data, dtype) -> np.ndarray:
     return np.asarray(data, dtype).reshape(())
 

@@ -39,10 +39,9 @@ from .opmap import BUILTIN_NAMES, BY_CODE, DTYPE_FROM_TFLITE, TABLE, Site
 from ...errors import MccError
 from ...ir import Graph, Node, QuantParams, Tensor
 from ...ir.ops import infer_node
+from ...ir.traits import traits
 from .sparsity import densify
 
-_SPATIAL = ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize")
-_OWN_LAYOUT = ("reshape", "transpose", "fully_connected")
 _DENSIFY, _DEQUANTIZE = schema.BuiltinOperator.DENSIFY, schema.BuiltinOperator.DEQUANTIZE
 
 # ---- the flatbuffer verifier --------------------------------------------------------------------------------
@@ -369,7 +368,7 @@ def _nhwc_tensors(model: schema.ModelT, tensors: list) -> list[int]:
     mapping = [BY_CODE.get(_code(model.operatorCodes[op.opcodeIndex])) for op in sub.operators or []]
     producer = {o: k for k, op in enumerate(sub.operators or []) for o in _ints(op.outputs)}
     stack = _ints(sub.inputs) + [i for op, m in zip(sub.operators or [], mapping)
-                                 if m is not None and m.ir_op in _SPATIAL for i in _ints(op.inputs)[:1]]
+                                 if m is not None and traits(m.ir_op).layout == "spatial" for i in _ints(op.inputs)[:1]]
     seen: set[int] = set()
     while stack:
         i = stack.pop()
@@ -377,7 +376,7 @@ def _nhwc_tensors(model: schema.ModelT, tensors: list) -> list[int]:
             continue
         seen.add(i)
         k = producer.get(i)
-        if k is not None and mapping[k] is not None and mapping[k].ir_op not in _OWN_LAYOUT:
+        if k is not None and mapping[k] is not None and traits(mapping[k].ir_op).layout != "own":
             stack += _ints(sub.operators[k].inputs)
     return sorted(seen)
 
