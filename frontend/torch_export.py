@@ -14,6 +14,7 @@ graph stays NCHW, as torch wrote it; the layout pass, not the frontend, decides 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import operator
 import os
@@ -69,19 +70,26 @@ def from_exported_program(ep) -> Graph:
     return lower(ep)
 
 
+@functools.cache
+def _decompositions():
+    """torch's core-ATen decomposition table less the ops mcc lowers whole (KEEP_WHOLE); built once per process,
+    since building it costs 60-80 ms, as much as decomposing a small model."""
+    table = torch.export.default_decompositions()
+    for kept in KEEP_WHOLE:
+        op, overload = kept.split(".")
+        table.pop(getattr(getattr(torch.ops.aten, op), overload), None)
+    return table
+
+
 def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = None) -> Graph:
     """Lower `ep` to an IR graph named `name`; errors name `path` when the program came from a file.
 
     input_names replaces the program's names for its user inputs (a converted TorchScript module's are
     mangled, "x" becoming "x_1").
     """
-    table = torch.export.default_decompositions()
-    for kept in KEEP_WHOLE:
-        op, overload = kept.split(".")
-        table.pop(getattr(getattr(torch.ops.aten, op), overload), None)
     try:
         with quiet_torch():
-            ep = ep.run_decompositions(table)
+            ep = ep.run_decompositions(_decompositions().copy())
     except Exception as e:  # custom ops without a decomposition, mostly
         raise MccError(f"torch could not decompose the program to core ATen ({summarize(e)})",
                        path=path) from e
