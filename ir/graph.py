@@ -20,10 +20,11 @@ import itertools
 import numpy as np
 
 from .node import Node, linked
+from .observed_list import ObservedList
 from .tensor import Tensor
 
 
-class NodeList(list):
+class NodeList(ObservedList):
     """`graph.nodes`: a list that keeps the graph's member set (for O(1) membership) and marks positions stale."""
 
     __slots__ = ("_graph",)
@@ -37,53 +38,18 @@ class NodeList(list):
     def _edit(self, method, *args):
         g = self._graph
         g._positions = None
-        before = list(self) if method not in (list.append, list.insert, list.extend) else ()
+        if method is list.remove:
+            method(self, *args)
+            g._members.discard(id(args[0]))
+            return None
         result = method(self, *args)
-        if before:
-            g._members = {id(n) for n in self}
+        if method in (list.append, list.insert):
+            g._members.add(id(args[-1]))
+        elif method is list.extend:
+            g._members.update(id(n) for n in args[-1])
         else:
-            g._members.update(id(n) for n in (args[-1] if method is list.extend else [args[-1]]))
+            g._members = {id(n) for n in self}
         return result
-
-    def __setitem__(self, i, v):
-        self._edit(list.__setitem__, i, v)
-
-    def __delitem__(self, i):
-        self._edit(list.__delitem__, i)
-
-    def __iadd__(self, items):
-        self._edit(list.extend, list(items))
-        return self
-
-    def append(self, n):
-        self._edit(list.append, n)
-
-    def extend(self, items):
-        self._edit(list.extend, list(items))
-
-    def insert(self, i, n):
-        self._edit(list.insert, i, n)
-
-    def pop(self, i=-1):
-        return self._edit(list.pop, i)
-
-    def remove(self, n):
-        self._graph._positions = None
-        list.remove(self, n)
-        self._graph._members.discard(id(n))
-
-    def clear(self):
-        self._edit(list.clear)
-
-    def sort(self, *args, **kwargs):
-        self._edit(list.sort, *args, **kwargs) if not kwargs else list.sort(self, **kwargs)
-        self._graph._positions = None
-
-    def reverse(self):
-        self._edit(list.reverse)
-
-    def __reduce__(self):
-        return list, (list(self),)
 
 
 class Graph:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from weakref import ref
 
+from .observed_list import ObservedList
 from .tensor import Tensor
 
 
@@ -38,7 +39,7 @@ def linked(table) -> list:
     return [n for n in (r() for r in table.values()) if n is not None]
 
 
-class Edges(list):
+class Edges(ObservedList):
     """A node's input (or output) list that registers the node with every tensor in it (once, however often
     the list holds the tensor)."""
 
@@ -69,36 +70,21 @@ class Edges(list):
                 if k not in before:
                     _link(t, self._role, self._node)
 
-    def __setitem__(self, i, v):
-        self._edit(list.__setitem__, i, v)
 
-    def __delitem__(self, i):
-        self._edit(list.__delitem__, i)
+def _edges(slot: str, role: str) -> property:
+    """A node's `inputs` (role "readers") or `outputs` ("writers"): assigning a list links the node to its
+    tensors and unlinks it from the previous ones."""
 
-    def __iadd__(self, items):
-        self._edit(list.extend, list(items))
-        return self
+    def get(node) -> Edges:
+        return getattr(node, slot)
 
-    def append(self, t):
-        self._edit(list.append, t)
+    def set_(node, tensors) -> None:
+        old = getattr(node, slot, None)
+        if old is not None:
+            old.detach()
+        setattr(node, slot, Edges(node, role, tensors))
 
-    def extend(self, items):
-        self._edit(list.extend, list(items))
-
-    def insert(self, i, t):
-        self._edit(list.insert, i, t)
-
-    def pop(self, i=-1):
-        return self._edit(list.pop, i)
-
-    def remove(self, t):
-        self._edit(list.remove, t)
-
-    def clear(self):
-        self._edit(list.clear)
-
-    def __reduce__(self):  # a plain list when copied or pickled: the tables belong to live nodes
-        return list, (list(self),)
+    return property(get, set_)
 
 
 class Node:
@@ -115,27 +101,8 @@ class Node:
         # Where the node came from in the user's model (file:line, or the framework's node name), for errors.
         self.source = source
 
-    @property
-    def inputs(self) -> Edges:
-        return self._inputs
-
-    @inputs.setter
-    def inputs(self, tensors) -> None:
-        old = getattr(self, "_inputs", None)
-        if old is not None:
-            old.detach()
-        self._inputs = Edges(self, "readers", tensors)
-
-    @property
-    def outputs(self) -> Edges:
-        return self._outputs
-
-    @outputs.setter
-    def outputs(self, tensors) -> None:
-        old = getattr(self, "_outputs", None)
-        if old is not None:
-            old.detach()
-        self._outputs = Edges(self, "writers", tensors)
+    inputs = _edges("_inputs", "readers")
+    outputs = _edges("_outputs", "writers")
 
     def input(self, i: int) -> Tensor | None:
         return self.inputs[i] if i < len(self.inputs) else None

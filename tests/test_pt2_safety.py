@@ -66,6 +66,19 @@ def _marker_code(marker, value):
     return f"open({str(marker)!r}, 'w').close() or {value}"
 
 
+def _refused_unless_trusted(bad, marker, capsys, *words):
+    """Without trust: exit 2 naming `words` and --trust-pickle, no output, the payload never ran. With
+    --trust-pickle torch's own loader reads the archive and runs the payload (so it was live) and the model
+    compiles."""
+    out = bad.with_suffix(".tflite")
+    assert _compile(bad, out) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in (*words, "--trust-pickle")), err
+    assert not marker.exists() and not out.exists()
+    assert _compile(bad, out, "--trust-pickle") == 0
+    assert marker.exists() and out.exists()
+
+
 def test_sample_inputs_payload_is_refused_and_never_runs(archive, tmp_path, capsys):
     marker = tmp_path / "ran"
     buf = io.BytesIO()
@@ -73,13 +86,7 @@ def test_sample_inputs_payload_is_refused_and_never_runs(archive, tmp_path, caps
     payload = buf.getvalue()
     bad = _rewrite(archive, tmp_path / "sample.pt2",
                    lambda m: m.__setitem__(_member(m, "data/sample_inputs/model.pt"), payload))
-    out = tmp_path / "o.tflite"
-    assert _compile(bad, out) == 2
-    err = capsys.readouterr().err
-    assert "sample_inputs" in err and "--trust-pickle" in err and "eval" in err
-    assert not marker.exists() and not out.exists()
-    assert _compile(bad, out, "--trust-pickle") == 0  # torch's loader runs it: the payload was live
-    assert marker.exists() and out.exists()
+    _refused_unless_trusted(bad, marker, capsys, "sample_inputs", "eval")
 
 
 def test_pickled_weight_is_refused_and_never_runs(archive, tmp_path, capsys):
@@ -92,19 +99,13 @@ def test_pickled_weight_is_refused_and_never_runs(archive, tmp_path, capsys):
         entry["use_pickle"] = True
         weight = torch.frombuffer(bytearray(m[_member(m, f"data/weights/{entry['path_name']}")]), dtype=torch.float32)
         buf = io.BytesIO()
-        torch.save(_Payload(_marker_code(marker, f"__import__('torch').nn.Parameter(__import__('torch').tensor({weight[:18].tolist()})"
-                                                  ".reshape(2, 1, 3, 3))")), buf)
+        rebuilt = f"torch.nn.Parameter(torch.tensor({weight[:18].tolist()}).reshape(2, 1, 3, 3))"
+        torch.save(_Payload(_marker_code(marker, f"(lambda torch: {rebuilt})(__import__('torch'))")), buf)
         m[_member(m, f"data/weights/{entry['path_name']}")] = buf.getvalue()
         m[config_name] = json.dumps(config).encode()
 
-    bad = _rewrite(archive, tmp_path / "weight.pt2", change)
-    out = tmp_path / "o.tflite"
-    assert _compile(bad, out) == 2
-    err = capsys.readouterr().err
-    assert "conv.weight" in err and "pickled" in err and "--trust-pickle" in err
-    assert not marker.exists() and not out.exists()
-    assert _compile(bad, out, "--trust-pickle") == 0
-    assert marker.exists() and out.exists()
+    _refused_unless_trusted(_rewrite(archive, tmp_path / "weight.pt2", change), marker, capsys, "conv.weight",
+                            "pickled")
 
 
 def test_symbolic_expression_is_refused_before_sympy_sees_it(archive, tmp_path, capsys):
