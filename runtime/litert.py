@@ -7,6 +7,8 @@ where LiteRT does not.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 
 import numpy as np
@@ -20,12 +22,31 @@ def make_interpreter(model: bytes, kernels: str = "ref", keep_all: bool = False)
     if kernels not in KERNELS:
         raise ValueError(f"unknown LiteRT kernel set '{kernels}'; one of {KERNELS}")
     resolver = OpResolverType.BUILTIN_REF if kernels == "ref" else OpResolverType.AUTO
-    with warnings.catch_warnings():  # keep_all's "for debugging only" notice: debugging is what validate does
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings(), native_stderr_silenced():
+        warnings.simplefilter("ignore", UserWarning)  # keep_all's "for debugging only": debugging is validate's job
         interp = Interpreter(model_content=model, experimental_op_resolver_type=resolver,
                              experimental_preserve_all_tensors=keep_all, num_threads=1)
-    interp.allocate_tensors()
+        interp.allocate_tensors()
     return interp
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """LiteRT's C++ logs "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to file descriptor 2, below
+    Python's sys.stderr; a CLI user's stderr holds mcc's own lines only, so the descriptor points at /dev/null
+    while the interpreter is built."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def run_litert(model: bytes, feeds: dict[str, np.ndarray], kernels: str = "ref", keep_all: bool = False,
