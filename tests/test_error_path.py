@@ -71,3 +71,12 @@ def test_output_names_up_to_the_file_system_limit(tmp_path, capsys, size, ok):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".mcc-")] == []
     if not ok:
         assert "too long" in capsys.readouterr().err
+
+
+def test_validate_keeps_native_library_lines_off_stderr(capfd):
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    code = main(["validate", str(examples / "mobilenet_v2_style_int8.tflite"), "--input",
+                 str(examples / "mobilenet_v2_style_samples.npz"), "--kernels", "default"])
+    err = capfd.readouterr().err
+    assert code == 0
+    assert err.splitlines() == ["comparing with LiteRT default kernels on 64 samples"]  # no XNNPACK INFO line
