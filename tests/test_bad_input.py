@@ -3,23 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from bad_inputs import Cumsum as Unsupported
+from bad_inputs import Tiny
 
 from mcc.cli import main
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3)
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-class Unsupported(nn.Module):
-    def forward(self, x):
-        return torch.cumsum(x, dim=1)
 
 
 @pytest.fixture(scope="module")

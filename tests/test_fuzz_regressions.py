@@ -333,22 +333,24 @@ def test_vector_length_past_the_end_of_the_file():
     tflite_error(bytes(data), r"subgraphs\[0\]\.tensors\[0\]\.shape claims 4,294,967,280 elements of 4 byte\(s\)")
 
 
+def _repeated(b, start, table, k: int):
+    """A vector of k offsets that all point at one table."""
+    start(b, k)
+    for _ in range(k):
+        b.PrependUOffsetTRelative(table)
+    return b.EndVector()
+
+
 def shared_table_bomb(k: int) -> bytes:
     """A Model whose k subgraphs are all one SubGraph table, whose k tensors are all one Tensor table."""
     b = flatbuffers.Builder(0)
     schema.TensorStart(b)
     t = schema.TensorEnd(b)
-    schema.SubGraphStartTensorsVector(b, k)
-    for _ in range(k):
-        b.PrependUOffsetTRelative(t)
-    tensors = b.EndVector()
+    tensors = _repeated(b, schema.SubGraphStartTensorsVector, t, k)
     schema.SubGraphStart(b)
     schema.SubGraphAddTensors(b, tensors)
     sub = schema.SubGraphEnd(b)
-    schema.ModelStartSubgraphsVector(b, k)
-    for _ in range(k):
-        b.PrependUOffsetTRelative(sub)
-    subgraphs = b.EndVector()
+    subgraphs = _repeated(b, schema.ModelStartSubgraphsVector, sub, k)
     schema.ModelStart(b)
     schema.ModelAddSubgraphs(b, subgraphs)
     b.Finish(schema.ModelEnd(b), file_identifier=b"TFL3")

@@ -289,6 +289,17 @@ def _mutate_value_info(v: onnx.ValueInfoProto, rng: random.Random, bad: _Bad) ->
         v.name = _name(rng, bad, [])
 
 
+
+def _drop_or_repeat(rng, field, k: int) -> bool:
+    """k 0: delete a random element of the repeated protobuf `field`; k 1: append a copy of one; else nothing
+    (False), so the caller applies its own edit."""
+    if k == 0:
+        del field[rng.randrange(len(field))]
+    elif k == 1:
+        field.append(rng.choice(field))
+    return k in (0, 1)
+
+
 def _mutate(m: onnx.ModelProto, rng: random.Random, bad: _Bad) -> None:
     g = m.graph
     names = _all_names(g)
@@ -319,11 +330,7 @@ def _mutate(m: onnx.ModelProto, rng: random.Random, bad: _Bad) -> None:
             _mutate_tensor(rng.choice(tensors), rng, bad)
     elif choice == 11 and g.initializer:
         k = rng.randrange(3)
-        if k == 0:
-            del g.initializer[rng.randrange(len(g.initializer))]
-        elif k == 1:
-            g.initializer.append(rng.choice(g.initializer))
-        else:
+        if not _drop_or_repeat(rng, g.initializer, k):
             g.initializer[rng.randrange(len(g.initializer))].name = rng.choice([v.name for v in g.input] or ["x"])
     elif choice <= 13:
         infos = list(g.value_info) + list(g.input) + list(g.output)
@@ -356,11 +363,7 @@ def _mutate(m: onnx.ModelProto, rng: random.Random, bad: _Bad) -> None:
         m.ir_version = rng.choice([0, 1, 3, 7, 8, 10, 11, 99, -1])
     elif choice == 17 and g.node:
         k = rng.randrange(4)
-        if k == 0:
-            del g.node[rng.randrange(len(g.node))]
-        elif k == 1:
-            g.node.append(rng.choice(g.node))
-        else:
+        if not _drop_or_repeat(rng, g.node, k):
             nodes = list(g.node)
             rng.shuffle(nodes) if k == 2 else nodes.reverse()
             del g.node[:]
