@@ -104,7 +104,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
             raise MccError("no such model file; check the path", path=source)
         graph = load_model(source, trust_pickle=trust_pickle, input_shapes=input_shapes, progress=progress)
         source_info = {"path": str(source), "sha256": sha256(Path(source).read_bytes())}
-    source_io = {"inputs": _io(graph.inputs), "outputs": _io(graph.outputs)}
+    source_io = {"inputs": _io(graph.inputs), "outputs": _io(graph.outputs), "origin": dict(graph.origin)}
     warnings = []
     bad = nonfinite_weights(graph)
     if bad:

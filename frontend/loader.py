@@ -21,7 +21,7 @@ ACCEPTED = ("a torch.export archive (torch.export.save(torch.export.export(model
             "a TorchScript archive (torch.jit.save, loaded with input_shapes); "
             "a pickled nn.Module (torch.save(model), only with trust_pickle=True and input_shapes); "
             "a float TFLite flatbuffer (.tflite); "
-            "an ONNX model (opsets 13 to 21)")
+            "an ONNX model (opsets 7 to the newest the pinned onnx defines; outside 13-21 converted in memory)")
 # The ModelProto field tags that may follow its ir_version (field 1, a varint): fields 2-8, 14, 20, 25 and 26.
 _ONNX_SECOND_FIELDS = frozenset(b"\x12\x1a\x22\x28\x32\x3a\x42\x72\xa2\xca\xd2")
 

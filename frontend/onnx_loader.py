@@ -8,7 +8,8 @@ and runs ONNX's own shape inference, so every tensor has a static shape; it fold
 reference evaluator; and it lowers to its NCHW IR, leaving layout to the layout pass as for PyTorch models.
 
 Opsets 13 to 21 of the default domain are read as they are (the lowering table knows where they differ: ReduceMean
-and Split's attributes-turned-inputs, Pad's axes, Resize's new attributes), so no version conversion runs.
+and Split's attributes-turned-inputs, Pad's axes, Resize's new attributes); older (from 7) and newer (to the
+newest the pinned onnx defines) are converted in memory by onnx's version converter first (to_known_opset).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import onnx
 import onnx.inliner
+import onnx.version_converter
 from onnx import external_data_helper
 
 from ..errors import MccError, describe_os_error, summarize
@@ -39,12 +41,14 @@ def load_onnx(path, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
     axes, scales), which a whole-model inference does not always propagate (Shape -> Gather -> Concat -> Reshape).
     """
     path = Path(path)
-    model = read_model(path)
+    model, origin = to_known_opset(read_model(path), path)
     check_model(model, path)
     shapes = static_inputs(model, input_shapes, path)
     load_external_data(model, path)
     check_with_onnx(model, path)
-    return Lowering(model, shapes, path.stem, path).run()
+    graph = Lowering(model, shapes, path.stem, path).run()
+    graph.origin = {"format": "onnx", **origin}
+    return graph
 
 
 def read_model(path: Path) -> onnx.ModelProto:
@@ -111,16 +115,34 @@ def _element_types(model: onnx.ModelProto, path) -> None:
                            "re-export it", path=path)
 
 
-def check_model(model: onnx.ModelProto, path) -> None:
-    """Refuse, before any work, an opset outside 13..21, a quantized model, a cycle, unsupported ops (all of them
-    in one message) and nodes that break their op's schema (so no lowering meets a malformed node); sorts the
-    nodes topologically in place."""
-    opset = default_opset(model)
-    if opset not in OPSETS:
+def to_known_opset(model: onnx.ModelProto, path) -> tuple[onnx.ModelProto, dict]:
+    """The model at an opset the lowering table reads (13 to 21), and what was done to get there.
+
+    Most published ONNX models were exported at opsets 7 to 12, and the newest onnx defines up to 28; a user has
+    only the file. onnx's own version converter rewrites the in-memory model to the nearest opset mcc reads (13 for
+    older files, so as few adapters as possible run; 21 for newer ones, whose later versions mostly widen type
+    constraints). The user's file is never touched, and the report names the opset it came in with."""
+    opset, newest = default_opset(model), onnx.defs.onnx_opset_version()
+    if opset is None or not 7 <= opset <= newest:
         found = f"opset {opset}" if opset is not None else "no opset of the default ONNX domain"
-        raise MccError(f"declares {found}; mcc reads opsets {OPSETS.start} to {OPSETS.stop - 1}: re-export the "
-                       f"model with one (torch.onnx.export(..., opset_version=18)) or convert it with "
-                       f"onnx.version_converter.convert_version(model, 18)", path=path)
+        raise MccError(f"declares {found}; mcc reads opsets 7 to {newest} (the ones the pinned onnx defines): "
+                       "re-export the model with one, e.g. torch.onnx.export(..., opset_version=18)", path=path)
+    if opset in OPSETS:
+        return model, {"onnx_opset": opset}
+    target = OPSETS.start if opset < OPSETS.start else OPSETS.stop - 1
+    try:
+        converted = onnx.version_converter.convert_version(model, target)
+    except (onnx.version_converter.ConvertError, RuntimeError, onnx.checker.ValidationError, ValueError,
+            IndexError) as e:
+        raise MccError(f"declares opset {opset}, which mcc converts to opset {target} with onnx's version converter, "
+                       f"but the converter fails ({summarize(e)}); re-export the model at an opset from "
+                       f"{OPSETS.start} to {OPSETS.stop - 1}", path=path) from None
+    return converted, {"onnx_opset": opset, "converted_to_opset": target}
+
+
+def check_model(model: onnx.ModelProto, path) -> None:
+    """Refuse, before any work, a quantized model, a cycle, unsupported ops (all of them in one message) and nodes
+    that break their op's schema (so no lowering meets a malformed node); sorts the nodes topologically in place."""
     _element_types(model, path)
     quantized = [n for n in model.graph.node if n.op_type in _QUANTIZED or n.op_type.startswith(_QUANTIZED_PREFIXES)]
     if quantized:

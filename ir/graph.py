@@ -58,6 +58,7 @@ class Graph:
         self.inputs: list[Tensor] = []
         self.outputs: list[Tensor] = []
         self.nodes = []
+        self.origin: dict = {}  # what the frontend records of the source (format, ONNX opset and conversion)
         self._names: set[str] | None = None
         self._ids = itertools.count()
 
@@ -240,6 +241,7 @@ class Graph:
             return mapping[id(t)]
 
         g = Graph(self.name)
+        g.origin = dict(self.origin)
         g.inputs = [m(t) for t in self.inputs]
         g.nodes = [Node(n.op, n.name, [m(i) for i in n.inputs], [m(o) for o in n.outputs],
                         _copy_attrs(n.attrs), n.source) for n in self.nodes]

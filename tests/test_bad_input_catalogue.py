@@ -331,9 +331,9 @@ def _(env):
     return env.write("model.onnx", data[: len(data) * 2 // 3])
 
 
-@onnx_case("onnx-opset-7", "opset 7", "13")
+@onnx_case("onnx-opset-6", "opset 6", "7")
 def _(env):
-    return bi.onnx_conv(opset=7)
+    return bi.onnx_conv(opset=6)
 
 
 @onnx_case("onnx-already-quantized", "quantized", "QuantizeLinear")
