@@ -123,16 +123,17 @@ def test_symbolic_expression_is_refused_before_sympy_sees_it(archive, tmp_path, 
     assert not marker.exists()
 
 
-def test_call_target_outside_torch_operators_is_refused(archive, tmp_path, capsys):
+@pytest.mark.parametrize("target", ["torch.load", "torch.ops.aten.__class__.__init__"])
+def test_call_target_outside_torch_operators_is_refused(archive, tmp_path, capsys, target):
     def change(m):
         name = _member(m, "models/model.json")
         text = m[name].decode()
         assert "torch.ops.aten.relu.default" in text
-        m[name] = text.replace("torch.ops.aten.relu.default", "torch.load").encode()
+        m[name] = text.replace("torch.ops.aten.relu.default", target).encode()
 
     bad = _rewrite(archive, tmp_path / "target.pt2", change)
     assert _compile(bad, tmp_path / "o.tflite") == 2
-    assert "'torch.load'" in capsys.readouterr().err
+    assert f"'{target}'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("member", ["data/weights/model.pt", "data/constants/model.pt"])
