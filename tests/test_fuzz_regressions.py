@@ -544,3 +544,14 @@ def test_onnx_concat_of_an_absent_input(tmp_path):
     """AttributeError at ir/ops.py:199 (_concat: 'NoneType' object has no attribute 'shape'): Concat given the
     empty name, ONNX's "no input", among its inputs."""
     onnx_error(onnx_file(tmp_path, [helper.make_node("Concat", ["x", ""], ["y"], axis=1)]))
+
+
+def test_onnx_version_conversion_of_a_node_without_its_input(tmp_path):
+    """InferenceError at onnx_loader.py (to_known_opset: onnx.version_converter ran shape inference on an opset-22
+    GlobalAveragePool given no input)."""
+    nodes = [helper.make_node("GlobalAveragePool", [], ["K"]), helper.make_node("Add", ["x", "K"], ["y"])]
+    path = onnx_file(tmp_path, nodes)
+    model = onnx.load(path)
+    model.opset_import[0].version = 22
+    path.write_bytes(model.SerializeToString())
+    assert "version converter" in onnx_error(path)
