@@ -107,6 +107,10 @@ def _cmd_compile(args) -> None:
                 print(f"{kind[:-1]:<6} {t['name']}: {t['dtype']}{t['shape']}"
                       + (f" ({t['layout']})" if t["layout"] else "")
                       + (f" scale {q['scale'][0]:.6g} zero point {q['zero_point'][0]}" if q else ""))
+        origin = result.report["source"]["origin"]
+        if "converted_to_opset" in origin:
+            print(f"source: ONNX opset {origin['onnx_opset']}, converted in memory to opset "
+                  f"{origin['converted_to_opset']} by onnx's version converter (the file is unchanged)")
         for r in result.report["passes"]:
             if r["notes"].get("float_ops"):
                 print(f"left in float by {r['pass']}: {', '.join(map(str, r['notes']['float_ops']))}")

@@ -98,3 +98,12 @@ def test_torch_export_at_opset_11_compiles_like_opset_18(tmp_path):
     expected = net(x).detach().numpy()
     np.testing.assert_allclose(a, expected, atol=1e-4 * np.abs(expected).max())
     np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(expected).max())
+
+
+def test_cli_says_the_opset_was_converted(tmp_path, capsys):
+    from mcc.cli import main
+
+    path = tmp_path / "old.onnx"
+    path.write_bytes(_classifier(9).SerializeToString())
+    assert main(["compile", str(path), "--target", "x86-fp32", "-o", str(tmp_path / "old_out.onnx")]) == 0
+    assert "source: ONNX opset 9, converted in memory to opset 13" in capsys.readouterr().out
