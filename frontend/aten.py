@@ -235,16 +235,32 @@ def avg_pool2d(cx, x, kernel_size, stride=(), padding=0, ceil_mode=False, count_
                    count_include_pad=bool(count_include_pad and any(padding)))
 
 
+def _adaptive_window(cx, x, output_size, kind: str) -> list[int] | None:
+    """The kernel (= stride) that adaptive pooling to `output_size` uses when the input's size divides evenly, None
+    when the output is the input; other sizes overlap windows of two lengths, which no TFLite pool expresses."""
+    (h, w), (oh, ow) = cx.shape(x)[2:], _pair(output_size)
+    if (oh, ow) == (h, w):
+        return None
+    if h % oh or w % ow:
+        cx.fail(f"adaptive {kind} pooling from {h}x{w} to {oh}x{ow} is not supported (sizes must divide)")
+    return [h // oh, w // ow]
+
+
 @lowers("_adaptive_avg_pool2d.default")
 def adaptive_avg_pool2d(cx, x, output_size):
-    (h, w), (oh, ow) = cx.shape(x)[2:], _pair(output_size)
-    if (oh, ow) == (1, 1):
-        return cx.emit("mean", [x], axes=[2, 3], keepdims=True)
-    if (oh, ow) == (h, w):
+    window = _adaptive_window(cx, x, output_size, "average")
+    if window is None:
         return x
-    if h % oh or w % ow:
-        cx.fail(f"adaptive average pooling from {h}x{w} to {oh}x{ow} is not supported (sizes must divide)")
-    return cx.emit("avg_pool2d", [x], kernel=[h // oh, w // ow], stride=[h // oh, w // ow])
+    if window == list(cx.shape(x)[2:]):
+        return cx.emit("mean", [x], axes=[2, 3], keepdims=True)
+    return cx.emit("avg_pool2d", [x], kernel=window, stride=window)
+
+
+@lowers("adaptive_max_pool2d.default")
+def adaptive_max_pool2d(cx, x, output_size):
+    """Max pooling with window = stride (the indices output is not computed)."""
+    window = _adaptive_window(cx, x, output_size, "max")
+    return (x if window is None else cx.emit("max_pool2d", [x], kernel=window, stride=window)), None
 
 
 @lowers("mean.dim", "mean.default")

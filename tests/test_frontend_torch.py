@@ -124,6 +124,8 @@ CASES = [
      [(1, 4, 8, 8)], {"avg_pool2d"}),
     ("adaptive_avg_pool_1x1", lambda: nn.AdaptiveAvgPool2d(1), X4, {"mean"}),
     ("adaptive_avg_pool_2x2", lambda: nn.AdaptiveAvgPool2d(2), X4, {"avg_pool2d"}),
+    ("adaptive_max_pool_1x1", lambda: nn.AdaptiveMaxPool2d(1), X4, {"max_pool2d"}),
+    ("adaptive_max_pool_2x2", lambda: nn.AdaptiveMaxPool2d(2), X4, {"max_pool2d"}),
     ("mean_hw", lambda: Fn(lambda m, x: x.mean((-1, -2))), X4, {"mean"}),
     ("mean_all", lambda: Fn(lambda m, x: x.mean()), X4, {"mean"}),
     ("flatten", lambda: nn.Flatten(), X4, {"reshape"}),
