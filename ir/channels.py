@@ -69,11 +69,11 @@ class _Plan:
         if any(t is i for i in self.g.inputs) or self.g.is_output(t):
             raise ChannelError(f"tensor '{t.name}' is a graph {'input' if not self.g.is_output(t) else 'output'}: "
                                "its channels are the model's interface")
-        self._upstream(self.g.producer(t), t, keep)
+        self._upstream(self.g.producer(t), keep)
         for reader in self.g.consumers(t):
             self._downstream(reader, t, keep)
 
-    def _upstream(self, p: Node, t: Tensor, keep: np.ndarray) -> None:
+    def _upstream(self, p: Node, keep: np.ndarray) -> None:
         kind = traits(p.op).channels
         if kind == "weights":
             self._weights(p, keep, out=True)
@@ -86,7 +86,7 @@ class _Plan:
             self._weights(p, keep, out=True)
             self.reach(p.inputs[0], groups)
         else:
-            self._through(p, t, keep)
+            self._through(p, keep)
 
     def _downstream(self, c: Node, t: Tensor, keep: np.ndarray) -> None:
         kind = traits(c.op).channels
@@ -100,10 +100,10 @@ class _Plan:
             self._weights(c, expanded, out=True)
             self.reach(c.outputs[0], expanded)
         else:
-            self._through(c, c.outputs[0], None, reader_of=t)
+            self._through(c, None, reader_of=t)
 
-    def _through(self, n: Node, t: Tensor, keep, reader_of: Tensor | None = None) -> None:
-        """A node whose output `t` keeps `keep` (or, coming from input `reader_of`, whose input keeps `keep`)."""
+    def _through(self, n: Node, keep, reader_of: Tensor | None = None) -> None:
+        """A node whose output keeps `keep` (or, reached from its input `reader_of`, keep=None: that input's)."""
         kind = traits(n.op).channels
         if kind == "follow":
             self._check_follow(n)
