@@ -159,8 +159,6 @@ class Graph:
             n.inputs = [new if i is old else i for i in n.inputs]
         self.outputs = [new if o is old else o for o in self.outputs]
 
-    replace_uses = replace_all_uses
-
     def remove_node(self, node: Node) -> None:
         """Take `node` out of the graph whatever reads its outputs (see erase for the checked form)."""
         self.nodes.remove(node)

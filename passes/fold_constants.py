@@ -66,7 +66,7 @@ def _fold_node(graph: Graph, node: Node) -> bool:
     values = evaluate_node(node, [i.data if i is not None else None for i in node.inputs])
     for out, value in zip(node.outputs, values):
         const = Tensor(out.name, quant=out.quant, data=np.ascontiguousarray(np.asarray(value, dtype=out.dtype)))
-        graph.replace_uses(out, const)
+        graph.replace_all_uses(out, const)
     graph.remove_node(node)
     return True
 
