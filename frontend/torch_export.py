@@ -33,6 +33,9 @@ from .aten import LOWERINGS, SKIPPED
 KEEP_WHOLE = ("hardswish.default", "hardsigmoid.default", "silu.default", "prelu.default",
               "_upsample_nearest_exact2d.vec")
 
+# Model inputs the frontend accepts: activations, and integer indices (token ids into an embedding).
+INPUT_DTYPES = {torch.float32: "float32", torch.int32: "int32", torch.int64: "int64"}
+
 
 @dataclass(eq=False)
 class Const:
@@ -167,12 +170,15 @@ class _Lowering:
         if not all(isinstance(d, int) for d in val.shape):
             self.fail(f"input '{node.name}' has dynamic dimensions {tuple(val.shape)}; mcc compiles static shapes: "
                       "export with concrete example inputs and no dynamic_shapes")
-        if val.dtype != torch.float32:
-            self.fail(f"input '{node.name}' is {val.dtype}; mcc's PyTorch frontend takes float32 inputs")
+        dtype = INPUT_DTYPES.get(val.dtype)
+        if dtype is None:
+            self.fail(f"input '{node.name}' is {val.dtype}; mcc's PyTorch frontend takes float32 inputs, and int32 or "
+                      "int64 ones for indices (token ids)")
         shape = tuple(val.shape)
         i = len(self.graph.inputs)
         name = self.input_names[i] if i < len(self.input_names) else node.name
-        return self.graph.add_input(self._unique(name), shape, "float32", "NCHW" if len(shape) == 4 else None)
+        layout = "NCHW" if len(shape) == 4 and dtype == "float32" else None
+        return self.graph.add_input(self._unique(name), shape, dtype, layout)
 
     def _call(self, node):
         args = _map(node.args, self.env.__getitem__)
