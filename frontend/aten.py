@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..ir import Tensor
-from ..ir.ops import NEAREST_MODES, RESIZE_COORDINATES
+from ..ir.ops import NEAREST_MODES, POW_FOLDS, RESIZE_COORDINATES
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
 
 LOWERINGS: dict = {}
@@ -400,3 +400,22 @@ def upsample_nearest_exact(cx, x, output_size, scale_factors):
 def upsample_bilinear(cx, x, output_size, align_corners, scale_factors):
     coordinates = "align_corners" if align_corners else "half_pixel"
     return _resize(cx, x, (output_size, align_corners, scale_factors), "bilinear", coordinates)
+
+
+# ---- math (issue 14, ops-math) ------------------------------------------------------------------------
+for _op in ("neg", "abs", "sqrt", "rsqrt", "exp", "log", "erf"):
+    lowers(f"{_op}.default")(_unary(_op))
+
+
+@lowers("gelu.default")
+def gelu(cx, x, *, approximate="none"):
+    return cx.emit("gelu", [x], approximate=approximate)
+
+
+@lowers("pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar")
+def pow_(cx, x, exponent):
+    """A constant exponent of 2, 0.5, -0.5 or 1 folds into square, sqrt, rsqrt or nothing (POW_FOLDS)."""
+    if isinstance(exponent, (int, float)) and float(exponent) in POW_FOLDS and isinstance(x, Tensor):
+        fold = POW_FOLDS[float(exponent)]
+        return x if fold is None else cx.emit(fold, [x])
+    return cx.emit("pow", [_operand(cx, x), _operand(cx, exponent)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..ir.ops import POW_FOLDS
 from .onnx_lowering import Const
 
 LOWERINGS: dict = {}
@@ -394,3 +395,28 @@ def resize(cx, x, roi=None, scales=None, sizes=None):
     rounding = {"nearest_mode": cx.attr("nearest_mode", "round_prefer_floor")} if mode == "nearest" else {}
     return cx.emit("resize", [x], mode=mode, size=list(out[2:]), coordinate_transformation_mode=coordinates,
                    **rounding)
+
+
+# ---- math (issue 14, ops-math) --------------------------------------------------------------------------------
+for _onnx, _op in (("Neg", "neg"), ("Abs", "abs"), ("Sqrt", "sqrt"), ("Exp", "exp"), ("Log", "log"), ("Erf", "erf")):
+    lowers(_onnx)(_unary(_op))
+
+
+@lowers("Reciprocal")
+def reciprocal(cx, x):
+    return cx.emit("div", [cx.const(1.0), x])
+
+
+@lowers("Gelu")
+def gelu(cx, x):
+    return cx.emit("gelu", [x], approximate=cx.attr("approximate", "none"))
+
+
+@lowers("Pow")
+def pow_(cx, x, exponent):
+    """A constant one-value exponent of 2, 0.5, -0.5 or 1 folds into square, sqrt, rsqrt or nothing (POW_FOLDS)."""
+    if isinstance(exponent, Const) and exponent.value.size == 1:
+        value = float(exponent.value.reshape(-1)[0])
+        if value in POW_FOLDS:
+            return x if POW_FOLDS[value] is None else cx.emit(POW_FOLDS[value], [x])
+    return cx.emit("pow", [x, exponent])

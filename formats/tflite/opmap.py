@@ -447,7 +447,24 @@ TABLE: list[Mapping] = [
             _resize_back("nearest"), when=lambda n: n.attrs["mode"] == "nearest"),
     Mapping("quantize", "QUANTIZE"),
     Mapping("dequantize", "DEQUANTIZE"),
+    # ---- math (issue 14, ops-math) ----
+    Mapping("neg", "NEG"),
+    Mapping("abs", "ABS"),
+    Mapping("sqrt", "SQRT"),
+    Mapping("rsqrt", "RSQRT"),
+    Mapping("square", "SQUARE"),
+    Mapping("exp", "EXP"),
+    Mapping("log", "LOG"),
+    Mapping("gelu", "GELU", "GeluOptions", encode=lambda n: ({"approximate": n.attrs["approximate"] == "tanh"}, {}),
+            decode=lambda site: {"approximate": "tanh" if site.options.approximate else "none"}),
+    Mapping("pow", "POW"),
 ]
+
+# IR ops that no TFLite builtin computes, with what to do instead (mapping_for's refusal).
+NO_BUILTIN = {
+    "erf": "TFLite has no ERF builtin; legalize_tflite turns x * 0.5 * (1 + erf(x / sqrt(2))) into GELU, but a lone "
+           "erf has no TFLite form: compile for an x86 (ONNX) target, or use gelu in the model",
+}
 
 BY_CODE: dict[int, Mapping] = {m.code: m for m in TABLE}
 
@@ -461,5 +478,7 @@ def mapping_for(node: Node) -> Mapping:
     if rows:
         raise MccError(f"{node.op} with {node.attrs} has no TFLite builtin; run the legalize_tflite pass first",
                        node=node.name)
+    if node.op in NO_BUILTIN:
+        raise MccError(NO_BUILTIN[node.op], node=node.name)
     raise MccError(f"op '{node.op}' has no TFLite builtin (mcc writes {', '.join(sorted({m.ir_op for m in TABLE}))}); "
                    "run the legalize_tflite pass first", node=node.name)
