@@ -419,3 +419,47 @@ def pow_(cx, x, exponent):
         fold = POW_FOLDS[float(exponent)]
         return x if fold is None else cx.emit(fold, [x])
     return cx.emit("pow", [_operand(cx, x), _operand(cx, exponent)])
+
+
+def _reduce(cx, op, x, dim, keepdim):
+    """A reduction over `dim` (all axes when empty or None), as mean.dim."""
+    if isinstance(dim, int):
+        dim = [dim]
+    axes = sorted(_axis(cx, x, d) for d in dim) if dim else list(range(len(cx.shape(x))))
+    return cx.emit(op, [x], axes=axes, keepdims=bool(keepdim))
+
+
+@lowers("sum.dim_IntList", "sum.default")
+def sum_(cx, x, dim=None, keepdim=False, *, dtype=None):
+    return _reduce(cx, "sum", x, dim, keepdim)
+
+
+@lowers("amax.default")
+def amax(cx, x, dim=(), keepdim=False):
+    return _reduce(cx, "reduce_max", x, dim, keepdim)
+
+
+@lowers("amin.default")
+def amin(cx, x, dim=(), keepdim=False):
+    return _reduce(cx, "reduce_min", x, dim, keepdim)
+
+
+@lowers("max.dim")
+def max_dim(cx, x, dim, keepdim=False):
+    """The values of max over one axis; the indices are not computed (a model that reads them is refused)."""
+    return _reduce(cx, "reduce_max", x, dim, keepdim), None
+
+
+@lowers("min.dim")
+def min_dim(cx, x, dim, keepdim=False):
+    return _reduce(cx, "reduce_min", x, dim, keepdim), None
+
+
+@lowers("max.default")
+def max_all(cx, x):
+    return _reduce(cx, "reduce_max", x, None, False)
+
+
+@lowers("min.default")
+def min_all(cx, x):
+    return _reduce(cx, "reduce_min", x, None, False)

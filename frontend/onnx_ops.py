@@ -420,3 +420,43 @@ def pow_(cx, x, exponent):
         if value in POW_FOLDS:
             return x if POW_FOLDS[value] is None else cx.emit(POW_FOLDS[value], [x])
     return cx.emit("pow", [x, exponent])
+
+
+def _reduce_axes(cx, x, axes, input_since: int):
+    """The sorted non-negative axes of a Reduce* node: an attribute before opset `input_since`, an input from it;
+    None when the node reduces nothing (no axes with noop_with_empty_axes)."""
+    axes = cx.attr("axes") if cx.opset < input_since else (cx.ints(axes, "axes") if axes is not None else None)
+    if not axes:
+        if cx.attr("noop_with_empty_axes", 0):
+            return None
+        axes = range(_rank(cx, x))
+    return sorted(a % _rank(cx, x) for a in axes)
+
+
+def _reduction(op: str, input_since: int, before: str | None = None, after: str | None = None):
+    """Reduce* as the IR reduction `op`, with an elementwise op before (ReduceSumSquare's square) or after
+    (ReduceL2's sqrt)."""
+    def lower(cx, x, axes=None):
+        axes = _reduce_axes(cx, x, axes, input_since)
+        if axes is None:  # noop_with_empty_axes: "equivalent to the input tensor"
+            return x
+        if before is not None:
+            x = cx.emit(before, [x])
+        y = cx.emit(op, [x], axes=axes, keepdims=bool(cx.attr("keepdims", 1)))
+        return y if after is None else cx.emit(after, [y])
+    return lower
+
+
+lowers("ReduceSum")(_reduction("sum", 13))
+lowers("ReduceMax")(_reduction("reduce_max", 18))
+lowers("ReduceMin")(_reduction("reduce_min", 18))
+lowers("ReduceSumSquare")(_reduction("sum", 18, before="square"))
+lowers("ReduceL2")(_reduction("sum", 18, before="square", after="sqrt"))
+lowers("Sum")(_variadic("add"))
+
+
+@lowers("Mean")
+def mean_of(cx, *tensors):
+    """The variadic Mean: a chain of adds, then a multiply by 1 / n."""
+    total = _variadic("add")(cx, *tensors)
+    return total if len(tensors) == 1 else cx.emit("mul", [total, cx.const(1.0 / len(tensors))])

@@ -395,3 +395,9 @@ POW_FOLDS = {2.0: "square", 0.5: "sqrt", -0.5: "rsqrt", 1.0: None}
 
 op("pow", "a ** b elementwise with numpy broadcasting. Frontends fold a constant exponent of 2, 0.5, -0.5 and 1 "
    "into square, sqrt, rsqrt and nothing.", (2, 2))(_broadcast)
+
+
+# ---- math: reductions (issue 14, ops-math), shaped like mean ----------------------------------------------
+for _name, _doc in [("sum", "Sum over `axes`."), ("reduce_max", "Maximum over `axes`."),
+                    ("reduce_min", "Minimum over `axes`.")]:
+    op(_name, _doc, attrs={"axes": _REQ, "keepdims": True})(_mean)

@@ -73,6 +73,9 @@ TRAITS: dict[str, Traits] = {
     "transpose": Traits("own", "none", shares_quant=True),
     # ---- math (issue 14, ops-math): computed values, float islands in int8 ----
     **{op: Traits("elementwise", "follow") for op in _MATH_ELEMENTWISE},
+    "sum": Traits("axes", "follow"),
+    "reduce_max": Traits("axes", "follow", shares_quant=True),
+    "reduce_min": Traits("axes", "follow", shares_quant=True),
 }
 
 

@@ -3,6 +3,7 @@ and run in LiteRT like mcc's runtime; torch modules and ONNX graphs compiled to 
 LiteRT and onnxruntime like their source; int8 kernels of the ops that move values against LiteRT (both kernel
 sets) and onnxruntime with 0 differing elements, and every other new op a float island named in the notes."""
 
+import os
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from mcc.compiler import compile_model
 from mcc.errors import MccError
@@ -285,3 +286,106 @@ def test_onnx_unary_ops_pow_folds_reciprocal_and_gelu(tmp_path):
     ops = [n.op for n in results["x86-fp32"].graph.nodes]
     assert sorted(ops) == sorted(["abs", "add", "neg", "exp", "erf", "sqrt", "log", "div", "square", "sqrt", "rsqrt",
                                   "pow", "gelu", "gelu", "concat"])
+
+
+# ---- 2. reductions ------------------------------------------------------------------------------------------
+REDUCE_ROWS = [("sum", "SUM", {"axes": [1, 2], "keepdims": True}), ("sum", "SUM", {"axes": [3], "keepdims": False}),
+               ("reduce_max", "REDUCE_MAX", {"axes": [1], "keepdims": False}),
+               ("reduce_max", "REDUCE_MAX", {"axes": [1, 2], "keepdims": True}),
+               ("reduce_min", "REDUCE_MIN", {"axes": [3], "keepdims": True}),
+               ("reduce_min", "REDUCE_MIN", {"axes": [0, 2], "keepdims": False})]
+
+
+@pytest.mark.parametrize("op,builtin,attrs", REDUCE_ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(REDUCE_ROWS)])
+def test_reduce_tflite_rows_write_read_and_run_like_the_runtime(op, builtin, attrs):
+    check_tflite_row(one_op(op, attrs, (2, 3, 4, 5)), builtin, {"x": rand((2, 3, 4, 5), 6)})
+
+
+@pytest.mark.parametrize("op,builtin,attrs", [r for r in REDUCE_ROWS if r[0] != "sum"],
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(r for r in REDUCE_ROWS if r[0] != "sum")])
+def test_int8_reduce_max_min_pick_codes_like_litert(op, builtin, attrs):
+    g = one_op(op, attrs, (2, 3, 4, 5), quant=q(0.05, -7))
+    check_tflite_row(g, builtin, {"x": np.random.default_rng(7).integers(-128, 128, (2, 3, 4, 5)).astype(np.int8)})
+
+
+class Reductions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = torch.amax(y, dim=(2, 3), keepdim=True)
+        b = torch.amin(y, dim=1, keepdim=True).amax(dim=(2, 3), keepdim=True)
+        c = y.max(dim=3, keepdim=True).values.min(dim=2, keepdim=True).values
+        return torch.cat([a, b, c], 1)
+
+
+def test_torch_reductions_compile_to_float_and_share_parameters_in_int8(tmp_path):
+    torch.manual_seed(0)
+    module, x = Reductions().eval(), torch.randn(1, 3, 6, 7)
+    g = from_module(module, (x,))
+    assert {"reduce_max", "reduce_min"} <= {n.op for n in g.nodes}
+    with torch.no_grad():
+        want = module(x).numpy()
+    results = check_float_targets((module, (x,)), x.numpy(), want)
+    assert {"REDUCE_MAX", "REDUCE_MIN"} <= set(operator_names(results["arm-fp32"].data))
+    results = check_int8_targets((module, (x,)), rand((16, 3, 6, 7), 8), tmp_path)
+    for node in results["arm-int8"].graph.nodes:
+        if node.op in ("reduce_max", "reduce_min"):
+            assert node.inputs[0].dtype == "int8" and node.inputs[0].quant == node.outputs[0].quant
+    assert {"ReduceMax", "ReduceMin"} <= {n.op_type for n in onnx.load_from_string(results["x86-int8"].data).graph.node}
+
+
+def test_torch_sum_is_a_float_island_in_int8(tmp_path):
+    class Sum(nn.Module):
+        def forward(self, x):
+            return torch.relu(x).sum(dim=(2, 3), keepdim=True) + x.sum()
+
+    module, x = Sum(), torch.randn(1, 3, 4, 5)
+    assert [n.op for n in from_module(module, (x,)).nodes] == ["relu", "sum", "sum", "add"]
+    check_float_targets((module, (x,)), x.numpy(), module(x).numpy())
+    check_int8_targets((module, (x,)), rand((16, 3, 4, 5), 9), tmp_path, islands=["sum"])
+
+
+def test_onnx_reductions_and_variadic_ops(tmp_path):
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=1),
+             helper.make_node("ReduceMax", ["x", "axes"], ["mx"], keepdims=1),
+             helper.make_node("ReduceMin", ["x", "axes"], ["mn"], keepdims=1),
+             helper.make_node("ReduceSumSquare", ["x", "axes"], ["ss"], keepdims=1),
+             helper.make_node("ReduceL2", ["x", "axes"], ["l2"], keepdims=1),
+             helper.make_node("Sum", ["s", "mx", "mn"], ["v0"]),
+             helper.make_node("Mean", ["ss", "l2", "s", "mx"], ["v1"]),
+             helper.make_node("Max", ["s", "mx", "mn"], ["v2"]),
+             helper.make_node("Min", ["s", "mx", "mn"], ["v3"]),
+             helper.make_node("Concat", ["s", "mx", "mn", "ss", "l2", "v0", "v1", "v2", "v3"], ["y"], axis=1)]
+    model = _onnx_model(nodes, [("x", [2, 3, 4, 5])], [("y", [2, 27, 1, 1])], [axes], opset=18)
+    results = check_onnx_source(model, {"x": rand((2, 3, 4, 5), 10)}, tmp_path)
+    assert {"SUM", "REDUCE_MAX", "REDUCE_MIN", "SQUARE", "SQRT"} <= set(operator_names(results["arm-fp32"].data))
+
+
+LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+
+
+@pytest.mark.parametrize("name", ["shufflenet", pytest.param("resnet50", marks=pytest.mark.slow)])
+def test_shipped_light_models_with_variadic_sum_match_their_outputs(name):
+    check_light_model(name, "Sum")
+
+
+def check_light_model(name, op_type):
+    """A light model of onnx's backend tests (opset 9) compiled to arm-fp32 and x86-fp32 and fed what onnx's backend
+    test runner feeds it (arange(n) / n in the input's shape) gives the shipped output."""
+    path = os.path.join(LIGHT, f"light_{name}.onnx")
+    model = onnx.load(path)
+    assert op_type in {n.op_type for n in model.graph.node}
+    shape = tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
+    x = (np.arange(np.prod(shape)).reshape(shape) / np.prod(shape)).astype(np.float32)
+    want = numpy_helper.to_array(onnx.load_tensor(os.path.join(LIGHT, f"light_{name}_output_0.pb")))
+    arm = compile_model(path, "arm-fp32")
+    for kernels in KERNELS:
+        got = next(iter(run_litert(arm.data, {arm.graph.inputs[0].name: x.transpose(0, 2, 3, 1)}, kernels).values()))
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1e-6), kernels
+    s = session(compile_model(path, "x86-fp32").data)
+    got = s.run(None, {s.get_inputs()[0].name: x})[0]
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1e-6)

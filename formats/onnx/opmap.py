@@ -505,6 +505,22 @@ def _pow_decode(site: Site):
     return "pow", [x, exponent], {}
 
 
+def _reduce(op_type: str):
+    """A reduction with its axes as an input (ReduceSum since opset 13, the others since 18), as ReduceMean."""
+    def encode(e: Emit, node: Node) -> None:
+        axes = e.param(f"{node.name}/axes", np.asarray(node.attrs["axes"], np.int64))
+        e.node(op_type, [e.name(node.inputs[0]), axes], [e.name(node.outputs[0])], node.name,
+               keepdims=int(node.attrs["keepdims"]))
+    return encode
+
+
+def _reduce_decode(op: str):
+    def decode(site: Site):
+        return op, site.inputs[:1], {"axes": [int(a) for a in site.array(1)],
+                                     "keepdims": bool(site.attrs.get("keepdims", 1))}
+    return decode
+
+
 def _same(op: str, n_inputs: int = 1, **attrs_back):
     """A decoder for an operator whose IR inputs are its first `n_inputs` inputs."""
     def decode(site: Site):
@@ -582,6 +598,10 @@ TABLE += [
     Row(("gelu",), "float", ("", "Gelu"), _unary("Gelu", approximate=lambda n: n.attrs["approximate"]),
         _same("gelu", approximate=lambda a: a.get("approximate", b"none").decode())),
     Row(("pow", "rsqrt"), "float", ("", "Pow"), _pow, _pow_decode),
+    Row(("sum",), "float", ("", "ReduceSum"), _reduce("ReduceSum"), _reduce_decode("sum")),
+    # ReduceMax / ReduceMin pick an int8 code as such in onnxruntime: one row for float and int8
+    Row(("reduce_max",), "any", ("", "ReduceMax"), _reduce("ReduceMax"), _reduce_decode("reduce_max")),
+    Row(("reduce_min",), "any", ("", "ReduceMin"), _reduce("ReduceMin"), _reduce_decode("reduce_min")),
 ]
 
 BY_ONNX: dict[tuple[str, str], Row] = {r.onnx: r for r in TABLE}

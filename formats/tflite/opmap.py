@@ -391,6 +391,12 @@ def _resize_back(mode: str):
     return decode
 
 
+# ---- math (issue 14, ops-math) ----------------------------------------------------------------------------
+def _reducer_back(site: Site) -> dict:
+    """axes and keepdims of a reduction (SUM, REDUCE_MAX, REDUCE_MIN: ReducerOptions and an axes input, as MEAN)."""
+    return {"axes": [int(a) for a in site.params["axes"].reshape(-1)], "keepdims": bool(site.options.keepDims)}
+
+
 def _clip_is(lo, hi):
     return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
 
@@ -458,6 +464,9 @@ TABLE: list[Mapping] = [
     Mapping("gelu", "GELU", "GeluOptions", encode=lambda n: ({"approximate": n.attrs["approximate"] == "tanh"}, {}),
             decode=lambda site: {"approximate": "tanh" if site.options.approximate else "none"}),
     Mapping("pow", "POW"),
+    Mapping("sum", "SUM", "ReducerOptions", ("axes",), _mean, _reducer_back),
+    Mapping("reduce_max", "REDUCE_MAX", "ReducerOptions", ("axes",), _mean, _reducer_back),
+    Mapping("reduce_min", "REDUCE_MIN", "ReducerOptions", ("axes",), _mean, _reducer_back),
 ]
 
 # IR ops that no TFLite builtin computes, with what to do instead (mapping_for's refusal).
