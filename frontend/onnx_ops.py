@@ -460,3 +460,10 @@ def mean_of(cx, *tensors):
     """The variadic Mean: a chain of adds, then a multiply by 1 / n."""
     total = _variadic("add")(cx, *tensors)
     return total if len(tensors) == 1 else cx.emit("mul", [total, cx.const(1.0 / len(tensors))])
+
+
+@lowers("LRN")
+def lrn(cx, x):
+    _require_2d(cx, x, "local response normalization")
+    return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=float(cx.attr("alpha", 1e-4)),
+                   beta=float(cx.attr("beta", 0.75)), bias=float(cx.attr("bias", 1.0)))

@@ -401,3 +401,16 @@ op("pow", "a ** b elementwise with numpy broadcasting. Frontends fold a constant
 for _name, _doc in [("sum", "Sum over `axes`."), ("reduce_max", "Maximum over `axes`."),
                     ("reduce_min", "Minimum over `axes`.")]:
     op(_name, _doc, attrs={"axes": _REQ, "keepdims": True})(_mean)
+
+
+# ---- math: local response normalization (issue 14, ops-math) -----------------------------------------------
+@op("lrn", "Local response normalization across the channels of a 4-D activation, as ONNX LRN and torch's "
+    "LocalResponseNorm: y = x / (bias + alpha / size * s) ** beta, s the sum of x^2 over channels c - (size - 1) / 2 .. "
+    "c + (size - 1) / 2. The size is odd: ONNX's even window is off-centre, which onnxruntime refuses, torch centres "
+    "the other way, and TFLite cannot express.", attrs={"size": _REQ, "alpha": 1e-4, "beta": 0.75, "bias": 1.0})
+def _lrn(node):
+    x, size = node.inputs[0], node.attrs["size"]
+    if len(x.shape) != 4 or size < 1 or size % 2 == 0:
+        raise ValueError(f"lrn takes a 4-D activation and an odd positive size, got shape {x.shape} and size {size} "
+                         "(an even window is off-centre: onnxruntime refuses it and TFLite cannot express it)")
+    return _same(node)

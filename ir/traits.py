@@ -76,6 +76,7 @@ TRAITS: dict[str, Traits] = {
     "sum": Traits("axes", "follow"),
     "reduce_max": Traits("axes", "follow", shares_quant=True),
     "reduce_min": Traits("axes", "follow", shares_quant=True),
+    "lrn": Traits("spatial", "none"),
 }
 
 

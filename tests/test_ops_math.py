@@ -57,14 +57,14 @@ def one_op(op, attrs, shape, extra=(), quant=None, n_outputs=1):
     return g
 
 
-def check_tflite_row(g, builtin, feeds, tol=1e-5):
+def check_tflite_row(g, builtin, feeds, tol=1e-5, kernel_sets=KERNELS):
     """Written as `builtin`, read back to the same node, and LiteRT (both kernel sets) computes what mcc does."""
     model = write_tflite(g)
     assert operator_names(model) == [builtin]
     back = read_tflite(model)
     assert [(n.op, n.attrs) for n in back.nodes] == [(n.op, n.attrs) for n in g.nodes]
     want = run(g, feeds)
-    for kernels in KERNELS:
+    for kernels in kernel_sets:
         got = run_litert(model, feeds, kernels)
         for name, w in want.items():
             assert got[name].shape == w.shape
@@ -82,15 +82,16 @@ def export_onnx(module, x, path, opset=17):
     return path
 
 
-def check_float_targets(source, x, want, tol=1e-4):
-    """arm-fp32 in LiteRT (both kernel sets; a 4-D input fed NHWC) and x86-fp32 in onnxruntime match `want`."""
+def check_float_targets(source, x, want, tol=1e-4, kernel_sets=KERNELS):
+    """`source` ((module, args) or a model file) compiled to arm-fp32 runs in LiteRT (both kernel sets; a 4-D input
+    fed NHWC) and to x86-fp32 in onnxruntime like `want`."""
     results = {}
     for target in ("arm-fp32", "x86-fp32"):
         graph = from_module(*source) if isinstance(source, tuple) else source
         results[target] = result = compile_model(graph, target)
         if target == "arm-fp32":
             feed = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
-            for kernels in KERNELS:
+            for kernels in kernel_sets:
                 got = run_litert(result.data, {result.graph.inputs[0].name: feed}, kernels)
                 got = next(iter(got.values()))
                 got = got.transpose(0, 3, 1, 2) if got.ndim == 4 and want.ndim == 4 else got
@@ -245,7 +246,7 @@ def _onnx_model(nodes, inputs, outputs, inits=(), opset=21):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def check_onnx_source(model, feeds, tmp_path, tol=1e-4, targets=("arm-fp32", "x86-fp32")):
+def check_onnx_source(model, feeds, tmp_path, tol=1e-4, targets=("arm-fp32", "x86-fp32"), kernel_sets=KERNELS):
     """Compile an ONNX model to each float target and compare with onnxruntime running the source model."""
     import onnxruntime as ort
 
@@ -258,7 +259,7 @@ def check_onnx_source(model, feeds, tmp_path, tol=1e-4, targets=("arm-fp32", "x8
         results[target] = result = compile_model(path, target)
         if target == "arm-fp32":
             nhwc = {k: v.transpose(0, 2, 3, 1) if v.ndim == 4 else v for k, v in feeds.items()}
-            for kernels in KERNELS:
+            for kernels in kernel_sets:
                 got = run_litert(result.data, nhwc, kernels)
                 for name, w in zip([o.name for o in model.graph.output], want):
                     g = got[name].transpose(0, 3, 1, 2) if got[name].ndim == 4 else got[name]
@@ -373,19 +374,85 @@ def test_shipped_light_models_with_variadic_sum_match_their_outputs(name):
     check_light_model(name, "Sum")
 
 
-def check_light_model(name, op_type):
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bvlc_alexnet", "zfnet512", "inception_v1"])
+def test_shipped_light_models_with_lrn_match_their_outputs(name):
+    check_light_model(name, "LRN", kernel_sets=("default",))  # see the LRN tests on BUILTIN_REF
+
+
+def check_light_model(name, op_type, kernel_sets=KERNELS):
     """A light model of onnx's backend tests (opset 9) compiled to arm-fp32 and x86-fp32 and fed what onnx's backend
     test runner feeds it (arange(n) / n in the input's shape) gives the shipped output."""
     path = os.path.join(LIGHT, f"light_{name}.onnx")
     model = onnx.load(path)
     assert op_type in {n.op_type for n in model.graph.node}
-    shape = tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
+    inits = {i.name for i in model.graph.initializer}  # opset 9 models list their initializers as inputs too
+    data = next(i for i in model.graph.input if i.name not in inits)
+    shape = tuple(d.dim_value or 1 for d in data.type.tensor_type.shape.dim)
     x = (np.arange(np.prod(shape)).reshape(shape) / np.prod(shape)).astype(np.float32)
     want = numpy_helper.to_array(onnx.load_tensor(os.path.join(LIGHT, f"light_{name}_output_0.pb")))
     arm = compile_model(path, "arm-fp32")
-    for kernels in KERNELS:
+    for kernels in kernel_sets:
         got = next(iter(run_litert(arm.data, {arm.graph.inputs[0].name: x.transpose(0, 2, 3, 1)}, kernels).values()))
         assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1e-6), kernels
     s = session(compile_model(path, "x86-fp32").data)
     got = s.run(None, {s.get_inputs()[0].name: x})[0]
     assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1e-6)
+
+
+# ---- 3. local response normalization -----------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_lrn_tflite_row_writes_reads_and_runs_like_litert_default_kernels(size):
+    """LiteRT's default LOCAL_RESPONSE_NORMALIZATION sums channels c - r .. c + r, as ONNX and torch do for an odd
+    size; its BUILTIN_REF kernel (2.3.0) stops one channel early (its loop's end is exclusive), so the two kernel
+    sets differ, and mcc follows the default one, which is what a deployed model runs."""
+    g = one_op("lrn", {"size": size, "alpha": 0.02, "beta": 0.75, "bias": 2.0}, (2, 3, 4, 7))
+    feeds = {"x": rand((2, 3, 4, 7), 11) * 3}
+    check_tflite_row(g, "LOCAL_RESPONSE_NORMALIZATION", feeds, kernel_sets=("default",))
+    model, want = write_tflite(g), run(g, feeds)["y"]
+    ref = run_litert(model, feeds, "ref")["y"]
+    x = feeds["x"]  # what BUILTIN_REF computes: the window c - r .. c + r - 1 (none at all for size 1)
+    r, sq = (size - 1) // 2, np.square(x)
+    window = sum(np.pad(sq, [(0, 0)] * 3 + [(r, r)])[..., k:k + 7] for k in range(2 * r))
+    np.testing.assert_allclose(ref, x * (2.0 + 0.02 / size * window) ** -0.75, rtol=1e-5, atol=1e-6)
+    assert np.abs(ref - want).max() > 1e-3
+
+
+def _lrn_model(size):
+    node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=0.03, beta=0.6, bias=1.5)
+    return _onnx_model([node], [("x", [7, 7, 4, 5])], [("y", [7, 7, 4, 5])])
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_onnx_lrn_matches_onnxruntime_and_onnx_reference(size, tmp_path):
+    """onnx 1.23.2's reference LRN loops over range(N) where it means the channels, so it is right only when the
+    batch is at least the channel count: the model has N = C = 7."""
+    from onnx.reference import ReferenceEvaluator
+
+    model, x = _lrn_model(size), rand((7, 7, 4, 5), 12) * 3
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    results = check_onnx_source(model, {"x": x}, tmp_path, kernel_sets=("default",))
+    np.testing.assert_allclose(run(results["x86-fp32"].graph, {"x": x})["y"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_lrn_of_even_size_is_refused(tmp_path):
+    onnx.save(_lrn_model(4), tmp_path / "lrn.onnx")
+    with pytest.raises(MccError, match="ONNX LRN: .*odd positive size.*size 4.*off-centre") as e:
+        compile_model(tmp_path / "lrn.onnx", "x86-fp32")
+    assert e.value.node == "y"
+
+
+def test_torch_local_response_norm_through_onnx_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.LocalResponseNorm(5, alpha=1e-2, beta=0.75, k=2.0)).eval()
+    x = torch.randn(1, 3, 9, 9)
+    path = export_onnx(module, x, tmp_path / "lrn.onnx")
+    assert "LRN" in {n.op_type for n in onnx.load(path).graph.node}
+    with torch.no_grad():
+        want = module(x).numpy()
+    results = check_float_targets(path, x.numpy(), want, kernel_sets=("default",))
+    assert "LOCAL_RESPONSE_NORMALIZATION" in operator_names(results["arm-fp32"].data)
+    np.savez(tmp_path / "calib.npz", x=rand((16, 3, 9, 9), 13))
+    result = compile_model(path, "arm-int8", tmp_path / "lrn8.tflite", calib=tmp_path / "calib.npz")
+    notes = next(r for r in result.report["passes"] if r["pass"] == "quantize_int8")["notes"]
+    assert [result.graph.node(name).op for name in notes["float_ops"]] == ["lrn"]

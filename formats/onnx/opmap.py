@@ -602,6 +602,11 @@ TABLE += [
     # ReduceMax / ReduceMin pick an int8 code as such in onnxruntime: one row for float and int8
     Row(("reduce_max",), "any", ("", "ReduceMax"), _reduce("ReduceMax"), _reduce_decode("reduce_max")),
     Row(("reduce_min",), "any", ("", "ReduceMin"), _reduce("ReduceMin"), _reduce_decode("reduce_min")),
+    Row(("lrn",), "float", ("", "LRN"),
+        _unary("LRN", **{k: (lambda n, k=k: (int if k == "size" else float)(n.attrs[k]))
+                         for k in ("size", "alpha", "beta", "bias")}),
+        _same("lrn", size=lambda a: int(a["size"]), alpha=lambda a: f32(a.get("alpha", 1e-4)),
+              beta=lambda a: f32(a.get("beta", 0.75)), bias=lambda a: f32(a.get("bias", 1.0)))),
 ]
 
 BY_ONNX: dict[tuple[str, str], Row] = {r.onnx: r for r in TABLE}

@@ -397,6 +397,24 @@ def _reducer_back(site: Site) -> dict:
     return {"axes": [int(a) for a in site.params["axes"].reshape(-1)], "keepdims": bool(site.options.keepDims)}
 
 
+def _lrn(node: Node):
+    """TFLite's window is 2 * radius + 1 channels centred on c and its alpha multiplies the plain sum: radius
+    (size - 1) / 2 and alpha / size."""
+    size, a = node.attrs["size"], node.attrs
+    return {"radius": (size - 1) // 2, "bias": float(a["bias"]), "alpha": float(a["alpha"]) / size,
+            "beta": float(a["beta"])}, {}
+
+
+def _lrn_back(site: Site) -> dict:
+    """The IR's alpha is TFLite's times the size: the shortest decimal whose alpha / size is the stored float32."""
+    o = site.options
+    size = 2 * o.radius + 1
+    stored = np.float32(o.alpha)
+    alpha = next(v for v in (float(f"{float(stored) * size:.{d}g}") for d in range(1, 18))
+                 if np.float32(v / size) == stored)
+    return {"size": size, "alpha": alpha, "beta": f32(o.beta), "bias": f32(o.bias)}
+
+
 def _clip_is(lo, hi):
     return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
 
@@ -467,6 +485,7 @@ TABLE: list[Mapping] = [
     Mapping("sum", "SUM", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_max", "REDUCE_MAX", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_min", "REDUCE_MIN", "ReducerOptions", ("axes",), _mean, _reducer_back),
+    Mapping("lrn", "LOCAL_RESPONSE_NORMALIZATION", "LocalResponseNormalizationOptions", encode=_lrn, decode=_lrn_back),
 ]
 
 # IR ops that no TFLite builtin computes, with what to do instead (mapping_for's refusal).
