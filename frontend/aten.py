@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..ir import Tensor
-from ..ir.ops import NEAREST_MODES, RESIZE_COORDINATES
+from ..ir.ops import NEAREST_MODES, POW_FOLDS, RESIZE_COORDINATES
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
 
 LOWERINGS: dict = {}
@@ -400,3 +400,66 @@ def upsample_nearest_exact(cx, x, output_size, scale_factors):
 def upsample_bilinear(cx, x, output_size, align_corners, scale_factors):
     coordinates = "align_corners" if align_corners else "half_pixel"
     return _resize(cx, x, (output_size, align_corners, scale_factors), "bilinear", coordinates)
+
+
+# ---- math (issue 14, ops-math) ------------------------------------------------------------------------
+for _op in ("neg", "abs", "sqrt", "rsqrt", "exp", "log", "erf"):
+    lowers(f"{_op}.default")(_unary(_op))
+
+
+@lowers("gelu.default")
+def gelu(cx, x, *, approximate="none"):
+    return cx.emit("gelu", [x], approximate=approximate)
+
+
+@lowers("pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar")
+def pow_(cx, x, exponent):
+    """A constant exponent of 2, 0.5, -0.5 or 1 folds into square, sqrt, rsqrt or nothing (POW_FOLDS)."""
+    if isinstance(exponent, (int, float)) and float(exponent) in POW_FOLDS and isinstance(x, Tensor):
+        fold = POW_FOLDS[float(exponent)]
+        return x if fold is None else cx.emit(fold, [x])
+    return cx.emit("pow", [_operand(cx, x), _operand(cx, exponent)])
+
+
+def _reduce(cx, op, x, dim, keepdim):
+    """A reduction over `dim` (all axes when empty or None), as mean.dim."""
+    if isinstance(dim, int):
+        dim = [dim]
+    axes = sorted(_axis(cx, x, d) for d in dim) if dim else list(range(len(cx.shape(x))))
+    return cx.emit(op, [x], axes=axes, keepdims=bool(keepdim))
+
+
+@lowers("sum.dim_IntList", "sum.default")
+def sum_(cx, x, dim=None, keepdim=False, *, dtype=None):
+    return _reduce(cx, "sum", x, dim, keepdim)
+
+
+@lowers("amax.default")
+def amax(cx, x, dim=(), keepdim=False):
+    return _reduce(cx, "reduce_max", x, dim, keepdim)
+
+
+@lowers("amin.default")
+def amin(cx, x, dim=(), keepdim=False):
+    return _reduce(cx, "reduce_min", x, dim, keepdim)
+
+
+@lowers("max.dim")
+def max_dim(cx, x, dim, keepdim=False):
+    """The values of max over one axis; the indices are not computed (a model that reads them is refused)."""
+    return _reduce(cx, "reduce_max", x, dim, keepdim), None
+
+
+@lowers("min.dim")
+def min_dim(cx, x, dim, keepdim=False):
+    return _reduce(cx, "reduce_min", x, dim, keepdim), None
+
+
+@lowers("max.default")
+def max_all(cx, x):
+    return _reduce(cx, "reduce_max", x, None, False)
+
+
+@lowers("min.default")
+def min_all(cx, x):
+    return _reduce(cx, "reduce_min", x, None, False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..ir.ops import POW_FOLDS
 from .onnx_lowering import Const
 
 LOWERINGS: dict = {}
@@ -394,3 +395,75 @@ def resize(cx, x, roi=None, scales=None, sizes=None):
     rounding = {"nearest_mode": cx.attr("nearest_mode", "round_prefer_floor")} if mode == "nearest" else {}
     return cx.emit("resize", [x], mode=mode, size=list(out[2:]), coordinate_transformation_mode=coordinates,
                    **rounding)
+
+
+# ---- math (issue 14, ops-math) --------------------------------------------------------------------------------
+for _onnx, _op in (("Neg", "neg"), ("Abs", "abs"), ("Sqrt", "sqrt"), ("Exp", "exp"), ("Log", "log"), ("Erf", "erf")):
+    lowers(_onnx)(_unary(_op))
+
+
+@lowers("Reciprocal")
+def reciprocal(cx, x):
+    return cx.emit("div", [cx.const(1.0), x])
+
+
+@lowers("Gelu")
+def gelu(cx, x):
+    return cx.emit("gelu", [x], approximate=cx.attr("approximate", "none"))
+
+
+@lowers("Pow")
+def pow_(cx, x, exponent):
+    """A constant one-value exponent of 2, 0.5, -0.5 or 1 folds into square, sqrt, rsqrt or nothing (POW_FOLDS)."""
+    if isinstance(exponent, Const) and exponent.value.size == 1:
+        value = float(exponent.value.reshape(-1)[0])
+        if value in POW_FOLDS:
+            return x if POW_FOLDS[value] is None else cx.emit(POW_FOLDS[value], [x])
+    return cx.emit("pow", [x, exponent])
+
+
+def _reduce_axes(cx, x, axes, input_since: int):
+    """The sorted non-negative axes of a Reduce* node: an attribute before opset `input_since`, an input from it;
+    None when the node reduces nothing (no axes with noop_with_empty_axes)."""
+    axes = cx.attr("axes") if cx.opset < input_since else (cx.ints(axes, "axes") if axes is not None else None)
+    if not axes:
+        if cx.attr("noop_with_empty_axes", 0):
+            return None
+        axes = range(_rank(cx, x))
+    return sorted(a % _rank(cx, x) for a in axes)
+
+
+def _reduction(op: str, input_since: int, before: str | None = None, after: str | None = None):
+    """Reduce* as the IR reduction `op`, with an elementwise op before (ReduceSumSquare's square) or after
+    (ReduceL2's sqrt)."""
+    def lower(cx, x, axes=None):
+        axes = _reduce_axes(cx, x, axes, input_since)
+        if axes is None:  # noop_with_empty_axes: "equivalent to the input tensor"
+            return x
+        if before is not None:
+            x = cx.emit(before, [x])
+        y = cx.emit(op, [x], axes=axes, keepdims=bool(cx.attr("keepdims", 1)))
+        return y if after is None else cx.emit(after, [y])
+    return lower
+
+
+lowers("ReduceSum")(_reduction("sum", 13))
+lowers("ReduceMax")(_reduction("reduce_max", 18))
+lowers("ReduceMin")(_reduction("reduce_min", 18))
+lowers("ReduceSumSquare")(_reduction("sum", 18, before="square"))
+lowers("ReduceL2")(_reduction("sum", 18, before="square", after="sqrt"))
+lowers("Sum")(_variadic("add"))
+
+
+@lowers("Mean")
+def mean_of(cx, *tensors):
+    """The variadic Mean: a chain of adds, then a multiply by 1 / n."""
+    total = _variadic("add")(cx, *tensors)
+    return total if len(tensors) == 1 else cx.emit("mul", [total, cx.const(1.0 / len(tensors))])
+
+
+@lowers("LRN")
+def lrn(cx, x):
+    _require_2d(cx, x, "local response normalization")
+    return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=float(cx.attr("alpha", 1e-4)),
+                   beta=float(cx.attr("beta", 0.75)), bias=float(cx.attr("bias", 1.0)))

@@ -372,3 +372,45 @@ def _resize(node):
     if min(out_h, out_w) < 1:
         raise ValueError(f"resize size {a['size']} must be positive")
     return [(make4(n, c, out_h, out_w, x.layout), x.dtype, x.layout)]
+
+
+# ---- math: elementwise unary ops and pow (issue 14, ops-math) ----------------------------------------------
+for _name, _doc in [("neg", "-x"), ("abs", "|x|"), ("sqrt", "sqrt(x)"), ("rsqrt", "1 / sqrt(x)"),
+                    ("square", "x * x"), ("exp", "exp(x)"), ("log", "natural log of x"), ("erf", "erf(x)")]:
+    op(_name, _doc)(_same)
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+@op("gelu", "x * Phi(x): 0.5 * x * (1 + erf(x / sqrt(2))) with approximate 'none'; with 'tanh', "
+    "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))).", attrs={"approximate": "none"})
+def _gelu(node):
+    if node.attrs["approximate"] not in GELU_APPROXIMATIONS:
+        raise ValueError(f"gelu approximate {node.attrs['approximate']!r} is not one of {GELU_APPROXIMATIONS}")
+    return _same(node)
+
+
+# The unary op that a constant exponent makes of pow (None: x itself), which frontends emit instead of pow.
+POW_FOLDS = {2.0: "square", 0.5: "sqrt", -0.5: "rsqrt", 1.0: None}
+
+op("pow", "a ** b elementwise with numpy broadcasting. Frontends fold a constant exponent of 2, 0.5, -0.5 and 1 "
+   "into square, sqrt, rsqrt and nothing.", (2, 2))(_broadcast)
+
+
+# ---- math: reductions (issue 14, ops-math), shaped like mean ----------------------------------------------
+for _name, _doc in [("sum", "Sum over `axes`."), ("reduce_max", "Maximum over `axes`."),
+                    ("reduce_min", "Minimum over `axes`.")]:
+    op(_name, _doc, attrs={"axes": _REQ, "keepdims": True})(_mean)
+
+
+# ---- math: local response normalization (issue 14, ops-math) -----------------------------------------------
+@op("lrn", "Local response normalization across the channels of a 4-D activation, as ONNX LRN and torch's "
+    "LocalResponseNorm: y = x / (bias + alpha / size * s) ** beta, s the sum of x^2 over channels c - (size - 1) / 2 .. "
+    "c + (size - 1) / 2. The size is odd: ONNX's even window is off-centre, which onnxruntime refuses, torch centres "
+    "the other way, and TFLite cannot express.", attrs={"size": _REQ, "alpha": 1e-4, "beta": 0.75, "bias": 1.0})
+def _lrn(node):
+    x, size = node.inputs[0], node.attrs["size"]
+    if len(x.shape) != 4 or size < 1 or size % 2 == 0:
+        raise ValueError(f"lrn takes a 4-D activation and an odd positive size, got shape {x.shape} and size {size} "
+                         "(an even window is off-centre: onnxruntime refuses it and TFLite cannot express it)")
+    return _same(node)

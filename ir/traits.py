@@ -48,6 +48,7 @@ class Traits:
 _ELEMENTWISE_UNARY = ("relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "leaky_relu", "clip", "prelu",
                       "quantize", "dequantize")
 _ELEMENTWISE_BINARY = ("add", "sub", "mul", "div")
+_MATH_ELEMENTWISE = ("neg", "abs", "sqrt", "rsqrt", "square", "exp", "log", "erf", "gelu", "pow")
 
 TRAITS: dict[str, Traits] = {
     "conv2d": Traits("spatial", "weights", homogeneous=True),
@@ -70,6 +71,12 @@ TRAITS: dict[str, Traits] = {
     "split": Traits("axes", "none", shares_quant=True),
     "reshape": Traits("own", "reshape", shares_quant=True),
     "transpose": Traits("own", "none", shares_quant=True),
+    # ---- math (issue 14, ops-math): computed values, float islands in int8 ----
+    **{op: Traits("elementwise", "follow") for op in _MATH_ELEMENTWISE},
+    "sum": Traits("axes", "follow"),
+    "reduce_max": Traits("axes", "follow", shares_quant=True),
+    "reduce_min": Traits("axes", "follow", shares_quant=True),
+    "lrn": Traits("spatial", "none"),
 }
 
 

@@ -308,7 +308,8 @@ class _Layout:
         behaviour: spatial ops ask for S, elementwise ones follow their operands."""
         own = {"batch_norm": self.batch_norm, "concat": self.concat, "mean": self.mean, "reshape": self.reshape,
                "fully_connected": self.fully_connected, "transpose": self.transpose, "slice": self.slice,
-               "split": self.split, "softmax": self.axis_attrs, "pad": self.axis_attrs}.get(n.op)
+               "split": self.split, "softmax": self.axis_attrs, "pad": self.axis_attrs,
+               "sum": self.mean, "reduce_max": self.mean, "reduce_min": self.mean}.get(n.op)
         if own is not None:
             return own
         return {"spatial": self.spatial, "elementwise": self.broadcast}.get(traits(n.op).layout, self.identity)

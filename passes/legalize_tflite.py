@@ -26,9 +26,15 @@ Rewrites
   becomes half_pixel_centers, for instance. Float rounding makes even a matching pair differ at a few sizes
   (half_pixel 2 -> 41), so every nearest resize is checked; one that no setting reproduces is refused.
   Bilinear resize needs nothing: its coordinates differ from TFLite's by float rounding only.
+- x * 0.5 * (1 + erf(x / sqrt(2))), in the association orders torch.onnx.export writes (and with x * (1 / sqrt(2))),
+  becomes gelu (TFLite has GELU but no ERF); an erf outside that formula stays and the TFLite writer refuses it.
+  The TFLite converter matches the same formula in its MLIR patterns; mcc does it on the IR, where it also gives
+  the ONNX targets one Gelu instead of five operators.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from ai_edge_litert.schema_py_generated import Padding
@@ -235,6 +241,61 @@ def _resize(graph: Graph, node: Node, ctx: PassContext) -> None:
                            "another size, or bilinearly", node=node.name)
 
 
+# ---- gelu from its erf formula (issue 14, ops-math) --------------------------------------------------------
+def _scalar_value(t: Tensor | None) -> float | None:
+    return float(t.data.reshape(-1)[0]) if t is not None and t.is_constant and t.size == 1 else None
+
+
+def _near(value: float | None, want: float) -> bool:
+    return value is not None and abs(value - want) <= 1e-6 * abs(want)
+
+
+def _binary_with(node: Node | None, op: str, t: Tensor) -> Tensor | None:
+    """The other operand of `node` when it is `op` without a fused activation and reads `t`, else None."""
+    if node is None or node.op != op or node.attrs.get("activation") is not None or not any(i is t for i in node.inputs):
+        return None
+    a, b = node.inputs
+    return b if a is t else a
+
+
+def _gelu_from_erf(graph: Graph, erf: Node, ctx: PassContext) -> None:
+    """Match, around `erf`, x * 0.5 * (1 + erf(x / sqrt(2))) as ((x * A) * 0.5), ((x * 0.5) * A) or (x * (A * 0.5))
+    with A = 1 + erf(...) (mul and add operands in either order), and make its last mul a gelu of x."""
+    scaled = graph.producer(erf.inputs[0])
+    if scaled is None or scaled.op not in ("div", "mul") or graph.only_reader(scaled.outputs[0]) is not erf:
+        return
+    x, c = scaled.inputs
+    if scaled.attrs.get("activation") is not None or x.is_constant or \
+            not _near(_scalar_value(c), math.sqrt(2) if scaled.op == "div" else 1 / math.sqrt(2)):
+        return
+    plus = graph.only_reader(erf.outputs[0])
+    if not _near(_scalar_value(_binary_with(plus, "add", erf.outputs[0])), 1.0):
+        return
+    first = graph.only_reader(plus.outputs[0])
+    other = _binary_with(first, "mul", plus.outputs[0])
+    if other is None:
+        return
+    chain = [scaled, erf, plus]
+    if other is x or _near(_scalar_value(other), 0.5):
+        last = graph.only_reader(first.outputs[0])
+        want = 0.5 if other is x else None
+        rest = _binary_with(last, "mul", first.outputs[0])
+        if rest is None or (rest is not x if want is None else not _near(_scalar_value(rest), want)):
+            return
+        chain.append(first)
+    else:
+        half = graph.producer(other)
+        if _binary_with(half, "mul", x) is None or not _near(_scalar_value(_binary_with(half, "mul", x)), 0.5) \
+                or graph.only_reader(other) is not first:
+            return
+        chain.append(half)
+        last = first
+    for node in chain:
+        graph.remove_node(node)
+    _become(last, "gelu", [x], {"approximate": "none"})
+    ctx.count("gelu_from_erf")
+
+
 RULES = {
     "conv2d": _conv2d,
     "depthwise_conv2d": _conv_like,
@@ -247,6 +308,7 @@ RULES = {
     "batch_norm": _batch_norm,
     "softmax": _softmax,
     "resize": _resize,
+    "erf": _gelu_from_erf,
 }
 
 

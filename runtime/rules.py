@@ -176,6 +176,9 @@ class Rule(NamedTuple):
     rounding: str  # one of the rounding names in this module's docstring
 
 
+# Ops of issue 14 (ops-math) that pick or move int8 codes without arithmetic: exact in every kernel set.
+_MATH_MOVES = ("reduce_max", "reduce_min")
+
 _REF = {
     "conv2d": Rule("tflite", "double_rounding"),
     "depthwise_conv2d": Rule("tflite", "double_rounding"),
@@ -207,6 +210,7 @@ _REF = {
     "split": Rule("tflite", "exact"),
     "resize_nearest": Rule("tflite", "nearest_float32_index"),
     "resize_bilinear": Rule("tflite", "bilinear_fixed_point10_half_away"),
+    **{op: Rule("tflite", "exact") for op in _MATH_MOVES},
 }
 
 _XNNPACK = {
@@ -244,6 +248,7 @@ _XNNPACK = {
     # Not delegated: TFLite's optimized kernel, whose flagless index is 16.16 fixed point.
     "resize_nearest": Rule("tflite", "nearest_fixed_point16_index"),
     "resize_bilinear": Rule("xnnpack", "bilinear_q11_half_up"),
+    **{op: Rule("tflite", "exact") for op in _MATH_MOVES},
 }
 
 # What onnxruntime runs for each op of an x86-int8 ONNX file (formats.onnx.writer): its own integer operators,
@@ -266,6 +271,7 @@ _ONNXRUNTIME = {
     # formula reads the rows the IR (onnxruntime's arithmetic) reads: tests/test_onnx_validate.py.
     "resize_nearest": Rule("onnxruntime", "nearest_float32_index"),
     **{op: _REF[op] for op in _TABLES},
+    **{op: Rule("onnxruntime", "exact") for op in _MATH_MOVES},
 }
 
 # (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's

@@ -478,6 +478,49 @@ def _resize_decode(site: Site):
     return "resize", site.inputs[:1], attrs
 
 
+def _mul_decode(site: Site):
+    """Mul(x, x) is the IR's square (how the writer spells it), any other Mul a mul."""
+    a, b = site.inputs[:2]
+    return ("square", [a], {}) if a is b else ("mul", [a, b], {})
+
+
+def _square(e: Emit, node: Node) -> None:
+    x = e.name(node.inputs[0])
+    e.node("Mul", [x, x], [e.name(node.outputs[0])], node.name)
+
+
+def _pow(e: Emit, node: Node) -> None:
+    if node.op == "rsqrt":
+        exponent = e.param(f"{node.name}/exponent", _scalar(-0.5, np.float32))
+        e.node("Pow", [e.name(node.inputs[0]), exponent], [e.name(node.outputs[0])], node.name)
+        return
+    _binary("Pow")(e, node)
+
+
+def _pow_decode(site: Site):
+    """Pow by the constant -0.5 is the IR's rsqrt (how the writer spells it), any other Pow a pow."""
+    x, exponent = site.inputs[:2]
+    if exponent.is_constant and exponent.data.size == 1 and float(exponent.data.reshape(-1)[0]) == -0.5:
+        return "rsqrt", [x], {}
+    return "pow", [x, exponent], {}
+
+
+def _reduce(op_type: str):
+    """A reduction with its axes as an input (ReduceSum since opset 13, the others since 18), as ReduceMean."""
+    def encode(e: Emit, node: Node) -> None:
+        axes = e.param(f"{node.name}/axes", np.asarray(node.attrs["axes"], np.int64))
+        e.node(op_type, [e.name(node.inputs[0]), axes], [e.name(node.outputs[0])], node.name,
+               keepdims=int(node.attrs["keepdims"]))
+    return encode
+
+
+def _reduce_decode(op: str):
+    def decode(site: Site):
+        return op, site.inputs[:1], {"axes": [int(a) for a in site.array(1)],
+                                     "keepdims": bool(site.attrs.get("keepdims", 1))}
+    return decode
+
+
 def _same(op: str, n_inputs: int = 1, **attrs_back):
     """A decoder for an operator whose IR inputs are its first `n_inputs` inputs."""
     def decode(site: Site):
@@ -493,7 +536,7 @@ TABLE: list[Row] = [
     Row(("fully_connected",), "int8", (MS_DOMAIN, "QGemm"), _qgemm, _qgemm_decode, when=_fc_2d),
     Row(("add",), "float", ("", "Add"), _binary("Add"), _same("add", 2)),
     Row(("sub",), "float", ("", "Sub"), _binary("Sub"), _same("sub", 2)),
-    Row(("mul",), "float", ("", "Mul"), _binary("Mul"), _same("mul", 2)),
+    Row(("mul",), "float", ("", "Mul"), _binary("Mul"), _mul_decode),
     Row(("div",), "float", ("", "Div"), _binary("Div"), _same("div", 2)),
     Row(("add",), "int8", (MS_DOMAIN, "QLinearAdd"), _qlinear_binary("QLinearAdd"),
         lambda site: ("add", [site.inputs[0], site.inputs[3]], {})),
@@ -544,6 +587,26 @@ TABLE: list[Row] = [
     Row(("quantize",), "any", ("", "QuantizeLinear"), _quantize, _same("quantize", dtype="int8"),
         when=lambda n: n.inputs[0].dtype == "float32"),
     Row(("dequantize",), "any", ("", "DequantizeLinear"), _dequantize, _same("dequantize")),
+]
+
+# ---- math (issue 14, ops-math): ONNX operators of the same name; square is Mul(x, x) and rsqrt Pow(x, -0.5), since
+# ONNX has neither, and the readback folds those spellings back (as the frontends fold a constant exponent)
+TABLE += [
+    *(Row((op,), "float", ("", op_type), _unary(op_type), _same(op)) for op, op_type in
+      (("neg", "Neg"), ("abs", "Abs"), ("sqrt", "Sqrt"), ("exp", "Exp"), ("log", "Log"), ("erf", "Erf"))),
+    Row(("square",), "float", ("", "Mul"), _square, _mul_decode),
+    Row(("gelu",), "float", ("", "Gelu"), _unary("Gelu", approximate=lambda n: n.attrs["approximate"]),
+        _same("gelu", approximate=lambda a: a.get("approximate", b"none").decode())),
+    Row(("pow", "rsqrt"), "float", ("", "Pow"), _pow, _pow_decode),
+    Row(("sum",), "float", ("", "ReduceSum"), _reduce("ReduceSum"), _reduce_decode("sum")),
+    # ReduceMax / ReduceMin pick an int8 code as such in onnxruntime: one row for float and int8
+    Row(("reduce_max",), "any", ("", "ReduceMax"), _reduce("ReduceMax"), _reduce_decode("reduce_max")),
+    Row(("reduce_min",), "any", ("", "ReduceMin"), _reduce("ReduceMin"), _reduce_decode("reduce_min")),
+    Row(("lrn",), "float", ("", "LRN"),
+        _unary("LRN", **{k: (lambda n, k=k: (int if k == "size" else float)(n.attrs[k]))
+                         for k in ("size", "alpha", "beta", "bias")}),
+        _same("lrn", size=lambda a: int(a["size"]), alpha=lambda a: f32(a.get("alpha", 1e-4)),
+              beta=lambda a: f32(a.get("beta", 0.75)), bias=lambda a: f32(a.get("bias", 1.0)))),
 ]
 
 BY_ONNX: dict[tuple[str, str], Row] = {r.onnx: r for r in TABLE}

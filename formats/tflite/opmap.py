@@ -391,6 +391,30 @@ def _resize_back(mode: str):
     return decode
 
 
+# ---- math (issue 14, ops-math) ----------------------------------------------------------------------------
+def _reducer_back(site: Site) -> dict:
+    """axes and keepdims of a reduction (SUM, REDUCE_MAX, REDUCE_MIN: ReducerOptions and an axes input, as MEAN)."""
+    return {"axes": [int(a) for a in site.params["axes"].reshape(-1)], "keepdims": bool(site.options.keepDims)}
+
+
+def _lrn(node: Node):
+    """TFLite's window is 2 * radius + 1 channels centred on c and its alpha multiplies the plain sum: radius
+    (size - 1) / 2 and alpha / size."""
+    size, a = node.attrs["size"], node.attrs
+    return {"radius": (size - 1) // 2, "bias": float(a["bias"]), "alpha": float(a["alpha"]) / size,
+            "beta": float(a["beta"])}, {}
+
+
+def _lrn_back(site: Site) -> dict:
+    """The IR's alpha is TFLite's times the size: the shortest decimal whose alpha / size is the stored float32."""
+    o = site.options
+    size = 2 * o.radius + 1
+    stored = np.float32(o.alpha)
+    alpha = next(v for v in (float(f"{float(stored) * size:.{d}g}") for d in range(1, 18))
+                 if np.float32(v / size) == stored)
+    return {"size": size, "alpha": alpha, "beta": f32(o.beta), "bias": f32(o.bias)}
+
+
 def _clip_is(lo, hi):
     return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
 
@@ -447,7 +471,28 @@ TABLE: list[Mapping] = [
             _resize_back("nearest"), when=lambda n: n.attrs["mode"] == "nearest"),
     Mapping("quantize", "QUANTIZE"),
     Mapping("dequantize", "DEQUANTIZE"),
+    # ---- math (issue 14, ops-math) ----
+    Mapping("neg", "NEG"),
+    Mapping("abs", "ABS"),
+    Mapping("sqrt", "SQRT"),
+    Mapping("rsqrt", "RSQRT"),
+    Mapping("square", "SQUARE"),
+    Mapping("exp", "EXP"),
+    Mapping("log", "LOG"),
+    Mapping("gelu", "GELU", "GeluOptions", encode=lambda n: ({"approximate": n.attrs["approximate"] == "tanh"}, {}),
+            decode=lambda site: {"approximate": "tanh" if site.options.approximate else "none"}),
+    Mapping("pow", "POW"),
+    Mapping("sum", "SUM", "ReducerOptions", ("axes",), _mean, _reducer_back),
+    Mapping("reduce_max", "REDUCE_MAX", "ReducerOptions", ("axes",), _mean, _reducer_back),
+    Mapping("reduce_min", "REDUCE_MIN", "ReducerOptions", ("axes",), _mean, _reducer_back),
+    Mapping("lrn", "LOCAL_RESPONSE_NORMALIZATION", "LocalResponseNormalizationOptions", encode=_lrn, decode=_lrn_back),
 ]
+
+# IR ops that no TFLite builtin computes, with what to do instead (mapping_for's refusal).
+NO_BUILTIN = {
+    "erf": "TFLite has no ERF builtin; legalize_tflite turns x * 0.5 * (1 + erf(x / sqrt(2))) into GELU, but a lone "
+           "erf has no TFLite form: compile for an x86 (ONNX) target, or use gelu in the model",
+}
 
 BY_CODE: dict[int, Mapping] = {m.code: m for m in TABLE}
 
@@ -461,5 +506,7 @@ def mapping_for(node: Node) -> Mapping:
     if rows:
         raise MccError(f"{node.op} with {node.attrs} has no TFLite builtin; run the legalize_tflite pass first",
                        node=node.name)
+    if node.op in NO_BUILTIN:
+        raise MccError(NO_BUILTIN[node.op], node=node.name)
     raise MccError(f"op '{node.op}' has no TFLite builtin (mcc writes {', '.join(sorted({m.ir_op for m in TABLE}))}); "
                    "run the legalize_tflite pass first", node=node.name)

@@ -15,7 +15,8 @@ import numpy as np
 
 from ...errors import MccError
 from .. import fixed_point as fp
-from .int8_registry import check_rounding, int8_kernel, per_tensor, saturate_int8
+from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant, saturate_int8
+from .registry import KERNELS
 
 
 def _tflite_mean(total, n, s_in, zp_in, s_out):
@@ -57,3 +58,12 @@ def mean(node, inputs, rules):
     else:
         y = _xnnpack_mean(total, n, s_in, zp_in, s_out, zp_out)
     return [saturate_int8(y)]
+
+
+@int8_kernel("reduce_max", "reduce_min")
+def reduce_max_min(node, inputs, rules):
+    """int8 REDUCE_MAX / REDUCE_MIN pick a stored code: TFLite requires the output's parameters to be the input's,
+    and so does mcc (the quantizer shares them), so the integer result is the float one's code."""
+    check_rounding(node, rules.rule(node.op, node.name), "exact")
+    require_same_quant(node, node.inputs[0], node.outputs[0])
+    return KERNELS[node.op](node, inputs)
