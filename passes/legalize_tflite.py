@@ -25,7 +25,9 @@ Rewrites
   float32, equal the IR's for this node's sizes: ONNX's default (half_pixel, round_prefer_floor) upsampling by 2
   becomes half_pixel_centers, for instance. Float rounding makes even a matching pair differ at a few sizes
   (half_pixel 2 -> 41), so every nearest resize is checked; one that no setting reproduces is refused.
-  Bilinear resize needs nothing: its coordinates differ from TFLite's by float rounding only.
+  Bilinear resize needs nothing: its coordinates differ from TFLite's by float rounding only;
+- transpose_conv2d whose crop is not what TRANSPOSE_CONV's SAME or VALID computes is computed uncropped and cut
+  by a `slice`.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert.schema_py_generated import Padding
 
-from ..formats.tflite.opmap import TFLITE_FLAGS, TFLITE_NEAREST, f32, kernel_hw, padding_mode
+from ..formats.tflite.opmap import (TFLITE_FLAGS, TFLITE_NEAREST, f32, kernel_hw, padding_mode,
+                                    transpose_conv_padding_mode)
 from ..errors import MccError
 from ..ir import Graph, Node, Tensor
-from ..ir.ops import infer_node
+from ..ir.ops import infer_node, transpose_conv_full
 from ..runtime.kernels.int8_resize import tflite_nearest_indices
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
 from .manager import PassContext, register_pass
@@ -235,6 +238,27 @@ def _resize(graph: Graph, node: Node, ctx: PassContext) -> None:
                            "another size, or bilinearly", node=node.name)
 
 
+# ---- transposed convolution ------------------------------------------------------------------------------------
+def _transpose_conv2d(graph: Graph, node: Node, ctx: PassContext) -> None:
+    """TRANSPOSE_CONV crops only what SAME or VALID imply (transpose_conv_padding_mode): another crop is computed
+    uncropped (VALID, extended at the end where the output reaches past the full size) and cut by a SLICE, as
+    onnx2tf does with a STRIDED_SLICE."""
+    if transpose_conv_padding_mode(node) is not None:
+        return
+    a, x, out = node.attrs, node.inputs[0], node.outputs[0].shape
+    khw = kernel_hw(node.op, a, node.inputs)
+    full = [transpose_conv_full(x.shape[1 + i], khw[i], a["stride"][i], a["dilation"][i]) for i in range(2)]
+    top_left = a["padding"][:2]
+    extend = [max(0, top_left[i] + out[1 + i] - full[i]) for i in range(2)]
+    whole = _before(graph, node, "transpose_conv2d", node.inputs,
+                    {**a, "padding": [0, 0, 0, 0], "output_padding": extend}, "uncropped")
+    cut = [(1 + i, top_left[i], top_left[i] + out[1 + i]) for i in range(2)
+           if (top_left[i], top_left[i] + out[1 + i]) != (0, full[i] + extend[i])]
+    _become(node, "slice", [whole], {"starts": [c[1] for c in cut], "ends": [c[2] for c in cut],
+                                     "axes": [c[0] for c in cut], "steps": [1] * len(cut)})
+    ctx.count("transpose_conv_crop_sliced")
+
+
 RULES = {
     "conv2d": _conv2d,
     "depthwise_conv2d": _conv_like,
@@ -247,6 +271,7 @@ RULES = {
     "batch_norm": _batch_norm,
     "softmax": _softmax,
     "resize": _resize,
+    "transpose_conv2d": _transpose_conv2d,
 }
 
 

@@ -478,6 +478,23 @@ def _resize_decode(site: Site):
     return "resize", site.inputs[:1], attrs
 
 
+# ---- transposed convolution ------------------------------------------------------------------------------------
+def _conv_transpose(e: Emit, node: Node) -> None:
+    """ConvTranspose with explicit pads and output_padding (no output_shape, which onnxruntime would turn back
+    into pads by its own rounding)."""
+    a = node.attrs
+    attrs = {**_window(node), "output_padding": list(a["output_padding"]), "group": int(a["groups"]),
+             "kernel_shape": list(node.inputs[1].shape[2:])}
+    inputs = [e.name(t) for t in node.inputs if t is not None]
+    _with_activation(e, node, lambda y: e.node("ConvTranspose", inputs, [y], node.name, **attrs))
+
+
+def _conv_transpose_decode(site: Site):
+    attrs = {**_window_back(site.attrs), "dilation": list(site.attrs.get("dilations", [1, 1])),
+             "output_padding": list(site.attrs.get("output_padding", [0, 0])), "groups": site.attrs.get("group", 1)}
+    return "transpose_conv2d", site.inputs[:3], attrs
+
+
 def _same(op: str, n_inputs: int = 1, **attrs_back):
     """A decoder for an operator whose IR inputs are its first `n_inputs` inputs."""
     def decode(site: Site):
@@ -544,6 +561,9 @@ TABLE: list[Row] = [
     Row(("quantize",), "any", ("", "QuantizeLinear"), _quantize, _same("quantize", dtype="int8"),
         when=lambda n: n.inputs[0].dtype == "float32"),
     Row(("dequantize",), "any", ("", "DequantizeLinear"), _dequantize, _same("dequantize")),
+    # transposed convolution and batched matrix products; onnxruntime has no integer ConvTranspose in the default
+    # domain, so an int8 one has no row and legalize_onnx makes it a float island
+    Row(("transpose_conv2d",), "float", ("", "ConvTranspose"), _conv_transpose, _conv_transpose_decode),
 ]
 
 BY_ONNX: dict[tuple[str, str], Row] = {r.onnx: r for r in TABLE}
