@@ -44,14 +44,15 @@ def _axis(cx, x, dim: int) -> int:
 # ---- convolution and matrix products ------------------------------------------------------------------
 @lowers("convolution.default")
 def convolution(cx, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
-    if transposed:
-        cx.fail("transposed convolution is not supported")
     if len(cx.shape(x)) != 4:
         cx.fail(f"only 2-D convolution is supported (input has shape {cx.shape(x)})")
     weight = cx.require_const(weight, "weight")
     inputs = [x, weight] + ([cx.require_const(bias, "bias")] if bias is not None else [])
     ph, pw = _pair(padding)
     attrs = {"stride": _pair(stride), "padding": [ph, pw, ph, pw], "dilation": _pair(dilation)}
+    if transposed:  # torch's padding crops the output; its weight is [C_in, C_out / groups, kh, kw], as the IR's
+        return cx.emit("transpose_conv2d", inputs, groups=int(groups), output_padding=_pair(output_padding),
+                       **attrs)
     in_channels, out_channels = cx.shape(x)[1], cx.shape(weight)[0]
     # A 1-input-channel conv stays conv2d: "depthwise" is for the per-channel filters of a grouped layer.
     if groups == in_channels > 1:

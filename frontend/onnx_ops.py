@@ -83,6 +83,41 @@ def conv(cx, x, weight, bias=None):
     return cx.emit("conv2d", inputs, groups=groups, **attrs)
 
 
+@lowers("ConvTranspose")
+def conv_transpose(cx, x, weight, bias=None):
+    """Crop (pads) and output_padding from `pads`, `output_shape` or `auto_pad` as onnxruntime resolves them:
+    total = stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - out, its odd half at the start for
+    SAME_UPPER and at the end otherwise (the ONNX spec's rule); a negative end crop is more output padding."""
+    _require_2d(cx, x, "transposed convolution")
+    weight = cx.require_const(weight, "weight")
+    inputs = [x, weight] + ([cx.require_const(bias, "bias")] if bias is not None else [])
+    kernel = weight.value.shape[2:]
+    stride, dilation = list(cx.attr("strides", [1, 1])), list(cx.attr("dilations", [1, 1]))
+    extra = list(cx.attr("output_padding", [0, 0]))
+    auto, wanted = cx.attr("auto_pad", "NOTSET"), cx.attr("output_shape")
+    sizes = cx.shape(x)[2:]
+    if wanted is None and auto in ("SAME_UPPER", "SAME_LOWER"):
+        wanted = [size * s for size, s in zip(sizes, stride)]
+    if wanted is not None:
+        begin, end = [], []
+        for size, k, s, d, o, out in zip(sizes, kernel, stride, dilation, extra, list(wanted)[-2:]):
+            total = s * (size - 1) + o + (k - 1) * d + 1 - out
+            head = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            begin.append(head)
+            end.append(total - head)
+    elif auto == "VALID":
+        begin, end = [0, 0], [0, 0]
+    else:
+        pads = [int(p) for p in cx.attr("pads", [0, 0, 0, 0])]
+        begin, end = pads[:2], pads[2:]
+    if min(begin) < 0:
+        cx.fail(f"output_shape {list(wanted)} is larger than the transposed convolution's output plus "
+                "output_padding; mcc extends only at the end (give output_padding instead)")
+    extra = [o + max(-e, 0) for o, e in zip(extra, end)]
+    return cx.emit("transpose_conv2d", inputs, stride=stride, dilation=dilation, groups=cx.attr("group", 1),
+                   padding=begin + [max(e, 0) for e in end], output_padding=extra)
+
+
 @lowers("Gemm")
 def gemm(cx, a, b, c=None):
     """alpha * A' @ B' + beta * C as fully_connected (weight [N, K] = alpha * B'^T); C becomes its bias when it

@@ -18,7 +18,7 @@ import numpy as np
 from .graph import Graph
 from .node import Node
 from .tensor import QuantParams, Tensor
-from .traits import channel_axis, traits, weight_axes
+from .traits import channel_axis, grouped, traits, weight_axes
 
 
 class ChannelError(ValueError):
@@ -189,8 +189,8 @@ class _Plan:
         return np.sort(f.ravel())
 
     def _weights(self, n: Node, keep: np.ndarray, out: bool) -> None:
-        if n.op == "conv2d" and n.attrs["groups"] != 1:
-            raise ChannelError(f"conv '{n.name}' has {n.attrs['groups']} groups; grouped convs keep their channels "
+        if grouped(n):
+            raise ChannelError(f"{n.op} '{n.name}' has {n.attrs['groups']} groups; grouped convs keep their channels "
                                "(prune whole groups by hand)")
         w_axis = weight_axes(n)[0 if out else 1]
         self._slice(n, 1, w_axis, keep)

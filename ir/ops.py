@@ -414,3 +414,50 @@ def _lrn(node):
         raise ValueError(f"lrn takes a 4-D activation and an odd positive size, got shape {x.shape} and size {size} "
                          "(an even window is off-centre: onnxruntime refuses it and TFLite cannot express it)")
     return _same(node)
+# ---- transposed convolution and batched matrix products (torch / ONNX decoders and attention) ----------------
+def transpose_conv_weight_dims(node):
+    """(out_channels_per_group, in_channels, kh, kw) of a transpose_conv2d weight in either layout: [C_in,
+    C_out/groups, kh, kw] (ONNX's and torch's) under NCHW, [C_out/groups, kh, kw, C_in] under NHWC (TFLite's
+    [C_out, kh, kw, C_in] when groups is 1; one permutation of the NCHW form for any groups)."""
+    w = node.inputs[1]
+    if node.inputs[0].layout == "NHWC":
+        o, kh, kw, i = w.shape
+    else:
+        i, o, kh, kw = w.shape
+    return o, i, kh, kw
+
+
+def _per_input_pixel(node) -> int:
+    """Products each input element takes part in: kh * kw * out_channels_per_group."""
+    o, _, kh, kw = transpose_conv_weight_dims(node)
+    return o * kh * kw
+
+
+def transpose_conv_full(size, k, stride, dilation):
+    """The uncropped output size of a transposed convolution along one axis."""
+    return (size - 1) * stride + dilation * (k - 1) + 1
+
+
+@op("transpose_conv2d", "Transposed 2-D convolution (the gradient of conv2d with respect to its input): each input "
+    "pixel adds weight * x into a stride-spaced window of the output. `padding` [top, left, bottom, right] crops the "
+    "full output ((in - 1) * stride + dilation * (k - 1) + 1), `output_padding` [h, w] extends it at the bottom and "
+    "right. Inputs: x, weight, optional bias [C_out].", (2, 3),
+    {**_CONV_ATTRS, "output_padding": [0, 0], "groups": 1},
+    macs=lambda n: int(np.prod(n.inputs[0].shape)) * _per_input_pixel(n))
+def _transpose_conv2d(node):
+    x = node.inputs[0]
+    o, i, kh, kw = transpose_conv_weight_dims(node)
+    n, c, h, w = nchw(x)
+    if c != i:
+        raise ValueError(f"transpose_conv2d input has {c} channels but weight expects {i}")
+    if c % node.attrs["groups"]:
+        raise ValueError(f"transpose_conv2d {c} input channels do not divide into {node.attrs['groups']} groups")
+    (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
+    t, l, b, r = node.attrs["padding"]
+    oph, opw = node.attrs["output_padding"]
+    out_h = transpose_conv_full(h, kh, sh, dh) - t - b + oph
+    out_w = transpose_conv_full(w, kw, sw, dw) - l - r + opw
+    if min(out_h, out_w) < 1 or min(t, l, b, r, oph, opw) < 0:
+        raise ValueError(f"transpose_conv2d crop {node.attrs['padding']} and output padding "
+                         f"{node.attrs['output_padding']} must be non-negative and leave an output")
+    return [(make4(n, o * node.attrs["groups"], out_h, out_w, x.layout), x.dtype, x.layout)]

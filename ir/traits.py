@@ -77,6 +77,8 @@ TRAITS: dict[str, Traits] = {
     "reduce_max": Traits("axes", "follow", shares_quant=True),
     "reduce_min": Traits("axes", "follow", shares_quant=True),
     "lrn": Traits("spatial", "none"),
+    # transposed convolution and batched matrix products
+    "transpose_conv2d": Traits("spatial", "weights", homogeneous=True),
 }
 
 
@@ -90,8 +92,14 @@ def traits(op: str) -> Traits:
 
 def weighted(op: str) -> bool:
     """True for the ops whose second input is a weight with channel axes (conv2d, depthwise_conv2d,
-    fully_connected): see weight_axes."""
+    fully_connected, transpose_conv2d): see weight_axes."""
     return traits(op).channels in ("weights", "depthwise")
+
+
+def grouped(node) -> bool:
+    """A weighted node with several groups: its input channels are tied to its output channels group by group,
+    which channel surgery and equalization do not follow."""
+    return node.attrs.get("groups", 1) != 1
 
 
 def is_homogeneous(node) -> bool:
@@ -116,7 +124,8 @@ def weight_axes(node) -> tuple[int, int]:
     """(output-channel axis, input-channel axis) of a weighted node's weight, in the layout of its input.
 
     conv2d: OIHW (1 in) / OHWI (3 in); depthwise_conv2d: [C*m, 1, kh, kw] (out 0) / [1, kh, kw, C*m] (out 3),
-    whose input channel is out // multiplier on the same axis; fully_connected: [O, K]."""
+    whose input channel is out // multiplier on the same axis; fully_connected: [O, K]; transpose_conv2d: IOHW
+    (out 1, in 0) / OHWI (out 0, in 3), whose out axis counts the channels of one group."""
     op, nhwc = node.op, node.inputs[0].layout == "NHWC"
     if op == "conv2d":
         return 0, (3 if nhwc else 1)
@@ -125,4 +134,6 @@ def weight_axes(node) -> tuple[int, int]:
         return axis, axis
     if op == "fully_connected":
         return 0, 1
+    if op == "transpose_conv2d":  # [C_in, C_out/groups, kh, kw] / [C_out/groups, kh, kw, C_in]
+        return (0, 3) if nhwc else (1, 0)
     raise ValueError(f"node '{node.name}' ({op}) has no weight with channel axes")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph, Node
-from ..ir.traits import is_homogeneous, weight_axes, weighted
+from ..ir.traits import grouped, is_homogeneous, weight_axes, weighted
 from .bias_correction import DEFAULT_BIAS_CORRECTION
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
@@ -45,7 +45,7 @@ MAX_ITERATIONS, TOLERANCE = 50, 1e-4
 
 def _linear_layer(graph: Graph, node: Node) -> bool:
     """A conv / depthwise / fully-connected node with constant weights (and bias) that only it reads."""
-    if not weighted(node.op) or (node.op == "conv2d" and node.attrs["groups"] != 1):
+    if not weighted(node.op) or grouped(node):
         return False
     params = [t for t in node.inputs[1:] if t is not None]
     return all(t.is_constant and len(graph.consumers(t)) == 1 for t in params)

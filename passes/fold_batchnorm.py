@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import MccError
 from ..ir import Graph, Node
-from ..ir.traits import channel_axis, weight_axes, weighted
+from ..ir.traits import channel_axis, grouped, weight_axes, weighted
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
 
@@ -40,6 +40,8 @@ def _foldable_into(graph: Graph, bn: Node) -> Node | None:
         return None
     if op.inputs[1].dtype != "float32" or (op.op == "fully_connected" and len(x.shape) != 2):
         return None  # a quantized weight, or an FC whose features are not the batch norm's channel axis
+    if op.op == "transpose_conv2d" and grouped(op):
+        return None  # its weight's out axis counts the channels of one group
     return op
 
 

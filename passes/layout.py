@@ -12,8 +12,9 @@ Design. Every tensor keeps its *logical* shape (the axis order of the graph the 
 every other tensor as the identity. Walking the graph in order, each op either adapts itself to its inputs'
 permutations, or asks for the permutation it needs and a conversion is inserted (described for to_nhwc, S = P;
 to_nchw is the same walk with S = (0, 3, 1, 2)):
-- spatial ops (conv, depthwise, pools, resize, 4-D batch norm) ask for P and output P; their weights are permuted
-  (conv OIHW -> OHWI, depthwise [C*m, 1, kh, kw] -> [1, kh, kw, C*m]; to_nchw permutes them back);
+- spatial ops (conv, depthwise, transposed conv, pools, resize, 4-D batch norm) ask for P and output P; their
+  weights are permuted (conv OIHW -> OHWI, depthwise [C*m, 1, kh, kw] -> [1, kh, kw, C*m], transposed conv
+  [C_in, C_out/g, kh, kw] -> [C_out/g, kh, kw, C_in]; to_nchw permutes them back);
 - elementwise ops (quantize and dequantize too), softmax, pad, mean, concat, slice and split work in any
   permutation: they inherit it from their inputs (P if an operand has it, else the first operand's), converting
   the others, and remap their axis attributes (a slice lists its axes in physical order, as TFLite's SLICE
@@ -101,8 +102,11 @@ class Direction:
         return self.spatial if self.spatial in perms else perms[0]
 
 
-TO_NHWC = Direction("to_nhwc", P, "NHWC", {"conv2d": P, "depthwise_conv2d": (1, 2, 3, 0)})
-TO_NCHW = Direction("to_nchw", _inverse(P), "NCHW", {"conv2d": _inverse(P), "depthwise_conv2d": (3, 0, 1, 2)})
+# transpose_conv2d: IOHW [C_in, C_out/groups, kh, kw] <-> [C_out/groups, kh, kw, C_in] (TFLite's OHWI at groups 1)
+TO_NHWC = Direction("to_nhwc", P, "NHWC", {"conv2d": P, "depthwise_conv2d": (1, 2, 3, 0),
+                                            "transpose_conv2d": (1, 2, 3, 0)})
+TO_NCHW = Direction("to_nchw", _inverse(P), "NCHW", {"conv2d": _inverse(P), "depthwise_conv2d": (3, 0, 1, 2),
+                                                     "transpose_conv2d": (3, 0, 1, 2)})
 
 
 class _Layout:

@@ -30,6 +30,8 @@ Rewrites
   becomes gelu (TFLite has GELU but no ERF); an erf outside that formula stays and the TFLite writer refuses it.
   The TFLite converter matches the same formula in its MLIR patterns; mcc does it on the IR, where it also gives
   the ONNX targets one Gelu instead of five operators.
+- transpose_conv2d whose crop is not what TRANSPOSE_CONV's SAME or VALID computes is computed uncropped and cut
+  by a `slice`.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ import math
 import numpy as np
 from ai_edge_litert.schema_py_generated import Padding
 
-from ..formats.tflite.opmap import TFLITE_FLAGS, TFLITE_NEAREST, f32, kernel_hw, padding_mode
+from ..formats.tflite.opmap import (TFLITE_FLAGS, TFLITE_NEAREST, f32, kernel_hw, padding_mode,
+                                    transpose_conv_padding_mode)
 from ..errors import MccError
 from ..ir import Graph, Node, Tensor
-from ..ir.ops import infer_node
+from ..ir.ops import infer_node, transpose_conv_full
 from ..runtime.kernels.int8_resize import tflite_nearest_indices
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
 from .manager import PassContext, register_pass
@@ -294,6 +297,25 @@ def _gelu_from_erf(graph: Graph, erf: Node, ctx: PassContext) -> None:
         graph.remove_node(node)
     _become(last, "gelu", [x], {"approximate": "none"})
     ctx.count("gelu_from_erf")
+# ---- transposed convolution ------------------------------------------------------------------------------------
+def _transpose_conv2d(graph: Graph, node: Node, ctx: PassContext) -> None:
+    """TRANSPOSE_CONV crops only what SAME or VALID imply (transpose_conv_padding_mode): another crop is computed
+    uncropped (VALID, extended at the end where the output reaches past the full size) and cut by a SLICE, as
+    onnx2tf does with a STRIDED_SLICE."""
+    if transpose_conv_padding_mode(node) is not None:
+        return
+    a, x, out = node.attrs, node.inputs[0], node.outputs[0].shape
+    khw = kernel_hw(node.op, a, node.inputs)
+    full = [transpose_conv_full(x.shape[1 + i], khw[i], a["stride"][i], a["dilation"][i]) for i in range(2)]
+    top_left = a["padding"][:2]
+    extend = [max(0, top_left[i] + out[1 + i] - full[i]) for i in range(2)]
+    whole = _before(graph, node, "transpose_conv2d", node.inputs,
+                    {**a, "padding": [0, 0, 0, 0], "output_padding": extend}, "uncropped")
+    cut = [(1 + i, top_left[i], top_left[i] + out[1 + i]) for i in range(2)
+           if (top_left[i], top_left[i] + out[1 + i]) != (0, full[i] + extend[i])]
+    _become(node, "slice", [whole], {"starts": [c[1] for c in cut], "ends": [c[2] for c in cut],
+                                     "axes": [c[0] for c in cut], "steps": [1] * len(cut)})
+    ctx.count("transpose_conv_crop_sliced")
 
 
 RULES = {
@@ -309,6 +331,7 @@ RULES = {
     "softmax": _softmax,
     "resize": _resize,
     "erf": _gelu_from_erf,
+    "transpose_conv2d": _transpose_conv2d,
 }
 
 

@@ -318,6 +318,18 @@ def resize_nearest_asymmetric():
     return finish(g, n), feeds, from_nchw(F.interpolate(to_nchw(feeds["x"]), (16, 4), mode="nearest"))
 
 
+@case
+def transpose_conv2d_same_relu():
+    """TRANSPOSE_CONV with SAME from 8x8, 3x3 stride 2: the full 17x17 output cropped by one row and column at the
+    end (TensorFlow's SAME); torch computes it uncropped, then it is cut."""
+    g, x, feeds = image_graph()
+    w, b = rand(5, 3, 3, 4, seed=2, lo=-0.5, hi=0.5), rand(5, seed=3)
+    n = g.add_node("transpose_conv2d", [x, g.constant("w", w), g.constant("b", b)],
+                   {"stride": [2, 2], "padding": [0, 0, 1, 1], "activation": "relu"})
+    y = F.conv_transpose2d(to_nchw(feeds["x"]), T(w.transpose(3, 0, 1, 2)), T(b), stride=2)[:, :, :16, :16]
+    return finish(g, n), feeds, from_nchw(F.relu(y))
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def built(request):
     return request.param, *CASES[request.param]()

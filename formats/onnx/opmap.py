@@ -519,6 +519,21 @@ def _reduce_decode(op: str):
         return op, site.inputs[:1], {"axes": [int(a) for a in site.array(1)],
                                      "keepdims": bool(site.attrs.get("keepdims", 1))}
     return decode
+# ---- transposed convolution ------------------------------------------------------------------------------------
+def _conv_transpose(e: Emit, node: Node) -> None:
+    """ConvTranspose with explicit pads and output_padding (no output_shape, which onnxruntime would turn back
+    into pads by its own rounding)."""
+    a = node.attrs
+    attrs = {**_window(node), "output_padding": list(a["output_padding"]), "group": int(a["groups"]),
+             "kernel_shape": list(node.inputs[1].shape[2:])}
+    inputs = [e.name(t) for t in node.inputs if t is not None]
+    _with_activation(e, node, lambda y: e.node("ConvTranspose", inputs, [y], node.name, **attrs))
+
+
+def _conv_transpose_decode(site: Site):
+    attrs = {**_window_back(site.attrs), "dilation": list(site.attrs.get("dilations", [1, 1])),
+             "output_padding": list(site.attrs.get("output_padding", [0, 0])), "groups": site.attrs.get("group", 1)}
+    return "transpose_conv2d", site.inputs[:3], attrs
 
 
 def _same(op: str, n_inputs: int = 1, **attrs_back):
@@ -587,6 +602,9 @@ TABLE: list[Row] = [
     Row(("quantize",), "any", ("", "QuantizeLinear"), _quantize, _same("quantize", dtype="int8"),
         when=lambda n: n.inputs[0].dtype == "float32"),
     Row(("dequantize",), "any", ("", "DequantizeLinear"), _dequantize, _same("dequantize")),
+    # transposed convolution and batched matrix products; onnxruntime has no integer ConvTranspose in the default
+    # domain, so an int8 one has no row and legalize_onnx makes it a float island
+    Row(("transpose_conv2d",), "float", ("", "ConvTranspose"), _conv_transpose, _conv_transpose_decode),
 ]
 
 # ---- math (issue 14, ops-math): ONNX operators of the same name; square is Mul(x, x) and rsqrt Pow(x, -0.5), since

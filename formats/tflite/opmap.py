@@ -18,6 +18,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from ...errors import MccError
 from ...ir import Node, Tensor
+from ...ir.ops import transpose_conv_full
 
 # (align_corners, half_pixel_centers) of each IR coordinate mode, and the rounding TFLite's nearest kernel gives it
 TFLITE_FLAGS = {"half_pixel": (False, True), "align_corners": (True, False), "asymmetric": (False, False)}
@@ -60,10 +61,11 @@ def padding_mode(padding, hw, khw, stride, dilation) -> int | None:
 
 
 def kernel_hw(op: str, attrs: dict, inputs: list[Tensor]) -> tuple[int, int]:
-    """Kernel (h, w) of an NHWC spatial op: from OHWI / [1,kh,kw,CM] weights or the pool's `kernel`."""
-    if op in ("conv2d", "depthwise_conv2d"):
-        return inputs[1].shape[1], inputs[1].shape[2]
-    return tuple(attrs["kernel"])
+    """Kernel (h, w) of an NHWC spatial op: the pool's `kernel`, or from the OHWI / [1,kh,kw,CM] weight of a
+    conv."""
+    if "kernel" in attrs:
+        return tuple(attrs["kernel"])
+    return inputs[1].shape[1], inputs[1].shape[2]
 
 
 # ---- one row of the table -----------------------------------------------------------------------------
@@ -87,6 +89,7 @@ class Mapping:
     when: Callable[[Node], bool] = lambda node: True
     like_input: tuple[str, ...] = ()                        # params quantized like input 0 (TFLite checks)
     leading: tuple[str, ...] = ()                           # constant inputs that precede the IR inputs (SPLIT's axis)
+    input_order: tuple[int, ...] = ()                       # builtin position -> IR input (TRANSPOSE_CONV: w, x)
 
     @property
     def code(self) -> int:
@@ -413,6 +416,59 @@ def _lrn_back(site: Site) -> dict:
     alpha = next(v for v in (float(f"{float(stored) * size:.{d}g}") for d in range(1, 18))
                  if np.float32(v / size) == stored)
     return {"size": size, "alpha": alpha, "beta": f32(o.beta), "bias": f32(o.bias)}
+# ---- transposed convolution ---------------------------------------------------------------------------------
+def transpose_conv_same_crop(out_hw, khw, stride) -> list[int]:
+    """[top, left] that TRANSPOSE_CONV crops with SAME padding for an output of `out_hw`: the SAME padding of
+    a conv from that output back to the input (ComputePaddingHeightWidth); the rest is cropped at the end."""
+    return [same_padding(out_hw[i], khw[i], stride[i], 1)[0] for i in range(2)]
+
+
+def transpose_conv_padding_mode(node: Node) -> int | None:
+    """SAME or VALID when TRANSPOSE_CONV computes the node's crop, else None. LiteRT requires the conv of the
+    output_shape back to be the input: VALID (no crop at the top and left) takes outputs of full .. full +
+    stride - 1 rows, SAME (its own top crop) those of (in - 1) * stride + 1 .. in * stride."""
+    a, x, (_, out_h, out_w, _) = node.attrs, node.inputs[0], node.outputs[0].shape
+    khw, stride, out = kernel_hw(node.op, a, node.inputs), a["stride"], (out_h, out_w)
+    full = [transpose_conv_full(x.shape[1 + i], khw[i], stride[i], 1) for i in range(2)]
+    if a["padding"][:2] == [0, 0] and all(full[i] <= out[i] < full[i] + stride[i] for i in range(2)):
+        return schema.Padding.VALID
+    if (a["padding"][:2] == transpose_conv_same_crop(out, khw, stride)
+            and all(-(-out[i] // stride[i]) == x.shape[1 + i] for i in range(2))):
+        return schema.Padding.SAME
+    return None
+
+
+def _transpose_conv(node: Node):
+    """TRANSPOSE_CONV computes the output_shape it is given with SAME's or no crop at the top and left."""
+    a = node.attrs
+    if a["groups"] != 1 or list(a["dilation"]) != [1, 1]:
+        raise MccError(f"transpose_conv2d with groups {a['groups']} and dilation {a['dilation']}: TFLite's "
+                       "TRANSPOSE_CONV has neither groups nor dilation; compile it for an ONNX target (x86-fp32), "
+                       "or rewrite the layer as several ungrouped, undilated transposed convolutions", node=node.name)
+    mode = transpose_conv_padding_mode(node)
+    if mode is None:
+        raise MccError(f"transpose_conv2d crop {a['padding']} with output padding {a['output_padding']} is not "
+                       "what TRANSPOSE_CONV's SAME or VALID computes; run the legalize_tflite pass first, which "
+                       "crops with a SLICE", node=node.name)
+    fields = {"padding": mode, "strideH": a["stride"][0], "strideW": a["stride"][1],
+              "fusedActivationFunction": _act(node)}
+    return fields, {"output_shape": _int32(node.outputs[0].shape)}
+
+
+def _transpose_conv_back(site: Site) -> dict:
+    o, out = site.options, [int(d) for d in site.params["output_shape"].reshape(-1)]
+    x, w = site.inputs[:2]
+    if len(out) != 4 or len(x.shape) != 4 or len(w.shape) != 4:
+        raise MccError(f"TRANSPOSE_CONV needs a 4-D input, weight and output_shape, got {list(x.shape)}, "
+                       f"{list(w.shape)} and {out}")
+    stride, khw = [o.strideH, o.strideW], [w.shape[1], w.shape[2]]
+    if o.padding not in (schema.Padding.SAME, schema.Padding.VALID) or min(stride) < 1:
+        raise MccError(f"TRANSPOSE_CONV padding {o.padding} / stride {stride} is not one TFLite defines")
+    top_left = transpose_conv_same_crop(out[1:3], khw, stride) if o.padding == schema.Padding.SAME else [0, 0]
+    crops = [transpose_conv_full(x.shape[1 + i], khw[i], stride[i], 1) - out[1 + i] - top_left[i] for i in range(2)]
+    return {"stride": stride, "padding": top_left + [max(c, 0) for c in crops],
+            "output_padding": [max(-c, 0) for c in crops], "dilation": [1, 1], "groups": 1,
+            "activation": _act_back(site)}
 
 
 def _clip_is(lo, hi):
@@ -486,6 +542,9 @@ TABLE: list[Mapping] = [
     Mapping("reduce_max", "REDUCE_MAX", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_min", "REDUCE_MIN", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("lrn", "LOCAL_RESPONSE_NORMALIZATION", "LocalResponseNormalizationOptions", encode=_lrn, decode=_lrn_back),
+    # transposed convolution and batched matrix products
+    Mapping("transpose_conv2d", "TRANSPOSE_CONV", "TransposeConvOptions", encode=_transpose_conv,
+            decode=_transpose_conv_back, leading=("output_shape",), input_order=(1, 0)),
 ]
 
 # IR ops that no TFLite builtin computes, with what to do instead (mapping_for's refusal).

@@ -408,6 +408,8 @@ def _node(graph: Graph, m, op: schema.OperatorT, tensors: list, taken: set) -> N
     leading, ins = ins[:len(m.leading)], ins[len(m.leading):]
     n_ir = len(ins) - len(m.params) if m.params and len(ins) > len(m.params) else len(ins)
     ir_ins, param_ts = ins[:n_ir], leading + ins[n_ir:]
+    if len(ir_ins) >= len(m.input_order):  # builtin position k holds IR input input_order[k]
+        ir_ins[:len(m.input_order)] = [ir_ins[m.input_order.index(i)] for i in range(len(m.input_order))]
     while ir_ins and ir_ins[-1] is None:
         ir_ins.pop()
     outs = [tensors[i] for i in _ints(op.outputs)]

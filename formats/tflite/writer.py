@@ -118,8 +118,9 @@ def write_tflite(graph: Graph) -> bytes:
         x_quant = node.inputs[0].quant
         constants = {k: mb.param(f"{node.name}/{k}", params[k], x_quant if k in m.like_input else None)
                      for k in m.leading + m.params}
-        op.inputs = ([constants[k] for k in m.leading] + [mb.tensor(t) for t in inputs]
-                     + [constants[k] for k in m.params])
+        ir_inputs = [mb.tensor(t) for t in inputs]
+        ir_inputs[:len(m.input_order)] = [ir_inputs[i] for i in m.input_order]
+        op.inputs = [constants[k] for k in m.leading] + ir_inputs + [constants[k] for k in m.params]
         op.outputs = [mb.tensor(t) for t in node.outputs]
         op.builtinOptionsType, op.builtinOptions = m.options_object(fields)
         sub.operators.append(op)
