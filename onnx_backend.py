@@ -36,14 +36,22 @@ class MccRep(BackendRep):
     """An emitted file ready to run: LiteRT (`kernels` "default" = XNNPACK or "ref") for TFLite, onnxruntime (at
     an optimization level of runtime.ort.LEVELS) for ONNX."""
 
-    def __init__(self, result: CompileResult, target: str, kernels: str | None = None):
+    def __init__(self, result: CompileResult, target: str, kernels: str | None = None,
+                 output_dtypes: list | None = None):
         self.result = result
         self.target = get_target(target)
         self.source_inputs = result.report["source"]["inputs"]
         self.source_outputs = result.report["source"]["outputs"]
+        # what run returns: the source file's declared types where given (an ONNX int64 Shape is int32 or float in
+        # mcc's IR), else the IR's view of the source
+        self.output_dtypes = output_dtypes or [t["dtype"] for t in self.source_outputs]
         emitted = result.report["output"]
         self.emitted_inputs = {t["name"]: t for t in emitted["inputs"]}
-        self.emitted_outputs = {t["name"]: t for t in emitted["outputs"]}
+        self.emitted_outputs = emitted["outputs"]   # the source's outputs, in order; a name may differ (an output
+        # that is an input or a constant of the compiled graph takes that tensor's name)
+        if len(self.emitted_outputs) != len(self.source_outputs):
+            raise MccError(f"the compiled model has {len(self.emitted_outputs)} output(s), the source "
+                           f"{len(self.source_outputs)}; cannot return the source's outputs")
         if self.target.backend == "tflite":
             from .runtime.litert import make_interpreter, run_litert
 
@@ -65,17 +73,18 @@ class MccRep(BackendRep):
                            f"({', '.join(t['name'] for t in self.source_inputs)}), {len(inputs)} given")
         feeds = {}
         for src, value in zip(self.source_inputs, inputs):
-            dst = self.emitted_inputs[src["name"]]
+            dst = self.emitted_inputs.get(src["name"])
+            if dst is None:  # an input the compiled model does not read
+                continue
             value = np.asarray(value)
             perm = _permutation(src["layout"], dst["layout"])
             feeds[src["name"]] = (value if perm is None else value.transpose(perm)).astype(dst["dtype"])
         produced = self._run(feeds)
         outputs = []
-        for src in self.source_outputs:
-            dst = self.emitted_outputs[src["name"]]
-            value = produced[src["name"]]
+        for src, dst, dtype in zip(self.source_outputs, self.emitted_outputs, self.output_dtypes):
+            value = produced[dst["name"]]
             perm = _permutation(dst["layout"], src["layout"])
-            outputs.append((value if perm is None else value.transpose(perm)).astype(src["dtype"]))
+            outputs.append((value if perm is None else value.transpose(perm)).astype(dtype))
         return namedtupledict("Outputs", [t["name"] for t in self.source_outputs])(*outputs)
 
 
@@ -101,7 +110,9 @@ class MccBackend(Backend):
             except MccError as e:
                 message = str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
                 raise MccError(message.replace(str(path), name), path=f"ONNX model '{name}'") from None
-        return MccRep(result, target, kernels)
+        declared = [onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type)
+                    if o.type.tensor_type.elem_type else None for o in model.graph.output]
+        return MccRep(result, target, kernels, None if None in declared else declared)
 
     @classmethod
     def supports_device(cls, device: str) -> bool:

@@ -10,6 +10,7 @@ other exception is a crash, recorded with its type and message.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,9 @@ class Cell:
 
 
 def first_line(text: str) -> str:
+    """The first line, capped at MAX_TEXT characters, without the machine's install prefix of library paths."""
     line = text.strip().splitlines()[0] if text.strip() else ""
+    line = re.sub(r"(?<![\w.-])/\S*/site-packages/", "", line)
     return line if len(line) <= MAX_TEXT else line[:MAX_TEXT - 1] + "…"
 
 

@@ -47,12 +47,14 @@ def node_cases(quick: bool) -> list[Case]:
     from onnx.backend.test.case.node import collect_testcases
 
     cases = sorted(collect_testcases(None), key=lambda c: c.name)
-    if quick:
-        cases = cases[::20]
-    return [Case("onnx-node", c.name, _source(c.model),
-                 {"model": c.model.SerializeToString(), "rtol": c.rtol, "atol": c.atol, "ops": _ops(c.model),
-                  "data_sets": [([_array(v) for v in ins], [_array(v) for v in outs]) for ins, outs in c.data_sets]})
-            for c in cases]
+    return [node_case(c) for c in (cases[::20] if quick else cases)]
+
+
+def node_case(c) -> Case:
+    """The Case of one of onnx's node TestCases."""
+    return Case("onnx-node", c.name, _source(c.model),
+                {"model": c.model.SerializeToString(), "rtol": c.rtol, "atol": c.atol, "ops": _ops(c.model),
+                 "data_sets": [([_array(v) for v in ins], [_array(v) for v in outs]) for ins, outs in c.data_sets]})
 
 
 def run_node_case(case: Case):
