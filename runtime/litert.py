@@ -54,7 +54,7 @@ def run_litert(model: bytes, feeds: dict[str, np.ndarray], kernels: str = "ref",
     """Outputs by name (every tensor by name with keep_all) of one invocation on `feeds` (one model batch)."""
     interp = interpreter or make_interpreter(model, kernels, keep_all)
     for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.ascontiguousarray(feeds[d["name"]]))
+        interp.set_tensor(d["index"], np.asarray(feeds[d["name"]], order="C"))  # a 0-d input stays 0-d
     interp.invoke()
     if keep_all:
         out = {}

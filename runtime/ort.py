@@ -52,7 +52,7 @@ def run_ort(model: bytes, feeds: dict[str, np.ndarray], kernels: str = "ort-all"
     """Outputs by name (with keep_all every node output by name) of one run on `feeds` (one model batch)."""
     session = session or make_session(model, kernels, keep_all)
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})))
+    return dict(zip(names, session.run(names, {k: np.asarray(v, order="C") for k, v in feeds.items()})))
 
 
 def version() -> str:

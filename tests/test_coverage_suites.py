@@ -1,0 +1,153 @@
+"""Issue 14: mcc.onnx_backend and benchmarks/coverage.py's suites, on a fast subset of what the full run measures.
+
+Node cases of ops mcc supports go through the backend API for both float targets and must meet onnx's own
+criterion (its backend test runner's assert_similar_outputs with the case's rtol/atol); a refused model is an
+MccError naming the op, not the private temporary file; a light model from onnx's model cases and two pytorchcv
+families pass their suites' judges in every column (int8: 0 differing elements in mcc validate); the worker pool
+records a timeout as a result; the markdown writer counts and renders what it is given.
+"""
+
+import importlib
+import os
+import tempfile
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.backend.test.runner import Runner
+
+from mcc.benchmarks.coverage_suites import SUITES
+from mcc.benchmarks.coverage_suites.common import COLUMNS, Case, Cell
+from mcc.benchmarks.coverage_suites.onnx_suites import node_case
+from mcc.benchmarks.coverage_suites.pool import run_cases
+from mcc.benchmarks.coverage_suites.report import write_markdown
+from mcc.benchmarks.coverage_suites.torch_suites import PYTORCHCV
+from mcc.errors import MccError
+from mcc.onnx_backend import MccBackend, supports_device
+
+# Node cases of ops mcc lowers, 4-D ones among them (NCHW in the source, NHWC in the .tflite), and a 0-d input.
+NODE_CASES = ["test_relu", "test_add_bcast", "test_sub_example", "test_div", "test_tanh", "test_sigmoid",
+              "test_softmax_axis_1", "test_transpose_default", "test_concat_3d_axis_negative_2",
+              "test_maxpool_2d_pads", "test_averagepool_2d_strides", "test_split_equal_parts_2d",
+              "test_dropout_default_ratio"]   # its ratio is a 0-d input
+
+
+@pytest.fixture(scope="module")
+def node_testcases():
+    """onnx's node TestCases of the modules NODE_CASES come from; importing a case module registers its cases
+    (collect_testcases would import all of them, several seconds)."""
+    for module in sorted({name.split("_")[1] for name in NODE_CASES}):
+        importlib.import_module(f"onnx.backend.test.case.node.{module}")
+    from onnx.backend.test.case.node import _NodeTestCases
+
+    return {c.name: c for c in _NodeTestCases}
+
+
+@pytest.mark.parametrize("target", ["arm-fp32", "x86-fp32"])
+@pytest.mark.parametrize("name", NODE_CASES)
+def test_node_case_through_the_backend(node_testcases, name, target):
+    case = node_testcases[name]
+    rep = MccBackend.prepare(case.model, "CPU", target=target)
+    assert (rep.result.data[4:8] == b"TFL3") == (target == "arm-fp32")
+    for inputs, expected in case.data_sets:
+        outputs = rep.run(inputs)
+        Runner.assert_similar_outputs(list(expected), list(outputs), rtol=case.rtol, atol=case.atol)
+        assert list(outputs._fields) == [o.name for o in case.model.graph.output]
+
+
+def test_backend_device_and_dict_inputs(node_testcases):
+    assert supports_device("CPU") and not supports_device("CUDA")
+    case = node_testcases["test_add_bcast"]
+    rep = MccBackend.prepare(case.model, "CPU")
+    inputs, expected = case.data_sets[0]
+    by_name = dict(zip([i.name for i in case.model.graph.input], inputs))
+    np.testing.assert_allclose(rep.run(by_name)[0], expected[0], rtol=case.rtol, atol=case.atol)
+    with pytest.raises(MccError, match="CPU"):
+        MccBackend.prepare(case.model, "CUDA")
+
+
+def test_refusal_names_the_op_and_leaves_nothing_behind():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")],
+                                                "frob", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)])
+    before = set(os.listdir(tempfile.gettempdir()))
+    with pytest.raises(MccError) as e:
+        MccBackend.prepare(model, "CPU", target="arm-fp32")
+    message = str(e.value)
+    assert "Frobnicate" in message and message.startswith("ONNX model 'frob': ")
+    assert "mcc-backend-" not in message and "model.onnx" not in message
+    assert set(os.listdir(tempfile.gettempdir())) - before == set()
+
+
+def _model_case(name):
+    return next(c for c in SUITES["onnx-models"].cases(False) if c.name == name)
+
+
+@pytest.mark.slow
+def test_light_model_passes_every_column():
+    case = _model_case("light/test_squeezenet")
+    cells = dict(SUITES["onnx-models"].run(case))
+    assert set(cells) == set(COLUMNS)
+    assert all(cell.status == "pass" for cell in cells.values()), cells
+    assert all(cells[c].text.startswith("0 of ") for c in ("arm-int8", "x86-int8")), cells
+
+
+def _pytorchcv_case(family):
+    try:
+        import pytorchcv  # noqa: F401
+    except ImportError:
+        pytest.fail(f"pytorchcv is missing; it is not in pyproject.toml: {PYTORCHCV} (as .ci/run does)")
+    return next(c for c in SUITES["pytorchcv"].cases(False) if c.name.startswith(f"{family} ("))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["resnet-cifar", "mobilenetv2"])
+def test_pytorchcv_family_passes_all_four_targets(family):
+    cells = dict(SUITES["pytorchcv"].run(_pytorchcv_case(family)))
+    assert set(cells) == set(COLUMNS)
+    assert all(cell.status == "pass" for cell in cells.values()), cells
+    for column in ("arm-fp32", "x86-fp32"):
+        assert float(cells[column].text) <= 1e-4
+    for column in ("arm-int8", "x86-int8"):
+        assert cells[column].text.startswith("0 of "), cells[column]
+        assert float(cells[column].text.split("SQNR ")[1].split(" dB")[0]) > 10
+
+
+@pytest.mark.slow
+def test_pool_records_results_and_timeouts(node_testcases):
+    cases = [node_case(node_testcases[n]) for n in ("test_relu", "test_maxpool_2d_pads")]
+    results = run_cases(cases, jobs=2, timeout=300)
+    for c in cases:
+        cells = results[(c.suite, c.name)]
+        assert [cells[col].status for col in COLUMNS] == ["pass", "n/a", "pass", "n/a"], cells
+    timed_out = run_cases(cases[:1], jobs=1, timeout=0.5)[(cases[0].suite, cases[0].name)]
+    assert all(cell.status == "crash" and cell.text.startswith("timeout") for cell in timed_out.values())
+
+
+def test_markdown_counts_and_renders_cells():
+    cases = [Case("onnx-node", "test_b", "onnx (opset 13)", {"ops": ["Abs"]}),
+             Case("onnx-node", "test_a", "onnx (opset 13)", {"ops": ["Relu"]}),
+             Case("onnx-node", "test_c", "onnx (opset 13)", {"ops": ["Abs", "Neg"]})]
+    na = Cell("n/a", "no calibration data")
+    refused = Cell("refused", "uses 1 op(s) mcc does not support: Abs (node 'y') | pipe")
+    results = {("onnx-node", "test_a"): {"arm-fp32": Cell("pass", "1.0e-07"), "arm-int8": na,
+                                         "x86-fp32": Cell("wrong", "2.0e-01 (rtol 0.001, atol 1e-07)"), "x86-int8": na},
+               ("onnx-node", "test_b"): {"arm-fp32": refused, "arm-int8": na, "x86-fp32": refused, "x86-int8": na},
+               ("onnx-node", "test_c"): {"arm-fp32": refused, "arm-int8": na,
+                                         "x86-fp32": Cell("crash", "ValueError: x"), "x86-int8": na}}
+    text = write_markdown("python benchmarks/coverage.py --quick", ["onnx-node"], cases, results)
+    assert text == write_markdown("python benchmarks/coverage.py --quick", ["onnx-node"], cases, results)
+    lines = text.splitlines()
+    assert "Generated by `python benchmarks/coverage.py --quick`" in text
+    assert "| onnx-node | fp32 TFLite (arm-fp32) | 3 | 1 | 2 | 0 | 0 |" in lines
+    assert "| onnx-node | fp32 ONNX (x86-fp32) | 3 | 0 | 1 | 1 | 1 |" in lines
+    assert not any(line.startswith("| onnx-node | int8") for line in lines)   # all n/a: no summary row
+    assert any(line.startswith("| Abs | 2 | uses 1 op(s) mcc does not support: Abs (node '…') \\| pipe") for line in lines)
+    rows = [line for line in lines if line.startswith("| test_")]
+    assert [r.split(" | ")[0] for r in rows] == ["| test_a", "| test_b", "| test_c"]
+    assert rows[0].endswith("| 1.0e-07 | n/a | **wrong**: 2.0e-01 (rtol 0.001, atol 1e-07) | n/a |")
+    assert rows[1].endswith("\\| pipe | n/a | 〃 | n/a |")
+    assert rows[2].endswith("| n/a | **crash**: ValueError: x | n/a |")
