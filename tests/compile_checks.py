@@ -43,15 +43,25 @@ def _float_output(result, target: str, x: np.ndarray) -> dict:
     return out
 
 
-def compile_everywhere(module, shape, tmp_path, sources=("pt2", "onnx"), targets=TARGETS, seed=0) -> dict:
-    """{(source, target): CompileResult}, each checked as the module docstring says."""
+def _samples_like(x: torch.Tensor, n: int, seed: int) -> np.ndarray:
+    """n calibration samples of x's kind: standard normal for an activation, ids below x's largest for indices."""
+    rng = np.random.default_rng(seed)
+    if x.dtype.is_floating_point:
+        return rng.standard_normal((n,) + tuple(x.shape[1:])).astype(np.float32)
+    return rng.integers(0, int(x.max()) + 1, (n,) + tuple(x.shape[1:])).astype(x.numpy().dtype)
+
+
+def compile_everywhere(module, shape, tmp_path, sources=("pt2", "onnx"), targets=TARGETS, seed=0,
+                       example=None) -> dict:
+    """{(source, target): CompileResult}, each checked as the module docstring says; `example` (an input of
+    `shape`, e.g. token ids) replaces the seeded standard-normal input."""
     torch.manual_seed(seed)
     module = module.eval()
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    x = example if example is not None else torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         want = module(x).numpy()
     calib = tmp_path / "calib.npz"
-    np.savez(calib, x=np.random.default_rng(seed + 1).standard_normal((16,) + tuple(shape[1:])).astype(np.float32))
+    np.savez(calib, x=_samples_like(x, 16, seed + 1))
     loaded = {"pt2": lambda: from_module(module, (x,)),
               "onnx": lambda: export_onnx(module, x, tmp_path / "model.onnx")}
     results = {}
