@@ -47,7 +47,7 @@ def load_onnx(path, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
     load_external_data(model, path)
     check_with_onnx(model, path)
     graph = Lowering(model, shapes, path.stem, path).run()
-    graph.origin = {"format": "onnx", **origin}
+    graph.origin = {"format": "onnx", **origin, **graph.origin}  # the lowering's notes (unrolled LSTMs) kept
     return graph
 
 

@@ -41,8 +41,8 @@ def default_opset(model: onnx.ModelProto) -> int | None:
 
 
 def node_label(node: onnx.NodeProto) -> str:
-    """The node's name, or for an unnamed node its first output's (unique in a valid model)."""
-    return node.name or (node.output[0] if node.output else node.op_type)
+    """The node's name, or for an unnamed node its first present output's (unique in a valid model)."""
+    return node.name or next((o for o in node.output if o), node.op_type)
 
 
 class Lowering:
@@ -183,9 +183,9 @@ class Lowering:
                 t.layout = "NCHW"
         return node.outputs[0] if n_outputs == 1 else list(node.outputs)
 
-    def const(self, value, like: Const | None = None, dtype=np.float32) -> Const:
-        """A new compile-time value, named after the constant it was derived from (`like`) or the node."""
-        name = like.name if like is not None else f"{node_label(self.node)}.const"
+    def const(self, value, like: Const | None = None, dtype=np.float32, name: str | None = None) -> Const:
+        """A new compile-time value, named after the constant it was derived from (`like`), `name` or the node."""
+        name = like.name if like is not None else name or f"{node_label(self.node)}.const"
         return Const(np.asarray(value, dtype=dtype), name)
 
     def materialize(self, c: Const) -> Tensor:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .onnx_lowering import Const
+from .onnx_lowering import Const, node_label
+from .recurrent import Cell, note, select, stack, time_steps, unroll
 
 LOWERINGS: dict = {}
 
@@ -394,3 +395,68 @@ def resize(cx, x, roi=None, scales=None, sizes=None):
     rounding = {"nearest_mode": cx.attr("nearest_mode", "round_prefer_floor")} if mode == "nearest" else {}
     return cx.emit("resize", [x], mode=mode, size=list(out[2:]), coordinate_transformation_mode=coordinates,
                    **rounding)
+
+
+# ---- recurrent layers (unrolled by frontend.recurrent) --------------------------------------------------------
+_DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+_TORCH_GATE_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}  # ONNX's (i, o, f, c) and (z, r, h) blocks
+
+
+def _gates(a: np.ndarray, kind: str) -> np.ndarray:
+    """Gate blocks (along axis 0) in torch's order, the one frontend.recurrent takes."""
+    order = _TORCH_GATE_ORDER[kind]
+    return a.reshape(len(order), -1, *a.shape[1:])[order].reshape(a.shape).astype(np.float32)
+
+
+def _state(v):
+    """An initial state as recurrent.select takes it: a run-time tensor, a numpy array, or None (zeros)."""
+    return np.asarray(v.value, np.float32) if isinstance(v, Const) else v
+
+
+@lowers("LSTM", "GRU")
+def recurrent(cx, x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, peepholes=None):
+    """Unrolled over the static sequence length; every direction, both layouts, GRU's linear_before_reset 0 and 1.
+    Refused: activations other than the defaults, clip, input_forget, peepholes, and sequence_lens shorter than
+    the sequence (which would need per-batch masking)."""
+    kind, label = cx.node.op_type, node_label(cx.node)
+    direction = cx.attr("direction", "forward")
+    dirs = 2 if direction == "bidirectional" else 1
+    acts = cx.attr("activations")
+    if acts is not None and list(acts) != _DEFAULT_ACTIVATIONS[kind] * dirs:
+        cx.fail(f"activations {list(acts)} are not supported; mcc unrolls {kind} with its default activations "
+                f"{_DEFAULT_ACTIVATIONS[kind]} only")
+    for name in ("activation_alpha", "activation_beta", "clip", "input_forget"):
+        if cx.attr(name):
+            cx.fail(f"attribute '{name}' is not supported; export the layer without it")
+    if peepholes is not None and (not isinstance(peepholes, Const) or np.any(peepholes.value)):
+        cx.fail("peephole connections (input P) are not supported")
+    layout = cx.attr("layout", 0)
+    time_axis, state_axis = (0, 0) if layout == 0 else (1, 1)
+    steps_n, batch = cx.shape(x)[time_axis], cx.shape(x)[1 - time_axis]
+    if sequence_lens is not None and any(n != steps_n for n in cx.ints(sequence_lens, "sequence_lens")):
+        cx.fail(f"sequence_lens shorter than the sequence ({steps_n} steps) is not supported; mcc unrolls every "
+                "batch entry over the whole sequence")
+    w, r = (cx.require_const(v, what).value for v, what in ((w, "W"), (r, "R")))
+    hidden = r.shape[-1]
+    gates = w.shape[1]
+    b = cx.require_const(b, "B").value if b is not None else np.zeros((dirs, 2 * gates), np.float32)
+    steps = time_steps(cx, x, time_axis)
+    h0, c0 = _state(initial_h), _state(initial_c)
+    ys, hs, cs = [], [], []
+    for d in range(dirs):
+        reverse = direction == "reverse" or d == 1
+        cell = Cell(_gates(w[d], kind), _gates(r[d], kind), _gates(b[d, :gates], kind), _gates(b[d, gates:], kind),
+                    name=f"{label}.{'reverse' if reverse else 'forward'}")
+        seq, h, c = unroll(cx, kind, steps, cell, select(cx, h0, state_axis, d), select(cx, c0, state_axis, d),
+                           reverse, bool(cx.attr("linear_before_reset", 0)) if kind == "GRU" else True)
+        ys.append(seq)
+        hs.append(h)
+        cs.append(c)
+    note(cx, kind, label, steps_n)
+    wanted = [bool(name) for name in cx.node.output] + [False] * 3
+    y_shape = (steps_n, dirs, batch, hidden) if layout == 0 else (batch, steps_n, dirs, hidden)
+    state_shape = (dirs, batch, hidden) if layout == 0 else (batch, dirs, hidden)
+    y = stack(cx, [ys[d][t] for t in range(steps_n) for d in range(dirs)], layout, y_shape) if wanted[0] else None
+    y_h = stack(cx, hs, layout, state_shape) if wanted[1] else None
+    y_c = stack(cx, cs, layout, state_shape) if wanted[2] and kind == "LSTM" else None
+    return y, y_h, y_c
