@@ -4,7 +4,11 @@ Each function receives the lowering context `cx` (frontend.onnx_lowering.Lowerin
 Tensor for a value computed at run time, a Const for a value known at compile time, None for an absent optional
 input. It reads attributes with cx.attr and returns the IR tensor (a list, for several outputs; None for an output
 mcc does not compute) that stands for each of the node's outputs; returning an input unchanged removes the node.
-Nodes whose inputs are all constants never get here: the walker folds them with onnx's reference evaluator.
+Nodes whose inputs are all constants never get here: the walker folds them with onnx's reference evaluator, so
+shape logic (Shape, Gather, Equal, Where, ConstantOfShape, Range, Cast, Unsqueeze, Concat on shapes) costs nothing.
+An If whose condition folds is inlined by the walker (Lowering._inline_if); Loop and Scan are refused.
+Equal, Where and the other comparisons on run-time tensors are refused: the IR holds float32 activations only (no
+bool tensors), and a mask computed from data is control flow mcc does not compile.
 """
 
 from __future__ import annotations
@@ -278,6 +282,21 @@ def reshape(cx, x, *shape_args):
     """Every reshaping op is a reshape to the shape ONNX shape inference computed (static shapes make that exact)."""
     out = cx.out_shape()
     return x if out == cx.shape(x) else cx.emit("reshape", [x], shape=list(out))
+
+
+@lowers("Expand")
+def expand(cx, x, shape):
+    """Broadcast to the static shape ONNX computes: a reshape when only leading 1s are added, else a multiply by
+    ones shaped like the expanded axes only (exact in float, and 1.0 is exact in int8's [0, 1] parameters). TFLite
+    has BROADCAST_TO, which mcc's IR does not have; the multiply needs no new op in any layer."""
+    out, src = cx.out_shape(), cx.shape(x)
+    if out == src:
+        return x
+    if int(np.prod(out)) == int(np.prod(src)):
+        return cx.emit("reshape", [x], shape=list(out))
+    aligned = (1,) * (len(out) - len(src)) + tuple(src)
+    ones = np.ones([1 if a == o else o for a, o in zip(aligned, out)], np.float32)
+    return cx.emit("mul", [x, cx.const(ones)])
 
 
 @lowers("Transpose")
