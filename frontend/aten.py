@@ -17,6 +17,7 @@ import torch
 from ..ir import Tensor
 from ..ir.ops import NEAREST_MODES, POW_FOLDS, RESIZE_COORDINATES
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
+from . import recurrent
 
 LOWERINGS: dict = {}
 
@@ -464,3 +465,44 @@ def max_all(cx, x):
 @lowers("min.default")
 def min_all(cx, x):
     return _reduce(cx, "reduce_min", x, None, False)
+# ---- recurrent layers (unrolled by frontend.recurrent) -------------------------------------------------
+def _recurrent(cx, kind, x, states, params, has_biases, num_layers, bidirectional, batch_first):
+    """nn.LSTM / nn.GRU, kept whole by torch_export (KEEP_WHOLE): every layer and direction unrolled over the
+    static sequence, torch's GRU being ONNX's linear_before_reset=1. Refused: proj_size (LSTM projections)."""
+    dirs = 2 if bidirectional else 1
+    per = 4 if has_biases else 2
+    if len(params) != num_layers * dirs * per:
+        cx.fail(f"{kind} with projections (proj_size > 0) is not supported")
+    params = [cx.require_const(p, "weight").value.detach().numpy().astype(np.float32) for p in params]
+    states = [s if isinstance(s, Tensor) else s.value.detach().numpy().astype(np.float32) for s in states]
+    label, time_axis = cx.layer_name(), 1 if batch_first else 0
+    steps = recurrent.time_steps(cx, x, time_axis)
+    last_h, last_c = [], []
+    for layer in range(num_layers):
+        outputs = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            w_ih, w_hh, *biases = params[k * per:(k + 1) * per]
+            b_ih, b_hh = biases or (np.zeros(len(w_ih), np.float32),) * 2
+            cell = recurrent.Cell(w_ih, w_hh, b_ih, b_hh, name=f"{label}.l{layer}{'_reverse' if d else ''}")
+            h0, c0 = (recurrent.select(cx, s, 0, k) for s in states + [None] * (2 - len(states)))
+            seq, h, c = recurrent.unroll(cx, kind, steps, cell, h0, c0, reverse=d == 1)
+            outputs.append(seq)
+            last_h.append(h)
+            last_c.append(c)
+        steps = outputs[0] if dirs == 1 else [cx.emit("concat", list(pair), axis=1) for pair in zip(*outputs)]
+    recurrent.note(cx, kind, label, len(steps))
+    y_shape, state_shape = (tuple(v.shape) for v in cx.node.meta["val"][:2])
+    y = recurrent.stack(cx, steps, time_axis, y_shape)
+    h_n = recurrent.stack(cx, last_h, 0, state_shape)
+    return (y, h_n, recurrent.stack(cx, last_c, 0, state_shape)) if kind == "LSTM" else (y, h_n)
+
+
+@lowers("lstm.input")
+def lstm(cx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    return _recurrent(cx, "LSTM", x, list(hx), params, has_biases, num_layers, bidirectional, batch_first)
+
+
+@lowers("gru.input")
+def gru(cx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    return _recurrent(cx, "GRU", x, [hx], params, has_biases, num_layers, bidirectional, batch_first)

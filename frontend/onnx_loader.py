@@ -47,7 +47,7 @@ def load_onnx(path, input_shapes: list[tuple[int, ...]] | None = None) -> Graph:
     load_external_data(model, path)
     check_with_onnx(model, path)
     graph = Lowering(model, shapes, path.stem, path).run()
-    graph.origin = {"format": "onnx", **origin}
+    graph.origin = {"format": "onnx", **origin, **graph.origin}  # the lowering's notes (unrolled LSTMs) kept
     return graph
 
 
@@ -156,7 +156,9 @@ def check_model(model: onnx.ModelProto, path) -> None:
     ctx = onnx.checker.C.CheckerContext()
     ctx.ir_version, ctx.opset_imports = model.ir_version, {o.domain: o.version for o in model.opset_import}
     for n in model.graph.node:
-        if n.domain in DEFAULT_DOMAINS:
+        # A node with subgraphs (If) reads outer-scope names that a lone node's check does not know; the whole-model
+        # check (check_with_onnx) checks it in scope.
+        if n.domain in DEFAULT_DOMAINS and not _captured(n):
             try:
                 onnx.checker.check_node(n, ctx)
             except (onnx.checker.ValidationError, RuntimeError) as e:
@@ -203,7 +205,7 @@ def _toposort(graph: onnx.GraphProto, path) -> None:
     waiting = [0] * len(nodes)
     readers: dict[int, list[int]] = {}
     for i, n in enumerate(nodes):
-        for name in {x for x in n.input if x and x not in available}:
+        for name in {x for x in [*n.input, *_captured(n)] if x and x not in available}:
             if name not in producer:
                 raise MccError(f"reads '{name}', which no node produces and which is neither a graph input nor an "
                                "initializer; the model is incomplete: re-export it", path=path, node=node_label(n))
@@ -227,15 +229,36 @@ def _toposort(graph: onnx.GraphProto, path) -> None:
     graph.node.extend(order)
 
 
+def _captured(node: onnx.NodeProto) -> set[str]:
+    """The outer-scope values the subgraphs of a control-flow node read (ONNX lets them read any by name)."""
+    names: set[str] = set()
+    for a in node.attribute:
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            inner = {v.name for v in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+            for n in g.node:
+                names |= {x for x in [*n.input, *_captured(n)] if x and x not in inner}
+            names |= {v.name for v in g.output if v.name not in inner}
+    return names
+
+
+# Loops run a body a number of times known only at run time (or per element of a scanned axis); mcc compiles
+# fixed graphs, so it refuses them by node even when their inputs are constants.
+_LOOPS = ("Loop", "Scan")
+
+
 def _unsupported(graph: onnx.GraphProto) -> list:
-    """Nodes that are neither in the lowering table nor foldable (default-domain ops on constants only)."""
+    """Nodes that are neither in the lowering table nor foldable (default-domain ops on constants only). An If is
+    checked when it is lowered: only the branch its (constant) condition takes must be compilable."""
     from .onnx_ops import LOWERINGS, SHAPE_OF
 
     constant = {t.name for t in graph.initializer}
     bad = []
     for n in graph.node:
         default = n.domain in DEFAULT_DOMAINS
-        if default and (n.op_type in SHAPE_OF or all(x in constant for x in n.input if x)):
+        if default and n.op_type == "If":
+            continue
+        foldable = n.op_type in SHAPE_OF or all(x in constant for x in n.input if x)
+        if default and n.op_type not in _LOOPS and foldable:
             constant.update(n.output)
         elif not default or n.op_type not in LOWERINGS:
             bad.append(n)

@@ -41,8 +41,8 @@ def default_opset(model: onnx.ModelProto) -> int | None:
 
 
 def node_label(node: onnx.NodeProto) -> str:
-    """The node's name, or for an unnamed node its first output's (unique in a valid model)."""
-    return node.name or (node.output[0] if node.output else node.op_type)
+    """The node's name, or for an unnamed node its first present output's (unique in a valid model)."""
+    return node.name or next((o for o in node.output if o), node.op_type)
 
 
 class Lowering:
@@ -85,7 +85,12 @@ class Lowering:
         from .onnx_ops import LOWERINGS
 
         ins = [self._read(name) if name else None for name in node.input]
-        if node.op_type not in LOWERINGS or all(not isinstance(v, Tensor) for v in ins):
+        if node.op_type == "If" and node.domain in DEFAULT_DOMAINS:
+            results = self._inline_if(node, ins[0])
+        elif node.op_type not in LOWERINGS and any(isinstance(v, Tensor) for v in ins):
+            self.fail("is not supported on tensors computed at run time (the supported ops are the keys of "
+                      "mcc.frontend.onnx_ops.LOWERINGS); rewrite this part of the model")
+        elif node.op_type not in LOWERINGS or all(not isinstance(v, Tensor) for v in ins):
             results = self._fold(node, ins)
         else:
             self.inferred = self._infer(node, ins)
@@ -97,6 +102,24 @@ class Lowering:
                 self._check_shape(name, value)
                 self.env[name] = value
         self.inferred = {}
+
+    def _inline_if(self, node, cond) -> list:
+        """The taken branch of an If whose condition is known once input shapes are fixed (a test on x.shape, a
+        flag), lowered in place: its nodes read the outer scope's values by name, as ONNX scoping says, and its
+        outputs stand for the If's. The other branch is never looked at, so it may hold anything. onnxruntime
+        evaluates the condition at run time; mcc, compiling static shapes, decides it once."""
+        if not isinstance(cond, Const):
+            self.fail("its condition is computed at run time; mcc inlines an If only when the condition is a "
+                      "constant once input shapes are fixed (data-dependent control flow is not compiled)")
+        branch = self.attr("then_branch" if bool(np.asarray(cond.value).reshape(-1)[0]) else "else_branch")
+        outer = self.node
+        for init in branch.initializer:
+            self.env[init.name] = Const(numpy_helper.to_array(init), init.name)
+        for inner in branch.node:
+            self.node = inner
+            self._lower(inner)
+        self.node = outer
+        return [self._read(v.name) for v in branch.output]
 
     def _infer(self, node, ins) -> dict[str, tuple[int, ...]]:
         """The node's static output shapes by ONNX's shape inference, given its inputs' shapes and the values of
@@ -183,9 +206,9 @@ class Lowering:
                 t.layout = "NCHW"
         return node.outputs[0] if n_outputs == 1 else list(node.outputs)
 
-    def const(self, value, like: Const | None = None, dtype=np.float32) -> Const:
-        """A new compile-time value, named after the constant it was derived from (`like`) or the node."""
-        name = like.name if like is not None else f"{node_label(self.node)}.const"
+    def const(self, value, like: Const | None = None, dtype=np.float32, name: str | None = None) -> Const:
+        """A new compile-time value, named after the constant it was derived from (`like`), `name` or the node."""
+        name = like.name if like is not None else name or f"{node_label(self.node)}.const"
         return Const(np.asarray(value, dtype=dtype), name)
 
     def materialize(self, c: Const) -> Tensor:

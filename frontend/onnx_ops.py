@@ -4,7 +4,11 @@ Each function receives the lowering context `cx` (frontend.onnx_lowering.Lowerin
 Tensor for a value computed at run time, a Const for a value known at compile time, None for an absent optional
 input. It reads attributes with cx.attr and returns the IR tensor (a list, for several outputs; None for an output
 mcc does not compute) that stands for each of the node's outputs; returning an input unchanged removes the node.
-Nodes whose inputs are all constants never get here: the walker folds them with onnx's reference evaluator.
+Nodes whose inputs are all constants never get here: the walker folds them with onnx's reference evaluator, so
+shape logic (Shape, Gather, Equal, Where, ConstantOfShape, Range, Cast, Unsqueeze, Concat on shapes) costs nothing.
+An If whose condition folds is inlined by the walker (Lowering._inline_if); Loop and Scan are refused.
+Equal, Where and the other comparisons on run-time tensors are refused: the IR holds float32 activations only (no
+bool tensors), and a mask computed from data is control flow mcc does not compile.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import numpy as np
 import onnx
 
 from ..ir.ops import POW_FOLDS
-from .onnx_lowering import Const
+from .onnx_lowering import Const, node_label
+from .recurrent import Cell, note, select, stack, time_steps, unroll
 
 LOWERINGS: dict = {}
 
@@ -315,6 +320,21 @@ def reshape(cx, x, *shape_args):
     return x if out == cx.shape(x) else cx.emit("reshape", [x], shape=list(out))
 
 
+@lowers("Expand")
+def expand(cx, x, shape):
+    """Broadcast to the static shape ONNX computes: a reshape when only leading 1s are added, else a multiply by
+    ones shaped like the expanded axes only (exact in float, and 1.0 is exact in int8's [0, 1] parameters). TFLite
+    has BROADCAST_TO, which mcc's IR does not have; the multiply needs no new op in any layer."""
+    out, src = cx.out_shape(), cx.shape(x)
+    if out == src:
+        return x
+    if int(np.prod(out)) == int(np.prod(src)):
+        return cx.emit("reshape", [x], shape=list(out))
+    aligned = (1,) * (len(out) - len(src)) + tuple(src)
+    ones = np.ones([1 if a == o else o for a, o in zip(aligned, out)], np.float32)
+    return cx.emit("mul", [x, cx.const(ones)])
+
+
 @lowers("Transpose")
 def transpose(cx, x):
     perm = [p % _rank(cx, x) for p in cx.attr("perm", list(range(_rank(cx, x)))[::-1])]
@@ -502,3 +522,66 @@ def lrn(cx, x):
     _require_2d(cx, x, "local response normalization")
     return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=float(cx.attr("alpha", 1e-4)),
                    beta=float(cx.attr("beta", 0.75)), bias=float(cx.attr("bias", 1.0)))
+# ---- recurrent layers (unrolled by frontend.recurrent) --------------------------------------------------------
+_DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+_TORCH_GATE_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}  # ONNX's (i, o, f, c) and (z, r, h) blocks
+
+
+def _gates(a: np.ndarray, kind: str) -> np.ndarray:
+    """Gate blocks (along axis 0) in torch's order, the one frontend.recurrent takes."""
+    order = _TORCH_GATE_ORDER[kind]
+    return a.reshape(len(order), -1, *a.shape[1:])[order].reshape(a.shape).astype(np.float32)
+
+
+def _state(v):
+    """An initial state as recurrent.select takes it: a run-time tensor, a numpy array, or None (zeros)."""
+    return np.asarray(v.value, np.float32) if isinstance(v, Const) else v
+
+
+@lowers("LSTM", "GRU")
+def recurrent(cx, x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, peepholes=None):
+    """Unrolled over the static sequence length; every direction, both layouts, GRU's linear_before_reset 0 and 1.
+    Refused: activations other than the defaults, clip, input_forget, peepholes, and sequence_lens shorter than
+    the sequence (which would need per-batch masking)."""
+    kind, label = cx.node.op_type, node_label(cx.node)
+    direction = cx.attr("direction", "forward")
+    dirs = 2 if direction == "bidirectional" else 1
+    acts = cx.attr("activations")
+    if acts is not None and list(acts) != _DEFAULT_ACTIVATIONS[kind] * dirs:
+        cx.fail(f"activations {list(acts)} are not supported; mcc unrolls {kind} with its default activations "
+                f"{_DEFAULT_ACTIVATIONS[kind]} only")
+    for name in ("activation_alpha", "activation_beta", "clip", "input_forget"):
+        if cx.attr(name):
+            cx.fail(f"attribute '{name}' is not supported; export the layer without it")
+    if peepholes is not None and (not isinstance(peepholes, Const) or np.any(peepholes.value)):
+        cx.fail("peephole connections (input P) are not supported")
+    layout = cx.attr("layout", 0)
+    time_axis, state_axis = (0, 0) if layout == 0 else (1, 1)
+    steps_n, batch = cx.shape(x)[time_axis], cx.shape(x)[1 - time_axis]
+    if sequence_lens is not None and any(n != steps_n for n in cx.ints(sequence_lens, "sequence_lens")):
+        cx.fail(f"sequence_lens shorter than the sequence ({steps_n} steps) is not supported; mcc unrolls every "
+                "batch entry over the whole sequence")
+    w, r = (cx.require_const(v, what).value for v, what in ((w, "W"), (r, "R")))
+    hidden = r.shape[-1]
+    gates = w.shape[1]
+    b = cx.require_const(b, "B").value if b is not None else np.zeros((dirs, 2 * gates), np.float32)
+    steps = time_steps(cx, x, time_axis)
+    h0, c0 = _state(initial_h), _state(initial_c)
+    ys, hs, cs = [], [], []
+    for d in range(dirs):
+        reverse = direction == "reverse" or d == 1
+        cell = Cell(_gates(w[d], kind), _gates(r[d], kind), _gates(b[d, :gates], kind), _gates(b[d, gates:], kind),
+                    name=f"{label}.{'reverse' if reverse else 'forward'}")
+        seq, h, c = unroll(cx, kind, steps, cell, select(cx, h0, state_axis, d), select(cx, c0, state_axis, d),
+                           reverse, bool(cx.attr("linear_before_reset", 0)) if kind == "GRU" else True)
+        ys.append(seq)
+        hs.append(h)
+        cs.append(c)
+    note(cx, kind, label, steps_n)
+    wanted = [bool(name) for name in cx.node.output] + [False] * 3
+    y_shape = (steps_n, dirs, batch, hidden) if layout == 0 else (batch, steps_n, dirs, hidden)
+    state_shape = (dirs, batch, hidden) if layout == 0 else (batch, dirs, hidden)
+    y = stack(cx, [ys[d][t] for t in range(steps_n) for d in range(dirs)], layout, y_shape) if wanted[0] else None
+    y_h = stack(cx, hs, layout, state_shape) if wanted[1] else None
+    y_c = stack(cx, cs, layout, state_shape) if wanted[2] and kind == "LSTM" else None
+    return y, y_h, y_c

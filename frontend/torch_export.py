@@ -31,7 +31,9 @@ from .aten import LOWERINGS, SKIPPED
 
 # Decomposed by torch's default table but kept whole: each is one TFLite kernel and one IR op.
 KEEP_WHOLE = ("hardswish.default", "hardsigmoid.default", "silu.default", "prelu.default",
-              "_upsample_nearest_exact2d.vec", "gelu.default")
+              "_upsample_nearest_exact2d.vec", "gelu.default",
+              # unrolled by frontend.recurrent, the same module that unrolls ONNX's LSTM and GRU
+              "lstm.input", "gru.input")
 
 # Model inputs the frontend accepts: activations, and integer indices (token ids into an embedding).
 INPUT_DTYPES = {torch.float32: "float32", torch.int32: "int32", torch.int64: "int64"}
@@ -232,7 +234,7 @@ class _Lowering:
         tensor, or the tuple of them when n_outputs > 1 (as torch returns a multi-output op's results)."""
         ins = [self.materialize(v) if isinstance(v, Const) else v for v in inputs]
         try:
-            node = self.graph.add_node(op, ins, attrs, name=self._unique(self._layer_name()), n_outputs=n_outputs,
+            node = self.graph.add_node(op, ins, attrs, name=self._unique(self.layer_name()), n_outputs=n_outputs,
                                        source=self.location())
         except ValueError as e:
             self.fail(str(e))
@@ -245,7 +247,7 @@ class _Lowering:
     def const(self, value, like: Const | None = None, name: str | None = None) -> Const:
         """A new compile-time value, named after the constant it was derived from (`like`) or `name`."""
         value = torch.as_tensor(value, dtype=torch.float32)
-        return Const(value, like.name if like is not None else name or f"{self._layer_name()}.const")
+        return Const(value, like.name if like is not None else name or f"{self.layer_name()}.const")
 
     def materialize(self, c: Const) -> Tensor:
         """The IR constant (float32) for `c`, created once however many nodes read it."""
@@ -267,7 +269,7 @@ class _Lowering:
             self.fail(f"needs a constant {what} (a parameter or buffer), got a tensor computed at run time")
         return v
 
-    def _layer_name(self) -> str:
+    def layer_name(self) -> str:
         """The path of the leaf nn.Module that ran the node ("features.3.conv", as in its state_dict keys), or
         for code in a container's forward the container's path and the op ("blocks.0.add"); the FX node's name
         for the top-level forward and for programs without module information."""

@@ -195,7 +195,10 @@ def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.f
     return scales.astype(np.float32)
 
 
-def _quantize_weights(graph: Graph, node: Node, s_in: np.float32) -> None:
+def _quantize_weights(graph: Graph, node: Node, s_in: np.float32, shared: dict) -> None:
+    """int8 weight and int32 bias of one node. A float constant that several nodes read (an unrolled LSTM's
+    weights, read once per step) becomes one int8 constant wherever its scales come out the same, so the file
+    holds each weight once, as the float file does."""
     axis = weight_axes(node)[0]
     w = node.inputs[1].data
     channels = w.shape[axis]
@@ -205,11 +208,27 @@ def _quantize_weights(graph: Graph, node: Node, s_in: np.float32) -> None:
     s_w = _weight_scales(w, axis, bias, s_in)
     shape = [1] * w.ndim
     shape[axis] = channels
-    q_w = np.clip(round_half_away(w / s_w.reshape(shape).astype(np.float64)), -127, 127).astype(np.int8)
-    replace_constant(graph, node, 1, q_w).quant = QuantParams(s_w, np.zeros(channels, np.int64), axis)
     s_b = (np.float32(s_in) * s_w).astype(np.float32)
-    q_b = np.clip(round_half_away(bias / s_b.astype(np.float64)), INT32_MIN, INT32_MAX).astype(np.int32)
-    replace_constant(graph, node, 2, q_b).quant = QuantParams(s_b, np.zeros(channels, np.int64), 0)
+    _shared_constant(graph, node, 1, s_w, shared, lambda: (
+        np.clip(round_half_away(w / s_w.reshape(shape).astype(np.float64)), -127, 127).astype(np.int8),
+        QuantParams(s_w, np.zeros(channels, np.int64), axis)))
+    _shared_constant(graph, node, 2, s_b, shared, lambda: (
+        np.clip(round_half_away(bias / s_b.astype(np.float64)), INT32_MIN, INT32_MAX).astype(np.int32),
+        QuantParams(s_b, np.zeros(channels, np.int64), 0)))
+
+
+def _shared_constant(graph: Graph, node: Node, index: int, scales: np.ndarray, shared: dict, quantize) -> None:
+    """Input `index` of `node` replaced by its quantized form, made once per (float constant, scales); `shared`
+    keeps the float constant too, so its id is not reused while the cache lives."""
+    old = node.inputs[index]
+    key = (id(old), scales.tobytes())
+    if key in shared:
+        node.inputs[index] = shared[key][1]
+        return
+    data, params = quantize()
+    new = replace_constant(graph, node, index, data)
+    new.quant = params
+    shared[key] = (old, new)
 
 
 def quantize_array(data: np.ndarray, params: QuantParams) -> np.ndarray:
@@ -269,6 +288,7 @@ def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized:
             t.dtype, t.quant = "int8", params[id(t)]
     counts = {"weights_per_channel": 0, "constants": 0}
     rewriter = _Rewriter(graph, native)
+    shared: dict = {}
     for node in list(graph.nodes):
         if id(node) not in int8_set:
             node.inputs = [t if t is None or t.is_constant else rewriter.operand(t, None) for t in node.inputs]
@@ -280,7 +300,7 @@ def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized:
             want = out_params if (node.name, i) in requantized else params[id(t)]
             node.inputs[i] = rewriter.operand(t, want)
         if weighted(node.op):
-            _quantize_weights(graph, node, node.inputs[0].quant.scale[0])
+            _quantize_weights(graph, node, node.inputs[0].quant.scale[0], shared)
             counts["weights_per_channel"] += 1
             continue
         for i, t in enumerate(node.inputs):
