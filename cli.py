@@ -111,6 +111,8 @@ def _cmd_compile(args) -> None:
         if "converted_to_opset" in origin:
             print(f"source: ONNX opset {origin['onnx_opset']}, converted in memory to opset "
                   f"{origin['converted_to_opset']} by onnx's version converter (the file is unchanged)")
+        for note in origin.get("notes", []):
+            print(f"source: {note}")
         for r in result.report["passes"]:
             if r["notes"].get("float_ops"):
                 print(f"left in float by {r['pass']}: {', '.join(map(str, r['notes']['float_ops']))}")

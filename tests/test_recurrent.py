@@ -222,3 +222,12 @@ def test_audio_model_compiles_to_int8_that_validates_bit_for_bit(audio, target):
     for comparison in report["comparisons"]:
         assert comparison["elements"] > 0 and comparison["differing"] == 0, comparison["kernels"]
     assert all(entry["sqnr_db"] > 15 for entry in report["fidelity"].values())
+
+
+def test_cli_prints_the_unrolling_note(tmp_path, capsys):
+    from mcc.cli import main
+
+    path, _, _ = node_case("test_gru_defaults", tmp_path)
+    assert main(["compile", str(path), "--target", "arm-fp32", "-o", str(tmp_path / "gru.tflite")]) == 0
+    steps = CASES["test_gru_defaults"].data_sets[0][0][0].shape[0]
+    assert f"unrolled over {steps} steps" in capsys.readouterr().out
