@@ -463,3 +463,30 @@ def max_all(cx, x):
 @lowers("min.default")
 def min_all(cx, x):
     return _reduce(cx, "reduce_min", x, None, False)
+
+
+
+# ---- data movement -------------------------------------------------------------------------------------
+@lowers("index_select.default")
+def index_select(cx, x, dim, index):
+    """x picked along `dim` at constant indices (int32, TFLite's GATHER index type)."""
+    index = cx.require_const(index, "index").value.to(torch.int64).numpy()
+    axis = _axis(cx, x, dim)
+    t = Tensor(cx._unique(f"{cx.node.name}.index"), data=np.ascontiguousarray((index % cx.shape(x)[axis]).astype(np.int32)))
+    return cx.emit("gather", [x, t], axis=axis)
+
+
+@lowers("repeat.default")
+def repeat(cx, x, repeats):
+    """torch's repeat may add leading axes: a reshape adds them first."""
+    repeats = [int(r) for r in repeats]
+    shape = list(cx.shape(x))
+    if len(repeats) > len(shape):
+        shape = [1] * (len(repeats) - len(shape)) + shape
+        x = cx.emit("reshape", [x], shape=shape)
+    return x if all(r == 1 for r in repeats) else cx.emit("tile", [x], multiples=repeats)
+
+
+@lowers("pixel_shuffle.default")
+def pixel_shuffle(cx, x, upscale_factor):
+    return cx.emit("depth_to_space", [x], block_size=int(upscale_factor), mode="CRD")

@@ -467,3 +467,39 @@ def lrn(cx, x):
     _require_2d(cx, x, "local response normalization")
     return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=float(cx.attr("alpha", 1e-4)),
                    beta=float(cx.attr("beta", 0.75)), bias=float(cx.attr("bias", 1.0)))
+
+
+# ---- data movement (issue 14, ops-math) ------------------------------------------------------------------------
+@lowers("Gather")
+def gather(cx, data, indices):
+    """Constant indices (negative ones counted from the end) picking from a run-time tensor, as int32 (TFLite's
+    GATHER index type); an index computed at run time (an embedding lookup of integer inputs) is not supported."""
+    from ..ir import Tensor
+
+    if isinstance(data, Const) or not isinstance(indices, Const):
+        cx.fail("mcc lowers Gather of a run-time tensor at constant indices only")
+    axis = cx.attr("axis", 0) % _rank(cx, data)
+    dim = cx.shape(data)[axis]
+    index = np.asarray(indices.value).astype(np.int64)
+    if index.size and not (-dim <= index.min() and index.max() < dim):
+        cx.fail(f"indices outside [-{dim}, {dim}) of axis {axis}")
+    t = Tensor(cx._unique(indices.name), data=(index % dim).astype(np.int32))  # keeps a 0-d index 0-d
+    return cx.emit("gather", [data, t], axis=axis)
+
+
+@lowers("Tile")
+def tile(cx, x, repeats):
+    multiples = cx.ints(repeats, "repeats")
+    return x if all(m == 1 for m in multiples) else cx.emit("tile", [x], multiples=multiples)
+
+
+@lowers("DepthToSpace")
+def depth_to_space(cx, x):
+    _require_2d(cx, x, "DepthToSpace")
+    return cx.emit("depth_to_space", [x], block_size=int(cx.attr("blocksize")), mode=cx.attr("mode", "DCR"))
+
+
+@lowers("SpaceToDepth")
+def space_to_depth(cx, x):
+    _require_2d(cx, x, "SpaceToDepth")
+    return cx.emit("space_to_depth", [x], block_size=int(cx.attr("blocksize")))

@@ -77,6 +77,10 @@ TRAITS: dict[str, Traits] = {
     "reduce_max": Traits("axes", "follow", shares_quant=True),
     "reduce_min": Traits("axes", "follow", shares_quant=True),
     "lrn": Traits("spatial", "none"),
+    "gather": Traits("axes", "none", shares_quant=True),
+    "tile": Traits("axes", "none", shares_quant=True),
+    "depth_to_space": Traits("spatial", "none", shares_quant=True),
+    "space_to_depth": Traits("spatial", "none", shares_quant=True),
 }
 
 

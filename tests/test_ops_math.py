@@ -456,3 +456,83 @@ def test_torch_local_response_norm_through_onnx_matches_torch(tmp_path):
     result = compile_model(path, "arm-int8", tmp_path / "lrn8.tflite", calib=tmp_path / "calib.npz")
     notes = next(r for r in result.report["passes"] if r["pass"] == "quantize_int8")["notes"]
     assert [result.graph.node(name).op for name in notes["float_ops"]] == ["lrn"]
+
+
+# ---- 4. gather, 5. tile, depth_to_space, space_to_depth ------------------------------------------------------
+MOVE_ROWS = [("gather", "GATHER", {"axis": 3}, [np.array([4, 0, 0, 2], np.int32)]),
+             ("gather", "GATHER", {"axis": 1}, [np.array([2, 1], np.int32)]),
+             ("tile", "TILE", {"multiples": [1, 2, 1, 3]}, []),
+             ("depth_to_space", "DEPTH_TO_SPACE", {"block_size": 2, "mode": "DCR"}, []),
+             ("space_to_depth", "SPACE_TO_DEPTH", {"block_size": 2}, [])]
+
+
+@pytest.mark.parametrize("op,builtin,attrs,extra", MOVE_ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(MOVE_ROWS)])
+@pytest.mark.parametrize("int8", [False, True])
+def test_data_movement_tflite_rows_write_read_and_move_like_litert(op, builtin, attrs, extra, int8):
+    shape = (2, 4, 6, 8)
+    if int8:
+        g = one_op(op, attrs, shape, extra, quant=q(0.1, 3))
+        feeds = {"x": np.random.default_rng(14).integers(-128, 128, shape).astype(np.int8)}
+    else:
+        g, feeds = one_op(op, attrs, shape, extra), {"x": rand(shape, 14)}
+    check_tflite_row(g, builtin, feeds)
+
+
+class Movement(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.register_buffer("index", torch.tensor([5, 0, 2, 2]))
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        a = torch.index_select(y, 1, self.index)                 # gather of channels
+        b = F.pixel_shuffle(y, 2)                                 # CRD depth_to_space
+        c = y.repeat(1, 1, 2, 1)[:, :4, ::2]                      # tile
+        return torch.cat([a, c], 1), b
+
+
+def test_torch_gather_tile_and_pixel_shuffle_compile_to_float_and_int8(tmp_path):
+    torch.manual_seed(0)
+    module, x = Movement().eval(), torch.randn(1, 3, 6, 6)
+    g = from_module(module, (x,))
+    assert {"gather", "tile", "depth_to_space"} <= {n.op for n in g.nodes}
+    with torch.no_grad():
+        want = [t.numpy() for t in module(x)]
+    for target in ("arm-fp32", "x86-fp32"):
+        result = compile_model(from_module(module, (x,)), target)
+        if target == "arm-fp32":
+            ops = operator_names(result.data)
+            assert ops.count("GATHER") == 2 and {"TILE", "DEPTH_TO_SPACE"} <= set(ops)  # CRD: gather to DCR order
+            for kernels in KERNELS:
+                got = run_litert(result.data, {result.graph.inputs[0].name: x.numpy().transpose(0, 2, 3, 1)}, kernels)
+                for o, w in zip(result.graph.outputs, want):
+                    assert np.abs(got[o.name].transpose(0, 3, 1, 2) - w).max() <= 1e-5 * spread(w), kernels
+        else:
+            s = session(result.data)
+            for got, w in zip(s.run(None, {s.get_inputs()[0].name: x.numpy()}), want):
+                assert np.abs(got - w).max() <= 1e-5 * spread(w)
+            assert {"Gather", "Tile", "DepthToSpace"} <= {n.op_type for n in onnx.load_from_string(result.data).graph.node}
+    results = check_int8_targets((module, (x,)), rand((16, 3, 6, 6), 15), tmp_path)
+    for node in results["arm-int8"].graph.nodes:
+        if node.op in ("gather", "tile", "depth_to_space", "reshape", "transpose"):
+            assert node.inputs[0].dtype == "int8" and node.inputs[0].quant == node.outputs[0].quant
+
+
+def test_onnx_gather_tile_depth_to_space_and_space_to_depth(tmp_path):
+    ints = [helper.make_tensor("i1", TensorProto.INT64, [3], [-1, 0, 2]),
+            helper.make_tensor("i2", TensorProto.INT64, [2, 2], [0, 3, 1, 1]),
+            helper.make_tensor("i0", TensorProto.INT64, [], [1]),
+            helper.make_tensor("reps", TensorProto.INT64, [4], [1, 1, 2, 1])]
+    nodes = [helper.make_node("Gather", ["x", "i1"], ["g1"], axis=1),      # channels, a negative index
+             helper.make_node("Gather", ["x", "i2"], ["g2"], axis=3),      # 2-D indices: rank 5
+             helper.make_node("Gather", ["x", "i0"], ["g0"], axis=2),      # a scalar index: rank 3
+             helper.make_node("Tile", ["x", "reps"], ["t"]),
+             helper.make_node("DepthToSpace", ["x"], ["d0"], blocksize=2, mode="DCR"),
+             helper.make_node("DepthToSpace", ["x"], ["d1"], blocksize=2, mode="CRD"),
+             helper.make_node("SpaceToDepth", ["t"], ["s"], blocksize=2)]
+    outs = [("g1", [2, 3, 4, 6]), ("g2", [2, 8, 4, 2, 2]), ("g0", [2, 8, 6]), ("t", [2, 8, 8, 6]),
+            ("d0", [2, 2, 8, 12]), ("d1", [2, 2, 8, 12]), ("s", [2, 32, 4, 3])]
+    model = _onnx_model(nodes, [("x", [2, 8, 4, 6])], outs, ints)
+    results = check_onnx_source(model, {"x": rand((2, 8, 4, 6), 16)}, tmp_path, tol=1e-6)
+    assert {"GATHER", "TILE", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"} <= set(operator_names(results["arm-fp32"].data))

@@ -415,6 +415,12 @@ def _lrn_back(site: Site) -> dict:
     return {"size": size, "alpha": alpha, "beta": f32(o.beta), "bias": f32(o.bias)}
 
 
+def _gather_back(site: Site) -> dict:
+    if site.options.batchDims:
+        raise MccError(f"GATHER with batch_dims {site.options.batchDims} has no IR gather form (mcc reads batch_dims 0)")
+    return {"axis": int(site.options.axis) % len(site.inputs[0].shape)}
+
+
 def _clip_is(lo, hi):
     return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
 
@@ -486,6 +492,17 @@ TABLE: list[Mapping] = [
     Mapping("reduce_max", "REDUCE_MAX", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_min", "REDUCE_MIN", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("lrn", "LOCAL_RESPONSE_NORMALIZATION", "LocalResponseNormalizationOptions", encode=_lrn, decode=_lrn_back),
+    Mapping("gather", "GATHER", "GatherOptions", encode=lambda n: ({"axis": int(n.attrs["axis"]), "batchDims": 0}, {}),
+            decode=_gather_back),
+    Mapping("tile", "TILE", params=("multiples",), encode=lambda n: ({}, {"multiples": _int32(n.attrs["multiples"])}),
+            decode=lambda site: {"multiples": [int(m) for m in site.params["multiples"].reshape(-1)]}),
+    Mapping("depth_to_space", "DEPTH_TO_SPACE", "DepthToSpaceOptions",
+            encode=lambda n: ({"blockSize": int(n.attrs["block_size"])}, {}),
+            decode=lambda site: {"block_size": int(site.options.blockSize), "mode": "DCR"},
+            when=lambda n: n.attrs["mode"] == "DCR"),
+    Mapping("space_to_depth", "SPACE_TO_DEPTH", "SpaceToDepthOptions",
+            encode=lambda n: ({"blockSize": int(n.attrs["block_size"])}, {}),
+            decode=lambda site: {"block_size": int(site.options.blockSize)}),
 ]
 
 # IR ops that no TFLite builtin computes, with what to do instead (mapping_for's refusal).
