@@ -294,9 +294,13 @@ def constant_pad(cx, x, pad, value=0.0):
     """torch lists (before, after) pairs from the last axis backwards; the IR lists them from axis 0."""
     if any(p < 0 for p in pad):
         cx.fail("negative padding (cropping) is not supported")
+    return cx.emit("pad", [x], pads=_torch_pads(cx, x, pad), value=float(value))
+
+
+def _torch_pads(cx, x, pad) -> list[int]:
     rank = len(cx.shape(x))
     pairs = [[0, 0]] * (rank - len(pad) // 2) + [list(pad[i:i + 2]) for i in range(len(pad) - 2, -1, -2)]
-    return cx.emit("pad", [x], pads=[int(p) for pair in pairs for p in pair], value=float(value))
+    return [int(p) for pair in pairs for p in pair]
 
 
 @lowers("clone.default", "alias.default")
@@ -472,7 +476,8 @@ def index_select(cx, x, dim, index):
     """x picked along `dim` at constant indices (int32, TFLite's GATHER index type)."""
     index = cx.require_const(index, "index").value.to(torch.int64).numpy()
     axis = _axis(cx, x, dim)
-    t = Tensor(cx._unique(f"{cx.node.name}.index"), data=np.ascontiguousarray((index % cx.shape(x)[axis]).astype(np.int32)))
+    index = (index % cx.shape(x)[axis]).astype(np.int32)
+    t = Tensor(cx._unique(f"{cx.node.name}.index"), data=index)
     return cx.emit("gather", [x, t], axis=axis)
 
 
@@ -490,3 +495,13 @@ def repeat(cx, x, repeats):
 @lowers("pixel_shuffle.default")
 def pixel_shuffle(cx, x, upscale_factor):
     return cx.emit("depth_to_space", [x], block_size=int(upscale_factor), mode="CRD")
+
+
+
+@lowers("reflection_pad1d.default", "reflection_pad2d.default", "replication_pad1d.default",
+        "replication_pad2d.default")
+def mirror_pad(cx, x, padding):
+    if any(p < 0 for p in padding):
+        cx.fail("negative padding (cropping) is not supported")
+    mode = "reflect" if "reflection" in str(cx.node.target) else "edge"
+    return cx.emit("pad", [x], pads=_torch_pads(cx, x, padding), mode=mode)

@@ -342,8 +342,9 @@ def slice_(cx, x, starts, ends, axes=None, steps=None):
 
 @lowers("Pad")
 def pad(cx, x, pads, value=None, axes=None):
-    if cx.attr("mode", "constant") != "constant":
-        cx.fail(f"mode '{cx.attr('mode')}' is not supported (only constant padding is)")
+    mode = cx.attr("mode", "constant")
+    if mode not in ("constant", "reflect", "edge"):
+        cx.fail(f"mode '{mode}' is not supported (constant, reflect and edge are)")
     rank, pads = _rank(cx, x), cx.ints(pads, "pads")
     axes = [a % rank for a in cx.ints(axes, "axes")] if axes is not None else list(range(rank))
     if any(p < 0 for p in pads):
@@ -353,8 +354,8 @@ def pad(cx, x, pads, value=None, axes=None):
         pairs[axis] = [pads[i], pads[i + len(axes)]]
     if not any(p for pair in pairs for p in pair):
         return x
-    fill = 0.0 if value is None else cx.scalar(value, "constant_value")
-    return cx.emit("pad", [x], pads=[p for pair in pairs for p in pair], value=fill)
+    fill = 0.0 if value is None or mode != "constant" else cx.scalar(value, "constant_value")
+    return cx.emit("pad", [x], pads=[p for pair in pairs for p in pair], value=fill, mode=mode)
 
 
 # ---- resampling -----------------------------------------------------------------------------------------------
@@ -465,8 +466,10 @@ def mean_of(cx, *tensors):
 @lowers("LRN")
 def lrn(cx, x):
     _require_2d(cx, x, "local response normalization")
-    return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=float(cx.attr("alpha", 1e-4)),
-                   beta=float(cx.attr("beta", 0.75)), bias=float(cx.attr("bias", 1.0)))
+    from ..formats.onnx.opmap import f32  # ONNX float attributes are float32: their shortest decimal
+
+    return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=f32(cx.attr("alpha", 1e-4)),
+                   beta=f32(cx.attr("beta", 0.75)), bias=f32(cx.attr("bias", 1.0)))
 
 
 # ---- data movement (issue 14, ops-math) ------------------------------------------------------------------------

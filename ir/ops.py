@@ -231,11 +231,19 @@ def _transpose(node):
     return [(shape, x.dtype, _kept_layout(node, shape))]
 
 
-@op("pad", "Constant padding; `pads` is [before_0, after_0, before_1, after_1, ...] per axis.",
-    attrs={"pads": _REQ, "value": 0.0})
+PAD_MODES = ("constant", "reflect", "edge")
+
+
+@op("pad", "Padding; `pads` is [before_0, after_0, before_1, after_1, ...] per axis. `mode` 'constant' fills with "
+    "`value`, 'reflect' mirrors the input without its edge element (numpy's reflect; each pad below the axis' size), "
+    "'edge' repeats the edge element.", attrs={"pads": _REQ, "value": 0.0, "mode": "constant"})
 def _pad(node):
     x = node.inputs[0]
     p = node.attrs["pads"]
+    if node.attrs["mode"] not in PAD_MODES:
+        raise ValueError(f"pad mode {node.attrs['mode']!r} is not one of {PAD_MODES}")
+    if node.attrs["mode"] == "reflect" and any(max(p[2 * i:2 * i + 2]) >= d for i, d in enumerate(x.shape)):
+        raise ValueError(f"reflect pads {p} must each be smaller than their axis of {x.shape}")
     shape = tuple(d + p[2 * i] + p[2 * i + 1] for i, d in enumerate(x.shape))
     return [(shape, x.dtype, x.layout)]
 
@@ -405,8 +413,8 @@ for _name, _doc in [("sum", "Sum over `axes`."), ("reduce_max", "Maximum over `a
 
 # ---- math: local response normalization (issue 14, ops-math) -----------------------------------------------
 @op("lrn", "Local response normalization across the channels of a 4-D activation, as ONNX LRN and torch's "
-    "LocalResponseNorm: y = x / (bias + alpha / size * s) ** beta, s the sum of x^2 over channels c - (size - 1) / 2 .. "
-    "c + (size - 1) / 2. The size is odd: ONNX's even window is off-centre, which onnxruntime refuses, torch centres "
+    "LocalResponseNorm: y = x / (bias + alpha / size * s) ** beta, s the sum of x^2 over channels "
+    "c - (size - 1) / 2 .. c + (size - 1) / 2. The size is odd: ONNX's even window is off-centre, which onnxruntime refuses, torch centres "
     "the other way, and TFLite cannot express.", attrs={"size": _REQ, "alpha": 1e-4, "beta": 0.75, "bias": 1.0})
 def _lrn(node):
     x, size = node.inputs[0], node.attrs["size"]

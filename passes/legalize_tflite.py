@@ -255,7 +255,9 @@ def _near(value: float | None, want: float) -> bool:
 
 def _binary_with(node: Node | None, op: str, t: Tensor) -> Tensor | None:
     """The other operand of `node` when it is `op` without a fused activation and reads `t`, else None."""
-    if node is None or node.op != op or node.attrs.get("activation") is not None or not any(i is t for i in node.inputs):
+    if node is None or node.op != op or node.attrs.get("activation") is not None:
+        return None
+    if not any(i is t for i in node.inputs):
         return None
     a, b = node.inputs
     return b if a is t else a

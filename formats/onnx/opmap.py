@@ -403,6 +403,9 @@ def _pad(e: Emit, node: Node) -> None:
 
     p = node.attrs["pads"]
     pads = e.param(f"{node.name}/pads", np.asarray(p[0::2] + p[1::2], np.int64))
+    if node.attrs["mode"] != "constant":  # reflect and edge are ONNX's modes of the same names
+        e.node("Pad", [e.name(node.inputs[0]), pads], [e.name(node.outputs[0])], node.name, mode=node.attrs["mode"])
+        return
     value = e.param(f"{node.name}/value", _pad_value(node).reshape(()))
     e.node("Pad", [e.name(node.inputs[0]), pads, value], [e.name(node.outputs[0])], node.name, mode="constant")
 
@@ -414,7 +417,8 @@ def _pad_decode(site: Site):
     code = np.float64(site.array(2)) if len(site.inputs) > 2 and site.inputs[2] is not None else np.float64(0)
     q = site.inputs[0].quant
     value = f32((code - q.zero_point[0]) * q.scale[0]) if q is not None else f32(code)
-    return "pad", site.inputs[:1], {"pads": [d for pair in zip(p[:half], p[half:]) for d in pair], "value": value}
+    return "pad", site.inputs[:1], {"pads": [d for pair in zip(p[:half], p[half:]) for d in pair], "value": value,
+                                    "mode": site.attrs.get("mode", b"constant").decode()}
 
 
 def _quantize(e: Emit, node: Node) -> None:
