@@ -296,9 +296,13 @@ def constant_pad(cx, x, pad, value=0.0):
     """torch lists (before, after) pairs from the last axis backwards; the IR lists them from axis 0."""
     if any(p < 0 for p in pad):
         cx.fail("negative padding (cropping) is not supported")
+    return cx.emit("pad", [x], pads=_torch_pads(cx, x, pad), value=float(value))
+
+
+def _torch_pads(cx, x, pad) -> list[int]:
     rank = len(cx.shape(x))
     pairs = [[0, 0]] * (rank - len(pad) // 2) + [list(pad[i:i + 2]) for i in range(len(pad) - 2, -1, -2)]
-    return cx.emit("pad", [x], pads=[int(p) for pair in pairs for p in pair], value=float(value))
+    return [int(p) for pair in pairs for p in pair]
 
 
 @lowers("clone.default", "alias.default")
@@ -506,3 +510,43 @@ def lstm(cx, x, hx, params, has_biases, num_layers, dropout, train, bidirectiona
 @lowers("gru.input")
 def gru(cx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
     return _recurrent(cx, "GRU", x, [hx], params, has_biases, num_layers, bidirectional, batch_first)
+
+
+
+
+
+# ---- data movement -------------------------------------------------------------------------------------
+@lowers("index_select.default")
+def index_select(cx, x, dim, index):
+    """x picked along `dim` at constant indices (int32, TFLite's GATHER index type)."""
+    index = cx.require_const(index, "index").value.to(torch.int64).numpy()
+    axis = _axis(cx, x, dim)
+    index = (index % cx.shape(x)[axis]).astype(np.int32)
+    t = Tensor(cx._unique(f"{cx.node.name}.index"), data=index)
+    return cx.emit("gather", [x, t], axis=axis)
+
+
+@lowers("repeat.default")
+def repeat(cx, x, repeats):
+    """torch's repeat may add leading axes: a reshape adds them first."""
+    repeats = [int(r) for r in repeats]
+    shape = list(cx.shape(x))
+    if len(repeats) > len(shape):
+        shape = [1] * (len(repeats) - len(shape)) + shape
+        x = cx.emit("reshape", [x], shape=shape)
+    return x if all(r == 1 for r in repeats) else cx.emit("tile", [x], multiples=repeats)
+
+
+@lowers("pixel_shuffle.default")
+def pixel_shuffle(cx, x, upscale_factor):
+    return cx.emit("depth_to_space", [x], block_size=int(upscale_factor), mode="CRD")
+
+
+
+@lowers("reflection_pad1d.default", "reflection_pad2d.default", "replication_pad1d.default",
+        "replication_pad2d.default")
+def mirror_pad(cx, x, padding):
+    if any(p < 0 for p in padding):
+        cx.fail("negative padding (cropping) is not supported")
+    mode = "reflect" if "reflection" in str(cx.node.target) else "edge"
+    return cx.emit("pad", [x], pads=_torch_pads(cx, x, padding), mode=mode)

@@ -397,8 +397,9 @@ def slice_(cx, x, starts, ends, axes=None, steps=None):
 
 @lowers("Pad")
 def pad(cx, x, pads, value=None, axes=None):
-    if cx.attr("mode", "constant") != "constant":
-        cx.fail(f"mode '{cx.attr('mode')}' is not supported (only constant padding is)")
+    mode = cx.attr("mode", "constant")
+    if mode not in ("constant", "reflect", "edge"):
+        cx.fail(f"mode '{mode}' is not supported (constant, reflect and edge are)")
     rank, pads = _rank(cx, x), cx.ints(pads, "pads")
     axes = [a % rank for a in cx.ints(axes, "axes")] if axes is not None else list(range(rank))
     if any(p < 0 for p in pads):
@@ -408,8 +409,8 @@ def pad(cx, x, pads, value=None, axes=None):
         pairs[axis] = [pads[i], pads[i + len(axes)]]
     if not any(p for pair in pairs for p in pair):
         return x
-    fill = 0.0 if value is None else cx.scalar(value, "constant_value")
-    return cx.emit("pad", [x], pads=[p for pair in pairs for p in pair], value=fill)
+    fill = 0.0 if value is None or mode != "constant" else cx.scalar(value, "constant_value")
+    return cx.emit("pad", [x], pads=[p for pair in pairs for p in pair], value=fill, mode=mode)
 
 
 # ---- resampling -----------------------------------------------------------------------------------------------
@@ -585,3 +586,43 @@ def recurrent(cx, x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c
     y_h = stack(cx, hs, layout, state_shape) if wanted[1] else None
     y_c = stack(cx, cs, layout, state_shape) if wanted[2] and kind == "LSTM" else None
     return y, y_h, y_c
+    from ..formats.onnx.opmap import f32  # ONNX float attributes are float32: their shortest decimal
+
+    return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=f32(cx.attr("alpha", 1e-4)),
+                   beta=f32(cx.attr("beta", 0.75)), bias=f32(cx.attr("bias", 1.0)))
+
+
+# ---- data movement (issue 14, ops-math) ------------------------------------------------------------------------
+@lowers("Gather")
+def gather(cx, data, indices):
+    """Constant indices (negative ones counted from the end) picking from a run-time tensor, as int32 (TFLite's
+    GATHER index type); an index computed at run time (an embedding lookup of integer inputs) is not supported."""
+    from ..ir import Tensor
+
+    if isinstance(data, Const) or not isinstance(indices, Const):
+        cx.fail("mcc lowers Gather of a run-time tensor at constant indices only")
+    axis = cx.attr("axis", 0) % _rank(cx, data)
+    dim = cx.shape(data)[axis]
+    index = np.asarray(indices.value).astype(np.int64)
+    if index.size and not (-dim <= index.min() and index.max() < dim):
+        cx.fail(f"indices outside [-{dim}, {dim}) of axis {axis}")
+    t = Tensor(cx._unique(indices.name), data=(index % dim).astype(np.int32))  # keeps a 0-d index 0-d
+    return cx.emit("gather", [data, t], axis=axis)
+
+
+@lowers("Tile")
+def tile(cx, x, repeats):
+    multiples = cx.ints(repeats, "repeats")
+    return x if all(m == 1 for m in multiples) else cx.emit("tile", [x], multiples=multiples)
+
+
+@lowers("DepthToSpace")
+def depth_to_space(cx, x):
+    _require_2d(cx, x, "DepthToSpace")
+    return cx.emit("depth_to_space", [x], block_size=int(cx.attr("blocksize")), mode=cx.attr("mode", "DCR"))
+
+
+@lowers("SpaceToDepth")
+def space_to_depth(cx, x):
+    _require_2d(cx, x, "SpaceToDepth")
+    return cx.emit("space_to_depth", [x], block_size=int(cx.attr("blocksize")))

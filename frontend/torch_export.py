@@ -3,8 +3,8 @@
 The closest existing tool is torch.onnx's dynamo exporter: it also exports, decomposes and dispatches every
 FX node to a translation function from a table (onnxscript's torchlib). mcc differs in three ways, each to keep
 its IR small: it targets its own one-form-per-op set instead of ONNX's; it keeps a few ops (hardswish,
-hardsigmoid, silu, prelu, nearest-exact upsampling, gelu) whole instead of decomposing them, because TFLite has kernels
-for them;
+hardsigmoid, silu, prelu, nearest-exact upsampling, gelu, pixel_shuffle, reflection and replication padding)
+whole instead of decomposing them, because TFLite has kernels for them;
 and it folds every node whose inputs are all constants by running it in torch during lowering, so weight
 permutes, transposes and scalar arithmetic never reach the IR. IR nodes are named after the nn.Module that ran
 them and constants after their state_dict keys, so a user finds their layers by the names they gave them. The
@@ -31,7 +31,8 @@ from .aten import LOWERINGS, SKIPPED
 
 # Decomposed by torch's default table but kept whole: each is one TFLite kernel and one IR op.
 KEEP_WHOLE = ("hardswish.default", "hardsigmoid.default", "silu.default", "prelu.default",
-              "_upsample_nearest_exact2d.vec", "gelu.default",
+              "_upsample_nearest_exact2d.vec", "gelu.default", "pixel_shuffle.default", "reflection_pad1d.default",
+              "reflection_pad2d.default", "replication_pad1d.default", "replication_pad2d.default",
               # unrolled by frontend.recurrent, the same module that unrolls ONNX's LSTM and GRU
               "lstm.input", "gru.input")
 

@@ -231,11 +231,19 @@ def _transpose(node):
     return [(shape, x.dtype, _kept_layout(node, shape))]
 
 
-@op("pad", "Constant padding; `pads` is [before_0, after_0, before_1, after_1, ...] per axis.",
-    attrs={"pads": _REQ, "value": 0.0})
+PAD_MODES = ("constant", "reflect", "edge")
+
+
+@op("pad", "Padding; `pads` is [before_0, after_0, before_1, after_1, ...] per axis. `mode` 'constant' fills with "
+    "`value`, 'reflect' mirrors the input without its edge element (numpy's reflect; each pad below the axis' size), "
+    "'edge' repeats the edge element.", attrs={"pads": _REQ, "value": 0.0, "mode": "constant"})
 def _pad(node):
     x = node.inputs[0]
     p = node.attrs["pads"]
+    if node.attrs["mode"] not in PAD_MODES:
+        raise ValueError(f"pad mode {node.attrs['mode']!r} is not one of {PAD_MODES}")
+    if node.attrs["mode"] == "reflect" and any(max(p[2 * i:2 * i + 2]) >= d for i, d in enumerate(x.shape)):
+        raise ValueError(f"reflect pads {p} must each be smaller than their axis of {x.shape}")
     shape = tuple(d + p[2 * i] + p[2 * i + 1] for i, d in enumerate(x.shape))
     return [(shape, x.dtype, x.layout)]
 
@@ -405,8 +413,8 @@ for _name, _doc in [("sum", "Sum over `axes`."), ("reduce_max", "Maximum over `a
 
 # ---- math: local response normalization (issue 14, ops-math) -----------------------------------------------
 @op("lrn", "Local response normalization across the channels of a 4-D activation, as ONNX LRN and torch's "
-    "LocalResponseNorm: y = x / (bias + alpha / size * s) ** beta, s the sum of x^2 over channels c - (size - 1) / 2 .. "
-    "c + (size - 1) / 2. The size is odd: ONNX's even window is off-centre, which onnxruntime refuses, torch centres "
+    "LocalResponseNorm: y = x / (bias + alpha / size * s) ** beta, s the sum of x^2 over channels "
+    "c - (size - 1) / 2 .. c + (size - 1) / 2. The size is odd: ONNX's even window is off-centre, which onnxruntime refuses, torch centres "
     "the other way, and TFLite cannot express.", attrs={"size": _REQ, "alpha": 1e-4, "beta": 0.75, "bias": 1.0})
 def _lrn(node):
     x, size = node.inputs[0], node.attrs["size"]
@@ -461,3 +469,52 @@ def _transpose_conv2d(node):
         raise ValueError(f"transpose_conv2d crop {node.attrs['padding']} and output padding "
                          f"{node.attrs['output_padding']} must be non-negative and leave an output")
     return [(make4(n, o * node.attrs["groups"], out_h, out_w, x.layout), x.dtype, x.layout)]
+
+
+
+
+# ---- math: data movement (issue 14, ops-math) ---------------------------------------------------------------
+@op("gather", "Pick entries along `axis` of input 0 (data) at the integer constant input 1 (indices, each in "
+    "[0, dim); frontends normalise negative ones): the output's shape is data's with that axis replaced by indices'.",
+    (2, 2), {"axis": _REQ})
+def _gather(node):
+    x, indices = node.inputs
+    axis = node.attrs["axis"] % len(x.shape)
+    if not indices.is_constant or not np.issubdtype(indices.data.dtype, np.integer):
+        raise ValueError("gather takes constant integer indices")
+    if indices.data.size and not (0 <= indices.data.min() and indices.data.max() < x.shape[axis]):
+        raise ValueError(f"gather indices must lie in [0, {x.shape[axis]}) along axis {axis}")
+    shape = x.shape[:axis] + tuple(indices.shape) + x.shape[axis + 1:]
+    return [(shape, x.dtype, x.layout if len(shape) == 4 and len(indices.shape) == 1 else None)]
+
+
+@op("tile", "Repeat the input `multiples[i]` times along each axis i.", attrs={"multiples": _REQ})
+def _tile(node):
+    x, m = node.inputs[0], node.attrs["multiples"]
+    if len(m) != len(x.shape) or min(m, default=1) < 1:
+        raise ValueError(f"tile multiples {m} must be positive, one per axis of {x.shape}")
+    return [(tuple(d * k for d, k in zip(x.shape, m)), x.dtype, x.layout)]
+
+
+DEPTH_TO_SPACE_MODES = ("DCR", "CRD")
+
+
+def _blocks(node, to_space: bool):
+    x, b = node.inputs[0], node.attrs["block_size"]
+    if len(x.shape) != 4 or b < 1:
+        raise ValueError(f"takes a 4-D activation and a positive block size, got {x.shape} and {b}")
+    if node.attrs.get("mode", "DCR") not in DEPTH_TO_SPACE_MODES:
+        raise ValueError(f"mode {node.attrs['mode']!r} is not one of {DEPTH_TO_SPACE_MODES}")
+    n, c, h, w = nchw(x)
+    if to_space and c % (b * b) or not to_space and (h % b or w % b):
+        raise ValueError(f"block size {b} does not divide {'the channels' if to_space else 'H and W'} of {x.shape}")
+    out = (n, c // (b * b), h * b, w * b) if to_space else (n, c * b * b, h // b, w // b)
+    return [(make4(*out, x.layout), x.dtype, x.layout)]
+
+
+op("depth_to_space", "Move channel blocks into b x b spatial blocks. Channel k of the input is (i, j, c) = "
+   "(k // (b * C'), k // C' % b, k % C') in mode DCR (TFLite's DEPTH_TO_SPACE, ONNX's default) and (c, i, j) = "
+   "(k // b^2, k // b % b, k % b) in CRD (torch's pixel_shuffle); it lands at row h * b + i, column w * b + j.",
+   attrs={"block_size": _REQ, "mode": "DCR"})(lambda node: _blocks(node, True))
+op("space_to_depth", "The inverse of depth_to_space in mode DCR (TFLite's SPACE_TO_DEPTH, ONNX's SpaceToDepth).",
+   attrs={"block_size": _REQ})(lambda node: _blocks(node, False))

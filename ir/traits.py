@@ -79,6 +79,10 @@ TRAITS: dict[str, Traits] = {
     "lrn": Traits("spatial", "none"),
     # transposed convolution and batched matrix products
     "transpose_conv2d": Traits("spatial", "weights", homogeneous=True),
+    "gather": Traits("axes", "none", shares_quant=True),
+    "tile": Traits("axes", "none", shares_quant=True),
+    "depth_to_space": Traits("spatial", "none", shares_quant=True),
+    "space_to_depth": Traits("spatial", "none", shares_quant=True),
 }
 
 

@@ -15,7 +15,8 @@ to_nchw is the same walk with S = (0, 3, 1, 2)):
 - spatial ops (conv, depthwise, transposed conv, pools, resize, 4-D batch norm) ask for P and output P; their
   weights are permuted (conv OIHW -> OHWI, depthwise [C*m, 1, kh, kw] -> [1, kh, kw, C*m], transposed conv
   [C_in, C_out/g, kh, kw] -> [C_out/g, kh, kw, C_in]; to_nchw permutes them back);
-- elementwise ops (quantize and dequantize too), softmax, pad, mean, concat, slice and split work in any
+- elementwise ops (quantize and dequantize too), softmax, pad, mean (and sum, reduce_max, reduce_min), concat,
+  slice, split, tile and gather by a list of indices work in any
   permutation: they inherit it from their inputs (P if an operand has it, else the first operand's), converting
   the others, and remap their axis attributes (a slice lists its axes in physical order, as TFLite's SLICE
   spells them); constant operands are rank-aligned and permuted alike;
@@ -211,6 +212,17 @@ class _Layout:
         elif n.op == "pad":
             pads = n.attrs["pads"]
             n.attrs["pads"] = [v for p in perm for v in pads[2 * p:2 * p + 2]]
+        elif n.op == "tile":
+            n.attrs["multiples"] = [n.attrs["multiples"][p] for p in perm]
+        return perm
+
+    def gather(self, n: Node) -> tuple:
+        """Any permutation when the indices are a list (the output has the input's rank); other indices change
+        the rank, and the op gets the source's axis order."""
+        if len(n.inputs[1].shape) != 1:
+            return self.identity(n, f"gather '{n.name}' changes the rank")
+        perm = self.perm[n.inputs[0]]
+        n.attrs["axis"] = perm.index(n.attrs["axis"] % len(perm))
         return perm
 
     def broadcast(self, n: Node) -> tuple:
@@ -313,7 +325,8 @@ class _Layout:
         own = {"batch_norm": self.batch_norm, "concat": self.concat, "mean": self.mean, "reshape": self.reshape,
                "fully_connected": self.fully_connected, "transpose": self.transpose, "slice": self.slice,
                "split": self.split, "softmax": self.axis_attrs, "pad": self.axis_attrs,
-               "sum": self.mean, "reduce_max": self.mean, "reduce_min": self.mean}.get(n.op)
+               "sum": self.mean, "reduce_max": self.mean, "reduce_min": self.mean, "gather": self.gather,
+               "tile": self.axis_attrs}.get(n.op)
         if own is not None:
             return own
         return {"spatial": self.spatial, "elementwise": self.broadcast}.get(traits(n.op).layout, self.identity)

@@ -44,7 +44,7 @@ def _lowest(x: Tensor, value: float) -> bool:
 
 def _fold_pad(graph: Graph, node: Node) -> bool:
     pad = graph.producer(node.inputs[0])
-    if pad is None or pad.op != "pad" or pad.inputs[0].layout != "NCHW":
+    if pad is None or pad.op != "pad" or pad.attrs["mode"] != "constant" or pad.inputs[0].layout != "NCHW":
         return False
     y, p = pad.outputs[0], pad.attrs["pads"]
     if graph.only_reader(y) is None or any(p[:4]) or min(p) < 0:

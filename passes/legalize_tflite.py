@@ -26,6 +26,9 @@ Rewrites
   becomes half_pixel_centers, for instance. Float rounding makes even a matching pair differ at a few sizes
   (half_pixel 2 -> 41), so every nearest resize is checked; one that no setting reproduces is refused.
   Bilinear resize needs nothing: its coordinates differ from TFLite's by float rounding only.
+- depth_to_space in mode CRD (torch's pixel_shuffle) becomes a gather that puts the channels in DCR order, then
+  DCR (TFLite's DEPTH_TO_SPACE). A reshape / 6-D transpose / reshape would compute the same, but its 6-D tensors
+  have no layout, so the x86 targets' to_nchw could not move the result back to NCHW without a transpose;
 - x * 0.5 * (1 + erf(x / sqrt(2))), in the association orders torch.onnx.export writes (and with x * (1 / sqrt(2))),
   becomes gelu (TFLite has GELU but no ERF); an erf outside that formula stays and the TFLite writer refuses it.
   The TFLite converter matches the same formula in its MLIR patterns; mcc does it on the IR, where it also gives
@@ -255,7 +258,9 @@ def _near(value: float | None, want: float) -> bool:
 
 def _binary_with(node: Node | None, op: str, t: Tensor) -> Tensor | None:
     """The other operand of `node` when it is `op` without a fused activation and reads `t`, else None."""
-    if node is None or node.op != op or node.attrs.get("activation") is not None or not any(i is t for i in node.inputs):
+    if node is None or node.op != op or node.attrs.get("activation") is not None:
+        return None
+    if not any(i is t for i in node.inputs):
         return None
     a, b = node.inputs
     return b if a is t else a
@@ -318,6 +323,18 @@ def _transpose_conv2d(graph: Graph, node: Node, ctx: PassContext) -> None:
     ctx.count("transpose_conv_crop_sliced")
 
 
+def _depth_to_space(graph: Graph, node: Node, ctx: PassContext) -> None:
+    """DCR channel (i * b + j) * C' + c is CRD channel c * b^2 + i * b + j."""
+    if node.attrs["mode"] != "CRD":
+        return
+    x, b = node.inputs[0], node.attrs["block_size"]
+    groups = x.shape[3] // (b * b)
+    order = np.arange(x.shape[3], dtype=np.int32).reshape(groups, b * b).T.reshape(-1)
+    dcr = _before(graph, node, "gather", [x, graph.constant(f"{node.name}/dcr_order", order)], {"axis": 3}, "dcr")
+    _become(node, "depth_to_space", [dcr], {"block_size": b, "mode": "DCR"})
+    ctx.count("depth_to_space_crd_to_dcr")
+
+
 RULES = {
     "conv2d": _conv2d,
     "depthwise_conv2d": _conv_like,
@@ -332,6 +349,7 @@ RULES = {
     "resize": _resize,
     "erf": _gelu_from_erf,
     "transpose_conv2d": _transpose_conv2d,
+    "depth_to_space": _depth_to_space,
 }
 
 

@@ -177,7 +177,7 @@ class Rule(NamedTuple):
 
 
 # Ops of issue 14 (ops-math) that pick or move int8 codes without arithmetic: exact in every kernel set.
-_MATH_MOVES = ("reduce_max", "reduce_min")
+_MATH_MOVES = ("reduce_max", "reduce_min", "gather", "tile", "depth_to_space", "space_to_depth")
 
 _REF = {
     "conv2d": Rule("tflite", "double_rounding"),

@@ -442,17 +442,158 @@ def test_onnx_lrn_of_even_size_is_refused(tmp_path):
     assert e.value.node == "y"
 
 
-def test_torch_local_response_norm_through_onnx_matches_torch(tmp_path):
-    torch.manual_seed(0)
-    module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.LocalResponseNorm(5, alpha=1e-2, beta=0.75, k=2.0)).eval()
-    x = torch.randn(1, 3, 9, 9)
-    path = export_onnx(module, x, tmp_path / "lrn.onnx")
-    assert "LRN" in {n.op_type for n in onnx.load(path).graph.node}
+def test_onnx_lrn_computes_torch_local_response_norm_and_is_a_float_island_in_int8(tmp_path):
+    """torch.onnx.export writes LocalResponseNorm as pooling arithmetic, not LRN; the ONNX LRN of the same size,
+    alpha, beta and k compiled by mcc matches torch's module, and stays float in int8."""
+    x = rand((7, 7, 4, 5), 13) * 3
     with torch.no_grad():
-        want = module(x).numpy()
-    results = check_float_targets(path, x.numpy(), want, kernel_sets=("default",))
-    assert "LOCAL_RESPONSE_NORMALIZATION" in operator_names(results["arm-fp32"].data)
-    np.savez(tmp_path / "calib.npz", x=rand((16, 3, 9, 9), 13))
-    result = compile_model(path, "arm-int8", tmp_path / "lrn8.tflite", calib=tmp_path / "calib.npz")
+        want = nn.LocalResponseNorm(5, alpha=0.03, beta=0.6, k=1.5)(torch.from_numpy(x)).numpy()
+    onnx.save(_lrn_model(5), tmp_path / "lrn.onnx")
+    results = check_float_targets(tmp_path / "lrn.onnx", x, want, tol=1e-5, kernel_sets=("default",))
+    assert operator_names(results["arm-fp32"].data) == ["LOCAL_RESPONSE_NORMALIZATION"]
+    np.savez(tmp_path / "calib.npz", x=rand((14, 7, 4, 5), 14))
+    result = compile_model(tmp_path / "lrn.onnx", "arm-int8", tmp_path / "lrn8.tflite", calib=tmp_path / "calib.npz")
     notes = next(r for r in result.report["passes"] if r["pass"] == "quantize_int8")["notes"]
     assert [result.graph.node(name).op for name in notes["float_ops"]] == ["lrn"]
+    assert operator_names(result.data) == ["LOCAL_RESPONSE_NORMALIZATION"]  # nothing around it is int8
+
+
+# ---- 4. gather, 5. tile, depth_to_space, space_to_depth ------------------------------------------------------
+MOVE_ROWS = [("gather", "GATHER", {"axis": 3}, [np.array([4, 0, 0, 2], np.int32)]),
+             ("gather", "GATHER", {"axis": 1}, [np.array([2, 1], np.int32)]),
+             ("tile", "TILE", {"multiples": [1, 2, 1, 3]}, []),
+             ("depth_to_space", "DEPTH_TO_SPACE", {"block_size": 2, "mode": "DCR"}, []),
+             ("space_to_depth", "SPACE_TO_DEPTH", {"block_size": 2}, [])]
+
+
+@pytest.mark.parametrize("op,builtin,attrs,extra", MOVE_ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(MOVE_ROWS)])
+@pytest.mark.parametrize("int8", [False, True])
+def test_data_movement_tflite_rows_write_read_and_move_like_litert(op, builtin, attrs, extra, int8):
+    shape = (2, 4, 6, 8)
+    if int8:
+        g = one_op(op, attrs, shape, extra, quant=q(0.1, 3))
+        feeds = {"x": np.random.default_rng(14).integers(-128, 128, shape).astype(np.int8)}
+    else:
+        g, feeds = one_op(op, attrs, shape, extra), {"x": rand(shape, 14)}
+    check_tflite_row(g, builtin, feeds)
+
+
+class Movement(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.register_buffer("index", torch.tensor([5, 0, 2, 2]))
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        a = torch.index_select(y, 1, self.index)                 # gather of channels
+        b = F.pixel_shuffle(y, 2)                                 # CRD depth_to_space
+        c = y.repeat(1, 1, 2, 1)[:, :4, ::2]                      # tile
+        return torch.cat([a, c], 1), b
+
+
+def test_torch_gather_tile_and_pixel_shuffle_compile_to_float_and_int8(tmp_path):
+    torch.manual_seed(0)
+    module, x = Movement().eval(), torch.randn(1, 3, 6, 6)
+    g = from_module(module, (x,))
+    assert {"gather", "tile", "depth_to_space"} <= {n.op for n in g.nodes}
+    with torch.no_grad():
+        want = [t.numpy() for t in module(x)]
+    for target in ("arm-fp32", "x86-fp32"):
+        result = compile_model(from_module(module, (x,)), target)
+        if target == "arm-fp32":
+            ops = operator_names(result.data)
+            assert ops.count("GATHER") == 2 and {"TILE", "DEPTH_TO_SPACE"} <= set(ops)  # CRD: gather to DCR order
+            for kernels in KERNELS:
+                got = run_litert(result.data, {result.graph.inputs[0].name: x.numpy().transpose(0, 2, 3, 1)}, kernels)
+                for o, w in zip(result.graph.outputs, want):
+                    assert np.abs(got[o.name].transpose(0, 3, 1, 2) - w).max() <= 1e-5 * spread(w), kernels
+        else:
+            s = session(result.data)
+            for got, w in zip(s.run(None, {s.get_inputs()[0].name: x.numpy()}), want):
+                assert np.abs(got - w).max() <= 1e-5 * spread(w)
+            written = {n.op_type for n in onnx.load_from_string(result.data).graph.node}
+            assert {"Gather", "Tile", "DepthToSpace"} <= written
+    results = check_int8_targets((module, (x,)), rand((16, 3, 6, 6), 15), tmp_path)
+    for node in results["arm-int8"].graph.nodes:
+        if node.op in ("gather", "tile", "depth_to_space", "reshape", "transpose"):
+            assert node.inputs[0].dtype == "int8" and node.inputs[0].quant == node.outputs[0].quant
+
+
+def test_onnx_gather_tile_depth_to_space_and_space_to_depth(tmp_path):
+    ints = [helper.make_tensor("i1", TensorProto.INT64, [3], [-1, 0, 2]),
+            helper.make_tensor("i2", TensorProto.INT64, [2, 2], [0, 3, 1, 1]),
+            helper.make_tensor("i0", TensorProto.INT64, [], [1]),
+            helper.make_tensor("reps", TensorProto.INT64, [4], [1, 1, 2, 1])]
+    nodes = [helper.make_node("Gather", ["x", "i1"], ["g1"], axis=1),      # channels, a negative index
+             helper.make_node("Gather", ["x", "i2"], ["g2"], axis=3),      # 2-D indices: rank 5
+             helper.make_node("Gather", ["x", "i0"], ["g0"], axis=2),      # a scalar index: rank 3
+             helper.make_node("Tile", ["x", "reps"], ["t"]),
+             helper.make_node("DepthToSpace", ["x"], ["d0"], blocksize=2, mode="DCR"),
+             helper.make_node("DepthToSpace", ["x"], ["d1"], blocksize=2, mode="CRD"),
+             helper.make_node("SpaceToDepth", ["t"], ["s"], blocksize=2)]
+    outs = [("g1", [2, 3, 4, 6]), ("g2", [2, 8, 4, 2, 2]), ("g0", [2, 8, 6]), ("t", [2, 8, 8, 6]),
+            ("d0", [2, 2, 8, 12]), ("d1", [2, 2, 8, 12]), ("s", [2, 32, 4, 3])]
+    model = _onnx_model(nodes, [("x", [2, 8, 4, 6])], outs, ints)
+    results = check_onnx_source(model, {"x": rand((2, 8, 4, 6), 16)}, tmp_path, tol=1e-6)
+    assert {"GATHER", "TILE", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"} <= set(operator_names(results["arm-fp32"].data))
+
+
+# ---- 6. pad modes ---------------------------------------------------------------------------------------------
+PAD_ROWS = [("reflect", [0, 0, 2, 1, 0, 3, 0, 0]), ("reflect", [0, 0, 1, 1, 1, 1, 0, 0]),
+            ("edge", [0, 0, 1, 1, 0, 1, 0, 0]), ("edge", [0, 0, 1, 0, 1, 1, 0, 1])]
+
+
+@pytest.mark.parametrize("mode,pads", PAD_ROWS)
+@pytest.mark.parametrize("int8", [False, True])
+def test_mirror_pad_tflite_rows_write_read_and_run_like_litert(mode, pads, int8):
+    shape, attrs = (2, 4, 5, 3), {"pads": pads, "value": 0.0, "mode": mode}
+    if int8:
+        g = one_op("pad", attrs, shape, quant=q(0.1, 3))
+        feeds = {"x": np.random.default_rng(17).integers(-128, 128, shape).astype(np.int8)}
+    else:
+        g, feeds = one_op("pad", attrs, shape), {"x": rand(shape, 17)}
+    check_tflite_row(g, "MIRROR_PAD", feeds)
+
+
+def test_edge_padding_wider_than_one_is_refused_for_tflite():
+    g = one_op("pad", {"pads": [0, 0, 2, 0, 0, 0, 0, 0], "mode": "edge"}, (1, 4, 4, 3))
+    with pytest.raises(MccError, match="edge padding by 2 has no TFLite form.*SYMMETRIC") as e:
+        write_tflite(g)
+    assert e.value.node == "y"
+
+
+class Padding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(F.pad(x, (2, 1, 1, 2), mode="reflect"))
+        z = F.pad(y, (1, 1, 0, 1), mode="replicate")
+        return torch.cat([z, F.pad(y, (1, 1, 0, 1), mode="reflect")], 1)
+
+
+def test_torch_reflection_and_replication_pads_compile_to_float_and_int8(tmp_path):
+    torch.manual_seed(0)
+    module, x = Padding().eval(), torch.randn(1, 3, 7, 8)
+    g = from_module(module, (x,))
+    assert sorted(n.attrs["mode"] for n in g.nodes if n.op == "pad") == ["edge", "reflect", "reflect"]
+    with torch.no_grad():
+        want = module(x).numpy()
+    results = check_float_targets((module, (x,)), x.numpy(), want, tol=1e-5)
+    assert operator_names(results["arm-fp32"].data).count("MIRROR_PAD") == 3
+    results = check_int8_targets((module, (x,)), rand((16, 3, 7, 8), 18), tmp_path)
+    pads = [n for n in results["arm-int8"].graph.nodes if n.op == "pad"]
+    assert len(pads) == 3 and all(n.inputs[0].dtype == "int8" and n.inputs[0].quant == n.outputs[0].quant
+                                  for n in pads)
+
+
+def test_onnx_pad_modes(tmp_path):
+    pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 2, 1, 0, 0, 1, 3])
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["r"], mode="reflect"),
+             helper.make_node("Pad", ["x", "pads"], ["e"], mode="edge")]
+    model = _onnx_model(nodes, [("x", [2, 3, 5, 6])], [("r", [2, 3, 8, 10]), ("e", [2, 3, 8, 10])], [pads])
+    check_onnx_source(model, {"x": rand((2, 3, 5, 6), 19)}, tmp_path, targets=("x86-fp32",), tol=0)
+    with pytest.raises(MccError, match="edge padding by 3 has no TFLite form"):
+        compile_model(tmp_path / "src.onnx", "arm-fp32")

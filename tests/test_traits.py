@@ -39,9 +39,10 @@ def test_no_module_keeps_its_own_op_category():
 def test_shared_quant_and_spatial_sets_are_what_the_passes_rely_on():
     assert ops_where(shares_quant=True) == {"max_pool2d", "avg_pool2d", "reshape", "transpose", "pad", "concat",
                                             "minimum", "maximum", "slice", "split", "resize",
-                                            "reduce_max", "reduce_min"}
+                                            "reduce_max", "reduce_min", "gather", "tile", "depth_to_space",
+                                            "space_to_depth"}
     assert ops_where(layout="spatial") == {"conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d", "resize",
-                                           "batch_norm", "transpose_conv2d", "lrn"}
+                                           "batch_norm", "transpose_conv2d", "lrn", "depth_to_space", "space_to_depth"}
 
 
 @pytest.mark.parametrize("layout,shapes,expected", [

@@ -280,10 +280,12 @@ def _qgemm_decode(site: Site):
 
 
 # ---- elementwise ---------------------------------------------------------------------------------------------
-def _binary(op_type: str):
+def _binary(op_type: str, **attrs):
+    """An encoder for a two-input operator; an attribute given as a function is computed from the node."""
     def encode(e: Emit, node: Node) -> None:
         a, b = (e.name(t) for t in node.inputs)
-        _with_activation(e, node, lambda y: e.node(op_type, [a, b], [y], node.name))
+        values = {k: (f(node) if callable(f) else f) for k, f in attrs.items()}
+        _with_activation(e, node, lambda y: e.node(op_type, [a, b], [y], node.name, **values))
     return encode
 
 
@@ -401,6 +403,9 @@ def _pad(e: Emit, node: Node) -> None:
 
     p = node.attrs["pads"]
     pads = e.param(f"{node.name}/pads", np.asarray(p[0::2] + p[1::2], np.int64))
+    if node.attrs["mode"] != "constant":  # reflect and edge are ONNX's modes of the same names
+        e.node("Pad", [e.name(node.inputs[0]), pads], [e.name(node.outputs[0])], node.name, mode=node.attrs["mode"])
+        return
     value = e.param(f"{node.name}/value", _pad_value(node).reshape(()))
     e.node("Pad", [e.name(node.inputs[0]), pads, value], [e.name(node.outputs[0])], node.name, mode="constant")
 
@@ -412,7 +417,8 @@ def _pad_decode(site: Site):
     code = np.float64(site.array(2)) if len(site.inputs) > 2 and site.inputs[2] is not None else np.float64(0)
     q = site.inputs[0].quant
     value = f32((code - q.zero_point[0]) * q.scale[0]) if q is not None else f32(code)
-    return "pad", site.inputs[:1], {"pads": [d for pair in zip(p[:half], p[half:]) for d in pair], "value": value}
+    return "pad", site.inputs[:1], {"pads": [d for pair in zip(p[:half], p[half:]) for d in pair], "value": value,
+                                    "mode": site.attrs.get("mode", b"constant").decode()}
 
 
 def _quantize(e: Emit, node: Node) -> None:
@@ -503,6 +509,11 @@ def _pow_decode(site: Site):
     if exponent.is_constant and exponent.data.size == 1 and float(exponent.data.reshape(-1)[0]) == -0.5:
         return "rsqrt", [x], {}
     return "pow", [x, exponent], {}
+
+
+def _tile(e: Emit, node: Node) -> None:
+    repeats = e.param(f"{node.name}/repeats", np.asarray(node.attrs["multiples"], np.int64))
+    e.node("Tile", [e.name(node.inputs[0]), repeats], [e.name(node.outputs[0])], node.name)
 
 
 def _reduce(op_type: str):
@@ -625,6 +636,18 @@ TABLE += [
                          for k in ("size", "alpha", "beta", "bias")}),
         _same("lrn", size=lambda a: int(a["size"]), alpha=lambda a: f32(a.get("alpha", 1e-4)),
               beta=lambda a: f32(a.get("beta", 0.75)), bias=lambda a: f32(a.get("bias", 1.0)))),
+    # data movement: the same operator moves int8 codes in onnxruntime
+    Row(("gather",), "any", ("", "Gather"), _binary("Gather", axis=lambda n: int(n.attrs["axis"])),
+        _same("gather", 2, axis=lambda a: int(a.get("axis", 0)))),
+    Row(("tile",), "any", ("", "Tile"), _tile,
+        lambda site: ("tile", site.inputs[:1], {"multiples": [int(m) for m in site.array(1)]})),
+    Row(("depth_to_space",), "any", ("", "DepthToSpace"),
+        _unary("DepthToSpace", blocksize=lambda n: int(n.attrs["block_size"]), mode=lambda n: n.attrs["mode"]),
+        _same("depth_to_space", block_size=lambda a: int(a["blocksize"]),
+              mode=lambda a: a.get("mode", b"DCR").decode())),
+    Row(("space_to_depth",), "any", ("", "SpaceToDepth"),
+        _unary("SpaceToDepth", blocksize=lambda n: int(n.attrs["block_size"])),
+        _same("space_to_depth", block_size=lambda a: int(a["blocksize"]))),
 ]
 
 BY_ONNX: dict[tuple[str, str], Row] = {r.onnx: r for r in TABLE}

@@ -471,6 +471,32 @@ def _transpose_conv_back(site: Site) -> dict:
             "activation": _act_back(site)}
 
 
+def _mirror_pad(node: Node):
+    """reflect is MIRROR_PAD's REFLECT; edge is its SYMMETRIC (mirror including the edge element) only where no pad
+    exceeds 1, where both repeat the edge element once."""
+    if node.attrs["mode"] == "edge" and max(node.attrs["pads"]) > 1:
+        raise MccError(f"edge padding by {max(node.attrs['pads'])} has no TFLite form: MIRROR_PAD's SYMMETRIC repeats "
+                       "the edge element only for a pad of 1 (further out it mirrors the input); use reflect "
+                       "padding or pads of at most 1, or compile for an x86 (ONNX) target", node=node.name)
+    mode = schema.MirrorPadMode.REFLECT if node.attrs["mode"] == "reflect" else schema.MirrorPadMode.SYMMETRIC
+    return {"mode": mode}, {"paddings": _int32(node.attrs["pads"]).reshape(-1, 2)}
+
+
+def _mirror_pad_back(site: Site) -> dict:
+    pads = [int(p) for p in site.params["paddings"].reshape(-1)]
+    if site.options.mode == schema.MirrorPadMode.SYMMETRIC and max(pads) > 1:
+        raise MccError(f"MIRROR_PAD SYMMETRIC by {max(pads)} has no IR pad form (mcc reads it as edge padding, which "
+                       "it equals for pads of at most 1)")
+    return {"pads": pads, "value": 0.0,
+            "mode": "reflect" if site.options.mode == schema.MirrorPadMode.REFLECT else "edge"}
+
+
+def _gather_back(site: Site) -> dict:
+    if site.options.batchDims:
+        raise MccError(f"GATHER with batch_dims {site.options.batchDims} has no IR gather form (mcc reads batch_dims 0)")
+    return {"axis": int(site.options.axis) % len(site.inputs[0].shape)}
+
+
 def _clip_is(lo, hi):
     return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
 
@@ -510,9 +536,10 @@ TABLE: list[Mapping] = [
     Mapping("transpose", "TRANSPOSE", "TransposeOptions", ("perm",),
             lambda n: ({}, {"perm": _int32(n.attrs["perm"])}),
             lambda site: {"perm": [int(p) for p in site.params["perm"]]}),
-    Mapping("pad", "PAD", "PadOptions", ("paddings",), _pad, _pad_back, when=lambda n: n.attrs["value"] == 0),
+    Mapping("pad", "PAD", "PadOptions", ("paddings",), _pad, _pad_back,
+            when=lambda n: n.attrs["value"] == 0 and n.attrs["mode"] == "constant"),
     Mapping("pad", "PADV2", "PadV2Options", ("paddings", "value"), _pad, _pad_back,
-            when=lambda n: n.attrs["value"] != 0, like_input=("value",)),
+            when=lambda n: n.attrs["value"] != 0 and n.attrs["mode"] == "constant", like_input=("value",)),
     Mapping("slice", "SLICE", "SliceOptions", ("begin", "size"), _slice, _slice_back,
             when=lambda n: not _is_strided(n)),
     Mapping("slice", "STRIDED_SLICE", "StridedSliceOptions", ("begin", "end", "strides"), _strided_slice,
@@ -541,10 +568,23 @@ TABLE: list[Mapping] = [
     Mapping("sum", "SUM", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_max", "REDUCE_MAX", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_min", "REDUCE_MIN", "ReducerOptions", ("axes",), _mean, _reducer_back),
+    Mapping("pad", "MIRROR_PAD", "MirrorPadOptions", ("paddings",), _mirror_pad, _mirror_pad_back,
+            when=lambda n: n.attrs["mode"] != "constant"),
     Mapping("lrn", "LOCAL_RESPONSE_NORMALIZATION", "LocalResponseNormalizationOptions", encode=_lrn, decode=_lrn_back),
     # transposed convolution and batched matrix products
     Mapping("transpose_conv2d", "TRANSPOSE_CONV", "TransposeConvOptions", encode=_transpose_conv,
             decode=_transpose_conv_back, leading=("output_shape",), input_order=(1, 0)),
+    Mapping("gather", "GATHER", "GatherOptions", decode=_gather_back,
+            encode=lambda n: ({"axis": int(n.attrs["axis"]), "batchDims": 0}, {})),
+    Mapping("tile", "TILE", params=("multiples",), encode=lambda n: ({}, {"multiples": _int32(n.attrs["multiples"])}),
+            decode=lambda site: {"multiples": [int(m) for m in site.params["multiples"].reshape(-1)]}),
+    Mapping("depth_to_space", "DEPTH_TO_SPACE", "DepthToSpaceOptions",
+            encode=lambda n: ({"blockSize": int(n.attrs["block_size"])}, {}),
+            decode=lambda site: {"block_size": int(site.options.blockSize), "mode": "DCR"},
+            when=lambda n: n.attrs["mode"] == "DCR"),
+    Mapping("space_to_depth", "SPACE_TO_DEPTH", "SpaceToDepthOptions",
+            encode=lambda n: ({"blockSize": int(n.attrs["block_size"])}, {}),
+            decode=lambda site: {"block_size": int(site.options.blockSize)}),
 ]
 
 # IR ops that no TFLite builtin computes, with what to do instead (mapping_for's refusal).

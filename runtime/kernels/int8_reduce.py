@@ -60,10 +60,11 @@ def mean(node, inputs, rules):
     return [saturate_int8(y)]
 
 
-@int8_kernel("reduce_max", "reduce_min")
-def reduce_max_min(node, inputs, rules):
-    """int8 REDUCE_MAX / REDUCE_MIN pick a stored code: TFLite requires the output's parameters to be the input's,
-    and so does mcc (the quantizer shares them), so the integer result is the float one's code."""
+@int8_kernel("reduce_max", "reduce_min", "gather", "tile", "depth_to_space", "space_to_depth")
+def pick_codes(node, inputs, rules):
+    """int8 REDUCE_MAX / REDUCE_MIN pick a stored code, GATHER, TILE, DEPTH_TO_SPACE and SPACE_TO_DEPTH move them:
+    TFLite requires (or, moving bytes, assumes) the output's parameters to be the input's, and so does mcc (the
+    quantizer shares them), so the integer result is the float kernel's on the codes."""
     check_rounding(node, rules.rule(node.op, node.name), "exact")
     require_same_quant(node, node.inputs[0], node.outputs[0])
     return KERNELS[node.op](node, inputs)

@@ -30,6 +30,8 @@ def pad(node, inputs, rules):
     check_rounding(node, rules.rule(node.op, node.name), "exact")
     x_t, y_t = node.inputs[0], node.outputs[0]
     require_same_quant(node, x_t, y_t)
+    if node.attrs["mode"] != "constant":  # MIRROR_PAD copies codes
+        return KERNELS[node.op](node, inputs)
     scale, zero_point = per_tensor(node, y_t, "output")
     value = saturate_int8(np.round(np.float64(node.attrs["value"]) / np.float64(scale)) + zero_point)
     p, x = node.attrs["pads"], inputs[0]

@@ -27,4 +27,6 @@ def transpose(node, inputs):
 def pad(node, inputs):
     x, p = inputs[0], node.attrs["pads"]
     widths = [(p[2 * i], p[2 * i + 1]) for i in range(x.ndim)]
+    if node.attrs["mode"] != "constant":
+        return [np.pad(x, widths, mode=node.attrs["mode"])]
     return [np.pad(x, widths, constant_values=np.asarray(node.attrs["value"]).astype(x.dtype))]
