@@ -81,7 +81,27 @@ def addmm(cx, bias, x, weight_t, *, beta=1, alpha=1):
 
 @lowers("mm.default")
 def mm(cx, x, weight_t):
-    return _fully_connected(cx, x, cx.require_const(weight_t, "right-hand operand (a weight)"), None)
+    """x @ W with a constant W is a fully connected layer; a run-time right-hand side, a batch_matmul."""
+    if isinstance(x, Tensor) and not isinstance(weight_t, Tensor):
+        return _fully_connected(cx, x, weight_t, None)
+    return cx.emit("batch_matmul", [x, weight_t])
+
+
+@lowers("bmm.default")
+def bmm(cx, a, b):
+    return cx.emit("batch_matmul", [a, b])
+
+
+@lowers("expand.default")
+def expand(cx, x, size, *, implicit=False):
+    """torch.export's matmul decomposition expands both operands to common batch axes before its bmm; where the
+    sizes do not change that is a reshape. A real broadcast would copy data, which mcc does not emit; its
+    readers broadcast themselves (elementwise ops, batch_matmul), so write the model without the expand."""
+    shape = cx.out_shape()
+    if int(np.prod(shape)) != int(np.prod(cx.shape(x))):
+        cx.fail(f"expands {cx.shape(x)} to {list(shape)}, copying data; mcc compiles broadcasts only inside the ops "
+                "that broadcast (add, mul, matmul of equal batch sizes): drop the expand and let them broadcast")
+    return reshape(cx, x)
 
 
 @lowers("_native_batch_norm_legit_no_training.default")

@@ -141,9 +141,14 @@ def gemm(cx, a, b, c=None):
 
 @lowers("MatMul")
 def matmul(cx, a, b):
-    if isinstance(a, Const) or not isinstance(b, Const) or b.value.ndim != 2 or _rank(cx, a) < 2:
-        cx.fail("mcc lowers MatMul of a run-time tensor by a constant 2-D matrix (a fully connected layer) only")
-    return cx.emit("fully_connected", [a, cx.const(b.value.T, like=b)])
+    """A run-time A by a constant 2-D B is a fully connected layer; anything else of rank >= 2 (attention's
+    activations by activations, a constant B of rank > 2) a batch_matmul."""
+    if min(_rank(cx, a), _rank(cx, b)) < 2:
+        cx.fail(f"MatMul of shapes {cx.shape(a)} and {cx.shape(b)}: mcc lowers operands of rank 2 or more only "
+                "(reshape a vector operand to a matrix)")
+    if not isinstance(a, Const) and isinstance(b, Const) and b.value.ndim == 2:
+        return cx.emit("fully_connected", [a, cx.const(b.value.T, like=b)])
+    return cx.emit("batch_matmul", [a, b])
 
 
 @lowers("BatchNormalization")

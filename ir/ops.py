@@ -421,3 +421,18 @@ def _transpose_conv2d(node):
         raise ValueError(f"transpose_conv2d crop {node.attrs['padding']} and output padding "
                          f"{node.attrs['output_padding']} must be non-negative and leave an output")
     return [(make4(n, o * node.attrs["groups"], out_h, out_w, x.layout), x.dtype, x.layout)]
+
+
+@op("batch_matmul", "a [..., M, K] @ b [..., K, N] with numpy broadcasting of the batch axes (attention's products, "
+    "or a constant b of rank > 2). Inputs: a, b.", (2, 2),
+    macs=lambda n: int(np.prod(n.outputs[0].shape)) * n.inputs[0].shape[-1])
+def _batch_matmul(node):
+    a, b = node.inputs
+    if min(len(a.shape), len(b.shape)) < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"batch_matmul needs a [..., M, K] and b [..., K, N], got {a.shape} and {b.shape}")
+    try:
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    except ValueError:
+        raise ValueError(f"batch_matmul batch axes {a.shape[:-2]} and {b.shape[:-2]} do not broadcast") from None
+    var = a if not a.is_constant else b
+    return [(batch + (a.shape[-2], b.shape[-1]), var.dtype, None)]

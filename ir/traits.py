@@ -72,6 +72,7 @@ TRAITS: dict[str, Traits] = {
     "transpose": Traits("own", "none", shares_quant=True),
     # transposed convolution and batched matrix products
     "transpose_conv2d": Traits("spatial", "weights", homogeneous=True),
+    "batch_matmul": Traits("own", "none"),
 }
 
 

@@ -99,3 +99,52 @@ def test_grouped_dilated_transpose_conv_compiles_for_onnx_and_is_refused_for_tfl
     compile_everywhere(module, (1, 4, 5, 6), tmp_path, targets=("x86-fp32", "x86-int8"))
     with pytest.raises(MccError, match="TRANSPOSE_CONV has neither groups nor dilation"):
         compile_model(from_module(module, (torch.zeros(1, 4, 5, 6),)), "arm-fp32")
+
+
+# ---- batch_matmul -----------------------------------------------------------------------------------------------
+def test_batch_matmul_tflite_row_broadcasts_batches_like_numpy():
+    g = Graph("bmm")
+    a = g.add_input("a", (2, 1, 5, 8), "float32")
+    node = g.add_node("batch_matmul", [a, g.constant("b", rand((3, 8, 4), 1))], name="y")
+    g.outputs = [node.outputs[0]]
+    assert node.outputs[0].shape == (2, 3, 5, 4)
+    model = write_tflite(g)
+    assert operator_names(model) == ["BATCH_MATMUL"]
+    assert read_tflite(model).nodes[0].op == "batch_matmul"
+    feeds = {"a": rand((2, 1, 5, 8), 2)}
+    want = np.matmul(feeds["a"], g.nodes[0].inputs[1].data)
+    np.testing.assert_allclose(run(g, feeds)["y"], want, rtol=0, atol=1e-5 * spread(want))
+    for kernels in ("ref", "default"):
+        assert np.abs(run_litert(model, feeds, kernels)["y"] - want).max() <= 1e-5 * spread(want), kernels
+
+
+class Attention(nn.Module):
+    """Single-head self-attention: activations by activations (q @ k^T, a @ v) and a constant weight of rank 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(8, 24), nn.Linear(8, 8)
+        self.heads = nn.Parameter(torch.randn(2, 8, 3))
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        a = torch.softmax(q @ k.transpose(-2, -1) * 0.35, dim=-1)
+        return torch.matmul(self.proj(torch.bmm(a, v)), self.heads)
+
+
+def test_attention_compiles_everywhere(tmp_path):
+    torch.manual_seed(0)
+    results = compile_everywhere(Attention(), (2, 5, 8), tmp_path)
+    for source in ("pt2", "onnx"):
+        assert operator_names(results[source, "arm-fp32"].data).count("BATCH_MATMUL") == 3
+        quantize = next(p for p in results[source, "arm-int8"].report["passes"] if p["pass"] == "quantize_int8")
+        assert len(quantize["notes"]["float_ops"]) == 3  # no int8 kernel yet: float islands
+
+
+def test_broadcasting_expand_is_refused_clearly():
+    class Broadcast(nn.Module):
+        def forward(self, a, b):
+            return a @ b
+
+    with pytest.raises(MccError, match=r"expands \(1, 5, 8\) to \[3, 5, 8\], copying data"):
+        from_module(Broadcast(), (torch.zeros(1, 5, 8), torch.zeros(3, 8, 4)))

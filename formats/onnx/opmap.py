@@ -564,6 +564,7 @@ TABLE: list[Row] = [
     # transposed convolution and batched matrix products; onnxruntime has no integer ConvTranspose in the default
     # domain, so an int8 one has no row and legalize_onnx makes it a float island
     Row(("transpose_conv2d",), "float", ("", "ConvTranspose"), _conv_transpose, _conv_transpose_decode),
+    Row(("batch_matmul",), "float", ("", "MatMul"), _binary("MatMul"), _same("batch_matmul", 2)),
 ]
 
 BY_ONNX: dict[tuple[str, str], Row] = {r.onnx: r for r in TABLE}

@@ -449,6 +449,12 @@ def _transpose_conv_back(site: Site) -> dict:
             "activation": _act_back(site)}
 
 
+def _batch_matmul_back(site: Site) -> dict:
+    if site.options.adjX or site.options.adjY:
+        raise MccError("BATCH_MATMUL with adj_x or adj_y has no IR form; mcc reads it untransposed")
+    return {}
+
+
 def _clip_is(lo, hi):
     return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
 
@@ -508,6 +514,8 @@ TABLE: list[Mapping] = [
     # transposed convolution and batched matrix products
     Mapping("transpose_conv2d", "TRANSPOSE_CONV", "TransposeConvOptions", encode=_transpose_conv,
             decode=_transpose_conv_back, leading=("output_shape",), input_order=(1, 0)),
+    Mapping("batch_matmul", "BATCH_MATMUL", "BatchMatMulOptions", encode=lambda n: ({"adjX": False, "adjY": False}, {}),
+            decode=_batch_matmul_back),
 ]
 
 BY_CODE: dict[int, Mapping] = {m.code: m for m in TABLE}
