@@ -44,8 +44,19 @@ def _axis(cx, x, dim: int) -> int:
 # ---- convolution and matrix products ------------------------------------------------------------------
 @lowers("convolution.default")
 def convolution(cx, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """2-D convolutions, and 1-D ones as the 2-D op over [N, C, 1, L] between two reshapes (torch.export's
+    decomposition already does so for 1-D pooling), which the layout pass keeps transpose-free."""
+    if len(cx.shape(x)) == 3:
+        n, c, length = cx.shape(x)
+        x4 = cx.emit("reshape", [x], shape=[n, c, 1, length])
+        weight = cx.require_const(weight, "weight")
+        weight = cx.const(weight.value.unsqueeze(2), like=weight)
+        lift = lambda v, first: [first] + [int(i) for i in (v if isinstance(v, (list, tuple)) else [v])]  # noqa: E731
+        y = convolution(cx, x4, weight, bias, lift(stride, 1), lift(padding, 0), lift(dilation, 1), transposed,
+                        lift(output_padding, 0), groups)
+        return cx.emit("reshape", [y], shape=list(cx.out_shape()))
     if len(cx.shape(x)) != 4:
-        cx.fail(f"only 2-D convolution is supported (input has shape {cx.shape(x)})")
+        cx.fail(f"only 1-D and 2-D convolution is supported (input has shape {cx.shape(x)})")
     weight = cx.require_const(weight, "weight")
     inputs = [x, weight] + ([cx.require_const(bias, "bias")] if bias is not None else [])
     ph, pw = _pair(padding)

@@ -434,3 +434,50 @@ def resize(cx, x, roi=None, scales=None, sizes=None):
     rounding = {"nearest_mode": cx.attr("nearest_mode", "round_prefer_floor")} if mode == "nearest" else {}
     return cx.emit("resize", [x], mode=mode, size=list(out[2:]), coordinate_transformation_mode=coordinates,
                    **rounding)
+
+
+# ---- 1-D convolution and pooling ------------------------------------------------------------------------------
+_LIFTED = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_shape": 1, "output_padding": 0}
+
+
+class _Lifted:
+    """The lowering context as a 2-D lowering over [N, C, 1, L] sees a 1-D op: window attributes get a leading
+    axis of size 1 (kernel 1, stride 1, no padding); everything else is the context's."""
+
+    def __init__(self, cx):
+        self._cx = cx
+
+    def __getattr__(self, name):
+        return getattr(self._cx, name)
+
+    def attr(self, name: str, default=None):
+        value = self._cx.attr(name)
+        if value is None:
+            return default
+        if name == "pads":
+            return [0, value[0], 0, value[1]]
+        return [_LIFTED[name], *value] if name in _LIFTED else value
+
+
+def _one_d(lower):
+    """A Conv, ConvTranspose or pool lowering that also takes a 3-D [N, C, L] input: it runs as the 2-D op over
+    [N, C, 1, L] between two reshapes; the weight gets its axis of size 1 at compile time. (onnx2tf does the same
+    with EXPAND_DIMS / SQUEEZE.) Under NHWC the reshapes move only the size-1 axis, so the layout pass turns them
+    into reshapes and adds no transpose."""
+    def lowering(cx, x, *rest):
+        if _rank(cx, x) != 3:
+            return lower(cx, x, *rest)
+        n, c, length = cx.shape(x)
+        x4 = cx.emit("reshape", [x], shape=[n, c, 1, length])
+        rest = [cx.const(r.value[:, :, None, :], like=r) if isinstance(r, Const) and r.value.ndim == 3 else r
+                for r in rest]
+        result = lower(_Lifted(cx), x4, *rest)
+        y = result[0] if isinstance(result, tuple) else result
+        n, c, _, length = y.shape
+        y = cx.emit("reshape", [y], shape=[n, c, length])
+        return (y, *result[1:]) if isinstance(result, tuple) else y
+    return lowering
+
+
+for _name in ("Conv", "ConvTranspose", "MaxPool", "AveragePool"):
+    LOWERINGS[_name] = _one_d(LOWERINGS[_name])

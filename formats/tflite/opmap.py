@@ -91,6 +91,10 @@ class Mapping:
     leading: tuple[str, ...] = ()                           # constant inputs that precede the IR inputs (SPLIT's axis)
     input_order: tuple[int, ...] = ()                       # builtin position -> IR input (TRANSPOSE_CONV: w, x)
 
+    def position(self, i: int) -> int:
+        """Where IR input `i` sits among the builtin's inputs."""
+        return len(self.leading) + (self.input_order.index(i) if i < len(self.input_order) else i)
+
     @property
     def code(self) -> int:
         return getattr(schema.BuiltinOperator, self.builtin)
