@@ -45,8 +45,19 @@ def _axis(cx, x, dim: int) -> int:
 # ---- convolution and matrix products ------------------------------------------------------------------
 @lowers("convolution.default")
 def convolution(cx, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """2-D convolutions, and 1-D ones as the 2-D op over [N, C, 1, L] between two reshapes (torch.export's
+    decomposition already does so for 1-D pooling), which the layout pass keeps transpose-free."""
+    if len(cx.shape(x)) == 3:
+        n, c, length = cx.shape(x)
+        x4 = cx.emit("reshape", [x], shape=[n, c, 1, length])
+        weight = cx.require_const(weight, "weight")
+        weight = cx.const(weight.value.unsqueeze(2), like=weight)
+        lift = lambda v, first: [first] + [int(i) for i in (v if isinstance(v, (list, tuple)) else [v])]  # noqa: E731
+        y = convolution(cx, x4, weight, bias, lift(stride, 1), lift(padding, 0), lift(dilation, 1), transposed,
+                        lift(output_padding, 0), groups)
+        return cx.emit("reshape", [y], shape=list(cx.out_shape()))
     if len(cx.shape(x)) != 4:
-        cx.fail(f"only 2-D convolution is supported (input has shape {cx.shape(x)})")
+        cx.fail(f"only 1-D and 2-D convolution is supported (input has shape {cx.shape(x)})")
     weight = cx.require_const(weight, "weight")
     inputs = [x, weight] + ([cx.require_const(bias, "bias")] if bias is not None else [])
     ph, pw = _pair(padding)
@@ -82,7 +93,27 @@ def addmm(cx, bias, x, weight_t, *, beta=1, alpha=1):
 
 @lowers("mm.default")
 def mm(cx, x, weight_t):
-    return _fully_connected(cx, x, cx.require_const(weight_t, "right-hand operand (a weight)"), None)
+    """x @ W with a constant W is a fully connected layer; a run-time right-hand side, a batch_matmul."""
+    if isinstance(x, Tensor) and not isinstance(weight_t, Tensor):
+        return _fully_connected(cx, x, weight_t, None)
+    return cx.emit("batch_matmul", [x, weight_t])
+
+
+@lowers("bmm.default")
+def bmm(cx, a, b):
+    return cx.emit("batch_matmul", [a, b])
+
+
+@lowers("expand.default")
+def expand(cx, x, size, *, implicit=False):
+    """torch.export's matmul decomposition expands both operands to common batch axes before its bmm; where the
+    sizes do not change that is a reshape. A real broadcast would copy data, which mcc does not emit; its
+    readers broadcast themselves (elementwise ops, batch_matmul), so write the model without the expand."""
+    shape = cx.out_shape()
+    if int(np.prod(shape)) != int(np.prod(cx.shape(x))):
+        cx.fail(f"expands {cx.shape(x)} to {list(shape)}, copying data; mcc compiles broadcasts only inside the ops "
+                "that broadcast (add, mul, matmul of equal batch sizes): drop the expand and let them broadcast")
+    return reshape(cx, x)
 
 
 @lowers("_native_batch_norm_legit_no_training.default")

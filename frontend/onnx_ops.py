@@ -147,9 +147,14 @@ def gemm(cx, a, b, c=None):
 
 @lowers("MatMul")
 def matmul(cx, a, b):
-    if isinstance(a, Const) or not isinstance(b, Const) or b.value.ndim != 2 or _rank(cx, a) < 2:
-        cx.fail("mcc lowers MatMul of a run-time tensor by a constant 2-D matrix (a fully connected layer) only")
-    return cx.emit("fully_connected", [a, cx.const(b.value.T, like=b)])
+    """A run-time A by a constant 2-D B is a fully connected layer; anything else of rank >= 2 (attention's
+    activations by activations, a constant B of rank > 2) a batch_matmul."""
+    if min(_rank(cx, a), _rank(cx, b)) < 2:
+        cx.fail(f"MatMul of shapes {cx.shape(a)} and {cx.shape(b)}: mcc lowers operands of rank 2 or more only "
+                "(reshape a vector operand to a matrix)")
+    if not isinstance(a, Const) and isinstance(b, Const) and b.value.ndim == 2:
+        return cx.emit("fully_connected", [a, cx.const(b.value.T, like=b)])
+    return cx.emit("batch_matmul", [a, b])
 
 
 @lowers("BatchNormalization")
@@ -626,3 +631,50 @@ def depth_to_space(cx, x):
 def space_to_depth(cx, x):
     _require_2d(cx, x, "SpaceToDepth")
     return cx.emit("space_to_depth", [x], block_size=int(cx.attr("blocksize")))
+
+
+# ---- 1-D convolution and pooling ------------------------------------------------------------------------------
+_LIFTED = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_shape": 1, "output_padding": 0}
+
+
+class _Lifted:
+    """The lowering context as a 2-D lowering over [N, C, 1, L] sees a 1-D op: window attributes get a leading
+    axis of size 1 (kernel 1, stride 1, no padding); everything else is the context's."""
+
+    def __init__(self, cx):
+        self._cx = cx
+
+    def __getattr__(self, name):
+        return getattr(self._cx, name)
+
+    def attr(self, name: str, default=None):
+        value = self._cx.attr(name)
+        if value is None:
+            return default
+        if name == "pads":
+            return [0, value[0], 0, value[1]]
+        return [_LIFTED[name], *value] if name in _LIFTED else value
+
+
+def _one_d(lower):
+    """A Conv, ConvTranspose or pool lowering that also takes a 3-D [N, C, L] input: it runs as the 2-D op over
+    [N, C, 1, L] between two reshapes; the weight gets its axis of size 1 at compile time. (onnx2tf does the same
+    with EXPAND_DIMS / SQUEEZE.) Under NHWC the reshapes move only the size-1 axis, so the layout pass turns them
+    into reshapes and adds no transpose."""
+    def lowering(cx, x, *rest):
+        if _rank(cx, x) != 3:
+            return lower(cx, x, *rest)
+        n, c, length = cx.shape(x)
+        x4 = cx.emit("reshape", [x], shape=[n, c, 1, length])
+        rest = [cx.const(r.value[:, :, None, :], like=r) if isinstance(r, Const) and r.value.ndim == 3 else r
+                for r in rest]
+        result = lower(_Lifted(cx), x4, *rest)
+        y = result[0] if isinstance(result, tuple) else result
+        n, c, _, length = y.shape
+        y = cx.emit("reshape", [y], shape=[n, c, length])
+        return (y, *result[1:]) if isinstance(result, tuple) else y
+    return lowering
+
+
+for _name in ("Conv", "ConvTranspose", "MaxPool", "AveragePool"):
+    LOWERINGS[_name] = _one_d(LOWERINGS[_name])

@@ -518,3 +518,18 @@ op("depth_to_space", "Move channel blocks into b x b spatial blocks. Channel k o
    attrs={"block_size": _REQ, "mode": "DCR"})(lambda node: _blocks(node, True))
 op("space_to_depth", "The inverse of depth_to_space in mode DCR (TFLite's SPACE_TO_DEPTH, ONNX's SpaceToDepth).",
    attrs={"block_size": _REQ})(lambda node: _blocks(node, False))
+
+
+@op("batch_matmul", "a [..., M, K] @ b [..., K, N] with numpy broadcasting of the batch axes (attention's products, "
+    "or a constant b of rank > 2). Inputs: a, b.", (2, 2),
+    macs=lambda n: int(np.prod(n.outputs[0].shape)) * n.inputs[0].shape[-1])
+def _batch_matmul(node):
+    a, b = node.inputs
+    if min(len(a.shape), len(b.shape)) < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"batch_matmul needs a [..., M, K] and b [..., K, N], got {a.shape} and {b.shape}")
+    try:
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    except ValueError:
+        raise ValueError(f"batch_matmul batch axes {a.shape[:-2]} and {b.shape[:-2]} do not broadcast") from None
+    var = a if not a.is_constant else b
+    return [(batch + (a.shape[-2], b.shape[-1]), var.dtype, None)]

@@ -83,6 +83,7 @@ TRAITS: dict[str, Traits] = {
     "tile": Traits("axes", "none", shares_quant=True),
     "depth_to_space": Traits("spatial", "none", shares_quant=True),
     "space_to_depth": Traits("spatial", "none", shares_quant=True),
+    "batch_matmul": Traits("own", "none"),
 }
 
 

@@ -23,8 +23,10 @@ to_nchw is the same walk with S = (0, 3, 1, 2)):
 - fully_connected works in any permutation that keeps the feature axis last;
 - a source transpose composes with its input's permutation: its output gets perm = q^-1 . perm_in, so it
   moves no data and is removed; the permutation only materialises where an op asks for one it does not have;
-- a reshape keeps element order only when both permutations move just size-1 axes (then it is a plain reshape,
-  e.g. a flatten with H = W = 1); a flatten [N, C*H*W] read only by fully-connected layers with constant
+- a reshape that only adds or drops size-1 axes (the [N, C, L] <-> [N, C, 1, L] around a 1-D op) carries its
+  input's permutation over, so a 1-D stack stays [N, L, C] between its ops and only a 1-D graph input or output
+  costs a transpose; other reshapes keep element order only when both permutations move just size-1 axes (then
+  it is a plain reshape, e.g. a flatten with H = W = 1); a flatten [N, C*H*W] read only by fully-connected layers with constant
   weights permutes those weights' columns from C,H,W to H,W,C order (to_nchw: back); any other reshape asks for
   the identity, which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]).
 A conversion is a rewrite of the constant's data when the tensor is a constant, a reshape when only size-1 axes
@@ -282,8 +284,11 @@ class _Layout:
     def reshape(self, n: Node) -> tuple:
         x, y = n.inputs[0], n.outputs[0]
         lx, ly, have = self.L(x), self.L(y), self.perm[x]
+        unit = _unit_axes_perm(lx, ly, have, self.d.spatial)
         if lx == ly:
             out = have
+        elif unit is not None:
+            out = unit
         elif not _keeps_order(have, lx) and self._permute_fc_columns(n):
             out = _ident(len(ly))
         else:
@@ -362,6 +367,23 @@ class _Layout:
         else:
             n.op, n.attrs = "reshape", {"shape": list(y.shape)}
             self.ctx.count("source_transposes_to_reshape")
+
+
+def _unit_axes_perm(lx, ly, have, spatial) -> tuple | None:
+    """The output permutation of a reshape that only adds or drops size-1 axes (a 1-D op's [N, C, L] <->
+    [N, C, 1, L]): its other axes keep the input's physical order, so the reshape moves no data in any
+    permutation. S when that order allows it, else the identity, else the size-1 axes last. None for any other
+    reshape."""
+    big_x, big_y = [a for a in range(len(lx)) if lx[a] != 1], [a for a in range(len(ly)) if ly[a] != 1]
+    if [lx[a] for a in big_x] != [ly[a] for a in big_y]:
+        return None
+    to_y = dict(zip(big_x, big_y))
+    order = [to_y[a] for a in have if a in to_y]
+    candidates = ([tuple(spatial)] if len(ly) == 4 else []) + [_ident(len(ly))]
+    for c in candidates:
+        if [a for a in c if a in big_y] == order:
+            return c
+    return tuple(order + [a for a in range(len(ly)) if a not in big_y])
 
 
 def _read_only_by_transposes(graph: Graph, t: Tensor) -> bool:

@@ -18,6 +18,8 @@ Rewrites
   quantize to the op's output parameters, as onnxruntime's QDQ form would run it; the note "float_islands" lists
   them.
 
+- a transpose or reshape of a dequantize's output moves before it, into int8 (see _move_before_dequantize).
+
 onnxruntime's own optimizer fuses Pad into Conv at load time (PadFusion, from ORT_ENABLE_BASIC); mcc does it in the
 IR, so the emitted file is the optimized one at every optimization level and mcc's runtime executes that file.
 """
@@ -128,6 +130,23 @@ def _float_island(graph: Graph, node: Node) -> None:
     infer_node(q)
 
 
+def _move_before_dequantize(graph: Graph, node: Node) -> bool:
+    """dequantize -> transpose / reshape (the layout pass's way into a float island or to a float graph output)
+    becomes transpose / reshape -> dequantize: the same values, moved as int8. onnxruntime 1.32's QDQ propagation
+    pushes such a node through a DequantizeLinear itself and then fails to load the model ("output_dtype INT8
+    does not match y_zero_point type UINT8" on the QuantizeLinear it writes)."""
+    dq = graph.producer(node.inputs[0])
+    if dq is None or dq.op != "dequantize" or graph.only_reader(node.inputs[0]) is not node:
+        return False
+    moved = graph.add_node(node.op, [dq.inputs[0]], dict(node.attrs), name=f"{node.name}/int8",
+                           index=graph.nodes.index(dq)).outputs[0]
+    moved.quant = dq.inputs[0].quant
+    dq.inputs[0] = moved
+    infer_node(dq)
+    graph.bypass(node)  # a graph output's name passes to the dequantize's output
+    return True
+
+
 @register_pass("legalize_onnx", requires=("nchw",))
 def legalize_onnx(graph: Graph, ctx: PassContext) -> Graph:
     """Rewrite `graph` (NCHW) in place into operators that the ONNX writer expresses, as the docstring lists."""
@@ -139,6 +158,8 @@ def legalize_onnx(graph: Graph, ctx: PassContext) -> Graph:
             ctx.count("fully_connected_flattened")
         elif node.op == "mean" and is_int8(node) and not global_pool_axes(node) and _trailing_mean(graph, node):
             ctx.count("means_reshaped")
+        elif node.op in ("transpose", "reshape") and _move_before_dequantize(graph, node):
+            ctx.count("moved_before_dequantize")
     islands = [n for n in graph.nodes if is_int8(n) and row_for(n) is None]
     for node in islands:
         _float_island(graph, node)

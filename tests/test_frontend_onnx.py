@@ -476,7 +476,7 @@ def test_unsupported_forms_of_supported_ops_name_the_node(tmp_path):
          "cubic.*mode 'cubic'"),
         (N("Resize", ["x", "", "s"], ["y"], name="odd", mode="nearest"), {"s": F32(1, 1, 0.7, 0.7)},
          "odd.*scale 0.7 maps axis 2.s 8 to 5.*sizes instead of scales"),
-        (N("MatMul", ["x", "x"], ["y"], name="mm"), {}, "mm.*constant 2-D matrix"),
+        (N("MatMul", ["x", "v"], ["y"], name="mm"), {"v": F32(*range(8))}, "mm.*rank 2 or more"),
         (N("AveragePool", ["x"], ["y"], name="avg", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
            ceil_mode=1, count_include_pad=1), {}, "avg.*count_include_pad=0 or ceil_mode=0"),
         (N("Clip", ["x", "lo"], ["y"], name="clip"), {"lo": F32(0, 1)}, "clip.*min must be a single value"),

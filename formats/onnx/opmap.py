@@ -616,6 +616,7 @@ TABLE: list[Row] = [
     # transposed convolution and batched matrix products; onnxruntime has no integer ConvTranspose in the default
     # domain, so an int8 one has no row and legalize_onnx makes it a float island
     Row(("transpose_conv2d",), "float", ("", "ConvTranspose"), _conv_transpose, _conv_transpose_decode),
+    Row(("batch_matmul",), "float", ("", "MatMul"), _binary("MatMul"), _same("batch_matmul", 2)),
 ]
 
 # ---- math (issue 14, ops-math): ONNX operators of the same name; square is Mul(x, x) and rsqrt Pow(x, -0.5), since

@@ -91,6 +91,10 @@ class Mapping:
     leading: tuple[str, ...] = ()                           # constant inputs that precede the IR inputs (SPLIT's axis)
     input_order: tuple[int, ...] = ()                       # builtin position -> IR input (TRANSPOSE_CONV: w, x)
 
+    def position(self, i: int) -> int:
+        """Where IR input `i` sits among the builtin's inputs."""
+        return len(self.leading) + (self.input_order.index(i) if i < len(self.input_order) else i)
+
     @property
     def code(self) -> int:
         return getattr(schema.BuiltinOperator, self.builtin)
@@ -497,6 +501,12 @@ def _gather_back(site: Site) -> dict:
     return {"axis": int(site.options.axis) % len(site.inputs[0].shape)}
 
 
+def _batch_matmul_back(site: Site) -> dict:
+    if site.options.adjX or site.options.adjY:
+        raise MccError("BATCH_MATMUL with adj_x or adj_y has no IR form; mcc reads it untransposed")
+    return {}
+
+
 def _clip_is(lo, hi):
     return lambda node: float(node.attrs["min"]) == lo and float(node.attrs["max"]) == hi
 
@@ -585,6 +595,8 @@ TABLE: list[Mapping] = [
     Mapping("space_to_depth", "SPACE_TO_DEPTH", "SpaceToDepthOptions",
             encode=lambda n: ({"blockSize": int(n.attrs["block_size"])}, {}),
             decode=lambda site: {"block_size": int(site.options.blockSize)}),
+    Mapping("batch_matmul", "BATCH_MATMUL", "BatchMatMulOptions", encode=lambda n: ({"adjX": False, "adjY": False}, {}),
+            decode=_batch_matmul_back),
 ]
 
 # IR ops that no TFLite builtin computes, with what to do instead (mapping_for's refusal).

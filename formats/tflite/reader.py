@@ -368,7 +368,8 @@ def _nhwc_tensors(model: schema.ModelT, tensors: list) -> list[int]:
     mapping = [BY_CODE.get(_code(model.operatorCodes[op.opcodeIndex])) for op in sub.operators or []]
     producer = {o: k for k, op in enumerate(sub.operators or []) for o in _ints(op.outputs)}
     stack = _ints(sub.inputs) + [i for op, m in zip(sub.operators or [], mapping)
-                                 if m is not None and traits(m.ir_op).layout == "spatial" for i in _ints(op.inputs)[:1]]
+                                 if m is not None and traits(m.ir_op).layout == "spatial"
+                                 for i in _ints(op.inputs)[m.position(0):m.position(0) + 1]]
     seen: set[int] = set()
     while stack:
         i = stack.pop()
