@@ -8,7 +8,8 @@ What the spec asks (https://ai.google.dev/edge/litert/models/quantization_spec),
 - outputs with fixed parameters: softmax and sigmoid (LOGISTIC) 1/256 and -128, tanh 1/128 and 0;
 - ops that move bytes without requantizing share their input's parameters: max_pool2d, avg_pool2d, reshape,
   transpose, pad (PAD / PADV2), slice, split (all its outputs), resize (RESIZE_NEAREST_NEIGHBOR and
-  RESIZE_BILINEAR, whose int8 kernels interpolate the stored integers), and concat, minimum and maximum with all
+  RESIZE_BILINEAR, whose int8 kernels interpolate the stored integers), gather, tile, depth_to_space,
+  space_to_depth, reduce_max and reduce_min (issue 14), and concat, minimum and maximum with all
   their inputs; such tensors form one group whose range is the union of its members' ranges (a constant operand
   is quantized with the group's parameters). A concat of two differently fixed inputs gets a requantizing QUANTIZE on one of them;
 - constants that feed other int8 ops (add 3 and mul 1/6 of a legalized hardsigmoid, per-channel mul/add of
@@ -16,8 +17,9 @@ What the spec asks (https://ai.google.dev/edge/litert/models/quantization_spec),
 - fused relu / relu6 need nothing extra: the observer sees the activated output, so its range starts at 0;
 - kernel limits the spec leaves implicit are respected by widening an output range: HARD_SWISH needs
   s_out >= s_in / 128, ADD / SUB need s_out > max(s_a, s_b) / 2**19.
-Ops without an int8 kernel in mcc's runtime (prelu, div) stay float between DEQUANTIZE and
-QUANTIZE; they are listed in the note "float_ops", and with option "require_int8" they are an error.
+Ops without an int8 kernel in mcc's runtime (prelu, div; the math ops sqrt, exp, gelu, pow, sum, lrn, ...) stay
+float between DEQUANTIZE and QUANTIZE; they are listed in the note "float_ops", and with option "require_int8" they
+are an error.
 
 Options: "calibration" (arrays by input name, source layout), "observer" (observers.OBSERVERS; default
 DEFAULT_OBSERVER), "io" ("float": QUANTIZE after float inputs and DEQUANTIZE before float outputs, "int8":

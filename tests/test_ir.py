@@ -131,4 +131,4 @@ def test_unknown_attribute_and_op_rejected():
     with pytest.raises(ValueError, match="unknown attributes"):
         g.verify()
     with pytest.raises(ValueError, match="unknown op"):
-        g.add_node("gelu", g.outputs)
+        g.add_node("lstm", g.outputs)
