@@ -557,6 +557,12 @@ def index_select(cx, x, dim, index):
     return cx.emit("gather", [x, t], axis=axis)
 
 
+@lowers("embedding.default")
+def embedding(cx, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    """nn.Embedding: the constant table looked up at the model's integer input (token ids)."""
+    return cx.emit("gather", [cx.require_const(weight, "weight"), indices], axis=0)
+
+
 @lowers("repeat.default")
 def repeat(cx, x, repeats):
     """torch's repeat may add leading axes: a reshape adds them first."""

@@ -24,7 +24,7 @@ from onnx import external_data_helper
 
 from ..errors import MccError, describe_os_error, summarize
 from ..ir import Graph
-from .onnx_lowering import DEFAULT_DOMAINS, Lowering, default_opset, node_label
+from .onnx_lowering import DEFAULT_DOMAINS, INPUT_DTYPES, Lowering, default_opset, node_label
 
 OPSETS = range(13, 22)
 _QUANTIZED = ("QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat")
@@ -331,9 +331,10 @@ def static_inputs(model: onnx.ModelProto, input_shapes, path) -> dict[str, tuple
                        f"{len(input_shapes)}", path=path)
     shapes = {}
     for i, v in enumerate(inputs):
-        if v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        if v.type.tensor_type.elem_type not in INPUT_DTYPES:
             raise MccError(f"input '{v.name}' is {onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)}; "
-                           "mcc compiles models with float32 inputs", path=path)
+                           "mcc compiles models with float32 inputs, and int32 or int64 ones for indices (token ids)",
+                           path=path)
         shapes[v.name] = _input_shape(v, input_shapes[i] if input_shapes is not None else None, path)
     return shapes
 

@@ -22,6 +22,9 @@ from ..errors import MccError, summarize
 from ..ir import Graph, Tensor
 from ..ir.names import claim_unique
 
+# Model inputs mcc takes: activations, and integer indices (token ids into an embedding).
+INPUT_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
+
 
 @dataclass(eq=False)
 class Const:
@@ -68,8 +71,9 @@ class Lowering:
                                f"({summarize(e)}); the file is corrupt: re-export it", path=self.path) from None
         for v in g.input:
             if v.name not in self.env:
-                shape = self.input_shapes[v.name]
-                self.env[v.name] = self.graph.add_input(v.name, shape, "float32", "NCHW" if len(shape) == 4 else None)
+                shape, dtype = self.input_shapes[v.name], INPUT_DTYPES[v.type.tensor_type.elem_type]
+                layout = "NCHW" if len(shape) == 4 and dtype == "float32" else None
+                self.env[v.name] = self.graph.add_input(v.name, shape, dtype, layout)
         for node in g.node:
             self.node = node
             self._lower(node)

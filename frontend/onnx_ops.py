@@ -601,11 +601,16 @@ def recurrent(cx, x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c
 @lowers("Gather")
 def gather(cx, data, indices):
     """Constant indices (negative ones counted from the end) picking from a run-time tensor, as int32 (TFLite's
-    GATHER index type); an index computed at run time (an embedding lookup of integer inputs) is not supported."""
+    GATHER index type), or a constant table looked up at the model's integer input (an embedding)."""
     from ..ir import Tensor
 
-    if isinstance(data, Const) or not isinstance(indices, Const):
-        cx.fail("mcc lowers Gather of a run-time tensor at constant indices only")
+    if isinstance(data, Const):
+        if isinstance(indices, Const):
+            cx.fail("Gather of constants should have been folded")
+        table = Tensor(cx._unique(data.name), data=np.asarray(data.value))
+        return cx.emit("gather", [table, indices], axis=cx.attr("axis", 0) % len(table.shape))
+    if not isinstance(indices, Const):
+        cx.fail("mcc lowers Gather of a run-time tensor at constant indices, or of a constant table at run-time ids")
     axis = cx.attr("axis", 0) % _rank(cx, data)
     dim = cx.shape(data)[axis]
     index = np.asarray(indices.value).astype(np.int64)

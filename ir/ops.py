@@ -474,16 +474,25 @@ def _transpose_conv2d(node):
 
 
 # ---- math: data movement (issue 14, ops-math) ---------------------------------------------------------------
-@op("gather", "Pick entries along `axis` of input 0 (data) at the integer constant input 1 (indices, each in "
-    "[0, dim); frontends normalise negative ones): the output's shape is data's with that axis replaced by indices'.",
+INDEX_DTYPES = ("int32", "int64")
+
+
+@op("gather", "Pick entries along `axis` of input 0 (data) at the integer input 1 (indices): constant indices "
+    "(each in [0, dim); frontends normalise negative ones) picking from an activation, or run-time indices (a "
+    "model's int32/int64 input, e.g. token ids) looking up a constant table, an embedding, whose out-of-range ids "
+    "the kernels refuse at run time. The output's shape is data's with that axis replaced by indices'.",
     (2, 2), {"axis": _REQ})
 def _gather(node):
     x, indices = node.inputs
     axis = node.attrs["axis"] % len(x.shape)
-    if not indices.is_constant or not np.issubdtype(indices.data.dtype, np.integer):
-        raise ValueError("gather takes constant integer indices")
-    if indices.data.size and not (0 <= indices.data.min() and indices.data.max() < x.shape[axis]):
-        raise ValueError(f"gather indices must lie in [0, {x.shape[axis]}) along axis {axis}")
+    if indices.is_constant:
+        if not np.issubdtype(indices.data.dtype, np.integer):
+            raise ValueError("gather takes integer indices")
+        if indices.data.size and not (0 <= indices.data.min() and indices.data.max() < x.shape[axis]):
+            raise ValueError(f"gather indices must lie in [0, {x.shape[axis]}) along axis {axis}")
+    elif not x.is_constant or indices.dtype not in INDEX_DTYPES:
+        raise ValueError(f"gather at run-time indices looks up a constant table with {' or '.join(INDEX_DTYPES)} "
+                         f"indices; got {'a run-time table' if not x.is_constant else indices.dtype + ' indices'}")
     shape = x.shape[:axis] + tuple(indices.shape) + x.shape[axis + 1:]
     return [(shape, x.dtype, x.layout if len(shape) == 4 and len(indices.shape) == 1 else None)]
 

@@ -400,7 +400,7 @@ def _unsupported():
 
 def _integer_input():
     m = model([N("Identity", ["x"], ["y"])], {"x": (2,)})
-    m.graph.input[0].type.tensor_type.elem_type = m.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    m.graph.input[0].type.tensor_type.elem_type = m.graph.output[0].type.tensor_type.elem_type = TensorProto.UINT16
     return m
 
 
@@ -426,7 +426,7 @@ BAD = {
     "invalid_node": (lambda good: model([N("MaxPool", ["x"], ["y"], name="pool")], X4).SerializeToString(),
                      "node 'pool': is not a valid ONNX MaxPool node: Required attribute 'kernel_shape' is missing"),
     "integer_input": (lambda good: _integer_input().SerializeToString(),
-                      "input 'x' is int64; mcc compiles models with float32 inputs"),
+                      "input 'x' is uint16; mcc compiles models with float32 inputs, and int32 or int64 ones"),
 }
 
 
