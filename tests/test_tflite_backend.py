@@ -374,6 +374,16 @@ def gather_channels():
     return finish(g, n), feeds, feeds["x"][..., [3, 0, 0]]
 
 
+@case
+def batch_matmul_broadcast():
+    g = Graph()
+    x = g.add_input("x", (1, 5, 8))  # 3-D: the reader tags a 4-D graph input NHWC
+    b = rand(3, 8, 4, seed=2)
+    n = g.add_node("batch_matmul", [x, g.constant("b", b)])
+    xv = rand(1, 5, 8, seed=1)
+    return finish(g, n), {"x": xv}, np.matmul(xv, b)
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def built(request):
     return request.param, *CASES[request.param]()
