@@ -28,8 +28,8 @@ to_nchw is the same walk with S = (0, 3, 1, 2)):
   the identity, which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]).
 A conversion is a rewrite of the constant's data when the tensor is a constant, a reshape when only size-1 axes
 move, and otherwise a transpose; conversions are shared by all readers that ask for the same permutation.
-4-D graph inputs go to S, except those read only by transposes: the model permutes them itself, so they keep
-their order (a model that permutes its own NHWC input stays transpose-free). A graph output keeps the permutation
+4-D graph inputs go to S, except those read only by transposes into S: the model permutes them itself, so they
+keep their order (a model that permutes its own NHWC input stays transpose-free). A graph output keeps the permutation
 the walk gave it when that is NHWC or the source's order (a conv's output is NHWC, a channels-last permute's output
 is in source order), so no transpose is added at the edge; any other permutation is converted to the source's
 order. ctx.notes["io_layout"] gives the permutation applied to each changed input and output.
@@ -351,10 +351,14 @@ class _Layout:
             self.ctx.count("source_transposes_to_reshape")
 
 
-def _read_only_by_transposes(graph: Graph, t: Tensor) -> bool:
-    """A graph input the model permutes itself before using: it chose that input's axis order."""
+def _permuted_into_spatial(graph: Graph, t: Tensor, d: Direction) -> bool:
+    """A graph input the model permutes itself into S before using: it chose that input's axis order.
+
+    Only a transpose *into* S says so. A transpose out of S is the one to_nhwc inserted in front of a reader that
+    needs the source's order (a 4-D reshape): to_nchw moves such an input back to S, where it cancels (keeping
+    the input would leave it NHWC, tagged so, under legalize_onnx's "nchw" contract)."""
     readers = graph.consumers(t)
-    return bool(readers) and all(r.op == "transpose" for r in readers)
+    return bool(readers) and all(r.op == "transpose" and _inverse(r.attrs["perm"]) == d.spatial for r in readers)
 
 
 def _already_done(graph: Graph, ctx: PassContext, d: Direction) -> bool:
@@ -389,7 +393,7 @@ def convert_layout(graph: Graph, ctx: PassContext, d: Direction) -> Graph:
     lay = _Layout(graph, ctx, d)
     io = {"inputs": {}, "outputs": {}}
     for t in graph.inputs:
-        if len(t.shape) == 4 and not _read_only_by_transposes(graph, t):
+        if len(t.shape) == 4 and not _permuted_into_spatial(graph, t, d):
             lay.set(t, t.shape, d.spatial)
             t.shape, t.layout = _phys(t.shape, d.spatial), d.tag
             io["inputs"][t.name] = list(d.spatial)
