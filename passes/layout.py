@@ -56,7 +56,7 @@ from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.ops import infer_node
 from ..ir.traits import traits
-from .fold_constants import can_bypass, replace_constant
+from .fold_constants import can_bypass, keeps_order as _keeps_order, replace_constant
 from .manager import PassContext, register_pass
 
 P = (0, 2, 3, 1)
@@ -75,12 +75,6 @@ def _inverse(perm) -> tuple:
 
 def _phys(shape, perm) -> tuple:
     return tuple(shape[p] for p in perm)
-
-
-def _keeps_order(perm, shape) -> bool:
-    """True when permuting `shape` by `perm` moves only size-1 axes, i.e. element order is unchanged."""
-    moved = [p for p in perm if shape[p] != 1]
-    return moved == sorted(moved)
 
 
 @dataclass(frozen=True)
