@@ -3,8 +3,12 @@
 onnx-graphsurgeon's `fold_constants` runs the whole graph through onnxruntime to find foldable values; mcc
 evaluates one node at a time with its own runtime (`mcc.runtime.evaluate_node`), so folding uses exactly the
 kernels that validate the compiled model and needs no second execution engine. The same pass removes the
-no-ops that frontends leave behind (identity, reshape to the same shape, transpose with the identity perm,
-reshape of a reshape), because each of those would otherwise become a real operator in the emitted model.
+no-ops that frontends leave behind (identity, reshape to the same shape, transpose with the identity perm), and
+merges what only moves data: a reshape of a reshape reads the first one's input, a transpose of a transpose is one
+transpose of the composed permutation, and a transpose that moves only size-1 axes is a reshape (so it merges with
+its neighbours). Each of those would otherwise become a real operator in the emitted model; the layout pass folds
+permutations of the graphs it converts, and this is what folds the TRANSPOSE / RESHAPE pairs of a converter-made
+float TFLite file, which is NHWC already and which the layout pass leaves as it is.
 
 `replace_constant` and `can_bypass` are the two rewrite rules that every constant-editing or node-removing pass
 shares; they live here, beside the pass that uses both most.
@@ -29,6 +33,12 @@ def replace_constant(graph: Graph, node: Node, index: int, data: np.ndarray) -> 
     if not graph.consumers(old) and not graph.is_output(old):
         new.name = old.name
     return new
+
+
+def keeps_order(perm, shape) -> bool:
+    """True when permuting `shape` by `perm` moves only size-1 axes, i.e. element order is unchanged."""
+    moved = [p for p in perm if shape[p] != 1]
+    return moved == sorted(moved)
 
 
 def _same_layout(a: Tensor, b: Tensor) -> bool:
@@ -71,14 +81,21 @@ def _fold_node(graph: Graph, node: Node) -> bool:
     return True
 
 
-def _merge_reshapes(graph: Graph, node: Node) -> bool:
+def _merge_moves(graph: Graph, node: Node, ctx: PassContext) -> None:
+    """A transpose that keeps element order becomes a reshape; a reshape of a reshape, or a transpose of a
+    transpose, reads the first one's input (the transposes' permutations composed); the first goes if unread."""
+    if node.op == "transpose" and not _is_noop(node) and keeps_order(node.attrs["perm"], node.inputs[0].shape):
+        node.op, node.attrs = "reshape", {"shape": list(node.outputs[0].shape)}
+        ctx.count("transposes_to_reshape")
     inner = graph.producer(node.inputs[0])
-    if node.op != "reshape" or inner is None or inner.op != "reshape":
-        return False
+    if node.op not in ("reshape", "transpose") or inner is None or inner.op != node.op:
+        return
+    if node.op == "transpose":
+        node.attrs["perm"] = [inner.attrs["perm"][p] for p in node.attrs["perm"]]
     node.inputs[0] = inner.inputs[0]
+    ctx.count(f"{node.op}s_merged")
     if not graph.consumers(inner.outputs[0]) and not graph.is_output(inner.outputs[0]):
         graph.erase(inner)
-    return True
 
 
 @register_pass("fold_constants")
@@ -88,8 +105,8 @@ def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
         ins = [i for i in node.inputs if i is not None]
         if ins and all(i.is_constant for i in ins) and _fold_node(graph, node):
             ctx.count("folded")
-        elif _merge_reshapes(graph, node):
-            ctx.count("reshapes_merged")
+        else:
+            _merge_moves(graph, node, ctx)
     for node in list(graph.nodes):
         if _is_noop(node) and can_bypass(graph, node):
             graph.bypass(node)

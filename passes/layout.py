@@ -31,8 +31,8 @@ to_nchw is the same walk with S = (0, 3, 1, 2)):
   the identity, which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]).
 A conversion is a rewrite of the constant's data when the tensor is a constant, a reshape when only size-1 axes
 move, and otherwise a transpose; conversions are shared by all readers that ask for the same permutation.
-4-D graph inputs go to S, except those read only by transposes: the model permutes them itself, so they keep
-their order (a model that permutes its own NHWC input stays transpose-free). A graph output keeps the permutation
+4-D graph inputs go to S, except those read only by transposes into S: the model permutes them itself, so they
+keep their order (a model that permutes its own NHWC input stays transpose-free). A graph output keeps the permutation
 the walk gave it when that is NHWC or the source's order (a conv's output is NHWC, a channels-last permute's output
 is in source order), so no transpose is added at the edge; any other permutation is converted to the source's
 order. ctx.notes["io_layout"] gives the permutation applied to each changed input and output.
@@ -59,7 +59,7 @@ from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.ops import infer_node
 from ..ir.traits import traits
-from .fold_constants import can_bypass, replace_constant
+from .fold_constants import can_bypass, keeps_order as _keeps_order, replace_constant
 from .manager import PassContext, register_pass
 
 P = (0, 2, 3, 1)
@@ -78,12 +78,6 @@ def _inverse(perm) -> tuple:
 
 def _phys(shape, perm) -> tuple:
     return tuple(shape[p] for p in perm)
-
-
-def _keeps_order(perm, shape) -> bool:
-    """True when permuting `shape` by `perm` moves only size-1 axes, i.e. element order is unchanged."""
-    moved = [p for p in perm if shape[p] != 1]
-    return moved == sorted(moved)
 
 
 @dataclass(frozen=True)
@@ -386,10 +380,14 @@ def _unit_axes_perm(lx, ly, have, spatial) -> tuple | None:
     return tuple(order + [a for a in range(len(ly)) if a not in big_y])
 
 
-def _read_only_by_transposes(graph: Graph, t: Tensor) -> bool:
-    """A graph input the model permutes itself before using: it chose that input's axis order."""
+def _permuted_into_spatial(graph: Graph, t: Tensor, d: Direction) -> bool:
+    """A graph input the model permutes itself into S before using: it chose that input's axis order.
+
+    Only a transpose *into* S says so. A transpose out of S is the one to_nhwc inserted in front of a reader that
+    needs the source's order (a 4-D reshape): to_nchw moves such an input back to S, where it cancels (keeping
+    the input would leave it NHWC, tagged so, under legalize_onnx's "nchw" contract)."""
     readers = graph.consumers(t)
-    return bool(readers) and all(r.op == "transpose" for r in readers)
+    return bool(readers) and all(r.op == "transpose" and _inverse(r.attrs["perm"]) == d.spatial for r in readers)
 
 
 def _already_done(graph: Graph, ctx: PassContext, d: Direction) -> bool:
@@ -424,7 +422,7 @@ def convert_layout(graph: Graph, ctx: PassContext, d: Direction) -> Graph:
     lay = _Layout(graph, ctx, d)
     io = {"inputs": {}, "outputs": {}}
     for t in graph.inputs:
-        if len(t.shape) == 4 and not _read_only_by_transposes(graph, t):
+        if len(t.shape) == 4 and not _permuted_into_spatial(graph, t, d):
             lay.set(t, t.shape, d.spatial)
             t.shape, t.layout = _phys(t.shape, d.spatial), d.tag
             io["inputs"][t.name] = list(d.spatial)

@@ -166,6 +166,22 @@ def test_same_shape_reshape_that_renames_the_layout_is_kept():
     assert ops(out) == ["reshape", "conv2d"] and notes == {}
 
 
+def test_transposes_compose_and_order_keeping_ones_become_reshapes():
+    """A converter's TRANSPOSE pair that cancels goes; one that does not is one transpose of the composed perm; a
+    transpose that moves only size-1 axes is a reshape, merged with the reshape after it."""
+    b = Builder(14)
+    x = b.input("x", (2, 3, 4), layout=None)
+    back = b.op("transpose", [b.op("transpose", [b.op("relu", [x])], "t1", perm=[0, 2, 1])], "t2", perm=[0, 2, 1])
+    turned = b.op("transpose", [b.op("transpose", [b.op("tanh", [x])], "t3", perm=[1, 0, 2])], "t4", perm=[0, 2, 1])
+    unit = b.op("reshape", [b.op("transpose", [b.op("reshape", [x], "r0", shape=[2, 1, 12])], "t5", perm=[1, 0, 2])],
+                "r1", shape=[24])
+    g = b.done(b.op("sigmoid", [back]), turned, unit)
+    out, notes = apply(g, "fold_constants")
+    assert sorted(ops(out)) == ["relu", "reshape", "sigmoid", "tanh", "transpose"], dumps(out)
+    assert out.node("t4").attrs["perm"] == [1, 2, 0] and out.node("r1").inputs[0] is out.inputs[0]
+    assert notes == {"transposes_merged": 2, "transposes_to_reshape": 1, "reshapes_merged": 2, "noops_removed": 1}
+
+
 # ---- eliminate_dead -----------------------------------------------------------------------------------------
 
 def test_dead_nodes_are_removed_and_counted():

@@ -258,3 +258,40 @@ def test_output_that_the_model_also_permutes_still_becomes_nhwc():
     t = b.op("reshape", [b.op("transpose", [c], "to_cl", perm=[0, 2, 3, 1])], "tokens", shape=[1, 9, 3])
     out, notes = check(b.done(c, b.fc(t, 2, name="fc")))
     assert notes["io_layout"]["outputs"] == {"c": [0, 2, 3, 1]}
+
+
+# ---- a 4-D input reshaped to another 4-D shape (issue 14, tflite-in part 2) ---------------------------------
+def test_input_reshaped_to_another_4d_shape_goes_back_to_nchw(tmp_path):
+    """Reshape [1,2,4,6] -> [1,4,3,4] / Relu / Flatten: to_nhwc moves x to NHWC and puts a transpose back in front of
+    the reshape, so x is read only by a transpose; to_nchw used to keep such an input as a model's own permute
+    (left NHWC, which legalize_onnx's "nchw" contract refused). It moves it back, where the transpose cancels:
+    x86-fp32 has the source's interface and no Transpose, and both targets compute what onnxruntime does."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mcc.compiler import compile_model
+    from mcc.runtime.litert import run_litert
+
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("Relu", ["r"], ["a"]),
+             helper.make_node("Flatten", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])],
+                              [numpy_helper.from_array(np.array([1, 4, 3, 4], np.int64), "s")])
+    source = tmp_path / "reshape4d.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 6)).astype(np.float32)
+    want = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    r = compile_model(source, "x86-fp32", tmp_path / "x86.onnx")
+    model = onnx.load(tmp_path / "x86.onnx")
+    assert "Transpose" not in [n.op_type for n in model.graph.node]
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 2, 4, 6]
+    assert all(t.layout != "NHWC" for t in r.graph.tensors())
+    got = ort.InferenceSession(r.data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(got, want)
+
+    r = compile_model(source, "arm-fp32", tmp_path / "arm.tflite")
+    assert r.graph.inputs[0].shape == (1, 4, 6, 2)  # NHWC, one transpose back for the reshape
+    for kernels in ("ref", "default"):
+        assert np.array_equal(run_litert(r.data, {"x": x.transpose(0, 2, 3, 1)}, kernels)["y"], want)

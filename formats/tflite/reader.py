@@ -7,6 +7,9 @@ parameters such as MEAN axes or RESHAPE shapes as attributes, quantization on Te
 is an identity on legal graphs, and the reference runtime executes the file that was emitted rather than
 the graph it came from. Only numpy, flatbuffers and the generated schema are needed, never torch.
 
+Operators that converters emit but mcc never writes (EXPAND_DIMS, SQUEEZE, PACK, UNPACK, SHAPE, CAST, ...) have no
+row in the table, which is bidirectional; reader_ops.py lowers them to reshapes, concats, splits or constants.
+
 The 4-D tensors that spatial ops read, and those their tag is inferred from, are tagged NHWC, TFLite's layout,
 so the layout pass leaves a read graph as it is.
 
@@ -35,6 +38,7 @@ from collections import Counter
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from . import reader_ops
 from .opmap import BUILTIN_NAMES, BY_CODE, DTYPE_FROM_TFLITE, TABLE, Site
 from ...errors import MccError
 from ...ir import Graph, Node, QuantParams, Tensor
@@ -43,6 +47,9 @@ from ...ir.traits import traits
 from .sparsity import densify
 
 _DENSIFY, _DEQUANTIZE = schema.BuiltinOperator.DENSIFY, schema.BuiltinOperator.DEQUANTIZE
+# The IR op whose layout behaviour each readable builtin has (for the NHWC tags): the table's rows, and the
+# reader-only operators (reader_ops) beside them.
+_LAYOUT_OP = {**{m.code: m.ir_op for m in TABLE}, **{c: r.layout_op for c, r in reader_ops.READER_ONLY.items()}}
 
 # ---- the flatbuffer verifier --------------------------------------------------------------------------------
 # The tables mcc's reading touches, as in schema.fbs: per field its vtable slot, name and kind. A kind is the byte
@@ -224,10 +231,10 @@ def _op_label(oc: schema.OperatorCodeT) -> str:
 def _refuse_unknown(model: schema.ModelT, path) -> None:
     ops = model.subgraphs[0].operators or []
     unknown = Counter(_op_label(model.operatorCodes[op.opcodeIndex]) for op in ops
-                      if _code(model.operatorCodes[op.opcodeIndex]) not in BY_CODE.keys() | {_DENSIFY})
+                      if _code(model.operatorCodes[op.opcodeIndex]) not in _LAYOUT_OP.keys() | {_DENSIFY})
     if unknown:
         listed = ", ".join(f"{name} (x{n})" for name, n in sorted(unknown.items()))
-        known = ", ".join(sorted({m.builtin for m in TABLE} | {"DENSIFY"}))
+        known = ", ".join(sorted(BUILTIN_NAMES[c] for c in _LAYOUT_OP.keys() | {_DENSIFY}))
         raise MccError(f"the model uses operators mcc cannot read: {listed}. mcc reads {known}; "
                        "replace the others in the source model or export without them", path=path)
 
@@ -365,11 +372,12 @@ def _nhwc_tensors(model: schema.ModelT, tensors: list) -> list[int]:
     of the latter every tensor that ir.ops' layout inference derives its tag from (an op's output follows its
     inputs, except reshape, transpose and fully_connected), so that re-running shape inference keeps the tags."""
     sub = model.subgraphs[0]
-    mapping = [BY_CODE.get(_code(model.operatorCodes[op.opcodeIndex])) for op in sub.operators or []]
+    codes = [_code(model.operatorCodes[op.opcodeIndex]) for op in sub.operators or []]
+    layout = [traits(_LAYOUT_OP[c]).layout if c in _LAYOUT_OP else None for c in codes]
+    data = [BY_CODE[c].position(0) if c in BY_CODE else 0 for c in codes]  # TRANSPOSE_CONV's comes third
     producer = {o: k for k, op in enumerate(sub.operators or []) for o in _ints(op.outputs)}
-    stack = _ints(sub.inputs) + [i for op, m in zip(sub.operators or [], mapping)
-                                 if m is not None and traits(m.ir_op).layout == "spatial"
-                                 for i in _ints(op.inputs)[m.position(0):m.position(0) + 1]]
+    stack = _ints(sub.inputs) + [i for op, kind, p in zip(sub.operators or [], layout, data)
+                                 if kind == "spatial" for i in _ints(op.inputs)[p:p + 1]]
     seen: set[int] = set()
     while stack:
         i = stack.pop()
@@ -377,7 +385,7 @@ def _nhwc_tensors(model: schema.ModelT, tensors: list) -> list[int]:
             continue
         seen.add(i)
         k = producer.get(i)
-        if k is not None and mapping[k] is not None and traits(mapping[k].ir_op).layout != "own":
+        if k is not None and layout[k] not in (None, "own"):
             stack += _ints(sub.operators[k].inputs)
     return sorted(seen)
 
@@ -457,8 +465,15 @@ def read_tflite(data: bytes, path=None) -> Graph:
         where = tensors[op.outputs[0]].name
         try:
             folded = _unpacked(code, op, tensors)
+            ins = [tensors[i] if i >= 0 else None for i in _ints(op.inputs)]
             if folded is not None:
                 tensors[op.outputs[0]] = folded
+            elif reader_ops.reads(code, ins):
+                outs = _ints(op.outputs)
+                lowered = reader_ops.lower(graph, code, BUILTIN_NAMES[code], ins, [tensors[i] for i in outs],
+                                           op.builtinOptions, lambda base: _unique(base, taken))
+                for i, t in zip(outs, lowered):
+                    tensors[i] = t
             else:
                 graph.nodes.append(_node(graph, BY_CODE[code], op, tensors, taken))
         except MccError as e:
