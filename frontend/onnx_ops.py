@@ -526,8 +526,12 @@ def mean_of(cx, *tensors):
 @lowers("LRN")
 def lrn(cx, x):
     _require_2d(cx, x, "local response normalization")
-    return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=float(cx.attr("alpha", 1e-4)),
-                   beta=float(cx.attr("beta", 0.75)), bias=float(cx.attr("bias", 1.0)))
+    from ..formats.onnx.opmap import f32  # ONNX float attributes are float32: their shortest decimal
+
+    return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=f32(cx.attr("alpha", 1e-4)),
+                   beta=f32(cx.attr("beta", 0.75)), bias=f32(cx.attr("bias", 1.0)))
+
+
 # ---- recurrent layers (unrolled by frontend.recurrent) --------------------------------------------------------
 _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 _TORCH_GATE_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}  # ONNX's (i, o, f, c) and (z, r, h) blocks
@@ -591,10 +595,6 @@ def recurrent(cx, x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c
     y_h = stack(cx, hs, layout, state_shape) if wanted[1] else None
     y_c = stack(cx, cs, layout, state_shape) if wanted[2] and kind == "LSTM" else None
     return y, y_h, y_c
-    from ..formats.onnx.opmap import f32  # ONNX float attributes are float32: their shortest decimal
-
-    return cx.emit("lrn", [x], size=int(cx.attr("size")), alpha=f32(cx.attr("alpha", 1e-4)),
-                   beta=f32(cx.attr("beta", 0.75)), bias=f32(cx.attr("bias", 1.0)))
 
 
 # ---- data movement (issue 14, ops-math) ------------------------------------------------------------------------
