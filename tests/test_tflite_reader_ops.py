@@ -133,9 +133,10 @@ def test_conv1d_and_cancelling_pairs_leave_one_reshape_each_side(tmp_path):
     r = compile_all(tmp_path, conv1d_file(), (1, 16, 3))
     assert operator_names(r["arm-fp32"].data) == ["RESHAPE", "CONV_2D", "RESHAPE"]
     assert operator_names(r["arm-int8"].data) == ["QUANTIZE", "RESHAPE", "CONV_2D", "RESHAPE", "DEQUANTIZE"]
-    # NCHW's conv reads [1, C, 1, W], which a [1, W, C] input reaches only through a transpose, and back
-    assert [n.op_type for n in onnx.load_from_string(r["x86-fp32"].data).graph.node] == [
-        "Reshape", "Transpose", "Conv", "Relu", "Transpose", "Reshape"]
+    # NCHW's conv reads [1, C, 1, W], which a [1, W, C] input reaches only through a transpose, and back (the
+    # layout pass may put the way back's reshape of size-1 axes before or after its transpose)
+    ops = [n.op_type for n in onnx.load_from_string(r["x86-fp32"].data).graph.node]
+    assert ops[:4] == ["Reshape", "Transpose", "Conv", "Relu"] and sorted(ops[4:]) == ["Reshape", "Transpose"], ops
 
 
 def test_shape_logic_and_stacks_lower_to_existing_ops(tmp_path):
