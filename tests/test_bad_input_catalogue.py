@@ -309,10 +309,10 @@ def _(env):
     return m
 
 
-@onnx_case("onnx-int64-input", "image", "int64")
+@onnx_case("onnx-uint16-input", "image", "uint16")
 def _(env):
     m = bi.onnx_conv()
-    m.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
+    m.graph.input[0].type.tensor_type.elem_type = TensorProto.UINT16
     return m
 
 
