@@ -17,7 +17,7 @@ import torch
 from ..ir import Tensor
 from ..ir.ops import NEAREST_MODES, POW_FOLDS, RESIZE_COORDINATES
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
-from . import recurrent
+from . import normalization, recurrent
 
 LOWERINGS: dict = {}
 
@@ -587,3 +587,31 @@ def mirror_pad(cx, x, padding):
         cx.fail("negative padding (cropping) is not supported")
     mode = "reflect" if "reflection" in str(cx.node.target) else "edge"
     return cx.emit("pad", [x], pads=_torch_pads(cx, x, padding), mode=mode)
+
+
+# ---- normalization (issue 14, idioms; decomposed by frontend.normalization) ----------------------------
+@lowers("native_layer_norm.default")
+def layer_norm(cx, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """The mean and rstd outputs are not computed (a model that reads them is refused)."""
+    axes = list(range(len(cx.shape(x)) - len(normalized_shape), len(cx.shape(x))))
+    return normalization.normalize(cx, x, axes, eps, *_optional_consts(cx, weight, bias)), None, None
+
+
+@lowers("native_group_norm.default")
+def group_norm(cx, x, weight, bias, n, c, hw, group, eps):
+    return normalization.group_normalize(cx, x, int(group), eps, *_optional_consts(cx, weight, bias)), None, None
+
+
+@lowers("_native_batch_norm_legit.no_stats")
+def batch_norm_no_stats(cx, x, weight, bias, training, momentum, eps):
+    """Batch statistics over every axis but the channels: how torch.export writes InstanceNorm (over a
+    [1, N * C, H, W] view) and a BatchNorm without running statistics."""
+    rank = len(cx.shape(x))
+    weight, bias = (None if v is None else cx.const(v.value.reshape([-1] + [1] * (rank - 2)), like=v)
+                    for v in _optional_consts(cx, weight, bias))
+    axes = [0] + list(range(2, rank))
+    return normalization.normalize(cx, x, axes, eps, weight, bias), None, None
+
+
+def _optional_consts(cx, *values):
+    return [None if v is None else cx.require_const(v, "affine parameter") for v in values]

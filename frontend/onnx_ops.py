@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from ..ir.ops import POW_FOLDS
+from .normalization import group_normalize, normalize
 from .onnx_lowering import Const, node_label
 from .recurrent import Cell, note, select, stack, time_steps, unroll
 
@@ -683,3 +684,33 @@ def _one_d(lower):
 
 for _name in ("Conv", "ConvTranspose", "MaxPool", "AveragePool"):
     LOWERINGS[_name] = _one_d(LOWERINGS[_name])
+
+
+# ---- normalization (issue 14, idioms; decomposed by frontend.normalization) ------------------------------------
+def _affine_params(cx, *values):
+    return [None if v is None else cx.require_const(v, "scale or bias") for v in values]
+
+
+@lowers("LayerNormalization")
+def layer_normalization(cx, x, scale, bias=None):
+    """Over the axes from `axis` on; the Mean and InvStdDev outputs are not computed (a model that reads them is
+    refused where it does)."""
+    rank = _rank(cx, x)
+    axis = cx.attr("axis", -1) % rank
+    y = normalize(cx, x, list(range(axis, rank)), cx.attr("epsilon", 1e-5), *_affine_params(cx, scale, bias))
+    return y, None, None
+
+
+@lowers("InstanceNormalization")
+def instance_normalization(cx, x, scale, bias):
+    return group_normalize(cx, x, cx.shape(x)[1], cx.attr("epsilon", 1e-5), *_affine_params(cx, scale, bias))
+
+
+@lowers("GroupNormalization")
+def group_normalization(cx, x, scale, bias):
+    """Opset 18's scale and bias hold one value per group (opset 21's one per channel): repeated per channel."""
+    groups, channels = int(cx.attr("num_groups")), cx.shape(x)[1]
+    scale, bias = _affine_params(cx, scale, bias)
+    if scale.value.size == groups != channels:
+        scale, bias = (cx.const(np.repeat(v.value, channels // groups), like=v) for v in (scale, bias))
+    return group_normalize(cx, x, groups, cx.attr("epsilon", 1e-5), scale, bias)

@@ -97,9 +97,10 @@ def _trailing_mean(graph: Graph, node: Node) -> bool:
     if axes != list(range(axes[0], rank)):
         return False
     first = axes[0]
+    # the new axes before _around infers the node: with the old ones a [1, rows, reduced] mean over axes 1 and 2
+    # would shrink the rows too
+    node.attrs.update(axes=list(range(2, rank if first == 2 else 3)), keepdims=True)
     _around(graph, node, None if first == 2 else (1, int(np.prod(x.shape[:first])), int(np.prod(x.shape[first:]))))
-    node.attrs.update(axes=list(range(2, len(node.inputs[0].shape))), keepdims=True)
-    infer_node(node)
     return True
 
 

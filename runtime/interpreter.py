@@ -13,13 +13,15 @@ import numpy as np
 from ..errors import MccError
 from ..ir import Graph, Node
 from .kernels import KERNELS
+from .kernels.registry import RULED
 from .kernels.int8_registry import INT8_KERNELS, is_int8
 from .rules import RuleSet, rule_set
 
 
 def evaluate_node(node: Node, input_values: list, rules: str | RuleSet | None = None) -> list[np.ndarray]:
     """The outputs of one node for the given input arrays (None for an absent optional input). A node on int8
-    activations runs its int8 kernel with the integer arithmetic of the rule set `rules` (runtime.rules)."""
+    activations runs its int8 kernel with the integer arithmetic of the rule set `rules` (runtime.rules), and a
+    float node of a RULED op its float kernel with that rule set's summation order."""
     if is_int8(node):
         fn = INT8_KERNELS.get(node.op)
         if fn is None:
@@ -30,6 +32,8 @@ def evaluate_node(node: Node, input_values: list, rules: str | RuleSet | None = 
     if fn is None:
         raise MccError(f"the runtime has no kernel for op '{node.op}'; known ops: {', '.join(sorted(KERNELS))}",
                        node=node.name)
+    if node.op in RULED:
+        return fn(node, list(input_values), rule_set(rules))
     return fn(node, list(input_values))
 
 

@@ -49,6 +49,18 @@ results are rounded:
 - divide_ties_even: onnxruntime's QuantizeLinear, rint(clamp(x / s)) + zp, NaN to the lowest code.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
 
+Float islands (float ops between DEQUANTIZE and QUANTIZE in an int8 model) are bit-exact only if mcc's float
+kernel sums as the peer does, since a QUANTIZE after them turns a last-bit difference at a rounding tie into a
+code. Measured for batch_matmul (the attention products of transformers; tests/test_torch_idioms.py):
+- float32_multiply_add_in_order: TFLite's reference BATCH_MATMUL, total += a * b over k in order, the product
+  and the sum each rounded to float32 (0 of 128 differ at K = 16, 300, 700; FMA differs in 53 to 99).
+- float32_fma_in_order: XNNPACK's f32 GEMM, one fused multiply-add per k in order (0 of 128 at K = 16, 300,
+  700; the unfused sum differs in 47 to 98); onnxruntime's MatMul (MLAS SGEMM, AVX2) too for K <= 128 (0 differ
+  at every M, N measured, 3 to 300). Beyond K = 128 MLAS sums K in blocks whose depth depends on N (its packing
+  stride: 128 for N >= K, 256 at N = 128, 512 at N = 64, 1024 at N <= 32, each block's FMA sum added in
+  float32), and columns past a multiple of 16 differ again: not reproduced, so an x86-int8 float island of a
+  batch_matmul deeper than 128 is not claimed exact.
+
 Where the delegate declines an op for its parameters (int8 -> int8 QUANTIZE or LEAKY_RELU with a scale
 ratio outside [1/256, 128], a conv / FC bias without quantization), LiteRT runs TFLite's kernel instead;
 the first two fall back to the TFLite arithmetic (measured equal), the last is refused (TFLite's optimized
@@ -211,6 +223,7 @@ _REF = {
     "resize_nearest": Rule("tflite", "nearest_float32_index"),
     "resize_bilinear": Rule("tflite", "bilinear_fixed_point10_half_away"),
     **{op: Rule("tflite", "exact") for op in _MATH_MOVES},
+    "batch_matmul": Rule("tflite", "float32_multiply_add_in_order"),
 }
 
 _XNNPACK = {
@@ -249,6 +262,7 @@ _XNNPACK = {
     "resize_nearest": Rule("tflite", "nearest_fixed_point16_index"),
     "resize_bilinear": Rule("xnnpack", "bilinear_q11_half_up"),
     **{op: Rule("tflite", "exact") for op in _MATH_MOVES},
+    "batch_matmul": Rule("xnnpack", "float32_fma_in_order"),
 }
 
 # What onnxruntime runs for each op of an x86-int8 ONNX file (formats.onnx.writer): its own integer operators,
@@ -272,6 +286,7 @@ _ONNXRUNTIME = {
     "resize_nearest": Rule("onnxruntime", "nearest_float32_index"),
     **{op: _REF[op] for op in _TABLES},
     **{op: Rule("onnxruntime", "exact") for op in _MATH_MOVES},
+    "batch_matmul": Rule("onnxruntime", "float32_fma_in_order"),
 }
 
 # (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's

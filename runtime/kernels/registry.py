@@ -2,7 +2,8 @@
 
 A kernel is `fn(node, inputs) -> outputs`: it reads attributes and layouts from the node and computes on the
 numpy arrays it is given (None for an absent optional input), so the same table serves whole-graph runs and
-single-node evaluation.
+single-node evaluation. A float kernel whose result depends on the peer's summation order (RULED: batch_matmul)
+also takes the run's runtime.rules.RuleSet, so a float island of an int8 model sums as the peer does.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from ...errors import MccError
 Kernel = Callable[..., list]
 
 KERNELS: dict[str, Kernel] = {}
+RULED: set[str] = set()  # ops whose float kernel is fn(node, inputs, rules)
 
 
-def kernel(*ops: str):
-    """Register the decorated function as the kernel of every op in `ops`."""
+def kernel(*ops: str, ruled: bool = False):
+    """Register the decorated function as the kernel of every op in `ops`; `ruled`: it takes the rule set too."""
     def register(fn: Kernel) -> Kernel:
         for name in ops:
             KERNELS[name] = fn
+            if ruled:
+                RULED.add(name)
         return fn
     return register
 
