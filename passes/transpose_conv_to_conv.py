@@ -7,21 +7,21 @@ from mcc's float kernel by ~1e-3 of the range, enough for the QUANTIZE after it 
 convolution with stride s, dilation d, kernel k, crop p (before) / q (after) and output padding e is, per spatial
 axis, a stride-1 convolution with dilation d of the spatially flipped, in/out-swapped weight (per group) over the
 input with s - 1 zeros between its elements, padded by d * (k - 1) - p before and d * (k - 1) - q + e after (a
-negative padding crops). Here that is four ops, each exact in int8 (zeros quantize to the zero point):
-- concat with a zero constant of (s^2 - 1) x the channels, along channels;
+negative padding crops). Here that is four ops, each exact in int8 (zeros are the zero point):
+- pad the channels with (s^2 - 1) x as many zeros after them (a pad rather than a concat with a zero constant:
+  the same values without (s^2 - 1) x input-size bytes of zeros in the file);
 - depth_to_space (DCR, block s): the input's channels come first, so each input pixel lands at (h * s, w * s) with
   zeros in the rest of its s x s block; the s - 1 zeros after the last element serve as padding after;
 - slice: the crops, where a padding is negative or shorter than those s - 1 zeros;
 - conv2d with the remaining (non-negative) padding, stride 1, the same dilation, groups, bias and activation.
 Strides must be equal (depth_to_space has one block size) except along an axis of input size 1, where a stride
 inserts nothing; other transposed convolutions are left as they are (notes: "kept", with the reason). The cost is
-MACs: the conv multiplies every zero, about s^2 times the transposed convolution's MACs (4x for stride 2), and
-the zero constant's (s^2 - 1) x input-size bytes.
+MACs: the conv multiplies every zero, about s^2 times the transposed convolution's MACs (4x for stride 2).
 
 The TFLite converter keeps TRANSPOSE_CONV (with int8 kernels in LiteRT), and onnxruntime has no integer
 ConvTranspose; mcc could add an exact int8 TRANSPOSE_CONV kernel for the TFLite targets later, which would drop
-the MAC and byte cost there. This pass runs on the float graph before to_nhwc, so the layout pass, legalization
-(explicit padding, grouped conv to depthwise) and the quantizer's calibration all see the rewritten ops.
+the MAC cost there. This pass runs on the float graph before to_nhwc, so the layout pass, legalization (explicit
+padding, grouped conv to depthwise) and the quantizer's calibration all see the rewritten ops.
 """
 
 from __future__ import annotations
@@ -73,11 +73,9 @@ def _rewrite(graph: Graph, node: Node, b: int) -> None:
 
     z = x
     if b > 1:
-        ch = channel_axis(x)
-        zeros_shape = list(x.shape)
-        zeros_shape[ch] *= b * b - 1
-        zeros = graph.constant(f"{name}/zeros", np.zeros(zeros_shape, np.float32))
-        stacked = before("concat", [x, zeros], {"axis": ch}, "zero_channels")
+        pads = [0] * 8
+        pads[2 * channel_axis(x) + 1] = (b * b - 1) * x.shape[channel_axis(x)]
+        stacked = before("pad", [x], {"pads": pads, "value": 0.0}, "zero_channels")
         z = before("depth_to_space", [stacked], {"block_size": b, "mode": "DCR"}, "upsample")
     # Per axis: the upsampled length U, the padding wanted before / after, what z has and what conv2d adds.
     cuts, pad_before, pad_after = [], [], []
