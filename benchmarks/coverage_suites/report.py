@@ -14,7 +14,7 @@ from .common import COLUMNS, HEADERS, STATUSES, Case, Cell
 TOP_OPS = 15
 VERSIONS = ("onnx", "onnxruntime", "ai-edge-litert", "torch", "pytorchcv")
 
-HEADER = f"""\
+HEADER = """\
 Each row is one case; each cell is what mcc did for one target:
 
 - **fp32 columns**: the error of the emitted file's outputs (LiteRT for `arm-fp32`, onnxruntime for `x86-fp32`)

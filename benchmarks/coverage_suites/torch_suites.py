@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import COLUMNS, Case, Cell, float_cell, guarded, int8_cell, range_judge
+from .common import COLUMNS, Case, Cell, first_line, float_cell, guarded, int8_cell, range_judge
 
 CALIBRATION_SAMPLES, EVAL_SAMPLES = 8, 2
 PYTORCHCV = "pip install --no-deps pytorchcv==0.0.74"
@@ -165,8 +165,8 @@ def run_torch_case(case: Case, build):
             with torch.no_grad():
                 torch.export.save(torch.export.export(model, (example,)), source)
         except Exception as e:  # torch's own limits: the row says so in every column
-            message = f"torch.export failed: {type(e).__name__}: {e}"
-            yield from ((c, Cell("refused", message.splitlines()[0][:300])) for c in COLUMNS)
+            message = first_line(f"torch.export failed: {type(e).__name__}: {e}")
+            yield from ((c, Cell("refused", message)) for c in COLUMNS)
             return
         shape = tuple(example.shape)
         calib, samples = (np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
