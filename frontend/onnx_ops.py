@@ -217,6 +217,16 @@ def softmax(cx, x):
     return cx.emit("softmax", [x], axis=cx.attr("axis", -1) % _rank(cx, x))
 
 
+@lowers("LogSoftmax")
+def log_softmax(cx, x):
+    """x - max - log(sum(exp(x - max))) over `axis`, as torch and the TFLite converter compute it (log of a softmax
+    would reach -inf where the exact value is finite)."""
+    axes = [cx.attr("axis", -1) % _rank(cx, x)]
+    shifted = cx.emit("sub", [x, cx.emit("reduce_max", [x], axes=axes, keepdims=True)])
+    total = cx.emit("sum", [cx.emit("exp", [shifted])], axes=axes, keepdims=True)
+    return cx.emit("sub", [shifted, cx.emit("log", [total])])
+
+
 # ---- elementwise arithmetic -----------------------------------------------------------------------------------
 def _binary(op):
     return lambda cx, a, b: cx.emit(op, [a, b])
@@ -250,11 +260,23 @@ def dropout(cx, x, ratio=None, training_mode=None):
     return x, None
 
 
+def _float_cast(cx, x, to: int):
+    """A cast of a run-time tensor is nothing when it is float32 to float32; mcc computes in float32 otherwise."""
+    if to != onnx.TensorProto.FLOAT or x.dtype != "float32":
+        cx.fail(f"casts a run-time {x.dtype} tensor to {onnx.TensorProto.DataType.Name(to)}; mcc computes "
+                "activations in float32")
+    return x
+
+
 @lowers("Cast")
 def cast(cx, x):
-    if cx.attr("to") != onnx.TensorProto.FLOAT:
-        cx.fail(f"casts a run-time tensor to {onnx.TensorProto.DataType.Name(cx.attr('to'))}; mcc computes in float32")
-    return x
+    return _float_cast(cx, x, cx.attr("to"))
+
+
+@lowers("CastLike")
+def cast_like(cx, x, like):
+    dtype = like.value.dtype if isinstance(like, Const) else np.dtype(like.dtype)
+    return _float_cast(cx, x, onnx.helper.np_dtype_to_tensor_dtype(dtype))
 
 
 # ---- pooling and reductions -----------------------------------------------------------------------------------
