@@ -101,6 +101,13 @@ def mm(cx, x, weight_t):
 
 @lowers("bmm.default")
 def bmm(cx, a, b):
+    """A constant right-hand side that is one matrix repeated over the batch (torch.export's decomposition of
+    nn.Linear on a non-contiguous input: expand, then bmm) makes one fully connected layer over all rows, which
+    int8 keeps integer; any other product is a batch_matmul."""
+    if isinstance(a, Tensor) and not isinstance(b, Tensor) and bool((b.value == b.value[:1]).all()):
+        n, m, k = cx.shape(a)
+        y = _fully_connected(cx, cx.emit("reshape", [a], shape=[n * m, k]), cx.const(b.value[0], like=b), None)
+        return cx.emit("reshape", [y], shape=[n, m, cx.shape(b)[2]])
     return cx.emit("batch_matmul", [a, b])
 
 
@@ -273,12 +280,13 @@ def _adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
     return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
 
 
-def _adaptive_pool(cx, x, output_size, pool: str, reduce: str):
+def _adaptive_pool(cx, x, output_size, pool: str):
     """Adaptive pooling as one `pool` (kernel = stride) when both sizes divide; otherwise axis by axis: a pool
     with a one-wide kernel along an axis that divides, and along one that does not (its windows overlap and
-    differ in length, which no TFLite or ONNX pool expresses) a slice and a `reduce` per window, concatenated.
-    Max is separable exactly; a mean of row means equals the window mean because every row has as many
-    elements. The TFLite converter keeps torch's op as a flex op and onnx2tf refuses these sizes."""
+    differ in length, which no single TFLite or ONNX pool expresses) a slice and a one-window pool per window,
+    concatenated. Max is separable exactly; a mean of row means equals the window's mean because every row
+    holds as many elements. Pools rather than mean/reduce_max, because onnxruntime has integer pools but no
+    integer mean over H alone. The TFLite converter leaves these sizes to a flex op; torch.onnx refuses them."""
     if len(cx.shape(x)) != 4:
         cx.fail(f"only 2-D adaptive pooling of NCHW tensors is supported (input has shape {cx.shape(x)})")
     sizes, out = cx.shape(x)[2:], _pair(output_size)
@@ -288,16 +296,16 @@ def _adaptive_pool(cx, x, output_size, pool: str, reduce: str):
         kernel = [s // o for s, o in zip(sizes, out)]
         return cx.emit(pool, [x], kernel=kernel, stride=kernel)
     for axis, (size, n) in enumerate(zip(sizes, out), start=2):
-        if size == n:
-            continue
+        along = lambda k: [k if a == axis else 1 for a in (2, 3)]  # noqa: E731
         if size % n == 0:
-            kernel = [size // n if a == axis else 1 for a in (2, 3)]
-            x = cx.emit(pool, [x], kernel=kernel, stride=kernel)
+            if size != n:
+                x = cx.emit(pool, [x], kernel=along(size // n), stride=along(size // n))
             continue
         parts = []
         for start, end in _adaptive_windows(size, n):
             part = slice_(cx, x, axis, start, end)
-            parts.append(part if end - start == 1 else cx.emit(reduce, [part], axes=[axis], keepdims=True))
+            parts.append(part if end - start == 1 else cx.emit(pool, [part], kernel=along(end - start),
+                                                                stride=along(end - start)))
         x = cx.emit("concat", parts, axis=axis)
     return x
 
@@ -306,13 +314,13 @@ def _adaptive_pool(cx, x, output_size, pool: str, reduce: str):
 def adaptive_avg_pool2d(cx, x, output_size):
     if _pair(output_size) == [1, 1] and cx.shape(x)[2:] != (1, 1):
         return cx.emit("mean", [x], axes=[2, 3], keepdims=True)
-    return _adaptive_pool(cx, x, output_size, "avg_pool2d", "mean")
+    return _adaptive_pool(cx, x, output_size, "avg_pool2d")
 
 
 @lowers("adaptive_max_pool2d.default")
 def adaptive_max_pool2d(cx, x, output_size):
     """Max pooling as adaptive_avg_pool2d (the indices output is not computed)."""
-    return _adaptive_pool(cx, x, output_size, "max_pool2d", "reduce_max"), None
+    return _adaptive_pool(cx, x, output_size, "max_pool2d"), None
 
 
 @lowers("mean.dim", "mean.default")

@@ -196,17 +196,23 @@ IDIOMS = {
     # views torch.export keeps as strided ops (issue 14): as_strided, unfold, diagonal
     "as_strided_windows": (lambda: Fn(lambda m, x: m["fc"](x.as_strided((1, 3, 5, 4), (24, 8, 1, 1))),
                                       fc=nn.Linear(4, 2)), (1, 3, 8)),
-    "as_strided_slice": (lambda: Fn(lambda m, x: torch.relu(x).as_strided((1, 2, 3, 3), (64, 16, 8, 2), 1)),
+    "as_strided_slice": (lambda: Fn(lambda m, x: torch.relu(x).as_strided((1, 2, 2, 2), (64, 16, 8, 2), 1)),
                          (1, 4, 4, 4)),
     "unfold_overlapping": (lambda: Fn(lambda m, x: m["fc"](x.unfold(2, 4, 2)), fc=nn.Linear(4, 3)), (1, 3, 10)),
     "diagonal": (lambda: Fn(lambda m, x: torch.diagonal(torch.tanh(x), 1, -2, -1)), (2, 5, 5)),
 }
 
 
+# Idioms whose int8 files keep float islands: mcc has no int8 batch_matmul (of two activations), gelu, square or
+# rsqrt. Every other idiom must quantize completely.
+FLOAT_ISLANDS = {"bmm_of_two_activations", "matmul_of_two_activations", "hardswish_hardsigmoid_silu_gelu",
+                 "layer_norm"}
+
+
 @pytest.mark.parametrize("name", sorted(IDIOMS))
 def test_idiom_compiles_everywhere(name, tmp_path):
     build, shape = IDIOMS[name]
-    compile_everywhere(build(), shape, tmp_path, sources=("pt2",))
+    compile_everywhere(build(), shape, tmp_path, sources=("pt2",), require_int8=name not in FLOAT_ISLANDS)
 
 
 # torch.onnx.export (TorchScript exporter) refuses adaptive pooling whose sizes do not divide, and exports
