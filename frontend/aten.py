@@ -286,7 +286,7 @@ def _adaptive_pool(cx, x, output_size, pool: str):
     differ in length, which no single TFLite or ONNX pool expresses) a slice and a one-window pool per window,
     concatenated. Max is separable exactly; a mean of row means equals the window's mean because every row
     holds as many elements. Pools rather than mean/reduce_max, because onnxruntime has integer pools but no
-    integer mean over H alone. The TFLite converter leaves these sizes to a flex op; torch.onnx refuses them."""
+    integer mean over H alone. torch.onnx's exporter refuses these sizes."""
     if len(cx.shape(x)) != 4:
         cx.fail(f"only 2-D adaptive pooling of NCHW tensors is supported (input has shape {cx.shape(x)})")
     sizes, out = cx.shape(x)[2:], _pair(output_size)
@@ -665,8 +665,8 @@ def _view_sources(cx, x, args) -> np.ndarray:
 def strided_view(cx, x, *args):
     """A view that picks elements of its input by strides, lowered by what it reads: the input in order is a
     reshape; a strided box of it is a slice and a reshape; anything else (overlapping windows, diagonals,
-    transposing strides) a gather of the flattened input at constant indices. torch.onnx exports as_strided as
-    that same gather; the TFLite converter has no lowering for it."""
+    transposing strides) a gather of the flattened input at constant indices, which is how torch.onnx exports
+    every as_strided."""
     sources = _view_sources(cx, x, args)
     shape, flat = cx.shape(x), sources.ravel()
     if (flat < 0).any():
