@@ -101,6 +101,13 @@ def mm(cx, x, weight_t):
 
 @lowers("bmm.default")
 def bmm(cx, a, b):
+    """A constant right-hand side that is one matrix repeated over the batch (torch.export's decomposition of
+    nn.Linear on a non-contiguous input: expand, then bmm) makes one fully connected layer over all rows, which
+    int8 keeps integer; any other product is a batch_matmul."""
+    if isinstance(a, Tensor) and not isinstance(b, Tensor) and bool((b.value == b.value[:1]).all()):
+        n, m, k = cx.shape(a)
+        y = _fully_connected(cx, cx.emit("reshape", [a], shape=[n * m, k]), cx.const(b.value[0], like=b), None)
+        return cx.emit("reshape", [y], shape=[n, m, cx.shape(b)[2]])
     return cx.emit("batch_matmul", [a, b])
 
 
@@ -268,32 +275,52 @@ def avg_pool2d(cx, x, kernel_size, stride=(), padding=0, ceil_mode=False, count_
                    count_include_pad=bool(count_include_pad and any(padding)))
 
 
-def _adaptive_window(cx, x, output_size, kind: str) -> list[int] | None:
-    """The kernel (= stride) that adaptive pooling to `output_size` uses when the input's size divides evenly, None
-    when the output is the input; other sizes overlap windows of two lengths, which no TFLite pool expresses."""
-    (h, w), (oh, ow) = cx.shape(x)[2:], _pair(output_size)
-    if (oh, ow) == (h, w):
-        return None
-    if h % oh or w % ow:
-        cx.fail(f"adaptive {kind} pooling from {h}x{w} to {oh}x{ow} is not supported (sizes must divide)")
-    return [h // oh, w // ow]
+def _adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling windows along one axis: window i spans [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _adaptive_pool(cx, x, output_size, pool: str):
+    """Adaptive pooling as one `pool` (kernel = stride) when both sizes divide; otherwise axis by axis: a pool
+    with a one-wide kernel along an axis that divides, and along one that does not (its windows overlap and
+    differ in length, which no single TFLite or ONNX pool expresses) a slice and a one-window pool per window,
+    concatenated. Max is separable exactly; a mean of row means equals the window's mean because every row
+    holds as many elements. Pools rather than mean/reduce_max, because onnxruntime has integer pools but no
+    integer mean over H alone. torch.onnx's exporter refuses these sizes."""
+    if len(cx.shape(x)) != 4:
+        cx.fail(f"only 2-D adaptive pooling of NCHW tensors is supported (input has shape {cx.shape(x)})")
+    sizes, out = cx.shape(x)[2:], _pair(output_size)
+    if list(sizes) == out:
+        return x
+    if all(s % o == 0 for s, o in zip(sizes, out)):
+        kernel = [s // o for s, o in zip(sizes, out)]
+        return cx.emit(pool, [x], kernel=kernel, stride=kernel)
+    for axis, (size, n) in enumerate(zip(sizes, out), start=2):
+        along = lambda k: [k if a == axis else 1 for a in (2, 3)]  # noqa: E731
+        if size % n == 0:
+            if size != n:
+                x = cx.emit(pool, [x], kernel=along(size // n), stride=along(size // n))
+            continue
+        parts = []
+        for start, end in _adaptive_windows(size, n):
+            part = slice_(cx, x, axis, start, end)
+            parts.append(part if end - start == 1 else cx.emit(pool, [part], kernel=along(end - start),
+                                                                stride=along(end - start)))
+        x = cx.emit("concat", parts, axis=axis)
+    return x
 
 
 @lowers("_adaptive_avg_pool2d.default")
 def adaptive_avg_pool2d(cx, x, output_size):
-    window = _adaptive_window(cx, x, output_size, "average")
-    if window is None:
-        return x
-    if window == list(cx.shape(x)[2:]):
+    if _pair(output_size) == [1, 1] and cx.shape(x)[2:] != (1, 1):
         return cx.emit("mean", [x], axes=[2, 3], keepdims=True)
-    return cx.emit("avg_pool2d", [x], kernel=window, stride=window)
+    return _adaptive_pool(cx, x, output_size, "avg_pool2d")
 
 
 @lowers("adaptive_max_pool2d.default")
 def adaptive_max_pool2d(cx, x, output_size):
-    """Max pooling with window = stride (the indices output is not computed)."""
-    window = _adaptive_window(cx, x, output_size, "max")
-    return (x if window is None else cx.emit("max_pool2d", [x], kernel=window, stride=window)), None
+    """Max pooling as adaptive_avg_pool2d (the indices output is not computed)."""
+    return _adaptive_pool(cx, x, output_size, "max_pool2d"), None
 
 
 @lowers("mean.dim", "mean.default")
@@ -615,3 +642,47 @@ def batch_norm_no_stats(cx, x, weight, bias, training, momentum, eps):
 
 def _optional_consts(cx, *values):
     return [None if v is None else cx.require_const(v, "affine parameter") for v in values]
+
+
+# ---- strided views (issue 14, idioms) -----------------------------------------------------------------
+def _view_sources(cx, x, args) -> np.ndarray:
+    """For each element of the current view node's output, the C-order index of the element of `x` it reads
+    (-1: memory that `x` does not hold). Found by running the node's own op on a ramp; as_strided addresses
+    storage, not elements, so its ramp is laid into a storage with the strides torch gave `x`."""
+    src = cx.node.args[0].meta["val"]
+    ramp = np.arange(src.numel()).reshape(src.shape)
+    if cx.node.target is not torch.ops.aten.as_strided.default:
+        return cx.node.target(torch.from_numpy(ramp), *args).numpy()
+    out = cx.node.meta["val"]
+    last = [t.storage_offset() + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) for t in (src, out)]
+    storage = np.full(max(last) + 1, -1, dtype=np.int64)
+    strides = [s * storage.itemsize for s in src.stride()]
+    np.lib.stride_tricks.as_strided(storage[src.storage_offset():], src.shape, strides)[...] = ramp
+    return torch.from_numpy(storage).as_strided(out.shape, out.stride(), out.storage_offset()).numpy()
+
+
+@lowers("as_strided.default", "unfold.default", "diagonal.default")
+def strided_view(cx, x, *args):
+    """A view that picks elements of its input by strides, lowered by what it reads: the input in order is a
+    reshape; a strided box of it is a slice and a reshape; anything else (overlapping windows, diagonals,
+    transposing strides) a gather of the flattened input at constant indices, which is how torch.onnx exports
+    every as_strided."""
+    sources = _view_sources(cx, x, args)
+    shape, flat = cx.shape(x), sources.ravel()
+    if (flat < 0).any():
+        cx.fail("reads memory outside its input tensor (in the storage of the tensor that input is a view of); mcc "
+                "lowers views of their input's own elements only: take the view of that tensor instead")
+    if np.array_equal(flat, np.arange(flat.size)) and flat.size == np.prod(shape):
+        return reshape(cx, x)
+    picked = [np.unique(c) for c in np.unravel_index(flat, shape)]
+    steps = [int(p[1] - p[0]) if p.size > 1 else 1 for p in picked]
+    ramp = np.arange(int(np.prod(shape))).reshape(shape)
+    if all(np.all(np.diff(p) == s) for p, s in zip(picked, steps)) and np.array_equal(
+            ramp[np.ix_(*picked)].ravel(), flat):
+        box = [(a, int(p[0]), int(p[-1]) + 1, s) for a, (p, s) in enumerate(zip(picked, steps))
+               if (p[0], p.size, s) != (0, shape[a], 1)]
+        a, starts, ends, steps = (list(v) for v in zip(*box))
+        return reshape(cx, cx.emit("slice", [x], starts=starts, ends=ends, axes=a, steps=steps))
+    rows = cx.emit("reshape", [x], shape=[int(ramp.size)])
+    index = Tensor(cx._unique(f"{cx.node.name}.index"), data=flat.astype(np.int32))
+    return reshape(cx, cx.emit("gather", [rows, index], axis=0))

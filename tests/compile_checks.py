@@ -52,9 +52,10 @@ def _samples_like(x: torch.Tensor, n: int, seed: int) -> np.ndarray:
 
 
 def compile_everywhere(module, shape, tmp_path, sources=("pt2", "onnx"), targets=TARGETS, seed=0,
-                       example=None) -> dict:
+                       example=None, require_int8=False) -> dict:
     """{(source, target): CompileResult}, each checked as the module docstring says; `example` (an input of
-    `shape`, e.g. token ids) replaces the seeded standard-normal input."""
+    `shape`, e.g. token ids) replaces the seeded standard-normal input; `require_int8` makes a float island in an
+    int8 target an error."""
     torch.manual_seed(seed)
     module = module.eval()
     x = example if example is not None else torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
@@ -71,7 +72,8 @@ def compile_everywhere(module, shape, tmp_path, sources=("pt2", "onnx"), targets
             out = tmp_path / f"{source}_{target}"
             src = model.copy() if source == "pt2" else model  # compile_model rewrites a Graph in place
             path = out.with_suffix(".tflite" if target.startswith("arm") else ".onnx")
-            r = compile_model(src, target, path, calib=calib if "int8" in target else None)
+            r = compile_model(src, target, path, calib=calib if "int8" in target else None,
+                              options={"require_int8": True} if require_int8 and "int8" in target else None)
             if "int8" in target:
                 report = validate(path, calib)
                 for c in report["comparisons"]:

@@ -126,6 +126,20 @@ CASES = [
     ("adaptive_avg_pool_2x2", lambda: nn.AdaptiveAvgPool2d(2), X4, {"avg_pool2d"}),
     ("adaptive_max_pool_1x1", lambda: nn.AdaptiveMaxPool2d(1), X4, {"max_pool2d"}),
     ("adaptive_max_pool_2x2", lambda: nn.AdaptiveMaxPool2d(2), X4, {"max_pool2d"}),
+    ("adaptive_avg_pool_uneven", lambda: nn.AdaptiveAvgPool2d(3), X4, {"slice", "avg_pool2d", "concat"}),
+    ("adaptive_avg_pool_one_axis_uneven", lambda: nn.AdaptiveAvgPool2d((3, 4)), X4,
+     {"slice", "concat", "avg_pool2d"}),
+    ("adaptive_max_pool_uneven", lambda: nn.AdaptiveMaxPool2d((5, 3)), X4, {"slice", "max_pool2d", "concat"}),
+    ("as_strided_reshape", lambda: Fn(lambda m, x: x.as_strided((1, 4, 64), (256, 64, 1)) * 2), X4, {"reshape"}),
+    ("as_strided_slice", lambda: Fn(lambda m, x: x.as_strided((1, 2, 3, 4), (256, 128, 16, 2), 9)), X4, {"slice"}),
+    ("as_strided_of_transpose", lambda: Fn(lambda m, x: x.transpose(2, 3).as_strided((1, 4, 8, 8), (256, 64, 1, 8))),
+     X4, {"transpose"}),
+    ("as_strided_overlapping", lambda: Fn(lambda m, x: x.as_strided((1, 4, 6, 3, 3), (256, 64, 9, 8, 1))), X4,
+     {"gather"}),
+    ("unfold", lambda: Fn(lambda m, x: x.unfold(3, 3, 2)), X4, {"gather"}),
+    ("linear_of_transposed_input", lambda: Fn(lambda m, x: m.layers["fc"](x.transpose(2, 3)), fc=nn.Linear(8, 5)), X4,
+     {"fully_connected"}),
+    ("diagonal", lambda: Fn(lambda m, x: x.diagonal(-1, 2, 3)), X4, {"gather"}),
     ("mean_hw", lambda: Fn(lambda m, x: x.mean((-1, -2))), X4, {"mean"}),
     ("mean_all", lambda: Fn(lambda m, x: x.mean()), X4, {"mean"}),
     ("flatten", lambda: nn.Flatten(), X4, {"reshape"}),
@@ -257,12 +271,12 @@ def test_unsupported_op_names_op_node_and_line():
 @pytest.mark.parametrize("module,shapes,words", [
     (Fn(lambda m, x, w: F.conv_transpose2d(x, w)), [(1, 3, 4, 4), (3, 3, 2, 2)], "needs a constant weight"),
     (Fn(lambda m, x, y: x @ y), [(1, 2, 3), (2, 3, 2)], "copying data"),
-    (Fn(lambda m, x: F.adaptive_avg_pool2d(x, 3)), X4, "sizes must divide"),
+    (Fn(lambda m, x: x[:, 1:].as_strided((1, 2), (1, 1), 0)), X4, "reads memory outside its input"),
     (nn.AvgPool2d(3, 2, padding=1, ceil_mode=True), X4, "count_include_pad"),
     (Fn(lambda m, x: F.max_pool2d(x, 2, return_indices=True)[1].float()), X4, "output 1 of"),
     (Fn(lambda m, x: x if x.sum() > 0 else -x), X4, "could not export"),
-], ids=["conv_transpose_computed_weight", "matmul_broadcasting_batches", "adaptive_pool_uneven", "avg_pool_ceil_include_pad",
-        "max_pool_indices", "data_dependent_control_flow"])
+], ids=["conv_transpose_computed_weight", "matmul_broadcasting_batches", "as_strided_outside_its_input",
+        "avg_pool_ceil_include_pad", "max_pool_indices", "data_dependent_control_flow"])
 def test_unsupported_forms_are_explained(module, shapes, words):
     with pytest.raises(MccError, match=words):
         from_module(module, _inputs(shapes))

@@ -123,3 +123,106 @@ def test_batch_matmul_float_kernel_sums_as_each_peer(depth, peers, tmp_path):
         assert np.array_equal(mine, peer), (kernels, int((mine != peer).sum()))
         got[rules] = peer
     assert not np.array_equal(got["litert-ref"], got["litert-xnnpack"])
+
+
+# ---- torch idioms (issue 14's list), one small module each ----------------------------------------------------
+class Fn(nn.Module):
+    """A module around `fn(layers, x)`, so one-line idioms need no class of their own."""
+
+    def __init__(self, fn, **layers):
+        super().__init__()
+        self.fn = fn
+        self.layers = nn.ModuleDict(layers)
+
+    def forward(self, x):
+        return self.fn(self.layers, x)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c=8, r=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(c, c // r, 1), nn.Conv2d(c // r, c, 1)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+def _inplace(layers, x):
+    y = layers["conv"](x)
+    F.relu_(y)
+    y.add_(0.5).mul_(2)
+    return F.hardtanh(y, -1.0, 3.0, inplace=True)
+
+
+def _channel_shuffle(layers, x, groups=2):
+    n, c, h, w = x.shape
+    y = x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+    return layers["conv"](y)
+
+
+IDIOMS = {
+    "adaptive_avg_pool_1x1_flatten_linear": (lambda: Fn(
+        lambda m, x: m["fc"](torch.flatten(F.adaptive_avg_pool2d(m["conv"](x), 1), 1)),
+        conv=nn.Conv2d(3, 8, 3), fc=nn.Linear(8, 5)), (1, 3, 9, 9)),
+    "adaptive_avg_pool_uneven": (lambda: nn.AdaptiveAvgPool2d((3, 5)), (1, 4, 8, 7)),
+    "adaptive_avg_pool_one_axis_even": (lambda: nn.AdaptiveAvgPool2d((2, 3)), (1, 4, 8, 7)),
+    "adaptive_max_pool_uneven": (lambda: nn.AdaptiveMaxPool2d(3), (1, 4, 7, 7)),
+    "adaptive_max_pool_upsampling": (lambda: nn.AdaptiveMaxPool2d((5, 2)), (1, 4, 3, 4)),
+    "flatten_view_reshape_contiguous": (lambda: Fn(
+        lambda m, x: m["fc"](x.permute(0, 2, 3, 1).contiguous().view(1, -1).reshape(1, 4, -1).flatten(1)),
+        fc=nn.Linear(48, 6)), (1, 3, 4, 4)),
+    "inplace_activations": (lambda: Fn(_inplace, conv=nn.Conv2d(3, 6, 3)), (1, 3, 8, 8)),
+    "channel_shuffle": (lambda: Fn(_channel_shuffle, conv=nn.Conv2d(8, 4, 1)), (1, 8, 5, 5)),
+    "squeeze_excite": (SqueezeExcite, (1, 3, 8, 8)),
+    "hardswish_hardsigmoid_silu_gelu": (lambda: Fn(
+        lambda m, x: F.gelu(F.silu(F.hardsigmoid(F.hardswish(m["conv"](x))) * 3 - 1)),
+        conv=nn.Conv2d(3, 4, 3)), (1, 3, 8, 8)),
+    "conv_transpose2d": (lambda: nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1), (1, 4, 5, 5)),
+    "conv1d": (lambda: nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv1d(6, 3, 3, stride=2)),
+               (1, 4, 16)),
+    "dilated_and_grouped_convs": (lambda: nn.Sequential(nn.Conv2d(4, 8, 3, dilation=2, padding=2), nn.ReLU(),
+                                                        nn.Conv2d(8, 8, 3, groups=4), nn.Conv2d(8, 8, 3, groups=8)),
+                                  (1, 4, 10, 10)),
+    "pixel_shuffle": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.PixelShuffle(2)), (1, 3, 5, 5)),
+    "chunk_cat": (lambda: Fn(lambda m, x: torch.cat([b * (i + 1) for i, b in enumerate(m["conv"](x).chunk(3, 1))][::-1],
+                                                    1), conv=nn.Conv2d(3, 6, 1)), (1, 3, 6, 6)),
+    "bmm_of_two_activations": (lambda: Fn(lambda m, x: torch.bmm(torch.relu(x), x.transpose(1, 2))), (2, 6, 5)),
+    "matmul_of_two_activations": (lambda: Fn(lambda m, x: torch.matmul(m["q"](x), m["k"](x).transpose(-1, -2)),
+                                             q=nn.Linear(8, 8), k=nn.Linear(8, 8)), (2, 5, 8)),
+    "layer_norm": (lambda: Affine(nn.LayerNorm(8)), (1, 6, 8)),
+    # views torch.export keeps as strided ops (issue 14): as_strided, unfold, diagonal
+    "as_strided_windows": (lambda: Fn(lambda m, x: m["fc"](x.as_strided((1, 3, 5, 4), (24, 8, 1, 1))),
+                                      fc=nn.Linear(4, 2)), (1, 3, 8)),
+    "as_strided_slice": (lambda: Fn(lambda m, x: torch.relu(x).as_strided((1, 2, 2, 2), (64, 16, 8, 2), 1)),
+                         (1, 4, 4, 4)),
+    "unfold_overlapping": (lambda: Fn(lambda m, x: m["fc"](x.unfold(2, 4, 2)), fc=nn.Linear(4, 3)), (1, 3, 10)),
+    "diagonal": (lambda: Fn(lambda m, x: torch.diagonal(torch.tanh(x), 1, -2, -1)), (2, 5, 5)),
+}
+
+
+# Idioms whose int8 files keep float islands: mcc has no int8 batch_matmul (of two activations), gelu, square or
+# rsqrt. Every other idiom must quantize completely.
+FLOAT_ISLANDS = {"bmm_of_two_activations", "matmul_of_two_activations", "hardswish_hardsigmoid_silu_gelu",
+                 "layer_norm"}
+
+
+@pytest.mark.parametrize("name", sorted(IDIOMS))
+def test_idiom_compiles_everywhere(name, tmp_path):
+    build, shape = IDIOMS[name]
+    compile_everywhere(build(), shape, tmp_path, sources=("pt2",), require_int8=name not in FLOAT_ISLANDS)
+
+
+# torch.onnx.export (TorchScript exporter) refuses adaptive pooling whose sizes do not divide, and exports
+# diagonal as EyeLike, CumSum and an If around GatherND, which mcc's ONNX frontend does not lower.
+PT2_ONLY = {"adaptive_avg_pool_uneven", "adaptive_avg_pool_one_axis_even", "adaptive_max_pool_uneven",
+            "adaptive_max_pool_upsampling", "diagonal"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(IDIOMS) - PT2_ONLY))
+def test_idiom_from_onnx_export(name, tmp_path):
+    build, shape = IDIOMS[name]
+    compile_everywhere(build(), shape, tmp_path, sources=("onnx",))
