@@ -146,6 +146,12 @@ class _Groups:
 def _plan(graph: Graph, int8_nodes: list[Node], ranges) -> tuple[_Groups, set]:
     """Group and pin activation parameters; returns the groups and the inputs (node name, index) of shared-
     parameter ops that need a requantizing QUANTIZE because their fixed parameters differ from the output's."""
+    ranges = dict(ranges)
+    for node in int8_nodes:
+        if node.op == "pad" and node.attrs["value"] <= np.finfo(np.float32).min:
+            # a max pool's padding (legalize_tflite's PADV2 of the lowest float) stands for "never wins": it is not
+            # data, and it quantizes to the lowest code, which never wins either
+            ranges[node.outputs[0].name] = ranges[node.inputs[0].name]
     groups = _Groups(activations(graph), ranges)
     for node in int8_nodes:
         if node.op in FIXED:

@@ -310,3 +310,17 @@ def test_cle_leaves_relu6_and_residual_pairs_alone(zoo_float):
         assert a.attrs["activation"] is None and len(graph.consumers(a.outputs[0])) == 1
     relu6_layers = [n for n in graph.nodes if n.attrs.get("activation") == "relu6"]
     assert relu6_layers and not {a.name for a, _ in pairs} & {n.name for n in relu6_layers}
+
+
+def test_max_pool_padding_is_not_part_of_the_calibrated_range(tmp_path):
+    """torch's MaxPool2d(3, 2, 1) after a stride-2 conv (the ResNet stem) is not TFLite's SAME: legalize_tflite pads
+    with the lowest float, which must not enter the observed range (it made the scale ~1e36 and XNNPACK refused the
+    file); it quantizes to -128, which never wins either."""
+    from compile_checks import compile_everywhere
+
+    torch.manual_seed(0)
+    stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1))
+    results = compile_everywhere(stem, (1, 3, 32, 32), tmp_path, sources=("pt2",), targets=("arm-int8", "x86-int8"))
+    graph = results["pt2", "arm-int8"].graph
+    pad = next(n for n in graph.nodes if n.op == "pad")
+    assert pad.outputs[0].quant.scale[0] < 1 and pad.inputs[0].quant == pad.outputs[0].quant
