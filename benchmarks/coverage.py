@@ -7,7 +7,8 @@ onnx-models (onnx/backend/test/data's model cases), pytorchcv (CNN families, `pi
 pytorchcv==0.0.74`), handwritten (tests/handwritten_models.py, when it exists). Every case is compiled for
 arm-fp32, arm-int8, x86-fp32 and x86-int8 and judged as docs/coverage.md's header says; cases run in --jobs
 worker processes with a --timeout per cell, so a hang or a crash is one recorded result. Progress goes to stderr,
-the table to -o (default docs/coverage.md beside this folder).
+the table to -o (default docs/coverage.md beside this folder) and its data beside it (docs/coverage.json); a run of
+some suites replaces only their rows.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 # numba (and pytest-cov) import, in this process and in the spawned workers, which inherit sys.path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from mcc.benchmarks.coverage_suites import SUITES, available
+from mcc.benchmarks.coverage_suites import SUITES, available, record
 from mcc.benchmarks.coverage_suites.pool import run_cases
 from mcc.benchmarks.coverage_suites.report import write_markdown
 
@@ -37,7 +38,8 @@ def parse(argv):
     p.add_argument("--quick", action="store_true", help="a small sample of each suite")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--timeout", type=float, default=600, help="seconds a cell may take (default 600)")
-    p.add_argument("-o", "--output", default=str(ROOT / "docs" / "coverage.md"))
+    p.add_argument("-o", "--output", default=str(ROOT / "docs" / "coverage.md"),
+                   help="the table; its data go beside it (.json), and a run of some suites replaces only theirs")
     return p.parse_args(argv)
 
 
@@ -59,7 +61,11 @@ def main(argv=None) -> int:
     command = shlex.join(["python", "benchmarks/coverage.py", *argv])
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(write_markdown(command, suites, cases, results))
+    data = out.with_suffix(".json")
+    merged = record.update(record.load(data), command, suites, cases, results)
+    record.save(data, merged)
+    shown, all_cases, all_results = record.expand(merged, list(SUITES))
+    out.write_text(write_markdown(record.commands(merged, shown), shown, all_cases, all_results))
     for suite in suites:
         counts = Counter(cell.status for c in cases if c.suite == suite for cell in results[(suite, c.name)].values())
         print(f"{suite}: " + ", ".join(f"{counts[s]} {s}" for s in ("pass", "refused", "wrong", "crash")) + " cells",
