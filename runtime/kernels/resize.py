@@ -67,15 +67,16 @@ def _tflite_coordinates(out_size: int, in_size: int, mode: str):
     """TFLite's reference RESIZE_BILINEAR: (o + 0.5) * scale - 0.5 or o * scale, not clamped (a half-pixel
     coordinate below 0 weighs row 0 by more than 1 and by less than 0); lower max(floor, 0), upper min(ceil, in - 1)."""
     o = np.arange(out_size, dtype=np.int64).astype(f32)
-    scale = f32(in_size - 1) / f32(out_size - 1) if mode == "align_corners" and out_size > 1 else f32(in_size) / f32(out_size)
+    aligned = mode == "align_corners" and out_size > 1
+    scale = f32(in_size - 1) / f32(out_size - 1) if aligned else f32(in_size) / f32(out_size)
     v = (o + f32(0.5)) * scale - f32(0.5) if mode == "half_pixel" else o * scale
     lower = np.maximum(np.floor(v).astype(np.int64), 0)
     return lower, np.minimum(np.ceil(v).astype(np.int64), in_size - 1), (v - lower.astype(f32)).astype(f32)
 
 
 def _onnxruntime_coordinates(out_size: int, in_size: int, mode: str):
-    """onnxruntime's SetupUpsampleBilinear: the IR's coordinate clamped to [0, in - 1], lower = its integer part,
-    weights |c - upper| and |c - lower| (both 0.5 where lower == upper, at the last row)."""
+    """onnxruntime's SetupUpsampleBilinear: the IR's coordinate c clamped to [0, in - 1], lower = its integer part;
+    the upper neighbour's weight |c - lower|, the lower one's |c - upper| (both 0.5 where lower == upper)."""
     c = np.clip(source_coordinates(out_size, in_size, mode), f32(0), f32(in_size - 1))
     lower = c.astype(np.int64)
     upper = np.minimum(lower + 1, in_size - 1)
@@ -99,7 +100,7 @@ def _bilinear_tflite(x, size, mode):
 
 
 def _bilinear_xnnpack(x, size, mode):
-    """Two horizontal lerps t = tl + (tr - tl) * ax, then t + (b - t) * ay, unfused (f32-ibilinear, SSE)."""
+    """Two horizontal lerps t = tl + (tr - tl) * ax, then t + (b - t) * ay, unfused (XNNPACK's f32-ibilinear)."""
     ys, xs = xnnpack_coordinates(size[0], x.shape[1], mode), xnnpack_coordinates(size[1], x.shape[2], mode)
     tl, tr, bl, br = _corners(x, ys, xs)
     ay, ax = ys[2][None, :, None, None], xs[2][None, None, :, None]
@@ -112,7 +113,8 @@ def _bilinear_onnxruntime(x, size, mode):
     (y1, y2, dy1, dy2), (x1, x2, dx1, dx2) = (_onnxruntime_coordinates(o, i, mode)
                                               for o, i in ((size[0], x.shape[1]), (size[1], x.shape[2])))
     tl, tr, bl, br = _corners(x, (y1, y2), (x1, x2))
-    dy1, dy2, dx1, dx2 = dy1[None, :, None, None], dy2[None, :, None, None], dx1[None, None, :, None], dx2[None, None, :, None]
+    dy1, dy2 = dy1[None, :, None, None], dy2[None, :, None, None]
+    dx1, dx2 = dx1[None, None, :, None], dx2[None, None, :, None]
     return (((dx2 * dy2) * tl + (dx1 * dy2) * tr) + (dx2 * dy1) * bl) + (dx1 * dy1) * br
 
 
