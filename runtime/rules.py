@@ -60,6 +60,18 @@ code. Measured for batch_matmul (the attention products of transformers; tests/t
   stride: 128 for N >= K, 256 at N = 128, 512 at N = 64, 1024 at N <= 32, each block's FMA sum added in
   float32), and columns past a multiple of 16 differ again: not reproduced, so an x86-int8 float island of a
   batch_matmul deeper than 128 is not claimed exact.
+Measured for a bilinear resize (op "resize"; nearest copies pixels and has no rule), each peer with its own
+coordinates and blend (runtime/kernels/resize.py; tests/test_resize_float_rules.py: 10 sizes up, down, odd,
+1 -> 3x4 and 6x7 -> 1, 12,408 elements per coordinate mode, 0 differing under the claimed set; under another
+set 3,247 to 8,739 differ):
+- bilinear_float32_corner_products: TFLite's reference RESIZE_BILINEAR, coordinate o * (in / out) (half pixel:
+  (o + 0.5) * s - 0.5, unclamped), each corner v * (1 - wy) * (1 - wx), the four summed in order.
+- bilinear_float32_lerp: XNNPACK's f32 resize (the default resolver delegates RESIZE_BILINEAR), coordinate
+  o * s (half pixel: + (0.5 * s - 0.5), clamped), t = tl + (tr - tl) * ax, b likewise, t + (b - t) * ay,
+  unfused (fused multiply-adds differ in up to 47 percent of the elements).
+- bilinear_float32_weight_products: onnxruntime's Resize (linear, NCHW), the IR's coordinate clamped, weights
+  dx1 = c - lower and dx2 = |c - upper|, (dx * dy) * v per corner summed in order, unfused (fused: up to 31
+  percent differ; two lerps with these weights, mcc's blend before: up to 52 percent).
 
 Where the delegate declines an op for its parameters (int8 -> int8 QUANTIZE or LEAKY_RELU with a scale
 ratio outside [1/256, 128], a conv / FC bias without quantization), LiteRT runs TFLite's kernel instead;
@@ -224,6 +236,7 @@ _REF = {
     "resize_bilinear": Rule("tflite", "bilinear_fixed_point10_half_away"),
     **{op: Rule("tflite", "exact") for op in _MATH_MOVES},
     "batch_matmul": Rule("tflite", "float32_multiply_add_in_order"),
+    "resize": Rule("tflite", "bilinear_float32_corner_products"),  # float bilinear: the blend of a float island
 }
 
 _XNNPACK = {
@@ -263,6 +276,7 @@ _XNNPACK = {
     "resize_bilinear": Rule("xnnpack", "bilinear_q11_half_up"),
     **{op: Rule("tflite", "exact") for op in _MATH_MOVES},
     "batch_matmul": Rule("xnnpack", "float32_fma_in_order"),
+    "resize": Rule("xnnpack", "bilinear_float32_lerp"),  # float bilinear: the blend of a float island
 }
 
 # What onnxruntime runs for each op of an x86-int8 ONNX file (formats.onnx.writer): its own integer operators,
@@ -287,6 +301,7 @@ _ONNXRUNTIME = {
     **{op: _REF[op] for op in _TABLES},
     **{op: Rule("onnxruntime", "exact") for op in _MATH_MOVES},
     "batch_matmul": Rule("onnxruntime", "float32_fma_in_order"),
+    "resize": Rule("onnxruntime", "bilinear_float32_weight_products"),  # float bilinear: the blend of a float island
 }
 
 # (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's

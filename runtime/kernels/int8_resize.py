@@ -33,6 +33,7 @@ from ..fixed_point import round_half_away
 from .int8_registry import check_rounding, int8_kernel, require_same_quant
 from ...formats.tflite.opmap import TFLITE_FLAGS, TFLITE_NEAREST
 from .layout import from_nhwc, to_nhwc
+from .resize import xnnpack_coordinates
 
 
 def tflite_nearest_indices(out_size: int, in_size: int, coordinates: str, fixed_point: bool = False) -> np.ndarray:
@@ -68,14 +69,8 @@ def _c_divide(a: np.ndarray, b: int) -> np.ndarray:
 
 def _q11(out_size: int, in_size: int, coordinates: str):
     """XNNPACK: lower and upper neighbour and the upper one's weight in 1/2048, per output position."""
-    f = np.float32
-    adjust = int(coordinates == "align_corners" and out_size != 1)
-    scale = f(in_size - adjust) / f(out_size - adjust)
-    v = np.arange(out_size, dtype=np.int64).astype(f) * scale
-    if coordinates == "half_pixel":
-        v = np.clip(v + (f(0.5) * scale - f(0.5)), f(0), f(in_size - 1))
-    lower = v.astype(np.int64)
-    return lower, np.minimum(lower + 1, in_size - 1), np.rint((v - lower.astype(f)) * f(2048)).astype(np.int64)
+    lower, upper, fraction = xnnpack_coordinates(out_size, in_size, coordinates)
+    return lower, upper, np.rint(fraction * np.float32(2048)).astype(np.int64)
 
 
 def _blend(x: np.ndarray, rows, cols, one: int) -> np.ndarray:

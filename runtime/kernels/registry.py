@@ -2,8 +2,9 @@
 
 A kernel is `fn(node, inputs) -> outputs`: it reads attributes and layouts from the node and computes on the
 numpy arrays it is given (None for an absent optional input), so the same table serves whole-graph runs and
-single-node evaluation. A float kernel whose result depends on the peer's summation order (RULED: batch_matmul)
-also takes the run's runtime.rules.RuleSet, so a float island of an int8 model sums as the peer does.
+single-node evaluation. A float kernel whose result depends on the peer's order of operations (RULED:
+batch_matmul, resize) also takes the run's runtime.rules.RuleSet, so a float island of an int8 model computes
+as the peer does.
 """
 
 from __future__ import annotations
