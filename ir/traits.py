@@ -71,19 +71,19 @@ TRAITS: dict[str, Traits] = {
     "split": Traits("axes", "none", shares_quant=True),
     "reshape": Traits("own", "reshape", shares_quant=True),
     "transpose": Traits("own", "none", shares_quant=True),
-    # ---- math (issue 14, ops-math): computed values, float islands in int8 ----
+    # computed values (float islands in int8)
     **{op: Traits("elementwise", "follow") for op in _MATH_ELEMENTWISE},
     "sum": Traits("axes", "follow"),
+    "lrn": Traits("spatial", "none"),
+    "batch_matmul": Traits("own", "none"),
+    "transpose_conv2d": Traits("spatial", "weights", homogeneous=True),
+    # values picked or moved: int8 with their input's parameters
     "reduce_max": Traits("axes", "follow", shares_quant=True),
     "reduce_min": Traits("axes", "follow", shares_quant=True),
-    "lrn": Traits("spatial", "none"),
-    # transposed convolution and batched matrix products
-    "transpose_conv2d": Traits("spatial", "weights", homogeneous=True),
     "gather": Traits("axes", "none", shares_quant=True),
     "tile": Traits("axes", "none", shares_quant=True),
     "depth_to_space": Traits("spatial", "none", shares_quant=True),
     "space_to_depth": Traits("spatial", "none", shares_quant=True),
-    "batch_matmul": Traits("own", "none"),
 }
 
 
