@@ -72,7 +72,7 @@ class Lowering:
         for v in g.input:
             if v.name not in self.env:
                 shape, dtype = self.input_shapes[v.name], INPUT_DTYPES[v.type.tensor_type.elem_type]
-                layout = "NCHW" if len(shape) == 4 and dtype == "float32" else None
+                layout = "NCHW" if len(shape) == 4 else None
                 self.env[v.name] = self.graph.add_input(v.name, shape, dtype, layout)
         for node in g.node:
             self.node = node

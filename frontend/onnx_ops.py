@@ -276,6 +276,8 @@ def cast(cx, x):
 @lowers("CastLike")
 def cast_like(cx, x, like):
     dtype = like.value.dtype if isinstance(like, Const) else np.dtype(like.dtype)
+    if isinstance(x, Const):  # a constant cast like a run-time tensor (the expanded functions' CastLike(1.0, x))
+        return cx.const(np.asarray(x.value).astype(dtype), like=x, dtype=dtype)
     return _float_cast(cx, x, onnx.helper.np_dtype_to_tensor_dtype(dtype))
 
 

@@ -180,7 +180,7 @@ class _Lowering:
         shape = tuple(val.shape)
         i = len(self.graph.inputs)
         name = self.input_names[i] if i < len(self.input_names) else node.name
-        layout = "NCHW" if len(shape) == 4 and dtype == "float32" else None
+        layout = "NCHW" if len(shape) == 4 else None
         return self.graph.add_input(self._unique(name), shape, dtype, layout)
 
     def _call(self, node):

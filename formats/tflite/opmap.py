@@ -574,7 +574,7 @@ TABLE: list[Mapping] = [
     Mapping("log", "LOG"),
     Mapping("gelu", "GELU", "GeluOptions", encode=lambda n: ({"approximate": n.attrs["approximate"] == "tanh"}, {}),
             decode=lambda site: {"approximate": "tanh" if site.options.approximate else "none"}),
-    Mapping("pow", "POW"),
+    Mapping("pow", "POW", when=lambda n: n.inputs[0].dtype == n.inputs[1].dtype),  # POW takes one type
     Mapping("sum", "SUM", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_max", "REDUCE_MAX", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_min", "REDUCE_MIN", "ReducerOptions", ("axes",), _mean, _reducer_back),
