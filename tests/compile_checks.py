@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import torch
 
+from mcc.benchmarks.coverage_suites.torch_suites import samples_like
 from mcc.compiler import compile_model
 from mcc.frontend.torch_export import from_module
 from mcc.runtime.litert import run_litert
@@ -43,14 +44,6 @@ def _float_output(result, target: str, x: np.ndarray) -> dict:
     return out
 
 
-def _samples_like(x: torch.Tensor, n: int, seed: int) -> np.ndarray:
-    """n calibration samples of x's kind: standard normal for an activation, ids below x's largest for indices."""
-    rng = np.random.default_rng(seed)
-    if x.dtype.is_floating_point:
-        return rng.standard_normal((n,) + tuple(x.shape[1:])).astype(np.float32)
-    return rng.integers(0, int(x.max()) + 1, (n,) + tuple(x.shape[1:])).astype(x.numpy().dtype)
-
-
 def compile_everywhere(module, shape, tmp_path, sources=("pt2", "onnx"), targets=TARGETS, seed=0,
                        example=None, require_int8=False) -> dict:
     """{(source, target): CompileResult}, each checked as the module docstring says; `example` (an input of
@@ -62,7 +55,7 @@ def compile_everywhere(module, shape, tmp_path, sources=("pt2", "onnx"), targets
     with torch.no_grad():
         want = module(x).numpy()
     calib = tmp_path / "calib.npz"
-    np.savez(calib, x=_samples_like(x, 16, seed + 1))
+    np.savez(calib, x=samples_like(x, 16, seed + 1))
     loaded = {"pt2": lambda: from_module(module, (x,)),
               "onnx": lambda: export_onnx(module, x, tmp_path / "model.onnx")}
     results = {}

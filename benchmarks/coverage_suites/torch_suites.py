@@ -2,7 +2,8 @@
 targets from that file, as a user would.
 
 Weights are torch's default initialisation under torch.manual_seed(0), the module in eval mode; inputs are seeded
-standard-normal samples in the example's shape: 8 to calibrate the int8 targets, 2 (other seed) to evaluate.
+samples in the example's shape (standard normal, or ids for integer inputs): 8 to calibrate the int8 targets, 2
+(other seed) to evaluate.
 Float cells: max|err| / output range within 1e-4 of torch's outputs. Int8 cells: common.int8_cell against
 torch's outputs.
 
@@ -169,7 +170,7 @@ def run_torch_case(case: Case, build):
             yield from ((c, Cell("refused", message)) for c in COLUMNS)
             return
         shape = tuple(example.shape)
-        calib, samples = (np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+        calib, samples = (samples_like(example, n * shape[0], seed).reshape(n, *shape)
                           for seed, n in ((0, CALIBRATION_SAMPLES), (1, EVAL_SAMPLES)))
         expected = [_torch_outputs(model, s) for s in samples]
         np.savez(Path(folder) / "calib.npz", x=calib.reshape(-1, *shape[1:]))
@@ -187,6 +188,15 @@ def run_torch_case(case: Case, build):
                 yield guarded(column, lambda: int8_cell(compiled(column), [[s] for s in samples], expected, ["x"]))
             else:
                 yield guarded(column, lambda: float_cell(compiled(column), data_sets, range_judge(1e-4)))
+
+
+def samples_like(example, n: int, seed: int) -> np.ndarray:
+    """n samples of the example's kind, batch first: standard normal for an activation, ids up to the example's
+    largest for integer indices (token ids)."""
+    rng = np.random.default_rng(seed)
+    if example.dtype.is_floating_point:
+        return rng.standard_normal((n,) + tuple(example.shape[1:])).astype(np.float32)
+    return rng.integers(0, int(example.max()) + 1, (n,) + tuple(example.shape[1:])).astype(example.numpy().dtype)
 
 
 def _torch_outputs(model, x: np.ndarray) -> list[np.ndarray]:
