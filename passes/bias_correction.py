@@ -20,9 +20,9 @@ from collections import Counter
 import numpy as np
 
 from ..ir import Graph, Node
-from ..ir.traits import weighted
+from ..ir.traits import weight_axes, weighted
 from ..runtime import evaluate_node
-from ..runtime.fixed_point import INT32_MAX, INT32_MIN
+from ..runtime.fixed_point import bias_bound
 from .calibrate import graph_feeds
 from .fold_constants import replace_constant
 
@@ -98,7 +98,9 @@ def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], rules=
             got = _channel_mean(float_node, rows)
             bias = node.inputs[2]
             step = np.round((want - got) / bias.quant.scale.astype(np.float64)).astype(np.int64)
-            fixed = np.clip(bias.data.astype(np.int64) + step, INT32_MIN, INT32_MAX).astype(np.int32)
+            w = node.inputs[1]
+            bound = bias_bound(w.size // w.shape[weight_axes(node)[0]])
+            fixed = np.clip(bias.data.astype(np.int64) + step, -bound, bound).astype(np.int32)
             replace_constant(graph, node, 2, fixed).quant = bias.quant
             corrected += 1
         quantized.step()

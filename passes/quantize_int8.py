@@ -69,7 +69,7 @@ import numpy as np
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.traits import traits, weight_axes, weighted
-from ..runtime.fixed_point import INT32_MAX, INT32_MIN, round_half_away
+from ..runtime.fixed_point import bias_bound, round_half_away
 from ..runtime.kernels.int8_registry import INT8_KERNELS
 from .bias_correction import DEFAULT_BIAS_CORRECTION, correct_biases
 from .calibrate import activations, calibration_batches, observe_ranges, output_sqnr_db
@@ -193,13 +193,16 @@ def _float_reason(node: Node) -> str | None:
 
 # ---- constants ----------------------------------------------------------------------------------------------
 def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.float32) -> np.ndarray:
-    """Per-channel symmetric scales max|w| / 127, raised where the bias would not fit int32 at s_in * s_w;
-    all-zero channels borrow the largest scale, so their requantization factor stays ordinary."""
+    """Per-channel symmetric scales max|w| / 127, raised where the bias at s_in * s_w would not leave the int32
+    accumulator room for the products (fixed_point.bias_bound: a random-weight hardnet's tiny s_in gave a bias at
+    the int32 limit, and the peers' accumulators overflowed differently); all-zero channels borrow the largest
+    scale, so their requantization factor stays ordinary."""
     reduce = tuple(a for a in range(w.ndim) if a != axis)
     scales = np.abs(w.astype(np.float64)).max(axis=reduce) / 127.0
     scales[scales == 0] = scales.max() if scales.any() else 1.0 / 127.0
     if bias is not None:
-        scales = np.maximum(scales, np.abs(bias.astype(np.float64)) / (float(s_in) * INT32_MAX))
+        bound = bias_bound(w.size // w.shape[axis])
+        scales = np.maximum(scales, np.abs(bias.astype(np.float64)) / (float(s_in) * bound))
     return scales.astype(np.float32)
 
 
@@ -217,11 +220,12 @@ def _quantize_weights(graph: Graph, node: Node, s_in: np.float32, shared: dict) 
     shape = [1] * w.ndim
     shape[axis] = channels
     s_b = (np.float32(s_in) * s_w).astype(np.float32)
+    bound = bias_bound(w.size // channels)
     _shared_constant(graph, node, 1, s_w, shared, lambda: (
         np.clip(round_half_away(w / s_w.reshape(shape).astype(np.float64)), -127, 127).astype(np.int8),
         QuantParams(s_w, np.zeros(channels, np.int64), axis)))
     _shared_constant(graph, node, 2, s_b, shared, lambda: (
-        np.clip(round_half_away(bias / s_b.astype(np.float64)), INT32_MIN, INT32_MAX).astype(np.int32),
+        np.clip(round_half_away(bias / s_b.astype(np.float64)), -bound, bound).astype(np.int32),
         QuantParams(s_b, np.zeros(channels, np.int64), 0)))
 
 

@@ -15,6 +15,13 @@ import numpy as np
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
+def bias_bound(products: int) -> int:
+    """The largest |int32 bias| that a sum of `products` int8 products (|x - zp| <= 255, |w| <= 127) cannot push
+    past int32: the kernels accumulate in int32 and wrap (LiteRT's reference) or saturate elsewhere, so a bias near
+    the limit makes the peers disagree."""
+    return INT32_MAX - products * 255 * 127
+
+
 def _i64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.int64)
 
