@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..ir import Tensor
-from ..ir.ops import NEAREST_MODES, POW_FOLDS, RESIZE_COORDINATES
+from ..ir.ops import NEAREST_MODES, POW_FOLDS, RESIZE_COORDINATES, broadcast_ones
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
 from . import normalization, recurrent
 
@@ -114,13 +114,12 @@ def bmm(cx, a, b):
 @lowers("expand.default")
 def expand(cx, x, size, *, implicit=False):
     """torch.export's matmul decomposition expands both operands to common batch axes before its bmm; where the
-    sizes do not change that is a reshape. A real broadcast would copy data, which mcc does not emit; its
-    readers broadcast themselves (elementwise ops, batch_matmul), so write the model without the expand."""
+    sizes do not change that is a reshape. A real broadcast is a multiply by ir.ops.broadcast_ones, as ONNX's
+    Expand."""
     shape = cx.out_shape()
-    if int(np.prod(shape)) != int(np.prod(cx.shape(x))):
-        cx.fail(f"expands {cx.shape(x)} to {list(shape)}, copying data; mcc compiles broadcasts only inside the ops "
-                "that broadcast (add, mul, matmul of equal batch sizes): drop the expand and let them broadcast")
-    return reshape(cx, x)
+    if int(np.prod(shape)) == int(np.prod(cx.shape(x))):
+        return reshape(cx, x)
+    return cx.emit("mul", [x, cx.const(broadcast_ones(cx.shape(x), shape))])
 
 
 @lowers("_native_batch_norm_legit_no_training.default")

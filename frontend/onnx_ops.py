@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..ir.ops import POW_FOLDS
+from ..ir.ops import POW_FOLDS, broadcast_ones
 from .normalization import group_normalize, normalize
 from .onnx_lowering import Const, node_label
 from .recurrent import Cell, note, select, stack, time_steps, unroll
@@ -353,16 +353,13 @@ def reshape(cx, x, *shape_args):
 @lowers("Expand")
 def expand(cx, x, shape):
     """Broadcast to the static shape ONNX computes: a reshape when only leading 1s are added, else a multiply by
-    ones shaped like the expanded axes only (exact in float, and 1.0 is exact in int8's [0, 1] parameters). TFLite
-    has BROADCAST_TO, which mcc's IR does not have; the multiply needs no new op in any layer."""
+    ir.ops.broadcast_ones."""
     out, src = cx.out_shape(), cx.shape(x)
     if out == src:
         return x
     if int(np.prod(out)) == int(np.prod(src)):
         return cx.emit("reshape", [x], shape=list(out))
-    aligned = (1,) * (len(out) - len(src)) + tuple(src)
-    ones = np.ones([1 if a == o else o for a, o in zip(aligned, out)], np.float32)
-    return cx.emit("mul", [x, cx.const(ones)])
+    return cx.emit("mul", [x, cx.const(broadcast_ones(src, out))])
 
 
 @lowers("Transpose")

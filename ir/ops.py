@@ -255,6 +255,16 @@ op("maximum", "Elementwise max(a, b) with numpy broadcasting; a NaN in `a` yield
    (2, 2))(_broadcast)
 
 
+def broadcast_ones(shape, out) -> np.ndarray:
+    """The ones that a multiply broadcasts a tensor of `shape` to `out` with, shaped like the expanded axes only:
+    the IR has no broadcast op (ONNX Expand, TFLite BROADCAST_TO, torch's expand), and x * 1 is exact in float and
+    in int8 (1.0 is exact in the constant's [0, 1] parameters). ValueError when `shape` does not broadcast."""
+    aligned = (1,) * (len(out) - len(shape)) + tuple(shape)
+    if len(aligned) != len(out) or any(a not in (1, o) for a, o in zip(aligned, out)):
+        raise ValueError(f"cannot broadcast {list(shape)} to {list(out)}")
+    return np.ones([1 if a == o else o for a, o in zip(aligned, out)], np.float32)
+
+
 def infer_node(node: Node) -> None:
     """Fill the shapes, dtypes and layouts of a node's outputs; keeps quantization parameters already set."""
     d = OPS.get(node.op)

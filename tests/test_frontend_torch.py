@@ -270,12 +270,11 @@ def test_unsupported_op_names_op_node_and_line():
 
 @pytest.mark.parametrize("module,shapes,words", [
     (Fn(lambda m, x, w: F.conv_transpose2d(x, w)), [(1, 3, 4, 4), (3, 3, 2, 2)], "needs a constant weight"),
-    (Fn(lambda m, x, y: x @ y), [(1, 2, 3), (2, 3, 2)], "copying data"),
     (Fn(lambda m, x: x[:, 1:].as_strided((1, 2), (1, 1), 0)), X4, "reads memory outside its input"),
     (nn.AvgPool2d(3, 2, padding=1, ceil_mode=True), X4, "count_include_pad"),
     (Fn(lambda m, x: F.max_pool2d(x, 2, return_indices=True)[1].float()), X4, "output 1 of"),
     (Fn(lambda m, x: x if x.sum() > 0 else -x), X4, "could not export"),
-], ids=["conv_transpose_computed_weight", "matmul_broadcasting_batches", "as_strided_outside_its_input",
+], ids=["conv_transpose_computed_weight", "as_strided_outside_its_input",
         "avg_pool_ceil_include_pad", "max_pool_indices", "data_dependent_control_flow"])
 def test_unsupported_forms_are_explained(module, shapes, words):
     with pytest.raises(MccError, match=words):

@@ -142,13 +142,17 @@ def test_attention_compiles_everywhere(tmp_path):
         assert len(quantize["notes"]["float_ops"]) == 3  # no int8 kernel yet: float islands
 
 
-def test_broadcasting_expand_is_refused_clearly():
+def test_broadcasting_expand_is_a_multiply_by_ones():
+    """torch.export's matmul of batch sizes 1 and 3 expands the first operand: ir.ops.broadcast_ones."""
     class Broadcast(nn.Module):
         def forward(self, a, b):
             return a @ b
 
-    with pytest.raises(MccError, match=r"expands \(1, 5, 8\) to \[3, 5, 8\], copying data"):
-        from_module(Broadcast(), (torch.zeros(1, 5, 8), torch.zeros(3, 8, 4)))
+    a, b = torch.randn(1, 5, 8), torch.randn(3, 8, 4)
+    graph = from_module(Broadcast(), (a, b))
+    assert [n.op for n in graph.nodes].count("mul") == 1
+    got = run(graph, {graph.inputs[0].name: a.numpy(), graph.inputs[1].name: b.numpy()})
+    np.testing.assert_allclose(next(iter(got.values())), (a @ b).numpy(), rtol=1e-5, atol=1e-5)
 
 
 # ---- 1-D convolution and pooling --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from ...errors import MccError
 from ...ir import Graph, Node, Tensor
-from ...ir.ops import infer_node
+from ...ir.ops import broadcast_ones, infer_node
 
 OP = schema.BuiltinOperator
 
@@ -119,19 +119,18 @@ def _computed_reshape(s: Site) -> list:
 
 
 def _broadcast_to(s: Site) -> list:
-    """As the ONNX frontend's Expand: a reshape when only leading 1s are added, else a multiply by ones shaped like
-    the expanded axes only (exact in float, and 1.0 is exact in int8's [0, 1] parameters)."""
+    """As the ONNX frontend's Expand: a reshape when only leading 1s are added, else a multiply by
+    ir.ops.broadcast_ones."""
     x, y = s.inputs[0], s.outputs[0]
     out = tuple(int(d) for d in s.param(1, "shape").reshape(-1))
     if x.is_constant:
         return [s.const(np.broadcast_to(x.data, out))]
     if int(np.prod(out)) == x.size:
         return [s.reshape(x, out, y)]
-    aligned = (1,) * (len(out) - len(x.shape)) + tuple(x.shape)
-    if len(aligned) != len(out) or any(a not in (1, o) for a, o in zip(aligned, out)):
-        raise MccError(f"BROADCAST_TO cannot broadcast {list(x.shape)} to {list(out)}")
-    ones = Tensor(s.fresh(f"{y.name}/ones"), data=np.ones([1 if a == o else o for a, o in zip(aligned, out)],
-                                                           np.float32))
+    try:
+        ones = Tensor(s.fresh(f"{y.name}/ones"), data=broadcast_ones(x.shape, out))
+    except ValueError as e:
+        raise MccError(f"BROADCAST_TO {e}") from None
     return s.node("mul", [x, ones], out=y)
 
 
