@@ -20,6 +20,7 @@ from onnx import numpy_helper
 
 from ..errors import MccError, summarize
 from ..ir import Graph, Tensor
+from ..ir.tensor import DTYPES
 from ..ir.names import claim_unique
 
 # Model inputs mcc takes: activations, and integer indices (token ids into an embedding).
@@ -184,7 +185,7 @@ class Lowering:
             taken = any(value is t for t in self.graph.inputs + self.graph.outputs)
             if isinstance(value, Const) or taken:
                 self.node = onnx.helper.make_node("Identity", [name], [name], name=name)
-                value = self.emit("identity", [value])
+                value = self.emit("identity", [self._output_constant(value) if isinstance(value, Const) else value])
             if value.name != name:  # the output takes the model's name from whichever tensor holds it
                 for t in self.graph.tensors():
                     if t.name == name:
@@ -219,9 +220,17 @@ class Lowering:
         """The float32 IR constant for `c`, created once however many nodes read it."""
         t = self.materialized.get(c)
         if t is None:
-            t = Tensor(self._unique(c.name), data=np.ascontiguousarray(c.value, dtype=np.float32))
+            t = Tensor(self._unique(c.name), data=np.array(c.value, dtype=np.float32, order="C"))
             self.materialized[c] = t
         return t
+
+    def _output_constant(self, c: Const) -> Tensor:
+        """A graph output known at compile time keeps the model's dtype (Size and Shape give int64), where the IR
+        has it; other values are read as float32 like every constant."""
+        dtype = str(np.asarray(c.value).dtype)
+        if dtype == "float32" or dtype not in DTYPES:
+            return self.materialize(c)
+        return Tensor(self._unique(c.name), data=np.array(c.value, order="C"))
 
     def attr(self, name: str, default=None):
         """The current node's attribute `name` as a Python value (strings decoded), or `default`."""

@@ -87,7 +87,7 @@ class Graph:
         return t
 
     def constant(self, name: str, data: np.ndarray) -> Tensor:
-        return Tensor(self.unique_name(name), data=np.ascontiguousarray(data))
+        return Tensor(self.unique_name(name), data=np.array(data, order="C"))
 
     def add_node(self, op: str, inputs, attrs=None, name: str | None = None, n_outputs: int = 1,
                  source: str | None = None, index: int | None = None) -> Node:

@@ -75,7 +75,7 @@ def _fold_node(graph: Graph, node: Node) -> bool:
         return False  # a graph output stays computed, so the model's interface keeps a produced tensor
     values = evaluate_node(node, [i.data if i is not None else None for i in node.inputs])
     for out, value in zip(node.outputs, values):
-        const = Tensor(out.name, quant=out.quant, data=np.ascontiguousarray(np.asarray(value, dtype=out.dtype)))
+        const = Tensor(out.name, quant=out.quant, data=np.array(value, dtype=out.dtype, order="C"))
         graph.replace_all_uses(out, const)
     graph.remove_node(node)
     return True

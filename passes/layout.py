@@ -28,7 +28,9 @@ to_nchw is the same walk with S = (0, 3, 1, 2)):
   costs a transpose; other reshapes keep element order only when both permutations move just size-1 axes (then
   it is a plain reshape, e.g. a flatten with H = W = 1); a flatten [N, C*H*W] read only by fully-connected layers with constant
   weights permutes those weights' columns from C,H,W to H,W,C order (to_nchw: back); any other reshape asks for
-  the identity, which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]).
+  the identity, which inserts a transpose back to NCHW (noted in ctx.notes["inserted_transposes"]), and gives
+  its output S where that moves no data, except for a graph output, whose shape the user sees (a LayerNorm's
+  [N, C, H, 1] mean stays so).
 A conversion is a rewrite of the constant's data when the tensor is a constant, a reshape when only size-1 axes
 move, and otherwise a transpose; conversions are shared by all readers that ask for the same permutation.
 4-D graph inputs go to S, except those read only by transposes into S: the model permutes them itself, so they
@@ -289,7 +291,8 @@ class _Layout:
             if not _keeps_order(have, lx):
                 why = f"reshape '{n.name}' needs the source's element order"
                 n.inputs[0] = self.to_perm(x, _ident(len(lx)), n, why)
-            out = self.d.spatial if len(ly) == 4 and _keeps_order(self.d.spatial, ly) else _ident(len(ly))
+            free = len(ly) == 4 and _keeps_order(self.d.spatial, ly) and not self.g.is_output(y)
+            out = self.d.spatial if free else _ident(len(ly))
         n.attrs["shape"] = list(_phys(ly, out))
         return out
 

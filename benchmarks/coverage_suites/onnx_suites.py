@@ -155,8 +155,10 @@ def model_data_sets(payload, model: onnx.ModelProto) -> list:
 
 
 def _stack(samples, names) -> dict:
-    """Calibration arrays by input name: the samples' inputs one after another on the batch axis."""
-    return {name: np.concatenate([s[i] for s in samples]) for i, name in enumerate(names)}
+    """Calibration arrays by input name: the samples' inputs one after another on the batch axis (0-d ones, which
+    have none, stacked)."""
+    join = lambda arrays: np.stack(arrays) if np.ndim(arrays[0]) == 0 else np.concatenate(arrays)  # noqa: E731
+    return {name: join([s[i] for s in samples]) for i, name in enumerate(names)}
 
 
 def _read_pb(path: str, type_proto: onnx.TypeProto):

@@ -381,13 +381,21 @@ def _mean_decode(site: Site):
     return "mean", site.inputs[:1], {"axes": axes, "keepdims": bool(site.attrs.get("keepdims", 1))}
 
 
+def _global_mean(e: Emit, node: Node) -> None:
+    """A float mean over every axis from 2 on is written GlobalAveragePool, as the ONNX sources and converters
+    spell it: onnxruntime's ReduceMean kernel sums channels in different orders, so values the source's
+    GlobalAveragePool computes equal differ by an ulp (light/test_squeezenet's 1,000 logits are all 9.48e9, and
+    its softmax turned that ulp into 0 for 250 classes and 1/750 for the rest)."""
+    e.node("GlobalAveragePool", [e.name(node.inputs[0])], [e.name(node.outputs[0])], node.name)
+
+
 def _qlinear_mean(e: Emit, node: Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     e.node("QLinearGlobalAveragePool", [e.name(x), *e.qparams(x), *e.qparams(y)], [e.name(y)], node.name,
            MS_DOMAIN, channels_last=0)
 
 
-def _qlinear_mean_decode(site: Site):
+def _global_mean_decode(site: Site):
     return "mean", site.inputs[:1], {"axes": list(range(2, len(site.inputs[0].shape))), "keepdims": True}
 
 
@@ -590,8 +598,9 @@ TABLE: list[Row] = [
     Row(("max_pool2d",), "any", ("", "MaxPool"), _pool("MaxPool"), _pool_back("max_pool2d")),
     Row(("avg_pool2d",), "float", ("", "AveragePool"), _pool("AveragePool"), _pool_back("avg_pool2d")),
     Row(("avg_pool2d",), "int8", (MS_DOMAIN, "QLinearAveragePool"), _qlinear_avg_pool, _pool_back("avg_pool2d")),
+    Row(("mean",), "float", ("", "GlobalAveragePool"), _global_mean, _global_mean_decode, when=global_pool_axes),
     Row(("mean",), "float", ("", "ReduceMean"), _mean, _mean_decode),
-    Row(("mean",), "int8", (MS_DOMAIN, "QLinearGlobalAveragePool"), _qlinear_mean, _qlinear_mean_decode,
+    Row(("mean",), "int8", (MS_DOMAIN, "QLinearGlobalAveragePool"), _qlinear_mean, _global_mean_decode,
         when=global_pool_axes),
     Row(("concat",), "any", ("", "Concat"),
         lambda e, n: e.node("Concat", [e.name(t) for t in n.inputs], [e.name(n.outputs[0])], n.name,

@@ -87,6 +87,7 @@ class Mapping:
     encode: Callable[[Node], tuple[dict, dict]] = lambda node: ({}, {})   # -> option fields, param arrays
     decode: Callable[[Site], dict] = lambda site: {}                    # -> IR attributes
     when: Callable[[Node], bool] = lambda node: True
+    unless: str = ""                                        # what the builtin lacks when `when` is False
     like_input: tuple[str, ...] = ()                        # params quantized like input 0 (TFLite checks)
     leading: tuple[str, ...] = ()                           # constant inputs that precede the IR inputs (SPLIT's axis)
     input_order: tuple[int, ...] = ()                       # builtin position -> IR input (TRANSPOSE_CONV: w, x)
@@ -574,7 +575,9 @@ TABLE: list[Mapping] = [
     Mapping("log", "LOG"),
     Mapping("gelu", "GELU", "GeluOptions", encode=lambda n: ({"approximate": n.attrs["approximate"] == "tanh"}, {}),
             decode=lambda site: {"approximate": "tanh" if site.options.approximate else "none"}),
-    Mapping("pow", "POW", when=lambda n: n.inputs[0].dtype == n.inputs[1].dtype),  # POW takes one type
+    Mapping("pow", "POW", when=lambda n: n.inputs[0].dtype == n.inputs[1].dtype in ("float32", "int32"),
+            unless="TFLite's POW has kernels for float32 ** float32 and int32 ** int32 only; cast the operands to "
+                   "one of those in the model, or compile for an ONNX target"),
     Mapping("sum", "SUM", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_max", "REDUCE_MAX", "ReducerOptions", ("axes",), _mean, _reducer_back),
     Mapping("reduce_min", "REDUCE_MIN", "ReducerOptions", ("axes",), _mean, _reducer_back),
@@ -615,7 +618,10 @@ def mapping_for(node: Node) -> Mapping:
         if m.when(node):
             return m
     if rows:
-        raise MccError(f"{node.op} with {node.attrs} has no TFLite builtin; run the legalize_tflite pass first",
+        lacking = next((m.unless for m in rows if m.unless), "")
+        dtypes = " and ".join(t.dtype for t in node.inputs if t is not None)
+        raise MccError(f"{node.op} of {dtypes}: {lacking}" if lacking else
+                       f"{node.op} with {node.attrs} has no TFLite builtin; run the legalize_tflite pass first",
                        node=node.name)
     if node.op in NO_BUILTIN:
         raise MccError(NO_BUILTIN[node.op], node=node.name)
