@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 from onnx.backend.test.runner import Runner
 
@@ -208,3 +209,44 @@ def test_pow_of_a_dtype_tflite_has_no_kernel_for_is_refused_for_tflite_and_compi
         MccBackend.prepare(model, "CPU", target="arm-fp32")
     rep = MccBackend.prepare(model, "CPU", target="x86-fp32")
     assert rep.run([np.array([1, 2, 3], np.int64)])[0].tolist() == [1, 4, 27]
+
+
+class _Cancelling(torch.nn.Module):
+    """x W1^T - x W2^T with W2 = W1 + a small D: two sums of 1e5 that cancel to about 1, so float32 rounding of
+    the large sums (which torch and LiteRT add in different orders) leaves errors of 1e-2 that float64 avoids."""
+
+    def __init__(self, shift: float = 0.0):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        w1 = rng.standard_normal((8, 256)) * 1e4
+        self.a = torch.nn.Linear(256, 8, bias=False)
+        self.b = torch.nn.Linear(256, 8, bias=shift != 0)
+        with torch.no_grad():
+            self.a.weight.copy_(torch.from_numpy(w1))
+            self.b.weight.copy_(torch.from_numpy(w1 + rng.standard_normal((8, 256)) * 1e-2))
+            if shift:
+                self.b.bias.fill_(shift)
+
+    def forward(self, x):
+        return self.a(x) - self.b(x)
+
+
+@pytest.mark.parametrize("shift, status", [(0.0, "pass"), (0.5, "wrong")])
+def test_ill_conditioned_float_cell_is_judged_against_float64(tmp_path, shift, status):
+    """A model whose float32 result torch itself gets far from float64 passes when mcc is no further from float64
+    than twice torch's error; a file that computes something else (a bias of 0.5 added) stays wrong."""
+    from mcc.benchmarks.coverage_suites.common import float_cell, range_judge
+    from mcc.benchmarks.coverage_suites.torch_suites import conditioned
+    from mcc.compiler import compile_model
+    from mcc.onnx_backend import MccRep
+
+    samples = [np.random.default_rng(i).standard_normal((1, 256)).astype(np.float32) for i in range(2)]
+    model = _Cancelling().eval()
+    with torch.no_grad():
+        expected = [[model(torch.from_numpy(s)).numpy()] for s in samples]
+        torch.export.save(torch.export.export(_Cancelling(shift), (torch.from_numpy(samples[0]),)), tmp_path / "m.pt2")
+    rep = MccRep(compile_model(tmp_path / "m.pt2", "arm-fp32"), "arm-fp32")
+    first = float_cell(rep, [([s], e) for s, e in zip(samples, expected)], range_judge(1e-4))
+    cell = conditioned(first, rep, model, samples, expected, {})
+    assert first.status == "wrong" and cell.status == status, (first, cell)
+    assert "against float64: mcc" in cell.text

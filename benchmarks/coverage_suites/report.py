@@ -20,7 +20,9 @@ Each row is one case; each cell is what mcc did for one target:
 - **fp32 columns**: the error of the emitted file's outputs (LiteRT for `arm-fp32`, onnxruntime for `x86-fp32`)
   against the suite's expected outputs, as max|err| / output range. ONNX suites are judged by each case's own
   rtol/atol (numpy's allclose, as onnx's backend test runner does), PyTorch suites by max|err| / range <= 1e-4
-  against torch.
+  against torch; where torch's own float32 output is further than that from its float64 output (random weights
+  that amplify rounding), a cell also passes when mcc's error against float64 is at most twice torch float32's,
+  and shows both.
 - **int8 columns**: calibrated on seeded random samples (PyTorch suites: 8) or the case's own inputs (ONNX
   models), then `mcc validate`: pass means 0 differing elements between mcc's runtime and LiteRT's reference and
   XNNPACK kernels (`arm-int8`) or onnxruntime at two optimisation levels (`x86-int8`); the SQNR of the deployed

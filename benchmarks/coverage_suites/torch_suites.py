@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import COLUMNS, Case, Cell, first_line, float_cell, guarded, int8_cell, range_judge
+from .common import COLUMNS, Case, Cell, first_line, float_cell, guarded, int8_cell, range_judge, relative_error
 
 CALIBRATION_SAMPLES, EVAL_SAMPLES = 8, 2
 PYTORCHCV = "pip install --no-deps pytorchcv==0.0.74"
@@ -175,6 +175,10 @@ def run_torch_case(case: Case, build):
         expected = [_torch_outputs(model, s) for s in samples]
         np.savez(Path(folder) / "calib.npz", x=calib.reshape(-1, *shape[1:]))
         data_sets = [([s], e) for s, e in zip(samples, expected)]
+        float64: dict = {}
+
+        def judged(rep):
+            return conditioned(float_cell(rep, data_sets, range_judge(1e-4)), rep, model, samples, expected, float64)
 
         def compiled(target):
             if target.endswith("int8"):
@@ -187,7 +191,42 @@ def run_torch_case(case: Case, build):
             if column.endswith("int8"):
                 yield guarded(column, lambda: int8_cell(compiled(column), [[s] for s in samples], expected, ["x"]))
             else:
-                yield guarded(column, lambda: float_cell(compiled(column), data_sets, range_judge(1e-4)))
+                yield guarded(column, lambda: judged(compiled(column)))
+
+
+def conditioned(cell: Cell, rep, model, samples, expected, cache: dict) -> Cell:
+    """A float cell outside 1e-4 of torch's float32 output, judged again against float64 when torch's own float32
+    result is further than 1e-4 from it: random weights make some models (pytorchcv menet, igcv3) amplify rounding
+    so much that two correct float32 evaluations in different summation orders disagree by 1e-3. Such a cell passes
+    when mcc's error against float64 is at most twice torch float32's (two independent roundings), and says so."""
+    if cell.status != "wrong" or "(>" not in cell.text:
+        return cell
+    if "refs" not in cache:
+        cache["refs"] = _float64_outputs(model, samples)
+    if cache["refs"] is None:
+        return cell
+    outs = [list(rep.run([s])) for s in samples]
+    ours = max(relative_error(o, r) for os_, rs in zip(outs, cache["refs"]) for o, r in zip(os_, rs))
+    torchs = max(relative_error(o, r) for os_, rs in zip(expected, cache["refs"]) for o, r in zip(os_, rs))
+    figures = f"against float64: mcc {ours:.1e}, torch float32 {torchs:.1e}"
+    if torchs > 1e-4 and ours <= 2 * torchs:
+        return Cell("pass", f"{cell.text.split(' (>')[0]} ({figures})")
+    return Cell("wrong", f"{cell.text}; {figures}")
+
+
+def _float64_outputs(model, samples):
+    """The model's outputs in float64 on a copy of it, or None for a model that does not run in float64."""
+    import copy
+
+    import torch
+
+    try:
+        twin = copy.deepcopy(model).double()
+        with torch.no_grad():
+            return [[t.numpy() for t in torch.utils._pytree.tree_leaves(twin(torch.from_numpy(s).double()))]
+                    for s in samples]
+    except Exception:  # integer inputs (token ids) and ops without float64 kernels: no second opinion
+        return None
 
 
 def samples_like(example, n: int, seed: int) -> np.ndarray:
