@@ -4,7 +4,8 @@ A .tflite file runs in LiteRT for each of its kernel sets ("ref" = BUILTIN_REF, 
 file in onnxruntime at each graph optimization level ("ort-all", "ort-none", ...; runtime.ort), and mcc's runtime
 runs the same file, read back from its bytes, under the rule set that claims to match that peer (runtime/rules.py).
 Every tensor that an operator produces is compared element by element: LiteRT exposes them with
-experimental_preserve_all_tensors, onnxruntime runs a copy of the model with every node output made a graph output
+experimental_preserve_all_tensors (except what XNNPACK keeps inside a fused kernel, such as a SPLIT output that
+the delegate's graph drops: those are listed as not compared, never counted), onnxruntime runs a copy of the model with every node output made a graph output
 (whose graph outputs are replaced by those of the unmodified model, so exposing tensors cannot hide what the
 deployed model computes). TFLite's own tooling compares outputs within a tolerance; AIMET and TVM say their
 integer results may differ from the target's. mcc states the count of differing elements per operator and in
@@ -41,6 +42,7 @@ class TensorDiff:
     elements: int = 0
     differing: int = 0
     max_abs_diff: float = 0.0
+    exposed: bool = True    # False: the peer keeps the tensor inside a fused kernel, so it is not compared
 
 
 @dataclass
@@ -66,7 +68,8 @@ class Comparison:
         first = self.first_differing
         return {"kernels": self.kernels, "rules": self.rules, "exact": self.exact, "elements": self.elements,
                 "differing": self.differing, "max_abs_diff": max((t.max_abs_diff for t in self.tensors), default=0.0),
-                "first_differing_op": asdict(first) if first else None, "tensors": [asdict(t) for t in self.tensors]}
+                "first_differing_op": asdict(first) if first else None, "tensors": [asdict(t) for t in self.tensors],
+                "not_exposed": [t.tensor for t in self.tensors if not t.exposed]}
 
 
 def _is_integer_model(graph: Graph) -> bool:
@@ -116,8 +119,11 @@ def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], ker
         theirs = peer(feeds)
         for name, d in diffs.items():
             if name not in theirs:
-                raise MccError(f"{describe(kernels)} does not expose tensor '{name}' of node '{d.node}'; cannot "
-                               "compare it")
+                if graph.is_output(graph.tensor(name)):
+                    raise MccError(f"{describe(kernels)} does not return output '{name}' of node '{d.node}'; "
+                                   "cannot compare it")
+                d.exposed = False
+                continue
             a, b = ours[name], theirs[name].reshape(ours[name].shape)
             delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
             if name in exact_tensors:
@@ -245,6 +251,9 @@ def format_report(report: dict) -> str:
             lines.append(f"  {t['node'][:36]:<36} {t['op']:<18} {t['differing']:>10,} {t['elements']:>10,} "
                          f"{t['max_abs_diff']:>10.3g}")
         lines.append(f"  total: {c['differing']:,} of {c['elements']:,} elements differ; max diff {c['max_abs_diff']:.3g}")
+        if c["not_exposed"]:
+            lines.append(f"  not compared: {len(c['not_exposed'])} tensor(s) the peer keeps inside fused kernels "
+                         f"(first: {c['not_exposed'][0]}); every model output is compared")
         if c["first_differing_op"]:
             f = c["first_differing_op"]
             lines.append(f"  first differing operator: {f['node']} ({f['op']})")

@@ -146,3 +146,34 @@ def test_bad_observer_is_a_clear_error(tmp_path, capsys):
     assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp_path / "calib.npz"),
                  "--observer", "median", "-o", str(out), "-q"]) == 2
     assert "median" in capsys.readouterr().err and not out.exists()
+
+
+class _SplitBranches(torch.nn.Module):
+    """A conv's channels split four ways, two parts through their own depthwise conv, then joined (pytorchcv
+    fpenet's int8 graph has such unread SPLIT outputs): XNNPACK does not compute or expose the unread parts."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.branches = torch.nn.ModuleList(torch.nn.Conv2d(4, 4, 3, padding=1, groups=4) for _ in range(2))
+
+    def forward(self, x):
+        parts = torch.chunk(self.conv(x), 4, dim=1)
+        return torch.cat([b(p) for b, p in zip(self.branches, parts[::2])], dim=1)
+
+
+def test_validate_compares_what_xnnpack_exposes_and_lists_the_rest(tmp_path, capsys):
+    x = torch.zeros(1, 3, 8, 8)
+    torch.export.save(torch.export.export(_SplitBranches().eval(), (x,)), tmp_path / "m.pt2")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "m.tflite"
+    assert main(["compile", str(tmp_path / "m.pt2"), "--target", "arm-int8", "--calib", str(tmp_path / "calib.npz"),
+                 "-o", str(out), "-q"]) == 0
+    code, report = _validate(capsys, out, tmp_path / "calib.npz")
+    assert code == 0
+    ref, xnnpack = report["comparisons"]
+    assert ref["not_exposed"] == [] and xnnpack["not_exposed"], xnnpack["not_exposed"]
+    assert all(":" in name for name in xnnpack["not_exposed"])   # the SPLIT's outputs
+    assert xnnpack["differing"] == 0 and xnnpack["elements"] > 0
+    compared = {t["tensor"] for t in xnnpack["tensors"] if t["exposed"]}
+    assert compared >= {t["tensor"] for t in ref["tensors"]} - set(xnnpack["not_exposed"])
