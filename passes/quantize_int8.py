@@ -9,9 +9,16 @@ What the spec asks (https://ai.google.dev/edge/litert/models/quantization_spec),
 - ops that move bytes without requantizing share their input's parameters: max_pool2d, avg_pool2d, reshape,
   transpose, pad (PAD / PADV2), slice, split (all its outputs), resize (RESIZE_NEAREST_NEIGHBOR and
   RESIZE_BILINEAR, whose int8 kernels interpolate the stored integers), gather, tile, depth_to_space,
-  space_to_depth, reduce_max and reduce_min (issue 14), and concat, minimum and maximum with all
-  their inputs; such tensors form one group whose range is the union of its members' ranges (a constant operand
-  is quantized with the group's parameters). A concat of two differently fixed inputs gets a requantizing QUANTIZE on one of them;
+  space_to_depth, reduce_max and reduce_min (issue 14), and concat, minimum and maximum with their inputs;
+  such tensors form one group whose range is the union of its members' ranges (a constant operand is quantized
+  with the group's parameters). Sharing never destroys an input (issue 15, _plan): fixed parameters never
+  spread to a tensor whose range they do not cover, and a concat / minimum / maximum input that would lose
+  precision by sharing gets a requantizing QUANTIZE (int8 -> int8) to the output's parameters instead. LiteRT
+  2.3.0 leaves no other way: its int8 CONCATENATION refuses inputs whose scale differs from the output's
+  (BUILTIN_REF: "concatenation.cc:235 t->params.scale != output->params.scale ... failed to prepare"; XNNPACK:
+  "failed to delegate CONCATENATION"; measured with scales 0.1 / 0.2), and onnxruntime's Concat on int8 (what
+  x86-int8 writes) copies bytes. On a detection head (boxes 0..~320 px concatenated with sigmoid scores,
+  examples/detection_head.py) this took the int8 output from 0.09 dB to 31.9 dB SQNR;
 - constants that feed other int8 ops (add 3 and mul 1/6 of a legalized hardsigmoid, per-channel mul/add of
   a decomposed batch norm) become int8 constants with their own per-tensor parameters;
 - fused relu / relu6 need nothing extra: the observer sees the activated output, so its range starts at 0;
@@ -30,7 +37,14 @@ The TFLite converter's MLIR quantizer wraps every op in fake-quant (QDQ) pairs f
 statistics, propagates parameters through "same scale" op traits, then folds each QDQ sandwich into an int8
 kernel. mcc assigns parameters directly on its IR (a union-find over the tensors that must agree, fixed
 outputs pinned) and retypes the graph in place, so the result is an int8 graph that the reference runtime
-runs, and compares with the float graph, before any file exists.
+runs, and compares with the float graph, before any file exists. On shared-parameter ops: the converter's
+quantization driver propagates one scale through same-scale ops (CONCATENATION among them) and requantizes where
+two requirements conflict; onnxruntime's quantize_static (QDQ) has no rule for Concat in its QDQ registry, so
+every concat input and the output keep their own calibrated parameters (DequantizeLinear -> float Concat ->
+QuantizeLinear: each input is in effect requantized, a second rounding even where the ranges agree). mcc joins
+an input whenever that costs nothing measurable (always for a tensor only the concat reads, whose values reach
+the output at the output's scale either way) and requantizes only where joining would coarsen a tensor something
+else reads, or where fixed parameters would clamp.
 
 Defaults, measured on the zoo: output SQNR (dB) of the int8 graph under litert-ref against the float
 graph on held-out data, for two seeds (0, 1): 64 calibration samples of N(0, 1) and 128 held-out ones
