@@ -20,6 +20,7 @@ from mcc.compiler import compile_model
 from mcc.datafiles import match_inputs, run_in_batches
 from mcc.examples.detection_head import BOX_PIXELS, detection_head
 from mcc.examples.zoo import _seeded
+from mcc.ir import QuantParams
 from mcc.passes.quantize_int8 import affine_params, quantize_array
 from mcc.runtime.litert import make_interpreter, run_litert
 from mcc.runtime.ort import make_session, run_ort
@@ -184,3 +185,55 @@ def test_detection_head_keeps_its_boxes_and_matches_onnxruntime_quantize_static(
     ort = sqnr_db(r, _onnx_outputs(tmp / "det_ort.onnx", np.load(held)["x"]))
     print(f"{target}: mcc {sqnr_db(r, g):.2f} dB, onnxruntime quantize_static {ort:.2f} dB")
     assert sqnr_db(r, g) >= ort - 1.0, (target, sqnr_db(r, g), ort)
+
+
+# ---- the planning rules on a small IR graph ----------------------------------------------------------------
+def test_fixed_parameters_spread_only_where_they_cover_and_read_tensors_keep_their_scale():
+    """sigmoid -> pad with -1 (fixed parameters do not cover -1: the sigmoid is requantized into the pad's); two
+    sigmoids -> concat (same fixed parameters: shared, no requantize); maximum(a, b) with a (0..~2) also read by a
+    conv and b far wider (a is requantized, so the conv still reads a at a's own scale). Bit-exact in LiteRT."""
+    from mcc.formats.tflite.writer import write_tflite
+    from mcc.formats.tflite.reader import read_tflite
+    from mcc.ir import Graph
+    from mcc.passes import run_pipeline
+    from mcc.passes.quantize_int8 import FIXED
+    from mcc.runtime import run
+
+    rng = np.random.default_rng(3)
+    g = Graph("rules")
+    x = g.add_input("x", (1, 4, 4, 2), layout="NHWC")
+
+    def node(op, inputs, attrs=None, name=None):
+        return g.add_node(op, inputs, attrs, name=name).outputs[0]
+
+    def conv(name, src, gain):
+        w = (rng.standard_normal((2, 1, 1, 2)) * gain).astype(np.float32)
+        return node("conv2d", [src, g.constant(f"{name}_w", w), g.constant(f"{name}_b", np.zeros(2, np.float32))],
+                    name=name)
+
+    s, s2 = node("sigmoid", [x], name="s"), node("sigmoid", [conv("c0", x, 1.0)], name="s2")
+    padded = node("pad", [s], {"pads": [0, 0, 1, 1, 1, 1, 0, 0], "value": -1.0}, "pad")
+    both = node("concat", [s, s2], {"axis": 3}, "cat")
+    a, b = node("relu", [conv("ca", x, 0.5)], name="a"), conv("cb", x, 40.0)
+    g.outputs = [padded, both, node("maximum", [a, b], name="max"), conv("cc", a, 1.0)]
+    calib = {"x": np.random.default_rng(5).standard_normal((32, 4, 4, 2)).astype(np.float32)}
+    q, _ = run_pipeline(g, ["quantize_int8"], {"calibration": calib})
+
+    requantized = {n.inputs[0].name for n in q.nodes if n.op == "quantize" and n.inputs[0].dtype == "int8"}
+    # b (+-~100, read only by the maximum) would double the output's scale with its negative half, which a
+    # maximum with a >= 0 never outputs: it is requantized too, clamped to the output's range
+    assert requantized == {"s", "a", "cb"}
+    assert q.node("pad").inputs[0].name == "s/requantize" and q.node("cat").inputs[0].name == "s"
+    sigmoid = QuantParams(np.float32(FIXED["sigmoid"][0]), FIXED["sigmoid"][1])
+    assert q.node("cat").outputs[0].quant == sigmoid and q.node("pad").outputs[0].quant != sigmoid
+    a_scale, max_scale = q.node("a").outputs[0].quant.scale[0], q.node("max").outputs[0].quant.scale[0]
+    assert q.node("cc").inputs[0].name == "a" and max_scale > 10 * a_scale
+
+    data = write_tflite(q)
+    back = read_tflite(data)
+    feeds = {"x": calib["x"][:1]}
+    for kernels, rules in {"ref": "litert-ref", "default": "litert-xnnpack"}.items():
+        want = run_litert(data, feeds, kernels, keep_all=True)
+        got = run(back, feeds, keep_all=True, rules=rules)
+        names = [o.name for n in back.nodes for o in n.outputs]
+        assert sum(int(np.count_nonzero(got[k] != want[k])) for k in names) == 0, kernels
