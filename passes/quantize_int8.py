@@ -135,6 +135,8 @@ class _Groups:
         """Whether a's and b's groups may share parameters: fixed parameters must cover the other group's range
         (to within one step), and the shared scale may exceed neither group's `finest` by more than `coarsen`."""
         ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
         pa, pb = self.pin.get(ra), self.pin.get(rb)
         if pa is not None and pb is not None:
             return pa == pb
