@@ -1,14 +1,19 @@
-"""int8 against float, and mcc's quantization against onnxruntime's and NNCF's, in one run on one model.
+"""int8 against float, and mcc's quantization against onnxruntime's and NNCF's, side by side on several models.
 
-    python benchmarks/bench_int8.py [--model mobilenet_v2_style] [--samples 256] [--repeat 20] [--json out.json]
+    python benchmarks/bench_int8.py [--models resnet18_style,mobilenet_v2_style,detection_head] [--samples 256]
+                                    [--repeat 20] [--json out.json]
 
-Prints, side by side: the int8 / float TFLite file size ratio; the LiteRT int8 / float latency ratio (XNNPACK and
-BUILTIN_REF, 1 thread); mcc's runtime throughput relative to LiteRT on the same int8 file, under the rule set that
-matches each kernel set (litert-xnnpack vs XNNPACK, litert-ref vs BUILTIN_REF); and the fidelity (SQNR, cosine,
-top-1 agreement) against the float torch model, on the same held-out inputs, of mcc's arm-int8 file, of
+For each model it prints: the int8 / float TFLite file size ratio; the LiteRT int8 / float latency ratio (XNNPACK
+and BUILTIN_REF, 1 thread); mcc's runtime throughput relative to LiteRT on the same int8 file, under the rule set
+that matches each kernel set (litert-xnnpack vs XNNPACK, litert-ref vs BUILTIN_REF); and the fidelity (SQNR,
+cosine, top-1 agreement) against the float torch model, on the same held-out inputs, of mcc's arm-int8 file, of
 onnxruntime's `quantize_static` (QDQ, per-channel int8 weights, int8 activations) and of `nncf.quantize` on the
-ONNX export, all calibrated on the same samples. NNCF is an optional peer: without it its row says so.
-Inputs are standard-normal samples from a fixed seed, so every figure except the timings repeats run to run.
+ONNX export, all calibrated on the same samples. Then one summary table, a row per model: SQNR and top-1 agreement
+of each quantizer, and a column for mcc's int16-fallback variant (INT16_FALLBACK_OPTIONS; "n/a" until that
+option exists). The models are two zoo CNNs and the detection head of examples/detection_head.py (boxes in pixels
+concatenated with sigmoid scores, issue 15; it has no classes, so no top-1). NNCF is an optional peer (the
+`bench` extra): without it its cells say n/a. Inputs are standard-normal samples from a fixed seed, so every
+figure except the timings repeats run to run.
 """
 
 from __future__ import annotations
@@ -29,18 +34,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# benchmarks/coverage.py, beside this script, would shadow the `coverage` package that numba probes for when mcc's
+# runtime imports it; the folder goes back on the path (last) for timing.py once numba is loaded
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
 from mcc.compiler import compile_model
 from mcc.datafiles import match_inputs, run_in_batches
 from mcc.devices.host import describe
+from mcc.examples.detection_head import detection_head
 from mcc.examples.zoo import ZOO
 from mcc.formats.tflite.reader import read_tflite
 from mcc.runtime import run
 from mcc.runtime.litert import make_interpreter, run_litert
 from mcc.validate import fidelity
-from timing import median_seconds  # benchmarks/timing.py, beside this script
+
+sys.path.append(str(HERE))
+from timing import median_seconds  # noqa: E402 (benchmarks/timing.py, beside this script)
 
 SEED = 0
 KERNEL_RULES = {"default": "litert-xnnpack", "ref": "litert-ref"}
+MODELS = {**ZOO, "detection_head": detection_head}
+DEFAULT_MODELS = ("resnet18_style", "mobilenet_v2_style", "detection_head")
+# ---- the int16-fallback variant (issue 15 item 3) -------------------------------------------------------------
+# compile options of mcc's mixed-precision variant, e.g. {"fallback": "int16"}; its column prints n/a while None
+INT16_FALLBACK_OPTIONS: dict | None = None
 
 
 
@@ -124,7 +142,7 @@ def speed(data: bytes, x: np.ndarray, repeat: int) -> dict:
 
 
 def bench(name: str, samples: int, repeat: int, workdir: Path) -> dict:
-    model, example = ZOO[name]()
+    model, example = MODELS[name]()
     calib, held_out = _samples(tuple(example.shape), samples)
     with torch.no_grad():
         reference = {"output": model(torch.from_numpy(held_out)).numpy()}
@@ -133,12 +151,15 @@ def bench(name: str, samples: int, repeat: int, workdir: Path) -> dict:
     np.savez(workdir / "calib.npz", input=calib)
 
     files, seconds, outputs = {}, {}, {}  # seconds: compile, or quantize for the ONNX peers
-    for label, target in (("float", "arm-fp32"), ("mcc_int8", "arm-int8")):
+    variants = [("float", "arm-fp32", None), ("mcc_int8", "arm-int8", {})]
+    if INT16_FALLBACK_OPTIONS is not None:
+        variants.append(("mcc_int16_fallback", "arm-int8", INT16_FALLBACK_OPTIONS))
+    for label, target, options in variants:
         start = time.perf_counter()
-        quantizes = target == "arm-int8"  # float inputs and outputs, so both files take the same feeds
+        quantizes = options is not None  # float inputs and outputs, so every file takes the same feeds
         result = compile_model(src, target, workdir / f"{name}_{label}.tflite",
                                calib=workdir / "calib.npz" if quantizes else None,
-                               options={"io": "float"} if quantizes else None)
+                               options={"io": "float", **options} if quantizes else None)
         seconds[label] = time.perf_counter() - start
         files[label] = result.data
         outputs[label] = _tflite_outputs(result.data, held_out)
@@ -170,7 +191,9 @@ def bench(name: str, samples: int, repeat: int, workdir: Path) -> dict:
 
 
 QUANTIZERS = {"float": "float TFLite (arm-fp32, no quantization)", "mcc_int8": "mcc arm-int8 (LiteRT REF)",
-              "ort_int8": "onnxruntime quantize_static (QDQ)", "nncf_int8": "nncf.quantize (ONNX)"}
+              "ort_int8": "onnxruntime quantize_static (QDQ)", "nncf_int8": "nncf.quantize (ONNX)",
+              "mcc_int16_fallback": "mcc arm-int8, int16 fallback (LiteRT REF)"}
+MISSING = {"nncf_int8": "nncf not installed", "mcc_int16_fallback": "INT16_FALLBACK_OPTIONS not set"}
 
 
 def format_result(r: dict) -> str:
@@ -190,28 +213,56 @@ def format_result(r: dict) -> str:
               f"{'quantizer':<42} {'SQNR dB':>8} {'cosine':>9} {'top-1 agree':>12} {'bytes':>9} {'build s':>8}"]
     for label, title in QUANTIZERS.items():
         if label not in r["fidelity"]:
-            lines.append(f"{title:<42} n/a (nncf not installed)")
+            lines.append(f"{title:<42} n/a ({MISSING[label]})")
             continue
         f = r["fidelity"][label]
-        lines.append(f"{title:<42} {f['sqnr_db']:>8.2f} {f['cosine']:>9.6f} {f['top1_agreement'] * 100:>11.2f}% "
+        lines.append(f"{title:<42} {f['sqnr_db']:>8.2f} {f['cosine']:>9.6f} {_top1(f):>12} "
                      f"{r['bytes'][label]:>9,} {r['build_s'][label]:>8.2f}")
+    return "\n".join(lines)
+
+
+def _top1(f: dict) -> str:
+    return f"{f['top1_agreement'] * 100:.2f}%" if "top1_agreement" in f else "-"
+
+
+def format_summary(results: list[dict]) -> str:
+    """One row per model: each quantizer's SQNR (dB) / top-1 agreement, and the int16-fallback variant's size."""
+    labels = [k for k in QUANTIZERS if k != "float"]
+    short = {"mcc_int8": "mcc", "ort_int8": "onnxruntime", "nncf_int8": "NNCF", "mcc_int16_fallback": "mcc int16-fb"}
+    lines = ["summary: SQNR dB / top-1 agreement against the float model on the held-out samples",
+             f"{'model':<20}" + "".join(f"{short[k]:>22}" for k in labels) + f"{'int16-fb bytes':>16}"]
+    for r in results:
+        cells = []
+        for k in labels:
+            f = r["fidelity"].get(k)
+            cells.append(f"{f['sqnr_db']:.2f} / {_top1(f)}" if f else "n/a")
+        size = r["bytes"].get("mcc_int16_fallback")
+        lines.append(f"{r['model']:<20}" + "".join(f"{c:>22}" for c in cells) + f"{(f'{size:,}' if size else 'n/a'):>16}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="mobilenet_v2_style", choices=sorted(ZOO))
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help=f"comma-separated, from {', '.join(sorted(MODELS))}")
     p.add_argument("--samples", type=int, default=256, help="calibration samples, and as many held-out samples")
     p.add_argument("--repeat", type=int, default=20)
-    p.add_argument("--json", help="also write the result as JSON here")
+    p.add_argument("--json", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {unknown}; known: {', '.join(sorted(MODELS))}")
     host = describe()
     print(f"host: {host}")
-    with tempfile.TemporaryDirectory() as tmp:
-        r = bench(args.model, args.samples, args.repeat, Path(tmp))
-    print(format_result(r))
+    results = []
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            results.append(bench(name, args.samples, args.repeat, Path(tmp)))
+        print(format_result(results[-1]), end="\n\n", flush=True)
+    print(format_summary(results))
     if args.json:
-        Path(args.json).write_text(json.dumps({"host": host, **r}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"host": host, "results": results}, indent=2) + "\n")
     return 0
 
 

@@ -9,9 +9,16 @@ What the spec asks (https://ai.google.dev/edge/litert/models/quantization_spec),
 - ops that move bytes without requantizing share their input's parameters: max_pool2d, avg_pool2d, reshape,
   transpose, pad (PAD / PADV2), slice, split (all its outputs), resize (RESIZE_NEAREST_NEIGHBOR and
   RESIZE_BILINEAR, whose int8 kernels interpolate the stored integers), gather, tile, depth_to_space,
-  space_to_depth, reduce_max and reduce_min (issue 14), and concat, minimum and maximum with all
-  their inputs; such tensors form one group whose range is the union of its members' ranges (a constant operand
-  is quantized with the group's parameters). A concat of two differently fixed inputs gets a requantizing QUANTIZE on one of them;
+  space_to_depth, reduce_max and reduce_min (issue 14), and concat, minimum and maximum with their inputs;
+  such tensors form one group whose range is the union of its members' ranges (a constant operand is quantized
+  with the group's parameters). Sharing never destroys an input (issue 15, _plan): fixed parameters never
+  spread to a tensor whose range they do not cover, and a concat / minimum / maximum input that would lose
+  precision by sharing gets a requantizing QUANTIZE (int8 -> int8) to the output's parameters instead. LiteRT
+  2.3.0 leaves no other way: its int8 CONCATENATION refuses inputs whose scale differs from the output's
+  (BUILTIN_REF: "concatenation.cc:235 t->params.scale != output->params.scale ... failed to prepare"; XNNPACK:
+  "failed to delegate CONCATENATION"; measured with scales 0.1 / 0.2), and onnxruntime's Concat on int8 (what
+  x86-int8 writes) copies bytes. On a detection head (boxes 0..~320 px concatenated with sigmoid scores,
+  examples/detection_head.py) this took the int8 output from 0.09 dB to 31.9 dB SQNR;
 - constants that feed other int8 ops (add 3 and mul 1/6 of a legalized hardsigmoid, per-channel mul/add of
   a decomposed batch norm) become int8 constants with their own per-tensor parameters;
 - fused relu / relu6 need nothing extra: the observer sees the activated output, so its range starts at 0;
@@ -30,7 +37,14 @@ The TFLite converter's MLIR quantizer wraps every op in fake-quant (QDQ) pairs f
 statistics, propagates parameters through "same scale" op traits, then folds each QDQ sandwich into an int8
 kernel. mcc assigns parameters directly on its IR (a union-find over the tensors that must agree, fixed
 outputs pinned) and retypes the graph in place, so the result is an int8 graph that the reference runtime
-runs, and compares with the float graph, before any file exists.
+runs, and compares with the float graph, before any file exists. On shared-parameter ops: the converter's
+quantization driver propagates one scale through same-scale ops (CONCATENATION among them) and requantizes where
+two requirements conflict; onnxruntime's quantize_static (QDQ) has no rule for Concat in its QDQ registry, so
+every concat input and the output keep their own calibrated parameters (DequantizeLinear -> float Concat ->
+QuantizeLinear: each input is in effect requantized, a second rounding even where the ranges agree). mcc joins
+an input whenever that costs nothing measurable (always for a tensor only the concat reads, whose values reach
+the output at the output's scale either way) and requantizes only where joining would coarsen a tensor something
+else reads, or where fixed parameters would clamp.
 
 Defaults, measured on the zoo: output SQNR (dB) of the int8 graph under litert-ref against the float
 graph on held-out data, for two seeds (0, 1): 64 calibration samples of N(0, 1) and 128 held-out ones
@@ -100,11 +114,14 @@ def _fixed(op: str) -> QuantParams:
 
 class _Groups:
     """Union-find over activation tensors that must carry the same parameters; a group may be pinned to fixed
-    parameters, otherwise its range is the union of its members' observed ranges."""
+    parameters, otherwise its range is the union of its members' observed ranges. `finest` is the smallest scale
+    a member that others read needs on its own (see _plan: SHARE_FACTOR bounds how far a join may coarsen it)."""
 
-    def __init__(self, tensors: list[Tensor], ranges: dict[str, tuple[float, float]]):
+    def __init__(self, tensors: list[Tensor], ranges: dict[str, tuple[float, float]], read: set[int]):
         self.parent = {id(t): id(t) for t in tensors}
         self.range = {id(t): ranges[t.name] for t in tensors}
+        self.finest = {id(t): float(affine_params(*ranges[t.name]).scale[0]) if id(t) in read else np.inf
+                       for t in tensors}
         self.pin: dict[int, QuantParams] = {}
 
     def find(self, t: Tensor) -> int:
@@ -114,9 +131,26 @@ class _Groups:
             i = self.parent[i]
         return i
 
-    def can_join(self, a: Tensor, b: Tensor) -> bool:
-        pa, pb = self.pin.get(self.find(a)), self.pin.get(self.find(b))
-        return pa is None or pb is None or pa == pb
+    def can_join(self, a: Tensor, b: Tensor, coarsen: float = np.inf) -> bool:
+        """Whether a's and b's groups may share parameters: fixed parameters must cover the other group's range
+        (to within one step), and the shared scale may exceed neither group's `finest` by more than `coarsen`."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
+        pa, pb = self.pin.get(ra), self.pin.get(rb)
+        if pa is not None and pb is not None:
+            return pa == pb
+        if pa is not None or pb is not None:
+            pin, other = (pa, rb) if pa is not None else (pb, ra)
+            s, zp = float(pin.scale[0]), int(pin.zero_point[0])
+            lo, hi = self.range[other]
+            if lo < s * (-129 - zp) or hi > s * (128 - zp):
+                return False
+            scale = s
+        else:
+            (lo_a, hi_a), (lo_b, hi_b) = self.range[ra], self.range[rb]
+            scale = float(affine_params(min(lo_a, lo_b), max(hi_a, hi_b)).scale[0])
+        return scale <= coarsen * min(self.finest[ra], self.finest[rb])
 
     def join(self, a: Tensor, b: Tensor) -> None:
         ra, rb = self.find(a), self.find(b)
@@ -125,6 +159,7 @@ class _Groups:
         (lo_a, hi_a), (lo_b, hi_b) = self.range[ra], self.range[rb]
         self.parent[rb] = ra
         self.range[ra] = (min(lo_a, lo_b), max(hi_a, hi_b))
+        self.finest[ra] = min(self.finest[ra], self.finest.pop(rb))
         if rb in self.pin:
             self.pin[ra] = self.pin.pop(rb)
 
@@ -143,16 +178,42 @@ class _Groups:
         return True
 
 
+# ---- shared parameters (issue 15) -------------------------------------------------------------------------
+SHARE_FACTOR = 1.25
+
+
+def _read_elsewhere(graph: Graph, int8_nodes: list[Node]) -> set[int]:
+    """Tensors whose precision matters beyond a shared-parameter op: graph outputs, and those read by an op that
+    computes with them (not a shares_quant op, or a node left in float)."""
+    int8 = {id(n) for n in int8_nodes}
+    read = {id(t) for t in graph.outputs}
+    for node in graph.nodes:
+        if id(node) not in int8 or not traits(node.op).shares_quant:
+            read |= {id(t) for t in node.inputs if t is not None}
+    return read
+
+
 def _plan(graph: Graph, int8_nodes: list[Node], ranges) -> tuple[_Groups, set]:
     """Group and pin activation parameters; returns the groups and the inputs (node name, index) of shared-
-    parameter ops that need a requantizing QUANTIZE because their fixed parameters differ from the output's."""
+    parameter ops that get a requantizing QUANTIZE to the output's parameters instead of sharing them.
+
+    A single-input shared op (pool, pad, reshape, slice, ...) joins its input unless fixed parameters would not
+    cover the other side (a sigmoid padded with -1): its output's values come from its input, so the input's range
+    is the one to keep, and requantizing it to a narrower output (an average pool's) would clamp it. A concat,
+    minimum or maximum joins an input only if that loses nothing measurable: fixed parameters cover the other
+    group's range, and the shared scale is at most SHARE_FACTOR times the scale any member read elsewhere
+    (_read_elsewhere) needs on its own. A tensor read only by the concat loses nothing by taking the output's
+    scale (its values reach the output at that scale either way, and one rounding beats two), so it always joins.
+    SHARE_FACTOR = 1.25 is where the two costs meet: joining at scale ratio r coarsens the member by
+    20 log10 r dB (1.9 dB at 1.25), requantizing adds a second rounding to the output's slice, 10 log10(1 + 1/r^2)
+    dB (2.1 dB at 1.25)."""
     ranges = dict(ranges)
     for node in int8_nodes:
         if node.op == "pad" and node.attrs["value"] <= np.finfo(np.float32).min:
             # a max pool's padding (legalize_tflite's PADV2 of the lowest float) stands for "never wins": it is not
             # data, and it quantizes to the lowest code, which never wins either
             ranges[node.outputs[0].name] = ranges[node.inputs[0].name]
-    groups = _Groups(activations(graph), ranges)
+    groups = _Groups(activations(graph), ranges, _read_elsewhere(graph, int8_nodes))
     for node in int8_nodes:
         if node.op in FIXED:
             groups.pin[groups.find(node.outputs[0])] = _fixed(node.op)
@@ -163,10 +224,10 @@ def _plan(graph: Graph, int8_nodes: list[Node], ranges) -> tuple[_Groups, set]:
         out = node.outputs[0]
         for other in node.outputs[1:]:
             groups.join(out, other)
-        for i, t in enumerate(node.inputs):
-            if t is None or t.is_constant:
-                continue
-            if groups.can_join(t, out):
+        inputs = [(i, t) for i, t in enumerate(node.inputs) if t is not None and not t.is_constant]
+        coarsen = np.inf if len(inputs) == 1 else SHARE_FACTOR
+        for i, t in inputs:
+            if groups.can_join(t, out, coarsen):
                 groups.join(t, out)
             else:
                 requantized.add((node.name, i))
