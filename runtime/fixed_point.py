@@ -15,10 +15,13 @@ import numpy as np
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def bias_bound(products: int) -> int:
+def bias_bound(products: int, activation: str = "int8") -> int:
     """The largest |int32 bias| that a sum of `products` int8 products (|x - zp| <= 255, |w| <= 127) cannot push
     past int32: the kernels accumulate in int32 and wrap (LiteRT's reference) or saturate elsewhere, so a bias near
-    the limit makes the peers disagree."""
+    the limit makes the peers disagree. For int16 activations (16x8: |x| <= 32768, int64 bias and accumulator) the
+    limit is 2**47, the accumulator range TFLite's int64 MultiplyByQuantizedMultiplier assumes."""
+    if activation == "int16":
+        return (1 << 47) - 1 - products * 32768 * 127
     return INT32_MAX - products * 255 * 127
 
 

@@ -323,6 +323,7 @@ _REF_16X8 = {
     "quantize/int16": Rule("tflite", "divide_round_half_away"),
     "requantize/int16": Rule("tflite", "double_rounding"),
     "dequantize/int16": Rule("tflite", "exact"),
+    "reshape/int16": Rule("tflite", "exact"),
 }
 _REF.update(_REF_16X8)
 _XNNPACK.update(_REF_16X8, **{"quantize/int16": Rule("tflite", "multiply_inverse_ties_even_int32_min")})

@@ -21,7 +21,7 @@ INT8_KERNELS: dict[str, Callable[..., list]] = {}
 INT8_MIN, INT8_MAX = -128, 127
 # TFLite's 16x8 kernels: int16 activations (symmetric, zero point 0) with int8 weights. Only these ops take them in
 # mcc's runtime; their rules are the op's name + "/int16" in runtime.rules, since the arithmetic differs from int8.
-INT16_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "quantize", "dequantize")
+INT16_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "quantize", "dequantize", "reshape")
 LIMITS = {"int8": (INT8_MIN, INT8_MAX), "int16": (-(1 << 15), (1 << 15) - 1)}
 
 
