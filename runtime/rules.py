@@ -51,6 +51,9 @@ results are rounded:
 - reduced_multiplier_half_up: TFLite's 16x8 CONV_2D / DEPTHWISE_CONV_2D, MultiplyByQuantizedMultiplier on the
   int64 accumulator: the multiplier rounded to 16 bits, one product, one shift, ties toward +infinity.
 - add_shift15_double_rounding: TFLite's 16x8 ADD (pot_scale_int16 false), the int8 rule with a shift of 15.
+- add_shift15_neon_blocks: its optimized kernel on same-shape inputs, blocks of 16 elements through the NEON
+  branch (each input shifted by 15 + its own shift, one doubling high multiply), the reference rule on the tail
+  and on broadcasts.
 - multiply_inverse_ties_even_int32_min: TFLite's optimized float32 -> int16 QUANTIZE, rint(x * (1 / s)) + zp,
   NaN and values beyond int32 to INT32_MIN.
 
@@ -313,7 +316,8 @@ _ONNXRUNTIME = {
 # with an int16 side is "requantize/int16" (from int8 or int16) or "quantize/int16" (from float32). Measured
 # against LiteRT 2.3.0 by tests/test_int16_layers.py: BUILTIN_REF runs the reference kernels, and the default
 # resolver runs the same ones (the XNNPACK delegate takes no int16 operator; TFLite's conv has no optimized
-# kernel for an int64 bias), except for the float32 -> int16 QUANTIZE, whose optimized kernel rounds otherwise.
+# kernel for an int64 bias), except for the float32 -> int16 QUANTIZE and the same-shape ADD, whose optimized
+# kernels round otherwise.
 # onnxruntime has no 16x8 operators (no int16 QLinearConv / QGemm), so its rule set has no such rows.
 _REF_16X8 = {
     "conv2d/int16": Rule("tflite", "reduced_multiplier_half_up"),
@@ -326,7 +330,8 @@ _REF_16X8 = {
     "reshape/int16": Rule("tflite", "exact"),
 }
 _REF.update(_REF_16X8)
-_XNNPACK.update(_REF_16X8, **{"quantize/int16": Rule("tflite", "multiply_inverse_ties_even_int32_min")})
+_XNNPACK.update(_REF_16X8, **{"quantize/int16": Rule("tflite", "multiply_inverse_ties_even_int32_min"),
+                             "add/int16": Rule("tflite", "add_shift15_neon_blocks")})
 
 # (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's
 # OpResolverType.BUILTIN_REF, "litert-xnnpack" its default resolver with the XNNPACK delegate (mcc.runtime.litert),
