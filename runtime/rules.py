@@ -319,6 +319,15 @@ _ONNXRUNTIME = {
 # kernel for an int64 bias), except for the float32 -> int16 QUANTIZE and the same-shape ADD, whose optimized
 # kernels round otherwise.
 # onnxruntime has no 16x8 operators (no int16 QLinearConv / QGemm), so its rule set has no such rows.
+# Differing elements, mcc vs LiteRT (ref / default, the same under both matching rule sets), and under a wrong rule:
+# | case | elements | matching set | wrong rule | REF vs default |
+# | conv2d per channel, relu | 1024 | 0 | float64_round_half_away 49 | 0 |
+# | depthwise_conv2d, multiplier 2 | 1024 | 0 | double_rounding 40 | 0 |
+# | fully_connected per channel (scales k/7) / per tensor, relu | 512 / 512 | 0 | reduced_multiplier 31 / double 4 | 0 |
+# | add same shape / 175 elements (tail of 15), relu / broadcast | 1024 / 175 / 1024 | 0 | shift 20: 382 / 33 / 473 | 1 / 1 / 0 |
+# | quantize float32 -> int16 (ties, NaN, inf, 1e10) | 4000 | 0 | - | 200 |
+# | requantize int8 -> int16 / int16 -> int8 | 4000 each | 0 | multiplier_8bit_half_up 426 / 928 | 0 |
+# | requantize int16 -> int16, dequantize int16, reshape int16 | 4000, 4000, 256 | 0 | - | 0 |
 _REF_16X8 = {
     "conv2d/int16": Rule("tflite", "reduced_multiplier_half_up"),
     "depthwise_conv2d/int16": Rule("tflite", "reduced_multiplier_half_up"),
