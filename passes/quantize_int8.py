@@ -173,8 +173,8 @@ def _int16_params(graph: Graph, int16_nodes: list[Node], ranges) -> dict[int, Qu
         if node.op == "reshape":
             params[id(out)] = params[id(ins[0])]
             continue
-        min_scale = max(float(params[id(t)].scale[0]) for t in ins) / 2.0 ** 14 * (1 + 1e-6) if node.op == "add" else 0
-        params[id(out)] = symmetric16(*ranges[out.name], min_scale)
+        widest = max(float(params[id(t)].scale[0]) for t in ins)
+        params[id(out)] = symmetric16(*ranges[out.name], widest / 2.0 ** 14 * (1 + 1e-6) if node.op == "add" else 0)
     return params
 
 
@@ -286,9 +286,9 @@ def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.f
 
 
 def _quantize_weights(graph: Graph, node: Node, s_in: np.float32, shared: dict) -> None:
-    """int8 weight and int32 bias of one node (an int64 bias for a 16x8 node, whose input is int16). A float constant that several nodes read (an unrolled LSTM's
-    weights, read once per step) becomes one int8 constant wherever its scales come out the same, so the file
-    holds each weight once, as the float file does."""
+    """int8 weight and int32 bias of one node (an int64 bias for a 16x8 node, whose input is int16). A float
+    constant that several nodes read (an unrolled LSTM's weights, read once per step) becomes one int8 constant
+    wherever its scales come out the same, so the file holds each weight once, as the float file does."""
     axis = weight_axes(node)[0]
     w = node.inputs[1].data
     channels = w.shape[axis]

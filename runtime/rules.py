@@ -324,7 +324,7 @@ _ONNXRUNTIME = {
 # | conv2d per channel, relu | 1024 | 0 | float64_round_half_away 49 | 0 |
 # | depthwise_conv2d, multiplier 2 | 1024 | 0 | double_rounding 40 | 0 |
 # | fully_connected per channel (scales k/7) / per tensor, relu | 512 / 512 | 0 | reduced_multiplier 31 / double 4 | 0 |
-# | add same shape / 175 elements (tail of 15), relu / broadcast | 1024 / 175 / 1024 | 0 | shift 20: 382 / 33 / 473 | 1 / 1 / 0 |
+# | add same shape / 5x5x7 (tail 15), relu / broadcast | 1024 / 175 / 1024 | 0 | shift 20: 382 / 33 / 473 | 1 / 1 / 0 |
 # | quantize float32 -> int16 (ties, NaN, inf, 1e10) | 4000 | 0 | - | 200 |
 # | requantize int8 -> int16 / int16 -> int8 | 4000 each | 0 | multiplier_8bit_half_up 426 / 928 | 0 |
 # | requantize int16 -> int16, dequantize int16, reshape int16 | 4000, 4000, 256 | 0 | - | 0 |

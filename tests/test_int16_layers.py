@@ -8,9 +8,11 @@ conv -> add -> fully_connected) compiled to arm-int8 with int16_layers validates
 activations gain a measured margin of SQNR over the int8 file.
 """
 
+import flatbuffers
 import numpy as np
 import pytest
 import torch
+from ai_edge_litert import schema_py_generated as schema
 
 from mcc.compiler import compile_model
 from mcc.errors import MccError
@@ -210,6 +212,26 @@ def test_16x8_rules_and_refusals():
     finish(g, g.add_node("relu", [x]), 0.01)
     with pytest.raises(MccError, match="relu on int16 activations has no kernel.*16x8 ops: conv2d"):
         run(g, {"x": np.zeros((1, 4, 4, 8), np.int16)})
+    g = CASES["fully_connected_per_channel"][0](np.random.default_rng(0))
+    fc = g.nodes[0]
+    fc.inputs[2] = const(g, "b32", fc.inputs[2].data.astype(np.int32), fc.inputs[2].quant)
+    with pytest.raises(MccError, match="a 16x8 layer an int64 one"):
+        run(g, {"x": np.zeros((16, 64), np.int16)})
+
+
+def test_int16_add_with_power_of_two_flag_is_refused_on_reading():
+    """mcc writes pot_scale_int16 = false; a file that keeps the flag's default (true) would run TFLite's other
+    16-bit ADD kernel whenever the scales are powers of two, which mcc does not reproduce."""
+    g = CASES["add_same_shape"][0](np.random.default_rng(0))
+    model = schema.ModelT.InitFromPackedBuf(write_tflite(g), 0)
+    options = model.subgraphs[0].operators[0].builtinOptions
+    assert options.potScaleInt16 is False
+    read_tflite(write_tflite(g))
+    options.potScaleInt16 = True
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with pytest.raises(MccError, match="pot_scale_int16 = true"):
+        read_tflite(bytes(builder.Output()))
 
 
 # ---- a compiled model ------------------------------------------------------------------------------------------

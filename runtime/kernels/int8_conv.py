@@ -35,16 +35,17 @@ def weight_scales(node, w_tensor, out_channels: int, channel_axis: int) -> np.nd
 
 
 def int32_bias(node, bias, out_channels: int, rule) -> np.ndarray:
-    """The bias as int64 (zeros when absent): int32 for int8 layers, int64 for 16x8 ones (TFLite's 16x8 kernels
-    take either; mcc writes int64, as the TFLite converter does). XNNPACK's delegate takes an int8 layer only when its int32 bias
-    carries quantization parameters; without them LiteRT runs TFLite's optimized kernel (ruy), whose
-    rounding depends on the CPU, so that case is refused rather than silently computed another way."""
+    """The bias as int64 (zeros when absent): int32 for int8 layers, int64 for 16x8 ones (TFLite's 16x8 conv also
+    takes int32, which its default resolver runs through an optimized kernel that mcc has not measured, so that is
+    refused). XNNPACK's delegate takes an int8 layer only when its int32 bias carries quantization parameters;
+    without them LiteRT runs TFLite's optimized kernel (ruy), whose rounding depends on the CPU, so that case is
+    refused rather than silently computed another way."""
     if bias is None:
         return np.zeros(out_channels, np.int64)
-    wide = node.inputs[0].dtype == "int16"
-    if bias.dtype != np.int32 and not (wide and bias.dtype == np.int64):
-        raise MccError(f"{node.op}: an int8 layer needs an int32 bias (a 16x8 layer int32 or int64) of scale "
-                       f"s_in * s_w, got {bias.dtype}", node=node.name)
+    want = np.int64 if node.inputs[0].dtype == "int16" else np.int32
+    if bias.dtype != want:
+        raise MccError(f"{node.op}: an int8 layer needs an int32 bias, a 16x8 layer an int64 one, of scale "
+                       f"s_in * s_w; got {bias.dtype}", node=node.name)
     if rule.kernels == "xnnpack" and node.inputs[2].quant is None:
         raise MccError(f"{node.op}: bias '{node.inputs[2].name}' has no quantization parameters, so LiteRT's XNNPACK "
                        "delegate leaves the op to TFLite's optimized kernel, which mcc does not reproduce; give the "
