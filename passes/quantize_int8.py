@@ -123,7 +123,7 @@ def _int16_nodes(graph: Graph, names, reasons: dict) -> list[Node]:
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise MccError(f"int16_layers names {', '.join(repr(n) for n in unknown)}, which the graph does not have "
-                       f"(after legalization); its {INT16_LAYER_OPS} nodes are: "
+                       f"(after legalization); its {' / '.join(INT16_LAYER_OPS)} nodes are: "
                        f"{', '.join(n.name for n in graph.nodes if n.op in INT16_LAYER_OPS) or 'none'}")
     nodes = [by_name[n] for n in dict.fromkeys(names)]
     for node in nodes:
