@@ -73,7 +73,7 @@ class Comparison:
 
 
 def _is_integer_model(graph: Graph) -> bool:
-    return any(t.dtype == "int8" for n in graph.nodes for t in n.outputs)
+    return any(t.dtype in ("int8", "int16") for n in graph.nodes for t in n.outputs)
 
 
 def model_format(data: bytes, path) -> str:

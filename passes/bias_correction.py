@@ -84,14 +84,14 @@ def _channel_mean(float_node: Node, rows: list[list]) -> np.ndarray:
 
 
 def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], rules="litert-ref") -> int:
-    """Correct the int32 bias of every int8 conv / depthwise / fully-connected node of `graph` (the quantized
+    """Correct the bias of every int8 (and 16x8) conv / depthwise / fully-connected node of `graph` (the quantized
     form of `float_graph`, same node names) on the float `batches`; returns how many layers were corrected."""
     reference = _Stepper(float_graph.copy(), batches, rules)
     quantized = _Stepper(graph, [graph_feeds(graph, b, rules) for b in batches], rules)
     corrected = 0
     while quantized.position < len(quantized.nodes):
         node = quantized.nodes[quantized.position]
-        if weighted(node.op) and node.outputs[0].dtype == "int8":
+        if weighted(node.op) and node.outputs[0].dtype in ("int8", "int16"):
             float_node = reference.advance_to(node.name)
             want = _channel_mean(float_node, reference.inputs(float_node))
             rows = [[_dequantize(v, t) for v, t in zip(ins, node.inputs)] for ins in quantized.inputs(node)]
@@ -99,8 +99,8 @@ def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], rules=
             bias = node.inputs[2]
             step = np.round((want - got) / bias.quant.scale.astype(np.float64)).astype(np.int64)
             w = node.inputs[1]
-            bound = bias_bound(w.size // w.shape[weight_axes(node)[0]])
-            fixed = np.clip(bias.data.astype(np.int64) + step, -bound, bound).astype(np.int32)
+            bound = bias_bound(w.size // w.shape[weight_axes(node)[0]], node.outputs[0].dtype)
+            fixed = np.clip(bias.data.astype(np.int64) + step, -bound, bound).astype(bias.data.dtype)
             replace_constant(graph, node, 2, fixed).quant = bias.quant
             corrected += 1
         quantized.step()

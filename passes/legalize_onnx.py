@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import MccError
 from ..formats.onnx.opmap import PADS_ATTRIBUTE, global_pool_axes, is_int8, row_for
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.ops import infer_node
@@ -151,6 +152,13 @@ def _move_before_dequantize(graph: Graph, node: Node) -> bool:
 @register_pass("legalize_onnx", requires=("nchw",))
 def legalize_onnx(graph: Graph, ctx: PassContext) -> Graph:
     """Rewrite `graph` (NCHW) in place into operators that the ONNX writer expresses, as the docstring lists."""
+    wide = next((n for n in graph.nodes if n.outputs[0].dtype == "int16"), None)
+    if wide is not None:
+        # QLinearConv, QGemm and QLinearAdd take 8-bit activations only; an int16 QDQ form would run in float
+        # in onnxruntime, which is not TFLite's 16x8 arithmetic, so no exact ONNX form is claimed.
+        raise MccError(f"'{wide.name}' ({wide.op}) computes with int16 activations (int16_layers), which "
+                       "onnxruntime's integer operators (QLinearConv, QGemm, QLinearAdd) do not take; compile "
+                       "x86-int8 without int16_layers, or use --target arm-int8 for 16x8 layers", node=wide.name)
     for node in list(graph.nodes):
         if node.op in PADS_ATTRIBUTE and _fold_pad(graph, node):
             ctx.count("pads_folded")

@@ -28,10 +28,18 @@ Ops without an int8 kernel in mcc's runtime (prelu, div; the math ops sqrt, exp,
 float between DEQUANTIZE and QUANTIZE; they are listed in the note "float_ops", and with option "require_int8" they
 are an error.
 
+16x8 layers (option "int16_layers", node names; mixed precision for the layers an analysis blames): those
+nodes compute with int16 activations, symmetric (zero point 0) from their own observed ranges, with int8 weights
+and an int64 bias, as TFLite's 16x8 kernels do. Their inputs are requantized to int16 (QUANTIZE int8 -> int16 or
+float -> int16), and each int8 consumer of their output gets a QUANTIZE int16 -> int8. Only conv2d,
+depthwise_conv2d, fully_connected and add have 16x8 kernels here; naming another op is an error, as is naming an
+op that stays float. The TFLite converter applies 16x8 to a whole model (EXPERIMENTAL_TFLITE_BUILTINS_
+ACTIVATIONS_INT16_WEIGHTS_INT8); mcc to the chosen nodes only, the rest staying int8.
+
 Options: "calibration" (arrays by input name, source layout), "observer" (observers.OBSERVERS; default
 DEFAULT_OBSERVER), "io" ("float": QUANTIZE after float inputs and DEQUANTIZE before float outputs, "int8":
 int8 inputs and outputs), "bias_correction" (default DEFAULT_BIAS_CORRECTION, see bias_correction.py),
-"require_int8", "progress". Interface tensors keep their names; their int8 twins are called NAME/int8.
+"require_int8", "int16_layers", "progress". Interface tensors keep their names; their int8 twins are called NAME/int8.
 
 The TFLite converter's MLIR quantizer wraps every op in fake-quant (QDQ) pairs from the calibration
 statistics, propagates parameters through "same scale" op traits, then folds each QDQ sandwich into an int8
@@ -84,7 +92,7 @@ from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.traits import traits, weight_axes, weighted
 from ..runtime.fixed_point import bias_bound, round_half_away
-from ..runtime.kernels.int8_registry import INT8_KERNELS
+from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from .bias_correction import DEFAULT_BIAS_CORRECTION, correct_biases
 from .calibrate import activations, calibration_batches, observe_ranges, output_sqnr_db
 from .fold_constants import replace_constant
@@ -110,6 +118,78 @@ def affine_params(lo: float, hi: float) -> QuantParams:
 def _fixed(op: str) -> QuantParams:
     scale, zero_point = FIXED[op]
     return QuantParams(np.array([scale], np.float32), np.array([zero_point], np.int64))
+
+
+# ---- 16x8 layers -------------------------------------------------------------------------------------------
+INT16_LAYER_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add")
+
+
+def symmetric16(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
+    """int16 symmetric parameters (zero point 0, TFLite's 16x8 spec) covering [lo, hi], scale at least
+    `min_scale`."""
+    scale = max(max(abs(float(lo)), abs(float(hi))) / LIMITS["int16"][1], min_scale) or 1.0 / LIMITS["int16"][1]
+    return QuantParams(np.array([scale], np.float32), np.array([0], np.int64))
+
+
+def _int16_nodes(graph: Graph, names, reasons: dict) -> list[Node]:
+    """The nodes named in option int16_layers, checked: they exist, have a 16x8 kernel and are quantized."""
+    by_name = {n.name: n for n in graph.nodes}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise MccError(f"int16_layers names {', '.join(repr(n) for n in unknown)}, which the graph does not have "
+                       f"(after legalization); its {' / '.join(INT16_LAYER_OPS)} nodes are: "
+                       f"{', '.join(n.name for n in graph.nodes if n.op in INT16_LAYER_OPS) or 'none'}")
+    nodes = [by_name[n] for n in dict.fromkeys(names)]
+    for node in nodes:
+        if node.op not in INT16_LAYER_OPS:
+            raise MccError(f"'{node.name}' is a {node.op}, which has no 16-bit (16x8) kernel in mcc's runtime; "
+                           f"int16_layers takes {', '.join(INT16_LAYER_OPS)} nodes. Leave it out, or keep it float",
+                           node=node.name)
+        if reasons[node.name]:
+            raise MccError(f"'{node.name}' cannot be a 16x8 layer: it stays float ({reasons[node.name]})",
+                           node=node.name)
+        if node.op == "add" and any(t.is_constant for t in node.inputs):
+            raise MccError(f"'{node.name}' adds a constant; a 16x8 ADD takes two activations here (an int16 "
+                           "constant operand is not written): leave it int8", node=node.name)
+    return nodes
+
+
+def _int16_followers(graph: Graph, int16_nodes: list[Node], int8_nodes: list[Node]) -> list[Node]:
+    """Reshapes between 16x8 layers (the flatten before a fully_connected): they copy bytes, so they stay int16
+    rather than passing the activation through int8 and back."""
+    wide = {id(n) for n in int16_nodes}
+    quantized = {id(n) for n in int8_nodes}
+    followers = []
+    for node in graph.nodes:  # in graph order, so a chain of reshapes follows too
+        producer = graph.producer(node.inputs[0])
+        consumers = graph.consumers(node.outputs[0])
+        if (node.op == "reshape" and id(node) in quantized and producer is not None and id(producer) in wide
+                and consumers and all(id(c) in wide for c in consumers)
+                and not any(node.outputs[0] is o for o in graph.outputs)):
+            followers.append(node)
+            wide.add(id(node))
+    return followers
+
+
+def _int16_params(graph: Graph, int16_nodes: list[Node], ranges) -> dict[int, QuantParams]:
+    """int16 parameters of every activation a 16x8 node reads or writes, from the tensor's own range (a reshape
+    keeps its input's); an add's output scale is raised to TFLite's limit for the 16x8 ADD, s_out > 2 *
+    max(s_a, s_b) / 2**15."""
+    params = {}
+    wide = {id(n) for n in int16_nodes}
+    for node in graph.nodes:
+        if id(node) not in wide:
+            continue
+        ins = [t for t in node.inputs if t is not None and not t.is_constant]
+        for t in ins:
+            params.setdefault(id(t), symmetric16(*ranges[t.name]))
+        out = node.outputs[0]
+        if node.op == "reshape":
+            params[id(out)] = params[id(ins[0])]
+            continue
+        widest = max(float(params[id(t)].scale[0]) for t in ins)
+        params[id(out)] = symmetric16(*ranges[out.name], widest / 2.0 ** 14 * (1 + 1e-6) if node.op == "add" else 0)
+    return params
 
 
 class _Groups:
@@ -253,7 +333,7 @@ def _float_reason(node: Node) -> str | None:
 
 
 # ---- constants ----------------------------------------------------------------------------------------------
-def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.float32) -> np.ndarray:
+def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.float32, bound: int) -> np.ndarray:
     """Per-channel symmetric scales max|w| / 127, raised where the bias at s_in * s_w would not leave the int32
     accumulator room for the products (fixed_point.bias_bound: a random-weight hardnet's tiny s_in gave a bias at
     the int32 limit, and the peers' accumulators overflowed differently); all-zero channels borrow the largest
@@ -262,31 +342,32 @@ def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.f
     scales = np.abs(w.astype(np.float64)).max(axis=reduce) / 127.0
     scales[scales == 0] = scales.max() if scales.any() else 1.0 / 127.0
     if bias is not None:
-        bound = bias_bound(w.size // w.shape[axis])
         scales = np.maximum(scales, np.abs(bias.astype(np.float64)) / (float(s_in) * bound))
     return scales.astype(np.float32)
 
 
 def _quantize_weights(graph: Graph, node: Node, s_in: np.float32, shared: dict) -> None:
-    """int8 weight and int32 bias of one node. A float constant that several nodes read (an unrolled LSTM's
-    weights, read once per step) becomes one int8 constant wherever its scales come out the same, so the file
-    holds each weight once, as the float file does."""
+    """int8 weight and int32 bias of one node (an int64 bias for a 16x8 node, whose input is int16). A float
+    constant that several nodes read (an unrolled LSTM's weights, read once per step) becomes one int8 constant
+    wherever its scales come out the same, so the file holds each weight once, as the float file does."""
     axis = weight_axes(node)[0]
     w = node.inputs[1].data
     channels = w.shape[axis]
     if node.input(2) is None:
         node.inputs[2:] = [graph.constant(f"{node.name}/bias", np.zeros(channels, np.float32))]
     bias = node.inputs[2].data
-    s_w = _weight_scales(w, axis, bias, s_in)
+    activation = node.inputs[0].dtype
+    bound = bias_bound(w.size // channels, activation)
+    s_w = _weight_scales(w, axis, bias, s_in, bound)
     shape = [1] * w.ndim
     shape[axis] = channels
     s_b = (np.float32(s_in) * s_w).astype(np.float32)
-    bound = bias_bound(w.size // channels)
     _shared_constant(graph, node, 1, s_w, shared, lambda: (
         np.clip(round_half_away(w / s_w.reshape(shape).astype(np.float64)), -127, 127).astype(np.int8),
         QuantParams(s_w, np.zeros(channels, np.int64), axis)))
     _shared_constant(graph, node, 2, s_b, shared, lambda: (
-        np.clip(round_half_away(bias / s_b.astype(np.float64)), -bound, bound).astype(np.int32),
+        np.clip(round_half_away(bias / s_b.astype(np.float64)), -bound, bound).astype(
+            np.int64 if activation == "int16" else np.int32),
         QuantParams(s_b, np.zeros(channels, np.int64), 0)))
 
 
@@ -294,7 +375,7 @@ def _shared_constant(graph: Graph, node: Node, index: int, scales: np.ndarray, s
     """Input `index` of `node` replaced by its quantized form, made once per (float constant, scales); `shared`
     keeps the float constant too, so its id is not reused while the cache lives."""
     old = node.inputs[index]
-    key = (id(old), scales.tobytes())
+    key = (id(old), scales.tobytes(), node.inputs[0].dtype)  # a 16x8 node's int64 bias is another constant
     if key in shared:
         node.inputs[index] = shared[key][1]
         return
@@ -319,38 +400,41 @@ def _quantize_constant(graph: Graph, node: Node, index: int, params: QuantParams
 
 # ---- rewriting ----------------------------------------------------------------------------------------------
 class _Rewriter:
-    """Gives each consumer an activation in the form it needs: float, or int8 with given parameters. A tensor
-    has one native form (int8 where an int8 node or an int8 graph input produces it, float otherwise); other
-    forms are twins made by QUANTIZE / DEQUANTIZE nodes placed right after the producer, made once each."""
+    """Gives each consumer an activation in the form it needs: float, or int8 (int16 for a 16x8 node) with given
+    parameters. A tensor has one native form (int8 or int16 where a quantized node or an int8 graph input produces
+    it, float otherwise); other forms are twins made by QUANTIZE / DEQUANTIZE nodes placed right after the
+    producer, made once each."""
 
     def __init__(self, graph: Graph, native_int8: set[int]):
         self.graph = graph
         self.native_int8 = native_int8
         self.twins: dict[tuple, Tensor] = {}
 
-    def operand(self, t: Tensor, want: QuantParams | None) -> Tensor:
+    def operand(self, t: Tensor, want: QuantParams | None, dtype: str = "int8") -> Tensor:
         native = id(t) in self.native_int8
-        if want is None and not native or want is not None and native and t.quant == want:
+        if want is None and not native or want is not None and native and t.quant == want and t.dtype == dtype:
             return t
-        key = (id(t), None if want is None else (float(want.scale[0]), int(want.zero_point[0])))
+        key = (id(t), None if want is None else (float(want.scale[0]), int(want.zero_point[0]), dtype))
         if key not in self.twins:
-            self.twins[key] = self._twin(t, want, native)
+            self.twins[key] = self._twin(t, want, native, dtype)
         return self.twins[key]
 
-    def _twin(self, t: Tensor, want: QuantParams | None, native: bool) -> Tensor:
+    def _twin(self, t: Tensor, want: QuantParams | None, native: bool, dtype: str) -> Tensor:
         op = "dequantize" if want is None else "requantize" if native else "quantize"
         is_input = any(t is i for i in self.graph.inputs)
-        name = f"{t.name}/int8" if is_input and op == "quantize" else f"{t.name}/{op}"
+        name = f"{t.name}/{dtype}" if is_input and op == "quantize" else f"{t.name}/{op}"
         producer = self.graph.producer(t)
         index = self.graph.nodes.index(producer) + 1 if producer is not None else 0
         node = self.graph.add_node("dequantize" if want is None else "quantize", [t],
-                                   None if want is None else {"dtype": "int8"}, name=name, index=index)
+                                   None if want is None else {"dtype": dtype}, name=name, index=index)
         node.outputs[0].quant = want
         return node.outputs[0]
 
 
-def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized: set, io: str) -> dict:
+def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized: set, io: str,
+             int16_nodes: list[Node], params16: dict) -> dict:
     int8_set = {id(n) for n in int8_nodes}
+    int16_set = {id(n) for n in int16_nodes}
     native = {id(o) for n in int8_nodes for o in n.outputs}
     if io == "int8":
         native |= {id(t) for t in graph.inputs}
@@ -359,6 +443,8 @@ def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized:
     for t in tensors:
         if id(t) in native:
             t.dtype, t.quant = "int8", params[id(t)]
+    for node in int16_nodes:
+        node.outputs[0].dtype, node.outputs[0].quant = "int16", params16[id(node.outputs[0])]
     counts = {"weights_per_channel": 0, "constants": 0}
     rewriter = _Rewriter(graph, native)
     shared: dict = {}
@@ -369,6 +455,9 @@ def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized:
         out_params = params[id(node.outputs[0])]
         for i, t in enumerate(node.inputs):
             if t is None or t.is_constant or (weighted(node.op) and i > 0):
+                continue
+            if id(node) in int16_set:
+                node.inputs[i] = rewriter.operand(t, params16[id(t)], "int16")
                 continue
             want = out_params if (node.name, i) in requantized else params[id(t)]
             node.inputs[i] = rewriter.operand(t, want)
@@ -386,6 +475,7 @@ def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized:
             t.name, twin.name = graph.unique_name(f"{t.name}/{'int8' if t.dtype == 'int8' else 'float'}"), t.name
             graph.outputs[k] = twin
     roots = {groups.find(t) for t in tensors}
+    counts["int16_layers"] = [n.name for n in int16_nodes]
     counts.update(activations=len(tensors), parameter_sets=len(roots), fixed=len(groups.pin),
                   shared=len(tensors) - len(roots), quantize_dequantize_nodes=len(rewriter.twins))
     return counts
@@ -402,6 +492,7 @@ class QuantizeOptions:
     observer: str = DEFAULT_OBSERVER  # see passes/observers.py
     io: Literal["float", "int8"] = "float"  # float: QUANTIZE / DEQUANTIZE inside the model; int8: int8 interface
     require_int8: bool = False  # fail rather than leave an op in float
+    int16_layers: tuple[str, ...] = ()  # node names computed by TFLite's 16x8 kernels (see the module docstring)
     bias_correction: bool = DEFAULT_BIAS_CORRECTION
 
 
@@ -419,11 +510,14 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
         listing = "; ".join(f"'{n.name}' ({n.op}: {reasons[n.name]})" for n in float_ops)
         raise MccError(f"{len(float_ops)} op(s) have no int8 form and would stay float: {listing}. Drop "
                        "--require-int8 to keep them in float between DEQUANTIZE and QUANTIZE", node=float_ops[0].name)
+    int16_nodes = _int16_nodes(graph, tuple(opts.int16_layers or ()), reasons)
     ranges = observe_ranges(graph, batches, observer, ctx.progress)
     float_graph = graph.copy()
     int8_nodes = [n for n in graph.nodes if not reasons[n.name]]
     groups, requantized = _plan(graph, int8_nodes, ranges)
-    counts = _rewrite(graph, int8_nodes, groups, requantized, io)
+    int16_nodes += _int16_followers(graph, int16_nodes, int8_nodes)
+    counts = _rewrite(graph, int8_nodes, groups, requantized, io, int16_nodes,
+                      _int16_params(graph, int16_nodes, ranges))
     graph.infer_shapes()
     ctx.note("observer", observer)
     ctx.note("io", io)

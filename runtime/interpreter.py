@@ -14,7 +14,7 @@ from ..errors import MccError
 from ..ir import Graph, Node
 from .kernels import KERNELS
 from .kernels.registry import RULED
-from .kernels.int8_registry import INT8_KERNELS, is_int8
+from .kernels.int8_registry import INT8_KERNELS, is_int16, is_int8
 from .rules import RuleSet, rule_set
 
 
@@ -23,6 +23,7 @@ def evaluate_node(node: Node, input_values: list, rules: str | RuleSet | None = 
     activations runs its int8 kernel with the integer arithmetic of the rule set `rules` (runtime.rules), and a
     float node of a RULED op its float kernel with that rule set's summation order."""
     if is_int8(node):
+        is_int16(node)  # refuses an op without a 16x8 kernel
         fn = INT8_KERNELS.get(node.op)
         if fn is None:
             raise MccError(f"the runtime has no int8 kernel for op '{node.op}'; int8 ops: "

@@ -48,6 +48,14 @@ results are rounded:
   rint(e * floor(1 / so) / sum) + zo, clamped.
 - divide_ties_even: onnxruntime's QuantizeLinear, rint(clamp(x / s)) + zp, NaN to the lowest code.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
+- reduced_multiplier_half_up: TFLite's 16x8 CONV_2D / DEPTHWISE_CONV_2D, MultiplyByQuantizedMultiplier on the
+  int64 accumulator: the multiplier rounded to 16 bits, one product, one shift, ties toward +infinity.
+- add_shift15_double_rounding: TFLite's 16x8 ADD (pot_scale_int16 false), the int8 rule with a shift of 15.
+- add_shift15_neon_blocks: its optimized kernel on same-shape inputs, blocks of 16 elements through the NEON
+  branch (each input shifted by 15 + its own shift, one doubling high multiply), the reference rule on the tail
+  and on broadcasts.
+- multiply_inverse_ties_even_int32_min: TFLite's optimized float32 -> int16 QUANTIZE, rint(x * (1 / s)) + zp,
+  NaN and values beyond int32 to INT32_MIN.
 
 Float islands (float ops between DEQUANTIZE and QUANTIZE in an int8 model) are bit-exact only if mcc's float
 kernel sums as the peer does, since a QUANTIZE after them turns a last-bit difference at a rounding tie into a
@@ -303,6 +311,36 @@ _ONNXRUNTIME = {
     "batch_matmul": Rule("onnxruntime", "float32_fma_in_order"),
     "resize": Rule("onnxruntime", "bilinear_float32_weight_products"),  # float bilinear: the blend of a float island
 }
+
+# TFLite's 16x8 kernels (int16 activations, zero point 0; int8 weights; int64 bias), keyed "op/int16": QUANTIZE
+# with an int16 side is "requantize/int16" (from int8 or int16) or "quantize/int16" (from float32). Measured
+# against LiteRT 2.3.0 by tests/test_int16_layers.py: BUILTIN_REF runs the reference kernels, and the default
+# resolver runs the same ones (the XNNPACK delegate takes no int16 operator; TFLite's conv has no optimized
+# kernel for an int64 bias), except for the float32 -> int16 QUANTIZE and the same-shape ADD, whose optimized
+# kernels round otherwise.
+# onnxruntime has no 16x8 operators (no int16 QLinearConv / QGemm), so its rule set has no such rows.
+# Differing elements, mcc vs LiteRT (ref / default, the same under both matching rule sets), and under a wrong rule:
+# | case | elements | matching set | wrong rule | REF vs default |
+# | conv2d per channel, relu | 1024 | 0 | float64_round_half_away 49 | 0 |
+# | depthwise_conv2d, multiplier 2 | 1024 | 0 | double_rounding 40 | 0 |
+# | fully_connected per channel (scales k/7) / per tensor, relu | 512 / 512 | 0 | reduced_multiplier 31 / double 4 | 0 |
+# | add same shape / 5x5x7 (tail 15), relu / broadcast | 1024 / 175 / 1024 | 0 | shift 20: 382 / 33 / 473 | 1 / 1 / 0 |
+# | quantize float32 -> int16 (ties, NaN, inf, 1e10) | 4000 | 0 | - | 200 |
+# | requantize int8 -> int16 / int16 -> int8 | 4000 each | 0 | multiplier_8bit_half_up 426 / 928 | 0 |
+# | requantize int16 -> int16, dequantize int16, reshape int16 | 4000, 4000, 256 | 0 | - | 0 |
+_REF_16X8 = {
+    "conv2d/int16": Rule("tflite", "reduced_multiplier_half_up"),
+    "depthwise_conv2d/int16": Rule("tflite", "reduced_multiplier_half_up"),
+    "fully_connected/int16": Rule("tflite", "float64_round_half_away"),
+    "add/int16": Rule("tflite", "add_shift15_double_rounding"),
+    "quantize/int16": Rule("tflite", "divide_round_half_away"),
+    "requantize/int16": Rule("tflite", "double_rounding"),
+    "dequantize/int16": Rule("tflite", "exact"),
+    "reshape/int16": Rule("tflite", "exact"),
+}
+_REF.update(_REF_16X8)
+_XNNPACK.update(_REF_16X8, **{"quantize/int16": Rule("tflite", "multiply_inverse_ties_even_int32_min"),
+                             "add/int16": Rule("tflite", "add_shift15_neon_blocks")})
 
 # (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's
 # OpResolverType.BUILTIN_REF, "litert-xnnpack" its default resolver with the XNNPACK delegate (mcc.runtime.litert),

@@ -208,6 +208,25 @@ def _fused_back(site: Site) -> dict:
     return {"activation": _act_back(site)}
 
 
+# ---- 16x8 ADD: int16 inputs -------------------------------------------------------------------------------------
+def _add(node: Node):
+    """ADD's options; for int16 inputs pot_scale_int16 = false, which selects TFLite's general 16x8 kernel (the
+    int8 arithmetic with a smaller shift) whatever the scales: the flag's default, true, switches to another
+    kernel whenever all three scales are powers of two."""
+    fields, params = _fused(node)
+    if node.inputs[0].dtype == "int16":
+        fields["potScaleInt16"] = False
+    return fields, params
+
+
+def _add_back(site: Site) -> dict:
+    if site.inputs[0].dtype == "int16" and site.options is not None and site.options.potScaleInt16:
+        raise MccError("int16 ADD with pot_scale_int16 = true (TFLite's power-of-two 16-bit kernel) is not "
+                       "reproduced by mcc's runtime, which runs the general kernel (pot_scale_int16 = false, as mcc "
+                       "writes it); re-export the model with pot_scale_int16 false")
+    return _fused_back(site)
+
+
 def _fc(node: Node):
     # keepNumDims keeps [..., O]; without it TFLite flattens the leading axes, which the IR never does.
     return {"fusedActivationFunction": _act(node), "keepNumDims": len(node.inputs[0].shape) != 2}, {}
@@ -517,7 +536,7 @@ TABLE: list[Mapping] = [
     Mapping("depthwise_conv2d", "DEPTHWISE_CONV_2D", "DepthwiseConv2DOptions", encode=_depthwise,
             decode=_depthwise_back),
     Mapping("fully_connected", "FULLY_CONNECTED", "FullyConnectedOptions", encode=_fc, decode=_fused_back),
-    Mapping("add", "ADD", "AddOptions", encode=_fused, decode=_fused_back),
+    Mapping("add", "ADD", "AddOptions", encode=_add, decode=_add_back),
     Mapping("sub", "SUB", "SubOptions", encode=_fused, decode=_fused_back),
     Mapping("mul", "MUL", "MulOptions", encode=_fused, decode=_fused_back),
     Mapping("div", "DIV", "DivOptions", encode=_fused, decode=_fused_back),

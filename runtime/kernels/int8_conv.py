@@ -1,5 +1,8 @@
 """int8 conv2d and depthwise_conv2d: TFLite's ConvPerChannel / DepthwiseConvPerChannel arithmetic.
 
+The same loops serve TFLite's 16x8 kernels (int16 activations, zero point 0, int8 weights, int64 bias), which
+differ only in the output stage's rule ("conv2d/int16" in runtime.rules) and the output type.
+
 Each output is sum(w * (x - x_zp)) over the window, skipping positions in the padding (so padding means the
 real value 0), plus the int32 bias, then the output stage of the run's rule. Weights are int8, symmetric,
 per output channel (or per tensor, broadcast). The compiled loop is the float kernel's loop shape with an
@@ -13,7 +16,7 @@ import numpy as np
 from ...errors import MccError
 from .conv import conv_accumulate
 from .int8_output import activation_bounds, output_stage, product_scale, requantize
-from .int8_registry import int8_kernel, per_tensor, quant
+from .int8_registry import int8_kernel, per_tensor, quant, ruled_op
 from .layout import from_nhwc, to_nhwc, window_output_hw
 
 
@@ -32,14 +35,17 @@ def weight_scales(node, w_tensor, out_channels: int, channel_axis: int) -> np.nd
 
 
 def int32_bias(node, bias, out_channels: int, rule) -> np.ndarray:
-    """The bias as int64 (zeros when absent). XNNPACK's delegate takes an int8 layer only when its int32 bias
-    carries quantization parameters; without them LiteRT runs TFLite's optimized kernel (ruy), whose
-    rounding depends on the CPU, so that case is refused rather than silently computed another way."""
+    """The bias as int64 (zeros when absent): int32 for int8 layers, int64 for 16x8 ones (TFLite's 16x8 conv also
+    takes int32, which its default resolver runs through an optimized kernel that mcc has not measured, so that is
+    refused). XNNPACK's delegate takes an int8 layer only when its int32 bias carries quantization parameters;
+    without them LiteRT runs TFLite's optimized kernel (ruy), whose rounding depends on the CPU, so that case is
+    refused rather than silently computed another way."""
     if bias is None:
         return np.zeros(out_channels, np.int64)
-    if bias.dtype != np.int32:
-        raise MccError(f"{node.op}: an int8 layer needs an int32 bias (scale s_in * s_w), got {bias.dtype}",
-                       node=node.name)
+    want = np.int64 if node.inputs[0].dtype == "int16" else np.int32
+    if bias.dtype != want:
+        raise MccError(f"{node.op}: an int8 layer needs an int32 bias, a 16x8 layer an int64 one, of scale "
+                       f"s_in * s_w; got {bias.dtype}", node=node.name)
     if rule.kernels == "xnnpack" and node.inputs[2].quant is None:
         raise MccError(f"{node.op}: bias '{node.inputs[2].name}' has no quantization parameters, so LiteRT's XNNPACK "
                        "delegate leaves the op to TFLite's optimized kernel, which mcc does not reproduce; give the "
@@ -59,12 +65,13 @@ def _conv(node, inputs, rules, w_ohwi, channel_axis):
     out_h, out_w = window_output_hw(x, node, w_ohwi.shape[1], w_ohwi.shape[2])
     (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
     top, left = node.attrs["padding"][:2]
-    rule = rules.rule(node.op, node.name)
+    rule = rules.rule(ruled_op(node), node.name)
+    dtype = node.outputs[0].dtype
     acc = conv_accumulate(x, w_ohwi, np.int64(zp_in), np.int64(0), sh, sw, top, left, dh, dw, out_h, out_w)
     acc += int32_bias(node, bias, out_c, rule)
     scaled = requantize(acc, product_scale(s_in, s_w, s_out, rule), rule, node)
-    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels)
-    return [from_nhwc(output_stage(scaled, zp_out, bounds), layout)]
+    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels, dtype)
+    return [from_nhwc(output_stage(scaled, zp_out, bounds, dtype), layout)]
 
 
 @int8_kernel("conv2d")

@@ -8,10 +8,13 @@ ratios into integer multipliers of at most 21 bits that share one shift, so the 
 libraries compute in float32. MINIMUM and MAXIMUM compare the raw int8 codes (TFLite ignores the parameters,
 so they must agree).
 
-onnxruntime (MLAS, AVX2 on x86-64) computes both in float32 on the raw codes: QLinearAdd as
-fma(a, sa/so, fma(b, sb/so, zo - (sa/so * za + sb/so * zb))), every step one FMA, rounded to nearest even;
-QLinearMul as rint(float32(prod) * ((sa * sb) / so) + zo), the zero point added in float before the rounding.
-Which input is `a` in the add depends on how onnxruntime's broadcaster splits the shapes.
+TFLite's 16x8 ADD (int16 inputs and output, zero points 0) takes the int8 path with a left shift of 15 instead of
+20 when its AddOptions say pot_scale_int16 = false, as mcc writes it; the power-of-two path that the flag's default
+selects is not reproduced. Its optimized kernel (LiteRT's default resolver; XNNPACK takes no int16 ADD) runs
+same-shape inputs in blocks of 16 elements through its NEON branch (the x86 wheel's build takes it, through
+NEON_2_SSE; the AVX2 branch's floored products differ in 1,363 of 20,480): each input shifted left by 15 + its
+(negative) shift at once, so its rescale rounds once, not twice; the last size % 16 elements and every broadcast
+take the reference arithmetic. On the reference rule, 26 of 20,480 elements differ by 1.
 """
 
 from __future__ import annotations
@@ -21,23 +24,44 @@ import numpy as np
 from ...errors import MccError
 from .. import fixed_point as fp
 from .int8_output import activation_bounds, output_stage, requantize
-from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant
+from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant, ruled_op
 
-_LEFT_SHIFT = 20  # TFLite's headroom for int8 inputs (15 for int16)
+LEFT_SHIFT = {"int8": 20, "int16": 15}  # TFLite's headroom for the inputs before rescaling
 
 
-def _tflite_add(a, b, sa, sb, so, sign, node):
+def _tflite_add(a, b, sa, sb, so, sign, node, dtype="int8"):
+    shift = LEFT_SHIFT[dtype]
     twice_max = np.float64(2 * max(sa, sb))
     in_real = np.array([np.float64(sa), np.float64(sb)]) / twice_max
-    out_real = twice_max / np.float64(np.float32(1 << _LEFT_SHIFT) * so)
+    out_real = twice_max / np.float64(np.float32(1 << shift) * so)
     if out_real >= 1:
-        raise MccError(f"{node.op}: output scale {so} is below 2 * max(input scales) / 2**20; TFLite's int8 "
-                       f"{node.op} cannot represent that rescaling", node=node.name)
+        raise MccError(f"{node.op}: output scale {so} is below 2 * max(input scales) / 2**{shift}; TFLite's "
+                       f"{dtype} {node.op} cannot represent that rescaling", node=node.name)
     (m_a, m_b), (sh_a, sh_b) = fp.quantize_multiplier(in_real)
     m_out, sh_out = fp.quantize_multiplier(out_real)
-    scaled_a = fp.multiply_by_quantized_multiplier_smaller_than_one(a << _LEFT_SHIFT, m_a, sh_a)
-    scaled_b = fp.multiply_by_quantized_multiplier_smaller_than_one(b << _LEFT_SHIFT, m_b, sh_b)
+    scaled_a = fp.multiply_by_quantized_multiplier_smaller_than_one(a << shift, m_a, sh_a)
+    scaled_b = fp.multiply_by_quantized_multiplier_smaller_than_one(b << shift, m_b, sh_b)
     return fp.multiply_by_quantized_multiplier_smaller_than_one(scaled_a + sign * scaled_b, m_out, sh_out)
+
+
+def _tflite_add16_neon(a, b, sa, sb, so, node):
+    """The optimized 16x8 ADD on same-shape inputs: NEON blocks of 16 (vshlq, vqrdmulhq, RoundingDivideByPOT),
+    the reference rule on the tail."""
+    shift = LEFT_SHIFT["int16"]
+    twice_max = np.float64(2 * max(sa, sb))
+    (m_a, m_b), (sh_a, sh_b) = fp.quantize_multiplier(np.array([np.float64(sa), np.float64(sb)]) / twice_max)
+    m_out, sh_out = fp.quantize_multiplier(twice_max / np.float64(np.float32(1 << shift) * so))
+    y = _tflite_add(a, b, sa, sb, so, 1, node, "int16").ravel()
+    blocks = a.size // 16 * 16
+
+    def rescale(x, multiplier, input_shift):
+        left = shift + int(input_shift)  # vshlq_s32: a negative count shifts right, truncating
+        x = fp.wrap_int32(x << left) if left >= 0 else x >> -left
+        return fp.saturating_rounding_doubling_high_mul(x, multiplier)
+
+    raw = fp.wrap_int32(rescale(a.ravel()[:blocks], m_a, sh_a) + rescale(b.ravel()[:blocks], m_b, sh_b))
+    y[:blocks] = fp.rounding_divide_by_pot(fp.saturating_rounding_doubling_high_mul(raw, m_out), -int(sh_out))
+    return y
 
 
 def _xnnpack_add(a, b, sa, sb, so, sign):
@@ -75,10 +99,22 @@ def add_sub(node, inputs, rules):
     sa, za = per_tensor(node, node.inputs[0], "first input")
     sb, zb = per_tensor(node, node.inputs[1], "second input")
     so, zo = per_tensor(node, node.outputs[0], "output")
-    rule = rules.rule(node.op, node.name)
+    rule = rules.rule(ruled_op(node), node.name)
     check_rounding(node, rule, "add_shift20_double_rounding", "add_multiplier_shift_half_up",
-                   "add_float32_fma_ties_even")
-    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels)
+                   "add_float32_fma_ties_even", "add_shift15_double_rounding", "add_shift15_neon_blocks")
+    dtype = node.outputs[0].dtype
+    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, dtype)
+    if rule.rounding in ("add_shift15_double_rounding", "add_shift15_neon_blocks"):
+        if za or zb or zo or {t.dtype for t in (*node.inputs, *node.outputs)} != {"int16"}:
+            raise MccError(f"TFLite's 16x8 {node.op} takes int16 inputs and output with zero point 0 (got zero "
+                           f"points {za}, {zb}, {zo}); requantize the inputs to int16 first", node=node.name)
+        same_shape = inputs[0].shape == inputs[1].shape
+        a, b = np.broadcast_arrays(*(np.asarray(v, np.int64) for v in inputs))
+        if rule.rounding == "add_shift15_neon_blocks" and same_shape:
+            y = _tflite_add16_neon(a, b, sa, sb, so, node).reshape(a.shape)
+        else:
+            y = _tflite_add(a, b, sa, sb, so, 1, node, dtype)
+        return [output_stage(y, zo, bounds, dtype)]
     if rule.rounding == "add_float32_fma_ties_even":
         if node.op != "add":
             raise MccError("onnxruntime has no integer sub; the legalize_onnx pass makes it a float island",

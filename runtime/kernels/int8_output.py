@@ -9,38 +9,41 @@ import numpy as np
 
 from .. import fixed_point as fp
 from ..rules import Rule
-from .int8_registry import INT8_MAX, INT8_MIN, check_rounding
+from .int8_registry import LIMITS, check_rounding
 
 # The real interval each fused activation clamps to (None: unbounded on that side).
 ACTIVATION_RANGE = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
 
 
-def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: str) -> int:
-    """One bound in int8. onnxruntime's kernels have no fused activation: the ONNX writer clamps with an int8
+def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: str, dtype: str) -> int:
+    """One bound in `dtype`. onnxruntime's kernels have no fused activation: the ONNX writer clamps with an int8
     Clip whose bounds it computes as TFLite does (formats.onnx.opmap), so "onnxruntime" takes TFLite's."""
     if kernels == "xnnpack":  # xnn_qs8_quantize: lrintf(clamp(v / s + zp)), ties to even
         q = np.float32(value) / scale + np.float32(zero_point)
-        return int(np.rint(np.clip(q, np.float32(INT8_MIN), np.float32(INT8_MAX))))
+        return int(np.rint(np.clip(q, *(np.float32(v) for v in LIMITS[dtype]))))
     # TFLite's CalculateActivationRangeQuantized: zp + round(v / s) in float32, ties away from zero
     return zero_point + int(fp.round_half_away(np.float32(value) / scale))
 
 
 def clamp_bounds(lo: float | None, hi: float | None, scale: np.float32, zero_point: int,
-                 kernels: str) -> tuple[int, int]:
-    """The int8 interval for the real interval [lo, hi] (None: unbounded), quantized as `kernels` does it."""
-    qlo = INT8_MIN if lo is None else max(INT8_MIN, _quantize_bound(lo, scale, zero_point, kernels))
-    qhi = INT8_MAX if hi is None else min(INT8_MAX, _quantize_bound(hi, scale, zero_point, kernels))
+                 kernels: str, dtype: str = "int8") -> tuple[int, int]:
+    """The `dtype` interval for the real interval [lo, hi] (None: unbounded), quantized as `kernels` does it."""
+    low, high = LIMITS[dtype]
+    qlo = low if lo is None else max(low, _quantize_bound(lo, scale, zero_point, kernels, dtype))
+    qhi = high if hi is None else min(high, _quantize_bound(hi, scale, zero_point, kernels, dtype))
     return qlo, qhi
 
 
-def activation_bounds(activation: str | None, scale: np.float32, zero_point: int, kernels: str) -> tuple[int, int]:
-    """The int8 interval a fused activation clamps to, quantized the way the kernel library does it."""
-    return clamp_bounds(*ACTIVATION_RANGE[activation], scale, zero_point, kernels)
+def activation_bounds(activation: str | None, scale: np.float32, zero_point: int, kernels: str,
+                      dtype: str = "int8") -> tuple[int, int]:
+    """The interval a fused activation clamps to, quantized the way the kernel library does it (TFLite's
+    CalculateActivationRangeQuantized takes the output type's limits, int8 or int16)."""
+    return clamp_bounds(*ACTIVATION_RANGE[activation], scale, zero_point, kernels, dtype)
 
 
-def output_stage(scaled, zero_point: int, bounds: tuple[int, int]) -> np.ndarray:
-    """zp + scaled, clamped to the activation bounds, as int8."""
-    return np.clip(np.asarray(scaled, np.int64) + zero_point, *bounds).astype(np.int8)
+def output_stage(scaled, zero_point: int, bounds: tuple[int, int], dtype: str = "int8") -> np.ndarray:
+    """zp + scaled, clamped to the activation bounds, as `dtype`."""
+    return np.clip(np.asarray(scaled, np.int64) + zero_point, *bounds).astype(dtype)
 
 
 def product_scale(s_in: np.float32, s_w: np.ndarray, s_out: np.float32, rule: Rule) -> np.ndarray:
@@ -55,7 +58,10 @@ def product_scale(s_in: np.float32, s_w: np.ndarray, s_out: np.float32, rule: Ru
 def requantize(acc, real, rule: Rule, node) -> np.ndarray:
     """acc (int64, last axis = channels) times the real factor `real` (per channel or scalar), rounded by
     `rule.rounding`; returns int64 before the zero point is added."""
-    check_rounding(node, rule, "double_rounding", "float64_round_half_away", "float32_ties_even")
+    check_rounding(node, rule, "double_rounding", "float64_round_half_away", "float32_ties_even",
+                   "reduced_multiplier_half_up")
+    if rule.rounding == "reduced_multiplier_half_up":
+        return fp.multiply_by_reduced_multiplier(acc, *fp.quantize_multiplier(real))
     if rule.rounding == "double_rounding":
         multiplier, shift = fp.quantize_multiplier(real)
         return fp.multiply_by_quantized_multiplier(acc, multiplier, shift)

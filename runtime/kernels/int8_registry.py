@@ -19,6 +19,10 @@ from ...ir import QuantParams, Tensor
 INT8_KERNELS: dict[str, Callable[..., list]] = {}
 
 INT8_MIN, INT8_MAX = -128, 127
+# TFLite's 16x8 kernels: int16 activations (symmetric, zero point 0) with int8 weights. Only these ops take them in
+# mcc's runtime; their rules are the op's name + "/int16" in runtime.rules, since the arithmetic differs from int8.
+INT16_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "quantize", "dequantize", "reshape")
+LIMITS = {"int8": (INT8_MIN, INT8_MAX), "int16": (-(1 << 15), (1 << 15) - 1)}
 
 
 def int8_kernel(*ops: str):
@@ -31,8 +35,23 @@ def int8_kernel(*ops: str):
 
 
 def is_int8(node) -> bool:
-    """Whether a node computes on int8 activations: its first input or its first output is int8."""
-    return any(t is not None and t.dtype == "int8" for t in (node.input(0), node.outputs[0]))
+    """Whether a node computes on quantized activations: its first input or its first output is int8 or int16."""
+    return any(t is not None and t.dtype in LIMITS for t in (node.input(0), node.outputs[0]))
+
+
+def is_int16(node) -> bool:
+    """Whether a node is a 16x8 one (an int16 activation in or out); refused for ops outside INT16_OPS."""
+    if not any(t is not None and t.dtype == "int16" for t in (*node.inputs, *node.outputs)):
+        return False
+    if node.op not in INT16_OPS:
+        raise MccError(f"{node.op} on int16 activations has no kernel in mcc's runtime (16x8 ops: "
+                       f"{', '.join(INT16_OPS)}); keep the op in int8 or float", node=node.name)
+    return True
+
+
+def ruled_op(node, op: str | None = None) -> str:
+    """The rule-table key of a node: its op (or `op`), with "/int16" for a 16x8 node."""
+    return (op or node.op) + ("/int16" if is_int16(node) else "")
 
 
 def quant(node, t: Tensor, role: str) -> QuantParams:
@@ -69,7 +88,12 @@ def _describe(q: QuantParams | None) -> str:
 
 
 def saturate_int8(y) -> np.ndarray:
-    return np.clip(y, INT8_MIN, INT8_MAX).astype(np.int8)
+    return saturate(y, "int8")
+
+
+def saturate(y, dtype: str) -> np.ndarray:
+    """y clamped to the range of `dtype` ("int8" or "int16") and cast to it."""
+    return np.clip(y, *LIMITS[dtype]).astype(dtype)
 
 
 def check_rounding(node, rule, *known: str) -> None:

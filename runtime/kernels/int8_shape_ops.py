@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant, saturate_int8
+from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant, ruled_op, saturate_int8
 from .registry import KERNELS
 
 
 @int8_kernel("concat", "reshape", "transpose", "slice", "split")
 def move(node, inputs, rules):
-    check_rounding(node, rules.rule(node.op, node.name), "exact")
+    check_rounding(node, rules.rule(ruled_op(node), node.name), "exact")
     for t in node.inputs:
         for y in node.outputs:
             require_same_quant(node, t, y)
