@@ -23,7 +23,7 @@ import numpy as np
 
 from ...errors import MccError
 from .. import fixed_point as fp
-from .int8_registry import check_rounding, int8_kernel, per_tensor, ruled_op, saturate, saturate_int8
+from .int8_registry import check_rounding, int8_kernel, per_tensor, ruled_op, saturate
 
 
 def _tflite_quantize(x, scale, zero_point):
