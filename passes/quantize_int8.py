@@ -24,7 +24,7 @@ are an error.
 Options: "calibration" (arrays by input name, source layout), "observer" (observers.OBSERVERS; default
 DEFAULT_OBSERVER), "io" ("float": QUANTIZE after float inputs and DEQUANTIZE before float outputs, "int8":
 int8 inputs and outputs), "bias_correction" (default DEFAULT_BIAS_CORRECTION, see bias_correction.py),
-"require_int8", "progress". Interface tensors keep their names; their int8 twins are called NAME/int8.
+"require_int8", "progress", "float_layers" and "ranges" (below). Interface tensors keep their names; their int8 twins are called NAME/int8.
 
 The TFLite converter's MLIR quantizer wraps every op in fake-quant (QDQ) pairs from the calibration
 statistics, propagates parameters through "same scale" op traits, then folds each QDQ sandwich into an int8
@@ -342,6 +342,9 @@ class QuantizeOptions:
     io: Literal["float", "int8"] = "float"  # float: QUANTIZE / DEQUANTIZE inside the model; int8: int8 interface
     require_int8: bool = False  # fail rather than leave an op in float
     bias_correction: bool = DEFAULT_BIAS_CORRECTION
+    # mixed precision (analyze.py): nodes kept float; ranges observed once for many quantizations of one graph
+    float_layers: tuple = ()
+    ranges: dict | None = None
 
 
 @register_pass("quantize_int8", options=QuantizeOptions, requires=("float", "nhwc"))
@@ -358,9 +361,10 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
         listing = "; ".join(f"'{n.name}' ({n.op}: {reasons[n.name]})" for n in float_ops)
         raise MccError(f"{len(float_ops)} op(s) have no int8 form and would stay float: {listing}. Drop "
                        "--require-int8 to keep them in float between DEQUANTIZE and QUANTIZE", node=float_ops[0].name)
-    ranges = observe_ranges(graph, batches, observer, ctx.progress)
+    ranges = opts.ranges or observe_ranges(graph, batches, observer, ctx.progress)
     float_graph = graph.copy()
-    int8_nodes = [n for n in graph.nodes if not reasons[n.name]]
+    kept = _kept_float(graph, opts.float_layers)
+    int8_nodes = [n for n in graph.nodes if not reasons[n.name] and n.name not in kept]
     groups, requantized = _plan(graph, int8_nodes, ranges)
     counts = _rewrite(graph, int8_nodes, groups, requantized, io)
     graph.infer_shapes()
@@ -376,4 +380,17 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     else:
         ctx.note("bias_correction", "off")
     ctx.note("float_ops", [n.name for n in float_ops])
+    if kept:
+        ctx.note("float_layers", [n.name for n in graph.nodes if n.name in kept])
     return graph
+
+
+def _kept_float(graph: Graph, names: tuple) -> set[str]:
+    """The names of option "float_layers", each checked to name a node of `graph`."""
+    known = {n.name for n in graph.nodes}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise MccError(f"float_layers names {', '.join(repr(n) for n in unknown)}, which are not nodes of the graph "
+                       "being quantized; take layer names from `mcc analyze` (or `mcc inspect --after "
+                       "cross_layer_equalization`)", node=unknown[0])
+    return set(names)
