@@ -6,8 +6,9 @@ and with only that layer float (every other layer int8). Both are real quantizat
 `mcc compile` would emit: the pipeline runs up to quantize_int8 once, the calibration ranges are observed once,
 and quantize_int8 then runs with its option "float_layers" listing the layers to keep float (the float-island
 path of ops without an int8 kernel: DEQUANTIZE before, QUANTIZE after), bias correction included. The int8 graph
-runs in mcc's runtime under the target's rule set (litert-ref for arm-int8, onnxruntime for x86-int8), which is
-bit-exact with the target's runtime, so each figure is what that file would score; "only L float" with the
+runs in mcc's runtime under the target's rule set (litert-ref for arm-int8, onnxruntime for x86-int8; for x86 after
+to_nchw and legalize_onnx, whose ONNX operators those rules cover), bit-exact with the target's reference kernels,
+so each figure is what that file would score; "only L float" with the
 layers the fallback picks is exactly the compiled file. 2 N + 1 quantizations for N layers.
 
 AIMET's QuantAnalyzer does the same two sweeps (enabling, then disabling, one layer's quantizers at a time) on
@@ -21,11 +22,15 @@ Fallback (`--fallback float`): layers are ranked worst first by their "only int8
 higher "only float" SQNR). NNCF ranks by the "only float" gain, which misses error that lives on a tensor
 between two layers (a conv whose output holds 1000 +- 10, then subtract 1000): keeping either one float leaves
 the tensor int8 at the other end, so neither gains alone, while each one's "only int8" SQNR shows the damage.
-mcc then keeps the fewest top-ranked layers that bring the output SQNR to the target (`--fallback-sqnr`, default
+mcc then keeps the shortest prefix of that ranking that brings the output SQNR to the target (`--fallback-sqnr`, default
 DEFAULT_FALLBACK_SQNR, the fidelity guard's threshold), found by doubling k and bisecting (one quantization per
 probe, assuming more float layers never hurt), where NNCF reverts one layer per evaluation. The report gives the
 cost: bytes against the all-int8 file, and latency of both files (median of LATENCY_RUNS invocations of one
 batch, 1 thread: LiteRT with XNNPACK for .tflite, onnxruntime for .onnx), cheap next to the analysis itself.
+Kept float layers are float islands, so rules.py's caveat applies: a kept conv runs in XNNPACK's or
+onnxruntime's float summation order, which mcc does not reproduce, and a QUANTIZE after it can differ by one code
+at a rounding tie; against LiteRT BUILTIN_REF the file stays exact. `--fallback int16` maps to quantize_int8's
+option "int16_layers" (FALLBACKS) and is refused as not yet available while that option does not exist.
 """
 
 from __future__ import annotations
@@ -204,16 +209,25 @@ def latency_ms(data: bytes, backend: str, feeds: dict[str, np.ndarray]) -> float
     return round(float(np.median(times)) * 1e3, 3)
 
 
-def plan_fallback(graph: Graph, target_name: str, options: dict, kind: str, target_db: float | None,
-                  progress: Progress | None = None) -> tuple[dict, dict, Quantizer]:
-    """For `mcc compile --fallback KIND`: analyse, choose the layers, and return the pass options that compile
-    them so (with the observed ranges, so compile does not calibrate again), the fallback report, and the
-    quantizer (whose all-int8 graph gives the cost baseline)."""
+def check_fallback(target_name: str, kind: str, options: dict) -> None:
+    """Refuse, before any work, a fallback that cannot apply."""
+    target = get_target(target_name)
+    if not target.needs_calibration:
+        raise MccError(f"--fallback applies to int8 targets, and target {target.name} emits "
+                       f"{target.number_format}: choose arm-int8 or x86-int8, or drop --fallback")
     if kind not in FALLBACKS:
         raise MccError(f"--fallback '{kind}' is not a fallback; one of {', '.join(FALLBACKS)}")
     if options.get("require_int8"):
         raise MccError(f"--require-int8 and --fallback {kind} contradict each other: the fallback keeps layers out "
                        "of int8; drop one of them")
+
+
+def plan_fallback(graph: Graph, target_name: str, options: dict, kind: str, target_db: float | None,
+                  progress: Progress | None = None) -> tuple[dict, dict, Quantizer]:
+    """For `mcc compile --fallback KIND`: analyse, choose the layers, and return the pass options that compile
+    them so (with the observed ranges, so compile does not calibrate again), the fallback report, and the
+    quantizer (whose all-int8 graph gives the cost baseline)."""
+    check_fallback(target_name, kind, options)
     quantizer = Quantizer(graph, target_name, options, progress)
     analysis = analyze(quantizer)
     chosen = choose_fallback(quantizer, analysis, DEFAULT_FALLBACK_SQNR if target_db is None else target_db, kind)

@@ -94,6 +94,10 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     the layers that per-layer analysis blames out of int8 until the output SQNR reaches `fallback_sqnr` dB."""
     progress = progress or Progress(False)
     target = get_target(target_name)
+    if fallback is not None:
+        from .analyze import check_fallback
+
+        check_fallback(target.name, fallback, options or {})
     for p in (output, report_path):
         if p is not None:
             check_output_path(p)
@@ -127,9 +131,6 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     if fallback is not None:
         from .analyze import plan_fallback
 
-        if not target.needs_calibration:
-            raise MccError(f"--fallback applies to int8 targets, and target {target.name} emits "
-                           f"{target.number_format}: choose arm-int8 or x86-int8, or drop --fallback")
         options, fallback_plan, quantizer = plan_fallback(graph, target.name, options, fallback, fallback_sqnr,
                                                           progress)
     before = totals(graph)
