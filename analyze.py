@@ -44,7 +44,8 @@ import numpy as np
 
 from .errors import MccError
 from .ir import Graph
-from .passes.calibrate import calibration_batches, graph_feeds, observe_ranges, output_sqnr_db
+from .passes.calibrate import (calibration_batches, graph_feeds, observe_ranges, output_sqnr_db,
+                               reference_outputs)
 from .passes.quantize_int8 import DEFAULT_OBSERVER, QuantizeOptions
 from .progress import Progress
 from .targets import get_target
@@ -113,6 +114,8 @@ class Quantizer:
         self.tail = list(self.target.pipeline[self.target.pipeline.index(QUANTIZE) + 1:])
         self.reference = self._finish(self.graph)
         self.batches = calibration_batches(self.reference, options.get("calibration"))
+        self.want = reference_outputs(self.reference, self.batches)
+        self.options["note_sqnr"] = False
         self.all_int8, records = self.quantize()
         float_ops = set(records[0].notes["float_ops"])
         self.layers = [n for n in self.graph.nodes if n.name not in float_ops]
@@ -136,7 +139,7 @@ class Quantizer:
 
     def sqnr(self, kept: tuple = (), kind: str = "float") -> float:
         graph = self.all_int8 if not kept else self.quantize(kept, kind)[0]
-        return output_sqnr_db(self.reference, graph, self.batches, self.rules)
+        return output_sqnr_db(self.want, graph, self.batches, self.rules)
 
     def emit(self, graph: Graph) -> bytes:
         from .compiler import emit

@@ -24,7 +24,8 @@ are an error.
 Options: "calibration" (arrays by input name, source layout), "observer" (observers.OBSERVERS; default
 DEFAULT_OBSERVER), "io" ("float": QUANTIZE after float inputs and DEQUANTIZE before float outputs, "int8":
 int8 inputs and outputs), "bias_correction" (default DEFAULT_BIAS_CORRECTION, see bias_correction.py),
-"require_int8", "progress", "float_layers" and "ranges" (below). Interface tensors keep their names; their int8 twins are called NAME/int8.
+"require_int8", "progress", and "float_layers", "ranges", "note_sqnr" (mixed precision, above). Interface tensors
+keep their names; their int8 twins are called NAME/int8.
 
 The TFLite converter's MLIR quantizer wraps every op in fake-quant (QDQ) pairs from the calibration
 statistics, propagates parameters through "same scale" op traits, then folds each QDQ sandwich into an int8
@@ -345,6 +346,7 @@ class QuantizeOptions:
     # mixed precision (analyze.py): nodes kept float; ranges observed once for many quantizations of one graph
     float_layers: tuple = ()
     ranges: dict | None = None
+    note_sqnr: bool = True  # bias correction's SQNR before and after in the notes: two runs, which analysis skips
 
 
 @register_pass("quantize_int8", options=QuantizeOptions, requires=("float", "nhwc"))
@@ -373,9 +375,9 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     ctx.note("calibration", {"samples": sum(len(next(iter(b.values()))) for b in batches), "batches": len(batches)})
     ctx.note("ranges", counts)
     if opts.bias_correction:
-        before = output_sqnr_db(float_graph, graph, batches)
+        before = output_sqnr_db(float_graph, graph, batches) if opts.note_sqnr else float("nan")
         layers = correct_biases(float_graph, graph, batches)
-        after = output_sqnr_db(float_graph, graph, batches)
+        after = output_sqnr_db(float_graph, graph, batches) if opts.note_sqnr else float("nan")
         ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": _db(before), "sqnr_db_after": _db(after)})
     else:
         ctx.note("bias_correction", "off")
