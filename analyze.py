@@ -27,9 +27,9 @@ DEFAULT_FALLBACK_SQNR, the fidelity guard's threshold), found by doubling k and 
 probe, assuming more float layers never hurt), where NNCF reverts one layer per evaluation. The report gives the
 cost: bytes against the all-int8 file, and latency of both files (median of LATENCY_RUNS invocations of one
 batch, 1 thread: LiteRT with XNNPACK for .tflite, onnxruntime for .onnx), cheap next to the analysis itself.
-Kept float layers are float islands, so rules.py's caveat applies: a kept conv runs in XNNPACK's or
-onnxruntime's float summation order, which mcc does not reproduce, and a QUANTIZE after it can differ by one code
-at a rounding tie; against LiteRT BUILTIN_REF the file stays exact. `--fallback int16` maps to quantize_int8's
+Kept float layers are float islands, so the QUANTIZE after them sees the peer's float summation order: mcc's float
+conv reproduces TFLite's reference and XNNPACK's (rules.py, "float_conv"), not onnxruntime's MLAS, so an x86-int8
+file with a kept conv can differ from onnxruntime by one code at a rounding tie. `--fallback int16` maps to quantize_int8's
 option "int16_layers" (FALLBACKS) and is refused as not yet available while that option does not exist.
 """
 

@@ -11,6 +11,8 @@ import torch
 from mcc.cli import main
 from mcc.compiler import compile_model
 from mcc.errors import MccError
+from mcc.runtime import run
+from mcc.runtime.litert import run_litert
 from mcc.validate import validate
 
 FRAGILE = ("conv2", "sub")  # the two ends of the offset tensor: keeping either one float leaves it int8
@@ -79,10 +81,13 @@ def test_fallback_float_keeps_the_fragile_layers_and_validates(fragile, capsys):
     assert cost["all_int8_bytes"] == plain.stat().st_size and cost["bytes"] == kept.stat().st_size
     assert cost["extra_bytes"] == cost["bytes"] - cost["all_int8_bytes"] > 0  # float weights of conv2
     assert cost["latency_ms"] > 0 and cost["all_int8_latency_ms"] > 0
-    # the file against LiteRT's reference kernels: bit-exact, and its fidelity against the float source
-    report = validate(kept, calib, src, kernels=("ref",))
-    assert report["ok"] and report["comparisons"][0]["differing"] == 0 and report["comparisons"][0]["elements"] > 0
-    assert {t["op"] for t in report["comparisons"][0]["tensors"]} >= {"conv2d", "sub", "quantize", "dequantize"}
+    # the file against LiteRT's reference kernels and XNNPACK: bit-exact (the kept conv2 sums as each does), and
+    # its fidelity against the float source
+    report = validate(kept, calib, src)
+    assert report["ok"] and [c["kernels"] for c in report["comparisons"]] == ["ref", "default"]
+    for c in report["comparisons"]:
+        assert c["exact"] and c["differing"] == 0 and c["elements"] > 0
+        assert {t["op"] for t in c["tensors"]} >= {"conv2d", "sub", "quantize", "dequantize"}
     assert next(iter(report["fidelity"].values()))["sqnr_db"] > 15
     plain_report = validate(plain, calib, src, kernels=("ref",))
     assert next(iter(plain_report["fidelity"].values()))["sqnr_db"] < 15
@@ -129,3 +134,29 @@ def test_analyze_refuses_a_float_target_and_unknown_layers(fragile, capsys):
     assert "choose arm-int8 or x86-int8" in capsys.readouterr().err
     with pytest.raises(MccError, match="'conv9'"):
         compile_model(src, "arm-int8", calib=calib, options={"float_layers": ("conv9",)})
+
+
+# The float conv a kept layer leaves in the file: mcc sums as each LiteRT kernel set does (runtime/rules.py,
+# "float_conv"), so the QUANTIZE after it gets the same codes. (groups, in, out, kernel, padding, dilation, stride)
+FLOAT_CONVS = [
+    (1, 8, 16, 3, 1, 1, 1), (1, 64, 24, 1, 0, 1, 1), (4, 16, 16, 3, 1, 1, 1), (1, 16, 8, 3, 2, 2, 1),
+    (1, 16, 8, 3, 1, 1, 2), (16, 16, 16, 3, 1, 1, 1), (16, 16, 16, 4, 1, 1, 1), (32, 32, 32, 5, 2, 1, 1),
+    (16, 16, 16, (3, 5), (1, 2), 1, 1), (8, 8, 16, 3, 1, 1, 1), (24, 24, 24, 7, 3, 1, 1), (16, 16, 16, 5, 4, 2, 1),
+]
+
+
+@pytest.mark.parametrize("groups, cin, cout, k, pad, dil, stride", FLOAT_CONVS)
+def test_float_conv_sums_as_litert_ref_and_xnnpack(tmp_path, groups, cin, cout, k, pad, dil, stride):
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(cin, cout, k, padding=pad, groups=groups, dilation=dil, stride=stride).eval()
+    x = torch.randn(2, cin, 9, 9) * 3
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "conv.pt2")
+    result = compile_model(tmp_path / "conv.pt2", "arm-fp32")
+    feeds = {result.graph.inputs[0].name: x.numpy().transpose(0, 2, 3, 1).copy()}
+    for kernels, rules in (("ref", "litert-ref"), ("default", "litert-xnnpack")):
+        want = next(iter(run_litert(result.data, feeds, kernels).values()))
+        got = next(iter(run(result.graph, feeds, rules=rules).values()))
+        assert want.size > 0 and np.array_equal(want, got), (kernels, int((want != got).sum()))
+    # the two orders differ, so each rule is needed
+    ref = next(iter(run(result.graph, feeds, rules="litert-ref").values()))
+    assert not np.array_equal(ref, next(iter(run(result.graph, feeds, rules="litert-xnnpack").values())))
