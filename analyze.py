@@ -130,11 +130,8 @@ class Quantizer:
         `kind` (a FALLBACKS key)."""
         from .passes import run_pipeline
 
-        option = FALLBACKS[kind]
-        if option not in QuantizeOptions.__dataclass_fields__:
-            raise MccError(f"--fallback {kind} is not available yet: quantize_int8 has no option '{option}' in this "
-                           f"build; use --fallback float")
-        graph, records = run_pipeline(self.graph, [QUANTIZE], {**self.options, option: tuple(kept)})
+        _check_kind(kind)
+        graph, records = run_pipeline(self.graph, [QUANTIZE], {**self.options, FALLBACKS[kind]: tuple(kept)})
         return self._finish(graph), records
 
     def sqnr(self, kept: tuple = (), kind: str = "float") -> float:
@@ -218,11 +215,18 @@ def check_fallback(target_name: str, kind: str, options: dict) -> None:
     if not target.needs_calibration:
         raise MccError(f"--fallback applies to int8 targets, and target {target.name} emits "
                        f"{target.number_format}: choose arm-int8 or x86-int8, or drop --fallback")
-    if kind not in FALLBACKS:
-        raise MccError(f"--fallback '{kind}' is not a fallback; one of {', '.join(FALLBACKS)}")
+    _check_kind(kind)
     if options.get("require_int8"):
         raise MccError(f"--require-int8 and --fallback {kind} contradict each other: the fallback keeps layers out "
                        "of int8; drop one of them")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in FALLBACKS:
+        raise MccError(f"--fallback '{kind}' is not a fallback; one of {', '.join(FALLBACKS)}")
+    if FALLBACKS[kind] not in QuantizeOptions.__dataclass_fields__:
+        raise MccError(f"--fallback {kind} is not available yet: quantize_int8 has no option '{FALLBACKS[kind]}' in "
+                       "this build; use --fallback float")
 
 
 def plan_fallback(graph: Graph, target_name: str, options: dict, kind: str, target_db: float | None,
