@@ -1,4 +1,4 @@
-"""The `mcc` command line: compile, run, inspect, validate, targets.
+"""The `mcc` command line: compile, run, inspect, validate, analyze, targets.
 
 One error path: a problem with the user's input or files is an MccError (an OSError on a file the user named is
 turned into one), printed as one paragraph with exit code 2; anything else is a bug in mcc, reported in two lines
@@ -70,7 +70,8 @@ def _check_int8_options(args) -> None:
 
     target = get_target(args.target)
     if not target.needs_calibration:
-        given = [flag for flag, on in (("--io int8", args.io == "int8"), ("--require-int8", args.require_int8)) if on]
+        given = [flag for flag, on in (("--io int8", args.io == "int8"), ("--require-int8", args.require_int8),
+                                       ("--fallback", getattr(args, "fallback", None))) if on]
         if given:
             raise MccError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to int8 targets, "
                            f"and target {target.name} emits "
@@ -87,13 +88,16 @@ def _cmd_compile(args) -> None:
     from .ir.stats import format_table
 
     _check_int8_options(args)
+    if args.fallback_sqnr is not None and args.fallback is None:
+        raise MccError("--fallback-sqnr is the target of --fallback: add --fallback float, or drop --fallback-sqnr")
     out = args.output or _default_output(args.model, args.target)
     progress = Progress(not args.quiet)
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
                "bias_correction": args.bias_correction, "cle": args.cle}
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
-                           options={k: v for k, v in options.items() if v is not None}, progress=progress)
+                           options={k: v for k, v in options.items() if v is not None}, progress=progress,
+                           fallback=args.fallback, fallback_sqnr=args.fallback_sqnr)
     for w in result.report["warnings"]:
         print(f"mcc: warning: {w}", file=sys.stderr)
     if not args.quiet:
@@ -116,6 +120,10 @@ def _cmd_compile(args) -> None:
         for r in result.report["passes"]:
             if r["notes"].get("float_ops"):
                 print(f"left in float by {r['pass']}: {', '.join(map(str, r['notes']['float_ops']))}")
+        if "fallback" in result.report:
+            from .analyze import format_fallback
+
+            print(format_fallback(result.report["fallback"]))
         if args.report:
             print(f"report written to {args.report}")
 
@@ -181,6 +189,43 @@ def _cmd_validate(args) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_analyze(args) -> None:
+    """Per-layer sensitivity (analyze.py): the table, and the fallback it would choose, printed; --plot, --json."""
+    import json
+
+    from .analyze import DEFAULT_FALLBACK_SQNR, Quantizer, analyze, choose_fallback, format_analysis, plot, pyplot
+    from .compiler import calibration_arrays, load_model
+    from .fileio import check_output_path, write_atomic
+    from .targets import get_target
+
+    target = get_target(args.target)
+    if not target.needs_calibration:
+        raise MccError(f"mcc analyze measures int8 quantization, and target {target.name} emits "
+                       f"{target.number_format}: choose arm-int8 or x86-int8")
+    _check_int8_options(args)
+    for path in (args.plot, args.json):
+        if path is not None:
+            check_output_path(path)
+    if args.plot is not None:
+        pyplot()  # without matplotlib, refuse before any work
+    progress = Progress(not args.quiet)
+    graph = load_model(args.model, trust_pickle=args.trust_pickle, input_shapes=_shapes(args.input_shape),
+                       progress=progress)
+    options = {"calibration": calibration_arrays(args.calib, graph), "observer": args.observer,
+               "bias_correction": args.bias_correction}
+    quantizer = Quantizer(graph, args.target, {k: v for k, v in options.items() if v is not None}, progress)
+    analysis = analyze(quantizer)
+    target_db = DEFAULT_FALLBACK_SQNR if args.fallback_sqnr is None else args.fallback_sqnr
+    chosen = choose_fallback(quantizer, analysis, target_db)
+    print(format_analysis(analysis, chosen))
+    if args.plot:
+        plot(analysis, args.plot)
+        print(f"plot written to {args.plot}")
+    if args.json:
+        write_atomic(args.json, (json.dumps({**analysis.to_json(), "fallback": chosen}, indent=2) + "\n").encode())
+        print(f"analysis written to {args.json}")
+
+
 def _cmd_targets(args) -> None:
     from .targets import TARGETS
 
@@ -216,8 +261,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-bias-correction", dest="bias_correction", action="store_false", default=None)
     c.add_argument("--no-cle", dest="cle", action="store_false", default=None,
                    help="skip cross-layer equalisation")
+    c.add_argument("--fallback", choices=["float", "int16"], help="mixed precision: keep the layers `mcc analyze` "
+                   "blames, worst first, in this precision until the output SQNR reaches --fallback-sqnr")
+    c.add_argument("--fallback-sqnr", type=float, metavar="DB",
+                   help="output SQNR (dB, on the calibration data) that --fallback aims for; default 15")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
+
+    a = sub.add_parser("analyze", help="per-layer int8 sensitivity: output SQNR with only each layer int8, and "
+                       "with only it float")
+    a.add_argument("model")
+    a.add_argument("--calib", required=True, help="calibration data: .npz by input name or .npy, batch first")
+    a.add_argument("--target", default="arm-int8", help="int8 target whose integer rules are measured: arm-int8 "
+                   "(default) or x86-int8")
+    a.add_argument("--plot", help="write the table as a PNG plot (needs matplotlib)")
+    a.add_argument("--json", help="write the analysis as JSON")
+    a.add_argument("--observer", help="activation range observer, as for compile")
+    a.add_argument("--no-bias-correction", dest="bias_correction", action="store_false", default=None)
+    a.add_argument("--fallback-sqnr", type=float, metavar="DB",
+                   help="output SQNR the suggested float fallback aims for; default 15")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    model_options(a)
+    a.set_defaults(func=_cmd_analyze, io=None, require_int8=None, fallback=None)
 
     r = sub.add_parser("run", help="run a compiled .tflite or .onnx in mcc's reference runtime")
     r.add_argument("model")

@@ -85,13 +85,19 @@ def nonfinite_weights(graph: Graph) -> list[str]:
 
 def compile_model(source, target_name: str, output=None, *, trust_pickle=False, input_shapes=None,
                   report_path=None, calib=None, options: dict | None = None,
-                  progress: Progress | None = None) -> CompileResult:
+                  progress: Progress | None = None, fallback: str | None = None,
+                  fallback_sqnr: float | None = None) -> CompileResult:
     """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically.
 
     `calib` is a .npz/.npy path (or a dict of arrays by input name) for targets that quantize; `options` are
-    pass options (observer, io, bias_correction, cle, require_int8)."""
+    pass options (observer, io, bias_correction, cle, require_int8). `fallback` ("float", see analyze.py) keeps
+    the layers that per-layer analysis blames out of int8 until the output SQNR reaches `fallback_sqnr` dB."""
     progress = progress or Progress(False)
     target = get_target(target_name)
+    if fallback is not None:
+        from .analyze import check_fallback
+
+        check_fallback(target.name, fallback, options or {})
     for p in (output, report_path):
         if p is not None:
             check_output_path(p)
@@ -120,6 +126,13 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
             raise MccError(f"target {target.name} quantizes and needs calibration data: pass --calib samples.npz "
                            "(one array per model input, batch first, in the source model's layout)")
         options["calibration"] = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
+    # mixed precision (issue 15): analyse, then compile with the chosen layers kept back
+    fallback_plan = None
+    if fallback is not None:
+        from .analyze import plan_fallback
+
+        options, fallback_plan, quantizer = plan_fallback(graph, target.name, options, fallback, fallback_sqnr,
+                                                          progress)
     before = totals(graph)
     graph, records = lower(graph, target.name, progress=progress, options=options)
     with progress.step(f"writing {target.backend}"):
@@ -135,6 +148,12 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         "passes": [r.to_json() for r in records],
         "layers": table_json(graph),
     }
+    if fallback_plan is not None:
+        from .analyze import fallback_cost
+
+        with progress.step("measuring the fallback's cost"):
+            fallback_plan["cost"] = fallback_cost(quantizer, data)
+        report["fallback"] = fallback_plan
     if output is not None:
         write_atomic(output, data)
     if report_path is not None:

@@ -86,12 +86,18 @@ def real_outputs(graph: Graph, values: dict[str, np.ndarray]) -> list[np.ndarray
     return out
 
 
-def output_sqnr_db(reference: Graph, graph: Graph, batches: list[dict], rules="litert-ref") -> float:
+def reference_outputs(reference: Graph, batches: list[dict]) -> list[list[np.ndarray]]:
+    """`reference`'s outputs per batch, for comparing many graphs with one (mcc analyze)."""
+    return [real_outputs(reference, run(reference, feeds)) for feeds in batches]
+
+
+def output_sqnr_db(reference: Graph | list, graph: Graph, batches: list[dict], rules="litert-ref") -> float:
     """10 log10(signal / noise) of `graph`'s outputs against `reference`'s over `batches` (all outputs
-    pooled); the graphs take the same float feeds and have their outputs in the same order."""
+    pooled); the graphs take the same float feeds and have their outputs in the same order. `reference` may be
+    given as its reference_outputs on `batches`."""
     signal = noise = 0.0
-    for feeds in batches:
-        want = real_outputs(reference, run(reference, feeds))
+    wants = reference_outputs(reference, batches) if isinstance(reference, Graph) else reference
+    for feeds, want in zip(batches, wants):
         got = real_outputs(graph, run(graph, graph_feeds(graph, feeds, rules), rules=rules))
         signal += sum(float(np.sum(w ** 2)) for w in want)
         noise += sum(float(np.sum((w - g) ** 2)) for w, g in zip(want, got))

@@ -39,7 +39,8 @@ ACTIVATIONS_INT16_WEIGHTS_INT8); mcc to the chosen nodes only, the rest staying 
 Options: "calibration" (arrays by input name, source layout), "observer" (observers.OBSERVERS; default
 DEFAULT_OBSERVER), "io" ("float": QUANTIZE after float inputs and DEQUANTIZE before float outputs, "int8":
 int8 inputs and outputs), "bias_correction" (default DEFAULT_BIAS_CORRECTION, see bias_correction.py),
-"require_int8", "int16_layers", "progress". Interface tensors keep their names; their int8 twins are called NAME/int8.
+"require_int8", "progress", and "int16_layers", "float_layers", "ranges", "note_sqnr" (mixed precision, above).
+Interface tensors keep their names; their int8 twins are called NAME/int8.
 
 The TFLite converter's MLIR quantizer wraps every op in fake-quant (QDQ) pairs from the calibration
 statistics, propagates parameters through "same scale" op traits, then folds each QDQ sandwich into an int8
@@ -494,6 +495,10 @@ class QuantizeOptions:
     require_int8: bool = False  # fail rather than leave an op in float
     int16_layers: tuple[str, ...] = ()  # node names computed by TFLite's 16x8 kernels (see the module docstring)
     bias_correction: bool = DEFAULT_BIAS_CORRECTION
+    # mixed precision (analyze.py): nodes kept float; ranges observed once for many quantizations of one graph
+    float_layers: tuple = ()
+    ranges: dict | None = None
+    note_sqnr: bool = True  # bias correction's SQNR before and after in the notes: two runs, which analysis skips
 
 
 @register_pass("quantize_int8", options=QuantizeOptions, requires=("float", "nhwc"))
@@ -511,9 +516,10 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
         raise MccError(f"{len(float_ops)} op(s) have no int8 form and would stay float: {listing}. Drop "
                        "--require-int8 to keep them in float between DEQUANTIZE and QUANTIZE", node=float_ops[0].name)
     int16_nodes = _int16_nodes(graph, tuple(opts.int16_layers or ()), reasons)
-    ranges = observe_ranges(graph, batches, observer, ctx.progress)
+    ranges = opts.ranges or observe_ranges(graph, batches, observer, ctx.progress)
     float_graph = graph.copy()
-    int8_nodes = [n for n in graph.nodes if not reasons[n.name]]
+    kept = _kept_float(graph, opts.float_layers)
+    int8_nodes = [n for n in graph.nodes if not reasons[n.name] and n.name not in kept]
     groups, requantized = _plan(graph, int8_nodes, ranges)
     int16_nodes += _int16_followers(graph, int16_nodes, int8_nodes)
     counts = _rewrite(graph, int8_nodes, groups, requantized, io, int16_nodes,
@@ -524,11 +530,24 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     ctx.note("calibration", {"samples": sum(len(next(iter(b.values()))) for b in batches), "batches": len(batches)})
     ctx.note("ranges", counts)
     if opts.bias_correction:
-        before = output_sqnr_db(float_graph, graph, batches)
+        before = output_sqnr_db(float_graph, graph, batches) if opts.note_sqnr else float("nan")
         layers = correct_biases(float_graph, graph, batches)
-        after = output_sqnr_db(float_graph, graph, batches)
+        after = output_sqnr_db(float_graph, graph, batches) if opts.note_sqnr else float("nan")
         ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": _db(before), "sqnr_db_after": _db(after)})
     else:
         ctx.note("bias_correction", "off")
     ctx.note("float_ops", [n.name for n in float_ops])
+    if kept:
+        ctx.note("float_layers", [n.name for n in graph.nodes if n.name in kept])
     return graph
+
+
+def _kept_float(graph: Graph, names: tuple) -> set[str]:
+    """The names of option "float_layers", each checked to name a node of `graph`."""
+    known = {n.name for n in graph.nodes}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise MccError(f"float_layers names {', '.join(repr(n) for n in unknown)}, which are not nodes of the graph "
+                       "being quantized; take layer names from `mcc analyze` (or `mcc inspect --after "
+                       "cross_layer_equalization`)", node=unknown[0])
+    return set(names)

@@ -68,6 +68,15 @@ code. Measured for batch_matmul (the attention products of transformers; tests/t
   stride: 128 for N >= K, 256 at N = 128, 512 at N = 64, 1024 at N <= 32, each block's FMA sum added in
   float32), and columns past a multiple of 16 differ again: not reproduced, so an x86-int8 float island of a
   batch_matmul deeper than 128 is not claimed exact.
+Measured for conv2d and depthwise_conv2d (key "float_conv": the layers `--fallback float` keeps float; runtime/
+kernels/conv.py; tests/test_analyze.py: 15 shapes, 1x1 to 7x7, rectangular, dilated, strided, grouped, depthwise
+multiplier 1 and 2, 45,168 elements, 0 differing under either set):
+- float32_multiply_add_bias_last: TFLite's reference CONV_2D / DEPTHWISE_CONV_2D, sum of products over filter row,
+  column, input channel, each rounded to float32, then the bias.
+- float32_fma_bias_first: XNNPACK's f32 IGEMM / DWCONV, the accumulator starts at the bias, one FMA per tap;
+  taps row-major, except its single-pass depthwise (multiplier 1, at most 25 taps), which walks them column-major.
+onnxruntime's Conv (MLAS im2col and blocked SGEMM) is not reproduced: an x86-int8 float-island conv is not
+claimed exact.
 Measured for a bilinear resize (op "resize"; nearest copies pixels and has no rule), each peer with its own
 coordinates and blend (runtime/kernels/resize.py; tests/test_resize_float_rules.py: 10 sizes up, down, odd,
 1 -> 3x4 and 6x7 -> 1, 12,408 elements per coordinate mode, 0 differing under the claimed set; under another
@@ -245,6 +254,7 @@ _REF = {
     **{op: Rule("tflite", "exact") for op in _MATH_MOVES},
     "batch_matmul": Rule("tflite", "float32_multiply_add_in_order"),
     "resize": Rule("tflite", "bilinear_float32_corner_products"),  # float bilinear: the blend of a float island
+    "float_conv": Rule("tflite", "float32_multiply_add_bias_last"),  # float conv / depthwise of a float island
 }
 
 _XNNPACK = {
@@ -285,6 +295,7 @@ _XNNPACK = {
     **{op: Rule("tflite", "exact") for op in _MATH_MOVES},
     "batch_matmul": Rule("xnnpack", "float32_fma_in_order"),
     "resize": Rule("xnnpack", "bilinear_float32_lerp"),  # float bilinear: the blend of a float island
+    "float_conv": Rule("xnnpack", "float32_fma_bias_first"),  # float conv / depthwise of a float island
 }
 
 # What onnxruntime runs for each op of an x86-int8 ONNX file (formats.onnx.writer): its own integer operators,
