@@ -44,8 +44,8 @@ results are rounded:
   and division by the count, rint(avg / so + zo); a window over the whole unpadded image is the global pool's.
 - mean_float32_scale_ties_even: onnxruntime's QLinearGlobalAveragePool, rint(float32(sum - n * zi) *
   (si / (so * n))) + zo.
-- softmax_ort_exp_table: onnxruntime's QLinearSoftmax, a float table of exp in double, float32 row sum,
-  rint(e * floor(1 / so) / sum) + zo, clamped.
+- softmax_ort_exp_table: onnxruntime's QLinearSoftmax, a float table of exp in double shifted by logf(FLT_MAX / n),
+  float32 row sum, rint(e * floor(1 / so) / sum) + zo with the quotient in double, clamped.
 - divide_ties_even: onnxruntime's QuantizeLinear, rint(clamp(x / s)) + zp, NaN to the lowest code.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
 
