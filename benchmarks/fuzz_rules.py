@@ -276,10 +276,10 @@ def _quantize(c: Case):
     n = c.size
     x = c.g.add_input("x", (1, n), "float32", None)
     rng = c.rng
-    halves = (rng.integers(-600, 600, n) * np.float32(s) / np.float32(2) + np.float32(s) * (zp * 0)).astype(np.float32)
+    halves = (rng.integers(-600, 600, n) * np.float32(s) / np.float32(2)).astype(np.float32)  # grid points and ties
     wide = (rng.standard_normal(n) * s * 10 ** rng.uniform(0, 3)).astype(np.float32)
     values = np.where(rng.random(n) < 0.5, halves, wide).astype(np.float32)
-    values[:6] = [np.inf, -np.inf, 1e30, -1e30, -0.0, 1e-40]  # no NaN: XNNPACK and TFLite part on it by design
+    values[:7] = [np.nan, np.inf, -np.inf, 1e30, -1e30, -0.0, 1e-40]
     c.feeds["x"] = values.reshape(1, n)
     c.op("quantize", [x], s, zp, dtype="int8")
 

@@ -1,0 +1,55 @@
+"""Issue 15: benchmarks/fuzz_rules.py's quick slice in CI: every int8 kernel rule against its real runtime.
+
+Each rule set runs every row of the fuzzer (QUICK_ELEMENTS output elements each, fixed seeds) in LiteRT or
+onnxruntime and in mcc's runtime: 0 elements differ, every row that the rule set has a kernel for compared some,
+and the rows without one are exactly those its rule table lacks. The full run (10**6 elements per row and rule
+set) is the committed benchmarks/results/fuzz_rules.txt.
+"""
+
+import pytest
+
+from mcc.backends import emit
+from mcc.benchmarks.fuzz_rules import QUICK_ELEMENTS, ROWS, RULE_SETS, build, fuzz, table
+from mcc.formats.onnx.reader import read_emitted_onnx
+from mcc.formats.tflite.reader import read_tflite
+from mcc.runtime import rule_set
+from mcc.runtime.format_arithmetic import ONNX_ARITHMETIC
+from mcc.validate import compare
+
+
+@pytest.mark.parametrize("rules", sorted(RULE_SETS))
+def test_quick_fuzz_finds_no_difference(rules):
+    cells = [fuzz(name, rules, QUICK_ELEMENTS) for name in ROWS]
+    print("\n" + table(cells))
+    for cell in cells:
+        if cell.no_kernel:
+            assert cell.row not in rule_set(rules).rules, cell
+            continue
+        assert cell.differing == 0, cell
+        assert cell.elements >= QUICK_ELEMENTS and cell.cases >= 2 and cell.refused == 0, cell
+    assert {c.row for c in cells if c.no_kernel} == {r for r in ROWS if r not in rule_set(rules).rules}
+
+
+def test_every_int8_kernel_has_a_row():
+    from mcc.runtime.kernels.int8_registry import INT8_KERNELS
+
+    by_op = {"quantize": {"quantize", "requantize"}, "resize": {"resize_nearest", "resize_bilinear"}}
+    assert set(ROWS) == set().union(*(by_op.get(op, {op}) for op in INT8_KERNELS))
+
+
+WRONG = {"litert-ref": "litert-xnnpack", "litert-xnnpack": "litert-ref", "onnxruntime": "litert-ref"}
+
+
+@pytest.mark.parametrize("rules", sorted(RULE_SETS))
+def test_fuzzed_cases_part_from_the_runtime_under_another_rule_set(rules):
+    """The comparison can fail: the same cases, compared with mcc under another rule set's arithmetic, differ."""
+    fmt, kernel_sets = RULE_SETS[rules]
+    differing = 0
+    for name in ("conv2d", "fully_connected", "add", "mean"):
+        for index in range(3):
+            graph, feeds, _ = build(name, rules, index, 2000)
+            data = emit(graph, fmt)
+            back = read_tflite(data) if fmt == "tflite" else read_emitted_onnx(data, ONNX_ARITHMETIC)
+            assert compare(data, back, [feeds], kernel_sets[0]).differing == 0
+            differing += compare(data, back, [feeds], kernel_sets[0], rules=WRONG[rules]).differing
+    assert differing > 0
