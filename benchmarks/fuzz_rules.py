@@ -42,7 +42,7 @@ from mcc.errors import MccError
 from mcc.formats.onnx.reader import read_emitted_onnx
 from mcc.formats.tflite.reader import read_tflite
 from mcc.ir import Graph, QuantParams
-from mcc.runtime import rule_set
+from mcc.runtime import rule_set, run
 from mcc.runtime.format_arithmetic import ONNX_ARITHMETIC
 from mcc.validate import compare
 
@@ -160,7 +160,8 @@ def _weights(c: Case, shape, n_channels: int, axis: int, per_channel: bool):
     mag = int(c.rng.choice([3, 20, 127]))
     w = c.rng.integers(-mag, mag + 1, shape).astype(np.int8)
     base = c.scale(1e-4, 1e0)
-    s_w = (base * 2.0 ** -c.rng.integers(0, 4, n_channels)).astype(np.float32) if per_channel else np.float32([base])
+    spread = 2.0 ** -c.rng.integers(0, 4, n_channels) if c.rng.random() < 0.5 else 10 ** c.rng.uniform(-1.5, 0, n_channels)
+    s_w = (base * spread).astype(np.float32) if per_channel else np.float32([base])
     return c.const("w", w, s_w, 0, axis if per_channel else None), s_w, mag
 
 
@@ -177,23 +178,25 @@ def _accumulator_out_scale(c: Case, s_in, s_w, mag, depth):
 @row("conv2d")
 def _conv2d(c: Case):
     cin, cout, k, s = int(c.rng.integers(1, 9)), int(c.rng.integers(1, 17)), int(c.rng.choice([1, 3, 5])), int(c.rng.integers(1, 3))
-    h, w = int(c.rng.integers(k, 14)), int(c.rng.integers(k, 14))
+    d = int(c.rng.choice([1, 1, 2]))
+    h, w = int(c.rng.integers((k - 1) * d + 1, 14)), int(c.rng.integers((k - 1) * d + 1, 14))
     x = c.input("x", c.image(c.batch_for(h * w * cout // (s * s)), cin, h, w), s_in := c.scale(), c.zp())
     shape = (cout, k, k, cin) if c.nhwc else (cout, cin, k, k)
     wt, s_w, mag = _weights(c, shape, cout, 0, c.rng.random() < 0.7)
     c.op("conv2d", [x, wt, _bias(c, s_in, s_w, cout)], _accumulator_out_scale(c, s_in, s_w, mag, k * k * cin), c.zp(),
-         activation=_activation(c), dilation=[1, 1], **_spatial_attrs(c, h, w, k, s))
+         activation=_activation(c), dilation=[d, d], **_spatial_attrs(c, h, w, (k - 1) * d + 1, s))
 
 
 @row("depthwise_conv2d")
 def _depthwise(c: Case):
     cin, m, k, s = int(c.rng.integers(1, 9)), int(c.rng.choice([1, 1, 2])), int(c.rng.choice([3, 5])), int(c.rng.integers(1, 3))
-    h, w = int(c.rng.integers(k, 16)), int(c.rng.integers(k, 16))
+    d = int(c.rng.choice([1, 1, 2]))
+    h, w = int(c.rng.integers((k - 1) * d + 1, 16)), int(c.rng.integers((k - 1) * d + 1, 16))
     x = c.input("x", c.image(c.batch_for(h * w * cin * m // (s * s)), cin, h, w), s_in := c.scale(), c.zp())
     shape, axis = ((1, k, k, cin * m), 3) if c.nhwc else ((cin * m, 1, k, k), 0)
     wt, s_w, mag = _weights(c, shape, cin * m, axis, c.rng.random() < 0.7)
     c.op("depthwise_conv2d", [x, wt, _bias(c, s_in, s_w, cin * m)], _accumulator_out_scale(c, s_in, s_w, mag, k * k),
-         c.zp(), multiplier=m, activation=_activation(c), dilation=[1, 1], **_spatial_attrs(c, h, w, k, s))
+         c.zp(), multiplier=m, activation=_activation(c), dilation=[d, d], **_spatial_attrs(c, h, w, (k - 1) * d + 1, s))
 
 
 @row("fully_connected")
@@ -222,17 +225,15 @@ def _broadcast_shape(c: Case, shape):
 def _binary(c: Case, op: str):
     shape = c.image(c.batch_for(8 * 8 * 16), 16, 8, 8)
     s = c.scale()
-    # XNNPACK takes ADD / SUB with input-to-output scale ratios in [2**-10, 2**8), MUL with a product-to-output
-    # ratio in [2**-16, 2**8); outside them the delegate declines and TFLite's kernel runs, which the
-    # litert-xnnpack rule set does not claim
-    sa, sb = (float(np.float32(s * 10 ** c.rng.uniform(-1, 1))) for _ in range(2))
+    # input-to-output scale ratios over four orders of magnitude each way (MUL: the product's scale)
+    sa, sb = (float(np.float32(s * 10 ** c.rng.uniform(-2, 2))) for _ in range(2))
     a = c.input("a", shape, sa, c.zp())
     b_shape = _broadcast_shape(c, shape)
     b = c.input("b", b_shape, sb, c.zp()) if b_shape == shape else c.const(
         "b", c.codes(b_shape, 0), sb, c.zp())
     if c.rng.random() < 0.5:
         a, b = b, a
-    so = max(sa, sb) * 10 ** c.rng.uniform(-0.5, 1.3) if op != "mul" else sa * sb * 10 ** c.rng.uniform(0, 3.5)
+    so = max(sa, sb) * 10 ** c.rng.uniform(-2, 2.5) if op != "mul" else sa * sb * 10 ** c.rng.uniform(-1.5, 5)
     c.op(op, [a, b], float(np.float32(so)), c.zp(), activation=_activation(c))
 
 
@@ -249,7 +250,7 @@ def _pool(c: Case, op: str):
     if op == "max_pool2d" or c.fmt == "tflite":  # TFLite's pools keep the input's parameters
         c.op(op, [x], s_in, zp, activation=_activation(c) if op == "max_pool2d" else None, **attrs)
     else:  # QLinearAveragePool requantizes
-        c.op(op, [x], float(np.float32(s_in * 10 ** c.rng.uniform(-1, 1))), c.zp(), **attrs)
+        c.op(op, [x], float(np.float32(s_in * 10 ** c.rng.uniform(-2, 2))), c.zp(), **attrs)
 
 
 GENERATORS["max_pool2d"] = lambda c: _pool(c, "max_pool2d")
@@ -264,10 +265,11 @@ def _mean(c: Case):
     else:
         rank = int(c.rng.integers(2, 5))
         shape = tuple(int(d) for d in c.rng.integers(1, 12, rank))
-        axes = sorted(c.rng.choice(rank, int(c.rng.integers(1, rank)), replace=False).tolist())
-        shape = (c.batch_for(int(np.prod(shape)) // int(np.prod([shape[a] for a in axes])), 256),) + shape[1:]
+        axes = sorted((1 + c.rng.choice(rank - 1, int(c.rng.integers(1, rank)), replace=False)).tolist())
+        kept = int(np.prod(shape[1:])) // int(np.prod([shape[a] for a in axes]))
+        shape = (c.batch_for(kept, 4096),) + shape[1:]
     x = c.input("x", shape, s_in := c.scale(), c.zp(), rows=tuple(axes))
-    c.op("mean", [x], float(np.float32(s_in * 10 ** c.rng.uniform(-1, 1))), c.zp(), axes=axes, keepdims=True)
+    c.op("mean", [x], float(np.float32(s_in * 10 ** c.rng.uniform(-2, 2))), c.zp(), axes=axes, keepdims=True)
 
 
 @row("quantize")
@@ -484,7 +486,9 @@ GENERATORS["space_to_depth"] = lambda c: _blocks(c, "space_to_depth")
 
 def _reduce_pick(c: Case, op: str):
     shape = _random_shape(c, int(c.rng.integers(2, 5)), 1, 8)
-    axes = sorted(c.rng.choice(len(shape), int(c.rng.integers(1, len(shape) + 1)), replace=False).tolist())
+    axes = sorted((1 + c.rng.choice(len(shape) - 1, int(c.rng.integers(1, len(shape))), replace=False)).tolist())
+    kept = int(np.prod(shape[1:])) // int(np.prod([shape[a] for a in axes]))
+    shape = (c.batch_for(kept, 4096),) + shape[1:]
     x, s, zp = _moving(c, shape, rows=tuple(axes))
     c.op(op, [x], s, zp, axes=axes, keepdims=bool(c.rng.random() < 0.5))
 
@@ -505,9 +509,14 @@ class Cell:
     differing: int = 0
     max_diff: float = 0.0
     cases: int = 0
-    refused: int = 0
+    refused: dict = field(default_factory=dict)  # "refused" (by both), "mcc refuses", "peer refuses" -> cases
     no_kernel: str = ""
-    first_bad: list = field(default_factory=list)  # seeds of differing cases, to replay
+    first_bad: list = field(default_factory=list)  # case numbers that differ or are refused by one side only
+
+    @property
+    def mismatched(self) -> int:
+        """Cases one side refuses and the other runs."""
+        return sum(n for k, n in self.refused.items() if k != "refused")
 
 
 def build(name: str, rules: str, index: int, size: int) -> tuple[Graph, dict, np.random.Generator]:
@@ -518,19 +527,29 @@ def build(name: str, rules: str, index: int, size: int) -> tuple[Graph, dict, np
 
 
 def run_case(name: str, rules: str, index: int, size: int):
-    """(elements, differing, max diff) of one case over the peer's kernel sets, or None where the writer refuses it."""
+    """(elements, differing, max diff) of one case over the peer's kernel sets; or "refused" where mcc and the peer
+    both refuse the model, "mcc refuses" / "peer refuses" where only one does."""
     fmt, kernel_sets = RULE_SETS[rules]
     graph, feeds, _ = build(name, rules, index, size)
     try:
         data = emit(graph, fmt)
-    except MccError:
-        return None
+    except MccError:  # the format has no such operator: nothing to compare
+        return "refused"
     back = read_tflite(data) if fmt == "tflite" else read_emitted_onnx(data, ONNX_ARITHMETIC)
+    try:
+        comparisons = [compare(data, back, [feeds], kernels, rules=rules) for kernels in kernel_sets]
+    except MccError:  # compare builds the peer first: it accepted the model
+        return "mcc refuses"
+    except Exception:  # noqa: BLE001 - LiteRT raises RuntimeError, onnxruntime its own exception classes
+        try:
+            run(back, feeds, rules=rules)
+        except MccError:
+            return "refused"
+        return "peer refuses"
     outputs = {t.name for t in back.outputs}
     elements = differing = 0
     max_diff = 0.0
-    for kernels in kernel_sets:
-        comparison = compare(data, back, [feeds], kernels, rules=rules)
+    for comparison in comparisons:
         for t in comparison.tensors:
             if t.tensor in outputs:
                 elements += t.elements
@@ -548,10 +567,12 @@ def fuzz(name: str, rules: str, target: int, min_cases: int = 2, progress=None) 
     index = 0
     while cell.elements < target or cell.cases < min_cases:
         result = run_case(name, rules, index, size)
-        if result is None:
-            cell.refused += 1
-            if cell.refused > 20 and cell.cases == 0:
-                cell.no_kernel = f"every case refused by the {RULE_SETS[rules][0]} writer"
+        if isinstance(result, str):
+            cell.refused[result] = cell.refused.get(result, 0) + 1
+            if result != "refused" and len(cell.first_bad) < 5:
+                cell.first_bad.append(index)
+            if sum(cell.refused.values()) > 20 and cell.cases == 0:
+                cell.no_kernel = f"every case refused ({', '.join(cell.refused)})"
                 break
         else:
             elements, differing, max_diff = result
@@ -569,16 +590,20 @@ def fuzz(name: str, rules: str, target: int, min_cases: int = 2, progress=None) 
 
 def table(cells: list[Cell]) -> str:
     lines = [f"{'row':<18} {'rule set':<15} {'elements':>11} {'differing':>10} {'max diff':>9} {'cases':>6} "
-             f"{'refused':>8}  differing cases"]
+             f"{'refused':>8} {'one side':>9}  cases to replay"]
     for c in cells:
         if c.no_kernel:
-            lines.append(f"{c.row:<18} {c.rules:<15} {'-':>11} {'-':>10} {'-':>9} {'-':>6} {'-':>8}  {c.no_kernel}")
+            lines.append(f"{c.row:<18} {c.rules:<15} {'-':>11} {'-':>10} {'-':>9} {'-':>6} {'-':>8} {'-':>9}  "
+                         f"{c.no_kernel}")
         else:
             lines.append(f"{c.row:<18} {c.rules:<15} {c.elements:>11,} {c.differing:>10,} {c.max_diff:>9g} "
-                         f"{c.cases:>6} {c.refused:>8}  {' '.join(map(str, c.first_bad))}")
+                         f"{c.cases:>6} {c.refused.get('refused', 0):>8} {c.mismatched:>9}  "
+                         f"{' '.join(map(str, c.first_bad))}")
     run = [c for c in cells if not c.no_kernel]
     lines.append(f"total: {sum(c.elements for c in run):,} elements compared in {sum(c.cases for c in run):,} cases "
-                 f"over {len(run)} (row, rule set) pairs, {sum(c.differing for c in run):,} differing")
+                 f"over {len(run)} (row, rule set) pairs, {sum(c.differing for c in run):,} differing; "
+                 f"{sum(c.refused.get('refused', 0) for c in run)} cases refused by both mcc and the runtime, "
+                 f"{sum(c.mismatched for c in run)} by one of them only")
     return "\n".join(lines)
 
 
@@ -611,7 +636,7 @@ def main(argv=None) -> int:
     out = a.out or (RESULTS if target == FULL_ELEMENTS and not a.rows and not a.sets else None)
     if out:
         out.write_text(header + text + "\n")
-    return 1 if any(c.differing for c in cells) else 0
+    return 1 if any(c.differing or c.mismatched for c in cells) else 0
 
 
 if __name__ == "__main__":

@@ -6,13 +6,17 @@ and the rows without one are exactly those its rule table lacks. The full run (1
 set) is the committed benchmarks/results/fuzz_rules.txt.
 """
 
+import numpy as np
 import pytest
 
 from mcc.backends import emit
 from mcc.benchmarks.fuzz_rules import QUICK_ELEMENTS, ROWS, RULE_SETS, build, fuzz, table
 from mcc.formats.onnx.reader import read_emitted_onnx
+from mcc.errors import MccError
 from mcc.formats.tflite.reader import read_tflite
-from mcc.runtime import rule_set
+from mcc.ir import Graph, QuantParams
+from mcc.runtime import rule_set, run
+from mcc.runtime.litert import make_interpreter, run_litert
 from mcc.runtime.format_arithmetic import ONNX_ARITHMETIC
 from mcc.validate import compare
 
@@ -26,7 +30,7 @@ def test_quick_fuzz_finds_no_difference(rules):
             assert cell.row not in rule_set(rules).rules, cell
             continue
         assert cell.differing == 0, cell
-        assert cell.elements >= QUICK_ELEMENTS and cell.cases >= 2 and cell.refused == 0, cell
+        assert cell.elements >= QUICK_ELEMENTS and cell.cases >= 2 and not cell.refused, cell
     assert {c.row for c in cells if c.no_kernel} == {r for r in ROWS if r not in rule_set(rules).rules}
 
 
@@ -53,3 +57,23 @@ def test_fuzzed_cases_part_from_the_runtime_under_another_rule_set(rules):
             assert compare(data, back, [feeds], kernel_sets[0]).differing == 0
             differing += compare(data, back, [feeds], kernel_sets[0], rules=WRONG[rules]).differing
     assert differing > 0
+
+
+def test_fused_bound_that_overflows_int32_is_refused_like_litert_ref():
+    """Found by the fuzzer: relu6 / s_out beyond int32 fails TFLite's Prepare (no_integer_overflow_from_quantization),
+    which LiteRT's XNNPACK delegate does not run."""
+    g = Graph("bound")
+    a, b = g.add_input("a", (1, 4, 4, 8), "int8", "NHWC"), g.add_input("b", (1, 4, 4, 8), "int8", "NHWC")
+    a.quant, b.quant = QuantParams(np.float32(3.8e-5), -128), QuantParams(np.float32(3.0e-6), -128)
+    node = g.add_node("mul", [a, b], {"activation": "relu6"}, name="m")
+    node.outputs[0].quant = QuantParams(np.float32(1.76e-9), -128)
+    g.outputs = node.outputs
+    data = emit(g, "tflite")
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.integers(-128, 128, (1, 4, 4, 8)).astype(np.int8) for n in ("a", "b")}
+    with pytest.raises(RuntimeError, match="no_integer_overflow_from_quantization"):
+        make_interpreter(data, "ref")
+    with pytest.raises(MccError, match="node 'm'.*relu6 bound.*overflows int32"):
+        run(read_tflite(data), feeds, rules="litert-ref")
+    want = run_litert(data, feeds, "default")["m"]
+    assert np.array_equal(run(read_tflite(data), feeds, rules="litert-xnnpack")["m"], want) and len(np.unique(want)) > 10

@@ -78,7 +78,7 @@ def add_sub(node, inputs, rules):
     rule = rules.rule(node.op, node.name)
     check_rounding(node, rule, "add_shift20_double_rounding", "add_multiplier_shift_half_up",
                    "add_float32_fma_ties_even")
-    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels)
+    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, node)
     if rule.rounding == "add_float32_fma_ties_even":
         if node.op != "add":
             raise MccError("onnxruntime has no integer sub; the legalize_onnx pass makes it a float island",
@@ -101,7 +101,7 @@ def mul(node, inputs, rules):
     so, zo = per_tensor(node, node.outputs[0], "output")
     a, b = (np.asarray(v, np.int64) for v in inputs)
     rule = rules.rule(node.op, node.name)
-    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels)
+    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, node)
     real = (sa * sb) / so  # float32 arithmetic in mul.cc, XNNPACK and MLAS
     if rule.rounding == "float32_zero_point_ties_even":  # qlmul.cpp: the zero point joins before rounding
         scaled = ((a - za) * (b - zb)).astype(np.float32) * real

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import MccError
 from .. import fixed_point as fp
 from ..rules import Rule
 from .int8_registry import INT8_MAX, INT8_MIN, check_rounding
@@ -15,27 +16,36 @@ from .int8_registry import INT8_MAX, INT8_MIN, check_rounding
 ACTIVATION_RANGE = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
 
 
-def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: str) -> int:
+def _quantize_bound(value: float, scale: np.float32, zero_point: int, kernels: str, node=None) -> int:
     """One bound in int8. onnxruntime's kernels have no fused activation: the ONNX writer clamps with an int8
     Clip whose bounds it computes as TFLite does (formats.onnx.opmap), so "onnxruntime" takes TFLite's."""
     if kernels == "xnnpack":  # xnn_qs8_quantize: lrintf(clamp(v / s + zp)), ties to even
         q = np.float32(value) / scale + np.float32(zero_point)
         return int(np.rint(np.clip(q, np.float32(INT8_MIN), np.float32(INT8_MAX))))
     # TFLite's CalculateActivationRangeQuantized: zp + round(v / s) in float32, ties away from zero
-    return zero_point + int(fp.round_half_away(np.float32(value) / scale))
+    q = fp.round_half_away(np.float32(value) / scale)
+    if kernels == "tflite" and node is not None and not -2.0 ** 31 <= q <= 2.0 ** 31:
+        # its Prepare checks no_integer_overflow_from_quantization and fails the model (found by
+        # benchmarks/fuzz_rules.py: relu6 at an output scale of 1.8e-9); XNNPACK's delegate takes it
+        raise MccError(f"{node.op}: fused {node.attrs['activation']} bound {value} / output scale {float(scale)} "
+                       "overflows int32; TFLite's kernels refuse such a model (no_integer_overflow_from_quantization)"
+                       ": give the output a larger scale", node=node.name)
+    return zero_point + int(q)
 
 
 def clamp_bounds(lo: float | None, hi: float | None, scale: np.float32, zero_point: int,
-                 kernels: str) -> tuple[int, int]:
-    """The int8 interval for the real interval [lo, hi] (None: unbounded), quantized as `kernels` does it."""
-    qlo = INT8_MIN if lo is None else max(INT8_MIN, _quantize_bound(lo, scale, zero_point, kernels))
-    qhi = INT8_MAX if hi is None else min(INT8_MAX, _quantize_bound(hi, scale, zero_point, kernels))
+                 kernels: str, node=None) -> tuple[int, int]:
+    """The int8 interval for the real interval [lo, hi] (None: unbounded), quantized as `kernels` does it; with
+    `node`, a bound that TFLite refuses raises."""
+    qlo = INT8_MIN if lo is None else max(INT8_MIN, _quantize_bound(lo, scale, zero_point, kernels, node))
+    qhi = INT8_MAX if hi is None else min(INT8_MAX, _quantize_bound(hi, scale, zero_point, kernels, node))
     return qlo, qhi
 
 
-def activation_bounds(activation: str | None, scale: np.float32, zero_point: int, kernels: str) -> tuple[int, int]:
-    """The int8 interval a fused activation clamps to, quantized the way the kernel library does it."""
-    return clamp_bounds(*ACTIVATION_RANGE[activation], scale, zero_point, kernels)
+def activation_bounds(activation: str | None, scale: np.float32, zero_point: int, kernels: str,
+                      node=None) -> tuple[int, int]:
+    """The int8 interval a fused activation of `node` clamps to, quantized the way the kernel library does it."""
+    return clamp_bounds(*ACTIVATION_RANGE[activation], scale, zero_point, kernels, node)
 
 
 def output_stage(scaled, zero_point: int, bounds: tuple[int, int]) -> np.ndarray:
