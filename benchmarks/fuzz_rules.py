@@ -64,11 +64,14 @@ class Case:
         self.nhwc = fmt == "tflite"
         self.g = Graph("fuzz")
         self.feeds: dict[str, np.ndarray] = {}
+        self.pow2 = rng.random() < 1 / 3  # every scale a power of two: exact results land on .5
 
     def scale(self, lo: float = 1e-4, hi: float = 1e2) -> float:
-        if self.rng.random() < 1 / 3:
-            return float(2.0 ** self.rng.integers(int(np.ceil(np.log2(lo))), int(np.floor(np.log2(hi))) + 1))
-        return float(np.float32(10 ** self.rng.uniform(np.log10(lo), np.log10(hi))))
+        return self.derived(10 ** self.rng.uniform(np.log10(lo), np.log10(hi)))
+
+    def derived(self, scale: float) -> float:
+        """A scale as the file stores it: float32, or the nearest power of two in a tie-rich case."""
+        return float(2.0 ** np.round(np.log2(scale))) if self.pow2 else float(np.float32(scale))
 
     def zp(self) -> int:
         return int(self.rng.choice([-128, 127, int(self.rng.integers(-128, 128)), int(self.rng.integers(-20, 21))]))
@@ -162,7 +165,7 @@ def _weights(c: Case, shape, n_channels: int, axis: int, per_channel: bool):
     mag = int(c.rng.choice([3, 20, 127]))
     w = c.rng.integers(-mag, mag + 1, shape).astype(np.int8)
     base = c.scale(1e-4, 1e0)
-    spread = 2.0 ** -c.rng.integers(0, 4, n_channels) if c.rng.random() < 0.5 else 10 ** c.rng.uniform(-1.5, 0, n_channels)
+    spread = 2.0 ** -c.rng.integers(0, 4, n_channels) if c.pow2 else 10 ** c.rng.uniform(-1.5, 0, n_channels)
     s_w = (base * spread).astype(np.float32) if per_channel else np.float32([base])
     return c.const("w", w, s_w, 0, axis if per_channel else None), s_w, mag
 
@@ -174,7 +177,7 @@ def _bias(c: Case, s_in, s_w, n: int):
 
 def _accumulator_out_scale(c: Case, s_in, s_w, mag, depth):
     """An output scale about the size of the accumulator's spread, give or take a factor of 30."""
-    return float(np.float32(s_in * float(np.max(s_w)) * mag * 40 * np.sqrt(depth) * 10 ** c.rng.uniform(-1.5, 1)))
+    return c.derived(s_in * float(np.max(s_w)) * mag * 40 * np.sqrt(depth) * 10 ** c.rng.uniform(-1.5, 1))
 
 
 @row("conv2d")
@@ -228,7 +231,7 @@ def _binary(c: Case, op: str):
     shape = c.image(c.batch_for(8 * 8 * 16), 16, 8, 8)
     s = c.scale()
     # input-to-output scale ratios over four orders of magnitude each way (MUL: the product's scale)
-    sa, sb = (float(np.float32(s * 10 ** c.rng.uniform(-2, 2))) for _ in range(2))
+    sa, sb = (c.derived(s * 10 ** c.rng.uniform(-2, 2)) for _ in range(2))
     a = c.input("a", shape, sa, c.zp())
     b_shape = _broadcast_shape(c, shape)
     b = c.input("b", b_shape, sb, c.zp()) if b_shape == shape else c.const(
@@ -236,7 +239,7 @@ def _binary(c: Case, op: str):
     if c.rng.random() < 0.5:
         a, b = b, a
     so = max(sa, sb) * 10 ** c.rng.uniform(-2, 2.5) if op != "mul" else sa * sb * 10 ** c.rng.uniform(-1.5, 5)
-    c.op(op, [a, b], float(np.float32(so)), c.zp(), activation=_activation(c))
+    c.op(op, [a, b], c.derived(so), c.zp(), activation=_activation(c))
 
 
 for _op in ("add", "sub", "mul"):
@@ -252,7 +255,7 @@ def _pool(c: Case, op: str):
     if op == "max_pool2d" or c.fmt == "tflite":  # TFLite's pools keep the input's parameters
         c.op(op, [x], s_in, zp, activation=_activation(c) if op == "max_pool2d" else None, **attrs)
     else:  # QLinearAveragePool requantizes
-        c.op(op, [x], float(np.float32(s_in * 10 ** c.rng.uniform(-2, 2))), c.zp(), **attrs)
+        c.op(op, [x], c.derived(s_in * 10 ** c.rng.uniform(-2, 2)), c.zp(), **attrs)
 
 
 GENERATORS["max_pool2d"] = lambda c: _pool(c, "max_pool2d")
@@ -271,7 +274,7 @@ def _mean(c: Case):
         kept = int(np.prod(shape[1:])) // int(np.prod([shape[a] for a in axes]))
         shape = (c.batch_for(kept, 4096),) + shape[1:]
     x = c.input("x", shape, s_in := c.scale(), c.zp(), rows=tuple(axes))
-    c.op("mean", [x], float(np.float32(s_in * 10 ** c.rng.uniform(-2, 2))), c.zp(), axes=axes, keepdims=True)
+    c.op("mean", [x], c.derived(s_in * 10 ** c.rng.uniform(-2, 2)), c.zp(), axes=axes, keepdims=True)
 
 
 @row("quantize")
@@ -292,7 +295,7 @@ def _quantize(c: Case):
 def _requantize(c: Case):
     s_in = c.scale()
     x = c.input("x", (1, c.size), s_in, c.zp())
-    c.op("quantize", [x], float(np.float32(s_in * 10 ** c.rng.uniform(-2.5, 2.5))), c.zp(), dtype="int8")
+    c.op("quantize", [x], c.derived(s_in * 10 ** c.rng.uniform(-2.5, 2.5)), c.zp(), dtype="int8")
 
 
 @row("dequantize")
@@ -398,7 +401,7 @@ def _activation_row(c: Case, op: str):
     x = c.g.add_input("x", (c.batch_for(256, 4096), 256), "int8", None)
     x.quant = QuantParams(np.float32(s_in), zp_in)
     c.feeds["x"] = np.tile(c.rng.permutation(np.arange(-128, 128)), (x.shape[0], 1)).astype(np.int8)
-    attrs, s_out, zp_out = {}, float(np.float32(s_in * 10 ** c.rng.uniform(-1.5, 1.5))), c.zp()
+    attrs, s_out, zp_out = {}, c.derived(s_in * 10 ** c.rng.uniform(-1.5, 1.5)), c.zp()
     if op == "sigmoid":
         s_out, zp_out = 1 / 256, -128
     elif op == "tanh":
@@ -411,7 +414,7 @@ def _activation_row(c: Case, op: str):
     elif op == "leaky_relu":
         attrs = {"alpha": float(np.float32(c.rng.choice([0.01, 0.1, 0.2, 0.3, c.rng.uniform(0, 1)])))}
     elif op in ("relu", "relu6"):
-        s_out = float(np.float32((s_in * 128 if op == "relu" else 6) / 255 * 10 ** c.rng.uniform(-1, 1)))
+        s_out = c.derived((s_in * 128 if op == "relu" else 6) / 255 * 10 ** c.rng.uniform(-1, 1))
     c.op(op, [x], s_out, zp_out, **attrs)
 
 
