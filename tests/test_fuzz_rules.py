@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mcc.backends import emit
-from mcc.benchmarks.fuzz_rules import QUICK_ELEMENTS, ROWS, RULE_SETS, build, fuzz, table
+from mcc.benchmarks.fuzz_rules import QUICK_ELEMENTS, ROWS, RULE_SETS, build, fuzz, run_case, table
 from mcc.formats.onnx.reader import read_emitted_onnx
 from mcc.errors import MccError
 from mcc.formats.tflite.reader import read_tflite
@@ -77,3 +77,24 @@ def test_fused_bound_that_overflows_int32_is_refused_like_litert_ref():
         run(read_tflite(data), feeds, rules="litert-ref")
     want = run_litert(data, feeds, "default")["m"]
     assert np.array_equal(run(read_tflite(data), feeds, rules="litert-xnnpack")["m"], want) and len(np.unique(want)) > 10
+
+
+def test_qlinear_softmax_cases_where_logf_and_the_double_quotient_decide_codes():
+    """Fuzzed cases whose codes part between a table shifted by log and by logf (94 and 120 elements), and rows of 4
+    at 1 / s_out = 1024, whose float32 product e * 1024 passes FLT_MAX: onnxruntime gives the true codes."""
+    for index in (1268, 1437):
+        elements, differing, _ = run_case("softmax", "onnxruntime", index, 10000)
+        assert elements > 0 and differing == 0, index
+    g = Graph("rows_of_4")
+    x = g.add_input("x", (4096, 4), "int8", None)
+    x.quant = QuantParams(np.float32(0.0625), -116)
+    node = g.add_node("softmax", [x], {"axis": -1, "beta": 1.0}, name="p")
+    node.outputs[0].quant = QuantParams(np.float32(1 / 1024), -128)
+    g.outputs = node.outputs
+    data = emit(g, "onnx")
+    feeds = {"x": np.random.default_rng(1).integers(-128, 128, (4096, 4)).astype(np.int8)}
+    back = read_emitted_onnx(data, ONNX_ARITHMETIC)
+    for kernels in RULE_SETS["onnxruntime"][1]:
+        assert compare(data, back, [feeds], kernels).differing == 0
+    codes = run(back, feeds, rules="onnxruntime")["p"]
+    assert np.count_nonzero((codes > -128) & (codes < 127)) > 1000

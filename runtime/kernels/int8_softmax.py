@@ -11,14 +11,16 @@ onnxruntime's QLinearSoftmax (contrib qlinear_softmax.cc) reads float32 exponent
 table, exp((d + shift) * s_in) computed in double for d = x - max(x) and a shift that keeps the row sum finite,
 sums the row in float32 in order and rounds e * floor(1 / s_out) / sum ties to even, for any output scale and
 any axis (it transposes the axis last). Two details of that arithmetic decide codes; benchmarks/fuzz_rules.py
-found them after a detector's x86-int8 file showed 4 of 59,451,200 elements 1 apart at a QLinearSoftmax:
+found them after a detector's x86-int8 file showed 4 of 59,451,200 elements 1 apart at a QLinearSoftmax
+(figures: its cases build("softmax", "onnxruntime", i, 10000), i < 3000, 25,911,908 elements):
 - the shift is log(FLT_MAX / n) in float: the quotient is a float, so C++ calls the float overload of log, libm's
-  logf (with the double log, 1 of 2,666,112 fuzzed elements differs; numpy's float32 log is not logf, it differs
-  for 8,266 of the first 300,000 row lengths, so the kernel calls libm's);
-- e * floor(1 / s_out) / sum reaches nearbyint unrounded to float32: rounded to float32, 29 of the same 2,666,112
-  differ (exact reals within 3e-6 of a half: 133.4999976 gives 133 in onnxruntime, its float32 quotient 133.5
-  gives 134), and where the product passes FLT_MAX (rows of 4 at 1 / s_out >= 1024) the float32 inf becomes code
-  127 while onnxruntime gives the true code (19,521 of another 2,368,510 differ); evaluated in double, none do.
+  logf. With the double log 10,510 elements differ (every table entry moves by up to 4e-6 relative, which flips
+  near-ties), with logf none. numpy's float32 log is not logf (it differs for 8,266 of the first 300,000 row
+  lengths), so the kernel calls libm's;
+- e * floor(1 / s_out) / sum reaches nearbyint unrounded to float32. Rounded to float32 (product, then quotient),
+  23,196 of the first 3,520,221 elements differ: reals within 3e-6 of a half (133.4999976 gives 133 in
+  onnxruntime where the float32 quotient 133.5 gives 134), and rows of 4 or fewer at 1 / s_out >= 1024, whose
+  float32 product passes FLT_MAX, becomes inf and code 127 while onnxruntime gives the true code. In double, none.
 The source as read (main) spells that line in float32 and would wrap codes above 127 to negative ones; the
 onnxruntime 1.32 x86-64 binary does neither, so the rule follows the binary as measured.
 """
