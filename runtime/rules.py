@@ -74,8 +74,10 @@ set 3,247 to 8,739 differ):
   percent differ; two lerps with these weights, mcc's blend before: up to 52 percent).
 
 Where the delegate declines an op for its parameters (int8 -> int8 QUANTIZE or LEAKY_RELU with a scale
-ratio outside [1/256, 128], a conv / FC bias without quantization), LiteRT runs TFLite's kernel instead;
-the first two fall back to the TFLite arithmetic (measured equal), the last is refused (TFLite's optimized
+ratio outside [1/256, 128], ADD / SUB with an input-to-output ratio below 2**-10, MUL with sa * sb / so below
+2**-16, a conv / FC bias without quantization), LiteRT runs TFLite's kernel instead; the first four fall back to
+the TFLite arithmetic (measured equal; ADD, SUB and MUL by benchmarks/fuzz_rules.py), the last is refused, as
+is ADD, SUB or MUL with a ratio at or above 2**8 (TFLite's optimized kernel then parts from its reference) (TFLite's optimized
 FULLY_CONNECTED goes through ruy, which mcc does not reproduce).
 
 "requantize" is QUANTIZE with an int8 input; "quantize" is QUANTIZE with a float input. "resize_nearest" and

@@ -29,8 +29,8 @@ def test_quick_fuzz_finds_no_difference(rules):
         if cell.no_kernel:
             assert cell.row not in rule_set(rules).rules, cell
             continue
-        assert cell.differing == 0, cell
-        assert cell.elements >= QUICK_ELEMENTS and cell.cases >= 2 and not cell.refused, cell
+        assert cell.differing == 0 and cell.mismatched == 0, cell
+        assert cell.elements >= QUICK_ELEMENTS and cell.cases >= 2, cell
     assert {c.row for c in cells if c.no_kernel} == {r for r in ROWS if r not in rule_set(rules).rules}
 
 
