@@ -44,8 +44,8 @@ results are rounded:
   and division by the count, rint(avg / so + zo); a window over the whole unpadded image is the global pool's.
 - mean_float32_scale_ties_even: onnxruntime's QLinearGlobalAveragePool, rint(float32(sum - n * zi) *
   (si / (so * n))) + zo.
-- softmax_ort_exp_table: onnxruntime's QLinearSoftmax, a float table of exp in double, float32 row sum,
-  rint(e * floor(1 / so) / sum) + zo, clamped.
+- softmax_ort_exp_table: onnxruntime's QLinearSoftmax, a float table of exp in double shifted by logf(FLT_MAX / n),
+  float32 row sum, rint(e * floor(1 / so) / sum) + zo with the quotient in double, clamped.
 - divide_ties_even: onnxruntime's QuantizeLinear, rint(clamp(x / s)) + zp, NaN to the lowest code.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
 - reduced_multiplier_half_up: TFLite's 16x8 CONV_2D / DEPTHWISE_CONV_2D, MultiplyByQuantizedMultiplier on the
@@ -91,8 +91,10 @@ set 3,247 to 8,739 differ):
   percent differ; two lerps with these weights, mcc's blend before: up to 52 percent).
 
 Where the delegate declines an op for its parameters (int8 -> int8 QUANTIZE or LEAKY_RELU with a scale
-ratio outside [1/256, 128], a conv / FC bias without quantization), LiteRT runs TFLite's kernel instead;
-the first two fall back to the TFLite arithmetic (measured equal), the last is refused (TFLite's optimized
+ratio outside [1/256, 128], ADD / SUB with an input-to-output ratio below 2**-10, MUL with sa * sb / so below
+2**-16, a conv / FC bias without quantization), LiteRT runs TFLite's kernel instead; the first four fall back to
+the TFLite arithmetic (measured equal; ADD, SUB and MUL by benchmarks/fuzz_rules.py), the last is refused, as
+is ADD, SUB or MUL with a ratio at or above 2**8 (TFLite's optimized kernel then parts from its reference) (TFLite's optimized
 FULLY_CONNECTED goes through ruy, which mcc does not reproduce).
 
 "requantize" is QUANTIZE with an int8 input; "quantize" is QUANTIZE with a float input. "resize_nearest" and

@@ -73,7 +73,8 @@ def _f32(x) -> np.ndarray:
 
 
 def _tflite_sigmoid(v):
-    return np.float32(1) / (np.float32(1) + _f32(np.exp(-np.float64(v))))
+    with np.errstate(over="ignore"):  # expf(-v) is inf below v = -88.7 too, and 1 / (1 + inf) the 0 it gives
+        return np.float32(1) / (np.float32(1) + _f32(np.exp(-np.float64(v))))
 
 
 def _xnnpack_sigmoid(v):

@@ -70,7 +70,7 @@ def _conv(node, inputs, rules, w_ohwi, channel_axis):
     acc = conv_accumulate(x, w_ohwi, np.int64(zp_in), np.int64(0), sh, sw, top, left, dh, dw, out_h, out_w)
     acc += int32_bias(node, bias, out_c, rule)
     scaled = requantize(acc, product_scale(s_in, s_w, s_out, rule), rule, node)
-    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels, dtype)
+    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels, dtype, node)
     return [from_nhwc(output_stage(scaled, zp_out, bounds, dtype), layout)]
 
 

@@ -5,8 +5,19 @@ both inputs left by 20 bits, rescales each to twice the larger input scale with 
 adds, and rescales the sum to the output, each step with gemmlowp double rounding. XNNPACK turns both scale
 ratios into integer multipliers of at most 21 bits that share one shift, so the sum needs a single rounding
 (half up). MUL multiplies (a - za) * (b - zb) and requantizes once by sa * sb / so, a factor that both
-libraries compute in float32. MINIMUM and MAXIMUM compare the raw int8 codes (TFLite ignores the parameters,
-so they must agree).
+libraries compute in float32. XNNPACK takes ADD / SUB with input-to-output ratios in [2**-10, 2**8) and MUL with
+sa * sb / so in [2**-16, 2**8); beyond, LiteRT's default resolver runs TFLite's optimized kernel
+(benchmarks/fuzz_rules.py found both). Below the range that kernel computes what the reference does (a SUB at
+ratios 2**-7 and 2**-12 differed in 78 of 1,001,472 fuzzed elements under XNNPACK's arithmetic, in none under
+TFLite's), so litert-xnnpack takes TFLite's rule there; above it, where outputs saturate, the optimized kernel
+parts from the reference (an ADD at ratio 551: 230 of 1,024 elements -128 where the reference gives 127), which
+mcc does not reproduce, so litert-xnnpack refuses that case. MINIMUM and MAXIMUM compare the raw int8 codes
+(TFLite ignores the parameters, so they must agree).
+
+onnxruntime (MLAS, AVX2 on x86-64) computes both in float32 on the raw codes: QLinearAdd as
+fma(a, sa/so, fma(b, sb/so, zo - (sa/so * za + sb/so * zb))), every step one FMA, rounded to nearest even;
+QLinearMul as rint(float32(prod) * ((sa * sb) / so) + zo), the zero point added in float before the rounding.
+Which input is `a` in the add depends on how onnxruntime's broadcaster splits the shapes.
 
 TFLite's 16x8 ADD (int16 inputs and output, zero points 0) takes the int8 path with a left shift of 15 instead of
 20 when its AddOptions say pot_scale_int16 = false, as mcc writes it; the power-of-two path that the flag's default
@@ -23,6 +34,7 @@ import numpy as np
 
 from ...errors import MccError
 from .. import fixed_point as fp
+from ..rules import Rule
 from .int8_output import activation_bounds, output_stage, requantize
 from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant, ruled_op
 
@@ -64,6 +76,18 @@ def _tflite_add16_neon(a, b, sa, sb, so, node):
     return y
 
 
+def _xnnpack_takes(node, *ratios, low: float) -> bool:
+    """Whether XNNPACK's operator takes these float32 scale ratios (xnn_create_add_nd_qs8: each in [2**-10, 2**8),
+    xnn_create_multiply_nd_qs8: [2**-16, 2**8)); a ratio at or above 2**8 leaves the op to TFLite's optimized
+    kernel, whose saturating arithmetic mcc does not reproduce: refused."""
+    if any(r >= 2.0 ** 8 for r in ratios):
+        raise MccError(f"{node.op}: scale ratio {max(float(r) for r in ratios):.6g} (input to output) is at or above "
+                       "256: LiteRT's XNNPACK delegate declines the op and TFLite's optimized kernel, which mcc does "
+                       "not reproduce, runs instead; give the output a larger scale, or run with rules litert-ref",
+                       node=node.name)
+    return all(low <= r for r in ratios)
+
+
 def _xnnpack_add(a, b, sa, sb, so, sign):
     a_ratio, b_ratio = sa / so, sb / so  # float32, as xnn_init_qs8_add_minmax_scalar_params
     _, exponent = np.frexp(max(a_ratio, b_ratio))
@@ -102,8 +126,10 @@ def add_sub(node, inputs, rules):
     rule = rules.rule(ruled_op(node), node.name)
     check_rounding(node, rule, "add_shift20_double_rounding", "add_multiplier_shift_half_up",
                    "add_float32_fma_ties_even", "add_shift15_double_rounding", "add_shift15_neon_blocks")
+    if rule.rounding == "add_multiplier_shift_half_up" and not _xnnpack_takes(node, sa / so, sb / so, low=2.0 ** -10):
+        rule = Rule("tflite", "add_shift20_double_rounding")  # the delegate declines: TFLite's kernel runs
     dtype = node.outputs[0].dtype
-    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, dtype)
+    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, dtype, node)
     if rule.rounding in ("add_shift15_double_rounding", "add_shift15_neon_blocks"):
         if za or zb or zo or {t.dtype for t in (*node.inputs, *node.outputs)} != {"int16"}:
             raise MccError(f"TFLite's 16x8 {node.op} takes int16 inputs and output with zero point 0 (got zero "
@@ -137,8 +163,10 @@ def mul(node, inputs, rules):
     so, zo = per_tensor(node, node.outputs[0], "output")
     a, b = (np.asarray(v, np.int64) for v in inputs)
     rule = rules.rule(node.op, node.name)
-    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels)
     real = (sa * sb) / so  # float32 arithmetic in mul.cc, XNNPACK and MLAS
+    if rule.kernels == "xnnpack" and not _xnnpack_takes(node, real, low=2.0 ** -16):
+        rule = Rule("tflite", "double_rounding")  # the delegate declines: TFLite's kernel runs
+    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, node=node)
     if rule.rounding == "float32_zero_point_ties_even":  # qlmul.cpp: the zero point joins before rounding
         scaled = ((a - za) * (b - zb)).astype(np.float32) * real
         return [np.clip(np.rint(scaled + np.float32(zo)), *bounds).astype(np.int8)]

@@ -42,5 +42,5 @@ def fully_connected(node, inputs, rules):
     rows = x.reshape(-1, x.shape[-1]).astype(np.int64) - zp_in
     acc = rows @ w.astype(np.int64).T + int32_bias(node, bias, out_c, rule)
     scaled = requantize(acc, product_scale(s_in, s_w, s_out, rule), rule, node)
-    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels, dtype)
+    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels, dtype, node)
     return [output_stage(scaled, zp_out, bounds, dtype).reshape(x.shape[:-1] + (out_c,))]

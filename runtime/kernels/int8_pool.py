@@ -72,7 +72,7 @@ def pool2d(node, inputs, rules):
     rule = rules.rule(node.op, node.name)
     if rule.rounding == "average_float32_ties_even":
         scale, zero_point = per_tensor(node, y_t, "output")
-        bounds = activation_bounds(a["activation"], scale, zero_point, rule.kernels)
+        bounds = activation_bounds(a["activation"], scale, zero_point, rule.kernels, node=node)
         return [from_nhwc(_ort_average(node, to_nhwc(inputs[0], x_t.layout), bounds), x_t.layout)]
     require_same_quant(node, x_t, y_t)
     if node.op == "avg_pool2d" and a["count_include_pad"] and any(a["padding"]):
@@ -80,7 +80,7 @@ def pool2d(node, inputs, rules):
                        "legalize_tflite pass first", node=node.name)
     scale, zero_point = per_tensor(node, y_t, "output")
     check_rounding(node, rule, "exact" if node.op == "max_pool2d" else "divide_round_half_away")
-    lo, hi = activation_bounds(a["activation"], scale, zero_point, rule.kernels)
+    lo, hi = activation_bounds(a["activation"], scale, zero_point, rule.kernels, node=node)
     x = to_nhwc(inputs[0], x_t.layout)
     y = pool_int8(x, node.op == "max_pool2d", *a["kernel"], *a["stride"], *a["padding"][:2],
                   *window_output_hw(x, node, *a["kernel"]), lo, hi)

@@ -10,11 +10,26 @@ p / s_out half away from zero.
 onnxruntime's QLinearSoftmax (contrib qlinear_softmax.cc) reads float32 exponentials from its own 256-entry
 table, exp((d + shift) * s_in) computed in double for d = x - max(x) and a shift that keeps the row sum finite,
 sums the row in float32 in order and rounds e * floor(1 / s_out) / sum ties to even, for any output scale and
-any axis (it transposes the axis last).
+any axis (it transposes the axis last). Two details of that arithmetic decide codes; benchmarks/fuzz_rules.py
+found them after a detector's x86-int8 file showed 4 of 59,451,200 elements 1 apart at a QLinearSoftmax
+(figures: its cases build("softmax", "onnxruntime", i, 10000), i < 3000, 25,911,908 elements):
+- the shift is log(FLT_MAX / n) in float: the quotient is a float, so C++ calls the float overload of log, libm's
+  logf. With the double log 10,510 elements differ (every table entry moves by up to 4e-6 relative, which flips
+  near-ties), with logf none. numpy's float32 log is not logf (it differs for 8,266 of the first 300,000 row
+  lengths), so the kernel calls libm's;
+- e * floor(1 / s_out) / sum reaches nearbyint unrounded to float32. Rounded to float32 (product, then quotient),
+  23,196 of the first 3,520,221 elements differ: reals within 3e-6 of a half (133.4999976 gives 133 in
+  onnxruntime where the float32 quotient 133.5 gives 134), and rows of 4 or fewer at 1 / s_out >= 1024, whose
+  float32 product passes FLT_MAX, becomes inf and code 127 while onnxruntime gives the true code. In double, none.
+The source as read (main) spells that line in float32 and would wrap codes above 127 to negative ones; the
+onnxruntime 1.32 x86-64 binary does neither, so the rule follows the binary as measured.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 
 import numpy as np
@@ -59,14 +74,23 @@ def _tflite_optimized(x, s_in, beta, s_out, zp_out):
     return fp.round_half_away(probability) + zp_out
 
 
+@functools.cache
+def _libm_logf():
+    """libm's logf, which onnxruntime's table shift calls (not correctly rounded: not math.log rounded to float)."""
+    logf = ctypes.CDLL(ctypes.util.find_library("m")).logf
+    logf.restype, logf.argtypes = ctypes.c_float, [ctypes.c_float]
+    return logf
+
+
 def _ort_softmax(x, s_in, s_out, zp_out, n):
     """QLinearSoftmax over the last axis of int64 codes x (rows of n): the table in double with libm's exp (which
-    math.exp calls), one float32 entry per difference from the row's maximum."""
-    shift = max(0.0, math.log(float(np.finfo(np.float32).max) / n) - 5) / float(s_in)
+    math.exp calls), one float32 entry per difference from the row's maximum; the quotient in double."""
+    shift = max(0.0, _libm_logf()(float(np.finfo(np.float32).max / np.float32(n))) - 5) / float(s_in)
     table = np.array([math.exp((d + shift) * float(s_in)) for d in range(-255, 1)]).astype(np.float32)
     e = table[x - x.max(axis=-1, keepdims=True) + 255]
     total = np.cumsum(e, axis=-1, dtype=np.float32)[..., -1:]  # left to right, as the C loop adds
-    return np.rint(e * np.float32(math.floor(np.float32(1) / s_out)) / total).astype(np.int64) + zp_out
+    y_scale = float(math.floor(np.float32(1) / s_out))
+    return np.rint(e.astype(np.float64) * y_scale / total.astype(np.float64)).astype(np.int64) + zp_out
 
 
 @int8_kernel("softmax")
