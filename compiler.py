@@ -162,9 +162,9 @@ def split_held_out(arrays: dict, graph: Graph) -> tuple[dict, dict | None]:
     ranges still see three quarters of it (interleaved, not the last quarter: data sorted by class would leave
     the last classes out of calibration); with fewer, the guard measures on the calibration data itself and says
     so. The TFLite converter and onnxruntime's quantize_static measure nothing after quantizing."""
-    n = len(next(iter(arrays.values())))
-    batch = graph.inputs[0].shape[0]
-    if n < HOLD_OUT_MIN_SAMPLES:
+    counts = {len(v) for v in arrays.values()}
+    n, batch = max(counts), graph.inputs[0].shape[0]
+    if n < HOLD_OUT_MIN_SAMPLES or len(counts) > 1:  # differing counts: calibration_batches says what to do
         return arrays, None
     held = (np.arange(n) // batch) % 4 == 3
     held[n - n % batch:] = False  # samples that do not fill a batch stay with calibration

@@ -328,9 +328,16 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
              if o.dtype in ("int8", "float32") and _reference_name(o.name) in ref_tensors]
     sums = {o.name: [0.0, 0.0] for _, o, _ in pairs}
     want_out, got_out = [], []
-    ref_batches, batches = calibration_batches(reference, arrays), calibration_batches(graph, arrays)
-    for i, (ref_feeds, feeds) in enumerate(zip(ref_batches, batches), 1):
+    batches = calibration_batches(reference, arrays)
+    ref_inputs = {t.name: t for t in reference.inputs}
+    for i, ref_feeds in enumerate(batches, 1):
         want = run(reference, ref_feeds, keep_all=True)
+        feeds = {t.name: _align(ref_feeds[t.name], ref_inputs[t.name].layout, t.shape, t.layout)
+                 if t.name in ref_inputs else None for t in graph.inputs}
+        if any(v is None for v in feeds.values()):
+            raise MccError(f"the float model's inputs {[(t.name, list(t.shape)) for t in reference.inputs]} are not "
+                           f"the int8 model's {[(t.name, list(t.shape)) for t in graph.inputs]}; is the reference the "
+                           "model the file was compiled from?")
         got = run(graph, graph_feeds(graph, feeds, rules), keep_all=True, rules=rules)
         for _, o, r in pairs:
             ref = _align(np.asarray(want[r.name], np.float64), r.layout, got[o.name].shape, o.layout)
