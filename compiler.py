@@ -180,14 +180,14 @@ def fidelity_guard(source: Graph, data: bytes, target_name: str, options: dict, 
     (or the calibration samples), and judge each output's SQNR: below GUARD_SQNR_DB a warning naming the output
     and the first layers where the error jumps; below `min_sqnr` the failure message. Returns (the report's
     "fidelity" entry, the failure message or None)."""
-    from .validate import (DEFAULT_RULES, GUARD_SQNR_DB, _read_model, explain, float_reference, layer_fidelity,
-                           low_outputs)
+    from .validate import (DEFAULT_RULES, GUARD_SQNR_DB, explain, float_reference, layer_fidelity, low_outputs,
+                           read_model_bytes)
 
     backend = get_target(target_name).backend
     arrays = held_out if held_out is not None else options["calibration"]
     data_kind = "held-out samples" if held_out is not None else "calibration samples"
     with progress.step(f"fidelity guard: float and int8 graphs on {len(next(iter(arrays.values())))} {data_kind}"):
-        view = layer_fidelity(float_reference(source, target_name, options), _read_model(data, backend, None),
+        view = layer_fidelity(float_reference(source, target_name, options), read_model_bytes(data, backend, None),
                               arrays, DEFAULT_RULES[backend], progress)
     samples = f" on {view['samples']} {data_kind}"
     warnings = [f"int8 {explain(view, name, f' (below {GUARD_SQNR_DB:g} dB){samples}')}"
