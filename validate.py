@@ -374,9 +374,9 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
     for node, o, _ in pairs:
         if o.name not in measured:
             continue
-        worst = worst_input(node, set())
-        layers.append({"tensor": o.name, "node": node.name, "op": node.op, "sqnr_db": measured[o.name],
-                       "input_sqnr_db": worst, "drop_db": worst - measured[o.name]})
+        worst, sqnr = worst_input(node, set()), measured[o.name]
+        layers.append({"tensor": o.name, "node": node.name, "op": node.op, "sqnr_db": sqnr, "input_sqnr_db": worst,
+                       "drop_db": 0.0 if worst == sqnr else worst - sqnr})  # exact in, exact out: no drop, not NaN
     names = [t.name for t in graph.outputs]
     outputs = fidelity({n: np.concatenate([w[k] for w in want_out]) for k, n in enumerate(names)},
                        {n: np.concatenate([g[k] for g in got_out]) for k, n in enumerate(names)})
