@@ -85,12 +85,15 @@ def nonfinite_weights(graph: Graph) -> list[str]:
 
 def compile_model(source, target_name: str, output=None, *, trust_pickle=False, input_shapes=None,
                   report_path=None, calib=None, options: dict | None = None,
-                  progress: Progress | None = None, min_sqnr: float | None = None) -> CompileResult:
+                  progress: Progress | None = None, min_sqnr: float | None = None,
+                  hold_out: bool = True) -> CompileResult:
     """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically.
 
     `calib` is a .npz/.npy path (or a dict of arrays by input name) for targets that quantize; `options` are
     pass options (observer, io, bias_correction, cle, require_int8). Targets that quantize run the fidelity guard
-    (fidelity_guard) and raise FidelityError, writing no output, when an output's SQNR is below `min_sqnr`."""
+    (fidelity_guard) and raise FidelityError, writing no output, when an output's SQNR is below `min_sqnr`;
+    `hold_out=False` calibrates on every sample and measures the guard on them too (a benchmark that gives mcc and
+    its peers the same calibration samples)."""
     progress = progress or Progress(False)
     target = get_target(target_name)
     for p in (output, report_path):
@@ -121,7 +124,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
             raise MccError(f"target {target.name} quantizes and needs calibration data: pass --calib samples.npz "
                            "(one array per model input, batch first, in the source model's layout)")
         arrays = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
-        options["calibration"], held_out = split_held_out(arrays, graph)
+        options["calibration"], held_out = split_held_out(arrays, graph) if hold_out else (arrays, None)
     source_graph = graph
     before = totals(graph)
     graph, records = lower(graph, target.name, progress=progress, options=options)

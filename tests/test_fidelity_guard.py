@@ -143,13 +143,14 @@ def test_held_out_split_interleaves_whole_batches():
 
 
 def test_held_out_used_when_enough_samples(files, tmp_path):
-    rng = np.random.default_rng(1)
-    result = compile_model(files["healthy"], "arm-int8",
-                           calib={"x": rng.standard_normal((128, 3, 8, 8)).astype(np.float32)})
+    calib = {"x": np.random.default_rng(1).standard_normal((128, 3, 8, 8)).astype(np.float32)}
+    result = compile_model(files["healthy"], "arm-int8", calib=calib)
     guard = result.report["fidelity"]
     assert guard["data"] == "held-out samples" and guard["samples"] == 32
     quant = next(p for p in result.report["passes"] if p["pass"] == "quantize_int8")
     assert quant["notes"]["calibration"]["samples"] == 96
+    every = compile_model(files["healthy"], "arm-int8", calib=calib, hold_out=False)
+    assert every.report["fidelity"]["samples"] == 128 and every.report["fidelity"]["data"] == "calibration samples"
 
 
 @pytest.mark.slow
