@@ -50,8 +50,9 @@ from .passes.calibrate import (calibration_batches, graph_feeds, observe_ranges,
 from .passes.quantize_int8 import DEFAULT_OBSERVER, INT16_LAYER_OPS, QuantizeOptions
 from .progress import Progress
 from .targets import get_target
+from .validate import GUARD_SQNR_DB
 
-DEFAULT_FALLBACK_SQNR = 15.0  # dB, the fidelity guard's default threshold
+DEFAULT_FALLBACK_SQNR = GUARD_SQNR_DB  # dB, the fidelity guard's threshold
 RULES = {"tflite": "litert-ref", "onnx": "onnxruntime"}  # the target runtime's reference kernels, as validate's
 FALLBACKS = {"float": "float_layers", "int16": "int16_layers"}  # --fallback kind -> QuantizeOptions field
 LATENCY_RUNS = 5

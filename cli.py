@@ -71,7 +71,8 @@ def _check_int8_options(args) -> None:
     target = get_target(args.target)
     if not target.needs_calibration:
         given = [flag for flag, on in (("--io int8", args.io == "int8"), ("--require-int8", args.require_int8),
-                                       ("--fallback", getattr(args, "fallback", None))) if on]
+                                       ("--fallback", getattr(args, "fallback", None)),
+                                       ("--min-sqnr", args.min_sqnr is not None)) if on]
         if given:
             raise MccError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to int8 targets, "
                            f"and target {target.name} emits "
@@ -97,7 +98,7 @@ def _cmd_compile(args) -> None:
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
                            options={k: v for k, v in options.items() if v is not None}, progress=progress,
-                           fallback=args.fallback, fallback_sqnr=args.fallback_sqnr)
+                           fallback=args.fallback, fallback_sqnr=args.fallback_sqnr, min_sqnr=args.min_sqnr)
     for w in result.report["warnings"]:
         print(f"mcc: warning: {w}", file=sys.stderr)
     if not args.quiet:
@@ -124,8 +125,22 @@ def _cmd_compile(args) -> None:
             from .analyze import format_fallback
 
             print(format_fallback(result.report["fallback"]))
+        if "fidelity" in result.report:
+            print(_format_guard(result.report["fidelity"]))
         if args.report:
             print(f"report written to {args.report}")
+
+
+def _format_guard(f: dict) -> str:
+    """The fidelity guard's figures, one line per output."""
+    lines = [f"int8 fidelity on {f['samples']} {f['data']} (mcc runtime, rules {f['rules']}) against the float model:"]
+    for name, o in f["outputs"].items():
+        sqnr = "inf (exact)" if o["sqnr_db"] is None else f"{o['sqnr_db']:.2f} dB"
+        top1 = f", top-1 agreement {o['top1_agreement'] * 100:.2f}%" if "top1_agreement" in o else ""
+        low = (f"  (below {f['threshold_db']:g} dB: see the warning)"
+               if o["sqnr_db"] is not None and o["sqnr_db"] < f["threshold_db"] else "")
+        lines.append(f"  output '{name}': SQNR {sqnr}{top1}{low}")
+    return "\n".join(lines)
 
 
 def _read_model_graph(path):
@@ -184,7 +199,8 @@ def _cmd_validate(args) -> int:
     from .validate import format_report, validate
 
     kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
-    report = validate(args.model, args.input, args.reference, kernels, progress=Progress(not args.json))
+    report = validate(args.model, args.input, args.reference, kernels, progress=Progress(not args.json),
+                      cle=args.cle)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["ok"] else 1
 
@@ -265,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "blames, worst first, in this precision until the output SQNR reaches --fallback-sqnr")
     c.add_argument("--fallback-sqnr", type=float, metavar="DB",
                    help="output SQNR (dB, on the calibration data) that --fallback aims for; default 15")
+    c.add_argument("--min-sqnr", type=float, metavar="DB",
+                   help="int8 targets: fail (exit 1, no file written) when a model output's SQNR against the float "
+                   "model, measured after quantizing, is below DB (without it, below 15 dB is a warning)")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 
@@ -302,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kernel sets to compare with, comma-separated: for .tflite, LiteRT's ref (BUILTIN_REF) and "
                    "default (XNNPACK), default both; for .onnx, onnxruntime's graph optimization levels ort-none, "
                    "ort-basic, ort-extended and ort-all, default ort-all,ort-none")
+    v.add_argument("--no-cle", dest="cle", action="store_false", default=None,
+                   help="with --reference, for a file compiled with --no-cle or --no-bias-correction: the per-layer "
+                   "view compares with the float graph without cross-layer equalisation")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_validate)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import MccError
+from .errors import FidelityError, MccError
 from .fileio import check_output_path, sha256, write_atomic
 from .ir import Graph
 from .ir.stats import table_json, totals
@@ -86,12 +86,16 @@ def nonfinite_weights(graph: Graph) -> list[str]:
 def compile_model(source, target_name: str, output=None, *, trust_pickle=False, input_shapes=None,
                   report_path=None, calib=None, options: dict | None = None,
                   progress: Progress | None = None, fallback: str | None = None,
-                  fallback_sqnr: float | None = None) -> CompileResult:
+                  fallback_sqnr: float | None = None, min_sqnr: float | None = None,
+                  hold_out: bool = True) -> CompileResult:
     """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically.
 
     `calib` is a .npz/.npy path (or a dict of arrays by input name) for targets that quantize; `options` are
-    pass options (observer, io, bias_correction, cle, require_int8). `fallback` ("float", see analyze.py) keeps
-    the layers that per-layer analysis blames out of int8 until the output SQNR reaches `fallback_sqnr` dB."""
+    pass options (observer, io, bias_correction, cle, require_int8). `fallback` ("float" or "int16", see
+    analyze.py) keeps the layers that per-layer analysis blames out of int8 until the output SQNR reaches
+    `fallback_sqnr` dB. Targets that quantize run the fidelity guard (fidelity_guard) and raise FidelityError,
+    writing no output, when an output's SQNR is below `min_sqnr`; `hold_out=False` calibrates on every sample and
+    measures the guard on them too (a benchmark that gives mcc and its peers the same calibration samples)."""
     progress = progress or Progress(False)
     target = get_target(target_name)
     if fallback is not None:
@@ -125,7 +129,9 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         if calib is None:
             raise MccError(f"target {target.name} quantizes and needs calibration data: pass --calib samples.npz "
                            "(one array per model input, batch first, in the source model's layout)")
-        options["calibration"] = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
+        arrays = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
+        options["calibration"], held_out = split_held_out(arrays, graph) if hold_out else (arrays, None)
+    source_graph = graph
     # mixed precision (issue 15): analyse, then compile with the chosen layers kept back
     fallback_plan = None
     if fallback is not None:
@@ -154,8 +160,73 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         with progress.step("measuring the fallback's cost"):
             fallback_plan["cost"] = fallback_cost(quantizer, data)
         report["fallback"] = fallback_plan
+    failure = None
+    if target.needs_calibration:
+        report["fidelity"], failure = fidelity_guard(source_graph, data, target.name, options, held_out, min_sqnr,
+                                                     progress)
+        warnings.extend(report["fidelity"]["warnings"])
+    if report_path is not None:  # also on a guard failure: its per-layer table is what to look at
+        write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
+    if failure is not None:
+        raise FidelityError(failure + (f"; report written to {report_path}" if report_path is not None else ""))
     if output is not None:
         write_atomic(output, data)
-    if report_path is not None:
-        write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
     return CompileResult(graph, data, report)
+
+
+# ---- fidelity guard (issue 15) ----------------------------------------------------------------------------------
+HOLD_OUT_MIN_SAMPLES = 128  # from here on, every 4th batch of the calibration data is held out for the guard
+
+
+def split_held_out(arrays: dict, graph: Graph) -> tuple[dict, dict | None]:
+    """(calibration arrays, held-out arrays or None). With at least HOLD_OUT_MIN_SAMPLES samples, every 4th batch
+    of the model's batch size is held out, so the guard measures on data the ranges were not fitted to while the
+    ranges still see three quarters of it (interleaved, not the last quarter: data sorted by class would leave
+    the last classes out of calibration); with fewer, the guard measures on the calibration data itself and says
+    so. The TFLite converter and onnxruntime's quantize_static measure nothing after quantizing."""
+    counts = {len(v) for v in arrays.values()}
+    n, batch = max(counts), graph.inputs[0].shape[0]
+    if n < HOLD_OUT_MIN_SAMPLES or len(counts) > 1:  # differing counts: calibration_batches says what to do
+        return arrays, None
+    held = (np.arange(n) // batch) % 4 == 3
+    held[n - n % batch:] = False  # samples that do not fill a batch stay with calibration
+    if not held.any():  # fewer than four batches
+        return arrays, None
+    return {k: v[~held] for k, v in arrays.items()}, {k: v[held] for k, v in arrays.items()}
+
+
+def fidelity_guard(source: Graph, data: bytes, target_name: str, options: dict, held_out: dict | None,
+                   min_sqnr: float | None, progress: Progress) -> tuple[dict, str | None]:
+    """Run the emitted int8 file (read back from its bytes, as mcc run and validate do; mcc's runtime under the
+    rules of the target's reference kernels) and the float graph it was quantized from on the held-out samples
+    (or the calibration samples), and judge each output's SQNR: below GUARD_SQNR_DB a warning naming the output
+    and the first layers where the error jumps; below `min_sqnr` the failure message. Returns (the report's
+    "fidelity" entry, the failure message or None)."""
+    from .validate import (DEFAULT_RULES, GUARD_SQNR_DB, explain, float_reference, layer_fidelity, low_outputs,
+                           read_model_bytes)
+
+    backend = get_target(target_name).backend
+    arrays = held_out if held_out is not None else options["calibration"]
+    data_kind = "held-out samples" if held_out is not None else "calibration samples"
+    with progress.step(f"fidelity guard: float and int8 graphs on {len(next(iter(arrays.values())))} {data_kind}"):
+        view = layer_fidelity(float_reference(source, target_name, options), read_model_bytes(data, backend, None),
+                              arrays, DEFAULT_RULES[backend], progress)
+    samples = f" on {view['samples']} {data_kind}"
+    warnings = [f"int8 {explain(view, name, f' (below {GUARD_SQNR_DB:g} dB){samples}')}"
+                for name in low_outputs(view, GUARD_SQNR_DB)]
+    failing = low_outputs(view, min_sqnr) if min_sqnr is not None else []
+    failure = None
+    if failing:
+        failure = (f"int8 {explain(view, failing[0], f', below --min-sqnr {min_sqnr:g} dB,{samples}')}. No model "
+                   "written: look at the layers named (an offset that a later op cancels, a concat or add of very "
+                   "different ranges), or compile to a float target")
+    entry = {"data": data_kind, "samples": view["samples"], "rules": view["rules"], "threshold_db": GUARD_SQNR_DB,
+             "min_sqnr_db": min_sqnr, "warnings": warnings, "jumps": view["jumps"],
+             "outputs": {k: {m: _json_db(v) for m, v in f.items()} for k, f in view["outputs"].items()},
+             "layers": [{k: _json_db(v) if k.endswith("_db") else v for k, v in la.items()} for la in view["layers"]]}
+    return entry, failure
+
+
+def _json_db(value):
+    """A figure for the JSON report: rounded, None for an infinite one (an exact tensor), which JSON lacks."""
+    return None if isinstance(value, float) and not np.isfinite(value) else round(value, 4)

@@ -27,6 +27,12 @@ class MccError(Exception):
         super().__init__(prefix + where + message)
 
 
+class FidelityError(MccError):
+    """The input was fine, the result is not: an int8 output below --min-sqnr (exit 1, as a failed validation)."""
+
+    exit_code = 1
+
+
 _OS_ADVICE = {
     errno.EACCES: "permission denied: check the file's and its folder's permissions",
     errno.EPERM: "operation not permitted: check the file's and its folder's permissions",

@@ -26,6 +26,7 @@ import numpy as np
 from .datafiles import match_inputs, read_arrays
 from .errors import MccError
 from .ir import Graph
+from .passes.calibrate import calibration_batches, graph_feeds, real_outputs, real_value, sqnr_db
 from .runtime.ort import LEVELS as ORT_LEVELS
 
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
@@ -143,11 +144,11 @@ def fidelity(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -
     result = {}
     for (name, q), ref in zip(outputs.items(), reference.values()):
         q, ref = q.astype(np.float64), ref.astype(np.float64)
-        if q.shape != ref.shape and q.ndim == 4 and q.shape == ref.transpose(0, 2, 3, 1).shape:
-            ref = ref.transpose(0, 2, 3, 1)
-        noise = float(np.sum((ref - q) ** 2))
-        signal = float(np.sum(ref ** 2))
-        sqnr = float("inf") if noise == 0 else 10 * np.log10(signal / noise)
+        ref = _align(ref, None, q.shape, None)
+        if ref is None:
+            raise MccError(f"output '{name}' has shape {list(q.shape)}, and the reference's has not; is the reference "
+                           "the model this file was compiled from?")
+        sqnr = sqnr_db(float(np.sum(ref ** 2)), float(np.sum((ref - q) ** 2)))
         cosine = float(np.sum(ref * q) / (np.linalg.norm(ref) * np.linalg.norm(q) or 1.0))
         entry = {"sqnr_db": sqnr, "cosine": cosine}
         if ref.ndim == 2 and ref.shape[1] > 1:
@@ -174,7 +175,8 @@ def _kernel_sets(kernels, fmt: str, path) -> tuple[str, ...]:
     return kernels
 
 
-def _read_model(data: bytes, fmt: str, path) -> Graph:
+def read_model_bytes(data: bytes, fmt: str, path) -> Graph:
+    """The IR graph of a compiled file's bytes (`path` only names it in errors)."""
     if fmt == "tflite":
         from .formats.tflite.reader import read_tflite
 
@@ -196,12 +198,14 @@ def read_compiled(path) -> tuple[bytes, str, Graph]:
         raise MccError("no such model file; check the path", path=path)
     data = path.read_bytes()
     fmt = model_format(data, path)
-    return data, fmt, _read_model(data, fmt, path)
+    return data, fmt, read_model_bytes(data, fmt, path)
 
 
-def validate(model_path, input_path, reference_path=None, kernels=None, progress=None) -> dict:
+def validate(model_path, input_path, reference_path=None, kernels=None, progress=None, cle=None) -> dict:
     """Compare `model_path` (.tflite or .onnx) with mcc's runtime on the inputs in `input_path`, for each kernel
-    set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity."""
+    set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity, and
+    for an int8 file the fidelity guard's per-layer view against the float graph mcc quantized (`cle`: False
+    for a file compiled with --no-cle or --no-bias-correction)."""
     from .datafiles import run_in_batches
     from .runtime import run
 
@@ -237,6 +241,14 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
         outs = run_in_batches(lambda f: run(graph, f, rules=RULES_FOR_KERNELS[kernels[0]]), feeds, batch)
         report["reference"] = str(reference_path)
         report["fidelity"] = fidelity(ref_out, outs)
+        if _is_integer_model(graph):
+            if progress:
+                progress.say(f"per-layer SQNR against the float graph of {reference_path} on {n} samples")
+            view = layer_fidelity(float_reference(ref_graph, TARGET_FOR_FORMAT[fmt], {"cle": cle}), graph, arrays,
+                                  RULES_FOR_KERNELS[kernels[0]])
+            report["layers"], report["jumps"] = view["layers"], view["jumps"]
+            report["fidelity_warnings"] = [explain(view, name, f" (below {GUARD_SQNR_DB:g} dB)")
+                                           for name in low_outputs(view, GUARD_SQNR_DB)]
     report["ok"] = all(c["differing"] == 0 for c in report["comparisons"])
     return report
 
@@ -261,5 +273,159 @@ def format_report(report: dict) -> str:
         top1 = f"; top-1 agreement {f['top1_agreement'] * 100:.2f}%" if "top1_agreement" in f else ""
         lines.append(f"\nfidelity of '{name}' vs {report['reference']}: SQNR {f['sqnr_db']:.2f} dB; "
                      f"cosine {f['cosine']:.6f}{top1}")
+    if "layers" in report:
+        lines.append(f"\nper-layer SQNR against the float graph mcc quantized (a jump: more than {JUMP_DB:g} dB below "
+                     "the layer's worst input)")
+        lines.append(format_layers(report))
+        lines.extend(f"warning: {w}" for w in report["fidelity_warnings"])
     lines.append("\nOK: every comparison holds its claim" if report["ok"] else "\nFAILED: a claimed comparison differs")
+    return "\n".join(lines)
+
+
+# ---- fidelity guard (issue 15): an int8 graph against the float graph mcc quantized, per output and per layer ----
+GUARD_SQNR_DB = 15.0   # below this output SQNR, compile and validate --reference warn
+JUMP_DB = 10.0         # a layer whose SQNR falls more than this below its worst input's is where the error jumps
+INT8_CEILING_DB = 40.0  # what an int8 tensor over exact inputs holds at best on ordinary data; see layer_fidelity
+TARGET_FOR_FORMAT = {"tflite": "arm-int8", "onnx": "x86-int8"}
+_TWIN_SUFFIXES = ("int8", "float", "quantize", "requantize", "dequantize")  # quantize_int8's names for twins
+
+
+def float_reference(source: Graph, target_name: str, options: dict | None = None) -> Graph:
+    """`source` through the target's pipeline without quantize_int8, with the equalisation options ("cle",
+    "bias_correction"): the graph quantize_int8 received, and for x86-int8 moved to NCHW as the int8 one was (a
+    flatten then orders its elements as the int8 file's does). A fraction of a second; its tensors carry the int8
+    file's names, and cross-layer equalisation has rescaled the same channels, which the source model's tensors
+    (before batch-norm folding, activation fusion and equalisation) do not."""
+    from .passes import run_pipeline
+    from .targets import get_target
+
+    options = {k: v for k, v in (options or {}).items() if k in ("cle", "bias_correction") and v is not None}
+    return run_pipeline(source, [p for p in get_target(target_name).pipeline if p != "quantize_int8"], options)[0]
+
+
+def _reference_name(name: str) -> str:
+    base, _, suffix = name.rpartition("/")
+    return base if base and suffix in _TWIN_SUFFIXES else name
+
+
+def _align(ref: np.ndarray, ref_layout, shape, layout) -> np.ndarray | None:
+    """`ref` in the layout of a tensor of `shape`: as is, or transposed between NCHW and NHWC (by the tensors'
+    layouts where both are known, else by shape); None when neither fits."""
+    shape = tuple(shape)
+    if ref.ndim == 4 and {ref_layout, layout} == {"NCHW", "NHWC"}:
+        ref = ref.transpose((0, 2, 3, 1) if ref_layout == "NCHW" else (0, 3, 1, 2))
+    elif ref.ndim == 4 and ref.shape != shape:
+        ref = next((ref.transpose(p) for p in ((0, 2, 3, 1), (0, 3, 1, 2)) if ref.transpose(p).shape == shape), ref)
+    return ref if ref.shape == shape else None
+
+
+def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray], rules: str,
+                   progress=None) -> dict:
+    """Run the float `reference` and the int8 `graph` (mcc's runtime under `rules`) on `arrays` (by input name,
+    batch first, source layout) and measure, per output, fidelity() and, per layer (each tensor of `graph` that
+    a node produces and `reference` has by name; quantize_int8's twins NAME/int8 ... stand for NAME), the SQNR of
+    its reals against the float tensor. A layer's drop is its SQNR below its worst measured input's, inputs the
+    int8 graph takes exactly (float model inputs) counting as INT8_CEILING_DB, the SQNR an int8 tensor holds over
+    exact inputs on ordinary data (the zoo's input QUANTIZE and first conv: 36.6 to 41.8 dB); a drop above JUMP_DB
+    is a jump (the zoo's layers drop at most 4.9 dB, the offset in tests/test_fidelity_guard.py 64 dB).
+
+    Peers report the same view differently: AIMET's and NNCF's analysers re-quantize one layer at a time; this is
+    one run of each graph, so it costs two inferences per sample, and it shows where the error first appears
+    (a subtraction that cancels a large offset, a concat that clamps an input), not which layer to blame."""
+    from .runtime import run
+
+    ref_tensors = {t.name: t for t in reference.inputs + [o for n in reference.nodes for o in n.outputs]}
+    pairs = [(node, o, ref_tensors[_reference_name(o.name)]) for node in graph.nodes for o in node.outputs
+             if o.dtype in ("int8", "float32") and _reference_name(o.name) in ref_tensors]
+    sums = {o.name: [0.0, 0.0] for _, o, _ in pairs}
+    want_out, got_out = [], []
+    batches = calibration_batches(reference, arrays)
+    ref_inputs = {t.name: t for t in reference.inputs}
+    for i, ref_feeds in enumerate(batches, 1):
+        want = run(reference, ref_feeds, keep_all=True)
+        feeds = {t.name: _align(ref_feeds[t.name], ref_inputs[t.name].layout, t.shape, t.layout)
+                 if t.name in ref_inputs else None for t in graph.inputs}
+        if any(v is None for v in feeds.values()):
+            raise MccError(f"the float model's inputs {[(t.name, list(t.shape)) for t in reference.inputs]} are not "
+                           f"the int8 model's {[(t.name, list(t.shape)) for t in graph.inputs]}; is the reference the "
+                           "model the file was compiled from?")
+        got = run(graph, graph_feeds(graph, feeds, rules), keep_all=True, rules=rules)
+        for _, o, r in pairs:
+            ref = _align(np.asarray(want[r.name], np.float64), r.layout, got[o.name].shape, o.layout)
+            if ref is None:
+                sums.pop(o.name, None)
+                continue
+            if o.name in sums:
+                sums[o.name][0] += float(np.sum(ref ** 2))
+                sums[o.name][1] += float(np.sum((ref - real_value(o, got[o.name])) ** 2))
+        want_out.append(real_outputs(reference, want))
+        got_out.append(real_outputs(graph, got))
+        if progress is not None and (i % max(1, len(batches) // 10) == 0 or i == len(batches)):
+            progress.say(f"  {i}/{len(batches)} batches")
+    measured = {name: sqnr_db(*s) for name, s in sums.items()}
+    producers = {id(o): n for n in graph.nodes for o in n.outputs}
+
+    def worst_input(node, seen) -> float:
+        """The lowest SQNR measured on the inputs of `node`, looking through unmeasured tensors (an ONNX float
+        island's DequantizeLinear) to the measured ones behind them."""
+        found = []
+        for t in node.inputs:
+            if t is None or t.is_constant or id(t) in seen:
+                continue
+            seen.add(id(t))
+            if t.name in measured:
+                found.append(measured[t.name])
+            elif id(t) in producers:
+                found.append(worst_input(producers[id(t)], seen))
+        return min(found, default=INT8_CEILING_DB)
+
+    layers = []
+    for node, o, _ in pairs:
+        if o.name not in measured:
+            continue
+        worst, sqnr = worst_input(node, set()), measured[o.name]
+        layers.append({"tensor": o.name, "node": node.name, "op": node.op, "sqnr_db": sqnr, "input_sqnr_db": worst,
+                       "drop_db": 0.0 if worst == sqnr else worst - sqnr})  # exact in, exact out: no drop, not NaN
+    names = [t.name for t in graph.outputs]
+    outputs = fidelity({n: np.concatenate([w[k] for w in want_out]) for k, n in enumerate(names)},
+                       {n: np.concatenate([g[k] for g in got_out]) for k, n in enumerate(names)})
+    return {"samples": sum(len(next(iter(b.values()))) for b in batches), "rules": rules, "outputs": outputs,
+            "layers": layers, "jumps": [la["tensor"] for la in layers if la["drop_db"] > JUMP_DB]}
+
+
+def low_outputs(view: dict, threshold: float) -> list[str]:
+    """The outputs whose SQNR is below `threshold` dB."""
+    return [name for name, f in view["outputs"].items() if f["sqnr_db"] < threshold]
+
+
+def explain(view: dict, output: str, verdict: str = "") -> str:
+    """One sentence on an output's SQNR (`verdict` follows the figure) and the first layers where the error jumps
+    (the largest drops when none jumps)."""
+    f = view["outputs"][output]
+    top1 = f", top-1 agreement {f['top1_agreement'] * 100:.1f}%" if "top1_agreement" in f else ""
+    by_name = {la["tensor"]: la for la in view["layers"]}
+    jumps = [by_name[t] for t in view["jumps"]][:3]
+    if jumps:
+        where = "the error jumps first at " + ", ".join(
+            f"'{la['tensor']}' ({la['op']}: {_fmt_db(la['input_sqnr_db'])} -> {_fmt_db(la['sqnr_db'])} dB)"
+            for la in jumps)
+    elif view["layers"]:
+        worst = sorted(view["layers"], key=lambda la: -la["drop_db"])[:3]
+        where = (f"no layer drops more than {JUMP_DB:g} dB below its inputs; the largest drops are at "
+                 + ", ".join(f"'{la['tensor']}' ({la['op']}, {la['drop_db']:.1f} dB)" for la in worst))
+    else:
+        where = "no layer of the int8 graph matches a float tensor by name"
+    return f"output '{output}' has SQNR {_fmt_db(f['sqnr_db'])} dB against the float model{verdict}{top1}; {where}"
+
+
+def _fmt_db(value: float) -> str:
+    return f"{value:.1f}" if np.isfinite(value) else "inf"
+
+
+def format_layers(view: dict) -> str:
+    lines = [f"  {'tensor':<36} {'op':<18} {'SQNR dB':>8} {'inputs dB':>9} {'drop dB':>8}"]
+    for la in view["layers"]:
+        mark = "  <- jump" if la["tensor"] in view["jumps"] else ""
+        lines.append(f"  {la['tensor'][:36]:<36} {la['op']:<18} {_fmt_db(la['sqnr_db']):>8} "
+                     f"{_fmt_db(la['input_sqnr_db']):>9} {la['drop_db']:>8.1f}{mark}")
     return "\n".join(lines)

@@ -77,13 +77,14 @@ def graph_feeds(graph: Graph, feeds: dict[str, np.ndarray], rules="litert-ref") 
 
 def real_outputs(graph: Graph, values: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The graph outputs in order, int8 ones dequantized to the reals they stand for."""
-    out = []
-    for t in graph.outputs:
-        v = values[t.name]
-        if t.dtype == "int8":
-            v = (v.astype(np.float64) - float(t.quant.zero_point[0])) * float(t.quant.scale[0])
-        out.append(np.asarray(v, np.float64))
-    return out
+    return [real_value(t, values[t.name]) for t in graph.outputs]
+
+
+def real_value(t: Tensor, v: np.ndarray) -> np.ndarray:
+    """The reals an int8 (per-tensor) tensor's value stands for; other values as float64."""
+    if t.dtype == "int8":
+        return (v.astype(np.float64) - float(t.quant.zero_point[0])) * float(t.quant.scale[0])
+    return np.asarray(v, np.float64)
 
 
 def reference_outputs(reference: Graph, batches: list[dict]) -> list[list[np.ndarray]]:
