@@ -160,3 +160,49 @@ def test_float_conv_sums_as_litert_ref_and_xnnpack(tmp_path, groups, cin, cout, 
     # the two orders differ, so each rule is needed
     ref = next(iter(run(result.graph, feeds, rules="litert-ref").values()))
     assert not np.array_equal(ref, next(iter(run(result.graph, feeds, rules="litert-xnnpack").values())))
+
+
+class Fragile16(torch.nn.Module):
+    """conv2's output holds 1000 +- a few (its bias), which conv3 (1x1, so no padding spoils it) cancels with a bias
+    of -1000 times its weight sums: int8 loses the signal on that tensor, 16-bit activations (TFLite's 16x8 conv)
+    keep it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            self.conv2.bias += 1000.0
+            self.conv3.bias -= 1000.0 * self.conv3.weight.sum(dim=(1, 2, 3))
+
+    def forward(self, x):
+        return self.conv3(self.conv2(torch.relu(self.conv1(x))))
+
+
+def test_fallback_int16_keeps_the_offset_tensor_in_16_bits_and_validates(tmp_path):
+    src = tmp_path / "fragile16.pt2"
+    x = torch.randn(1, 3, 8, 8)
+    torch.export.save(torch.export.export(Fragile16().eval(), (x,)), src)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "kept16.tflite"
+    result = compile_model(src, "arm-int8", out, calib=calib, fallback="int16")
+    fallback = result.report["fallback"]
+    assert fallback["kind"] == "int16" and fallback["reached"], fallback
+    assert fallback["all_int8_sqnr_db"] < 15 <= fallback["sqnr_db"]
+    assert set(fallback["layers"]) <= {"conv1", "conv2", "conv3"} and "conv2" in fallback["layers"]
+    dtypes = {t.name: t.dtype for n in result.graph.nodes for t in n.outputs}
+    assert dtypes["conv2"] == "int16"
+    report = validate(out, calib, src)
+    assert report["ok"] and all(c["differing"] == 0 and c["elements"] > 0 for c in report["comparisons"])
+    assert next(iter(report["fidelity"].values()))["sqnr_db"] >= 15
+
+
+def test_fallback_int16_is_refused_for_onnx_before_any_work(fragile, capsys):
+    src, calib, tmp = fragile
+    assert main(["compile", str(src), "--target", "x86-int8", "--calib", str(calib), "-o", str(tmp / "x.onnx"),
+                 "-q", "--fallback", "int16"]) == 2
+    assert "onnxruntime has no 16-bit" in capsys.readouterr().err
+    assert not (tmp / "x.onnx").exists()
