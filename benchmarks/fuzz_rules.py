@@ -3,7 +3,8 @@
     python benchmarks/fuzz_rules.py [--quick | --elements N] [--rows conv2d,softmax] [--sets onnxruntime] [--out FILE]
 
 For each row of the rule tables that an int8 kernel implements (runtime.rules: the ops of INT8_KERNELS, with
-QUANTIZE split by its input into quantize / requantize and resize by its mode) and each rule set, it builds
+QUANTIZE split by its input into quantize / requantize and resize by its mode, and the 16x8 rows "op/int16":
+int16 activations at zero point 0, int8 weights, int64 bias) and each rule set, it builds
 random one-op graphs, writes them (write_tflite for litert-ref and litert-xnnpack, the x86-int8 ONNX writer for
 onnxruntime), runs them in the peer (LiteRT BUILTIN_REF, LiteRT's default resolver with XNNPACK, onnxruntime at
 ORT_ENABLE_ALL and ORT_DISABLE_ALL) and in mcc's runtime on the file read back under the matching rule set
@@ -89,27 +90,28 @@ class Case:
     def spatial_axes(self) -> tuple[int, int]:
         return (1, 2) if self.nhwc else (2, 3)
 
-    def codes(self, shape, zp: int, rows: tuple[int, ...] = (-1,)) -> np.ndarray:
-        """int8 codes drawn one of five ways; 'equal' repeats one value along the axes `rows`."""
+    def codes(self, shape, zp: int, rows: tuple[int, ...] = (-1,), dtype: str = "int8") -> np.ndarray:
+        """Integer codes drawn one of five ways; 'equal' repeats one value along the axes `rows`."""
         rng = self.rng
+        lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
         kind = rng.choice(["near", "uniform", "limits", "equal", "mixed"])
         near = zp + rng.integers(-12, 13, shape)
-        uniform = rng.integers(-128, 128, shape)
-        limits = rng.choice([-128, 127, -127, 126], shape)
+        uniform = rng.integers(lo, hi + 1, shape)
+        limits = rng.choice([lo, hi, lo + 1, hi - 1], shape)
         if kind == "equal":
             small = tuple(1 if a % len(shape) in {r % len(shape) for r in rows} else d for a, d in enumerate(shape))
-            x = np.broadcast_to(rng.integers(-128, 128, small), shape)
+            x = np.broadcast_to(rng.integers(lo, hi + 1, small), shape)
         elif kind == "mixed":
             pick = rng.integers(0, 3, shape)
             x = np.choose(pick, [near, uniform, limits])
         else:
             x = {"near": near, "uniform": uniform, "limits": limits}[kind]
-        return np.clip(x, -128, 127).astype(np.int8)
+        return np.clip(x, lo, hi).astype(dtype)
 
-    def input(self, name, shape, scale, zp, rows=(-1,)):
-        t = self.g.add_input(name, tuple(shape), "int8", ("NHWC" if self.nhwc else "NCHW") if len(shape) == 4 else None)
+    def input(self, name, shape, scale, zp, rows=(-1,), dtype="int8"):
+        t = self.g.add_input(name, tuple(shape), dtype, ("NHWC" if self.nhwc else "NCHW") if len(shape) == 4 else None)
         t.quant = QuantParams(np.float32(scale), zp)
-        self.feeds[name] = self.codes(shape, zp, rows)
+        self.feeds[name] = self.codes(shape, zp, rows, dtype)
         return t
 
     def const(self, name, data, scale, zp=0, axis=None):
@@ -139,9 +141,10 @@ GENERATORS = {}
 
 
 def row(*names):
+    """Register a generator for rows `names`; an "op/int16" row calls it with dtype "int16"."""
     def register(fn):
         for name in names:
-            GENERATORS[name] = fn
+            GENERATORS[name] = (lambda c, fn=fn: fn(c, "int16")) if name.endswith("/int16") else fn
         return fn
     return register
 
@@ -172,9 +175,9 @@ def _weights(c: Case, shape, n_channels: int, axis: int, per_channel: bool):
     return c.const("w", w, s_w, 0, axis if per_channel else None), s_w, mag
 
 
-def _bias(c: Case, s_in, s_w, n: int):
+def _bias(c: Case, s_in, s_w, n: int, dtype="int32"):
     s_b = (np.float32(s_in) * s_w).astype(np.float32)  # one scale with per-tensor weights, as XNNPACK requires
-    return c.const("b", c.rng.integers(-3000, 3001, n).astype(np.int32), s_b, 0, 0 if s_b.size > 1 else None)
+    return c.const("b", c.rng.integers(-3000, 3001, n).astype(dtype), s_b, 0, 0 if s_b.size > 1 else None)
 
 
 def _accumulator_out_scale(c: Case, s_in, s_w, mag, depth):
@@ -182,40 +185,62 @@ def _accumulator_out_scale(c: Case, s_in, s_w, mag, depth):
     return c.derived(s_in * float(np.max(s_w)) * mag * 40 * np.sqrt(depth) * 10 ** c.rng.uniform(-1.5, 1))
 
 
-@row("conv2d")
-def _conv2d(c: Case):
+# 16x8 rows ("op/int16", TFLite's kernels with int16 activations): zero points 0, an int64 bias, int16 codes, and
+# an output scale for int16's wider range (the accumulator's spread over 256 codes, not 1).
+_WIDTH = {"int8": ("int32", 1.0), "int16": ("int64", 1 / 256)}
+
+
+def _zp(c: Case, dtype: str) -> int:
+    return c.zp() if dtype == "int8" else 0
+
+
+def _out(c: Case, node, dtype: str):
+    for o in node.outputs:
+        o.dtype = dtype
+
+
+@row("conv2d", "conv2d/int16")
+def _conv2d(c: Case, dtype="int8"):
+    bias, narrow = _WIDTH[dtype]
     cin, cout, k, s = int(c.rng.integers(1, 9)), int(c.rng.integers(1, 17)), int(c.rng.choice([1, 3, 5])), int(c.rng.integers(1, 3))
     d = int(c.rng.choice([1, 1, 2]))
     h, w = int(c.rng.integers((k - 1) * d + 1, 14)), int(c.rng.integers((k - 1) * d + 1, 14))
-    x = c.input("x", c.image(c.batch_for(h * w * cout // (s * s)), cin, h, w), s_in := c.scale(), c.zp())
+    x = c.input("x", c.image(c.batch_for(h * w * cout // (s * s)), cin, h, w), s_in := c.scale(), _zp(c, dtype),
+                dtype=dtype)
     shape = (cout, k, k, cin) if c.nhwc else (cout, cin, k, k)
     wt, s_w, mag = _weights(c, shape, cout, 0, c.rng.random() < 0.7)
-    c.op("conv2d", [x, wt, _bias(c, s_in, s_w, cout)], _accumulator_out_scale(c, s_in, s_w, mag, k * k * cin), c.zp(),
-         activation=_activation(c), dilation=[d, d], **_spatial_attrs(c, h, w, (k - 1) * d + 1, s))
+    _out(c, c.op("conv2d", [x, wt, _bias(c, s_in, s_w, cout, bias)],
+                 c.derived(_accumulator_out_scale(c, s_in, s_w, mag, k * k * cin) * narrow), _zp(c, dtype),
+                 activation=_activation(c), dilation=[d, d], **_spatial_attrs(c, h, w, (k - 1) * d + 1, s)), dtype)
 
 
-@row("depthwise_conv2d")
-def _depthwise(c: Case):
+@row("depthwise_conv2d", "depthwise_conv2d/int16")
+def _depthwise(c: Case, dtype="int8"):
+    bias, narrow = _WIDTH[dtype]
     cin, m, k, s = int(c.rng.integers(1, 9)), int(c.rng.choice([1, 1, 2])), int(c.rng.choice([3, 5])), int(c.rng.integers(1, 3))
     d = int(c.rng.choice([1, 1, 2]))
     h, w = int(c.rng.integers((k - 1) * d + 1, 16)), int(c.rng.integers((k - 1) * d + 1, 16))
-    x = c.input("x", c.image(c.batch_for(h * w * cin * m // (s * s)), cin, h, w), s_in := c.scale(), c.zp())
+    x = c.input("x", c.image(c.batch_for(h * w * cin * m // (s * s)), cin, h, w), s_in := c.scale(), _zp(c, dtype),
+                dtype=dtype)
     shape, axis = ((1, k, k, cin * m), 3) if c.nhwc else ((cin * m, 1, k, k), 0)
     wt, s_w, mag = _weights(c, shape, cin * m, axis, c.rng.random() < 0.7)
-    c.op("depthwise_conv2d", [x, wt, _bias(c, s_in, s_w, cin * m)], _accumulator_out_scale(c, s_in, s_w, mag, k * k),
-         c.zp(), multiplier=m, activation=_activation(c), dilation=[d, d], **_spatial_attrs(c, h, w, (k - 1) * d + 1, s))
+    _out(c, c.op("depthwise_conv2d", [x, wt, _bias(c, s_in, s_w, cin * m, bias)],
+                 c.derived(_accumulator_out_scale(c, s_in, s_w, mag, k * k) * narrow), _zp(c, dtype), multiplier=m,
+                 activation=_activation(c), dilation=[d, d], **_spatial_attrs(c, h, w, (k - 1) * d + 1, s)), dtype)
 
 
-@row("fully_connected")
-def _fully_connected(c: Case):
+@row("fully_connected", "fully_connected/int16")
+def _fully_connected(c: Case, dtype="int8"):
+    bias, narrow = _WIDTH[dtype]
     depth, n = int(c.rng.integers(1, 200)), int(c.rng.integers(1, 65))
     batch = c.batch_for(n, 4096)
     three_d = c.fmt == "tflite" and c.rng.random() < 0.3  # QGemm is 2-D
     shape = (2, max(batch // 2, 1), depth) if three_d else (batch, depth)
-    x = c.input("x", shape, s_in := c.scale(), c.zp())
+    x = c.input("x", shape, s_in := c.scale(), _zp(c, dtype), dtype=dtype)
     wt, s_w, mag = _weights(c, (n, depth), n, 0, c.rng.random() < 0.7)
-    c.op("fully_connected", [x, wt, _bias(c, s_in, s_w, n)], _accumulator_out_scale(c, s_in, s_w, mag, depth), c.zp(),
-         activation=_activation(c))
+    _out(c, c.op("fully_connected", [x, wt, _bias(c, s_in, s_w, n, bias)],
+                 c.derived(_accumulator_out_scale(c, s_in, s_w, mag, depth) * narrow), _zp(c, dtype),
+                 activation=_activation(c)), dtype)
 
 
 def _broadcast_shape(c: Case, shape):
@@ -249,6 +274,21 @@ for _op in ("add", "sub", "mul"):
     GENERATORS[_op] = (lambda op: lambda c: _binary(c, op))(_op)
 
 
+@row("add/int16")
+def _add16(c: Case, dtype="int16"):
+    """TFLite's 16x8 ADD: int16 inputs and output at zero point 0, any broadcast, output scales down to the
+    2 * max(input scales) / 2**15 its rescaling can express."""
+    shape = c.image(c.batch_for(8 * 8 * 16), 16, 8, 8)
+    s = c.scale()
+    sa, sb = (c.derived(s * 10 ** c.rng.uniform(-2, 2)) for _ in range(2))
+    a = c.input("a", shape, sa, 0, dtype=dtype)
+    b = c.input("b", _broadcast_shape(c, shape), sb, 0, dtype=dtype)
+    if c.rng.random() < 0.5:
+        a, b = b, a
+    _out(c, c.op("add", [a, b], c.derived(max(sa, sb) * 10 ** c.rng.uniform(-2, 2.5)), 0, activation=_activation(c)),
+         dtype)
+
+
 def _pool(c: Case, op: str):
     k, s = int(c.rng.integers(1, 5)), int(c.rng.integers(1, 3))
     ch, h, w = int(c.rng.integers(1, 17)), int(c.rng.integers(k, 14)), int(c.rng.integers(k, 14))
@@ -280,9 +320,9 @@ def _mean(c: Case):
     c.op("mean", [x], c.derived(s_in * 10 ** c.rng.uniform(-2, 2)), c.zp(), axes=axes, keepdims=True)
 
 
-@row("quantize")
-def _quantize(c: Case):
-    s, zp = c.scale(), c.zp()
+@row("quantize", "quantize/int16")
+def _quantize(c: Case, dtype="int8"):
+    s, zp = c.scale(), _zp(c, dtype)
     n = c.size
     x = c.g.add_input("x", (1, n), "float32", None)
     rng = c.rng
@@ -291,19 +331,21 @@ def _quantize(c: Case):
     values = np.where(rng.random(n) < 0.5, halves, wide).astype(np.float32)
     values[:7] = [np.nan, np.inf, -np.inf, 1e30, -1e30, -0.0, 1e-40]
     c.feeds["x"] = values.reshape(1, n)
-    c.op("quantize", [x], s, zp, dtype="int8")
+    _out(c, c.op("quantize", [x], s, zp, dtype=dtype), dtype)
 
 
-@row("requantize")
-def _requantize(c: Case):
+@row("requantize", "requantize/int16")
+def _requantize(c: Case, dtype="int8"):
+    pairs = [("int8", "int8")] if dtype == "int8" else [("int8", "int16"), ("int16", "int8"), ("int16", "int16")]
+    src, dst = pairs[int(c.rng.integers(0, len(pairs)))]
     s_in = c.scale()
-    x = c.input("x", (1, c.size), s_in, c.zp())
-    c.op("quantize", [x], c.derived(s_in * 10 ** c.rng.uniform(-2.5, 2.5)), c.zp(), dtype="int8")
+    x = c.input("x", (1, c.size), s_in, _zp(c, src), dtype=src)
+    _out(c, c.op("quantize", [x], c.derived(s_in * 10 ** c.rng.uniform(-2.5, 2.5)), _zp(c, dst), dtype=dst), dst)
 
 
-@row("dequantize")
-def _dequantize(c: Case):
-    x = c.input("x", (1, c.size), c.scale(), c.zp())
+@row("dequantize", "dequantize/int16")
+def _dequantize(c: Case, dtype="int8"):
+    x = c.input("x", (1, c.size), c.scale(), _zp(c, dtype), dtype=dtype)
     c.op("dequantize", [x], None, 0)
 
 
@@ -332,11 +374,12 @@ def _concat(c: Case):
     c.op("concat", parts, s, zp, axis=axis)
 
 
-@row("reshape")
-def _reshape(c: Case):
+@row("reshape", "reshape/int16")
+def _reshape(c: Case, dtype="int8"):
     shape = _random_shape(c)
-    x, s, zp = _moving(c, shape)
-    c.op("reshape", [x], s, zp, shape=[shape[0], -1])
+    s, zp = c.scale(), _zp(c, dtype)
+    x = c.input("x", shape, s, zp, dtype=dtype)
+    _out(c, c.op("reshape", [x], s, zp, shape=[shape[0], -1]), dtype)
 
 
 @row("transpose")
@@ -570,7 +613,7 @@ def run_case(name: str, rules: str, index: int, size: int):
 def fuzz(name: str, rules: str, target: int, min_cases: int = 2, progress=None) -> Cell:
     cell = Cell(name, rules)
     if name not in rule_set(rules).rules:
-        cell.no_kernel = f"no int8 kernel in {rules}"
+        cell.no_kernel = f"no {'16x8' if name.endswith('/int16') else 'int8'} kernel in {rules}"
         return cell
     size = int(np.clip(target // 400, 256, 10000))  # about 400 parameter draws per row in the full run
     index = 0
@@ -598,14 +641,14 @@ def fuzz(name: str, rules: str, target: int, min_cases: int = 2, progress=None) 
 
 
 def table(cells: list[Cell]) -> str:
-    lines = [f"{'row':<18} {'rule set':<15} {'elements':>11} {'differing':>10} {'max diff':>9} {'cases':>6} "
+    lines = [f"{'row':<22} {'rule set':<15} {'elements':>11} {'differing':>10} {'max diff':>9} {'cases':>6} "
              f"{'refused':>8} {'mcc only':>9} {'rt only':>8}  cases to replay"]
     for c in cells:
         if c.no_kernel:
-            lines.append(f"{c.row:<18} {c.rules:<15} {'-':>11} {'-':>10} {'-':>9} {'-':>6} {'-':>8} {'-':>9} "
+            lines.append(f"{c.row:<22} {c.rules:<15} {'-':>11} {'-':>10} {'-':>9} {'-':>6} {'-':>8} {'-':>9} "
                          f"{'-':>8}  {c.no_kernel}")
         else:
-            lines.append(f"{c.row:<18} {c.rules:<15} {c.elements:>11,} {c.differing:>10,} {c.max_diff:>9g} "
+            lines.append(f"{c.row:<22} {c.rules:<15} {c.elements:>11,} {c.differing:>10,} {c.max_diff:>9g} "
                          f"{c.cases:>6} {c.refused.get('refused', 0):>8} {c.refused.get('mcc refuses', 0):>9} "
                          f"{c.mismatched:>8}  {' '.join(map(str, c.first_bad))}")
     run = [c for c in cells if not c.no_kernel]
