@@ -307,3 +307,20 @@ def test_int16_layers_refused_where_they_cannot_be(net):
         compile_model(src, "arm-int8", calib=calib, options={"int16_layers": ("nope",)})
     with pytest.raises(MccError, match="int16 activations.*onnxruntime's integer operators"):
         compile_model(src, "x86-int8", calib=calib, options={"int16_layers": ("c2",)})
+
+
+@pytest.mark.parametrize("n", [12, 2508])
+def test_optimized_float_to_int16_quantize_rounds_its_tail_half_away(n):
+    """TFLite's optimized float32 -> int16 QUANTIZE takes blocks of 8 through its vector branch (ties to even) and
+    the last n % 8 values through its scalar tail (ties away from zero): all-tie inputs show both."""
+    g = Graph("q")
+    x = g.add_input("x", (1, n), "float32", None)
+    node = g.add_node("quantize", [x], {"dtype": "int16"}, name="y")
+    finish(g, node, 0.25)
+    feeds = {"x": ((np.arange(n) % 50) * 0.25 + 0.125).astype(np.float32).reshape(1, n)}
+    data = write_tflite(g)
+    theirs = run_litert(data, feeds, "default")["y"].ravel()
+    away = np.nonzero(theirs != np.rint(feeds["x"].ravel() / 0.25))[0]
+    assert away.size and away.min() >= n // 8 * 8  # the vector branch rounds ties to even, the tail away
+    ours = run(read_tflite(data), feeds, rules="litert-xnnpack")["y"].ravel()
+    assert np.array_equal(ours, theirs)
