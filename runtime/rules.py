@@ -55,8 +55,8 @@ results are rounded:
   branch (each input shifted by 15 + its own shift, one doubling high multiply), the reference rule on the tail
   and on broadcasts.
 - multiply_inverse_ties_even_int32_min: TFLite's optimized float32 -> int16 QUANTIZE, rint(x * (1 / s)) + zp in
-  blocks of 8 of the flat tensor, the last size % 8 elements rounded half away from zero (its scalar tail), NaN
-  and values beyond int32 to INT32_MIN.
+  blocks of 8 of the flat tensor, the last size % 8 elements as its scalar tail computes them (round half away of
+  x / s in double), NaN and values beyond int32 to INT32_MIN.
 
 Float islands (float ops between DEQUANTIZE and QUANTIZE in an int8 model) are bit-exact only if mcc's float
 kernel sums as the peer does, since a QUANTIZE after them turns a last-bit difference at a rounding tie into a

@@ -324,3 +324,17 @@ def test_optimized_float_to_int16_quantize_rounds_its_tail_half_away(n):
     assert away.size and away.min() >= n // 8 * 8  # the vector branch rounds ties to even, the tail away
     ours = run(read_tflite(data), feeds, rules="litert-xnnpack")["y"].ravel()
     assert np.array_equal(ours, theirs)
+
+
+def test_optimized_float_to_int16_quantize_tail_divides_in_double():
+    """A value whose float32 product x * (1 / s) is 198.5 while x / s is 198.49999...: the tail gives 198 (the
+    reference's division by the double scale), the vector branch would round the product to 198 as a tie to even
+    and a float32 tail would give 199."""
+    g = Graph("q")
+    x = g.add_input("x", (1, 9), "float32", None)
+    finish(g, g.add_node("quantize", [x], {"dtype": "int16"}, name="y"), 0.041339092)
+    feeds = {"x": np.full((1, 9), 8.20581, np.float32)}
+    data = write_tflite(g)
+    theirs = run_litert(data, feeds, "default")["y"].ravel()
+    assert theirs[8] == 198 and np.float32(feeds["x"][0, 8]) * (np.float32(1) / np.float32(0.041339092)) == 198.5
+    assert np.array_equal(run(read_tflite(data), feeds, rules="litert-xnnpack")["y"].ravel(), theirs)

@@ -15,8 +15,9 @@ reference and optimized alike; XNNPACK takes none of them). TFLite's optimized f
 LiteRT's default resolver runs, multiplies by 1 / s, rounds ties to even, and turns NaN and values beyond int32
 into INT32_MIN (x86's cvtps2dq), so they saturate to -32768 (measured on 3 scales: 0 of 13,215 differ; the
 reference's division differs in 120 of 4,405) — in blocks of 8 of the flat tensor; the last size % 8 elements take
-its scalar tail, which rounds ties away from zero (TfLiteRound): benchmarks/fuzz_rules.py found ties there, 167 of
-1,000,000 elements differing by 1 while the whole tensor was taken as ties-to-even.
+its scalar tail, the reference's TfLiteRound(x / s) with the scale as a double (QuantizationParams.scale), ties away
+from zero: benchmarks/fuzz_rules.py's int16 rows found them (167 of 1,000,000 elements differed by 1 with the tail
+taken as the vector branch, 85 with it multiplying in float32; 0 with the double division).
 """
 
 from __future__ import annotations
@@ -51,14 +52,17 @@ def _ort_quantize(x, scale, zero_point):
 
 
 def _tflite_optimized_quantize(x, scale, zero_point, block=8):
-    """The flat tensor in blocks of `block` through the vector branch (ties to even), the rest through the scalar
-    tail (TfLiteRound: ties away from zero)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        v = np.asarray(x, np.float32) * (np.float32(1) / scale)
+    """The flat tensor in blocks of `block` through the vector branch (x * float32(1 / s), ties to even), the rest
+    through the scalar tail (the reference's TfLiteRound(x / s) with the scale as a double, ties away from zero)."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        v = x * (np.float32(1) / scale)
+        tail = x.ravel()[x.size // block * block:].astype(np.float64) / np.float64(scale)
+        v = np.concatenate([v.ravel()[:x.size // block * block], tail]).reshape(x.shape)
         inside = (v >= -2.0 ** 31) & (v < 2.0 ** 31)  # False for NaN
     finite = np.where(inside, v, 0).ravel()
     body = finite.size // block * block
-    rounded = np.concatenate([np.rint(finite[:body]), fp.round_half_away(finite[body:])]).reshape(v.shape)
+    rounded = np.concatenate([np.rint(finite[:body]), fp.round_half_away(finite[body:])]).reshape(x.shape)
     return np.where(inside, rounded, fp.INT32_MIN).astype(np.int64) + zero_point
 
 
