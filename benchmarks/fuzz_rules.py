@@ -681,7 +681,8 @@ def main(argv=None) -> int:
             cells.append(fuzz(name, rules, target, progress=progress))
             print(file=sys.stderr)
     text = table(cells)
-    header = (f"benchmarks/fuzz_rules.py{' --quick' if a.quick else ''}: mcc's runtime vs LiteRT (BUILTIN_REF for "
+    flags = "".join(f" --{k} {v}" for k, v in (("rows", a.rows), ("sets", a.sets)) if v)
+    header = (f"benchmarks/fuzz_rules.py{' --quick' if a.quick else ''}{flags}: mcc's runtime vs LiteRT (BUILTIN_REF for "
               "litert-ref, default resolver with XNNPACK for litert-xnnpack) and onnxruntime (ORT_ENABLE_ALL + "
               f"ORT_DISABLE_ALL), {target:,} output elements per row and rule set at least, "
               f"{time.perf_counter() - start:.0f} s\n")
