@@ -1,6 +1,6 @@
 """How much of the public suites mcc compiles correctly, as a command anybody can rerun (issue 14).
 
-    python benchmarks/coverage.py [--suite S ...] [--quick] [--jobs N] [--timeout SECONDS] [-o docs/coverage.md]
+    python benchmarks/coverage.py [--suite S ...] [--case NAME ...] [--quick] [--jobs N] [--timeout SECONDS] [-o docs/coverage.md]
 
 Suites (benchmarks/coverage_suites/): onnx-node (onnx's 1,884 backend node cases, through mcc.onnx_backend),
 onnx-models (onnx/backend/test/data's model cases), pytorchcv (CNN families, `pip install --no-deps
@@ -36,6 +36,8 @@ def parse(argv):
     p.add_argument("--suite", action="append", choices=sorted(SUITES),
                    help="a suite to run (repeat for several; default: all available)")
     p.add_argument("--quick", action="store_true", help="a small sample of each suite")
+    p.add_argument("--case", action="append", help="rerun only this case (its name in the table; repeat for "
+                   "several), replacing its row in the recorded run of its suite")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--timeout", type=float, default=600, help="seconds a cell may take (default 600)")
     p.add_argument("-o", "--output", default=str(ROOT / "docs" / "coverage.md"),
@@ -52,6 +54,11 @@ def main(argv=None) -> int:
     for suite in suites:
         print(f"collecting {suite} cases", file=sys.stderr, flush=True)
         cases += SUITES[suite].cases(args.quick)
+    if args.case:
+        missing = set(args.case) - {c.name for c in cases}
+        if missing:
+            raise SystemExit(f"no such case in {', '.join(suites)}: {', '.join(sorted(missing))}")
+        cases = [c for c in cases if c.name in args.case]
 
     def progress(done, total, case, cells):
         shown = ", ".join(f"{c} {cell.status}" for c, cell in cells.items() if cell.status != "n/a")
@@ -62,7 +69,10 @@ def main(argv=None) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = out.with_suffix(".json")
-    merged = record.update(record.load(data), command, suites, cases, results)
+    if args.case:
+        merged = record.update_cases(record.load(data), command, cases, results)
+    else:
+        merged = record.update(record.load(data), command, suites, cases, results)
     record.save(data, merged)
     shown, all_cases, all_results = record.expand(merged, list(SUITES))
     out.write_text(write_markdown(record.commands(merged, shown), shown, all_cases, all_results))

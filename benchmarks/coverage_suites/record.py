@@ -28,6 +28,22 @@ def update(record: dict, command: str, suites: list[str], cases: list[Case], res
     return merged
 
 
+def update_cases(record: dict, command: str, cases: list[Case], results: dict) -> dict:
+    """`record` with only the given cases' rows replaced (a rerun of named cases); each touched suite's command
+    gains this one, so the table names both."""
+    merged = json.loads(json.dumps(record))
+    for suite in sorted({c.suite for c in cases}):
+        if suite not in merged:
+            raise ValueError(f"no recorded run of suite {suite} to update; run the whole suite first")
+        rows = {row["name"]: row for row in merged[suite]["cases"]}
+        for c in (c for c in cases if c.suite == suite):
+            if c.name not in rows:
+                raise ValueError(f"suite {suite} has no recorded case {c.name!r}")
+            rows[c.name]["cells"] = {col: [cell.status, cell.text] for col, cell in results[(suite, c.name)].items()}
+        merged[suite]["command"] = f"{merged[suite]['command']}`, then `{command}"
+    return merged
+
+
 def save(path: Path, record: dict) -> None:
     path.write_text(json.dumps(record, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
