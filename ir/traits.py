@@ -23,6 +23,8 @@ Traits
   moves through it (cross-layer equalization).
 - `shares_quant`: in int8 its output carries its input's quantization parameters (moves or picks values: pools,
   reshape, pad, concat, slice, ...).
+- `int16_layer`: TFLite has a 16x8 kernel for it (int16 activations, int8 weights) that mixed precision may keep a
+  layer in (quantize_int8's option int16_layers, `mcc compile --fallback int16`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Traits:
     channels: str
     homogeneous: bool = False
     shares_quant: bool = False
+    int16_layer: bool = False
 
     def __post_init__(self):
         if self.layout not in LAYOUTS or self.channels not in CHANNELS:
@@ -51,16 +54,17 @@ _ELEMENTWISE_BINARY = ("add", "sub", "mul", "div")
 _MATH_ELEMENTWISE = ("neg", "abs", "sqrt", "rsqrt", "square", "exp", "log", "erf", "gelu", "pow")
 
 TRAITS: dict[str, Traits] = {
-    "conv2d": Traits("spatial", "weights", homogeneous=True),
-    "depthwise_conv2d": Traits("spatial", "depthwise", homogeneous=True),
-    "fully_connected": Traits("own", "weights", homogeneous=True),
+    "conv2d": Traits("spatial", "weights", homogeneous=True, int16_layer=True),
+    "depthwise_conv2d": Traits("spatial", "depthwise", homogeneous=True, int16_layer=True),
+    "fully_connected": Traits("own", "weights", homogeneous=True, int16_layer=True),
     "max_pool2d": Traits("spatial", "follow", homogeneous=True, shares_quant=True),
     "avg_pool2d": Traits("spatial", "follow", homogeneous=True, shares_quant=True),
     "resize": Traits("spatial", "follow", shares_quant=True),
     "batch_norm": Traits("spatial", "follow"),
     "relu": Traits("elementwise", "follow", homogeneous=True),
     "identity": Traits("elementwise", "follow", homogeneous=True),
-    **{op: Traits("elementwise", "follow") for op in _ELEMENTWISE_UNARY + _ELEMENTWISE_BINARY},
+    **{op: Traits("elementwise", "follow", int16_layer=op == "add")
+       for op in _ELEMENTWISE_UNARY + _ELEMENTWISE_BINARY},
     "minimum": Traits("elementwise", "follow", shares_quant=True),
     "maximum": Traits("elementwise", "follow", shares_quant=True),
     "pad": Traits("axes", "follow", homogeneous=True, shares_quant=True),

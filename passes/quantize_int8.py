@@ -91,7 +91,7 @@ import numpy as np
 
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
-from ..ir.traits import traits, weight_axes, weighted
+from ..ir.traits import TRAITS, traits, weight_axes, weighted
 from ..runtime.fixed_point import bias_bound, round_half_away
 from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from .bias_correction import DEFAULT_BIAS_CORRECTION, correct_biases
@@ -122,7 +122,7 @@ def _fixed(op: str) -> QuantParams:
 
 
 # ---- 16x8 layers -------------------------------------------------------------------------------------------
-INT16_LAYER_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add")
+INT16_LAYER_OPS = tuple(op for op, t in TRAITS.items() if t.int16_layer)  # in the op table's order, for messages
 
 
 def symmetric16(lo: float, hi: float, min_scale: float = 0.0) -> QuantParams:
