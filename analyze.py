@@ -45,7 +45,7 @@ import numpy as np
 
 from .errors import MccError
 from .ir import Graph
-from .passes.calibrate import (calibration_batches, graph_feeds, observe_ranges, output_sqnr_db,
+from .passes.calibrate import (calibration_batches, graph_feeds, json_db, observe_ranges, output_sqnr_db,
                                reference_outputs)
 from .passes.quantize_int8 import DEFAULT_OBSERVER, INT16_LAYER_OPS, QuantizeOptions
 from .progress import Progress
@@ -81,14 +81,10 @@ class Analysis:
 
     def to_json(self) -> dict:
         return {"target": self.target, "rules": self.rules, "samples": self.samples,
-                "all_int8_sqnr_db": _db(self.all_int8_db), "ranking": self.ranking(),
-                "layers": [{**asdict(x), "only_int8_db": _db(x.only_int8_db), "only_float_db": _db(x.only_float_db)}
+                "all_int8_sqnr_db": json_db(self.all_int8_db), "ranking": self.ranking(),
+                "layers": [{**asdict(x), "only_int8_db": json_db(x.only_int8_db),
+                            "only_float_db": json_db(x.only_float_db)}
                            for x in self.layers]}
-
-
-def _db(value: float) -> float | None:
-    """JSON has no infinity: an error-free SQNR is null."""
-    return round(value, 2) if math.isfinite(value) else None
 
 
 class Quantizer:
@@ -183,7 +179,7 @@ def choose_fallback(quantizer: Quantizer, analysis: Analysis, target_db: float, 
             lo, hi = (mid, hi) if score(mid) < target_db else (lo, mid)
         k = hi
     return {"kind": kind, "target_sqnr_db": target_db, "layers": ranking[:k],
-            "all_int8_sqnr_db": _db(scores[0]), "sqnr_db": _db(score(k)), "reached": score(k) >= target_db}
+            "all_int8_sqnr_db": json_db(scores[0]), "sqnr_db": json_db(score(k)), "reached": score(k) >= target_db}
 
 
 def latency_ms(data: bytes, backend: str, feeds: dict[str, np.ndarray]) -> float:

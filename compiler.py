@@ -202,6 +202,7 @@ def fidelity_guard(source: Graph, data: bytes, target_name: str, options: dict, 
     (or the calibration samples), and judge each output's SQNR: below GUARD_SQNR_DB a warning naming the output
     and the first layers where the error jumps; below `min_sqnr` the failure message. Returns (the report's
     "fidelity" entry, the failure message or None)."""
+    from .passes.calibrate import json_db
     from .validate import (DEFAULT_RULES, GUARD_SQNR_DB, explain, float_reference, layer_fidelity, low_outputs,
                            read_model_bytes)
 
@@ -222,11 +223,7 @@ def fidelity_guard(source: Graph, data: bytes, target_name: str, options: dict, 
                    "different ranges), or compile to a float target")
     entry = {"data": data_kind, "samples": view["samples"], "rules": view["rules"], "threshold_db": GUARD_SQNR_DB,
              "min_sqnr_db": min_sqnr, "warnings": warnings, "jumps": view["jumps"],
-             "outputs": {k: {m: _json_db(v) for m, v in f.items()} for k, f in view["outputs"].items()},
-             "layers": [{k: _json_db(v) if k.endswith("_db") else v for k, v in la.items()} for la in view["layers"]]}
+             "outputs": {k: {m: json_db(v, 4) for m, v in f.items()} for k, f in view["outputs"].items()},
+             "layers": [{k: json_db(v, 4) if k.endswith("_db") else v for k, v in la.items()}
+                        for la in view["layers"]]}
     return entry, failure
-
-
-def _json_db(value):
-    """A figure for the JSON report: rounded, None for an infinite one (an exact tensor), which JSON lacks."""
-    return None if isinstance(value, float) and not np.isfinite(value) else round(value, 4)

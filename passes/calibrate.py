@@ -92,6 +92,11 @@ def reference_outputs(reference: Graph, batches: list[dict]) -> list[list[np.nda
     return [real_outputs(reference, run(reference, feeds)) for feeds in batches]
 
 
+def json_db(value, digits: int = 2) -> float | None:
+    """An SQNR figure for a JSON report: rounded, and None for an error-free (infinite) one, which JSON lacks."""
+    return round(float(value), digits) if np.isfinite(value) else None
+
+
 def output_sqnr_db(reference: Graph | list, graph: Graph, batches: list[dict], rules="litert-ref") -> float:
     """10 log10(signal / noise) of `graph`'s outputs against `reference`'s over `batches` (all outputs
     pooled); the graphs take the same float feeds and have their outputs in the same order. `reference` may be

@@ -95,7 +95,7 @@ from ..ir.traits import TRAITS, traits, weight_axes, weighted
 from ..runtime.fixed_point import bias_bound, round_half_away
 from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from .bias_correction import DEFAULT_BIAS_CORRECTION, correct_biases
-from .calibrate import activations, calibration_batches, observe_ranges, output_sqnr_db
+from .calibrate import activations, calibration_batches, json_db, observe_ranges, output_sqnr_db
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
 
@@ -482,11 +482,6 @@ def _rewrite(graph: Graph, int8_nodes: list[Node], groups: _Groups, requantized:
     return counts
 
 
-def _db(value: float) -> float | None:
-    """A figure for the JSON report: rounded, and None for an error-free (infinite) SQNR, which JSON lacks."""
-    return round(value, 2) if np.isfinite(value) else None
-
-
 @dataclass
 class QuantizeOptions:
     calibration: dict | None = None  # input name -> array, batch first
@@ -533,7 +528,8 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
         before = output_sqnr_db(float_graph, graph, batches) if opts.note_sqnr else float("nan")
         layers = correct_biases(float_graph, graph, batches)
         after = output_sqnr_db(float_graph, graph, batches) if opts.note_sqnr else float("nan")
-        ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": _db(before), "sqnr_db_after": _db(after)})
+        ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": json_db(before),
+                                     "sqnr_db_after": json_db(after)})
     else:
         ctx.note("bias_correction", "off")
     ctx.note("float_ops", [n.name for n in float_ops])
