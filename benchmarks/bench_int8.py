@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# benchmarks/coverage.py, beside this script, would shadow the `coverage` package that numba probes for when mcc's
-# runtime imports it; the folder goes back on the path (last) for timing.py once numba is loaded
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+# This file's folder is not an import root: benchmarks/coverage.py would shadow coverage.py, which numba imports.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from mcc.benchmarks.timing import median_seconds
 from mcc.compiler import compile_model
 from mcc.datafiles import match_inputs, run_in_batches
 from mcc.devices.host import describe
@@ -48,9 +47,6 @@ from mcc.formats.tflite.reader import read_tflite
 from mcc.runtime import run
 from mcc.runtime.litert import make_interpreter, run_litert
 from mcc.validate import fidelity
-
-sys.path.append(str(HERE))
-from timing import median_seconds  # noqa: E402 (benchmarks/timing.py, beside this script)
 
 SEED = 0
 KERNEL_RULES = {"default": "litert-xnnpack", "ref": "litert-ref"}
