@@ -86,7 +86,7 @@ def _onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"],
@@ -165,7 +165,7 @@ def bench(name: str, samples: int, repeat: int, workdir: Path) -> dict:
     sizes = {label: len(data) for label, data in files.items()}
 
     float_onnx = workdir / f"{name}.onnx"
-    _export_onnx(model, example, float_onnx)
+    export_onnx(model, example, float_onnx)
     peers = {"ort_int8": ort_quantize, **({"nncf_int8": nncf_quantize} if importlib.util.find_spec("nncf") else {})}
     for label, quantize in peers.items():
         path = workdir / f"{name}_{label}.onnx"

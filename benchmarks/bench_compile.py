@@ -1,0 +1,103 @@
+"""`mcc compile --target arm-int8` against the peers' int8 pipelines, in one run, at 10, 100 and 500 samples.
+
+    python benchmarks/bench_compile.py [--model mobilenetv2_224] [--samples 10,100,500] [--json out.json]
+
+The model (default: the 224x224 MobileNetV2 of bench_runtime.py) is exported once to ONNX (torch.onnx.export,
+TorchScript exporter) and once to .pt2 (torch.export); the export times are printed but not counted, since a
+user pays them once for any tool. Then, on the same standard-normal calibration samples, each pipeline is timed
+from its file to its int8 file:
+- mcc, from the ONNX file and from the .pt2: compile_model(..., "arm-int8", calib=...) with the defaults of
+  `mcc compile` (observers, cross-layer equalisation, bias correction, the fidelity guard on held-out samples);
+- onnxruntime: quant_pre_process, then quantize_static (QDQ, per-channel int8 weights, MinMax), as
+  bench_int8.py runs it;
+- NNCF (optional, the `bench` extra): nncf.quantize with its defaults on the ONNX file.
+Every pipeline runs once untimed first (imports, numba compilation from its disk cache, onnxruntime session
+set-up code paths), so the figures are the steady cost of one compile. Issue 16's goals: mcc / onnxruntime at
+most 0.5 at 10 samples and at most 1.0 at 500. The last column is mcc's time per added sample, which stays flat
+when compile time grows linearly with the calibration set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This file's folder is not an import root: benchmarks/coverage.py would shadow coverage.py, which numba imports.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np
+import torch
+
+from mcc.benchmarks.bench_int8 import export_onnx, nncf_quantize, ort_quantize
+from mcc.benchmarks.bench_runtime import MODELS
+from mcc.compiler import compile_model
+from mcc.devices.host import describe
+
+SEED = 0
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def pipelines(onnx_path: Path, pt2_path: Path, workdir: Path) -> dict:
+    """name -> fn(calib array, calib npz path, output stem) for every pipeline this machine has."""
+    def mcc_from(src):
+        return lambda calib, npz, stem: compile_model(src, "arm-int8", workdir / f"{stem}.tflite", calib=npz)
+    out = {"mcc (.onnx)": mcc_from(onnx_path), "mcc (.pt2)": mcc_from(pt2_path),
+           "onnxruntime": lambda calib, npz, stem: ort_quantize(onnx_path, calib, workdir / f"{stem}.onnx")}
+    if importlib.util.find_spec("nncf"):
+        out["nncf"] = lambda calib, npz, stem: nncf_quantize(onnx_path, calib, workdir / f"{stem}.onnx")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mobilenetv2_224", choices=sorted(MODELS))
+    p.add_argument("--samples", default="10,100,500", help="comma-separated calibration set sizes")
+    p.add_argument("--json", help="also write the figures as JSON here")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.samples.split(",")]
+    print(f"host: {describe()}")
+    model, example = MODELS[args.model]()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        onnx_path, pt2_path = workdir / "model.onnx", workdir / "model.pt2"
+        onnx_s = timed(lambda: export_onnx(model, example, onnx_path))
+        pt2_s = timed(lambda: torch.export.save(torch.export.export(model, (example,)), pt2_path))
+        print(f"{args.model}: torch.onnx.export {onnx_s:.2f} s, torch.export + save {pt2_s:.2f} s (not counted)")
+        data = np.random.default_rng(SEED).standard_normal((max(sizes), *example.shape[1:])).astype(np.float32)
+        runs = pipelines(onnx_path, pt2_path, workdir)
+        npz = {}
+        for n in sizes:
+            npz[n] = workdir / f"calib{n}.npz"
+            np.savez(npz[n], input=data[:n])
+        for name, fn in runs.items():  # warm-up
+            fn(data[:min(sizes)], npz[min(sizes)], "warmup")
+        print(f"{'samples':>7} " + " ".join(f"{name + ' s':>15}" for name in runs)
+              + f" {'mcc(.onnx)/ort':>15} {'mcc(.pt2)/ort':>14} {'mcc(.onnx) ms/sample':>21}")
+        for n in sizes:
+            row = {"samples": n, **{name: timed(lambda: fn(data[:n], npz[n], f"{n}")) for name, fn in runs.items()}}
+            rows.append(row)
+            step = ""
+            if len(rows) > 1:
+                prev = rows[-2]
+                step = f"{(row['mcc (.onnx)'] - prev['mcc (.onnx)']) / (n - prev['samples']) * 1e3:.1f}"
+            print(f"{n:>7} " + " ".join(f"{row[name]:>15.2f}" for name in runs)
+                  + f" {row['mcc (.onnx)'] / row['onnxruntime']:>15.2f} {row['mcc (.pt2)'] / row['onnxruntime']:>14.2f}"
+                  + f" {step:>21}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
