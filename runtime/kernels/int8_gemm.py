@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .int8_output import requantize_row, requantize_rows
+from .int8_output import requantize_block, requantize_rows
 from .packing import packed
 
 _FLOAT32_EXACT = float(1 << 24)
@@ -128,21 +128,21 @@ def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> np.ndarray:
 def _depthwise(xp, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, bias, code, multiplier, shift, real,
                scale32, zero_point, low, high, out):
     """Each output row of a multiplier-1 depthwise conv of the centred, padded NHWC `xp`: the taps summed into
-    one accumulator per channel (the inner loop runs over channels, contiguous in both operands), then the
-    output stage."""
+    one accumulator per pixel and channel (the inner loop runs over channels, contiguous in both operands), then
+    the output stage on the row."""
     n, _, _, c = xp.shape
     kh, kw, _ = w.shape
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
-        acc = np.empty(c, w.dtype)
+        acc = np.zeros((out_w, c), w.dtype)
         for ox in range(out_w):
-            acc[:] = 0
+            total = acc[ox]
             for ky in range(kh):
                 for kx in range(kw):
                     taps, pixel = w[ky, kx], xp[b, oy * stride_h + ky * dil_h, ox * stride_w + kx * dil_w]
                     for ch in range(c):
-                        acc[ch] += taps[ch] * pixel[ch]
-            requantize_row(acc, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out[b, oy, ox])
+                        total[ch] += taps[ch] * pixel[ch]
+        requantize_block(acc, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out[b, oy])
 
 
 def depthwise(x, x_zero_point, packed_w, stride, dilation, padding, out_h, out_w, bias, requant,

@@ -1,7 +1,7 @@
 """The output stage of the int8 kernels: scale an int32 accumulator, add the output zero point, clamp to the
 fused activation's quantized bounds. TFLite's reference kernels do this per element after the loop; XNNPACK
 fuses it into its GEMM microkernels; here `requantize` does it on numpy arrays (element-wise ops) and
-`requantize_rows` / `requantize_row` in compiled loops (conv, depthwise, fully_connected), with the rule choosing
+`requantize_rows` / `requantize_block` in compiled loops (conv, depthwise, fully_connected), with the rule choosing
 how. Both compute the same integers: the compiled form repeats runtime.fixed_point's arithmetic step for step,
 numpy's semantics included (shift counts outside [0, 64), float -> int64 casts out of range giving INT64_MIN,
 int64 wrap-around), so a conv's result does not depend on which form ran.
@@ -169,29 +169,42 @@ def _clamp(q, zero_point, low, high):
 
 
 @numba.njit(cache=True)
-def requantize_row(acc, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
-    """out[c] = clamp(scaled(acc[c] + bias[c]) + zero_point, low, high) for one row of channels, scaled by rule
-    `code` (ROW_ROUNDINGS) as runtime.fixed_point computes it; `acc` holds integers (int32, or float32 / float64
-    with integer values), each converted exactly to int64 first. One loop per rule, so each vectorises."""
+def requantize_block(acc, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
+    """out[r, c] = clamp(scaled(acc[r, c] + bias[c]) + zero_point, low, high) for a [rows, channels] block, scaled
+    by rule `code` (ROW_ROUNDINGS) as runtime.fixed_point computes it; `acc` holds integers (int32, or float32 /
+    float64 with integer values), each converted exactly to int64 first. One loop nest per rule, so each
+    vectorises over channels."""
+    rows, channels = acc.shape
     if code == 0:
-        for c in range(acc.shape[0]):
-            q = _double_rounding(np.int64(acc[c]) + bias[c], multiplier[c], shift[c])
-            out[c] = _clamp(q, zero_point, low, high)
+        for r in range(rows):
+            for c in range(channels):
+                q = _double_rounding(np.int64(acc[r, c]) + bias[c], multiplier[c], shift[c])
+                out[r, c] = _clamp(q, zero_point, low, high)
     elif code == 1:
-        for c in range(acc.shape[0]):
-            out[c] = _clamp(_round_half_away(np.int64(acc[c]) + bias[c], real[c]), zero_point, low, high)
+        for r in range(rows):
+            for c in range(channels):
+                q = _round_half_away(np.int64(acc[r, c]) + bias[c], real[c])
+                out[r, c] = _clamp(q, zero_point, low, high)
     elif code == 2:
-        for c in range(acc.shape[0]):
-            q = _to_int64(np.rint(np.float32(np.int64(acc[c]) + bias[c]) * scale32[c]))
-            out[c] = _clamp(q, zero_point, low, high)
+        for r in range(rows):
+            for c in range(channels):
+                q = _to_int64(np.rint(np.float32(np.int64(acc[r, c]) + bias[c]) * scale32[c]))
+                out[r, c] = _clamp(q, zero_point, low, high)
     else:
-        for c in range(acc.shape[0]):
-            q = _reduced_multiplier(np.int64(acc[c]) + bias[c], multiplier[c], shift[c])
-            out[c] = _clamp(q, zero_point, low, high)
+        for r in range(rows):
+            for c in range(channels):
+                q = _reduced_multiplier(np.int64(acc[r, c]) + bias[c], multiplier[c], shift[c])
+                out[r, c] = _clamp(q, zero_point, low, high)
+
+
+_BLOCK_ROWS = 64  # rows per parallel task: enough work to amortise the call, small enough to stay in cache
 
 
 @numba.njit(cache=True, parallel=True)
 def requantize_rows(acc, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
-    """requantize_row over the rows of a [rows, channels] accumulator, rows split across threads."""
-    for r in numba.prange(acc.shape[0]):
-        requantize_row(acc[r], bias, code, multiplier, shift, real, scale32, zero_point, low, high, out[r])
+    """requantize_block over a [rows, channels] accumulator, blocks of rows split across threads."""
+    rows = acc.shape[0]
+    for block in numba.prange((rows + _BLOCK_ROWS - 1) // _BLOCK_ROWS):
+        first, last = block * _BLOCK_ROWS, min(rows, (block + 1) * _BLOCK_ROWS)
+        requantize_block(acc[first:last], bias, code, multiplier, shift, real, scale32, zero_point, low, high,
+                         out[first:last])
