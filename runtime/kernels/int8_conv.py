@@ -99,7 +99,7 @@ def _conv(node, inputs, rules, channel_axis):
     dtype = node.outputs[0].dtype
     key = f"{node.op}:{layout}:{x.dtype}"
     if node.op == "depthwise_conv2d":
-        packed_w = packed(w, key, lambda w: pack_depthwise(_ohwi(node, w), str(x.dtype)))
+        packed_w = packed(w, f"{key}:{out_w}", lambda w: pack_depthwise(_ohwi(node, w), str(x.dtype), out_w))
         y = depthwise(x, zp_in, packed_w, *window, bias, requant, dtype)
     else:
         packed_w = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))

@@ -36,21 +36,26 @@ def operand_dtype(w_rows: np.ndarray, x_dtype: str):
 
 @numba.njit(cache=True, parallel=True)
 def _centred(x, zero_point, top, left, out):
-    """out = 0 with out[:, top:top+H, left:left+W, :] = x - zero_point: NHWC x padded with the real value 0."""
+    """x - zero_point into the zero-padded `out` [phases, N, Hp, Wp / phases, C]: padded column j = left + i of
+    row top + y lands in phase j % phases at column j // phases."""
     n, h, w, c = x.shape
+    phases = out.shape[0]
     out[:] = 0
     for job in numba.prange(n * h):
         b, y = job // h, job % h
         for i in range(w):
+            j = left + i
+            pixel = out[j % phases, b, top + y, j // phases]
             for ch in range(c):
-                out[b, top + y, left + i, ch] = x[b, y, i, ch] - zero_point
+                pixel[ch] = x[b, y, i, ch] - zero_point
 
 
-def centred(x: np.ndarray, zero_point: int, dtype, pad_hw=(0, 0, 0, 0)) -> np.ndarray:
-    """x - zero_point in `dtype` (exact), NHWC x zero-padded by [top, left, bottom, right]."""
+def centred(x: np.ndarray, zero_point: int, dtype, pad_hw=(0, 0, 0, 0), phases: int = 1) -> np.ndarray:
+    """x - zero_point in `dtype` (exact), NHWC x zero-padded by [top, left, bottom, right], its columns split into
+    `phases` interleaved phases (a stride-s loop then reads each phase contiguously): [phases, N, Hp, Wp / s, C]."""
     top, left, bottom, right = pad_hw
     n, h, w, c = x.shape
-    out = np.empty((n, h + top + bottom, w + left + right, c), dtype)
+    out = np.empty((phases, n, h + top + bottom, -(-(w + left + right) // phases), c), dtype)
     _centred(x, dtype(zero_point), top, left, out)
     return out
 
@@ -106,7 +111,7 @@ def conv_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, o
     else:
         pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
         cols = np.empty((rows, groups * depth), packed_w.dtype)
-        _im2col(centred(x, x_zero_point, packed_w.dtype.type, pad), kh, kw, *stride, *dilation, out_h, out_w,
+        _im2col(centred(x, x_zero_point, packed_w.dtype.type, pad)[0], kh, kw, *stride, *dilation, out_h, out_w,
                 groups, cols)
     if groups == 1:
         acc = cols @ packed_w[0]
@@ -118,31 +123,54 @@ def conv_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, o
     return out.reshape(n, out_h, out_w, groups * group_out)
 
 
-def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> np.ndarray:
-    """Depthwise OHWI weights [C * m, kh, kw, 1] as [kh, kw, C * m] in the operand dtype."""
+def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str, out_w: int) -> np.ndarray:
+    """Depthwise OHWI weights [C * m, kh, kw, 1] as [kh, kw, out_w * C * m] in the operand dtype: each tap's
+    channel weights repeated for every output column, so one tap is one multiply-add over a whole output row."""
     rows = w_ohwi.reshape(w_ohwi.shape[0], -1)
-    return np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), operand_dtype(rows, x_dtype))
+    taps = np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), operand_dtype(rows, x_dtype))
+    return np.tile(taps, (1, 1, out_w))
+
+
+@numba.njit(cache=True)
+def _tap(phases, w, b, y, ky, kx, dil_w, width):
+    """Tap (ky, kx)'s weights over a row and the contiguous run of padded input row y that it multiplies."""
+    stride_w, c = phases.shape[0], phases.shape[4]
+    column = kx * dil_w
+    first = (column // stride_w) * c
+    return w[ky, kx], phases[column % stride_w, b, y].reshape(-1)[first:first + width]
 
 
 @numba.njit(cache=True, parallel=True)
-def _depthwise(xp, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, bias, code, multiplier, shift, real,
-               scale32, zero_point, low, high, out):
-    """Each output row of a multiplier-1 depthwise conv of the centred, padded NHWC `xp`: the taps summed into
-    one accumulator per pixel and channel (the inner loop runs over channels, contiguous in both operands), then
-    the output stage on the row."""
-    n, _, _, c = xp.shape
-    kh, kw, _ = w.shape
+def _depthwise(phases, w, stride_h, dil_h, dil_w, out_h, out_w, bias, code, multiplier, shift, real, scale32,
+               zero_point, low, high, out):
+    """Each output row of a multiplier-1 depthwise conv of the centred, padded, phase-split input (centred with
+    phases = the column stride): for each tap, the row's out_w * C accumulators take one multiply-add against a
+    contiguous run of the tap's input row (a long loop that vectorises, where a loop over the C channels of one
+    pixel is often too short to); then the output stage on the row."""
+    stride_w, n, _, _, c = phases.shape
+    kh, kw, width = w.shape
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
-        acc = np.zeros((out_w, c), w.dtype)
-        for ox in range(out_w):
-            total = acc[ox]
-            for ky in range(kh):
-                for kx in range(kw):
-                    taps, pixel = w[ky, kx], xp[b, oy * stride_h + ky * dil_h, ox * stride_w + kx * dil_w]
-                    for ch in range(c):
-                        total[ch] += taps[ch] * pixel[ch]
-        requantize_block(acc, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out[b, oy])
+        acc = np.zeros(width, w.dtype)
+        for ky in range(kh):
+            y = oy * stride_h + ky * dil_h
+            kx = 0
+            while kx < kw:  # taps three at a time: one load and store of the accumulators per three products
+                t0, r0 = _tap(phases, w, b, y, ky, min(kx, kw - 1), dil_w, width)
+                t1, r1 = _tap(phases, w, b, y, ky, min(kx + 1, kw - 1), dil_w, width)
+                t2, r2 = _tap(phases, w, b, y, ky, min(kx + 2, kw - 1), dil_w, width)
+                if kx + 3 <= kw:
+                    for i in range(width):  # indexing by the loop variable alone lets numba drop its
+                        acc[i] += t0[i] * r0[i] + t1[i] * r1[i] + t2[i] * r2[i]  # negative-index handling
+                else:
+                    for i in range(width):
+                        acc[i] += t0[i] * r0[i]
+                    if kx + 2 == kw:
+                        for i in range(width):
+                            acc[i] += t1[i] * r1[i]
+                kx += 3
+        requantize_block(acc.reshape(out_w, c), bias, code, multiplier, shift, real, scale32, zero_point, low, high,
+                         out[b, oy])
 
 
 def depthwise(x, x_zero_point, packed_w, stride, dilation, padding, out_h, out_w, bias, requant,
@@ -150,11 +178,12 @@ def depthwise(x, x_zero_point, packed_w, stride, dilation, padding, out_h, out_w
     """The requantized depthwise_conv2d of NHWC `x` with `packed_w` from pack_depthwise. A channel multiplier m
     repeats each input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so
     one multiplier-1 loop serves every m."""
-    kh, kw, out_c = packed_w.shape
+    kh, kw, width = packed_w.shape
+    out_c = width // out_w
     pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
-    xp = centred(x, x_zero_point, packed_w.dtype.type, pad)
+    phases = centred(x, x_zero_point, packed_w.dtype.type, pad, stride[1])
     if out_c != x.shape[3]:
-        xp = np.repeat(xp, out_c // x.shape[3], axis=3)
+        phases = np.repeat(phases, out_c // x.shape[3], axis=4)
     out = np.empty((x.shape[0], out_h, out_w, out_c), dtype)
-    _depthwise(xp, packed_w, *stride, *dilation, out_h, out_w, bias, *requant.args, out)
+    _depthwise(phases, packed_w, stride[0], *dilation, out_h, out_w, bias, *requant.args, out)
     return out
