@@ -36,11 +36,10 @@ def operand_dtype(w_rows: np.ndarray, x_dtype: str):
 
 @numba.njit(cache=True, parallel=True)
 def _centred(x, zero_point, top, left, out):
-    """x - zero_point into the zero-padded `out` [phases, N, Hp, Wp / phases, C]: padded column j = left + i of
-    row top + y lands in phase j % phases at column j // phases."""
+    """x - zero_point into the zeroed, padded `out` [phases, N, Hp, Wp / phases, C]: padded column j = left + i
+    of row top + y lands in phase j % phases at column j // phases."""
     n, h, w, c = x.shape
     phases = out.shape[0]
-    out[:] = 0
     for job in numba.prange(n * h):
         b, y = job // h, job % h
         for i in range(w):
@@ -55,7 +54,9 @@ def centred(x: np.ndarray, zero_point: int, dtype, pad_hw=(0, 0, 0, 0), phases: 
     `phases` interleaved phases (a stride-s loop then reads each phase contiguously): [phases, N, Hp, Wp / s, C]."""
     top, left, bottom, right = pad_hw
     n, h, w, c = x.shape
-    out = np.empty((phases, n, h + top + bottom, -(-(w + left + right) // phases), c), dtype)
+    width = w + left + right
+    allocate = np.zeros if any(pad_hw) or width % phases else np.empty  # else every element is written
+    out = allocate((phases, n, h + top + bottom, -(-width // phases), c), dtype)
     _centred(x, dtype(zero_point), top, left, out)
     return out
 
