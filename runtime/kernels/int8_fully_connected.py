@@ -1,8 +1,8 @@
 """int8 fully_connected: sum(w * (x - x_zp)) over the last axis plus the int32 bias, then the output stage.
 
 Integer sums are exact in any order, so the accumulation is int8_gemm's (the rows as a 1x1 conv: a float GEMM on
-the integers, exact); what decides bit-exactness is the rule: LiteRT 2.3.0's reference FULLY_CONNECTED rounds in float64 (not gemmlowp), its
-XNNPACK delegate in float32 with ties to even. Its 16x8 form (int16 activations, int64 bias) rounds as the int8
+the integers, exact); what decides bit-exactness is the rule: LiteRT 2.3.0's reference FULLY_CONNECTED rounds
+in float64 (not gemmlowp), its XNNPACK delegate in float32 with ties to even. Its 16x8 form (int16 activations, int64 bias) rounds as the int8
 reference does (measured: 0 of 1,024 differ; gemmlowp's double rounding 38, the conv's 16-bit multiplier 40).
 """
 

@@ -17,6 +17,8 @@ then applies the rule set's requantization to them, which is where the peers dif
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 
@@ -24,6 +26,23 @@ from .int8_output import requantize_block, requantize_rows
 from .packing import packed
 
 _FLOAT32_EXACT = float(1 << 24)
+_PARALLEL_WORK = 1 << 20  # output elements below which a layer runs on one thread
+
+
+@contextlib.contextmanager
+def _threads_for(elements: int):
+    """Run a small layer's compiled loops on one thread: a parallel region costs a fork and a join, and on a busy
+    machine the join waits for a descheduled worker (measured on the shared 2-core box: 2 threads, every region
+    parallel, ran MobileNetV2 50x slower than 1 thread), so only layers with enough work use them all."""
+    threads = numba.get_num_threads()
+    if elements >= _PARALLEL_WORK or threads == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
 
 
 def operand_dtype(w_rows: np.ndarray, x_dtype: str):
@@ -105,22 +124,23 @@ def conv_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, o
     columns times the weights, then the output stage (int8_output.RowRequant `requant`). Returns NHWC `dtype`."""
     n, c = x.shape[0], x.shape[3]
     groups, depth, group_out = packed_w.shape
-    kh, kw = kernel_hw
-    rows = n * out_h * out_w
-    if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
-        cols = centred(x, x_zero_point, packed_w.dtype.type).reshape(rows, c)
-    else:
-        pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
-        cols = np.empty((rows, groups * depth), packed_w.dtype)
-        _im2col(centred(x, x_zero_point, packed_w.dtype.type, pad)[0], kh, kw, *stride, *dilation, out_h, out_w,
-                groups, cols)
-    if groups == 1:
-        acc = cols @ packed_w[0]
-    else:
-        acc = np.matmul(cols.reshape(rows, groups, depth).transpose(1, 0, 2), packed_w)
-        acc = acc.transpose(1, 0, 2).reshape(rows, groups * group_out)
-    out = np.empty((rows, groups * group_out), dtype)
-    requantize_rows(acc, bias, *requant.args, out)
+    with _threads_for(n * out_h * out_w * groups * group_out):
+        kh, kw = kernel_hw
+        rows = n * out_h * out_w
+        if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
+            cols = centred(x, x_zero_point, packed_w.dtype.type).reshape(rows, c)
+        else:
+            pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
+            cols = np.empty((rows, groups * depth), packed_w.dtype)
+            _im2col(centred(x, x_zero_point, packed_w.dtype.type, pad)[0], kh, kw, *stride, *dilation, out_h, out_w,
+                    groups, cols)
+        if groups == 1:
+            acc = cols @ packed_w[0]
+        else:
+            acc = np.matmul(cols.reshape(rows, groups, depth).transpose(1, 0, 2), packed_w)
+            acc = acc.transpose(1, 0, 2).reshape(rows, groups * group_out)
+        out = np.empty((rows, groups * group_out), dtype)
+        requantize_rows(acc, bias, *requant.args, out)
     return out.reshape(n, out_h, out_w, groups * group_out)
 
 
@@ -186,5 +206,6 @@ def depthwise(x, x_zero_point, packed_w, stride, dilation, padding, out_h, out_w
     if out_c != x.shape[3]:
         phases = np.repeat(phases, out_c // x.shape[3], axis=4)
     out = np.empty((x.shape[0], out_h, out_w, out_c), dtype)
-    _depthwise(phases, packed_w, stride[0], *dilation, out_h, out_w, bias, *requant.args, out)
+    with _threads_for(out.size):
+        _depthwise(phases, packed_w, stride[0], *dilation, out_h, out_w, bias, *requant.args, out)
     return out
