@@ -5,8 +5,8 @@ differ only in the output stage's rule ("conv2d/int16" in runtime.rules) and the
 
 Each output is sum(w * (x - x_zp)) over the window, skipping positions in the padding (so padding means the
 real value 0), plus the int32 bias, then the output stage of the run's rule. Weights are int8, symmetric,
-per output channel (or per tensor, broadcast). The compiled loop is the float kernel's loop shape with an
-integer accumulator: integer sums do not depend on order, so the rule alone decides bit-exactness.
+per output channel (or per tensor, broadcast). The sums come from int8_gemm (a float GEMM or depthwise loop on
+the integers, exact), and integer sums do not depend on order, so the rule alone decides bit-exactness.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import MccError
-from .conv import conv_accumulate
-from .int8_output import activation_bounds, output_stage, product_scale, requantize
-from .int8_registry import int8_kernel, per_tensor, quant, ruled_op
+from .int8_gemm import conv_gemm, depthwise, pack_depthwise, pack_gemm
+from .int8_output import ROW_ROUNDINGS, RowRequant, activation_bounds, product_scale
+from .int8_registry import check_rounding, int8_kernel, per_tensor, quant, ruled_op
 from .layout import from_nhwc, to_nhwc, window_output_hw
+from .packing import packed
 
 
 def weight_scales(node, w_tensor, out_channels: int, channel_axis: int) -> np.ndarray:
@@ -53,35 +54,64 @@ def int32_bias(node, bias, out_channels: int, rule) -> np.ndarray:
     return bias.astype(np.int64)
 
 
-def _conv(node, inputs, rules, w_ohwi, channel_axis):
-    x, bias = inputs[0], (inputs + [None])[2]
-    layout = node.inputs[0].layout
-    s_in, zp_in = per_tensor(node, node.inputs[0], "input")
+def layer_requant(node, weight, bias, rules, out_channels: int, channel_axis: int) -> tuple[np.ndarray, RowRequant]:
+    """The int64 bias and the output stage of a conv / fully_connected node under the run's rule, prepared once and
+    cached on the weight array (packing.packed) per rule, input and output quantization, activation, output type
+    and bias array (the entry holds the bias, so its id stays unique): an IR constant is never mutated, and a
+    weight array carries one quantization, so repeated runs of a graph skip the preparation and its checks."""
+    s_in, _ = per_tensor(node, node.inputs[0], "input")
     s_out, zp_out = per_tensor(node, node.outputs[0], "output")
-    out_c = w_ohwi.shape[0]
-    s_w = weight_scales(node, node.inputs[1], out_c, channel_axis)
-    x = to_nhwc(x, layout)
-    w_ohwi = np.ascontiguousarray(w_ohwi)
-    out_h, out_w = window_output_hw(x, node, w_ohwi.shape[1], w_ohwi.shape[2])
-    (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
-    top, left = node.attrs["padding"][:2]
     rule = rules.rule(ruled_op(node), node.name)
+    bias_quant = bias is not None and node.inputs[2].quant is not None
+    key = (f"requant:{rule.kernels}:{rule.rounding}:{s_in!r}:{s_out!r}:{zp_out}:{node.attrs['activation']}:"
+           f"{node.inputs[0].dtype}:{node.outputs[0].dtype}:{id(bias)}:{bias_quant}")
+
+    def prepare(_):
+        s_w = weight_scales(node, node.inputs[1], out_channels, channel_axis)
+        wide_bias = int32_bias(node, bias, out_channels, rule)
+        check_rounding(node, rule, *ROW_ROUNDINGS)
+        bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels, node.outputs[0].dtype,
+                                   node)
+        return bias, wide_bias, RowRequant(product_scale(s_in, s_w, s_out, rule), rule, zp_out, bounds)
+
+    return packed(weight, key, prepare)[1:]
+
+
+def _ohwi(node, w):
+    """The conv's weight as OHWI; depthwise [1,kh,kw,C*m] (NHWC) or [C*m,1,kh,kw] (NCHW) as the OHWI weight of a
+    conv with C groups, [C*m,kh,kw,1]."""
+    nhwc = node.inputs[0].layout == "NHWC"
+    if node.op == "conv2d":
+        return to_nhwc(w, node.inputs[0].layout)
+    return w.transpose(3, 1, 2, 0) if nhwc else w.transpose(0, 2, 3, 1)
+
+
+def _conv(node, inputs, rules, channel_axis):
+    x, w, bias = (inputs + [None])[:3]
+    layout = node.inputs[0].layout
+    _, zp_in = per_tensor(node, node.inputs[0], "input")
+    x = to_nhwc(x, layout)
+    w_ohwi = _ohwi(node, w)
+    out_c, kh, kw, group_c = w_ohwi.shape
+    bias, requant = layer_requant(node, w, bias, rules, out_c, channel_axis)
+    out_h, out_w = window_output_hw(x, node, kh, kw)
+    window = (node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"], out_h, out_w)
     dtype = node.outputs[0].dtype
-    acc = conv_accumulate(x, w_ohwi, np.int64(zp_in), np.int64(0), sh, sw, top, left, dh, dw, out_h, out_w)
-    acc += int32_bias(node, bias, out_c, rule)
-    scaled = requantize(acc, product_scale(s_in, s_w, s_out, rule), rule, node)
-    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels, dtype, node)
-    return [from_nhwc(output_stage(scaled, zp_out, bounds, dtype), layout)]
+    key = f"{node.op}:{layout}:{x.dtype}"
+    if node.op == "depthwise_conv2d":
+        packed_w = packed(w, f"{key}:{out_w}", lambda w: pack_depthwise(_ohwi(node, w), str(x.dtype), out_w))
+        y = depthwise(x, zp_in, packed_w, *window, bias, requant, dtype)
+    else:
+        packed_w = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))
+        y = conv_gemm(x, zp_in, packed_w, (kh, kw), *window, bias, requant, dtype)
+    return [from_nhwc(y, layout)]
 
 
 @int8_kernel("conv2d")
 def conv2d(node, inputs, rules):
-    return _conv(node, inputs, rules, to_nhwc(inputs[1], node.inputs[0].layout), 0)
+    return _conv(node, inputs, rules, 0)
 
 
 @int8_kernel("depthwise_conv2d")
 def depthwise_conv2d(node, inputs, rules):
-    w, nhwc = inputs[1], node.inputs[0].layout == "NHWC"
-    # [1,kh,kw,C*m] (NHWC) or [C*m,1,kh,kw] (NCHW) -> the OHWI weight of a conv with C groups: [C*m,kh,kw,1]
-    w_ohwi = w.transpose(3, 1, 2, 0) if nhwc else w.transpose(0, 2, 3, 1)
-    return _conv(node, inputs, rules, w_ohwi, 3 if nhwc else 0)
+    return _conv(node, inputs, rules, 3 if node.inputs[0].layout == "NHWC" else 0)

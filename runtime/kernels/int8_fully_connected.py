@@ -1,8 +1,8 @@
 """int8 fully_connected: sum(w * (x - x_zp)) over the last axis plus the int32 bias, then the output stage.
 
-Integer sums are exact in any order, so the accumulation is a numpy int64 matrix product; what decides
-bit-exactness is the rule: LiteRT 2.3.0's reference FULLY_CONNECTED rounds in float64 (not gemmlowp), its
-XNNPACK delegate in float32 with ties to even. Its 16x8 form (int16 activations, int64 bias) rounds as the int8
+Integer sums are exact in any order, so the accumulation is int8_gemm's (the rows as a 1x1 conv: a float GEMM on
+the integers, exact); what decides bit-exactness is the rule: LiteRT 2.3.0's reference FULLY_CONNECTED rounds
+in float64 (not gemmlowp), its XNNPACK delegate in float32 with ties to even. Its 16x8 form (int16 activations, int64 bias) rounds as the int8
 reference does (measured: 0 of 1,024 differ; gemmlowp's double rounding 38, the conv's 16-bit multiplier 40).
 """
 
@@ -12,9 +12,10 @@ import numpy as np
 
 from ...errors import MccError
 
-from .int8_conv import int32_bias, weight_scales
-from .int8_output import activation_bounds, output_stage, product_scale, requantize
-from .int8_registry import int8_kernel, per_tensor, ruled_op
+from .int8_conv import layer_requant, weight_scales
+from .int8_gemm import conv_gemm, pack_gemm
+from .int8_registry import int8_kernel, per_tensor
+from .packing import packed
 
 
 def _check_bias_scale(node, product_scale, s_out) -> None:
@@ -32,15 +33,14 @@ def _check_bias_scale(node, product_scale, s_out) -> None:
 def fully_connected(node, inputs, rules):
     x, w, bias = (inputs + [None])[:3]
     s_in, zp_in = per_tensor(node, node.inputs[0], "input")
-    s_out, zp_out = per_tensor(node, node.outputs[0], "output")
+    s_out, _ = per_tensor(node, node.outputs[0], "output")
     out_c = w.shape[0]
     s_w = weight_scales(node, node.inputs[1], out_c, 0)
     if bias is not None and node.inputs[1].quant.scale.size == 1:
         _check_bias_scale(node, s_in * s_w[0], s_out)
-    rule = rules.rule(ruled_op(node), node.name)
-    dtype = node.outputs[0].dtype
-    rows = x.reshape(-1, x.shape[-1]).astype(np.int64) - zp_in
-    acc = rows @ w.astype(np.int64).T + int32_bias(node, bias, out_c, rule)
-    scaled = requantize(acc, product_scale(s_in, s_w, s_out, rule), rule, node)
-    bounds = activation_bounds(node.attrs["activation"], s_out, zp_out, rule.kernels, dtype, node)
-    return [output_stage(scaled, zp_out, bounds, dtype).reshape(x.shape[:-1] + (out_c,))]
+    bias, requant = layer_requant(node, w, bias, rules, out_c, 0)
+    rows = x.reshape(1, 1, -1, x.shape[-1])  # the rows of a 1x1 conv
+    packed_w = packed(w, f"fully_connected:{x.dtype}", lambda w: pack_gemm(w[:, None, None, :], 1, str(x.dtype)))
+    y = conv_gemm(rows, zp_in, packed_w, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 1, rows.shape[2], bias, requant,
+                  node.outputs[0].dtype)
+    return [y.reshape(x.shape[:-1] + (out_c,))]

@@ -1,16 +1,24 @@
 """The output stage of the int8 kernels: scale an int32 accumulator, add the output zero point, clamp to the
 fused activation's quantized bounds. TFLite's reference kernels do this per element after the loop; XNNPACK
-fuses it into its GEMM microkernels; both are one `requantize` call here, with the rule choosing how.
+fuses it into its GEMM microkernels; here `requantize` does it on numpy arrays (element-wise ops) and
+`requantize_rows` / `requantize_block` in compiled loops (conv, depthwise, fully_connected), with the rule choosing
+how. Both compute the same integers: the compiled form repeats runtime.fixed_point's arithmetic step for step,
+numpy's semantics included (shift counts outside [0, 64), float -> int64 casts out of range giving INT64_MIN,
+int64 wrap-around), so a conv's result does not depend on which form ran.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ...errors import MccError
 from .. import fixed_point as fp
 from ..rules import Rule
 from .int8_registry import LIMITS, check_rounding
+
+# The roundings the compiled output stage implements, by code (requantize_rows' `code`).
+ROW_ROUNDINGS = ("double_rounding", "float64_round_half_away", "float32_ties_even", "reduced_multiplier_half_up")
 
 # The real interval each fused activation clamps to (None: unbounded on that side).
 ACTIVATION_RANGE = {None: (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
@@ -77,3 +85,126 @@ def requantize(acc, real, rule: Rule, node) -> np.ndarray:
     if rule.rounding == "float64_round_half_away":
         return fp.scale_round_half_away(acc, real)
     return fp.scale_float32_ties_even(acc, np.asarray(real, np.float32))
+
+
+class RowRequant:
+    """One layer's output stage, prepared once per call for the compiled loops: the rule's code, per-channel int64
+    multiplier and shift (double rounding: QuantizeMultiplier's; reduced: the 16-bit multiplier and the total
+    shift 15 - shift), float64 and float32 factors, the output zero point and the clamp bounds. `rule.rounding`
+    must be one of ROW_ROUNDINGS (check_rounding first)."""
+
+    def __init__(self, real, rule: Rule, zero_point: int, bounds: tuple[int, int]):
+        real = np.asarray(real, np.float64)
+        self.code = ROW_ROUNDINGS.index(rule.rounding)
+        multiplier, shift = fp.quantize_multiplier(real)
+        multiplier, shift = multiplier.astype(np.int64), shift.astype(np.int64)
+        if rule.rounding == "reduced_multiplier_half_up":
+            multiplier = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
+            shift = 15 - shift
+        self.args = (np.int64(self.code), multiplier, shift, real, real.astype(np.float32),
+                     np.int64(zero_point), np.int64(bounds[0]), np.int64(bounds[1]))
+
+
+@numba.njit(cache=True)
+def _shl(a, b):
+    """numpy's int64 `a << b`: counts outside [0, 64) give 0."""
+    return a << b if 0 <= b < 64 else np.int64(0)
+
+
+@numba.njit(cache=True)
+def _shr(a, b):
+    """numpy's int64 `a >> b`: counts outside [0, 64) give -1 for negative a, else 0."""
+    if 0 <= b < 64:
+        return a >> b
+    return np.int64(-1) if a < 0 else np.int64(0)
+
+
+@numba.njit(cache=True)
+def _to_int64(f):
+    """float -> int64 as numpy's astype does on x86 (cvttsd2si): NaN and values beyond int64 become INT64_MIN."""
+    if f >= -9.223372036854775808e18 and f < 9.223372036854775808e18:
+        return np.int64(f)
+    return np.int64(-9223372036854775808)
+
+
+@numba.njit(cache=True)
+def _wrap_int32(x):
+    return ((x + np.int64(2147483648)) & np.int64(0xFFFFFFFF)) - np.int64(2147483648)
+
+
+@numba.njit(cache=True)
+def _double_rounding(v, multiplier, shift):
+    """multiply_by_quantized_multiplier on one int64."""
+    x = _wrap_int32(_shl(v, shift if shift > 0 else np.int64(0)))
+    if x == -2147483648 and multiplier == -2147483648:
+        high = np.int64(2147483647)
+    else:
+        high = (x * multiplier + np.int64(1 << 30)) >> 31
+    right = -shift if shift < 0 else np.int64(0)
+    mask = _shl(np.int64(1), right) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return _shr(high, right) + (1 if (high & mask) > threshold else 0)
+
+
+@numba.njit(cache=True)
+def _round_half_away(v, real):
+    """scale_round_half_away on one int64."""
+    p = np.float64(v) * real
+    whole = np.trunc(p)
+    if abs(p - whole) >= 0.5:
+        whole += 1.0 if p > 0 else -1.0
+    return _to_int64(whole)
+
+
+@numba.njit(cache=True)
+def _reduced_multiplier(v, multiplier, total):
+    """multiply_by_reduced_multiplier on one int64, given the reduced multiplier and the total shift."""
+    return _wrap_int32(_shr(v * multiplier + _shl(np.int64(1), total - 1), total))
+
+
+@numba.njit(cache=True)
+def _clamp(q, zero_point, low, high):
+    q += zero_point
+    return min(max(q, low), high)
+
+
+@numba.njit(cache=True)
+def requantize_block(acc, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
+    """out[r, c] = clamp(scaled(acc[r, c] + bias[c]) + zero_point, low, high) for a [rows, channels] block, scaled
+    by rule `code` (ROW_ROUNDINGS) as runtime.fixed_point computes it; `acc` holds integers (int32, or float32 /
+    float64 with integer values), each converted exactly to int64 first. One loop nest per rule, so each
+    vectorises over channels."""
+    rows, channels = acc.shape
+    if code == 0:
+        for r in range(rows):
+            for c in range(channels):
+                q = _double_rounding(np.int64(acc[r, c]) + bias[c], multiplier[c], shift[c])
+                out[r, c] = _clamp(q, zero_point, low, high)
+    elif code == 1:
+        for r in range(rows):
+            for c in range(channels):
+                q = _round_half_away(np.int64(acc[r, c]) + bias[c], real[c])
+                out[r, c] = _clamp(q, zero_point, low, high)
+    elif code == 2:
+        for r in range(rows):
+            for c in range(channels):
+                q = _to_int64(np.rint(np.float32(np.int64(acc[r, c]) + bias[c]) * scale32[c]))
+                out[r, c] = _clamp(q, zero_point, low, high)
+    else:
+        for r in range(rows):
+            for c in range(channels):
+                q = _reduced_multiplier(np.int64(acc[r, c]) + bias[c], multiplier[c], shift[c])
+                out[r, c] = _clamp(q, zero_point, low, high)
+
+
+_BLOCK_ROWS = 64  # rows per parallel task: enough work to amortise the call, small enough to stay in cache
+
+
+@numba.njit(cache=True, parallel=True)
+def requantize_rows(acc, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
+    """requantize_block over a [rows, channels] accumulator, blocks of rows split across threads."""
+    rows = acc.shape[0]
+    for block in numba.prange((rows + _BLOCK_ROWS - 1) // _BLOCK_ROWS):
+        first, last = block * _BLOCK_ROWS, min(rows, (block + 1) * _BLOCK_ROWS)
+        requantize_block(acc[first:last], bias, code, multiplier, shift, real, scale32, zero_point, low, high,
+                         out[first:last])
