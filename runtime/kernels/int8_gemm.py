@@ -24,7 +24,6 @@ import numba
 import numpy as np
 
 from .int8_output import requantize_block, requantize_rows
-from .packing import packed
 
 _FLOAT32_EXACT = float(1 << 24)
 _PARALLEL_WORK = 1 << 20  # output elements below which a layer runs on one thread
