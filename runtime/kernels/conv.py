@@ -15,135 +15,144 @@ im2col and blocked SGEMM, not reproduced) keep the reference order.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from .activations import fused_activation
 from .layout import from_nhwc, to_nhwc, window_output_hw
 from ..rules import rule_set
 from .int8_registry import check_rounding
+from .packing import packed
 from .registry import kernel, require_float32
 
 
-@numba.njit(cache=True)
-def conv_accumulate(x, w, x_zero_point, zero, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w):
-    """sum(w * (x - x_zero_point)) for NHWC x [N,H,W,C] and OHWI w [O,kh,kw,C/groups]; groups = C / (C/groups).
+@intrinsic
+def fma32(typingctx, x, y, z):
+    """float32 x * y + z rounded once: LLVM's llvm.fma.f32, one vfmadd where the CPU has FMA and a correctly
+    rounded libm fmaf where it has not, so the result never depends on the machine."""
+    if not (x == y == z == types.float32):
+        return None
 
-    One loop for both number formats, in TFLite's order (filter row, column, input channel): float32 data with
-    `zero` = float32 0 accumulates in float32; int8 data with an int64 zero point and `zero` accumulates in int64.
-    The output stage (bias, requantization, activation) is the caller's."""
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
+        return builder.call(fma, args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@numba.njit(cache=True)
+def _multiply_add(total, w, x):
+    return total + w * x  # no fastmath: the product and the sum each round (LLVM does not contract them)
+
+
+@numba.njit(cache=True)
+def _fused_multiply_add(total, w, x):
+    return fma32(w, x, total)
+
+
+@numba.njit(cache=True, parallel=True)
+def _conv_loop(x, w, x_zero_point, init, step, columns_first, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+               out_h, out_w):
+    """For NHWC x [N,H,W,C] and HWIO w [kh,kw,C/groups,O]: every output element starts at init[oc] and takes
+    total = step(total, w, x - x_zero_point) once per tap, filter row, column (column, row with `columns_first`),
+    then input channel, skipping taps in the padding. The innermost loop runs across output channels, each
+    lane its own element's sequence, so SIMD changes no rounding; output rows are spread over the threads."""
     n, h, wd, c = x.shape
-    out_c, kh, kw, group_c = w.shape
-    per_group = out_c // (c // group_c)
-    acc = np.full((n, out_h, out_w, out_c), zero)
-    for b in range(n):
-        for oy in range(out_h):
-            for ox in range(out_w):
-                for oc in range(out_c):
-                    first = (oc // per_group) * group_c
-                    total = zero
-                    for ky in range(kh):
-                        iy = oy * stride_h - pad_top + ky * dil_h
-                        if iy < 0 or iy >= h:
-                            continue
-                        for kx in range(kw):
-                            ix = ox * stride_w - pad_left + kx * dil_w
-                            if ix < 0 or ix >= wd:
-                                continue
-                            for ic in range(group_c):
-                                total += w[oc, ky, kx, ic] * (x[b, iy, ix, first + ic] - x_zero_point)
-                    acc[b, oy, ox, oc] = total
-    return acc
-
-
-@numba.njit(cache=True)
-def _fma32(x, y, z):
-    """float32(x * y + z) rounded once, for float32 values given as float64 (fixed_point.fma_float32's method:
-    the product is exact in float64, the sum is made round-to-odd, which then rounds to float32 correctly)."""
-    product = x * y
-    total = product + z
-    z_part = total - product
-    error = (product - (total - z_part)) + (z - z_part)
-    if error != 0.0:
-        mantissa, _ = math.frexp(total)
-        if np.int64(mantissa * 9007199254740992.0) % 2 == 0:  # the last bit of the float64 sum is even
-            total = np.nextafter(total, np.inf if error > 0 else -np.inf)
-    return np.float32(total)
-
-
-@numba.njit(cache=True)
-def conv_fma_bias_first(x, w, bias, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w,
-                        columns_first):
-    """XNNPACK's f32 convolution: the accumulator starts at the bias and takes one fused multiply-add per tap in
-    order, filter row, column, then input channel; with `columns_first` the taps go column by column (see
-    _xnnpack_columns_first). Padding taps are skipped (XNNPACK reads zeros: acc + 0 * w = acc)."""
-    n, h, wd, c = x.shape
-    out_c, kh, kw, group_c = w.shape
-    per_group = out_c // (c // group_c)
-    acc = np.empty((n, out_h, out_w, out_c), np.float32)
-    taps = kh * kw
-    for b in range(n):
-        for oy in range(out_h):
-            for ox in range(out_w):
-                for oc in range(out_c):
-                    first = (oc // per_group) * group_c
-                    total = np.float32(bias[oc])
-                    for t in range(taps):
-                        ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
-                        iy = oy * stride_h - pad_top + ky * dil_h
-                        ix = ox * stride_w - pad_left + kx * dil_w
-                        if iy < 0 or iy >= h or ix < 0 or ix >= wd:
-                            continue
+    kh, kw, group_c, out_c = w.shape
+    groups = c // group_c
+    per_group = out_c // groups
+    acc = np.empty((n, out_h, out_w, out_c), init.dtype)
+    for row in numba.prange(n * out_h):
+        b, oy = row // out_h, row % out_h
+        for ox in range(out_w):
+            total = acc[b, oy, ox]
+            for oc in range(out_c):  # explicit loops: a slice assignment here becomes a nested parfor
+                total[oc] = init[oc]
+            for t in range(kh * kw):
+                ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
+                iy = oy * stride_h - pad_top + ky * dil_h
+                ix = ox * stride_w - pad_left + kx * dil_w
+                if iy < 0 or iy >= h or ix < 0 or ix >= wd:
+                    continue
+                pixel, tap = x[b, iy, ix], w[ky, kx]
+                if group_c == 1 and per_group == 1:  # depthwise, multiplier 1
+                    for oc in range(out_c):
+                        total[oc] = step(total[oc], tap[0, oc], pixel[oc] - x_zero_point)
+                elif group_c == 1:  # depthwise: output channel oc reads input channel oc // multiplier
+                    for oc in range(out_c):
+                        total[oc] = step(total[oc], tap[0, oc], pixel[oc // per_group] - x_zero_point)
+                else:
+                    for g in range(groups):
                         for ic in range(group_c):
-                            total = _fma32(np.float64(w[oc, ky, kx, ic]), np.float64(x[b, iy, ix, first + ic]),
-                                           np.float64(total))
-                    acc[b, oy, ox, oc] = total
+                            value = pixel[g * group_c + ic] - x_zero_point
+                            first = g * per_group
+                            for j in range(per_group):  # range(first, ...) would not vectorise
+                                total[first + j] = step(total[first + j], tap[ic, first + j], value)
     return acc
 
 
-def _xnnpack_columns_first(node, x, w_ohwi) -> bool:
+def conv_accumulate(x, w, x_zero_point, zero, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w):
+    """sum(w * (x - x_zero_point)) for NHWC x [N,H,W,C] and OHWI w [O,kh,kw,C/groups], in TFLite's order (filter
+    row, column, input channel): int8 data with an int64 zero point and `zero` accumulates in int64 (int8_conv),
+    float32 data with float32 zeros in float32. The output stage (bias, requantization, activation) is the
+    caller's."""
+    w_hwio = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    init = np.full(w.shape[0], zero)
+    return _conv_loop(x, w_hwio, x_zero_point, init, _multiply_add, False, stride_h, stride_w, pad_top, pad_left,
+                      dil_h, dil_w, out_h, out_w)
+
+
+def _xnnpack_columns_first(node, x, w_hwio) -> bool:
     """Whether XNNPACK walks this conv's taps column-major: a depthwise conv with multiplier 1 and at most 25 taps
     (its single-pass DWCONV, whose indirection buffer is column-major). Measured on LiteRT 2.3.0: 3x3, 4x4 and
     5x5 column-major; 6x6, 7x7 (multi-pass) and multiplier 2 row-major, as IGEMM convs are."""
-    kh, kw = w_ohwi.shape[1:3]
-    return node.op == "depthwise_conv2d" and w_ohwi.shape[0] == x.shape[3] and kh * kw <= 25
+    kh, kw, _, out_c = w_hwio.shape
+    return node.op == "depthwise_conv2d" and out_c == x.shape[3] and kh * kw <= 25
 
 
-def _conv(node, x, w_ohwi, bias, rules):
+def _conv(node, x, w_hwio, bias, rules):
     """Run the accumulation on NHWC data in the rule set's order, apply the fused activation, return in the node's
     layout."""
     layout = node.inputs[0].layout
-    x, w_ohwi = to_nhwc(x, layout), np.ascontiguousarray(w_ohwi)
-    out_h, out_w = window_output_hw(x, node, w_ohwi.shape[1], w_ohwi.shape[2])
+    x = to_nhwc(x, layout)
+    out_h, out_w = window_output_hw(x, node, w_hwio.shape[0], w_hwio.shape[1])
     if bias is None:
-        bias = np.zeros(w_ohwi.shape[0], np.float32)  # TFLite adds 0.0f when there is no bias
+        bias = np.zeros(w_hwio.shape[3], np.float32)  # TFLite adds 0.0f when there is no bias
     (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
     top, left = node.attrs["padding"][:2]
     rule = rule_set(rules).rules.get("float_conv")
     if rule is not None:
         check_rounding(node, rule, "float32_multiply_add_bias_last", "float32_fma_bias_first")
     if rule is not None and rule.rounding == "float32_fma_bias_first":
-        acc = conv_fma_bias_first(x, w_ohwi, np.asarray(bias, np.float32), sh, sw, top, left, dh, dw, out_h, out_w,
-                                  _xnnpack_columns_first(node, x, w_ohwi))
+        acc = _conv_loop(x, w_hwio, np.float32(0), np.ascontiguousarray(bias), _fused_multiply_add,
+                         _xnnpack_columns_first(node, x, w_hwio), sh, sw, top, left, dh, dw, out_h, out_w)
     else:
-        zero = np.float32(0)
-        acc = conv_accumulate(x, w_ohwi, zero, zero, sh, sw, top, left, dh, dw, out_h, out_w) + bias  # sum, then bias
+        zeros = np.zeros(w_hwio.shape[3], np.float32)
+        acc = _conv_loop(x, w_hwio, np.float32(0), zeros, _multiply_add, False, sh, sw, top, left, dh, dw, out_h,
+                         out_w) + bias  # sum, then bias
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
+
+
+def _hwio(w, axes):
+    return np.ascontiguousarray(w.transpose(axes))
 
 
 @kernel("conv2d", ruled=True)
 def conv2d(node, inputs, rules=None):
     x, w, bias = (inputs + [None])[:3]
     require_float32(node, x, w, bias)
-    return _conv(node, x, to_nhwc(w, node.inputs[0].layout), bias, rules)
+    axes = (1, 2, 3, 0) if node.inputs[0].layout == "NHWC" else (2, 3, 1, 0)  # OHWI or OIHW -> HWIO
+    return _conv(node, x, packed(w, f"conv2d hwio {axes}", lambda w: _hwio(w, axes)), bias, rules)
 
 
 @kernel("depthwise_conv2d", ruled=True)
 def depthwise_conv2d(node, inputs, rules=None):
     x, w, bias = (inputs + [None])[:3]
     require_float32(node, x, w, bias)
-    # [1,kh,kw,C*m] (NHWC) or [C*m,1,kh,kw] (NCHW) -> the OHWI weight of a conv with C groups: [C*m,kh,kw,1]
-    w_ohwi = w.transpose(3, 1, 2, 0) if node.inputs[0].layout == "NHWC" else w.transpose(0, 2, 3, 1)
-    return _conv(node, x, w_ohwi, bias, rules)
+    # [1,kh,kw,C*m] (NHWC) or [C*m,1,kh,kw] (NCHW) -> the HWIO weight of a conv with C groups: [kh,kw,1,C*m]
+    axes = (1, 2, 0, 3) if node.inputs[0].layout == "NHWC" else (2, 3, 1, 0)
+    return _conv(node, x, packed(w, f"depthwise hwio {axes}", lambda w: _hwio(w, axes)), bias, rules)
