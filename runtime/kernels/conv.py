@@ -55,23 +55,24 @@ def _fused_multiply_add(total, w, x):
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv_loop(x, w, x_zero_point, init, step, columns_first, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
-               out_h, out_w):
-    """For NHWC x [N,H,W,C] and HWIO w [kh,kw,C/groups,O]: every output element starts at init[oc] and takes
-    total = step(total, w, x - x_zero_point) once per tap, filter row, column (column, row with `columns_first`),
-    then input channel, skipping taps in the padding. The innermost loop runs across output channels, each
+def _conv_loop(x, w, x_zero_point, bias, bias_first, step, columns_first, stride_h, stride_w, pad_top, pad_left,
+               dil_h, dil_w, out_h, out_w):
+    """For NHWC x [N,H,W,C] and HWIO w [kh,kw,C/groups,O]: every output element starts at bias[oc] (`bias_first`)
+    or 0, takes total = step(total, w, x - x_zero_point) once per tap, filter row, column (column, row with
+    `columns_first`), then input channel, skipping taps in the padding, and then (not `bias_first`) adds bias[oc]. The innermost loop runs across output channels, each
     lane its own element's sequence, so SIMD changes no rounding; output rows are spread over the threads."""
     n, h, wd, c = x.shape
     kh, kw, group_c, out_c = w.shape
     groups = c // group_c
     per_group = out_c // groups
-    acc = np.empty((n, out_h, out_w, out_c), init.dtype)
+    acc = np.empty((n, out_h, out_w, out_c), bias.dtype)
+    zero = bias.dtype.type(0)
     for row in numba.prange(n * out_h):
         b, oy = row // out_h, row % out_h
         for ox in range(out_w):
             total = acc[b, oy, ox]
             for oc in range(out_c):  # explicit loops: a slice assignment here becomes a nested parfor
-                total[oc] = init[oc]
+                total[oc] = bias[oc] if bias_first else zero
             for t in range(kh * kw):
                 ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
                 iy = oy * stride_h - pad_top + ky * dil_h
@@ -92,6 +93,9 @@ def _conv_loop(x, w, x_zero_point, init, step, columns_first, stride_h, stride_w
                             first = g * per_group
                             for j in range(per_group):  # range(first, ...) would not vectorise
                                 total[first + j] = step(total[first + j], tap[ic, first + j], value)
+            if not bias_first:
+                for oc in range(out_c):
+                    total[oc] = total[oc] + bias[oc]
     return acc
 
 
@@ -101,9 +105,8 @@ def conv_accumulate(x, w, x_zero_point, zero, stride_h, stride_w, pad_top, pad_l
     float32 data with float32 zeros in float32. The output stage (bias, requantization, activation) is the
     caller's."""
     w_hwio = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
-    init = np.full(w.shape[0], zero)
-    return _conv_loop(x, w_hwio, x_zero_point, init, _multiply_add, False, stride_h, stride_w, pad_top, pad_left,
-                      dil_h, dil_w, out_h, out_w)
+    return _conv_loop(x, w_hwio, x_zero_point, np.full(w.shape[0], zero), True, _multiply_add, False, stride_h,
+                      stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w)
 
 
 def _xnnpack_columns_first(node, x, w_hwio) -> bool:
@@ -127,13 +130,10 @@ def _conv(node, x, w_hwio, bias, rules):
     rule = rule_set(rules).rules.get("float_conv")
     if rule is not None:
         check_rounding(node, rule, "float32_multiply_add_bias_last", "float32_fma_bias_first")
-    if rule is not None and rule.rounding == "float32_fma_bias_first":
-        acc = _conv_loop(x, w_hwio, np.float32(0), np.ascontiguousarray(bias), _fused_multiply_add,
-                         _xnnpack_columns_first(node, x, w_hwio), sh, sw, top, left, dh, dw, out_h, out_w)
-    else:
-        zeros = np.zeros(w_hwio.shape[3], np.float32)
-        acc = _conv_loop(x, w_hwio, np.float32(0), zeros, _multiply_add, False, sh, sw, top, left, dh, dw, out_h,
-                         out_w) + bias  # sum, then bias
+    fma = rule is not None and rule.rounding == "float32_fma_bias_first"
+    acc = _conv_loop(x, w_hwio, np.float32(0), np.ascontiguousarray(bias), fma,
+                     _fused_multiply_add if fma else _multiply_add, fma and _xnnpack_columns_first(node, x, w_hwio),
+                     sh, sw, top, left, dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
 
