@@ -3,16 +3,18 @@
 The loop follows TFLite's float reference Conv: for each output element it sums input*filter in float32 over
 filter row, filter column, then input channel (skipping positions in the padding), and adds the bias after
 the sum. A depthwise conv with multiplier m is the grouped conv with one input channel per group (output
-channel c*m + j reads input channel c, exactly TFLite's depthwise indexing), so both ops share the loop and
-numba compiles one signature. The accumulation stays separate from the output stage so that integer kernels
-can reuse the structure with an int32 accumulator and a requantizing output stage.
+channel c*m + j reads input channel c, exactly TFLite's depthwise indexing), so both ops share the loop.
+int8_conv reuses it (conv_accumulate) with an int64 accumulator and its own requantizing output stage.
 
 In a float island of an int8 model (a layer `--fallback float` keeps float) the QUANTIZE after the conv turns a
 last-bit difference into a code, so the kernel sums as the run's peer does (runtime.rules, key "float_conv"):
-TFLite's reference order above, or XNNPACK's (conv_fma_bias_first). Rule sets without the key (onnxruntime: MLAS
-im2col and blocked SGEMM, not reproduced) keep the reference order.
-"""
+TFLite's reference order above, or XNNPACK's (bias first, one fused multiply-add per tap). Rule sets without the
+key (onnxruntime: MLAS im2col and blocked SGEMM, not reproduced) keep the reference order.
 
+Speed without reordering: XNNPACK and MLAS vectorise along the reduction (input channels) and so change the sum;
+mcc puts the SIMD lanes across independent output elements (output channels, or pixels for a narrow pointwise
+conv), so every element keeps its exact sequence of float32 operations, and packs weights once (packing.packed).
+"""
 from __future__ import annotations
 
 import numba
