@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .activations import fused_activation
 from .layout import from_nhwc, to_nhwc, window_output_hw
@@ -46,23 +46,27 @@ def fma32(typingctx, x, y, z):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-@numba.njit(cache=True)
-def _multiply_add(total, w, x):
-    return total + w * x  # no fastmath: the product and the sum each round (LLVM does not contract them)
+def _step(total, w, x, fused):
+    """total + w * x, each rounded (no fastmath: LLVM does not contract them), or with `fused` (float32 only)
+    one fused multiply-add. A flag rather than a function argument: numba's disk cache cannot key a signature
+    that holds a function, so every process would recompile the loops."""
 
 
-@numba.njit(cache=True)
-def _fused_multiply_add(total, w, x):
-    return fma32(w, x, total)
+@overload(_step)
+def _step_overload(total, w, x, fused):
+    if total == types.float32:
+        return lambda total, w, x, fused: fma32(w, x, total) if fused else total + w * x
+    return lambda total, w, x, fused: total + w * x
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv_loop(x, w, x_zero_point, bias, bias_first, step, columns_first, stride_h, stride_w, pad_top, pad_left,
+def _conv_loop(x, w, x_zero_point, bias, bias_first, fused, columns_first, stride_h, stride_w, pad_top, pad_left,
                dil_h, dil_w, out_h, out_w):
     """For NHWC x [N,H,W,C] and HWIO w [kh,kw,C/groups,O]: every output element starts at bias[oc] (`bias_first`)
-    or 0, takes total = step(total, w, x - x_zero_point) once per tap, filter row, column (column, row with
-    `columns_first`), then input channel, skipping taps in the padding, and then (not `bias_first`) adds bias[oc]. The innermost loop runs across output channels, each
-    lane its own element's sequence, so SIMD changes no rounding; output rows are spread over the threads."""
+    or 0, takes total = _step(total, w, x - x_zero_point, fused) once per tap, filter row, column (column, row with
+    `columns_first`), then input channel, skipping taps in the padding, and then (not `bias_first`) adds bias[oc].
+    The innermost loop runs across output channels, each lane its own element's sequence, so SIMD changes no
+    rounding; output rows are spread over the threads."""
     n, h, wd, c = x.shape
     kh, kw, group_c, out_c = w.shape
     groups = c // group_c
@@ -84,17 +88,17 @@ def _conv_loop(x, w, x_zero_point, bias, bias_first, step, columns_first, stride
                 pixel, tap = x[b, iy, ix], w[ky, kx]
                 if group_c == 1 and per_group == 1:  # depthwise, multiplier 1
                     for oc in range(out_c):
-                        total[oc] = step(total[oc], tap[0, oc], pixel[oc] - x_zero_point)
+                        total[oc] = _step(total[oc], tap[0, oc], pixel[oc] - x_zero_point, fused)
                 elif group_c == 1:  # depthwise: output channel oc reads input channel oc // multiplier
                     for oc in range(out_c):
-                        total[oc] = step(total[oc], tap[0, oc], pixel[oc // per_group] - x_zero_point)
+                        total[oc] = _step(total[oc], tap[0, oc], pixel[oc // per_group] - x_zero_point, fused)
                 else:
                     for g in range(groups):
                         for ic in range(group_c):
                             value = pixel[g * group_c + ic] - x_zero_point
                             first = g * per_group
                             for j in range(per_group):  # range(first, ...) would not vectorise
-                                total[first + j] = step(total[first + j], tap[ic, first + j], value)
+                                total[first + j] = _step(total[first + j], tap[ic, first + j], value, fused)
             if not bias_first:
                 for oc in range(out_c):
                     total[oc] = total[oc] + bias[oc]
@@ -106,7 +110,7 @@ _NARROW = 64  # below this many output channels a pointwise conv runs with its l
 
 
 @numba.njit(cache=True, parallel=True)
-def _pointwise_pixel_lanes(x, w, bias, bias_first, step):
+def _pointwise_pixel_lanes(x, w, bias, fused):
     """_conv_loop's arithmetic for a 1x1 conv with stride 1, no padding and one group, the SIMD lanes across a
     block of output pixels instead of output channels: a projection to 16..32 channels gives the channel loop too
     few iterations for a vector (measured 2-3x slower per MAC than wide layers). Each lane is still one output
@@ -126,14 +130,14 @@ def _pointwise_pixel_lanes(x, w, bias, bias_first, step):
                 columns[ic, q] = flat[first + q, ic]
         lanes = np.empty(_LANES, np.float32)
         for oc in range(out_c):
-            start = bias[oc] if bias_first else zero
+            start = bias[oc] if fused else zero
             for q in range(m):
                 lanes[q] = start
             for ic in range(c):
                 weight, column = w[0, 0, ic, oc], columns[ic]
                 for q in range(m):
-                    lanes[q] = step(lanes[q], weight, column[q])
-            if not bias_first:
+                    lanes[q] = _step(lanes[q], weight, column[q], fused)
+            if not fused:  # XNNPACK's order starts at the bias, TFLite's adds it last
                 for q in range(m):
                     lanes[q] = lanes[q] + bias[oc]
             for q in range(m):
@@ -147,7 +151,7 @@ def conv_accumulate(x, w, x_zero_point, zero, stride_h, stride_w, pad_top, pad_l
     float32 data with float32 zeros in float32. The output stage (bias, requantization, activation) is the
     caller's."""
     w_hwio = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
-    return _conv_loop(x, w_hwio, x_zero_point, np.full(w.shape[0], zero), True, _multiply_add, False, stride_h,
+    return _conv_loop(x, w_hwio, x_zero_point, np.full(w.shape[0], zero), True, False, False, stride_h,
                       stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w)
 
 
@@ -173,12 +177,12 @@ def _conv(node, x, w_hwio, bias, rules):
     if rule is not None:
         check_rounding(node, rule, "float32_multiply_add_bias_last", "float32_fma_bias_first")
     fma = rule is not None and rule.rounding == "float32_fma_bias_first"
-    bias, step = np.ascontiguousarray(bias), _fused_multiply_add if fma else _multiply_add
+    bias = np.ascontiguousarray(bias)
     kh, kw, group_c, out_c = w_hwio.shape
     if (kh, kw, sh, sw, group_c) == (1, 1, 1, 1, x.shape[3]) and not any(node.attrs["padding"]) and out_c < _NARROW:
-        acc = _pointwise_pixel_lanes(x, w_hwio, bias, fma, step)
+        acc = _pointwise_pixel_lanes(x, w_hwio, bias, fma)
     else:
-        acc = _conv_loop(x, w_hwio, np.float32(0), bias, fma, step, fma and _xnnpack_columns_first(node, x, w_hwio),
+        acc = _conv_loop(x, w_hwio, np.float32(0), bias, fma, fma, fma and _xnnpack_columns_first(node, x, w_hwio),
                          sh, sw, top, left, dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
