@@ -4,7 +4,6 @@ The loop follows TFLite's float reference Conv: for each output element it sums 
 filter row, filter column, then input channel (skipping positions in the padding), and adds the bias after
 the sum. A depthwise conv with multiplier m is the grouped conv with one input channel per group (output
 channel c*m + j reads input channel c, exactly TFLite's depthwise indexing), so both ops share the loop.
-int8_conv reuses it (conv_accumulate) with an int64 accumulator and its own requantizing output stage.
 
 In a float island of an int8 model (a layer `--fallback float` keeps float) the QUANTIZE after the conv turns a
 last-bit difference into a code, so the kernel sums as the run's peer does (runtime.rules, key "float_conv"):
@@ -60,10 +59,10 @@ def _step_overload(total, w, x, fused):
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv_loop(x, w, x_zero_point, bias, bias_first, fused, columns_first, stride_h, stride_w, pad_top, pad_left,
+def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w, pad_top, pad_left,
                dil_h, dil_w, out_h, out_w):
     """For NHWC x [N,H,W,C] and HWIO w [kh,kw,C/groups,O]: every output element starts at bias[oc] (`bias_first`)
-    or 0, takes total = _step(total, w, x - x_zero_point, fused) once per tap, filter row, column (column, row with
+    or 0, takes total = _step(total, w, x, fused) once per tap, filter row, column (column, row with
     `columns_first`), then input channel, skipping taps in the padding, and then (not `bias_first`) adds bias[oc].
     The innermost loop runs across output channels, each lane its own element's sequence, so SIMD changes no
     rounding; output rows are spread over the threads."""
@@ -88,14 +87,14 @@ def _conv_loop(x, w, x_zero_point, bias, bias_first, fused, columns_first, strid
                 pixel, tap = x[b, iy, ix], w[ky, kx]
                 if group_c == 1 and per_group == 1:  # depthwise, multiplier 1
                     for oc in range(out_c):
-                        total[oc] = _step(total[oc], tap[0, oc], pixel[oc] - x_zero_point, fused)
+                        total[oc] = _step(total[oc], tap[0, oc], pixel[oc], fused)
                 elif group_c == 1:  # depthwise: output channel oc reads input channel oc // multiplier
                     for oc in range(out_c):
-                        total[oc] = _step(total[oc], tap[0, oc], pixel[oc // per_group] - x_zero_point, fused)
+                        total[oc] = _step(total[oc], tap[0, oc], pixel[oc // per_group], fused)
                 else:
                     for g in range(groups):
                         for ic in range(group_c):
-                            value = pixel[g * group_c + ic] - x_zero_point
+                            value = pixel[g * group_c + ic]
                             first = g * per_group
                             for j in range(per_group):  # range(first, ...) would not vectorise
                                 total[first + j] = _step(total[first + j], tap[ic, first + j], value, fused)
@@ -145,16 +144,6 @@ def _pointwise_pixel_lanes(x, w, bias, fused):
     return acc.reshape(n, h, wd, out_c)
 
 
-def conv_accumulate(x, w, x_zero_point, zero, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w):
-    """sum(w * (x - x_zero_point)) for NHWC x [N,H,W,C] and OHWI w [O,kh,kw,C/groups], in TFLite's order (filter
-    row, column, input channel): int8 data with an int64 zero point and `zero` accumulates in int64 (int8_conv),
-    float32 data with float32 zeros in float32. The output stage (bias, requantization, activation) is the
-    caller's."""
-    w_hwio = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
-    return _conv_loop(x, w_hwio, x_zero_point, np.full(w.shape[0], zero), True, False, False, stride_h,
-                      stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w)
-
-
 def _xnnpack_columns_first(node, x, w_hwio) -> bool:
     """Whether XNNPACK walks this conv's taps column-major: a depthwise conv with multiplier 1 and at most 25 taps
     (its single-pass DWCONV, whose indirection buffer is column-major). Measured on LiteRT 2.3.0: 3x3, 4x4 and
@@ -182,7 +171,7 @@ def _conv(node, x, w_hwio, bias, rules):
     if (kh, kw, sh, sw, group_c) == (1, 1, 1, 1, x.shape[3]) and not any(node.attrs["padding"]) and out_c < _NARROW:
         acc = _pointwise_pixel_lanes(x, w_hwio, bias, fma)
     else:
-        acc = _conv_loop(x, w_hwio, np.float32(0), bias, fma, fma, fma and _xnnpack_columns_first(node, x, w_hwio),
+        acc = _conv_loop(x, w_hwio, bias, fma, fma, fma and _xnnpack_columns_first(node, x, w_hwio),
                          sh, sw, top, left, dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
