@@ -37,6 +37,11 @@ class MinMaxObserver:
         if x.size:
             self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
 
+    def update_batches(self, x: np.ndarray, batch: int) -> None:
+        """Update with `x`, several model batches of `batch` samples joined: at once, as the extremes do not
+        depend on how the values are grouped."""
+        self.update(x)
+
     def range(self) -> tuple[float, float]:
         if self.lo > self.hi:  # nothing finite was seen
             return 0.0, 0.0
@@ -72,6 +77,12 @@ class Histogram(MinMaxObserver):
         grown = np.zeros(last - first + 1, np.int64)
         grown[self.first - first:self.first - first + self.counts.size] = self.counts
         self.first, self.counts = first, grown + np.bincount(k - first, minlength=grown.size)
+
+    def update_batches(self, x: np.ndarray, batch: int) -> None:
+        """Update batch by batch, in order: the first batch fixes the bin width and later ones widen it, so the
+        counts depend on the grouping, and calibrating in larger runs must not change the ranges."""
+        for i in range(0, len(x), batch):
+            self.update(x[i:i + batch])
 
     def _double_width(self) -> None:
         """Merge bins pairwise: bin k of width w lies inside bin floor(k / 2) of width 2w."""
