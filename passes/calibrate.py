@@ -41,11 +41,12 @@ def calibration_batches(graph: Graph, arrays: dict[str, np.ndarray] | None) -> l
     return [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n - n % batch, batch)]
 
 
-def activations(graph: Graph) -> list[Tensor]:
-    """The float32 tensors that carry data at run time (graph inputs and node outputs), in graph order."""
+def activations(graph: Graph, all_dtypes: bool = False) -> list[Tensor]:
+    """The float32 (with `all_dtypes`, all) tensors that carry data at run time (graph inputs and node outputs), in
+    graph order."""
     out, seen = [], set()
     for t in graph.inputs + [o for n in graph.nodes for o in n.outputs]:
-        if t.dtype == "float32" and id(t) not in seen:
+        if (all_dtypes or t.dtype == "float32") and id(t) not in seen:
             seen.add(id(t))
             out.append(t)
     return out
@@ -59,29 +60,33 @@ CHUNK_SAMPLES = 64
 
 def chunk_batches(graph: Graph) -> int:
     """How many model batches one run of the re-batched graph takes: CHUNK_SAMPLES samples at most, and no more
-    than CHUNK_BYTES of activations (all of them, an upper bound on what is live at once)."""
+    than CHUNK_BYTES of activations (all of them, an upper bound on what is live at once, or kept with keep_all)."""
     batch = graph.inputs[0].shape[0]
-    per_batch = sum(t.nbytes for t in activations(graph)) or 1
+    per_batch = sum(t.nbytes for t in activations(graph, all_dtypes=True)) or 1
     return max(1, min(CHUNK_SAMPLES // batch, CHUNK_BYTES // per_batch))
 
 
-def in_chunks(graph: Graph, batches: list[dict], progress=None):
+def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tuple = ()):
     """Yield (graph, feeds, k): `graph` re-batched to k model batches (runtime.plan.rebatch) and the k batches'
-    feeds joined, covering `batches` in order. A graph that cannot be re-batched runs batch by batch (k = 1), and
-    `progress` says why."""
-    size = min(chunk_batches(graph), len(batches))
-    graphs = {1: graph}
+    feeds joined, covering `batches` in order; with `companions` (graphs that run on the same samples, the same
+    batch size), (graph, feeds, k, companions re-batched alike). Where a graph cannot be re-batched all run batch
+    by batch (k = 1), and `progress` says why."""
+    graphs = (graph, *companions)
+    size = min(min(chunk_batches(g) for g in graphs), len(batches))
+    made = {1: graphs}
     for start in range(0, len(batches), max(size, 1)):
         part = batches[start:start + size]
         k = len(part)
-        if k not in graphs:
-            graphs[k], reason = rebatch(graph, k * graph.inputs[0].shape[0])
-            if graphs[k] is None and progress is not None:
+        if k not in made:
+            tried = [rebatch(g, k * g.inputs[0].shape[0]) for g in graphs]
+            reason = next((why for g, why in tried if g is None), None)
+            made[k] = None if reason else tuple(g for g, _ in tried)
+            if reason and progress is not None:
                 progress.say(f"running batch by batch: the graph cannot be re-batched ({reason})")
-        if graphs[k] is None:
-            yield from ((graph, feeds, 1) for feeds in part)
-        else:
-            yield graphs[k], {name: np.concatenate([b[name] for b in part]) for name in part[0]} if k > 1 else part[0], k
+        runs = [(made[1], feeds, 1) for feeds in part] if made[k] is None else [
+            (made[k], {name: np.concatenate([b[name] for b in part]) for name in part[0]} if k > 1 else part[0], k)]
+        for gs, feeds, n in runs:
+            yield (gs[0], feeds, n, gs[1:]) if companions else (gs[0], feeds, n)
 
 
 def split_batches(values: list[np.ndarray], k: int) -> list[list[np.ndarray]]:
