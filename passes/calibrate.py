@@ -160,13 +160,19 @@ def output_sqnr_db(reference: Graph | list, graph: Graph, batches: list[dict], r
     """10 log10(signal / noise) of `graph`'s outputs against `reference`'s over `batches` (all outputs
     pooled); the graphs take the same float feeds and have their outputs in the same order. `reference` may be
     given as its reference_outputs on `batches`."""
-    signal = noise = 0.0
-    wants = iter(reference_outputs(reference, batches) if isinstance(reference, Graph) else reference)
+    wants = reference_outputs(reference, batches) if isinstance(reference, Graph) else reference
+    gots = []
     for g, feeds, k in in_chunks(graph, batches):
-        for got in split_batches(real_outputs(g, run(g, graph_feeds(g, feeds, rules), rules=rules)), k):
-            want = next(wants)
-            signal += sum(float(np.sum(w ** 2)) for w in want)
-            noise += sum(float(np.sum((w - o) ** 2)) for w, o in zip(want, got))
+        gots.extend(split_batches(real_outputs(g, run(g, graph_feeds(g, feeds, rules), rules=rules)), k))
+    return outputs_sqnr_db(wants, gots)
+
+
+def outputs_sqnr_db(wants: list[list[np.ndarray]], gots: list[list[np.ndarray]]) -> float:
+    """output_sqnr_db from both graphs' real outputs per batch."""
+    signal = noise = 0.0
+    for want, got in zip(wants, gots):
+        signal += sum(float(np.sum(w ** 2)) for w in want)
+        noise += sum(float(np.sum((w - g) ** 2)) for w, g in zip(want, got))
     return sqnr_db(signal, noise)
 
 

@@ -79,10 +79,17 @@ class Histogram(MinMaxObserver):
         self.first, self.counts = first, grown + np.bincount(k - first, minlength=grown.size)
 
     def update_batches(self, x: np.ndarray, batch: int) -> None:
-        """Update batch by batch, in order: the first batch fixes the bin width and later ones widen it, so the
-        counts depend on the grouping, and calibrating in larger runs must not change the ranges."""
-        for i in range(0, len(x), batch):
-            self.update(x[i:i + batch])
+        """The same histogram as updating batch by batch, in order, at the cost of one update: only the first
+        batch with finite values depends on the grouping (it fixes the first bin width). After it, widening is
+        the smallest power of two at which the extremes seen so far span fewer than MAX_BINS bins, and a bin of
+        width 2w holds exactly bins 2k and 2k + 1 of width w (floor(x / 2w) = floor(floor(x / w) / 2)), so one
+        update with the rest gives the counts that one update per batch would."""
+        start = 0
+        while self.exponent is None and start < len(x):
+            self.update(x[start:start + batch])
+            start += batch
+        if start < len(x):
+            self.update(x[start:])
 
     def _double_width(self) -> None:
         """Merge bins pairwise: bin k of width w lies inside bin floor(k / 2) of width 2w."""

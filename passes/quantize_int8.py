@@ -96,7 +96,7 @@ from ..runtime.fixed_point import bias_bound, round_half_away
 from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from .bias_correction import DEFAULT_BIAS_CORRECTION, correct_biases
 from .calibrate import (activations, calibration_batches, json_db, observe_ranges, output_sqnr_db,
-                        reference_outputs)
+                        outputs_sqnr_db, reference_outputs)
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
 
@@ -534,8 +534,9 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
         if opts.note_sqnr and want is None:
             want = reference_outputs(float_graph, batches)
         before = output_sqnr_db(want, graph, batches) if opts.note_sqnr else float("nan")
-        layers = correct_biases(float_graph, graph, batches)
-        after = output_sqnr_db(want, graph, batches) if opts.note_sqnr else float("nan")
+        got = []
+        layers = correct_biases(float_graph, graph, batches, outputs=got)
+        after = outputs_sqnr_db(want, got) if opts.note_sqnr else float("nan")
         ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": json_db(before),
                                      "sqnr_db_after": json_db(after)})
     else:
