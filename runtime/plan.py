@@ -76,7 +76,9 @@ class Plan:
     """A graph's run order, each node's kernel, and after which step each value is read for the last time."""
 
     def __init__(self, graph: Graph):
-        self.graph = graph
+        # the graph's tensors, not the graph: the cache holds plans weakly keyed by their graph, which a plan
+        # referring to it would keep alive for good
+        self.inputs, self.outputs = list(graph.inputs), list(graph.outputs)
         self.signature = _signature(graph)
         nodes = _order(graph)
         self.steps = [(node, kernel_for(node)) for node in nodes]
@@ -97,10 +99,9 @@ class Plan:
     def run(self, feeds: dict[str, np.ndarray], keep_all: bool = False, rules=None, observe=None) -> dict:
         """See interpreter.run."""
         rules = rule_set(rules)
-        graph = self.graph
-        values = {t.name: np.asarray(feeds[t.name]) for t in graph.inputs}
+        values = {t.name: np.asarray(feeds[t.name]) for t in self.inputs}
         if observe is not None:
-            for t in graph.inputs:
+            for t in self.inputs:
                 observe(t, values[t.name])
         for (node, fn), free in zip(self.steps, self.free):
             ins = []
@@ -122,10 +123,10 @@ class Plan:
             if not keep_all:
                 for name in free:
                     values.pop(name, None)
-        for t in graph.outputs:
+        for t in self.outputs:
             if t.is_constant:
                 values.setdefault(t.name, t.data)
-        return values if keep_all else {t.name: values[t.name] for t in graph.outputs}
+        return values if keep_all else {t.name: values[t.name] for t in self.outputs}
 
 
 _PLANS: "weakref.WeakKeyDictionary[Graph, Plan]" = weakref.WeakKeyDictionary()

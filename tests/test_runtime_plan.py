@@ -112,3 +112,12 @@ def test_plan_is_cached_and_redone_when_the_graph_changes():
     cycle.nodes[0].inputs = [cycle.nodes[1].outputs[0]]
     with pytest.raises(MccError, match="cycle or a dangling input"):
         run(cycle, {"x": x})
+
+
+def test_a_graph_that_was_run_can_be_collected():
+    graph = _chain(2)
+    run(graph, {"x": np.zeros((1, 4, 4, 3), np.float32)})
+    gone = weakref.ref(graph)
+    del graph
+    gc.collect()
+    assert gone() is None  # the plan cache holds its graphs weakly, and a plan does not refer to its graph
