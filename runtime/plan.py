@@ -164,7 +164,7 @@ def rebatch(graph: Graph, batch: int) -> tuple[Graph | None, str | None]:
             return None, f"{node.op} '{node.name}' {reason}"
         if node.op == "reshape" and node.attrs["shape"][0] != -1:
             node.attrs["shape"] = [batch, *node.attrs["shape"][1:]]
-    before = {id(t): t.shape for t in copy.tensors() if not t.is_constant}
+    before = {id(t): (t.shape, t.dtype, t.layout) for t in copy.tensors() if not t.is_constant}
     for t in copy.inputs:
         t.shape = (batch, *t.shape[1:])
     try:
@@ -173,7 +173,7 @@ def rebatch(graph: Graph, batch: int) -> tuple[Graph | None, str | None]:
         return None, f"its shapes do not follow a new batch size ({e})"
     for node in copy.nodes:
         for t in node.outputs:
-            was = before[id(t)]
+            was, t.dtype, t.layout = before[id(t)]  # only shapes change (inference would not know a 16x8 output)
             if not was or was[0] != old or t.shape != (batch, *was[1:]):
                 return None, (f"{node.op} '{node.name}' makes '{t.name}' {list(t.shape)} from a batch of {batch} "
                               f"(was {list(was)} from {old}): it does not keep samples apart")
