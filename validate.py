@@ -18,6 +18,7 @@ cosine similarity and top-1 agreement against it.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,8 @@ import numpy as np
 from .datafiles import match_inputs, read_arrays
 from .errors import MccError
 from .ir import Graph
-from .passes.calibrate import calibration_batches, graph_feeds, real_outputs, real_value, sqnr_db
+from .passes.calibrate import (calibration_batches, graph_feeds, in_chunks, real_outputs, real_value,
+                                split_batches, sqnr_db)
 from .runtime.ort import LEVELS as ORT_LEVELS
 
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
@@ -115,28 +117,35 @@ def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], ker
     exact_tensors = {o.name for n in graph.nodes for o in n.outputs
                      if exact and (o.dtype != "float32" or n.op == "dequantize")}
     peer = _peer(data, kernels)
-    for feeds in batches:
-        ours = run(graph, feeds, keep_all=True, rules=rules)
-        theirs = peer(feeds)
-        for name, d in diffs.items():
-            if name not in theirs:
-                if graph.is_output(graph.tensor(name)):
-                    raise MccError(f"{describe(kernels)} does not return output '{name}' of node '{d.node}'; "
-                                   "cannot compare it")
-                d.exposed = False
-                continue
-            a, b = ours[name], theirs[name].reshape(ours[name].shape)
-            delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            if name in exact_tensors:
-                bad = a != b
-            else:
-                span = float(np.abs(b).max()) if b.size else 0.0
-                bad = delta > FLOAT_TOLERANCE * max(span, 1e-30)
-            d.elements += a.size
-            d.differing += int(np.count_nonzero(bad))
-            d.max_abs_diff = max(d.max_abs_diff, float(delta.max()) if delta.size else 0.0)
+    for chunk, chunk_feeds, k in in_chunks(graph, batches):
+        every = run(chunk, chunk_feeds, keep_all=True, rules=rules)
+        cut = {name: split_batches([every[name]], k) for name in diffs if name in every}
+        for j, feeds in enumerate(split_batches(list(chunk_feeds.values()), k)):
+            _count(diffs, {name: parts[j][0] for name, parts in cut.items()},
+                   peer(dict(zip(chunk_feeds, feeds))), graph, kernels, exact_tensors)
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     return Comparison(kernels, rules, exact, sorted(diffs.values(), key=lambda t: order[t.node]))
+
+
+def _count(diffs: dict, ours: dict, theirs: dict, graph: Graph, kernels: str, exact_tensors: set) -> None:
+    """Add one batch's differences per tensor to `diffs`."""
+    for name, d in diffs.items():
+        if name not in theirs:
+            if graph.is_output(graph.tensor(name)):
+                raise MccError(f"{describe(kernels)} does not return output '{name}' of node '{d.node}'; "
+                               "cannot compare it")
+            d.exposed = False
+            continue
+        a, b = ours[name], theirs[name].reshape(ours[name].shape)
+        delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        if name in exact_tensors:
+            bad = a != b
+        else:
+            span = float(np.abs(b).max()) if b.size else 0.0
+            bad = delta > FLOAT_TOLERANCE * max(span, 1e-30)
+        d.elements += a.size
+        d.differing += int(np.count_nonzero(bad))
+        d.max_abs_diff = max(d.max_abs_diff, float(delta.max()) if delta.size else 0.0)
 
 
 def fidelity(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict:
@@ -206,9 +215,6 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
     set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity, and
     for an int8 file the fidelity guard's per-layer view against the float graph mcc quantized (`cle`: False
     for a file compiled with --no-cle or --no-bias-correction)."""
-    from .datafiles import run_in_batches
-    from .runtime import run
-
     model_path = Path(model_path)
     data, fmt, graph = read_compiled(model_path)
     kernels = _kernel_sets(kernels, fmt, model_path)
@@ -237,8 +243,8 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
 
         ref_graph = load_model(reference_path)
         ref_feeds, _ = match_inputs(arrays, ref_graph.inputs, path=input_path)
-        ref_out = run_in_batches(lambda f: run(ref_graph, f), ref_feeds, ref_graph.inputs[0].shape[0])
-        outs = run_in_batches(lambda f: run(graph, f, rules=RULES_FOR_KERNELS[kernels[0]]), feeds, batch)
+        ref_out = _run_all(ref_graph, ref_feeds)
+        outs = _run_all(graph, feeds, RULES_FOR_KERNELS[kernels[0]])
         report["reference"] = str(reference_path)
         report["fidelity"] = fidelity(ref_out, outs)
         if _is_integer_model(graph):
@@ -251,6 +257,18 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
                                            for name in low_outputs(view, GUARD_SQNR_DB)]
     report["ok"] = all(c["differing"] == 0 for c in report["comparisons"])
     return report
+
+
+def _run_all(graph: Graph, feeds: dict[str, np.ndarray], rules: str | None = None) -> dict[str, np.ndarray]:
+    """`graph`'s outputs on all samples of `feeds` (batch first), many samples per run (calibrate.in_chunks)."""
+    from .runtime import run
+
+    batch, n = graph.inputs[0].shape[0], len(next(iter(feeds.values())))
+    if n % batch:
+        raise MccError(f"{n} samples do not split into batches of {batch}, the batch size of model '{graph.name}'")
+    batches = [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
+    parts = [run(g, f, rules=rules) for g, f, _ in in_chunks(graph, batches)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def format_report(report: dict) -> str:
@@ -341,27 +359,45 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
     want_out, got_out = [], []
     batches = calibration_batches(reference, arrays)
     ref_inputs = {t.name: t for t in reference.inputs}
-    for i, ref_feeds in enumerate(batches, 1):
-        want = run(reference, ref_feeds, keep_all=True)
+    measured_against = {o.name: r for _, o, r in pairs}  # int8 tensor name -> the float tensor it stands for
+    readers = Counter(r.name for r in measured_against.values())
+    done = 0
+    for ref_graph, ref_feeds, k, (int8_graph,) in in_chunks(reference, batches, progress, (graph,)):
         feeds = {t.name: _align(ref_feeds[t.name], ref_inputs[t.name].layout, t.shape, t.layout)
-                 if t.name in ref_inputs else None for t in graph.inputs}
+                 if t.name in ref_inputs else None for t in int8_graph.inputs}
         if any(v is None for v in feeds.values()):
             raise MccError(f"the float model's inputs {[(t.name, list(t.shape)) for t in reference.inputs]} are not "
                            f"the int8 model's {[(t.name, list(t.shape)) for t in graph.inputs]}; is the reference the "
                            "model the file was compiled from?")
-        got = run(graph, graph_feeds(graph, feeds, rules), keep_all=True, rules=rules)
-        for _, o, r in pairs:
-            ref = _align(np.asarray(want[r.name], np.float64), r.layout, got[o.name].shape, o.layout)
-            if ref is None:
-                sums.pop(o.name, None)
-                continue
-            if o.name in sums:
+        kept, left = {}, {}  # the float values the int8 run still has to be measured against, and how often
+
+        def keep(t, value):
+            if t.name in readers:
+                kept[t.name], left[t.name] = value, readers[t.name]
+
+        def measure(o, value):
+            r = measured_against.get(o.name)
+            if r is None:
+                return
+            for want, got in zip(split_batches([kept[r.name]], k), split_batches([value], k)):
+                if o.name not in sums:
+                    break
+                ref = _align(np.asarray(want[0], np.float64), r.layout, got[0].shape, o.layout)
+                if ref is None:
+                    sums.pop(o.name)
+                    break
                 sums[o.name][0] += float(np.sum(ref ** 2))
-                sums[o.name][1] += float(np.sum((ref - real_value(o, got[o.name])) ** 2))
-        want_out.append(real_outputs(reference, want))
-        got_out.append(real_outputs(graph, got))
-        if progress is not None and (i % max(1, len(batches) // 10) == 0 or i == len(batches)):
-            progress.say(f"  {i}/{len(batches)} batches")
+                sums[o.name][1] += float(np.sum((ref - real_value(o, got[0])) ** 2))
+            left[r.name] -= 1
+            if not left[r.name]:
+                del kept[r.name]
+
+        want_out.append(real_outputs(ref_graph, run(ref_graph, ref_feeds, observe=keep)))
+        got_out.append(real_outputs(int8_graph, run(int8_graph, graph_feeds(int8_graph, feeds, rules), rules=rules,
+                                                    observe=measure)))
+        done += k
+        if progress is not None:
+            progress.say(f"  {done}/{len(batches)} batches")
     measured = {name: sqnr_db(*s) for name, s in sums.items()}
     producers = {id(o): n for n in graph.nodes for o in n.outputs}
 

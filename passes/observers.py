@@ -37,6 +37,11 @@ class MinMaxObserver:
         if x.size:
             self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
 
+    def update_batches(self, x: np.ndarray, batch: int) -> None:
+        """Update with `x`, several model batches of `batch` samples joined: at once, as the extremes do not
+        depend on how the values are grouped."""
+        self.update(x)
+
     def range(self) -> tuple[float, float]:
         if self.lo > self.hi:  # nothing finite was seen
             return 0.0, 0.0
@@ -72,6 +77,19 @@ class Histogram(MinMaxObserver):
         grown = np.zeros(last - first + 1, np.int64)
         grown[self.first - first:self.first - first + self.counts.size] = self.counts
         self.first, self.counts = first, grown + np.bincount(k - first, minlength=grown.size)
+
+    def update_batches(self, x: np.ndarray, batch: int) -> None:
+        """The same histogram as updating batch by batch, in order, at the cost of one update: only the first
+        batch with finite values depends on the grouping (it fixes the first bin width). After it, widening is
+        the smallest power of two at which the extremes seen so far span fewer than MAX_BINS bins, and a bin of
+        width 2w holds exactly bins 2k and 2k + 1 of width w (floor(x / 2w) = floor(floor(x / w) / 2)), so one
+        update with the rest gives the counts that one update per batch would."""
+        start = 0
+        while self.exponent is None and start < len(x):
+            self.update(x[start:start + batch])
+            start += batch
+        if start < len(x):
+            self.update(x[start:])
 
     def _double_width(self) -> None:
         """Merge bins pairwise: bin k of width w lies inside bin floor(k / 2) of width 2w."""

@@ -95,7 +95,8 @@ from ..ir.traits import TRAITS, traits, weight_axes, weighted
 from ..runtime.fixed_point import bias_bound, round_half_away
 from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from .bias_correction import DEFAULT_BIAS_CORRECTION, correct_biases
-from .calibrate import activations, calibration_batches, json_db, observe_ranges, output_sqnr_db
+from .calibrate import (activations, calibration_batches, json_db, observe_ranges, output_sqnr_db,
+                        outputs_sqnr_db, reference_outputs)
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
 
@@ -511,7 +512,12 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
         raise MccError(f"{len(float_ops)} op(s) have no int8 form and would stay float: {listing}. Drop "
                        "--require-int8 to keep them in float between DEQUANTIZE and QUANTIZE", node=float_ops[0].name)
     int16_nodes = _int16_nodes(graph, tuple(opts.int16_layers or ()), reasons)
-    ranges = opts.ranges or observe_ranges(graph, batches, observer, ctx.progress)
+    want = None  # the float graph's outputs per batch, from the calibration run when there is one
+    if opts.ranges:
+        ranges = opts.ranges
+    else:
+        want = []
+        ranges = observe_ranges(graph, batches, observer, ctx.progress, outputs=want)
     float_graph = graph.copy()
     kept = _kept_float(graph, opts.float_layers)
     int8_nodes = [n for n in graph.nodes if not reasons[n.name] and n.name not in kept]
@@ -525,9 +531,12 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     ctx.note("calibration", {"samples": sum(len(next(iter(b.values()))) for b in batches), "batches": len(batches)})
     ctx.note("ranges", counts)
     if opts.bias_correction:
-        before = output_sqnr_db(float_graph, graph, batches) if opts.note_sqnr else float("nan")
-        layers = correct_biases(float_graph, graph, batches)
-        after = output_sqnr_db(float_graph, graph, batches) if opts.note_sqnr else float("nan")
+        if opts.note_sqnr and want is None:
+            want = reference_outputs(float_graph, batches)
+        before = output_sqnr_db(want, graph, batches) if opts.note_sqnr else float("nan")
+        got = []
+        layers = correct_biases(float_graph, graph, batches, outputs=got)
+        after = outputs_sqnr_db(want, got) if opts.note_sqnr else float("nan")
         ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": json_db(before),
                                      "sqnr_db_after": json_db(after)})
     else:

@@ -12,9 +12,7 @@ import numpy as np
 
 from ..errors import MccError
 from ..ir import Graph, Node
-from .kernels import KERNELS
-from .kernels.registry import RULED
-from .kernels.int8_registry import INT8_KERNELS, is_int16, is_int8
+from .plan import kernel_for, plan_for
 from .rules import RuleSet, rule_set
 
 
@@ -22,52 +20,20 @@ def evaluate_node(node: Node, input_values: list, rules: str | RuleSet | None = 
     """The outputs of one node for the given input arrays (None for an absent optional input). A node on int8
     activations runs its int8 kernel with the integer arithmetic of the rule set `rules` (runtime.rules), and a
     float node of a RULED op its float kernel with that rule set's summation order."""
-    if is_int8(node):
-        is_int16(node)  # refuses an op without a 16x8 kernel
-        fn = INT8_KERNELS.get(node.op)
-        if fn is None:
-            raise MccError(f"the runtime has no int8 kernel for op '{node.op}'; int8 ops: "
-                           f"{', '.join(sorted(INT8_KERNELS))}", node=node.name)
-        return fn(node, list(input_values), rule_set(rules))
-    fn = KERNELS.get(node.op)
-    if fn is None:
-        raise MccError(f"the runtime has no kernel for op '{node.op}'; known ops: {', '.join(sorted(KERNELS))}",
-                       node=node.name)
-    if node.op in RULED:
-        return fn(node, list(input_values), rule_set(rules))
-    return fn(node, list(input_values))
+    return kernel_for(node)(list(input_values), rule_set(rules))
 
 
 def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
-        rules: str | RuleSet | None = None) -> dict[str, np.ndarray]:
+        rules: str | RuleSet | None = None, observe=None) -> dict[str, np.ndarray]:
     """Execute `graph` on `feeds` (input name -> array); return the graph outputs by name, or with
     `keep_all` every tensor's value (inputs, the constants nodes read, every node output). `rules` names the
     kernel set whose integer arithmetic int8 nodes reproduce ("litert-ref", "litert-xnnpack@2.3.0", ...;
-    default: LiteRT's reference kernels)."""
-    rules = rule_set(rules)
+    default: LiteRT's reference kernels). `observe(tensor, value)`, if given, sees the graph inputs and every
+    node output as it is made; without keep_all a value is dropped after its last reader, so a caller that
+    only needs statistics of the activations (calibration) holds a few of them at a time, not all.
+    The graph is planned once (runtime.plan) and the plan reused while the graph is unchanged."""
     _check_feeds(graph, feeds)
-    order = graph.copy()  # toposort reorders nodes; the caller's graph stays as it was
-    try:
-        order.toposort()
-    except ValueError as e:
-        raise MccError(f"{e}; every tensor a node reads must be a graph input, a constant or a node output") from None
-    values: dict[str, np.ndarray] = {t.name: np.asarray(feeds[t.name]) for t in graph.inputs}
-    for node in order.nodes:
-        ins = []
-        for t in node.inputs:
-            if t is not None and t.is_constant:
-                values.setdefault(t.name, t.data)
-            ins.append(None if t is None else values[t.name])
-        outs = evaluate_node(node, ins, rules)
-        for t, v in zip(node.outputs, outs):
-            if tuple(v.shape) != t.shape:
-                raise MccError(f"{node.op} computed '{t.name}' with shape {tuple(v.shape)} but the graph says "
-                               f"{t.shape}; run graph.infer_shapes() after editing the graph", node=node.name)
-            values[t.name] = v
-    for t in graph.outputs:
-        if t.is_constant:
-            values.setdefault(t.name, t.data)
-    return values if keep_all else {t.name: values[t.name] for t in graph.outputs}
+    return plan_for(graph).run(feeds, keep_all, rules, observe)
 
 
 def _describe(shape, dtype) -> str:

@@ -88,3 +88,26 @@ def test_every_named_observer_can_be_made():
         o.update(np.linspace(-1, 3, 1000))
         lo, hi = o.range()
         assert -1 <= lo < 0 < hi <= 3
+
+
+@pytest.mark.parametrize("spec", ["mse", "percentile", "percentile:99.9", "minmax"])
+def test_a_chunk_of_batches_gives_the_counts_of_one_update_per_batch(spec):
+    """Calibration runs many samples at once (calibrate.in_chunks); the ranges must not depend on it."""
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        batch, k = int(rng.integers(1, 3)), int(rng.integers(2, 9))
+        scale = 10.0 ** rng.uniform(-6, 6, size=(k * batch, 1))  # later batches force the bins to widen
+        x = ((rng.standard_normal((k * batch, 40)) + rng.uniform(-3, 3)) * scale).astype(np.float32)
+        if trial % 5 == 0:
+            x[:batch] = np.nan  # the first batch has nothing finite: the second fixes the bin width
+        one, chunked = make_observer(spec), make_observer(spec)
+        for i in range(0, len(x), batch):
+            one.update(x[i:i + batch])
+        split = int(rng.integers(0, k + 1)) * batch
+        chunked.update_batches(x[:split], batch)
+        chunked.update_batches(x[split:], batch)
+        assert chunked.range() == one.range()
+        if hasattr(one, "counts"):
+            assert (chunked.exponent, chunked.first) == (one.exponent, one.first)
+            assert np.array_equal(chunked.counts, one.counts)
+        assert chunked.range() != make_observer(spec).range() or not np.isfinite(x).any()

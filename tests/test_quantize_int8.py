@@ -256,8 +256,9 @@ def test_calibration_progress_and_determinism(zoo_float):
     first, records = run_pipeline(graph, TAIL, {"calibration": {"x": calib[:20]}}, reporter=Progress(True, stream))
     second, _ = run_pipeline(graph, TAIL, {"calibration": {"x": calib[:20].copy()}})
     assert write_tflite(first) == write_tflite(second)
-    lines = stream.getvalue().splitlines()
-    assert lines[-1] == "calibrating 20/20" and len(lines) == 10
+    lines = [line for line in stream.getvalue().splitlines() if line.startswith("calibrating ")]
+    done = [int(line.split()[1].split("/")[0]) for line in lines]  # one line per run of many samples
+    assert lines[-1] == "calibrating 20/20" and done == sorted(set(done)) and done[0] > 0
     assert records[1].notes["calibration"] == {"samples": 20, "batches": 20}
 
 
