@@ -93,7 +93,10 @@ def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tupl
 
 
 def split_batches(values: list[np.ndarray], k: int) -> list[list[np.ndarray]]:
-    """Arrays of k model batches cut back into k lists of per-batch arrays (views, in order)."""
+    """Arrays of k model batches cut back into k lists of per-batch arrays (views, in order); with k = 1 the
+    arrays as they are (a 0-d output has no batch axis to cut)."""
+    if k == 1:
+        return [list(values)]
     return [[v[j * (len(v) // k):(j + 1) * (len(v) // k)] for v in values] for j in range(k)]
 
 

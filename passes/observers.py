@@ -83,7 +83,11 @@ class Histogram(MinMaxObserver):
         batch with finite values depends on the grouping (it fixes the first bin width). After it, widening is
         the smallest power of two at which the extremes seen so far span fewer than MAX_BINS bins, and a bin of
         width 2w holds exactly bins 2k and 2k + 1 of width w (floor(x / 2w) = floor(floor(x / w) / 2)), so one
-        update with the rest gives the counts that one update per batch would."""
+        update with the rest gives the counts that one update per batch would. A value without a batch axis (0-d,
+        a torch sum to a scalar) is one batch."""
+        if np.ndim(x) == 0:
+            self.update(x)
+            return
         start = 0
         while self.exponent is None and start < len(x):
             self.update(x[start:start + batch])
