@@ -175,11 +175,11 @@ def test_detection_head_keeps_its_boxes_and_matches_onnxruntime_quantize_static(
     # boxes in pixels, not clamped to the sigmoid's 0..0.996 (the calibrated range may clip a rare outlier)
     assert r[:, :4].max() > BOX_PIXELS / 2 and g[:, :4].max() > BOX_PIXELS / 2
     sys.path.append(str(Path(__file__).parents[1] / "benchmarks"))
-    from bench_int8 import _export_onnx, _onnx_outputs, ort_quantize
+    from bench_int8 import export_onnx, _onnx_outputs, ort_quantize
 
     tmp = data[0]
     model, example = detection_head()
-    _export_onnx(model, example, tmp / "det.onnx")
+    export_onnx(model, example, tmp / "det.onnx")
     if not (tmp / "det_ort.onnx").exists():
         ort_quantize(tmp / "det.onnx", calib, tmp / "det_ort.onnx")
     ort = sqnr_db(r, _onnx_outputs(tmp / "det_ort.onnx", np.load(held)["x"]))
