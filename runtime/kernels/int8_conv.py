@@ -102,8 +102,8 @@ def _conv(node, inputs, rules, channel_axis):
         packed_w = packed(w, f"{key}:{out_w}", lambda w: pack_depthwise(_ohwi(node, w), str(x.dtype), out_w))
         y = depthwise(x, zp_in, packed_w, *window, bias, requant, dtype)
     else:
-        packed_w = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))
-        y = conv_gemm(x, zp_in, packed_w, (kh, kw), *window, bias, requant, dtype)
+        gemm = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))
+        y = conv_gemm(x, zp_in, gemm, (kh, kw), *window, bias, requant, dtype)
     return [from_nhwc(y, layout)]
 
 
