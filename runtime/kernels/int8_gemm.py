@@ -57,12 +57,18 @@ def operand_dtype(w_rows: np.ndarray, largest: int):
 
 @numba.njit(cache=True, parallel=True)
 def _centred(x, zero_point, top, left, out):
-    """x - zero_point into the zeroed, padded `out` [phases, N, Hp, Wp / phases, C]: padded column j = left + i
-    of row top + y lands in phase j % phases at column j // phases."""
+    """x - zero_point into the padded `out` [phases, N, Hp, Wp / phases, C]: padded column j = left + i
+    of row top + y lands in phase j % phases at column j // phases. One phase: each row as one run of w * c
+    elements (a loop over a pixel's few channels, 3 for an RGB image, does not vectorise)."""
     n, h, w, c = x.shape
     phases = out.shape[0]
     for job in numba.prange(n * h):
         b, y = job // h, job % h
+        if phases == 1:
+            row, source = out[0, b, top + y].reshape(-1)[left * c:(left + w) * c], x[b, y].reshape(-1)
+            for i in range(w * c):
+                row[i] = source[i] - zero_point
+            continue
         for i in range(w):
             j = left + i
             pixel = out[j % phases, b, top + y, j // phases]
@@ -81,7 +87,7 @@ def centred(x: np.ndarray, zero_point: int, dtype, pad_hw=(0, 0, 0, 0), phases: 
     shape = (phases, n, h + top + bottom, -(-width // phases), c)
     # unless every element is written, the padding (and a last phase's spare column) holds `fill`
     out = np.full(shape, fill, dtype) if any(pad_hw) or width % phases else np.empty(shape, dtype)
-    _centred(x, dtype(zero_point), top, left, out)
+    _centred(np.ascontiguousarray(x), dtype(zero_point), top, left, out)
     return out
 
 
