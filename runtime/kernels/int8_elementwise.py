@@ -30,18 +30,20 @@ take the reference arithmetic. On the reference rule, 26 of 20,480 elements diff
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ...errors import MccError
 from .. import fixed_point as fp
 from ..rules import Rule
-from .int8_output import activation_bounds, output_stage, requantize
+from .int8_output import activation_bounds, clamp, double_rounding, output_stage, requantize
 from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant, ruled_op
 
 LEFT_SHIFT = {"int8": 20, "int16": 15}  # TFLite's headroom for the inputs before rescaling
 
 
-def _tflite_add(a, b, sa, sb, so, sign, node, dtype="int8"):
+def _tflite_add_params(sa, sb, so, node, dtype="int8"):
+    """TFLite's Prepare: the inputs' and the output's quantized multipliers and shifts (all shifts <= 0)."""
     shift = LEFT_SHIFT[dtype]
     twice_max = np.float64(2 * max(sa, sb))
     in_real = np.array([np.float64(sa), np.float64(sb)]) / twice_max
@@ -51,19 +53,24 @@ def _tflite_add(a, b, sa, sb, so, sign, node, dtype="int8"):
                        f"{dtype} {node.op} cannot represent that rescaling", node=node.name)
     (m_a, m_b), (sh_a, sh_b) = fp.quantize_multiplier(in_real)
     m_out, sh_out = fp.quantize_multiplier(out_real)
+    return int(m_a), int(sh_a), int(m_b), int(sh_b), int(m_out), int(sh_out)
+
+
+def _tflite_add(a, b, sa, sb, so, node, dtype):
+    """The 16x8 reference ADD."""
+    shift = LEFT_SHIFT[dtype]
+    m_a, sh_a, m_b, sh_b, m_out, sh_out = _tflite_add_params(sa, sb, so, node, dtype)
     scaled_a = fp.multiply_by_quantized_multiplier_smaller_than_one(a << shift, m_a, sh_a)
     scaled_b = fp.multiply_by_quantized_multiplier_smaller_than_one(b << shift, m_b, sh_b)
-    return fp.multiply_by_quantized_multiplier_smaller_than_one(scaled_a + sign * scaled_b, m_out, sh_out)
+    return fp.multiply_by_quantized_multiplier_smaller_than_one(scaled_a + scaled_b, m_out, sh_out)
 
 
 def _tflite_add16_neon(a, b, sa, sb, so, node):
     """The optimized 16x8 ADD on same-shape inputs: NEON blocks of 16 (vshlq, vqrdmulhq, RoundingDivideByPOT),
     the reference rule on the tail."""
     shift = LEFT_SHIFT["int16"]
-    twice_max = np.float64(2 * max(sa, sb))
-    (m_a, m_b), (sh_a, sh_b) = fp.quantize_multiplier(np.array([np.float64(sa), np.float64(sb)]) / twice_max)
-    m_out, sh_out = fp.quantize_multiplier(twice_max / np.float64(np.float32(1 << shift) * so))
-    y = _tflite_add(a, b, sa, sb, so, 1, node, "int16").ravel()
+    y = _tflite_add(a, b, sa, sb, so, node, "int16").ravel()
+    m_a, sh_a, m_b, sh_b, m_out, sh_out = _tflite_add_params(sa, sb, so, node, "int16")
     blocks = a.size // 16 * 16
 
     def rescale(x, multiplier, input_shift):
@@ -88,13 +95,29 @@ def _xnnpack_takes(node, *ratios, low: float) -> bool:
     return all(low <= r for r in ratios)
 
 
-def _xnnpack_add(a, b, sa, sb, so, sign):
+def _xnnpack_add_params(sa, sb, so, sign):
+    """XNNPACK's multipliers of (a - za) and (b - zb) and their shared shift."""
     a_ratio, b_ratio = sa / so, sb / so  # float32, as xnn_init_qs8_add_minmax_scalar_params
     _, exponent = np.frexp(max(a_ratio, b_ratio))
     shift = 20 - (int(exponent) - 1)  # 20 multiplier bits above the larger ratio's leading bit
-    m_a = int(np.rint(np.ldexp(a_ratio, shift)))
-    m_b = sign * int(np.rint(np.ldexp(b_ratio, shift)))
-    return (a * m_a + b * m_b + (1 << (shift - 1))) >> shift
+    return int(np.rint(np.ldexp(a_ratio, shift))), sign * int(np.rint(np.ldexp(b_ratio, shift))), shift
+
+
+@numba.njit(cache=True)
+def _add_int8(a, b, za, zb, xnnpack, m_a, sh_a, m_b, sh_b, sign, m_out, sh_out, zo, low, high, out):
+    """The int8 add / sub of flat same-size a and b in one pass: TFLite's three double roundings (shift 20; the
+    shifted inputs and their sum stay within int32, so int8_output.double_rounding is exactly
+    multiply_by_quantized_multiplier_smaller_than_one) or XNNPACK's one multiplier-shift (sh_a its shift)."""
+    if xnnpack:
+        rounding = np.int64(1) << (sh_a - 1)
+        for i in range(a.size):
+            q = ((np.int64(a[i]) - za) * m_a + (np.int64(b[i]) - zb) * m_b + rounding) >> sh_a
+            out[i] = clamp(q, zo, low, high)
+    else:
+        for i in range(a.size):
+            scaled_a = double_rounding((np.int64(a[i]) - za) << 20, m_a, sh_a)
+            scaled_b = double_rounding((np.int64(b[i]) - zb) << 20, m_b, sh_b)
+            out[i] = clamp(double_rounding(scaled_a + sign * scaled_b, m_out, sh_out), zo, low, high)
 
 
 def _first_input_constant(shape_a, shape_b) -> bool:
@@ -139,21 +162,24 @@ def add_sub(node, inputs, rules):
         if rule.rounding == "add_shift15_neon_blocks" and same_shape:
             y = _tflite_add16_neon(a, b, sa, sb, so, node).reshape(a.shape)
         else:
-            y = _tflite_add(a, b, sa, sb, so, 1, node, dtype)
+            y = _tflite_add(a, b, sa, sb, so, node, dtype)
         return [output_stage(y, zo, bounds, dtype)]
     if rule.rounding == "add_float32_fma_ties_even":
         if node.op != "add":
             raise MccError("onnxruntime has no integer sub; the legalize_onnx pass makes it a float island",
                            node=node.name)
         return [np.clip(_ort_add(inputs[0], inputs[1], sa, za, sb, zb, so, zo), *bounds).astype(np.int8)]
-    a, b = (np.asarray(v, np.int64) for v in inputs)
-    a, b = np.broadcast_arrays(a - za, b - zb)
+    a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(*inputs))
     sign = 1 if node.op == "add" else -1
-    if rule.rounding == "add_shift20_double_rounding":
-        y = _tflite_add(a, b, sa, sb, so, sign, node)
+    xnnpack = rule.rounding == "add_multiplier_shift_half_up"
+    if xnnpack:
+        (m_a, m_b, sh_a), sh_b, m_out, sh_out = _xnnpack_add_params(sa, sb, so, sign), 0, 0, 0
     else:
-        y = _xnnpack_add(a, b, sa, sb, so, sign)
-    return [output_stage(y, zo, bounds)]
+        m_a, sh_a, m_b, sh_b, m_out, sh_out = _tflite_add_params(sa, sb, so, node)
+    out = np.empty(a.shape, np.int8)
+    _add_int8(a.reshape(-1), b.reshape(-1), za, zb, xnnpack, m_a, sh_a, m_b, sh_b, sign, m_out, sh_out, zo, *bounds,
+              out.reshape(-1))
+    return [out]
 
 
 @int8_kernel("mul")

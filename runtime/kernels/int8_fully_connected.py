@@ -40,7 +40,7 @@ def fully_connected(node, inputs, rules):
         _check_bias_scale(node, s_in * s_w[0], s_out)
     bias, requant = layer_requant(node, w, bias, rules, out_c, 0)
     rows = x.reshape(1, 1, -1, x.shape[-1])  # the rows of a 1x1 conv
-    packed_w = packed(w, f"fully_connected:{x.dtype}", lambda w: pack_gemm(w[:, None, None, :], 1, str(x.dtype)))
-    y = conv_gemm(rows, zp_in, packed_w, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 1, rows.shape[2], bias, requant,
+    gemm = packed(w, f"fully_connected:{x.dtype}", lambda w: pack_gemm(w[:, None, None, :], 1, str(x.dtype)))
+    y = conv_gemm(rows, zp_in, gemm, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 1, rows.shape[2], bias, requant,
                   node.outputs[0].dtype)
     return [y.reshape(x.shape[:-1] + (out_c,))]

@@ -2,11 +2,14 @@
 
 Each output is sum(w * (x - x_zp)) over its window, padding counting as the real value 0. An integer sum does not
 depend on its order, so mcc computes it where it is fastest and exact: conv2d and fully_connected as one float GEMM
-(numpy's BLAS) of the centred, zero-padded input's columns (im2col; a 1x1 stride-1 conv uses the input itself) by
-the pre-packed weights; depthwise_conv2d in its own loop over output rows, vectorised along each row. The operands
-are the integers themselves in float32 when every partial sum of every channel stays below 2**24 (sum|w| * max|x -
-x_zp| < 2**24, so each product, sum and fused multiply-add is exact: int8 layers up to sum|w| of 65,793 per
-channel), else in float64 (exact below 2**53: any int8 layer, and 16x8 layers up to 2**53 / (32768 * 127) taps).
+(numpy's BLAS) of the raw input's columns (im2col, the padding filled with x_zp; a 1x1 stride-1 conv uses the input
+itself) by the pre-packed weights, with x_zp * sum(w) per output channel subtracted from the bias instead (XNNPACK
+folds it into its packed bias the same way), so no pass centres the input; depthwise_conv2d in its own loop over
+output rows of the centred input, vectorised along each row. The operands are the integers themselves in float32
+when every partial sum of every channel stays below 2**24 (sum|w| * max|x| < 2**24, so each product, sum and fused
+multiply-add is exact: int8 GEMMs up to sum|w| of 131,071 per channel, int8 depthwise layers, whose |x - x_zp|
+reaches 255, up to 65,793), else in float64 (exact below 2**53: any int8 layer, and 16x8 layers up to
+2**53 / (32768 * 127) taps).
 Why BLAS: numpy has no int8 x int8 -> int32 GEMM, and its float32 SGEMM runs MobileNetV2's 1x1 convs at 37 to 51
 GMAC/s on one core of this machine (float64: half that), where the vectorised depthwise loop below reaches 5 to 9.
 BLAS threads are numpy's (OPENBLAS_NUM_THREADS, threadpoolctl); the compiled loops use numba's threads.
@@ -45,22 +48,27 @@ def _threads_for(elements: int):
         numba.set_num_threads(threads)
 
 
-def operand_dtype(w_rows: np.ndarray, x_dtype: str):
-    """float32 when sum|w| over each output channel's row of `w_rows` [O, K] times the largest |x - x_zp| stays
-    below 2**24, else float64 (see the module docstring)."""
-    largest = 255 if x_dtype == "int8" else 1 << 15  # |x - zp| for int8; 16x8 activations are symmetric
+def operand_dtype(w_rows: np.ndarray, largest: int):
+    """float32 when sum|w| over each output channel's row of `w_rows` [O, K] times `largest`, the largest |operand|
+    on the input side, stays below 2**24, else float64 (see the module docstring)."""
     worst = np.abs(w_rows.astype(np.int64)).sum(axis=1).max(initial=0) * largest
     return np.float32 if worst < _FLOAT32_EXACT else np.float64
 
 
 @numba.njit(cache=True, parallel=True)
 def _centred(x, zero_point, top, left, out):
-    """x - zero_point into the zeroed, padded `out` [phases, N, Hp, Wp / phases, C]: padded column j = left + i
-    of row top + y lands in phase j % phases at column j // phases."""
+    """x - zero_point into the padded `out` [phases, N, Hp, Wp / phases, C]: padded column j = left + i
+    of row top + y lands in phase j % phases at column j // phases. One phase: each row as one run of w * c
+    elements (a loop over a pixel's few channels, 3 for an RGB image, does not vectorise)."""
     n, h, w, c = x.shape
     phases = out.shape[0]
     for job in numba.prange(n * h):
         b, y = job // h, job % h
+        if phases == 1:
+            row, source = out[0, b, top + y].reshape(-1)[left * c:(left + w) * c], x[b, y].reshape(-1)
+            for i in range(w * c):
+                row[i] = source[i] - zero_point
+            continue
         for i in range(w):
             j = left + i
             pixel = out[j % phases, b, top + y, j // phases]
@@ -68,15 +76,18 @@ def _centred(x, zero_point, top, left, out):
                 pixel[ch] = x[b, y, i, ch] - zero_point
 
 
-def centred(x: np.ndarray, zero_point: int, dtype, pad_hw=(0, 0, 0, 0), phases: int = 1) -> np.ndarray:
-    """x - zero_point in `dtype` (exact), NHWC x zero-padded by [top, left, bottom, right], its columns split into
-    `phases` interleaved phases (a stride-s loop then reads each phase contiguously): [phases, N, Hp, Wp / s, C]."""
+def centred(x: np.ndarray, zero_point: int, dtype, pad_hw=(0, 0, 0, 0), phases: int = 1,
+            fill: int = 0) -> np.ndarray:
+    """x - zero_point in `dtype` (exact), NHWC x padded with `fill` by [top, left, bottom, right], its columns split
+    into `phases` interleaved phases (a stride-s loop then reads each phase contiguously): [phases, N, Hp, Wp / s,
+    C]."""
     top, left, bottom, right = pad_hw
     n, h, w, c = x.shape
     width = w + left + right
-    allocate = np.zeros if any(pad_hw) or width % phases else np.empty  # else every element is written
-    out = allocate((phases, n, h + top + bottom, -(-width // phases), c), dtype)
-    _centred(x, dtype(zero_point), top, left, out)
+    shape = (phases, n, h + top + bottom, -(-width // phases), c)
+    # unless every element is written, the padding (and a last phase's spare column) holds `fill`
+    out = np.full(shape, fill, dtype) if any(pad_hw) or width % phases else np.empty(shape, dtype)
+    _centred(np.ascontiguousarray(x), dtype(zero_point), top, left, out)
     return out
 
 
@@ -110,37 +121,41 @@ def _im2col(xp, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, groups, 
                         col += group_c
 
 
-def pack_gemm(w_ohwi: np.ndarray, groups: int, x_dtype: str) -> np.ndarray:
-    """OHWI int8 weights as the GEMM's right operand [groups, kh * kw * Cg, O / groups] in the operand dtype."""
+def pack_gemm(w_ohwi: np.ndarray, groups: int, x_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """OHWI int8 weights as the GEMM's right operand [groups, kh * kw * Cg, O / groups] in the operand dtype for raw
+    `x_dtype` inputs, and each output channel's sum(w) (int64), which the zero point multiplies."""
     out_c = w_ohwi.shape[0]
     rows = w_ohwi.reshape(out_c, -1)
-    dtype = operand_dtype(rows, x_dtype)
-    return np.ascontiguousarray(rows.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), dtype)
+    dtype = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
+    packed_w = np.ascontiguousarray(rows.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), dtype)
+    return packed_w, rows.astype(np.int64).sum(axis=1)
 
 
-def conv_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
+def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
               dtype) -> np.ndarray:
-    """The requantized conv2d of NHWC int8 / int16 `x` (any groups) with `packed_w` from pack_gemm: the centred
-    columns times the weights, then the output stage (int8_output.RowRequant `requant`). Returns NHWC `dtype`."""
+    """The requantized conv2d of NHWC int8 / int16 `x` (any groups) with `packed` from pack_gemm: the raw columns
+    times the weights, then the output stage (int8_output.RowRequant `requant`) with the bias less x_zero_point *
+    sum(w). Returns NHWC `dtype`."""
+    packed_w, weight_sums = packed
     n, c = x.shape[0], x.shape[3]
     groups, depth, group_out = packed_w.shape
     with _threads_for(n * out_h * out_w * groups * group_out):
         kh, kw = kernel_hw
         rows = n * out_h * out_w
         if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
-            cols = centred(x, x_zero_point, packed_w.dtype.type).reshape(rows, c)
+            cols = x.reshape(rows, c).astype(packed_w.dtype)
         else:
             pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
             cols = np.empty((rows, groups * depth), packed_w.dtype)
-            _im2col(centred(x, x_zero_point, packed_w.dtype.type, pad)[0], kh, kw, *stride, *dilation, out_h, out_w,
-                    groups, cols)
+            raw = centred(x, 0, packed_w.dtype.type, pad, fill=x_zero_point)[0]
+            _im2col(raw, kh, kw, *stride, *dilation, out_h, out_w, groups, cols)
         if groups == 1:
             acc = cols @ packed_w[0]
         else:
             acc = np.matmul(cols.reshape(rows, groups, depth).transpose(1, 0, 2), packed_w)
             acc = acc.transpose(1, 0, 2).reshape(rows, groups * group_out)
         out = np.empty((rows, groups * group_out), dtype)
-        requantize_rows(acc, bias, *requant.args, out)
+        requantize_rows(acc, bias - x_zero_point * weight_sums, *requant.args, out)
     return out.reshape(n, out_h, out_w, groups * group_out)
 
 
@@ -148,7 +163,8 @@ def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str, out_w: int) -> np.ndarray:
     """Depthwise OHWI weights [C * m, kh, kw, 1] as [kh, kw, out_w * C * m] in the operand dtype: each tap's
     channel weights repeated for every output column, so one tap is one multiply-add over a whole output row."""
     rows = w_ohwi.reshape(w_ohwi.shape[0], -1)
-    taps = np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), operand_dtype(rows, x_dtype))
+    largest = 255 if x_dtype == "int8" else 1 << 15  # |x - x_zp|; 16x8 activations are symmetric
+    taps = np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), operand_dtype(rows, largest))
     return np.tile(taps, (1, 1, out_w))
 
 

@@ -133,8 +133,9 @@ def _wrap_int32(x):
 
 
 @numba.njit(cache=True)
-def _double_rounding(v, multiplier, shift):
-    """multiply_by_quantized_multiplier on one int64."""
+def double_rounding(v, multiplier, shift):
+    """multiply_by_quantized_multiplier on one int64 (for shift <= 0 and v within int32, also
+    multiply_by_quantized_multiplier_smaller_than_one)."""
     x = _wrap_int32(_shl(v, shift if shift > 0 else np.int64(0)))
     if x == -2147483648 and multiplier == -2147483648:
         high = np.int64(2147483647)
@@ -163,7 +164,7 @@ def _reduced_multiplier(v, multiplier, total):
 
 
 @numba.njit(cache=True)
-def _clamp(q, zero_point, low, high):
+def clamp(q, zero_point, low, high):
     q += zero_point
     return min(max(q, low), high)
 
@@ -178,23 +179,23 @@ def requantize_block(acc, bias, code, multiplier, shift, real, scale32, zero_poi
     if code == 0:
         for r in range(rows):
             for c in range(channels):
-                q = _double_rounding(np.int64(acc[r, c]) + bias[c], multiplier[c], shift[c])
-                out[r, c] = _clamp(q, zero_point, low, high)
+                q = double_rounding(np.int64(acc[r, c]) + bias[c], multiplier[c], shift[c])
+                out[r, c] = clamp(q, zero_point, low, high)
     elif code == 1:
         for r in range(rows):
             for c in range(channels):
                 q = _round_half_away(np.int64(acc[r, c]) + bias[c], real[c])
-                out[r, c] = _clamp(q, zero_point, low, high)
+                out[r, c] = clamp(q, zero_point, low, high)
     elif code == 2:
         for r in range(rows):
             for c in range(channels):
                 q = _to_int64(np.rint(np.float32(np.int64(acc[r, c]) + bias[c]) * scale32[c]))
-                out[r, c] = _clamp(q, zero_point, low, high)
+                out[r, c] = clamp(q, zero_point, low, high)
     else:
         for r in range(rows):
             for c in range(channels):
                 q = _reduced_multiplier(np.int64(acc[r, c]) + bias[c], multiplier[c], shift[c])
-                out[r, c] = _clamp(q, zero_point, low, high)
+                out[r, c] = clamp(q, zero_point, low, high)
 
 
 _BLOCK_ROWS = 64  # rows per parallel task: enough work to amortise the call, small enough to stay in cache

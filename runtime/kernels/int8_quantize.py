@@ -22,11 +22,12 @@ taken as the vector branch, 85 with it multiplying in float32; 0 with the double
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ...errors import MccError
 from .. import fixed_point as fp
-from .int8_registry import check_rounding, int8_kernel, per_tensor, ruled_op, saturate
+from .int8_registry import LIMITS, check_rounding, int8_kernel, per_tensor, ruled_op, saturate
 
 
 def _tflite_quantize(x, scale, zero_point):
@@ -70,6 +71,30 @@ _QUANTIZERS = {"divide_round_half_away": _tflite_quantize, "multiply_inverse_tie
                "divide_ties_even": _ort_quantize, "multiply_inverse_ties_even_int32_min": _tflite_optimized_quantize}
 
 
+@numba.njit(cache=True)
+def _quantize_litert(x, scale, zero_point, xnnpack, low, high, out):
+    """_xnnpack_quantize (xnnpack) or _tflite_quantize, then the clamp to [low, high], of a flat float32 x in one
+    pass, step for step (float32 products and quotients, NaN and out-of-range values as there)."""
+    if xnnpack:
+        inverse = np.float32(1) / scale
+        for i in range(x.size):
+            v = x[i] * inverse
+            v = np.float32(32767) if np.isnan(v) else min(max(v, np.float32(-32768)), np.float32(32767))
+            out[i] = min(max(np.int64(np.rint(v)) + zero_point, low), high)
+    else:
+        for i in range(x.size):
+            v = np.float64(x[i] / scale)
+            if v >= -2.0 ** 31 and v < 2.0 ** 31:  # False for NaN
+                whole = np.trunc(v)
+                if abs(v - whole) >= 0.5:
+                    whole += np.sign(v)
+                q = np.int64(whole)
+            else:
+                q = np.int64(fp.INT32_MIN)
+            q = ((q + zero_point + np.int64(2147483648)) & np.int64(0xFFFFFFFF)) - np.int64(2147483648)
+            out[i] = min(max(q, low), high)
+
+
 def _tflite_requantize(x, s_in, s_out):
     multiplier, shift = fp.quantize_multiplier(np.float64(s_in) / np.float64(s_out))
     return fp.multiply_by_quantized_multiplier(x, multiplier, shift)
@@ -106,6 +131,12 @@ def quantize(node, inputs, rules):
         raise MccError(f"quantize takes float32, int8 or int16 input, got {x.dtype}", node=node.name)
     rule = rules.rule(ruled_op(node), node.name)
     check_rounding(node, rule, *_QUANTIZERS)
+    if rule.rounding in ("divide_round_half_away", "multiply_inverse_ties_even"):  # LiteRT's: one compiled pass
+        out = np.empty(x.shape, dtype)
+        _quantize_litert(np.ascontiguousarray(x).reshape(-1), np.float32(s_out), np.int64(zp_out),
+                         rule.rounding == "multiply_inverse_ties_even", *(np.int64(v) for v in LIMITS[dtype]),
+                         out.reshape(-1))
+        return [out]
     return [saturate(_QUANTIZERS[rule.rounding](x, s_out, zp_out), dtype)]
 
 

@@ -35,4 +35,10 @@ def pad(node, inputs, rules):
     scale, zero_point = per_tensor(node, y_t, "output")
     value = saturate_int8(np.round(np.float64(node.attrs["value"]) / np.float64(scale)) + zero_point)
     p, x = node.attrs["pads"], inputs[0]
-    return [np.pad(x, [(p[2 * i], p[2 * i + 1]) for i in range(x.ndim)], constant_values=value)]
+    widths = [(p[2 * i], p[2 * i + 1]) for i in range(x.ndim)]
+    if min(p, default=0) < 0:
+        return [np.pad(x, widths, constant_values=value)]  # refuses negative widths as it always did
+    # a filled array and one copy: np.pad pads axis by axis, several times slower on MobileNet's NHWC pads
+    y = np.full([n + a + b for n, (a, b) in zip(x.shape, widths)], value, x.dtype)
+    y[tuple(slice(a, a + n) for n, (a, _) in zip(x.shape, widths))] = x
+    return [y]
