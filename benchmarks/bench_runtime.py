@@ -6,8 +6,8 @@ first-call cost of the compiled kernels, and the peak memory of a validation.
 
 Per model, for its arm-fp32 and arm-int8 files (compiled in this run, int8 calibrated on 32 standard-normal
 samples), one thread everywhere: LiteRT's default kernels (XNNPACK) and BUILTIN_REF, and mcc's runtime under the
-rule set that reproduces each (litert-xnnpack, litert-ref), with numba limited to one thread; then mcc again with
-every core. Ratios: mcc / XNNPACK latency (issue 16's goal: at most 5) and BUILTIN_REF / mcc latency, i.e. mcc's
+rule set that reproduces each (litert-xnnpack, litert-ref), with numba limited to one thread (the runtime keeps
+numpy's BLAS on one: runtime/kernels/int8_gemm.py); then mcc again with every core. Ratios: mcc / XNNPACK latency (issue 16's goal: at most 5) and BUILTIN_REF / mcc latency, i.e. mcc's
 throughput relative to the reference kernels (goal: at least 1).
 
 mobilenetv2_224 is pytorchcv's mobilenetv2_w1 (the architecture of MobileNetV2 1.0, 224x224, random weights;

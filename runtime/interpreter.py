@@ -14,13 +14,15 @@ from ..errors import MccError
 from ..ir import Graph, Node
 from .plan import kernel_for, plan_for
 from .rules import RuleSet, rule_set
+from .threads import blas_on_one_thread
 
 
 def evaluate_node(node: Node, input_values: list, rules: str | RuleSet | None = None) -> list[np.ndarray]:
     """The outputs of one node for the given input arrays (None for an absent optional input). A node on int8
     activations runs its int8 kernel with the integer arithmetic of the rule set `rules` (runtime.rules), and a
     float node of a RULED op its float kernel with that rule set's summation order."""
-    return kernel_for(node)(list(input_values), rule_set(rules))
+    with blas_on_one_thread():
+        return kernel_for(node)(list(input_values), rule_set(rules))
 
 
 def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
@@ -33,7 +35,8 @@ def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
     only needs statistics of the activations (calibration) holds a few of them at a time, not all.
     The graph is planned once (runtime.plan) and the plan reused while the graph is unchanged."""
     _check_feeds(graph, feeds)
-    return plan_for(graph).run(feeds, keep_all, rules, observe)
+    with blas_on_one_thread():
+        return plan_for(graph).run(feeds, keep_all, rules, observe)
 
 
 def _describe(shape, dtype) -> str:

@@ -12,7 +12,7 @@ reaches 255, up to 65,793), else in float64 (exact below 2**53: any int8 layer, 
 2**53 / (32768 * 127) taps).
 Why BLAS: numpy has no int8 x int8 -> int32 GEMM, and its float32 SGEMM runs MobileNetV2's 1x1 convs at 37 to 51
 GMAC/s on one core of this machine (float64: half that), where the vectorised depthwise loop below reaches 5 to 9.
-BLAS threads are numpy's (OPENBLAS_NUM_THREADS, threadpoolctl); the compiled loops use numba's threads.
+BLAS runs on one thread (runtime/threads.py); the compiled loops use numba's threads.
 
 TFLite's reference kernels and XNNPACK accumulate in int32 (XNNPACK with VNNI/madd microkernels over packed int8
 weights); mcc gets the same integers from float arithmetic, and the output stage (int8_output.requantize_rows)
