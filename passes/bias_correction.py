@@ -29,6 +29,12 @@ from .calibrate import graph_feeds, in_chunks, real_value, split_batches
 from .fold_constants import replace_constant
 
 DEFAULT_BIAS_CORRECTION = True  # measured in quantize_int8's docstring
+# quantize_int8 corrects on the first this many calibration samples: layer by layer over all samples means holding
+# every sample's live activations (12 MB each for a 224x224 MobileNetV2), so a 500-sample compile needed GBs;
+# ranges still come from every sample, and compile time then grows with the samples only through calibration.
+# Measured on mobilenet_v2_style with 512 samples (384 calibrate, 128 held out): held-out SQNR 23.53 dB, top-1
+# 96.88% correcting on 128; 23.49 dB, 95.31% on all 384.
+BIAS_CORRECTION_SAMPLES = 128
 
 
 class _Stepper:

@@ -94,7 +94,7 @@ from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.traits import TRAITS, traits, weight_axes, weighted
 from ..runtime.fixed_point import bias_bound, round_half_away
 from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
-from .bias_correction import DEFAULT_BIAS_CORRECTION, correct_biases
+from .bias_correction import BIAS_CORRECTION_SAMPLES, DEFAULT_BIAS_CORRECTION, correct_biases
 from .calibrate import (activations, calibration_batches, json_db, observe_ranges, output_sqnr_db,
                         outputs_sqnr_db, reference_outputs)
 from .fold_constants import replace_constant
@@ -531,14 +531,16 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     ctx.note("calibration", {"samples": sum(len(next(iter(b.values()))) for b in batches), "batches": len(batches)})
     ctx.note("ranges", counts)
     if opts.bias_correction:
+        subset = batches[:max(1, BIAS_CORRECTION_SAMPLES // graph.inputs[0].shape[0])]
         if opts.note_sqnr and want is None:
-            want = reference_outputs(float_graph, batches)
-        before = output_sqnr_db(want, graph, batches) if opts.note_sqnr else float("nan")
+            want = reference_outputs(float_graph, subset)
+        want = want[:len(subset)] if want is not None else None
+        before = output_sqnr_db(want, graph, subset) if opts.note_sqnr else float("nan")
         got = []
-        layers = correct_biases(float_graph, graph, batches, outputs=got)
+        layers = correct_biases(float_graph, graph, subset, outputs=got)
         after = outputs_sqnr_db(want, got) if opts.note_sqnr else float("nan")
-        ctx.note("bias_correction", {"layers": layers, "sqnr_db_before": json_db(before),
-                                     "sqnr_db_after": json_db(after)})
+        ctx.note("bias_correction", {"layers": layers, "samples": sum(len(next(iter(b.values()))) for b in subset),
+                                     "sqnr_db_before": json_db(before), "sqnr_db_after": json_db(after)})
     else:
         ctx.note("bias_correction", "off")
     ctx.note("float_ops", [n.name for n in float_ops])
