@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from ..errors import MccError
@@ -33,9 +34,9 @@ class MinMaxObserver:
         self.lo, self.hi = math.inf, -math.inf
 
     def update(self, x: np.ndarray) -> None:
-        x = _finite(x)
-        if x.size:
-            self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        count, lo, hi = _finite_extremes(_flat(x))
+        if count:
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
 
     def update_batches(self, x: np.ndarray, batch: int) -> None:
         """Update with `x`, several model batches of `batch` samples joined: at once, as the extremes do not
@@ -60,23 +61,25 @@ class Histogram(MinMaxObserver):
         self.counts = np.zeros(0, np.int64)
 
     def update(self, x: np.ndarray) -> None:
-        x = _finite(x)
-        if not x.size:
+        x = _flat(x)
+        count, lo, hi = _finite_extremes(x)
+        if not count:
             return
-        super().update(x)
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         if self.exponent is None:
-            span = max(float(x.max() - x.min()), float(np.abs(x).max()) * 2.0 ** -20, 2.0 ** -100)
+            span = max(hi - lo, max(abs(lo), abs(hi)) * 2.0 ** -20, 2.0 ** -100)
             self.exponent = math.ceil(math.log2(span / self.MAX_BINS))
-        while True:
-            k = np.floor(x / 2.0 ** self.exponent).astype(np.int64)
-            first = min(int(k.min()), self.first) if self.counts.size else int(k.min())
-            last = max(int(k.max()), self.first + self.counts.size - 1)
+        while True:  # floor(v / w) is monotonic in v: the extremes give the extreme bins
+            w = 2.0 ** self.exponent
+            first = min(math.floor(lo / w), self.first) if self.counts.size else math.floor(lo / w)
+            last = max(math.floor(hi / w), self.first + self.counts.size - 1)
             if last - first < self.MAX_BINS:
                 break
             self._double_width()
         grown = np.zeros(last - first + 1, np.int64)
         grown[self.first - first:self.first - first + self.counts.size] = self.counts
-        self.first, self.counts = first, grown + np.bincount(k - first, minlength=grown.size)
+        _count_bins(x, w, first, grown)
+        self.first, self.counts = first, grown
 
     def update_batches(self, x: np.ndarray, batch: int) -> None:
         """The same histogram as updating batch by batch, in order, at the cost of one update: only the first
@@ -177,6 +180,30 @@ def make_observer(spec: str):
         raise MccError(f"observer '{spec}': '{arg}' is not a number; write e.g. 'percentile:99.9'") from None
 
 
-def _finite(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64).reshape(-1)
-    return x[np.isfinite(x)]
+def _flat(x) -> np.ndarray:
+    x = np.asarray(x)
+    return x.reshape(-1) if x.dtype in (np.float32, np.float64) else x.astype(np.float64).reshape(-1)
+
+
+# One compiled pass each over a chunk of activations (numpy's isfinite, float64 copy, floor and bincount made the
+# observer cost more than the float run it observes: 70 ms per 224x224 MobileNetV2 sample). Values are taken in
+# float64, exactly, as before.
+@numba.njit(cache=True)
+def _finite_extremes(x):
+    """(number of finite values, their minimum, their maximum) in float64."""
+    count, lo, hi = 0, math.inf, -math.inf
+    for v in x:
+        f = np.float64(v)
+        if math.isfinite(f):
+            count += 1
+            lo, hi = min(lo, f), max(hi, f)
+    return count, lo, hi
+
+
+@numba.njit(cache=True)
+def _count_bins(x, width, first, counts):
+    """counts[floor(v / width) - first] += 1 for every finite v."""
+    for v in x:
+        f = np.float64(v)
+        if math.isfinite(f):
+            counts[np.int64(math.floor(f / width)) - first] += 1
