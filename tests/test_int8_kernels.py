@@ -183,6 +183,19 @@ def conv2d_per_tensor_strided(rng):
 
 
 @case
+def conv2d_deep_float64_gemm(rng):
+    """Weights too large for an exact float32 GEMM (runtime/kernels/int8_gemm.py: sum|w| * 128 >= 2**24 per
+    channel), so the kernel accumulates in float64."""
+    g = Graph()
+    x = int8_input(g, "x", (1, 5, 5, 256), 0.5, 3)
+    s_w = pow2(rng, 8, 2, 4)
+    w = weights(rng, g, (8, 3, 3, 256), s_w, 0, wmax=127)
+    assert np.abs(w.data.astype(np.int64)).reshape(8, -1).sum(axis=1).max() * 128 >= 2 ** 24
+    n = g.add_node("conv2d", [x, w, bias(rng, g, 8, 0.5, s_w)], {"padding": [1, 1, 1, 1]})
+    return finish(g, n, 64.0, 1)
+
+
+@case
 def depthwise_conv2d_multiplier_2(rng):
     g = Graph()
     x = int8_input(g, "x", (1, 8, 8, 8), 0.5, -2)
