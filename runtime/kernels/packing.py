@@ -10,14 +10,14 @@ to be invalidated when a pass replaces a constant, since the new array is a new 
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 
-_PACKED: dict[int, dict[str, object]] = {}  # id(array) -> key -> packed form
+_PACKED: dict[int, dict[Hashable, object]] = {}  # id(array) -> key -> packed form
 
 
-def packed(array: np.ndarray, key: str, build: Callable[[np.ndarray], object]):
+def packed(array: np.ndarray, key: Hashable, build: Callable[[np.ndarray], object]):
     """build(array), computed once per (array, key) while `array` lives. `key` names the packing (and anything
     besides the array it depends on, e.g. the layout), so one weight can be packed several ways. The array must
     not be mutated in place after it was packed (IR constants are not)."""
