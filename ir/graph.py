@@ -199,21 +199,28 @@ class Graph:
         self.replace_all_uses(dst, src)
         self.remove_node(node)
 
-    def toposort(self) -> None:
+    def topological_order(self) -> list[Node]:
+        """The nodes in dependency order, without reordering the graph: sweeps in list order, each taking every
+        node whose inputs are ready (one sweep for a graph already in order). ValueError on a cycle or a dangling
+        input."""
         available = {id(t) for t in self.inputs}
         pending, ordered = list(self.nodes), []
         while pending:
-            progressed = False
-            for n in list(pending):
+            rest = []
+            for n in pending:
                 if all(i is None or i.is_constant or id(i) in available for i in n.inputs):
                     ordered.append(n)
                     available.update(id(o) for o in n.outputs)
-                    pending.remove(n)
-                    progressed = True
-            if not progressed:
-                names = ", ".join(n.name for n in pending[:5])
+                else:
+                    rest.append(n)
+            if len(rest) == len(pending):
+                names = ", ".join(n.name for n in rest[:5])
                 raise ValueError(f"graph '{self.name}' has a cycle or a dangling input among nodes: {names}")
-        self.nodes = ordered
+            pending = rest
+        return ordered
+
+    def toposort(self) -> None:
+        self.nodes = self.topological_order()
 
     def cleanup(self) -> int:
         """Remove nodes whose outputs nobody reads (dead-node elimination); returns how many were removed."""

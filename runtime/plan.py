@@ -51,27 +51,6 @@ def _signature(graph: Graph) -> tuple:
             tuple((id(n), n.op, tuple(map(t, n.inputs)), tuple(map(t, n.outputs))) for n in graph.nodes))
 
 
-def _order(graph: Graph) -> list[Node]:
-    """The nodes in Graph.toposort's order (sweeps in list order, each taking every node whose inputs are ready),
-    without reordering the caller's graph; one sweep for a graph already in order."""
-    available = {id(t) for t in graph.inputs}
-    pending, ordered = list(graph.nodes), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i is None or i.is_constant or id(i) in available for i in n.inputs):
-                ordered.append(n)
-                available.update(id(o) for o in n.outputs)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            names = ", ".join(n.name for n in rest[:5])
-            raise MccError(f"graph '{graph.name}' has a cycle or a dangling input among nodes: {names}; every tensor "
-                           "a node reads must be a graph input, a constant or a node output")
-        pending = rest
-    return ordered
-
-
 class Plan:
     """A graph's run order, each node's kernel, and after which step each value is read for the last time."""
 
@@ -80,7 +59,10 @@ class Plan:
         # referring to it would keep alive for good
         self.inputs, self.outputs = list(graph.inputs), list(graph.outputs)
         self.signature = _signature(graph)
-        nodes = _order(graph)
+        try:
+            nodes = graph.topological_order()
+        except ValueError as e:
+            raise MccError(f"{e}; every tensor a node reads must be a graph input, a constant or a node output") from None
         self.steps = [(node, kernel_for(node)) for node in nodes]
         last: dict[str, int] = {}
         for i, node in enumerate(nodes):

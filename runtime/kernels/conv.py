@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from .activations import fused_activation
 from .layout import from_nhwc, to_nhwc, window_output_hw
@@ -45,17 +45,12 @@ def fma32(typingctx, x, y, z):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
+@numba.njit(cache=True)
 def _step(total, w, x, fused):
-    """total + w * x, each rounded (no fastmath: LLVM does not contract them), or with `fused` (float32 only)
-    one fused multiply-add. A flag rather than a function argument: numba's disk cache cannot key a signature
-    that holds a function, so every process would recompile the loops."""
-
-
-@overload(_step)
-def _step_overload(total, w, x, fused):
-    if total == types.float32:
-        return lambda total, w, x, fused: fma32(w, x, total) if fused else total + w * x
-    return lambda total, w, x, fused: total + w * x
+    """float32 total + w * x, each rounded (no fastmath: LLVM does not contract them), or with `fused` one fused
+    multiply-add. A flag rather than a function argument: numba's disk cache cannot key a signature that holds a
+    function, so every process would recompile the loops."""
+    return fma32(w, x, total) if fused else total + w * x
 
 
 @numba.njit(cache=True, parallel=True)
