@@ -152,14 +152,18 @@ class MseObserver(Histogram):
             return lo, hi
         left, right, counts = self.bins()
         centers, counts = (left + right) / 2.0, counts.astype(np.float64)
-        los = (lo * self.SHRINK if lo < 0 else np.zeros(1))[:, None, None]
-        his = (hi * self.SHRINK if hi > 0 else np.zeros(1))[None, :, None]
-        step = (his - los) / 255.0
-        clipped = np.maximum(los - centers, 0.0) + np.maximum(centers - his, 0.0)
-        inside = clipped == 0.0
-        error = (counts * np.where(inside, step ** 2 / 12.0, clipped ** 2)).sum(axis=-1)
+        los = lo * self.SHRINK if lo < 0 else np.zeros(1)
+        his = hi * self.SHRINK if hi > 0 else np.zeros(1)
+        # a value is clipped by lo or by hi, never both (lo <= 0 <= hi), so the error of a (lo, hi) pair is
+        # lo's clipping + hi's clipping + rounding noise on the rest: 2 x 40 sums over the bins, not 40 x 40
+        below = np.maximum(los[:, None] - centers, 0.0)
+        above = np.maximum(centers - his[:, None], 0.0)
+        clipped_n = (counts * (below > 0.0)).sum(axis=1)[:, None] + (counts * (above > 0.0)).sum(axis=1)[None, :]
+        clipped_error = (counts * below ** 2).sum(axis=1)[:, None] + (counts * above ** 2).sum(axis=1)[None, :]
+        step = (his[None, :] - los[:, None]) / 255.0
+        error = clipped_error + (counts.sum() - clipped_n) * step ** 2 / 12.0
         i, j = np.unravel_index(np.argmin(error), error.shape)  # first minimum: the widest such range
-        return float(los[i, 0, 0]), float(his[0, j, 0])
+        return float(los[i]), float(his[j])
 
 
 def make_observer(spec: str):
