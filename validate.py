@@ -27,8 +27,8 @@ import numpy as np
 from .datafiles import match_inputs, read_arrays
 from .errors import MccError
 from .ir import Graph
-from .passes.calibrate import (calibration_batches, graph_feeds, in_chunks, real_outputs, real_value,
-                                split_batches, sqnr_db)
+from .passes.calibrate import (calibration_batches, graph_feeds, in_chunks, real_outputs,
+                                split_batches, sqnr_db, squared_sums)
 from .runtime.ort import LEVELS as ORT_LEVELS
 
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
@@ -379,15 +379,14 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
             r = measured_against.get(o.name)
             if r is None:
                 return
-            for want, got in zip(split_batches([kept[r.name]], k), split_batches([value], k)):
-                if o.name not in sums:
-                    break
-                ref = _align(np.asarray(want[0], np.float64), r.layout, got[0].shape, o.layout)
+            if o.name in sums:
+                ref = _align(kept[r.name], r.layout, value.shape, o.layout)
                 if ref is None:
                     sums.pop(o.name)
-                    break
-                sums[o.name][0] += float(np.sum(ref ** 2))
-                sums[o.name][1] += float(np.sum((ref - real_value(o, got[0])) ** 2))
+                else:
+                    signal, noise = squared_sums(o, ref, value)
+                    sums[o.name][0] += signal
+                    sums[o.name][1] += noise
             left[r.name] -= 1
             if not left[r.name]:
                 del kept[r.name]

@@ -12,6 +12,7 @@ same bits as a run of its own, so ranges, bias correction and SQNR figures do no
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..datafiles import match_inputs
@@ -147,6 +148,25 @@ def real_value(t: Tensor, v: np.ndarray) -> np.ndarray:
     if t.dtype == "int8":
         return (v.astype(np.float64) - float(t.quant.zero_point[0])) * float(t.quant.scale[0])
     return np.asarray(v, np.float64)
+
+
+def squared_sums(t: Tensor, want: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """(sum want^2, sum (want - real_value(t, got))^2) in float64, in one pass without float64 copies (the fidelity
+    guard measures every layer of every sample)."""
+    scale, zero_point = (float(t.quant.scale[0]), float(t.quant.zero_point[0])) if t.dtype == "int8" else (1.0, 0.0)
+    return _squared_sums(np.ascontiguousarray(want).reshape(-1), np.ascontiguousarray(got).reshape(-1), scale,
+                         zero_point)
+
+
+@numba.njit(cache=True)
+def _squared_sums(want, got, scale, zero_point):
+    signal, noise = 0.0, 0.0
+    for i in range(want.size):
+        w = np.float64(want[i])
+        d = w - (np.float64(got[i]) - zero_point) * scale
+        signal += w * w
+        noise += d * d
+    return signal, noise
 
 
 def reference_outputs(reference: Graph, batches: list[dict]) -> list[list[np.ndarray]]:

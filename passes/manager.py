@@ -165,18 +165,20 @@ def run_pipeline(graph: Graph, names: list[str], options: dict | None = None, st
     options = dict(options or {})
     check_options(names, options)
     records = []
+    after = None
     for name in names:
         spec = _spec(name)
         check_requires(spec, graph)
         ctx = PassContext(options=spec.make_options(options), progress=reporter)
-        before = totals(graph)
+        before = after if after is not None else totals(graph)  # the graph the last pass returned, unchanged
         start = time.perf_counter()
         if progress:
             progress(name)
         graph = spec.run(graph.copy(), ctx)
         graph.infer_shapes()
         graph.verify()
-        records.append(PassRecord(name, time.perf_counter() - start, before, totals(graph), ctx.notes))
+        after = totals(graph)
+        records.append(PassRecord(name, time.perf_counter() - start, before, after, ctx.notes))
         if name == stop_after:
             break
     return graph, records
