@@ -50,10 +50,10 @@ def lower(graph: Graph, target_name: str, *, stop_after: str | None = None, prog
                             progress=lambda name: progress.say(f"  pass {name}"), reporter=progress)
 
 
-def emit(graph: Graph, target_name: str) -> bytes:
+def emit(graph: Graph, target_name: str, info=None) -> bytes:
     from .backends import emit as emit_file
 
-    return emit_file(graph, get_target(target_name).backend)
+    return emit_file(graph, get_target(target_name).backend, info)
 
 
 def _io(tensors) -> list[dict]:
@@ -87,7 +87,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
                   report_path=None, calib=None, options: dict | None = None,
                   progress: Progress | None = None, fallback: str | None = None,
                   fallback_sqnr: float | None = None, min_sqnr: float | None = None,
-                  hold_out: bool = True) -> CompileResult:
+                  hold_out: bool = True, metadata: dict | None = None, html_path=None) -> CompileResult:
     """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically.
 
     `calib` is a .npz/.npy path (or a dict of arrays by input name) for targets that quantize; `options` are
@@ -95,14 +95,16 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     analyze.py) keeps the layers that per-layer analysis blames out of int8 until the output SQNR reaches
     `fallback_sqnr` dB. Targets that quantize run the fidelity guard (fidelity_guard) and raise FidelityError,
     writing no output, when an output's SQNR is below `min_sqnr`; `hold_out=False` calibrates on every sample and
-    measures the guard on them too (a benchmark that gives mcc and its peers the same calibration samples)."""
+    measures the guard on them too (a benchmark that gives mcc and its peers the same calibration samples).
+    `metadata` ({"normalization": {"mean": [...], "std": [...]}, "labels": path}) is embedded in the file
+    (formats/model_info.py); `html_path` gets the report as a self-contained HTML page (report_html.py)."""
     progress = progress or Progress(False)
     target = get_target(target_name)
     if fallback is not None:
         from .analyze import check_fallback
 
         check_fallback(target.name, fallback, options or {})
-    for p in (output, report_path):
+    for p in (output, report_path, html_path):
         if p is not None:
             check_output_path(p)
     if isinstance(source, Graph):
@@ -114,6 +116,9 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
             raise MccError("no such model file; check the path", path=source)
         graph = load_model(source, trust_pickle=trust_pickle, input_shapes=input_shapes, progress=progress)
         source_info = {"path": str(source), "sha256": sha256(Path(source).read_bytes())}
+    from .formats.model_info import model_info
+
+    info = model_info(metadata, graph)  # checked against the model before any work
     source_io = {"inputs": _io(graph.inputs), "outputs": _io(graph.outputs), "origin": dict(graph.origin)}
     warnings = []
     bad = nonfinite_weights(graph)
@@ -142,7 +147,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     before = totals(graph)
     graph, records = lower(graph, target.name, progress=progress, options=options)
     with progress.step(f"writing {target.backend}"):
-        data = emit(graph, target.name)
+        data = emit(graph, target.name, info)
     report = {
         "mcc_version": __version__,
         "target": {"name": target.name, "isa": target.isa, "number_format": target.number_format,
@@ -153,6 +158,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         "warnings": warnings,
         "passes": [r.to_json() for r in records],
         "layers": table_json(graph),
+        **({"metadata": info.to_json()} if info is not None else {}),
     }
     if fallback_plan is not None:
         from .analyze import fallback_cost
@@ -167,6 +173,10 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         warnings.extend(report["fidelity"]["warnings"])
     if report_path is not None:  # also on a guard failure: its per-layer table is what to look at
         write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
+    if html_path is not None:
+        from .report_html import render_html
+
+        write_atomic(html_path, render_html(report).encode())
     if failure is not None:
         raise FidelityError(failure + (f"; report written to {report_path}" if report_path is not None else ""))
     if output is not None:

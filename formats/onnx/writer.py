@@ -47,9 +47,16 @@ onnxruntime's quantizer (onnxruntime.quantization) rewrites a float ONNX model b
 nodes from its own calibration, and tf2onnx translates a TFLite int8 model op by op through QDQ. mcc writes the
 already quantized IR: the integers (weights, biases, scales, zero points) are the ones the arm-int8 TFLite file
 holds, only permuted to NCHW by the to_nchw pass, and the same graph always gives the same bytes.
+
+The model says who wrote it (producer_name "mcc", producer_version, a doc_string naming its inputs and outputs) and,
+given a ModelInfo, the input normalization and the labels in metadata_props (ONNX has no schema for them, unlike
+TFLite Metadata): "mcc.normalization" as JSON, "mcc.labels" as one label per line, "mcc.labels_output" naming the
+output they annotate. onnxruntime returns them from InferenceSession.get_modelmeta().custom_metadata_map.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from onnx import TensorAnnotation, helper, numpy_helper
@@ -59,6 +66,7 @@ from ...errors import MccError
 from ...ir import Graph, Node, QuantParams, Tensor
 from ...ir.names import claim_unique
 from .. import FormatArithmetic, verified_copy
+from ..model_info import ModelInfo
 from .opmap import (DTYPE_TO_ONNX, IR_VERSION, MCC_DOMAIN, MS_DOMAIN, OPSET, TABLE_OPS, TABLE_RULES,
                          is_int8, mapping_for, table_op)
 
@@ -84,8 +92,8 @@ class _Writer:
     """Implements opmap.Emit. Initializers, value infos, annotations and functions accumulate in first-use order,
     which makes the output deterministic."""
 
-    def __init__(self, graph: Graph, arithmetic: FormatArithmetic):
-        self.g, self.arithmetic = graph, arithmetic
+    def __init__(self, graph: Graph, arithmetic: FormatArithmetic, info: ModelInfo | None):
+        self.g, self.arithmetic, self.info = graph, arithmetic, info
         self.taken = {t.name for t in graph.tensors()}
         self.interface = {t.name for t in graph.inputs + graph.outputs}
         self.initializers: list = []
@@ -169,13 +177,31 @@ class _Writer:
         opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, 1) for d in (MS_DOMAIN, MCC_DOMAIN)
                                                       if d in self.domains]
         model = helper.make_model(graph, opset_imports=opsets, functions=list(self.functions.values()),
-                                  producer_name="mcc", producer_version=__version__, ir_version=IR_VERSION)
-        if any(is_int8(n) for n in self.g.nodes):
-            helper.set_model_props(model, {"mcc.table_rules": TABLE_RULES})
+                                  producer_name="mcc", producer_version=__version__, ir_version=IR_VERSION,
+                                  doc_string=self.doc_string())
+        helper.set_model_props(model, self.props())
         return model
 
+    def doc_string(self) -> str:
+        def io(tensors):
+            return ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in tensors)
 
-def write_onnx(graph: Graph, arithmetic: FormatArithmetic) -> bytes:
+        return f"'{self.g.name}' written by mcc {__version__}; inputs {io(self.g.inputs)}; outputs {io(self.g.outputs)}"
+
+    def props(self) -> dict[str, str]:
+        props = {"mcc.table_rules": TABLE_RULES} if any(is_int8(n) for n in self.g.nodes) else {}
+        info = self.info
+        if info is not None and info.mean:
+            props["mcc.normalization"] = json.dumps({"input": info.input_name, "mean": list(info.mean),
+                                                     "std": list(info.std), "channel_axis": 1,
+                                                     "formula": "(x - mean) / std"})
+        if info is not None and info.labels:
+            props["mcc.labels_output"] = info.output_name
+            props["mcc.labels"] = "".join(f"{n}\n" for n in info.labels)
+        return props
+
+
+def write_onnx(graph: Graph, arithmetic: FormatArithmetic, info: ModelInfo | None = None) -> bytes:
     """The ONNX model of `graph` (NCHW, legal for ONNX); the same graph always gives the same bytes. `arithmetic`
     computes the int8 lookup tables and fused-activation bounds with TABLE_RULES (runtime/format_arithmetic.py)."""
     g = verified_copy(graph, "ONNX")
@@ -183,7 +209,7 @@ def write_onnx(graph: Graph, arithmetic: FormatArithmetic) -> bytes:
     if nhwc is not None:
         raise MccError(f"tensor '{nhwc}' is NHWC, but ONNX's spatial operators read NCHW; run the to_nchw pass "
                        "first (the x86 targets do)")
-    w = _Writer(g, arithmetic)
+    w = _Writer(g, arithmetic, info)
     for t in g.inputs:
         w.name(t)
     for node in g.nodes:

@@ -443,6 +443,24 @@ def _node(graph: Graph, m, op: schema.OperatorT, tensors: list, taken: set) -> N
     return node
 
 
+def _signature_names(model: schema.ModelT, tensors: list, path) -> dict[str, str]:
+    """{tensor name: signature name} where the file's signature (serving_default, else its first one) names an
+    input or output otherwise than its tensor ("serving_default_x:0" is "x"), for the writer to keep."""
+    sigs = [s for s in model.signatureDefs or [] if s.subgraphIndex == 0]
+    sig = next((s for s in sigs if s.signatureKey == b"serving_default"), sigs[0] if sigs else None)
+    if sig is None:
+        return {}
+    names = {}
+    for m in (sig.inputs or []) + (sig.outputs or []):
+        if not 0 <= m.tensorIndex < len(tensors):
+            raise MccError(f"corrupt TFLite model: signature '{sig.signatureKey.decode('utf-8', 'replace')}' maps "
+                           f"a name to tensor {m.tensorIndex}, out of {len(tensors)}; re-export the model", path=path)
+        name = m.name.decode("utf-8", "replace") if m.name else ""
+        if name and name != tensors[m.tensorIndex].name:
+            names[tensors[m.tensorIndex].name] = name
+    return names
+
+
 # What a structurally valid flatbuffer with nonsense contents (a zero stride, a wrong rank) raises on the way.
 _MALFORMED = (ValueError, IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError)
 
@@ -482,6 +500,9 @@ def read_tflite(data: bytes, path=None) -> Graph:
             raise MccError(f"operator {k} ({BUILTIN_NAMES[code]}) is malformed ({type(e).__name__}: {e}); "
                            "re-export the model", path=path, node=where) from None
     graph.outputs = [tensors[i] for i in _ints(sub.outputs)]
+    signature = _signature_names(model, tensors, path)
+    if signature:
+        graph.origin["signature"] = signature
     half = next((t for t in graph.tensors() if t.dtype == "float16"), None)
     if half is not None:
         raise MccError(f"tensor '{half.name}' is float16 but is not a constant weight behind DEQUANTIZE; mcc "

@@ -4,9 +4,17 @@ The TensorFlow converter lowers a TF/JAX graph through MLIR's TFL dialect, legal
 serializes. mcc has already done all of that on its own IR, so the writer is a plain serializer over one
 shared table (opmap): every tensor keeps its IR name, nothing is optimized behind the user's back, and
 anything the table cannot express is refused with the IR node's name instead of being silently rewritten.
+
+Every file carries a SignatureDef "serving_default" mapping the model's input and output names to their tensors, as
+the TF converter's and litert-torch's files do: LiteRT's signature runner, Android's Interpreter.runSignature and
+ai-edge-quantizer address a model through it. The names are the source model's (a TFLite source's own signature
+names, which the reader records in graph.origin; otherwise the tensor names without a ':0' style suffix), where the
+TF converter uses the SavedModel signature's and litert-torch the forward()'s argument names ("args_0", ...).
 """
 
 from __future__ import annotations
+
+import re
 
 import flatbuffers
 import numpy as np
@@ -16,7 +24,11 @@ from ... import __version__
 from ...errors import MccError
 from ...ir import Graph, QuantParams, Tensor
 from .. import verified_copy
+from ..model_info import ModelInfo
+from .metadata import METADATA_NAME, append_files, metadata_buffer
 from .opmap import DTYPE_TO_TFLITE, mapping_for
+
+SIGNATURE_KEY = "serving_default"  # the key the TF converter and litert-torch give a model's one signature
 
 BUFFER_ALIGNMENT = 16  # what the TFLite converter uses, so weights can be read in place from an mmap
 
@@ -99,8 +111,40 @@ class _ModelBuilder:
         return self.opcode_index[code]
 
 
-def write_tflite(graph: Graph) -> bytes:
-    """The TFLite flatbuffer of `graph` (NHWC, legal for TFLite); the same graph always gives the same bytes."""
+def signature_names(graph: Graph) -> dict[str, str]:
+    """{tensor name: signature name} of the graph's inputs and outputs: the names the source model's users know
+    (recorded by the TFLite reader under origin["signature"]), else the tensor name without a ':N' suffix where
+    that stays unique among the inputs, and among the outputs."""
+    recorded = graph.origin.get("signature", {})
+    names = {}
+    for tensors in (graph.inputs, graph.outputs):
+        wanted = [recorded.get(t.name, re.sub(r":\d+$", "", t.name)) for t in tensors]
+        for t, name in zip(tensors, wanted):
+            names[t.name] = name if wanted.count(name) == 1 else t.name
+    return names
+
+
+def _signature(g: Graph, sub: schema.SubGraphT) -> schema.SignatureDefT:
+    names = signature_names(g)
+
+    def tensor_maps(tensors, indices):
+        maps = []
+        for t, i in zip(tensors, indices):
+            m = schema.TensorMapT()
+            m.name, m.tensorIndex = names[t.name], i
+            maps.append(m)
+        return maps
+
+    sig = schema.SignatureDefT()
+    sig.signatureKey = SIGNATURE_KEY
+    sig.subgraphIndex = 0
+    sig.inputs, sig.outputs = tensor_maps(g.inputs, sub.inputs), tensor_maps(g.outputs, sub.outputs)
+    return sig
+
+
+def write_tflite(graph: Graph, info: ModelInfo | None = None) -> bytes:
+    """The TFLite flatbuffer of `graph` (NHWC, legal for TFLite), with its "serving_default" signature and, given
+    `info`, TFLite Metadata and the label file packed after it; the same graph always gives the same bytes."""
     g = verified_copy(graph, "TFLite")
     mb = _ModelBuilder(g)
     sub = schema.SubGraphT()
@@ -132,7 +176,16 @@ def write_tflite(graph: Graph) -> bytes:
     model.description = f"mcc {__version__}"
     model.operatorCodes = mb.opcodes
     model.subgraphs = [sub]
+    model.signatureDefs = [_signature(g, sub)]
+    if info is not None:
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = METADATA_NAME, len(mb.buffers)
+        mb.buffers.append(_AlignedBuffer(metadata_buffer(g.name, model.description, g.inputs, g.outputs, info)))
+        model.metadata = [entry]
     model.buffers = mb.buffers
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    data = bytes(builder.Output())
+    if info is not None and info.labels:
+        data = append_files(data, {info.labels_file: "".join(f"{n}\n" for n in info.labels).encode()})
+    return data
