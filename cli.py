@@ -44,7 +44,8 @@ def _default_output(model: str, target_name: str) -> str:
     return str(out if out != Path(model) else out.with_suffix(f".{target_name}{suffix}"))
 
 
-_INPUT_FILES = {"model": "model", "calib": "calibration data", "input": "input data", "reference": "reference model"}
+_INPUT_FILES = {"model": "model", "calib": "calibration data", "input": "input data", "reference": "reference model",
+                "labels": "label", "report_json": "report"}
 
 
 def _check_input_files(args) -> None:
@@ -98,7 +99,8 @@ def _cmd_compile(args) -> None:
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
                            options={k: v for k, v in options.items() if v is not None}, progress=progress,
-                           fallback=args.fallback, fallback_sqnr=args.fallback_sqnr, min_sqnr=args.min_sqnr)
+                           fallback=args.fallback, fallback_sqnr=args.fallback_sqnr, min_sqnr=args.min_sqnr,
+                           metadata=_metadata(args), html_path=args.html)
     for w in result.report["warnings"]:
         print(f"mcc: warning: {w}", file=sys.stderr)
     if not args.quiet:
@@ -129,6 +131,47 @@ def _cmd_compile(args) -> None:
             print(_format_guard(result.report["fidelity"]))
         if args.report:
             print(f"report written to {args.report}")
+
+
+# ---- embedded metadata and the HTML report (issue 20) -----------------------------------------------------------
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise MccError(f"{flag} '{text}' is not a comma-separated list of numbers, e.g. 127.5 or 0.485,0.456,0.406")
+
+
+def _metadata(args) -> dict:
+    """compile_model's `metadata` from --labels, --norm-mean and --norm-std (both or neither)."""
+    mean, std = _floats(args.norm_mean, "--norm-mean"), _floats(args.norm_std, "--norm-std")
+    if (mean is None) != (std is None):
+        raise MccError("--norm-mean and --norm-std describe (x - mean) / std together: give both, or neither")
+    return {**({"normalization": {"mean": mean, "std": std}} if mean is not None else {}),
+            **({"labels": args.labels} if args.labels is not None else {})}
+
+
+def _cmd_report(args) -> None:
+    import json
+
+    from .fileio import check_output_path, write_atomic
+    from .report_html import render_html
+
+    out = args.output or str(Path(args.report_json).with_suffix(".html"))
+    check_output_path(out)
+    try:
+        report = json.loads(Path(args.report_json).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MccError(f"is not a JSON compile report ({e}); give the file `mcc compile --report` wrote",
+                       path=args.report_json) from None
+    missing = [k for k in ("target", "source", "output", "passes", "layers") if not isinstance(report, dict)
+               or k not in report]
+    if missing:
+        raise MccError(f"is not a compile report (no {', '.join(missing)}); give the file `mcc compile --report` "
+                       "wrote", path=args.report_json)
+    write_atomic(out, render_html(report).encode())
+    print(f"HTML report written to {out}")
 
 
 def _format_guard(f: dict) -> str:
@@ -284,8 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-sqnr", type=float, metavar="DB",
                    help="int8 targets: fail (exit 1, no file written) when a model output's SQNR against the float "
                    "model, measured after quantizing, is below DB (without it, below 15 dB is a warning)")
+    c.add_argument("--labels", metavar="FILE", help="label file (one label per line, one per class of the first "
+                   "output) to embed: TFLite Metadata with the file packed in the .tflite, ONNX metadata_props")
+    c.add_argument("--norm-mean", metavar="M[,M...]", help="input normalization (x - mean) / std to embed as "
+                   "metadata: the mean, one value or one per channel")
+    c.add_argument("--norm-std", metavar="S[,S...]", help="the std of --norm-mean's normalization")
+    c.add_argument("--html", metavar="PATH", help="write the compile report as a self-contained HTML page")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
+
+    rp = sub.add_parser("report", help="render a compile report (JSON) as a self-contained HTML page")
+    rp.add_argument("report_json", metavar="REPORT.json")
+    rp.add_argument("-o", "--output", help="the HTML file (default: the report's name with .html)")
+    rp.set_defaults(func=_cmd_report)
 
     a = sub.add_parser("analyze", help="per-layer int8 sensitivity: output SQNR with only each layer int8, and "
                        "with only it float")

@@ -20,6 +20,7 @@ class LayerStats:
     params: int
     macs: int
     bytes: int
+    output: str  # the output tensor's name, which per-tensor figures (the fidelity guard's SQNR) are keyed by
 
 
 def layer_table(graph: Graph) -> list[LayerStats]:
@@ -28,7 +29,7 @@ def layer_table(graph: Graph) -> list[LayerStats]:
         consts = [t for t in n.inputs if t is not None and t.is_constant and id(t) not in seen]
         seen.update(id(t) for t in consts)
         rows.append(LayerStats(n.name, n.op, list(n.outputs[0].shape), sum(t.size for t in consts),
-                               macs(n), sum(t.nbytes for t in consts)))
+                               macs(n), sum(t.nbytes for t in consts), n.outputs[0].name))
     return rows
 
 
