@@ -6,6 +6,7 @@ metadata through onnx.checker and onnxruntime's get_modelmeta()."""
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ import torch
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
+import mcc
 from mcc import __version__
 from mcc.cli import main
 from mcc.compiler import compile_model
@@ -27,6 +29,7 @@ from mcc.frontend.torch_export import from_module
 from mcc.runtime.litert import run_litert
 
 TFLITE_TARGETS = ("arm-fp32", "arm-int8")
+EXAMPLE = Path(mcc.__file__).parent / "examples" / "mobilenet_v2_style.pt2"
 
 
 def _calib(example, n=8, seed=0):
@@ -45,6 +48,18 @@ def zoo_files(request):
     graph = from_module(model, (example,))
     files = {t: compile_model(graph, t, calib=_calib(example) if "int8" in t else None).data for t in TFLITE_TARGETS}
     return name, graph, files, _nhwc(_calib(example, 1, seed=1)["x"])
+
+
+@pytest.fixture(scope="module")
+def mnv2():
+    """MobileNetV2-style's IR graph (compile_model copies it before each pass) and example input."""
+    model, example = ZOO["mobilenet_v2_style"]()
+    return from_module(model, (example,)), example
+
+
+@pytest.fixture(scope="module")
+def fp32_file(mnv2):
+    return compile_model(mnv2[0], "arm-fp32").data
 
 
 def _model(data: bytes) -> schema.ModelT:
@@ -66,11 +81,9 @@ def test_signature_runner_equals_invoke_on_every_zoo_file(zoo_files):
             assert np.array_equal(got[k], want[k]), f"{name} {target} output {k}: signature runner != invoke"
 
 
-def test_signature_names_from_a_tflite_source_and_without_suffixes():
+def test_signature_names_from_a_tflite_source_and_without_suffixes(fp32_file):
     """A TFLite source's own signature names survive a compile; ':0' style tensor names lose the suffix."""
-    model, example = ZOO["mobilenet_v2_style"]()
-    data = compile_model(from_module(model, (example,)), "arm-fp32").data
-    m = _model(data)
+    m = _model(fp32_file)
     sub = m.subgraphs[0]
     sub.tensors[sub.inputs[0]].name = b"serving_default_images:0"  # as the TF converter names them
     sub.tensors[sub.outputs[0]].name = b"StatefulPartitionedCall:0"
@@ -90,9 +103,8 @@ def test_signature_names_from_a_tflite_source_and_without_suffixes():
     assert plain == {"serving_default": {"inputs": ["serving_default_images"], "outputs": ["StatefulPartitionedCall"]}}
 
 
-def test_reader_refuses_a_signature_that_names_a_missing_tensor():
-    model, example = ZOO["mobilenet_v2_style"]()
-    m = _model(compile_model(from_module(model, (example,)), "arm-fp32").data)
+def test_reader_refuses_a_signature_that_names_a_missing_tensor(fp32_file):
+    m = _model(fp32_file)
     m.signatureDefs[0].outputs[0].tensorIndex = 10_000
     import flatbuffers
 
@@ -103,13 +115,12 @@ def test_reader_refuses_a_signature_that_names_a_missing_tensor():
 
 
 @pytest.mark.slow
-def test_ai_edge_quantizer_calibrates_an_mcc_file():
+def test_ai_edge_quantizer_calibrates_an_mcc_file(mnv2, fp32_file):
     """Google's ai-edge-quantizer addresses a model by signature; it failed on mcc's files before with
     'Invalid signature_key provided: "serving_default"'."""
     from ai_edge_quantizer import quantizer, recipe
 
-    model, example = ZOO["mobilenet_v2_style"]()
-    data = compile_model(from_module(model, (example,)), "arm-fp32").data
+    data, example = fp32_file, mnv2[1]
     qt = quantizer.Quantizer(bytearray(data), recipe.static_wi8_ai8())
     samples = _nhwc(_calib(example, 8)["x"])
     calibration = qt.calibrate({"serving_default": [{"x": s[None]} for s in samples]}, num_threads=1)
@@ -136,7 +147,7 @@ def with_metadata(tmp_path_factory):
     return tmp, labels
 
 
-@pytest.mark.parametrize("target", ["arm-fp32", "arm-int8"])
+@pytest.mark.parametrize("target", ["arm-fp32", pytest.param("arm-int8", marks=pytest.mark.slow)])
 def test_tflite_metadata_as_the_support_library_lays_it_out(with_metadata, target):
     tmp, labels = with_metadata
     out = tmp / f"net.{target}.tflite"
@@ -170,7 +181,7 @@ def test_tflite_metadata_as_the_support_library_lays_it_out(with_metadata, targe
     assert again.read_bytes() == data
 
 
-@pytest.mark.parametrize("target", ["x86-fp32", "x86-int8"])
+@pytest.mark.parametrize("target", ["x86-fp32", pytest.param("x86-int8", marks=pytest.mark.slow)])
 def test_onnx_model_metadata(with_metadata, target):
     tmp, labels = with_metadata
     example = ZOO["mobilenet_v2_style"]()[1]
@@ -180,7 +191,7 @@ def test_onnx_model_metadata(with_metadata, target):
     model = onnx.load_from_string(result.data)
     onnx.checker.check_model(model, full_check=True)
     meta = ort.InferenceSession(result.data, providers=["CPUExecutionProvider"]).get_modelmeta()
-    assert meta.producer_name == "mcc" and meta.version == 0
+    assert meta.producer_name == "mcc" and model.producer_version == __version__
     assert f"mcc {__version__}" in meta.description and "classifier.1 float32[1, 10]" in meta.description
     props = meta.custom_metadata_map
     assert json.loads(props["mcc.normalization"]) == {"input": "x", "mean": [0.5], "std": [0.25, 0.5, 1.0],
@@ -189,9 +200,8 @@ def test_onnx_model_metadata(with_metadata, target):
     assert ("mcc.table_rules" in props) == ("int8" in target)
 
 
-def test_onnx_without_metadata_still_names_its_producer():
-    model, example = ZOO["mobilenet_v2_style"]()
-    data = compile_model(from_module(model, (example,)), "x86-fp32").data
+def test_onnx_without_metadata_still_names_its_producer(mnv2):
+    data = compile_model(mnv2[0], "x86-fp32").data
     meta = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).get_modelmeta()
     assert meta.producer_name == "mcc" and meta.custom_metadata_map == {}
     assert meta.description.startswith("'MobileNetV2Style' written by mcc")
@@ -205,14 +215,14 @@ def test_onnx_without_metadata_still_names_its_producer():
     ({"normalization": {"mean": [0]}}, "give {'mean': \\[...\\], 'std': \\[...\\]}"),
     ({"colour": 1}, "'colour' are not ones mcc embeds"),
 ])
-def test_bad_metadata_is_refused_before_any_work(metadata, message, tmp_path):
-    model, example = ZOO["mobilenet_v2_style"]()
+def test_bad_metadata_is_refused_before_any_work(metadata, message, mnv2):
     with pytest.raises(MccError, match=message):
-        compile_model(from_module(model, (example,)), "arm-fp32", metadata=metadata)
+        compile_model(mnv2[0], "arm-fp32", metadata=metadata)
 
 
-def test_label_count_must_match_the_classes(tmp_path):
+def test_label_count_must_match_the_classes(tmp_path, mnv2, capsys):
     (tmp_path / "labels.txt").write_text("cat\ndog\n")
-    model, example = ZOO["mobilenet_v2_style"]()
     with pytest.raises(MccError, match="label file has 2 lines and output 'classifier.1' \\[1, 10\\] has 10 classes"):
-        compile_model(from_module(model, (example,)), "arm-fp32", metadata={"labels": tmp_path / "labels.txt"})
+        compile_model(mnv2[0], "arm-fp32", metadata={"labels": tmp_path / "labels.txt"})
+    assert main(["compile", str(EXAMPLE), "--target", "arm-fp32", "--norm-mean", "1"]) == 2
+    assert "--norm-mean and --norm-std describe (x - mean) / std together" in capsys.readouterr().err
