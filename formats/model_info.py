@@ -77,6 +77,10 @@ def model_info(metadata: dict | None, graph: Graph) -> ModelInfo | None:
                                f"{list(x.shape)} has {channels} channels; give 1 or {channels} values")
         if any(s == 0 for s in std):
             raise MccError("metadata normalization 'std' holds 0, which (x - mean) / std cannot divide by")
+        # one value for every channel is repeated beside a per-channel other: the Task Library's image
+        # classifier refuses a mean and a std of different lengths, which the schema's comment allows
+        n = max(len(mean), len(std))
+        mean, std = mean * (n // len(mean)), std * (n // len(std))
         fields.update(input_name=x.name, mean=mean, std=std)
     labels = metadata.get("labels")
     if labels is not None:

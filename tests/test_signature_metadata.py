@@ -162,7 +162,7 @@ def test_tflite_metadata_as_the_support_library_lays_it_out(with_metadata, targe
     assert meta["min_parser_version"] == "1.0.0" and len(meta["subgraphs"]) == 1
     (x,), (y,) = meta["subgraphs"][0]["inputs"], meta["subgraphs"][0]["outputs"]
     assert x["name"] == "x" and x["content"] == "ImageProperties" and x["color_space"] == "RGB"
-    assert x["normalization"] == {"mean": [127.5, 120.0, 110.0], "std": [64.0]}
+    assert x["normalization"] == {"mean": [127.5, 120.0, 110.0], "std": [64.0] * 3}  # same lengths: Task Library
     assert y["name"] == "classifier.1" and y["associated_files"] == [{"name": "labels.txt", "type": TENSOR_AXIS_LABELS}]
     packed = zipfile.ZipFile(io.BytesIO(data))
     assert packed.namelist() == ["labels.txt"]
@@ -194,7 +194,7 @@ def test_onnx_model_metadata(with_metadata, target):
     assert meta.producer_name == "mcc" and model.producer_version == __version__
     assert f"mcc {__version__}" in meta.description and "classifier.1 float32[1, 10]" in meta.description
     props = meta.custom_metadata_map
-    assert json.loads(props["mcc.normalization"]) == {"input": "x", "mean": [0.5], "std": [0.25, 0.5, 1.0],
+    assert json.loads(props["mcc.normalization"]) == {"input": "x", "mean": [0.5] * 3, "std": [0.25, 0.5, 1.0],
                                                       "channel_axis": 1, "formula": "(x - mean) / std"}
     assert props["mcc.labels_output"] == "classifier.1" and props["mcc.labels"].splitlines() == labels
     assert ("mcc.table_rules" in props) == ("int8" in target)
@@ -226,3 +226,63 @@ def test_label_count_must_match_the_classes(tmp_path, mnv2, capsys):
         compile_model(mnv2[0], "arm-fp32", metadata={"labels": tmp_path / "labels.txt"})
     assert main(["compile", str(EXAMPLE), "--target", "arm-fp32", "--norm-mean", "1"]) == 2
     assert "--norm-mean and --norm-std describe (x - mean) / std together" in capsys.readouterr().err
+
+
+# tflite-support 0.4.4 (the last release, cp311 wheel) needs protobuf < 4, which onnx cannot import beside: it is
+# installed apart (pip install --no-deps --target DIR tflite-support==0.4.4 protobuf==3.20.3) and run in a
+# subprocess with DIR on its path, named by TFLITE_SUPPORT_PATH.
+_TASK_LIBRARY = """
+import json, sys
+import numpy as np
+from tflite_support import metadata
+from tflite_support.task import core, processor, vision
+out = {}
+for path in sys.argv[1:]:
+    shown = metadata.MetadataDisplayer.with_model_file(path)
+    options = vision.ImageClassifierOptions(base_options=core.BaseOptions(file_name=path),
+                                            classification_options=processor.ClassificationOptions(max_results=10, score_threshold=-1e9))
+    image = np.load(path + ".npy")
+    result = vision.ImageClassifier.create_from_options(options).classify(vision.TensorImage.create_from_array(image))
+    out[path] = {"files": shown.get_packed_associated_file_list(), "metadata": json.loads(shown.get_metadata_json()),
+                 "scores": {c.category_name: c.score for c in result.classifications[0].categories}}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_tflite_support_task_library_reads_the_metadata(with_metadata, mnv2):
+    """TFLite Support's own reader and its Task Library ImageClassifier, given a uint8 image, apply the embedded
+    normalization and name the classes from the packed labels: its scores are LiteRT's on the image normalized
+    by hand, for the float and the int8 file."""
+    import os
+    import subprocess
+    import sys
+
+    where = os.environ.get("TFLITE_SUPPORT_PATH")
+    assert where, ("set TFLITE_SUPPORT_PATH to a folder holding tflite-support: pip install --no-deps --target DIR "
+                   "tflite-support==0.4.4 protobuf==3.20.3")
+    tmp, labels = with_metadata
+    graph, example = mnv2
+    image = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mean, std = np.array([127.5, 120, 110], np.float32), np.float32(64)
+    paths = {}
+    for target in TFLITE_TARGETS:
+        data = compile_model(graph, target, calib=_calib(example) if "int8" in target else None,
+                             metadata={"normalization": {"mean": mean.tolist(), "std": [float(std)]},
+                                       "labels": tmp / "labels.txt"}).data
+        paths[target] = tmp / f"task.{target}.tflite"
+        paths[target].write_bytes(data)
+        np.save(str(paths[target]) + ".npy", image)
+    env = {**os.environ, "PYTHONPATH": where, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    done = subprocess.run([sys.executable, "-c", _TASK_LIBRARY, *map(str, paths.values())], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    for target, path in paths.items():
+        got = seen[str(path)]
+        assert got["files"] == ["labels.txt"]
+        unit = got["metadata"]["subgraph_metadata"][0]["input_tensor_metadata"][0]["process_units"][0]
+        assert unit["options"] == {"mean": mean.tolist(), "std": [float(std)] * 3}
+        want = run_litert(path.read_bytes(), {"x": ((image - mean) / std)[None].astype(np.float32)},
+                          "default")["classifier.1"][0]
+        assert got["scores"] == pytest.approx({labels[i]: float(v) for i, v in enumerate(want)}, abs=1e-6), target
