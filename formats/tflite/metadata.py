@@ -7,8 +7,9 @@ to the .tflite as a zip archive, as MetadataPopulator does with zipfile's append
 starts the file and LiteRT ignores the tail. TFLite's MetadataPopulator packs the metadata into an existing file;
 mcc writes it with the model, with a fixed zip timestamp so the same model gives the same bytes.
 
-The reader (read_metadata) decodes the fields mcc writes, from the same slot numbers: mcc's tests check the
-writer with it, independently of tflite_support, which has no wheel for Python 3.11.
+The reader (read_metadata) decodes the fields mcc writes, from the same slot numbers, so mcc's tests check the
+writer without tflite_support, whose last release (0.4.4) needs protobuf < 4, which onnx cannot import beside; a
+slow test runs tflite_support's MetadataDisplayer and Task Library ImageClassifier on mcc's files apart.
 """
 
 from __future__ import annotations
