@@ -60,6 +60,7 @@ def test_compile_html_is_the_report_rendered_and_deterministic(compiled, capsys)
     assert "No validation result in this report" in page and "No device memory check in this report" in page
 
 
+@pytest.mark.slow
 def test_chromium_renders_every_plot(compiled):
     tmp, report = compiled
     report = dict(report)
@@ -99,3 +100,16 @@ def test_report_refuses_what_is_not_a_report(tmp_path, capsys):
     assert "is not a compile report (no target, source, output, passes, layers)" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.json")]) == 2
     assert "no such report file" in capsys.readouterr().err
+
+
+def test_float_report_without_fidelity_renders(tmp_path):
+    from pathlib import Path
+
+    import mcc
+    from mcc.compiler import compile_model
+
+    compile_model(Path(mcc.__file__).parent / EXAMPLE, "arm-fp32", html_path=tmp_path / "f.html")
+    page = (tmp_path / "f.html").read_text()
+    assert "No fidelity guard in this report" in page
+    dom = _chromium("--dump-dom", "f.html", cwd=tmp_path)
+    assert re.findall(r'<svg class="plot" data-metric="(\w+)"', dom) == ["params", "macs", "bytes", "bytes", "macs"]
