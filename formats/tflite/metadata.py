@@ -20,6 +20,7 @@ import zipfile
 import flatbuffers
 from flatbuffers.table import Table
 
+from ...errors import MccError
 from ..model_info import ModelInfo
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -89,10 +90,16 @@ def _tensor(mb: _Builder, name: str, description: str, content_type: int, color:
     return mb.table(7, fields)
 
 
-def metadata_buffer(model_name: str, description: str, inputs: list, outputs: list, info: ModelInfo) -> bytes:
+def metadata_buffer(model_name: str, description: str, inputs: list, outputs: list, names: dict[str, str],
+                    info: ModelInfo) -> bytes:
     """The ModelMetadata flatbuffer for a model with `inputs` / `outputs` (IR tensors in SubGraph order): each
-    tensor's metadata under its name; the normalization on info.input_name (an image input, 1 or 3 channels,
-    is described as one, as the Task Library's image classifier expects); the label file on info.output_name."""
+    tensor's metadata under its signature name (`names`); the normalization on info.input_name (an image input, 1
+    or 3 channels, is described as one, as the Task Library's image classifier expects); the label file on
+    info.output_name."""
+    for name, tensors in ((info.input_name, inputs), (info.output_name, outputs)):
+        if name is not None and name not in {t.name for t in tensors}:
+            raise MccError(f"the metadata describes '{name}', which is not among the model's inputs and outputs "
+                           f"({', '.join(t.name for t in inputs + outputs)}); a pass renamed it")
     mb = _Builder()
     ins = []
     for t in inputs:
@@ -103,7 +110,7 @@ def metadata_buffer(model_name: str, description: str, inputs: list, outputs: li
                                   PROCESS_UNIT["options"]: norm})]
             if len(t.shape) == 4 and t.shape[-1] in (1, 3):
                 color = COLOR_RGB if t.shape[-1] == 3 else COLOR_GRAYSCALE
-        ins.append(_tensor(mb, t.name, f"{t.dtype}{list(t.shape)}", IMAGE_PROPERTIES if color else FEATURE_PROPERTIES,
+        ins.append(_tensor(mb, names[t.name], f"{t.dtype}{list(t.shape)}", IMAGE_PROPERTIES if color else FEATURE_PROPERTIES,
                            color, units, []))
     outs = []
     for t in outputs:
@@ -112,7 +119,7 @@ def metadata_buffer(model_name: str, description: str, inputs: list, outputs: li
             files = [mb.table(4, {FILE["name"]: mb.string(info.labels_file),
                                   FILE["description"]: mb.string("labels of the last axis, one per line"),
                                   FILE["type"]: ("byte", TENSOR_AXIS_LABELS)})]
-        outs.append(_tensor(mb, t.name, f"{t.dtype}{list(t.shape)}", FEATURE_PROPERTIES, None, [], files))
+        outs.append(_tensor(mb, names[t.name], f"{t.dtype}{list(t.shape)}", FEATURE_PROPERTIES, None, [], files))
     sub = mb.table(7, {SUBGRAPH["name"]: mb.string(model_name), SUBGRAPH["input_tensor_metadata"]: mb.offsets(ins),
                        SUBGRAPH["output_tensor_metadata"]: mb.offsets(outs)})
     root = mb.table(8, {MODEL["name"]: mb.string(model_name), MODEL["description"]: mb.string(description),

@@ -180,7 +180,8 @@ def write_tflite(graph: Graph, info: ModelInfo | None = None) -> bytes:
     if info is not None:
         entry = schema.MetadataT()
         entry.name, entry.buffer = METADATA_NAME, len(mb.buffers)
-        mb.buffers.append(_AlignedBuffer(metadata_buffer(g.name, model.description, g.inputs, g.outputs, info)))
+        mb.buffers.append(_AlignedBuffer(metadata_buffer(g.name, model.description, g.inputs, g.outputs,
+                                                         signature_names(g), info)))
         model.metadata = [entry]
     model.buffers = mb.buffers
     builder = flatbuffers.Builder(1024)
