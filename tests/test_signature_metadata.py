@@ -8,6 +8,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -66,6 +67,12 @@ def _model(data: bytes) -> schema.ModelT:
     return schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
 
 
+def _pack(m: schema.ModelT) -> bytes:
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
 @pytest.mark.slow
 def test_signature_runner_equals_invoke_on_every_zoo_file(zoo_files):
     name, graph, files, x = zoo_files
@@ -89,12 +96,7 @@ def test_signature_names_from_a_tflite_source_and_without_suffixes(fp32_file):
     sub.tensors[sub.outputs[0]].name = b"StatefulPartitionedCall:0"
     m.signatureDefs[0].inputs[0].name = b"images"
     m.signatureDefs[0].outputs[0].name = b"logits"
-    import flatbuffers
-
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    renamed = bytes(b.Output())
-    graph = read_tflite(renamed)
+    graph = read_tflite(_pack(m))
     assert graph.origin["signature"] == {"serving_default_images:0": "images", "StatefulPartitionedCall:0": "logits"}
     again = Interpreter(model_content=write_tflite(graph)).get_signature_list()
     assert again == {"serving_default": {"inputs": ["images"], "outputs": ["logits"]}}
@@ -106,12 +108,8 @@ def test_signature_names_from_a_tflite_source_and_without_suffixes(fp32_file):
 def test_reader_refuses_a_signature_that_names_a_missing_tensor(fp32_file):
     m = _model(fp32_file)
     m.signatureDefs[0].outputs[0].tensorIndex = 10_000
-    import flatbuffers
-
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
     with pytest.raises(MccError, match="signature 'serving_default' maps a name to tensor 10000"):
-        read_tflite(bytes(b.Output()))
+        read_tflite(_pack(m))
 
 
 @pytest.mark.slow
