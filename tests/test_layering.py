@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RANKS = {"errors": 0, "progress": 0, "fileio": 0, "datafiles": 0, "__init__": 0,
          "ir": 1, "formats": 2, "runtime": 3, "passes": 4, "frontend": 5, "backends": 5,
-         "targets": 6, "compiler": 6, "validate": 6, "analyze": 6, "cli": 7, "onnx_backend": 7, "__main__": 7, "examples": 7, "devices": 7}
+         "targets": 6, "compiler": 6, "validate": 6, "analyze": 6, "cli": 7, "onnx_backend": 7, "__main__": 7, "examples": 7, "devices": 7,
+         "project": 7, "builder": 7, "artifacts": 7}
 SIBLINGS = {frozenset({"frontend", "backends"})}
 
 
