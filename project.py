@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import re
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ DEFAULT_OUTPUT_DIR = "build"
 EMITS = ("c-array",)
 # compile_model's parameters that a project entry fills from its own keys, not from `options`
 _ENTRY_PARAMETERS = {"source", "target_name", "output", "report_path", "calib", "options", "progress"}
+_ENTRY_PASS_OPTIONS = {"calibration"}  # filled from the entry's `calib`
 _MODEL_KEYS = {"name": str, "source": str, "target": str, "targets": list, "calib": str, "output_dir": str,
                "emit": list, "device": str, "options": dict, "preprocess": dict}
 _PREPROCESS_KEYS = {"mean": list, "std": list, "labels": str}
@@ -128,7 +130,21 @@ def pass_option_hints(target: str) -> dict[str, object]:
         spec = PASSES[name]
         if spec.options is not None:
             hints.update(typing.get_type_hints(spec.options))
-    return hints
+    return {k: v for k, v in hints.items() if k not in _ENTRY_PASS_OPTIONS}
+
+
+def _from_toml(value, hint):
+    """TOML has arrays only: an array becomes a tuple, set or frozenset where the declared type is one."""
+    if not isinstance(value, list) or hint is None:
+        return value
+    kinds = [typing.get_origin(h) or h for h in (typing.get_args(hint) if typing.get_origin(hint) in
+                                                  (typing.Union, types.UnionType) else (hint,))]
+    if list in kinds:
+        return value
+    for kind in (tuple, frozenset, set):
+        if kind in kinds:
+            return kind(value)
+    return value
 
 
 def load_project(path) -> list[Job]:
@@ -217,6 +233,7 @@ def load_project(path) -> list[Job]:
         for key, value in m.get("options", {}).items():
             if key in params:
                 hint = params[key]
+                value = _from_toml(value, hint)
                 if hint is not None and not _matches(value, hint):
                     fail(index, key, f"{label}: option '{key}' must be {_describe(hint)}, got {value!r}", "options")
                 kwargs[key] = value
@@ -227,6 +244,7 @@ def load_project(path) -> list[Job]:
                     fail(index, key, f"{label}: option '{key}' is neither an argument of compile_model "
                          f"({', '.join(params)}) nor an option of a pass of target {t}'s pipeline "
                          f"({', '.join(sorted(hints)) or 'none'})", "options")
+                value = _from_toml(value, hints[key])
                 if not _matches(value, hints[key]):
                     fail(index, key, f"{label}: option '{key}' must be {_describe(hints[key])}, got {value!r}",
                          "options")
