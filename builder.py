@@ -150,6 +150,8 @@ def build(project_path, *, force: bool = False, progress: Progress | None = None
                 entry.update(status="compiled", outputs=_outputs(job, digests), report=job.rel(report_path),
                              arena_bytes_estimate=meta["arena_bytes_estimate"], memory_check=meta["memory_check"],
                              warnings=report["warnings"])
+                if "fidelity" in report:
+                    entry["sqnr_db"] = {k: o["sqnr_db"] for k, o in report["fidelity"]["outputs"].items()}
         except MccError as e:
             entry.update(status="failed", error=str(e), exit_code=e.exit_code)
         entry["seconds"] = round(time.perf_counter() - start, 3)
@@ -177,6 +179,8 @@ def format_entry(entry: dict) -> str:
     files = ", ".join(f"{o['path']} ({o['bytes']:,} bytes)" for o in entry["outputs"])
     line = head + f"compiled in {entry['seconds']:.1f} s -> {files}; arena estimate " \
                   f"{entry['arena_bytes_estimate']:,} bytes"
+    for name, db in entry.get("sqnr_db", {}).items():
+        line += f"; output '{name}' SQNR {'inf' if db is None else f'{db:.2f}'} dB against the float model"
     m = entry["memory_check"]
     if m is not None:
         line += f"; fits {m['device']} (RAM {m['ram_needed']:,} of {m['ram_bytes']:,} bytes)"

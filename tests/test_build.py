@@ -33,6 +33,7 @@ def test_second_build_compiles_nothing_and_a_changed_option_recompiles_exactly_i
     everything = [("a", "arm-int8"), ("b", "arm-fp32"), ("b", "x86-fp32")]
     first = build(capsys, project)
     assert first["exit_code"] == 0 and compiled(first) == everything
+    assert set(first["entries"][0]["sqnr_db"]) == {"y"} and "sqnr_db" not in first["entries"][1]  # int8 only
     outputs = {o["path"]: o["sha256"] for e in first["entries"] for o in e["outputs"]}
     assert set(outputs) == {"build/a.tflite", "build/a.json", "build/a.c", "build/a.h", "out_b/b_arm_fp32.tflite",
                             "out_b/b_arm_fp32.json", "out_b/b_x86_fp32.onnx", "out_b/b_x86_fp32.json"}
