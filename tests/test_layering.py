@@ -1,7 +1,8 @@
 """Imports run downward only (DESIGN.md section 5), and the base install needs neither torch nor onnxruntime.
 
     base (errors, progress, fileio, datafiles)  <-  ir  <-  formats  <-  runtime  <-  passes
-        <-  frontend, backends  <-  targets, compiler, validate, analyze, cli, onnx_backend, examples, devices
+        <-  frontend, backends  <-  targets, compiler, validate, analyze  <-  cli, onnx_backend, examples, devices,
+            project, builder, artifacts (mcc build)
 
 A module may import its own layer and the layers below it, never above (passes may use the runtime to evaluate
 nodes; the runtime never uses a pass; frontend and backends are siblings that share format knowledge through
