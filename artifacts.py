@@ -64,7 +64,7 @@ def metadata(report: dict, entry: dict, arena_bytes: int, memory: dict | None) -
 
 
 def metadata_bytes(meta: dict) -> bytes:
-    return (json.dumps(meta, indent=2, sort_keys=False) + "\n").encode()
+    return (json.dumps(meta, indent=2) + "\n").encode()
 
 
 def c_header(symbol: str, data: bytes, arena_bytes: int, origin: str) -> bytes:

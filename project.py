@@ -173,8 +173,8 @@ def load_project(path) -> list[Job]:
         raise MccError(f"unknown top-level key(s) {', '.join(map(repr, unknown))}; an mcc.toml holds [[model]] "
                        "tables", path=path)
     models = doc.get("model")
-    if not isinstance(models, list) or not models:
-        raise MccError("has no [[model]] table; add one (`mcc init` writes a commented example)", path=path)
+    if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
+        raise MccError("has no [[model]] tables; add one (`mcc init` writes a commented example)", path=path)
     root = path.parent
     params = compile_parameters()
     jobs: list[Job] = []
@@ -194,12 +194,10 @@ def load_project(path) -> list[Job]:
         if ("target" in m) == ("targets" in m):
             fail(index, None, f"{label}: give exactly one of 'target' (a string) or 'targets' (an array)")
         targets = [m["target"]] if "target" in m else m["targets"]
-        if not targets or len(set(targets)) != len(targets):
-            fail(index, "targets", f"{label}: 'targets' must list one or more different targets")
         target_key = "target" if "target" in m else "targets"
+        if not targets or not all(isinstance(t, str) for t in targets) or len(set(targets)) != len(targets):
+            fail(index, target_key, f"{label}: 'targets' must list one or more different targets, as strings")
         for t in targets:
-            if not isinstance(t, str):
-                fail(index, target_key, f"{label}: target {t!r} is not a string")
             try:
                 get_target(t)
             except MccError as e:
