@@ -292,9 +292,63 @@ def _cmd_targets(args) -> None:
         print(f"{t.name:<14} {t.backend:<8} {t.description}\n{'':<14} passes: {', '.join(t.pipeline)}")
 
 
+# ---- build integration (issue 20): mcc init, mcc build, mcc --cmake-dir --------------------------------------
+def _cmd_init(args) -> None:
+    from .fileio import write_atomic
+    from .project import init_text
+
+    model = Path(args.model) if args.model else None
+    folder = model.parent if model is not None else Path(".")
+    out = folder / "mcc.toml"
+    if out.exists():
+        raise MccError("exists already; mcc init does not overwrite it (edit it, or delete it first)", path=out)
+    write_atomic(out, init_text(model, folder).encode())
+    print(f"wrote {out}; edit it, then run `mcc build{'' if folder == Path('.') else f' --project {out}'}`")
+
+
+def _cmd_build(args) -> int:
+    import json
+
+    from .builder import build, format_entry, format_summary
+
+    def say(entry):
+        if entry["status"] == "failed":
+            print(f"mcc: error: {entry['error']}", file=sys.stderr)
+        for w in entry.get("warnings", []):
+            print(f"mcc: warning: {w}", file=sys.stderr)
+        if not args.json:
+            print(format_entry(entry), flush=True)
+
+    summary = build(args.project, force=args.force, progress=Progress(not (args.quiet or args.json)), say=say)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return summary["exit_code"]
+
+
+class _PrintCmakeDir(argparse.Action):
+    """`mcc --cmake-dir`: the folder of mccConfig.cmake and mcc.cmake (find_package(mcc) with mcc_DIR, or include)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(Path(__file__).resolve().parent / "cmake")
+        parser.exit()
+
+
+def _add_build_commands(sub) -> None:
+    n = sub.add_parser("init", help="write a commented mcc.toml (next to MODEL, or here for the model file here)")
+    n.add_argument("model", nargs="?", help="the model file (default: the only model file in this folder)")
+    n.set_defaults(func=_cmd_init)
+    b = sub.add_parser("build", help="compile every model of mcc.toml that changed since the last build")
+    b.add_argument("--project", default="mcc.toml", help="the project file (default: mcc.toml)")
+    b.add_argument("--json", action="store_true", help="print the build summary as JSON (for CI)")
+    b.add_argument("--force", action="store_true", help="compile every entry, up to date or not")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    b.set_defaults(func=_cmd_build)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mcc", description="model compression compiler for edge devices")
     p.add_argument("--version", action="version", version=f"mcc {__version__}")
+    p.add_argument("--cmake-dir", action=_PrintCmakeDir, nargs=0,
+                   help="print the folder of mcc's CMake module (mccConfig.cmake) and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_options(sp):
@@ -390,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", help="list targets")
     t.set_defaults(func=_cmd_targets)
+    _add_build_commands(sub)
     return p
 
 
