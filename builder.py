@@ -22,6 +22,7 @@ from .errors import MccError
 from .fileio import sha256, write_atomic
 from .progress import Progress
 from .project import Job, load_project
+from .report_html import render_html
 
 # Libraries whose arithmetic or serialisation reaches the emitted bytes: torch's export and decompositions, onnx's
 # version converter and protobuf writer, flatbuffers' builder, numpy's and numba's float arithmetic in calibration.
@@ -87,6 +88,18 @@ def _up_to_date(job: Job, key: str) -> dict | None:
     return record
 
 
+def _file_metadata(job: Job) -> dict | None:
+    """[model.preprocess] as compile_model's `metadata`: normalization and the label file go into the model file
+    (TFLite Metadata, ONNX metadata_props) as well as into the metadata JSON."""
+    pre = job.preprocess or {}
+    meta = {}
+    if "mean" in pre or "std" in pre:
+        meta["normalization"] = {k: pre[k] for k in ("mean", "std") if k in pre}
+    if "labels" in pre:
+        meta["labels"] = str(job.root / pre["labels"])
+    return meta or None
+
+
 def _compile(job: Job, progress: Progress) -> tuple[dict[str, bytes], dict, dict]:
     """(output file name -> bytes, the metadata, the compile report) for one entry; raises MccError."""
     from .artifacts import arena_estimate, c_header, c_source, metadata, metadata_bytes
@@ -97,7 +110,7 @@ def _compile(job: Job, progress: Progress) -> tuple[dict[str, bytes], dict, dict
 
     target = get_target(job.target)
     result = compile_model(job.source, job.target, None, calib=job.calib, options=job.pass_options,
-                           progress=progress, **job.compile_kwargs)
+                           progress=progress, metadata=_file_metadata(job), **job.compile_kwargs)
     data = result.data
     arena = arena_estimate(read_model_bytes(data, target.backend, None))  # the graph as the file holds it
     memory = memory_check(get_profile(job.device), len(data), arena) if job.device else None
@@ -105,6 +118,9 @@ def _compile(job: Job, progress: Progress) -> tuple[dict[str, bytes], dict, dict
     meta = metadata(result.report, {"stem": job.stem, "source_rel": job.rel(job.source), "model_file": model_file,
                                     "preprocess": job.preprocess}, arena, memory)
     result.report["build"] = {"arena_bytes_estimate": arena, "memory_check": memory}
+    if memory is not None:  # the HTML report's device memory section
+        result.report["memory"] = {"device": job.device, "arena_bytes_estimate": arena, "model_bytes": len(data),
+                                   **{k: v for k, v in memory.items() if not isinstance(v, (list, dict))}}
     if memory is not None and not memory["fits"]:
         raise MemoryCheckError(f"model {job.name!r} ({job.target}) does not fit device '{job.device}': "
                                f"{'; '.join(memory['problems'])}. Nothing written for it: compress the model "
@@ -142,12 +158,16 @@ def build(project_path, *, force: bool = False, progress: Progress | None = None
                     write_atomic(job.output_dir / name, data)
                 report_path = job.output_dir / f"{job.stem}.report.json"
                 write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
+                # like the JSON report (it shows pass timings), not a cached, byte-reproducible output
+                html_path = report_path.with_suffix("").with_suffix(".html")
+                write_atomic(html_path, render_html(report).encode())
                 digests = {name: sha256(data) for name, data in files.items()}
                 (job.output_dir / CACHE_DIR).mkdir(exist_ok=True)
                 write_atomic(_record_path(job), (json.dumps(
                     {"key": key, "outputs": digests, "arena_bytes_estimate": meta["arena_bytes_estimate"],
                      "memory_check": meta["memory_check"]}, indent=2) + "\n").encode())
                 entry.update(status="compiled", outputs=_outputs(job, digests), report=job.rel(report_path),
+                             html=job.rel(html_path),
                              arena_bytes_estimate=meta["arena_bytes_estimate"], memory_check=meta["memory_check"],
                              warnings=report["warnings"])
                 if "fidelity" in report:

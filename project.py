@@ -34,7 +34,9 @@ from .errors import MccError
 DEFAULT_OUTPUT_DIR = "build"
 EMITS = ("c-array",)
 # compile_model's parameters that a project entry fills from its own keys, not from `options`
-_ENTRY_PARAMETERS = {"source", "target_name", "output", "report_path", "calib", "options", "progress"}
+# set by the entry itself: its files, [model.preprocess] (-> metadata) and the HTML report written beside the model
+_ENTRY_PARAMETERS = {"source", "target_name", "output", "report_path", "calib", "options", "progress", "metadata",
+                     "html_path"}
 _ENTRY_PASS_OPTIONS = {"calibration"}  # filled from the entry's `calib`
 _MODEL_KEYS = {"name": str, "source": str, "target": str, "targets": list, "calib": str, "output_dir": str,
                "emit": list, "device": str, "options": dict, "preprocess": dict}

@@ -10,10 +10,12 @@ import shutil
 
 import numpy as np
 import pytest
+from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from build_projects import PROJECT, conv_model, samples, tiny_project
 
 from mcc.cli import main
+from mcc.formats.tflite.metadata import read_metadata
 from mcc.project import load_project
 
 
@@ -38,6 +40,11 @@ def test_second_build_compiles_nothing_and_a_changed_option_recompiles_exactly_i
     assert set(outputs) == {"build/a.tflite", "build/a.json", "build/a.c", "build/a.h", "out_b/b_arm_fp32.tflite",
                             "out_b/b_arm_fp32.json", "out_b/b_x86_fp32.onnx", "out_b/b_x86_fp32.json"}
     stamps = {p: os.stat(tmp_path / p).st_mtime_ns for p in outputs}
+    for e in first["entries"]:  # the HTML report beside the JSON one, rendered from it
+        page = (tmp_path / e["html"]).read_text()
+        assert e["html"] == e["report"].replace(".report.json", ".html") and "<svg" in page
+        assert f"<td>{e['target']}</td>" in page or e["target"] in page, page[:2000]
+        assert ("No device memory check" in page) == (e["memory_check"] is None)
 
     second = build(capsys, project)
     assert compiled(second) == [] and second["skipped"] == 3
@@ -111,6 +118,9 @@ def test_metadata_and_c_array_describe_the_file_as_litert_reads_it(tmp_path, cap
                 for d in details]  # io = "int8": the app needs these
     assert meta["inputs"][0]["layout"] == "NHWC"
     assert meta["preprocessing"] == {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))  # ... and in the file, as TFLite Metadata
+    embedded = read_metadata(bytes(model.buffers[model.metadata[0].buffer].data))
+    assert embedded["subgraphs"][0]["inputs"][0]["normalization"] == meta["preprocessing"]
     assert meta["model"] == {"file": "a.tflite", "bytes": len(data), "sha256": meta["model"]["sha256"]}
     assert meta["arena_bytes_estimate"] == _litert_peak(interpreter)
     assert meta["memory_check"]["fits"] and meta["memory_check"]["model_bytes"] == len(data)
