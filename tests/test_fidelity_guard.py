@@ -172,9 +172,11 @@ def test_validate_reference_prints_per_layer_view(capsys):
 def test_headline_job_is_ci_job_and_prints_what_readme_quotes(tmp_path, capsys, monkeypatch):
     root = EXAMPLES.parent
     readme = (root / "README.md").read_text()
-    setup = next(line for line in readme.splitlines() if line.strip().startswith("pip install -e"))
+    setup = next(line for line in readme.splitlines() if line.strip().startswith("scripts/setup-dev"))
     command = setup.split("&& mcc ")[1].split()
-    ci = next(line for line in (root / ".ci/run").read_text().splitlines() if line.startswith("mcc compile"))
+    ci_lines = (root / ".ci/run").read_text().splitlines()
+    assert "scripts/setup-dev" in ci_lines  # the same set-up
+    ci = next(line for line in ci_lines if line.startswith("mcc compile"))
     assert ci.replace('"$out/', "").replace('"', "").split() == ["mcc", *command]
     assert command[:2] == ["compile", "examples/mobilenet_v2_style.pt2"] and "arm-int8" in command
     monkeypatch.chdir(tmp_path)

@@ -228,7 +228,7 @@ def test_label_count_must_match_the_classes(tmp_path, mnv2, capsys):
 
 # tflite-support 0.4.4 (the last release, cp311 wheel) needs protobuf < 4, which onnx cannot import beside: it is
 # installed apart (pip install --no-deps --target DIR tflite-support==0.4.4 protobuf==3.20.3) and run in a
-# subprocess with DIR on its path, named by TFLITE_SUPPORT_PATH.
+# subprocess with DIR on its path: .deps/tflite-support (scripts/setup-dev puts it there) or TFLITE_SUPPORT_PATH.
 _TASK_LIBRARY = """
 import json, sys
 import numpy as np
@@ -256,9 +256,10 @@ def test_tflite_support_task_library_reads_the_metadata(with_metadata, mnv2):
     import subprocess
     import sys
 
-    where = os.environ.get("TFLITE_SUPPORT_PATH")
-    assert where, ("set TFLITE_SUPPORT_PATH to a folder holding tflite-support: pip install --no-deps --target DIR "
-                   "tflite-support==0.4.4 protobuf==3.20.3")
+    where = os.environ.get("TFLITE_SUPPORT_PATH", str(Path(mcc.__file__).parent / ".deps/tflite-support"))
+    assert Path(where, "tflite_support").is_dir(), (
+        f"no tflite-support in {where}: run scripts/setup-dev, or pip install --no-deps --target DIR "
+        "tflite-support==0.4.4 protobuf==3.20.3 and set TFLITE_SUPPORT_PATH=DIR")
     tmp, labels = with_metadata
     graph, example = mnv2
     image = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
