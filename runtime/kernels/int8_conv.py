@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import MccError
+from .int8_binary import binary_gemm, binary_weights
 from .int8_gemm import conv_gemm, depthwise, pack_depthwise, pack_gemm
 from .int8_output import ROW_ROUNDINGS, RowRequant, activation_bounds, product_scale
 from .int8_registry import check_rounding, int8_kernel, per_tensor, quant, ruled_op
@@ -102,9 +103,19 @@ def _conv(node, inputs, rules, channel_axis):
         packed_w = packed(w, f"{key}:{out_w}", lambda w: pack_depthwise(_ohwi(node, w), str(x.dtype), out_w))
         y = depthwise(x, zp_in, packed_w, *window, bias, requant, dtype)
     else:
-        gemm = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))
-        y = conv_gemm(x, zp_in, gemm, (kh, kw), *window, bias, requant, dtype)
+        binary = binary_weights(w, key, lambda w: _ohwi(node, w).reshape(out_c, -1)) if _packs(node, x, group_c) \
+            else None
+        if binary is not None:
+            y = binary_gemm(x, zp_in, binary, (kh, kw), *window, bias, requant, dtype)
+        else:
+            gemm = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))
+            y = conv_gemm(x, zp_in, gemm, (kh, kw), *window, bias, requant, dtype)
     return [from_nhwc(y, layout)]
+
+
+def _packs(node, x, group_c: int) -> bool:
+    """Whether the packed binary kernel may take the node, if its weight is binary: one group, int8 input."""
+    return x.dtype == np.int8 and x.shape[3] == group_c
 
 
 @int8_kernel("conv2d")
