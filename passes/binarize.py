@@ -102,7 +102,7 @@ def _ste_function():
         @staticmethod
         def forward(ctx, w):
             ctx.save_for_backward(w)
-            alpha = w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+            alpha = w.abs().double().mean(dim=tuple(range(1, w.dim())), keepdim=True).to(w.dtype)  # as the pass
             return torch.where(w >= 0, alpha, -alpha)
 
         @staticmethod
