@@ -130,29 +130,31 @@ def test_packed_kernel_equals_int8_kernel_on_random_layers(case):
     rng = np.random.default_rng(case)
     n, h, w, c = rng.integers(1, 3), rng.integers(1, 9), rng.integers(1, 9), int(rng.integers(1, 150))
     k = int(rng.choice([1, 3, 5]))
-    stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1))
-    h, w = max(h, k - 2 * pad), max(w, k - 2 * pad)
+    stride, pad, dilation = int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1)), int(rng.integers(1, 3))
+    reach = dilation * (k - 1) + 1
+    h, w = max(h, reach - 2 * pad), max(w, reach - 2 * pad)
     o = int(rng.integers(1, 40))
     x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
     magnitude = rng.integers(0, 128, o)
-    magnitude[0] = 0 if case % 3 == 0 else magnitude[0]  # an all-zero channel
+    if case % 3 == 0 and o > 1:
+        magnitude[0] = 0  # an all-zero channel
     weight = (np.where(rng.random((o, k, k, c)) < rng.random(), -1, 1) * magnitude[:, None, None, None]).astype(np.int8)
-    out_h, out_w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    window = ((k, k), (stride, stride), (1, 1), (pad, pad, pad, pad), out_h, out_w)
+    out_h, out_w = (h + 2 * pad - reach) // stride + 1, (w + 2 * pad - reach) // stride + 1
+    window = ((k, k), (stride, stride), (dilation, dilation), (pad, pad, pad, pad), out_h, out_w)
     zero_point = int(rng.integers(-128, 128))
     acc = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64) - zero_point).permute(0, 3, 1, 2),
                                      torch.from_numpy(weight.astype(np.float64)).permute(0, 3, 1, 2), None, stride,
-                                     pad).numpy()
+                                     pad, dilation).numpy()
     spread = np.abs(acc).max(axis=(0, 2, 3)) + 1
     bias = (rng.standard_normal(o) * spread / 4).astype(np.int64)
     for rules in RULE_SETS:
         rule = rule_set(rules).rule("conv2d", "random")
         requant = RowRequant(rng.uniform(60, 120, o) / spread, rule, int(rng.integers(-32, 32)), (-128, 127))
         want = conv_gemm(x, zero_point, pack_gemm(weight, 1, "int8"), *window, bias, requant, np.int8)
-        got = binary_gemm(x, zero_point, pack_binary(weight.reshape(o, -1)), *window, bias, requant, np.int8)
+        got = binary_gemm(x, zero_point, pack_binary(weight), *window, bias, requant, np.int8)
         assert np.array_equal(got, want), rules
         assert len(np.unique(want)) > 1
-    assert pack_binary(np.array([[3, -3, 2]], np.int8)) is None
+    assert pack_binary(np.array([[[[3, -3, 2]]]], np.int8)) is None
 
 
 def test_binarized_accuracy_without_finetuning(arm_binary, digits, capsys):

@@ -42,7 +42,7 @@ def fully_connected(node, inputs, rules):
     bias, requant = layer_requant(node, w, bias, rules, out_c, 0)
     rows = x.reshape(1, 1, -1, x.shape[-1])  # the rows of a 1x1 conv
     window = ((1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 1, rows.shape[2], bias, requant, node.outputs[0].dtype)
-    binary = binary_weights(w, "fully_connected", lambda w: w) if x.dtype == np.int8 else None
+    binary = binary_weights(w, "fully_connected", lambda w: w[:, None, None, :]) if x.dtype == np.int8 else None
     if binary is not None:
         y = binary_gemm(rows, zp_in, binary, *window)
     else:

@@ -121,21 +121,6 @@ def _im2col(xp, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, groups, 
                         col += group_c
 
 
-def columns(x, fill, dtype, kernel_hw, stride, dilation, padding, out_h, out_w, groups=1, width=None) -> np.ndarray:
-    """The raw input's im2col columns [N * out_h * out_w, width] in `dtype` (width: kh * kw * C, or more, the spare
-    columns 0), positions in the padding holding `fill` (the input zero point: the real 0); a 1x1 stride-1 conv's
-    columns are the input itself."""
-    kh, kw = kernel_hw
-    rows, depth = x.shape[0] * out_h * out_w, kh * kw * x.shape[3]
-    if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding) and width in (None, depth):
-        return x.reshape(rows, depth).astype(dtype)
-    pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
-    cols = np.empty((rows, depth), dtype) if width in (None, depth) else np.zeros((rows, width), dtype)
-    raw = centred(x, 0, np.dtype(dtype).type, pad, fill=fill)[0]
-    _im2col(raw, kh, kw, *stride, *dilation, out_h, out_w, groups, cols)
-    return cols
-
-
 def pack_gemm(w_ohwi: np.ndarray, groups: int, x_dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """OHWI int8 weights as the GEMM's right operand [groups, kh * kw * Cg, O / groups] in the operand dtype for raw
     `x_dtype` inputs, and each output channel's sum(w) (int64), which the zero point multiplies."""
@@ -152,11 +137,18 @@ def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out
     times the weights, then the output stage (int8_output.RowRequant `requant`) with the bias less x_zero_point *
     sum(w). Returns NHWC `dtype`."""
     packed_w, weight_sums = packed
-    n = x.shape[0]
+    n, c = x.shape[0], x.shape[3]
     groups, depth, group_out = packed_w.shape
     with _threads_for(n * out_h * out_w * groups * group_out):
+        kh, kw = kernel_hw
         rows = n * out_h * out_w
-        cols = columns(x, x_zero_point, packed_w.dtype, kernel_hw, stride, dilation, padding, out_h, out_w, groups)
+        if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
+            cols = x.reshape(rows, c).astype(packed_w.dtype)
+        else:
+            pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
+            cols = np.empty((rows, groups * depth), packed_w.dtype)
+            raw = centred(x, 0, packed_w.dtype.type, pad, fill=x_zero_point)[0]
+            _im2col(raw, kh, kw, *stride, *dilation, out_h, out_w, groups, cols)
         if groups == 1:
             acc = cols @ packed_w[0]
         else:
