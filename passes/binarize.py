@@ -9,8 +9,8 @@ values are the record: a layer is binary when every weight of each output channe
 marks the layers. cross_layer_equalization leaves a binary layer's input channels alone (it would scale them
 apart), and quantize_int8 checks that each binary layer got exactly two codes per channel.
 
-Options: "binary_layers" (fnmatch patterns of node names; empty: every conv2d, depthwise_conv2d and
-fully_connected), "binary_keep_first_last" (default on: the first and the last of those layers in graph order stay
+Options: "binary_layers" (fnmatch patterns of node names; empty: every weighted layer, ir.traits.weighted: conv,
+depthwise, fully connected, transposed conv), "binary_keep_first_last" (default on: the first and the last of those layers in graph order stay
 int8, as in XNOR-Net, where they hold most of the accuracy and a small part of the weights). The pass notes list,
 per binary layer, its weights, the int8 bytes a stock file stores for them (one byte each, and a float32 scale per
 channel) and the bytes at 1 bit per weight (int8_binary.packed_bytes), and the totals.
@@ -30,13 +30,10 @@ import numpy as np
 
 from ..errors import MccError
 from ..ir import Graph
-from ..ir.traits import weight_axes
+from ..ir.traits import weight_axes, weighted
 from ..runtime.kernels.int8_binary import packed_bytes
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
-
-BINARY_OPS = ("conv2d", "depthwise_conv2d", "fully_connected")
-
 
 def binarize_array(w: np.ndarray, axis: int) -> np.ndarray:
     """alpha * sign(w) per index of `axis`, alpha = mean |w| over the rest, sign(0) = +1; float32."""
@@ -48,18 +45,18 @@ def binarize_array(w: np.ndarray, axis: int) -> np.ndarray:
 
 @dataclass
 class BinarizeOptions:
-    binary_layers: tuple = ()  # fnmatch patterns of node names; empty: every conv / depthwise / fully connected
+    binary_layers: tuple = ()  # fnmatch patterns of node names; empty: every weighted layer
     binary_keep_first_last: bool = True  # the first and last such layer stay int8
 
 
 def _chosen(graph: Graph, opts: BinarizeOptions) -> list:
-    candidates = [n for n in graph.nodes if n.op in BINARY_OPS and n.inputs[1].is_constant]
+    candidates = [n for n in graph.nodes if weighted(n.op) and n.inputs[1].is_constant]
     patterns = tuple(opts.binary_layers or ())
     if patterns:
         unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n.name, p) for n in candidates)]
         if unmatched:
             raise MccError(f"binary_layers pattern(s) {', '.join(repr(p) for p in unmatched)} match no layer; the "
-                           f"layers binarize can take ({' / '.join(BINARY_OPS)} with constant weights) are: "
+                           "layers binarize can take (weighted ops with constant weights) are: "
                            f"{', '.join(n.name for n in candidates) or 'none'}")
     kept = {id(candidates[0]), id(candidates[-1])} if opts.binary_keep_first_last and candidates else set()
     return [n for n in candidates if id(n) not in kept
@@ -72,9 +69,9 @@ def binarize(graph: Graph, ctx: PassContext) -> Graph:
     graph.toposort()
     nodes = _chosen(graph, ctx.options)
     if not nodes:
-        raise MccError("binarize found no layer to binarize: the graph has no conv2d / depthwise_conv2d / "
-                       "fully_connected layer with constant weights besides the first and last, which stay int8 "
-                       "(option binary_keep_first_last); turn that off or compile for arm-int8")
+        raise MccError("binarize found no layer to binarize: the graph has no weighted layer (conv, depthwise, "
+                       "fully connected, transposed conv) with constant weights besides the first and last, which "
+                       "stay int8 (option binary_keep_first_last); turn that off or compile for arm-int8")
     done: dict[int, object] = {}  # a weight several nodes read (shared) is binarized once
     layers = {}
     for node in nodes:
