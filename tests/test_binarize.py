@@ -119,10 +119,33 @@ def test_packed_kernel_equals_int8_kernel_on_every_layer(arm_binary, digits):
         for name in packed_run:
             assert np.array_equal(packed_run[name], plain_run[name]), (rules, name)
     # the interpreter took the packed kernel for the binary layer, and only there
-    for node in _weighted(graph):
-        forms = packing._PACKED.get(id(node.inputs[1].data), {})
-        took = [v for k, v in forms.items() if isinstance(k, tuple) and k[0] == "binary"]
-        assert took and (took[0] is not None) == (node is _weighted(graph)[1]), node.name
+    assert [_took_packed(node) for node in _weighted(graph)] == [False, True, False]
+
+
+def _took_packed(node) -> bool:
+    """Whether the int8 kernel of `node` asked for the packed binary form of its weight and got one (the form is
+    cached on the weight array, None for a weight that is not binary)."""
+    forms = packing._PACKED.get(id(node.inputs[1].data), {})
+    packed = [v for k, v in forms.items() if isinstance(k, tuple) and k[0] == "binary"]
+    assert packed, f"{node.name}: the int8 kernel never asked for a packed binary weight"
+    return packed[0] is not None
+
+
+def test_every_layer_binary_runs_packed_and_bit_exact(digits):
+    """binary_keep_first_last off: the first conv (one input channel) and the fully connected layer take the
+    packed kernel too."""
+    tmp, src, split, _ = digits
+    out = tmp / "digits.all-binary.tflite"
+    compile_model(src, "arm-binary", out, calib=tmp / "calib.npz", options={"binary_keep_first_last": False})
+    _, _, graph = read_compiled(out)
+    assert all(binary_magnitudes(n.inputs[1].data, weight_axes(n)[0]) is not None for n in _weighted(graph))
+    assert all(c["differing"] == 0 and c["elements"] > 0 for c in validate(out, tmp / "test.npz")["comparisons"])
+    feeds = {graph.inputs[0].name: split.x_test[1:2].numpy().transpose(0, 2, 3, 1)}
+    packed_run = run(graph, feeds, keep_all=True)
+    with int8_only():
+        plain_run = run(graph, feeds, keep_all=True)
+    assert all(np.array_equal(packed_run[k], plain_run[k]) for k in packed_run)
+    assert all(_took_packed(node) for node in _weighted(graph))
 
 
 @pytest.mark.parametrize("case", range(12))
