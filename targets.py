@@ -16,6 +16,9 @@ ARM_FP32 = CANONICALIZE + TFLITE_TAIL
 # int8 only: transposed convolution as conv2d over the zero-upsampled input (passes/transpose_conv_to_conv.py).
 ARM_INT8 = CANONICALIZE + ("transpose_conv_to_conv",) + TFLITE_TAIL + (
     "cross_layer_equalization", "quantize_int8", "eliminate_dead")
+# binary weights (issue 18): arm-int8 with the inner layers' weights binarized right after canonicalization,
+# before the int8 quantizer stores them as codes +-127 (passes/binarize.py)
+ARM_BINARY = CANONICALIZE + ("binarize",) + ARM_INT8[len(CANONICALIZE):]
 # The x86 targets run the arm pipelines unchanged, then move the graph to ONNX's NCHW: one set of integers.
 ONNX_TAIL = ("to_nchw", "legalize_onnx")
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
@@ -48,6 +51,11 @@ TARGETS = {t.name: t for t in [
     Target("x86-int8", "x86-64", "int8", "onnx", ARM_INT8 + ONNX_TAIL,
            "int8 ONNX in onnxruntime's integer operators (QLinearConv, QGemm, ...) with arm-int8's weights, "
            "scales and zero points; needs --calib", needs_calibration=True),
+    Target("arm-binary", "arm64", "int8", "tflite", ARM_BINARY,
+           "arm-int8 with binary weights ({-a, +a} per output channel, stored as int8 codes +-127) in every conv "
+           "and fully connected layer but the first and last; needs --calib", needs_calibration=True),
+    Target("x86-binary", "x86-64", "int8", "onnx", ARM_BINARY + ONNX_TAIL,
+           "arm-binary's graph as int8 ONNX for onnxruntime; needs --calib", needs_calibration=True),
 ]}
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..ir.traits import grouped, is_homogeneous, weight_axes, weighted
+from ..runtime.kernels.int8_binary import binary_magnitudes
 from .bias_correction import DEFAULT_BIAS_CORRECTION
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
@@ -51,6 +52,13 @@ def _linear_layer(graph: Graph, node: Node) -> bool:
     return all(t.is_constant and len(graph.consumers(t)) == 1 for t in params)
 
 
+def _binary_across_inputs(node: Node) -> bool:
+    """A binary conv2d / fully_connected (passes/binarize.py): each output channel's weights share one magnitude,
+    which scaling its input channels apart would undo (a depthwise layer's input channel is its output channel,
+    so equalization keeps it binary)."""
+    return node.op != "depthwise_conv2d" and binary_magnitudes(node.inputs[1].data, weight_axes(node)[0]) is not None
+
+
 def find_pairs(graph: Graph) -> list[tuple[Node, Node]]:
     """(A, B) layer pairs whose channels can be rescaled against each other, in graph order."""
     pairs = []
@@ -63,7 +71,7 @@ def find_pairs(graph: Graph) -> list[tuple[Node, Node]]:
             if b is None or b.inputs[0] is not t:
                 break
             if weighted(b.op):
-                if _linear_layer(graph, b):
+                if _linear_layer(graph, b) and not _binary_across_inputs(b):
                     pairs.append((a, b))
                 break
             if not is_homogeneous(b):

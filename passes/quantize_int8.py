@@ -93,6 +93,7 @@ from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.traits import TRAITS, traits, weight_axes, weighted
 from ..runtime.fixed_point import bias_bound, round_half_away
+from ..runtime.kernels.int8_binary import binary_magnitudes
 from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from .bias_correction import BIAS_CORRECTION_SAMPLES, DEFAULT_BIAS_CORRECTION, correct_biases
 from .calibrate import (activations, calibration_batches, json_db, observe_ranges, output_sqnr_db,
@@ -523,8 +524,10 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     int8_nodes = [n for n in graph.nodes if not reasons[n.name] and n.name not in kept]
     groups, requantized = _plan(graph, int8_nodes, ranges)
     int16_nodes += _int16_followers(graph, int16_nodes, int8_nodes)
+    binary = _binary_layers(int8_nodes)
     counts = _rewrite(graph, int8_nodes, groups, requantized, io, int16_nodes,
                       _int16_params(graph, int16_nodes, ranges))
+    _check_binary(binary)
     graph.infer_shapes()
     ctx.note("observer", observer)
     ctx.note("io", io)
@@ -546,7 +549,26 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     ctx.note("float_ops", [n.name for n in float_ops])
     if kept:
         ctx.note("float_layers", [n.name for n in graph.nodes if n.name in kept])
+    if binary:
+        ctx.note("binary_layers", [n.name for n in binary])
     return graph
+
+
+# ---- binary layers (issue 18, passes/binarize.py) -------------------------------------------------------------
+def _binary_layers(int8_nodes: list[Node]) -> list[Node]:
+    """The int8 weighted nodes whose float weights are binary ({-a, +a} per output channel, more than one weight
+    each): _weight_scales gives them the scale a / 127 (or more, for the bias), so each channel gets two codes."""
+    return [n for n in int8_nodes if weighted(n.op) and n.inputs[1].is_constant
+            and n.inputs[1].size > n.inputs[1].shape[weight_axes(n)[0]]
+            and binary_magnitudes(n.inputs[1].data, weight_axes(n)[0]) is not None]
+
+
+def _check_binary(nodes: list[Node]) -> None:
+    """Each binary layer's int8 weight still holds two codes +-k per channel, which the packed kernel needs."""
+    for node in nodes:
+        if binary_magnitudes(node.inputs[1].data, weight_axes(node)[0]) is None:
+            raise MccError(f"'{node.name}': its binary weights did not quantize to two int8 codes per channel; "
+                           "this is a bug in quantize_int8", node=node.name)
 
 
 def _kept_float(graph: Graph, names: tuple) -> set[str]:

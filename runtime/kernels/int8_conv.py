@@ -6,7 +6,9 @@ differ only in the output stage's rule ("conv2d/int16" in runtime.rules) and the
 Each output is sum(w * (x - x_zp)) over the window, skipping positions in the padding (so padding means the
 real value 0), plus the int32 bias, then the output stage of the run's rule. Weights are int8, symmetric,
 per output channel (or per tensor, broadcast). The sums come from int8_gemm (a float GEMM or depthwise loop on
-the integers, exact), and integer sums do not depend on order, so the rule alone decides bit-exactness.
+the integers, exact), and integer sums do not depend on order, so the rule alone decides bit-exactness. A conv
+(one group) or fully_connected on int8 input whose weights are binary ({-k, +k} per output channel) takes
+int8_binary's packed 1-bit kernel instead, which computes the same integers.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import MccError
+from .int8_binary import binary_gemm, binary_weights
 from .int8_gemm import conv_gemm, depthwise, pack_depthwise, pack_gemm
 from .int8_output import ROW_ROUNDINGS, RowRequant, activation_bounds, product_scale
 from .int8_registry import check_rounding, int8_kernel, per_tensor, quant, ruled_op
@@ -102,9 +105,18 @@ def _conv(node, inputs, rules, channel_axis):
         packed_w = packed(w, f"{key}:{out_w}", lambda w: pack_depthwise(_ohwi(node, w), str(x.dtype), out_w))
         y = depthwise(x, zp_in, packed_w, *window, bias, requant, dtype)
     else:
-        gemm = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))
-        y = conv_gemm(x, zp_in, gemm, (kh, kw), *window, bias, requant, dtype)
+        binary = binary_weights(w, key, lambda w: _ohwi(node, w)) if _packs(node, x, group_c) else None
+        if binary is not None:
+            y = binary_gemm(x, zp_in, binary, (kh, kw), *window, bias, requant, dtype)
+        else:
+            gemm = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))
+            y = conv_gemm(x, zp_in, gemm, (kh, kw), *window, bias, requant, dtype)
     return [from_nhwc(y, layout)]
+
+
+def _packs(node, x, group_c: int) -> bool:
+    """Whether the packed binary kernel may take the node, if its weight is binary: one group, int8 input."""
+    return x.dtype == np.int8 and x.shape[3] == group_c
 
 
 @int8_kernel("conv2d")

@@ -12,6 +12,7 @@ import numpy as np
 
 from ...errors import MccError
 
+from .int8_binary import binary_gemm, binary_weights
 from .int8_conv import layer_requant, weight_scales
 from .int8_gemm import conv_gemm, pack_gemm
 from .int8_registry import int8_kernel, per_tensor
@@ -40,7 +41,11 @@ def fully_connected(node, inputs, rules):
         _check_bias_scale(node, s_in * s_w[0], s_out)
     bias, requant = layer_requant(node, w, bias, rules, out_c, 0)
     rows = x.reshape(1, 1, -1, x.shape[-1])  # the rows of a 1x1 conv
-    gemm = packed(w, f"fully_connected:{x.dtype}", lambda w: pack_gemm(w[:, None, None, :], 1, str(x.dtype)))
-    y = conv_gemm(rows, zp_in, gemm, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 1, rows.shape[2], bias, requant,
-                  node.outputs[0].dtype)
+    window = ((1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 1, rows.shape[2], bias, requant, node.outputs[0].dtype)
+    binary = binary_weights(w, "fully_connected", lambda w: w[:, None, None, :]) if x.dtype == np.int8 else None
+    if binary is not None:
+        y = binary_gemm(rows, zp_in, binary, *window)
+    else:
+        gemm = packed(w, f"fully_connected:{x.dtype}", lambda w: pack_gemm(w[:, None, None, :], 1, str(x.dtype)))
+        y = conv_gemm(rows, zp_in, gemm, *window)
     return [y.reshape(x.shape[:-1] + (out_c,))]

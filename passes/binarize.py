@@ -1,0 +1,116 @@
+"""binarize: weights as per-output-channel scaled signs, alpha * sign(W) with alpha = mean |W| of the channel
+(Rastegari et al. 2016, XNOR-Net's binary-weight networks, BWN; sign(0) = +1).
+
+The weight stays a float constant, so every later pass sees an ordinary layer; quantize_int8's per-channel scale
+max|w| / 127 = alpha / 127 then turns it into codes +-127, two per channel, which stock LiteRT and onnxruntime run
+as int8 layers bit-exactly and mcc's runtime runs with 1-bit packed weights (runtime/kernels/int8_binary.py). The
+values are the record: a layer is binary when every weight of each output channel has the same magnitude
+(int8_binary.binary_magnitudes), which survives layout changes, file writing and reading back, so nothing else
+marks the layers. cross_layer_equalization leaves a binary layer's input channels alone (it would scale them
+apart), and quantize_int8 checks that each binary layer got exactly two codes per channel.
+
+Options: "binary_layers" (fnmatch patterns of node names; empty: every weighted layer, ir.traits.weighted: conv,
+depthwise, fully connected, transposed conv), "binary_keep_first_last" (default on: the first and the last of those layers in graph order stay
+int8, as in XNOR-Net, where they hold most of the accuracy and a small part of the weights). The pass notes list,
+per binary layer, its weights, the int8 bytes a stock file stores for them (one byte each, and a float32 scale per
+channel) and the bytes at 1 bit per weight (int8_binary.packed_bytes), and the totals.
+
+larq (the only binary-network converter) trains with quantizers on Keras layers and converts to custom TFLite ops;
+mcc binarizes a trained float graph and emits standard int8 ops, with `ste_sign` below for the straight-through
+training that recovers the accuracy.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MccError
+from ..ir import Graph
+from ..ir.traits import weight_axes, weighted
+from ..runtime.kernels.int8_binary import packed_bytes
+from .fold_constants import replace_constant
+from .manager import PassContext, register_pass
+
+def binarize_array(w: np.ndarray, axis: int) -> np.ndarray:
+    """alpha * sign(w) per index of `axis`, alpha = mean |w| over the rest, sign(0) = +1; float32."""
+    w = np.asarray(w, np.float32)
+    others = tuple(a for a in range(w.ndim) if a != axis)
+    alpha = np.abs(w.astype(np.float64)).mean(axis=others, keepdims=True).astype(np.float32)
+    return np.where(w >= 0, alpha, -alpha).astype(np.float32)
+
+
+@dataclass
+class BinarizeOptions:
+    binary_layers: tuple = ()  # fnmatch patterns of node names; empty: every weighted layer
+    binary_keep_first_last: bool = True  # the first and last such layer stay int8
+
+
+def _chosen(graph: Graph, opts: BinarizeOptions) -> list:
+    candidates = [n for n in graph.nodes if weighted(n.op) and n.inputs[1].is_constant]
+    patterns = tuple(opts.binary_layers or ())
+    if patterns:
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n.name, p) for n in candidates)]
+        if unmatched:
+            raise MccError(f"binary_layers pattern(s) {', '.join(repr(p) for p in unmatched)} match no layer; the "
+                           "layers binarize can take (weighted ops with constant weights) are: "
+                           f"{', '.join(n.name for n in candidates) or 'none'}")
+    kept = {id(candidates[0]), id(candidates[-1])} if opts.binary_keep_first_last and candidates else set()
+    return [n for n in candidates if id(n) not in kept
+            and (not patterns or any(fnmatch.fnmatchcase(n.name, p) for p in patterns))]
+
+
+@register_pass("binarize", options=BinarizeOptions, requires=("float", "no_batch_norm"))
+def binarize(graph: Graph, ctx: PassContext) -> Graph:
+    """Replace the chosen layers' weights by alpha * sign(W) per output channel (module docstring)."""
+    graph.toposort()
+    nodes = _chosen(graph, ctx.options)
+    if not nodes:
+        raise MccError("binarize found no layer to binarize: the graph has no weighted layer (conv, depthwise, "
+                       "fully connected, transposed conv) with constant weights besides the first and last, which "
+                       "stay int8 (option binary_keep_first_last); turn that off or compile for arm-int8")
+    done: dict[int, object] = {}  # a weight several nodes read (shared) is binarized once
+    layers = {}
+    for node in nodes:
+        w, axis = node.inputs[1], weight_axes(node)[0]
+        if id(w) not in done:
+            done[id(w)] = replace_constant(graph, node, 1, binarize_array(w.data, axis))
+        node.inputs[1] = done[id(w)]
+        stock = w.size + 4 * w.shape[axis]
+        layers[node.name] = {"op": node.op, "weights": w.size, "stock_bytes": stock,
+                             "packed_bytes": packed_bytes(w.data, axis)}
+    ctx.note("layers", layers)
+    ctx.note("total", {k: sum(la[k] for la in layers.values()) for k in ("weights", "stock_bytes", "packed_bytes")})
+    return graph
+
+
+# ---- straight-through training (used by the fine-tuning pass's per-weight transform) ---------------------------
+@functools.cache
+def _ste_function():
+    import torch
+
+    class SteSign(torch.autograd.Function):
+        """Forward alpha * sign(w) per output channel (axis 0); backward the identity where |w| <= 1, else 0
+        (Courbariaux et al.'s clipped straight-through estimator; alpha's own gradient is left out, as in BWN)."""
+
+        @staticmethod
+        def forward(ctx, w):
+            ctx.save_for_backward(w)
+            alpha = w.abs().double().mean(dim=tuple(range(1, w.dim())), keepdim=True).to(w.dtype)  # as the pass
+            return torch.where(w >= 0, alpha, -alpha)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (w,) = ctx.saved_tensors
+            return grad * (w.abs() <= 1).to(grad.dtype)
+
+    return SteSign
+
+
+def ste_sign(weight):
+    """Binarized `weight` (a torch tensor, output channels on axis 0, as the IR's NCHW weights and torch's
+    modules hold them) with a straight-through gradient; torch is imported on first use only."""
+    return _ste_function().apply(weight)

@@ -1,0 +1,193 @@
+"""Binary layers: int8 conv2d / fully_connected whose weights are {-k, +k} per output channel, accumulated from
+weights packed at 1 bit each.
+
+passes/binarize.py makes such weights (alpha * sign(W) per output channel) and quantize_int8 stores them as
+codes +-127 (scale alpha / 127), so the file holds standard int8 layers that stock LiteRT and onnxruntime run.
+mcc's runtime recognises them by their values (binary_magnitudes: the file carries no flag, and needs none) and
+computes the same integer accumulator another way:
+
+    sum_j w_j x_j = k * (2 * sum_{w_j > 0} u_j - sum_j u_j) - 128 * sum_j w_j,   u_j = x_j + 128 in [0, 255]
+
+The last term joins the zero-point term the int8 GEMM already folds into the bias, and sum_{w_j > 0} u_j is
+sum_b 2^b * popcount(U_b & W) over the 8 bit planes U_b of the window's u (one 64-bit word per 64 taps), W the
+packed sign bits. The planes are cut once per input pixel, by 8x8 bit-matrix transposes of 8 channels' bytes
+(Hacker's Delight 7-3), and the windows gathered from them (an im2col at 1 bit per tap and plane); the popcounts
+run over the output channels as the vector loop (VPOPCNTQ on AVX-512). Integer sums are exact, so the
+accumulator, and after the same output stage (int8_output.requantize_rows) the output, equal the int8 kernel's
+bit for bit, under every rule set. The work per 64 weights is 8 AND + popcount + add, against 64 multiply-adds:
+with int8 activations that is about what a float GEMM costs (benchmarks/bench_binary.py measures it); the bytes
+of weight read are 1/32 of the float GEMM's packed operand.
+larq's compute engine (LCE) runs binary layers (binary activations too, XNOR-popcount) through custom TFLite ops
+(LceBconv2d) that stock runtimes reject; mcc keeps the file standard and the packing the runtime's business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
+
+from .int8_gemm import _threads_for, _window_padding
+from .int8_output import requantize_rows
+from .packing import packed
+
+_WORD = 64
+_ENABLED = [True]  # the interpreter's choice; int8_only() turns it off to compare with the int8 GEMM
+
+
+@contextlib.contextmanager
+def int8_only():
+    """Run binary layers through the ordinary int8 GEMM while inside (tests and benchmarks compare the two)."""
+    _ENABLED[0] = False
+    try:
+        yield
+    finally:
+        _ENABLED[0] = True
+
+
+def binary_magnitudes(w: np.ndarray, axis: int) -> np.ndarray | None:
+    """|w| per index of `axis` when every weight of that channel is +m or -m (float weights after binarize,
+    int8 codes after quantize_int8), else None."""
+    m = np.moveaxis(np.abs(np.asarray(w)), axis, 0).reshape(w.shape[axis], -1)
+    first = m[:, :1]
+    return first[:, 0].copy() if np.array_equal(m, np.broadcast_to(first, m.shape)) else None
+
+
+def packed_bytes(w: np.ndarray, axis: int) -> int:
+    """Bytes of a binary weight at 1 bit per weight (each channel's bits rounded up to whole bytes) plus a float32
+    magnitude per channel: what a binary runtime stores, against w.size int8 bytes (and float32 scales) in the
+    stock file."""
+    channels = w.shape[axis]
+    return channels * (-(-(w.size // channels) // 8) + 4)
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """LLVM's ctpop on a uint64 (one POPCNT instruction; vectorised as VPOPCNTQ where the CPU has it)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return types.uint64(types.uint64), codegen
+
+
+@numba.njit(cache=True)
+def _transpose8(x):
+    """The 8x8 bit matrix in x (byte i = row i) transposed: byte b of the result holds bit b of every byte of x."""
+    t = (x ^ (x >> np.uint64(7))) & np.uint64(0x00AA00AA00AA00AA)
+    x = x ^ t ^ (t << np.uint64(7))
+    t = (x ^ (x >> np.uint64(14))) & np.uint64(0x0000CCCC0000CCCC)
+    x = x ^ t ^ (t << np.uint64(14))
+    t = (x ^ (x >> np.uint64(28))) & np.uint64(0x00000000F0F0F0F0)
+    return x ^ t ^ (t << np.uint64(28))
+
+
+@numba.njit(cache=True, parallel=True)
+def _bit_planes(u, out):
+    """out[n, y, x, b, g] = bit b of channels 8g .. 8g + 7 of u[n, y, x] (u as uint64, 8 channels each): one
+    8x8 transpose per 8 channels of each pixel, so a pixel that 9 windows read is split into planes once."""
+    n, h, w, octets = u.shape
+    for job in numba.prange(n * h):
+        image, y = job // h, job % h
+        for x in range(w):
+            for g in range(octets):
+                t = _transpose8(u[image, y, x, g])
+                for b in range(8):
+                    out[image, y, x, b, g] = np.uint8((t >> np.uint64(8 * b)) & np.uint64(0xFF))
+
+
+@numba.njit(cache=True, parallel=True)
+def _windows(planes, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out):
+    """out[r, b, (ky * kw + kx) * octets + g] = planes[image, y, x, b, g] over output position r's window: the
+    im2col of the bit planes, 8 taps per byte."""
+    n, _, _, _, octets = planes.shape
+    for job in numba.prange(n * out_h):
+        image, oy = job // out_h, job % out_h
+        for ox in range(out_w):
+            r = (image * out_h + oy) * out_w + ox
+            first = 0
+            for ky in range(kh):
+                y = oy * stride_h + ky * dil_h
+                for kx in range(kw):
+                    x = ox * stride_w + kx * dil_w
+                    for b in range(8):
+                        for g in range(octets):  # indexed in full: a view per pixel cost 1.6x the copy
+                            out[r, b, first + g] = planes[image, y, x, b, g]
+                    first += octets
+
+
+_ROWS = 32  # output positions per parallel task
+
+
+@numba.njit(cache=True, parallel=True)
+def _accumulate(planes, bits, magnitude, acc):
+    """acc[r, o] = magnitude[o] * (2 * sum_b 2^b popcount(planes[r, b] & bits[:, o]) - sum of u) for the window
+    bit planes [rows, 8, words] and sign bits [words, O]; the loop over output channels is the inner one, so it
+    runs as vector AND / VPOPCNTQ / shift / add over 8 channels at a time."""
+    rows, _, words = planes.shape
+    channels = bits.shape[1]
+    for task in numba.prange((rows + _ROWS - 1) // _ROWS):
+        for r in range(task * _ROWS, min(rows, (task + 1) * _ROWS)):
+            s = acc[r]
+            s[:] = 0
+            total = np.int64(0)
+            for b in range(8):
+                for w in range(words):
+                    plane = planes[r, b, w]
+                    total += np.int64(_popcount(plane)) << b
+                    signs = bits[w]
+                    for o in range(channels):
+                        s[o] += np.int64(_popcount(plane & signs[o])) << b
+            for o in range(channels):
+                s[o] = magnitude[o] * (2 * s[o] - total)
+
+
+def pack_binary(w_ohwi: np.ndarray):
+    """(sign bits [words, O] uint64, magnitudes [O] int64, sum(w) [O] int64) of OHWI int8 weights that are
+    {-k, +k} per output channel, else None. The bits run over (ky, kx, channel) with the channels padded to a
+    multiple of 8, as _windows lays out the input's bit planes."""
+    channels = w_ohwi.shape[0]
+    magnitude = binary_magnitudes(w_ohwi, 0)
+    if magnitude is None:
+        return None
+    padded = np.zeros(w_ohwi.shape[:3] + (-(-w_ohwi.shape[3] // 8) * 8,), np.uint8)
+    padded[..., :w_ohwi.shape[3]] = w_ohwi > 0
+    rows = padded.reshape(channels, -1)
+    signs = np.zeros((channels, -(-rows.shape[1] // _WORD) * _WORD), np.uint8)
+    signs[:, :rows.shape[1]] = rows
+    bits = np.packbits(signs, axis=1, bitorder="little").view(np.uint64)
+    return (np.ascontiguousarray(bits.T), magnitude.astype(np.int64),
+            w_ohwi.reshape(channels, -1).astype(np.int64).sum(axis=1))
+
+
+def binary_weights(w: np.ndarray, key: str, w_ohwi):
+    """pack_binary of the weight (cached on the array; None for a weight that is not binary), or None while the
+    packed kernel is off."""
+    if not _ENABLED[0]:
+        return None
+    return packed(w, ("binary", key), lambda w: pack_binary(w_ohwi(w)))
+
+
+def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
+                dtype) -> np.ndarray:
+    """int8_gemm.conv_gemm's result (one group, int8 NHWC x) from pack_binary's weights."""
+    bits, magnitude, weight_sums = packed_w
+    n, h, w, c = x.shape
+    kh, kw = kernel_hw
+    top, left, bottom, right = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
+    octets = -(-c // 8)
+    u = np.zeros((n, h + top + bottom, w + left + right, octets * 8), np.uint8)  # padded channels: u = 0
+    u[..., :c] = x_zero_point + 128  # the padding: the real 0
+    u[:, top:top + h, left:left + w, :c] = x.view(np.uint8) ^ np.uint8(0x80)  # x + 128
+    rows, words = n * out_h * out_w, bits.shape[0]
+    with _threads_for(rows * bits.shape[1]):
+        planes = np.empty(u.shape[:3] + (8, octets), np.uint8)
+        _bit_planes(u.view(np.uint64), planes)
+        windows = np.zeros((rows, 8, words * 8), np.uint8)
+        _windows(planes, kh, kw, *stride, *dilation, out_h, out_w, windows)
+        acc = np.empty((rows, bits.shape[1]), np.int64)
+        _accumulate(windows.view(np.uint64), bits, magnitude, acc)
+        out = np.empty(acc.shape, dtype)
+        requantize_rows(acc, bias - (x_zero_point + 128) * weight_sums, *requant.args, out)
+    return out.reshape(n, out_h, out_w, -1)

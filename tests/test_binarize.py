@@ -1,0 +1,220 @@
+"""Issue 18, binary weights: the binarize pass, the arm-binary / x86-binary targets (standard int8 ops, bit-exact in
+LiteRT REF, XNNPACK and onnxruntime), the packed 1-bit kernel against the int8 GEMM, and the straight-through
+estimator."""
+
+import numpy as np
+import pytest
+import torch
+from tflite_ops import operator_names
+
+from mcc.compiler import compile_model
+from mcc.errors import MccError
+from mcc.examples.zoo import ZOO, digits_split
+from mcc.ir.traits import weight_axes, weighted
+from mcc.passes.binarize import binarize_array, ste_sign
+from mcc.runtime.interpreter import run
+from mcc.runtime.kernels import packing
+from mcc.runtime.kernels.int8_binary import binary_gemm, binary_magnitudes, int8_only, pack_binary
+from mcc.runtime.kernels.int8_gemm import conv_gemm, pack_gemm
+from mcc.runtime.kernels.int8_output import RowRequant
+from mcc.runtime.rules import rule_set
+from mcc.validate import read_compiled, validate
+
+RULE_SETS = ("litert-ref", "litert-xnnpack@2.3.0", "onnxruntime")
+
+
+def _weighted(graph):
+    return [n for n in graph.nodes if weighted(n.op)]
+
+
+def test_binarized_weights_have_two_values_per_channel():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 3, 3, 4)).astype(np.float32)
+    w[2, 0, 0, 0] = 0.0
+    for axis in (0, 3):
+        b = binarize_array(w, axis)
+        for c in range(w.shape[axis]):
+            channel, original = np.take(b, c, axis), np.take(w, c, axis)
+            alpha = np.float32(np.abs(original.astype(np.float64)).mean())
+            assert set(np.unique(channel)) == {-alpha, alpha}
+            assert np.array_equal(channel > 0, original >= 0)  # sign(0) = +1
+        assert binary_magnitudes(b, axis) is not None and binary_magnitudes(w, axis) is None
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("binary")
+    model, example = ZOO["digits_classifier"]()
+    split = digits_split()
+    src = tmp / "digits.pt2"
+    torch.export.save(torch.export.export(model, (example,)), src)
+    np.savez(tmp / "calib.npz", x=split.x_train[:64].numpy())
+    np.savez(tmp / "test.npz", x=split.x_test[:48].numpy())
+    return tmp, src, split, model
+
+
+@pytest.fixture(scope="module")
+def arm_binary(digits):
+    tmp, src, *_ = digits
+    out = tmp / "digits.binary.tflite"
+    result = compile_model(src, "arm-binary", out, calib=tmp / "calib.npz")
+    return out, result
+
+
+def _notes(result, name):
+    return next(r["notes"] for r in result.report["passes"] if r["pass"] == name)
+
+
+def test_first_and_last_layer_stay_int8_and_binary_layers_hold_two_codes(arm_binary):
+    out, result = arm_binary
+    _, _, graph = read_compiled(out)
+    layers = _weighted(graph)
+    binary = [n.name for n in layers if binary_magnitudes(n.inputs[1].data, weight_axes(n)[0]) is not None]
+    assert len(layers) == 3 and binary == [layers[1].name]
+    w = layers[1].inputs[1].data
+    assert w.dtype == np.int8
+    for c in range(w.shape[0]):
+        assert set(np.unique(w[c])) == {-127, 127}
+    for n in (layers[0], layers[-1]):
+        assert len(np.unique(n.inputs[1].data)) > 2
+    noted = _notes(result, "binarize")
+    assert list(noted["layers"]) == _notes(result, "quantize_int8")["binary_layers"] == binary
+    layer = noted["layers"][binary[0]]
+    assert layer["weights"] == w.size and layer["stock_bytes"] == w.size + 4 * w.shape[0]
+    assert layer["packed_bytes"] == w.shape[0] * (-(-w[0].size // 8) + 4) < layer["stock_bytes"] / 4
+
+
+def test_arm_binary_is_standard_tflite_and_bit_exact_in_litert(arm_binary, digits):
+    out, _ = arm_binary
+    tmp = digits[0]
+    ops = operator_names(out.read_bytes())
+    assert ops.count("CONV_2D") == 2 and "FULLY_CONNECTED" in ops and not any(o.startswith("CUSTOM") for o in ops)
+    report = validate(out, tmp / "test.npz")
+    assert [c["kernels"] for c in report["comparisons"]] == ["ref", "default"]
+    for c in report["comparisons"]:
+        assert c["differing"] == 0 and c["elements"] > 0
+
+
+def test_x86_binary_is_bit_exact_in_onnxruntime(digits):
+    tmp, src, *_ = digits
+    out = tmp / "digits.binary.onnx"
+    compile_model(src, "x86-binary", out, calib=tmp / "calib.npz")
+    _, _, graph = read_compiled(out)
+    assert sum(binary_magnitudes(n.inputs[1].data, weight_axes(n)[0]) is not None for n in _weighted(graph)) == 1
+    report = validate(out, tmp / "test.npz")
+    assert report["comparisons"] and all(c["differing"] == 0 and c["elements"] > 0 for c in report["comparisons"])
+
+
+def test_packed_kernel_equals_int8_kernel_on_every_layer(arm_binary, digits):
+    out, _ = arm_binary
+    split = digits[2]
+    _, _, graph = read_compiled(out)
+    x = split.x_test[:1].numpy().transpose(0, 2, 3, 1)
+    feeds = {graph.inputs[0].name: x}
+    for rules in ("litert-ref", "litert-xnnpack@2.3.0"):
+        packed_run = run(graph, feeds, keep_all=True, rules=rules)
+        with int8_only():
+            plain_run = run(graph, feeds, keep_all=True, rules=rules)
+        assert packed_run.keys() == plain_run.keys()
+        for name in packed_run:
+            assert np.array_equal(packed_run[name], plain_run[name]), (rules, name)
+    # the interpreter took the packed kernel for the binary layer, and only there
+    assert [_took_packed(node) for node in _weighted(graph)] == [False, True, False]
+
+
+def _took_packed(node) -> bool:
+    """Whether the int8 kernel of `node` asked for the packed binary form of its weight and got one (the form is
+    cached on the weight array, None for a weight that is not binary)."""
+    forms = packing._PACKED.get(id(node.inputs[1].data), {})
+    packed = [v for k, v in forms.items() if isinstance(k, tuple) and k[0] == "binary"]
+    assert packed, f"{node.name}: the int8 kernel never asked for a packed binary weight"
+    return packed[0] is not None
+
+
+def test_every_layer_binary_runs_packed_and_bit_exact(digits):
+    """binary_keep_first_last off: the first conv (one input channel) and the fully connected layer take the
+    packed kernel too."""
+    tmp, src, split, _ = digits
+    out = tmp / "digits.all-binary.tflite"
+    compile_model(src, "arm-binary", out, calib=tmp / "calib.npz", options={"binary_keep_first_last": False})
+    _, _, graph = read_compiled(out)
+    assert all(binary_magnitudes(n.inputs[1].data, weight_axes(n)[0]) is not None for n in _weighted(graph))
+    assert all(c["differing"] == 0 and c["elements"] > 0 for c in validate(out, tmp / "test.npz")["comparisons"])
+    feeds = {graph.inputs[0].name: split.x_test[1:2].numpy().transpose(0, 2, 3, 1)}
+    packed_run = run(graph, feeds, keep_all=True)
+    with int8_only():
+        plain_run = run(graph, feeds, keep_all=True)
+    assert all(np.array_equal(packed_run[k], plain_run[k]) for k in packed_run)
+    assert all(_took_packed(node) for node in _weighted(graph))
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_packed_kernel_equals_int8_kernel_on_random_layers(case):
+    rng = np.random.default_rng(case)
+    n, h, w, c = rng.integers(1, 3), rng.integers(1, 9), rng.integers(1, 9), int(rng.integers(1, 150))
+    k = int(rng.choice([1, 3, 5]))
+    stride, pad, dilation = int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1)), int(rng.integers(1, 3))
+    reach = dilation * (k - 1) + 1
+    h, w = max(h, reach - 2 * pad), max(w, reach - 2 * pad)
+    o = int(rng.integers(1, 40))
+    x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
+    magnitude = rng.integers(0, 128, o)
+    if case % 3 == 0 and o > 1:
+        magnitude[0] = 0  # an all-zero channel
+    weight = (np.where(rng.random((o, k, k, c)) < rng.random(), -1, 1) * magnitude[:, None, None, None]).astype(np.int8)
+    out_h, out_w = (h + 2 * pad - reach) // stride + 1, (w + 2 * pad - reach) // stride + 1
+    window = ((k, k), (stride, stride), (dilation, dilation), (pad, pad, pad, pad), out_h, out_w)
+    zero_point = int(rng.integers(-128, 128))
+    acc = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64) - zero_point).permute(0, 3, 1, 2),
+                                     torch.from_numpy(weight.astype(np.float64)).permute(0, 3, 1, 2), None, stride,
+                                     pad, dilation).numpy()
+    spread = np.abs(acc).max(axis=(0, 2, 3)) + 1
+    bias = (rng.standard_normal(o) * spread / 4).astype(np.int64)
+    for rules in RULE_SETS:
+        rule = rule_set(rules).rule("conv2d", "random")
+        requant = RowRequant(rng.uniform(60, 120, o) / spread, rule, int(rng.integers(-32, 32)), (-128, 127))
+        want = conv_gemm(x, zero_point, pack_gemm(weight, 1, "int8"), *window, bias, requant, np.int8)
+        got = binary_gemm(x, zero_point, pack_binary(weight), *window, bias, requant, np.int8)
+        assert np.array_equal(got, want), rules
+        assert len(np.unique(want)) > 1
+    assert pack_binary(np.array([[[[3, -3, 2]]]], np.int8)) is None
+
+
+def test_binarized_accuracy_without_finetuning(arm_binary, digits, capsys):
+    """Measured and printed (fine-tuning with straight-through estimators comes with the finetune pass)."""
+    out, _ = arm_binary
+    split, model = digits[2], digits[3]
+    _, _, graph = read_compiled(out)
+    x = split.x_test.numpy().transpose(0, 2, 3, 1)
+    name = graph.inputs[0].name
+    predictions = np.array([next(iter(run(graph, {name: x[i:i + 1]}).values())).argmax() for i in range(len(x))])
+    binary_acc = float((predictions == split.y_test.numpy()).mean())
+    with torch.no_grad():
+        float_acc = float((model(split.x_test).argmax(1) == split.y_test).float().mean())
+    with capsys.disabled():
+        print(f"\ndigits test accuracy: float {float_acc:.4f}, arm-binary int8 without fine-tuning {binary_acc:.4f}")
+    assert 0.1 < binary_acc <= float_acc
+
+
+def test_binary_layers_option(digits):
+    tmp, src, *_ = digits
+    from mcc.compiler import load_model, lower
+
+    graph = load_model(src)
+    with pytest.raises(MccError, match="match no layer"):
+        lower(graph, "arm-binary", options={"binary_layers": ("nothing*",)}, stop_after="binarize")
+    every, records = lower(graph, "arm-binary", options={"binary_keep_first_last": False}, stop_after="binarize")
+    assert len(records[-1].notes["layers"]) == 3
+    assert all(binary_magnitudes(n.inputs[1].data, weight_axes(n)[0]) is not None for n in _weighted(every))
+
+
+def test_ste_sign_forward_is_binary_and_gradient_is_clipped_identity():
+    torch.manual_seed(0)
+    w = (torch.randn(5, 3, 3, 3) * 0.8).requires_grad_()
+    y = ste_sign(w)
+    assert torch.equal(y.detach(), torch.from_numpy(binarize_array(w.detach().numpy(), 0)))
+    upstream = torch.randn_like(w)
+    (y * upstream).sum().backward()
+    inside = w.detach().abs() <= 1
+    assert 0 < inside.sum() < w.numel()
+    assert torch.equal(w.grad, upstream * inside)
