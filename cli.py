@@ -44,7 +44,8 @@ def _default_output(model: str, target_name: str) -> str:
     return str(out if out != Path(model) else out.with_suffix(f".{target_name}{suffix}"))
 
 
-_INPUT_FILES = {"model": "model", "calib": "calibration data", "input": "input data", "reference": "reference model"}
+_INPUT_FILES = {"model": "model", "calib": "calibration data", "input": "input data", "reference": "reference model",
+                "finetune": "fine-tuning data"}
 
 
 def _check_input_files(args) -> None:
@@ -94,11 +95,13 @@ def _cmd_compile(args) -> None:
     out = args.output or _default_output(args.model, args.target)
     progress = Progress(not args.quiet)
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
-               "bias_correction": args.bias_correction, "cle": args.cle}
+               "bias_correction": args.bias_correction, "cle": args.cle, "epochs": args.epochs,
+               "finetune_lr": args.finetune_lr, "temperature": args.temperature}
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
                            options={k: v for k, v in options.items() if v is not None}, progress=progress,
-                           fallback=args.fallback, fallback_sqnr=args.fallback_sqnr, min_sqnr=args.min_sqnr)
+                           fallback=args.fallback, fallback_sqnr=args.fallback_sqnr, min_sqnr=args.min_sqnr,
+                           finetune=args.finetune)
     for w in result.report["warnings"]:
         print(f"mcc: warning: {w}", file=sys.stderr)
     if not args.quiet:
@@ -121,6 +124,8 @@ def _cmd_compile(args) -> None:
         for r in result.report["passes"]:
             if r["notes"].get("float_ops"):
                 print(f"left in float by {r['pass']}: {', '.join(map(str, r['notes']['float_ops']))}")
+        if "finetune" in result.report:
+            print(_format_finetune(result.report["finetune"]))
         if "fallback" in result.report:
             from .analyze import format_fallback
 
@@ -129,6 +134,17 @@ def _cmd_compile(args) -> None:
             print(_format_guard(result.report["fidelity"]))
         if args.report:
             print(f"report written to {args.report}")
+
+
+def _format_finetune(f: dict) -> str:
+    """Fine-tuning's figures on its training samples, before and after, in one line."""
+    def figures(m):
+        parts = [f"{k.replace('_', ' ')} {m[k] * 100:.2f}%" for k in ("accuracy", "teacher_agreement") if k in m]
+        sqnr = "inf" if m["sqnr_db"] is None else f"{m['sqnr_db']:.2f} dB"
+        return ", ".join(parts + [f"output SQNR vs teacher {sqnr}"])
+    return (f"fine-tuned {f['epochs']} epochs on {f['samples']} samples ({'labels and ' if f['labels'] else ''}"
+            f"distillation, final loss {f['final_loss']:.4f}): before {figures(f['before'])}; after "
+            f"{figures(f['after'])}")
 
 
 def _format_guard(f: dict) -> str:
@@ -284,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-sqnr", type=float, metavar="DB",
                    help="int8 targets: fail (exit 1, no file written) when a model output's SQNR against the float "
                    "model, measured after quantizing, is below DB (without it, below 15 dB is a warning)")
+    c.add_argument("--finetune", metavar="TRAIN.npz", help="fine-tune the (compressed) float model against the "
+                   "source model as teacher before quantizing: .npz with one array per model input and optional "
+                   "integer 'labels' (distillation alone without them)")
+    c.add_argument("--epochs", type=int, help="fine-tuning epochs (default 5)")
+    c.add_argument("--finetune-lr", type=float, metavar="LR",
+                   help="fine-tuning Adam learning rate, decayed by a cosine to 0 (default 1e-3)")
+    c.add_argument("--temperature", type=float, metavar="T", help="distillation temperature (default 4)")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 

@@ -87,7 +87,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
                   report_path=None, calib=None, options: dict | None = None,
                   progress: Progress | None = None, fallback: str | None = None,
                   fallback_sqnr: float | None = None, min_sqnr: float | None = None,
-                  hold_out: bool = True) -> CompileResult:
+                  hold_out: bool = True, finetune=None) -> CompileResult:
     """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically.
 
     `calib` is a .npz/.npy path (or a dict of arrays by input name) for targets that quantize; `options` are
@@ -95,7 +95,9 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     analyze.py) keeps the layers that per-layer analysis blames out of int8 until the output SQNR reaches
     `fallback_sqnr` dB. Targets that quantize run the fidelity guard (fidelity_guard) and raise FidelityError,
     writing no output, when an output's SQNR is below `min_sqnr`; `hold_out=False` calibrates on every sample and
-    measures the guard on them too (a benchmark that gives mcc and its peers the same calibration samples)."""
+    measures the guard on them too (a benchmark that gives mcc and its peers the same calibration samples).
+    `finetune` (a .npz path, or passes.finetune.FinetuneData) trains the compressed float graph against the source
+    model as teacher (passes/finetune.py; options epochs, finetune_lr, temperature) before quantization."""
     progress = progress or Progress(False)
     target = get_target(target_name)
     if fallback is not None:
@@ -132,6 +134,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         arrays = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
         options["calibration"], held_out = split_held_out(arrays, graph) if hold_out else (arrays, None)
     source_graph = graph
+    options.update(finetune_options(finetune, graph, options))
     # mixed precision (issue 15): analyse, then compile with the chosen layers kept back
     fallback_plan = None
     if fallback is not None:
@@ -154,6 +157,9 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         "passes": [r.to_json() for r in records],
         "layers": table_json(graph),
     }
+    trained = next((r.notes["finetune"] for r in records if "finetune" in r.notes), None)
+    if trained is not None:
+        report["finetune"] = trained
     if fallback_plan is not None:
         from .analyze import fallback_cost
 
@@ -172,6 +178,23 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     if output is not None:
         write_atomic(output, data)
     return CompileResult(graph, data, report)
+
+
+# ---- fine-tuning (issue 17) --------------------------------------------------------------------------------------
+TRAINING_OPTIONS = ("epochs", "finetune_lr", "temperature")
+
+
+def finetune_options(finetune, source: Graph, options: dict) -> dict:
+    """The finetune pass's data option from --finetune (read and checked against the source model, which is the
+    teacher), before any pass runs; training options without data are refused rather than ignored."""
+    if finetune is None:
+        given = [k for k in TRAINING_OPTIONS if options.get(k) is not None]
+        if given:
+            raise MccError(f"{', '.join(given)} configure fine-tuning: add --finetune train.npz, or drop them")
+        return {}
+    from .passes.finetune import FinetuneData, read_finetune_data
+
+    return {"finetune": finetune if isinstance(finetune, FinetuneData) else read_finetune_data(finetune, source)}
 
 
 # ---- fidelity guard (issue 15) ----------------------------------------------------------------------------------
