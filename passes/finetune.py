@@ -266,7 +266,7 @@ class _Trainer:
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
                 hits += self._hits(outs, idx)
             losses.append(total / self.n)
             if progress is not None:
