@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..datafiles import match_inputs, read_arrays
-from ..errors import MccError
+from ..errors import MccError, require
 from ..ir import Graph
 from ..runtime import run
 from .calibrate import in_chunks, real_outputs, split_batches
@@ -84,6 +84,7 @@ def read_finetune_data(path, teacher: Graph) -> FinetuneData:
     """The --finetune file checked against the teacher (the source model): one array per model input (as for
     --calib), an optional integer `labels` array of one class index per sample for the model's one logits output;
     every problem is an MccError naming the file."""
+    require("torch", "torch", "fine-tuning (--finetune)")  # before reading: a base install says what to install
     arrays = read_arrays(path)
     labels = arrays.pop(LABELS, None)
     if not arrays:

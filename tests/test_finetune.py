@@ -22,6 +22,7 @@ from mcc.passes.ir_module import IRModule
 from mcc.runtime import run
 from mcc.runtime.plan import rebatch
 from mcc.targets import CANONICALIZE
+from mcc.validate import float_reference
 
 
 def canonical(graph):
@@ -181,3 +182,20 @@ def test_training_options_without_finetune_data_are_refused(digits_files, tmp_pa
     _, source, _, _ = digits_files
     assert main(["compile", str(source), "--target", "arm-fp32", "--epochs", "3", "-o", str(tmp_path / "o.tflite")]) == 2
     assert "add --finetune" in capsys.readouterr().err
+
+
+def test_fidelity_guard_measures_against_the_fine_tuned_float_graph_without_training_again(digits):
+    """The guard's float reference reruns the float pipeline with the compile's options: the finetune pass finds
+    the same student and data and reuses the trained weights (one training, not two)."""
+    source, split, _, _ = digits
+    x = split.x_train.numpy()[:128]
+    data = FinetuneData({"x": x}, None, source)
+    compile_model(source, "arm-int8", calib={"x": x[:64]}, finetune=data, options={"epochs": 1})
+    assert len(data._trained) == 1
+    trained = float_reference(source, "arm-int8", {"finetune": data, "epochs": 1, "observer": "mse"})
+    plain = float_reference(source, "arm-int8", {"observer": "mse"})
+    assert len(data._trained) == 1
+    fc = trained.node("fc").inputs[1].name
+    assert not np.array_equal(trained.tensor(fc).data, plain.tensor(fc).data)
+    again = float_reference(source, "arm-int8", {"finetune": data, "epochs": 1})
+    assert np.array_equal(again.tensor(fc).data, trained.tensor(fc).data)
