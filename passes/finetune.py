@@ -66,7 +66,7 @@ class FinetuneData:
             parts = []
             for g, feeds, k in in_chunks(self.teacher, batches):
                 parts.extend(split_batches(real_outputs(g, run(g, feeds)), k))
-            self._teacher_outputs = [np.concatenate(p) for p in zip(*parts)]
+            self._teacher_outputs = [np.concatenate(p).astype(np.float32) for p in zip(*parts)]
         return self._teacher_outputs
 
 
@@ -175,7 +175,7 @@ def finetune(graph: Graph, data: FinetuneData, opts: FinetuneOptions, progress=N
                "batch": opts.finetune_batch, "lr": opts.finetune_lr, "schedule": "cosine",
                "temperature": opts.temperature, "alpha": opts.distill_alpha if data.labels is not None else 0.0,
                "parameters": sum(int(p.numel()) for p in module.params),
-               "final_loss": round(losses[-1], 6) if losses else None,
+               "final_loss": round(losses[-1], 6),
                "epoch_losses": [round(v, 6) for v in losses], "before": before, "after": after}
     if key is not None:
         data._trained[key] = ({t.name: t.data for t in graph.constants() if t.name in module.param_names}, summary)
@@ -197,6 +197,9 @@ def _check_outputs(student: Graph, teacher: Graph, values: list[np.ndarray]) -> 
         raise MccError(f"the graph being fine-tuned has {len(student.outputs)} outputs and its teacher "
                        f"{len(values)}; distillation matches them one to one")
     for s, t, v in zip(student.outputs, teacher.outputs, values):
+        if s.dtype != "float32" or t.dtype != "float32":
+            raise MccError(f"output '{s.name}' is {s.dtype} (the teacher's {t.dtype}); distillation trains float32 "
+                           "outputs only")
         if tuple(s.shape[1:]) != tuple(v.shape[1:]):
             raise MccError(f"output '{s.name}' has shape {list(s.shape)} and the teacher's '{t.name}' "
                            f"{list(t.shape)}; distillation needs the outputs to keep their shapes (compress inside "

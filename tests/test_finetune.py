@@ -17,7 +17,7 @@ from mcc.examples.zoo import ZOO, digits_split
 from mcc.frontend import load
 from mcc.frontend.torch_export import from_module
 from mcc.passes import run_pipeline
-from mcc.passes.finetune import FinetuneData, FinetuneOptions, finetune
+from mcc.passes.finetune import FinetuneData, FinetuneOptions, finetune, read_finetune_data
 from mcc.passes.ir_module import IRModule
 from mcc.runtime import run
 from mcc.runtime.plan import rebatch
@@ -199,3 +199,25 @@ def test_fidelity_guard_measures_against_the_fine_tuned_float_graph_without_trai
     assert not np.array_equal(trained.tensor(fc).data, plain.tensor(fc).data)
     again = float_reference(source, "arm-int8", {"finetune": data, "epochs": 1})
     assert np.array_equal(again.tensor(fc).data, trained.tensor(fc).data)
+
+
+def test_outputs_that_are_not_logits_are_distilled_by_mse_and_labels_for_them_are_refused(tmp_path):
+    """A conv net with a 4-D output, its weights halved: output SQNR against the teacher 2.7 dB, 10.8 dB after three
+    epochs of MSE distillation on 256 random samples (measured)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+    source = from_module(model, (torch.randn(1, 3, 8, 8),))
+    student = canonical(source)
+    for node in student.nodes:
+        if node.op == "conv2d":
+            node.inputs[1].data = node.inputs[1].data * np.float32(0.5)
+    x = np.random.default_rng(1).normal(size=(256, 3, 8, 8)).astype(np.float32)
+    name = source.inputs[0].name
+    summary = finetune(student, FinetuneData({name: x}, None, source), FinetuneOptions(epochs=3, finetune_lr=1e-2))
+    assert set(summary["after"]) == {"sqnr_db"}  # no class scores: neither accuracy nor top-1 agreement
+    assert summary["after"]["sqnr_db"] > summary["before"]["sqnr_db"] + 6
+    bad = tmp_path / "labels.npz"
+    np.savez(bad, **{name: x, "labels": np.zeros(256, np.int64)})
+    with pytest.raises(MccError, match="0 class-logits outputs"):
+        read_finetune_data(bad, source)
