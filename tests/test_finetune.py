@@ -221,3 +221,29 @@ def test_outputs_that_are_not_logits_are_distilled_by_mse_and_labels_for_them_ar
     np.savez(bad, **{name: x, "labels": np.zeros(256, np.int64)})
     with pytest.raises(MccError, match="0 class-logits outputs"):
         read_finetune_data(bad, source)
+
+
+def test_weight_transforms_run_in_the_forward_train_through_and_are_what_is_written_back(digits):
+    """The hook for compression that trains a function of the weights (issue 18): a straight-through sign on the FC
+    weight. The forward computes with sign(w) (equal to the runtime on the graph with sign(w) written back), the
+    latent weight still receives gradients, and write_back writes the signs."""
+    source, split, _, _ = digits
+    student = canonical(source)
+    fc = student.node("fc").inputs[1].name
+    sign = {fc: lambda w: w + (torch.sign(w) - w).detach()}
+    x = split.x_train.numpy()[:64]
+    data = FinetuneData({"x": x}, split.y_train.numpy()[:64], source)
+    module = IRModule(student, sign)
+    latent = module.params[module.param_names.index(fc)]
+    out = module(torch.from_numpy(x))[0]
+    out.sum().backward()
+    assert latent.grad is not None and latent.grad.abs().sum() > 0
+    signed = student.copy()
+    module.write_back(signed)
+    assert set(np.unique(signed.tensor(fc).data)) == {-1.0, 1.0}
+    want = run(rebatch(signed, len(x))[0], {"x": x})["fc"]
+    assert np.abs(out.detach().numpy() - want).max() <= 1e-5 * (want.max() - want.min())
+    summary = finetune(student, data, FinetuneOptions(epochs=1), weight_transforms=sign)
+    assert set(np.unique(student.tensor(fc).data)) == {-1.0, 1.0}
+    assert not data._trained  # a transformed training is not reused for an untransformed one
+    assert summary["epochs"] == 1
