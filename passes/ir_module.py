@@ -300,10 +300,6 @@ def _space_to_depth(node, inputs):
     return [_spatial(node, inputs[0], s2d)]
 
 
-def _hardsigmoid(x):
-    return torch.clamp(x + 3, 0, 6) / 6
-
-
 def _softmax(node, inputs):
     return [torch.softmax(inputs[0] * node.attrs["beta"], dim=node.attrs["axis"])]
 
@@ -316,7 +312,8 @@ TORCH_OPS: dict[str, Callable] = {
     "batch_matmul": _binary(torch.matmul),
     "relu": _unary(torch.relu), "relu6": _unary(lambda x: torch.clamp(x, 0, 6)), "sigmoid": _unary(torch.sigmoid),
     "tanh": _unary(torch.tanh), "hardswish": _unary(lambda x: x * torch.clamp(x + 3, 0, 6) / 6),
-    "hardsigmoid": _unary(_hardsigmoid), "silu": _unary(lambda x: x * torch.sigmoid(x)), "identity": _unary(lambda x: x),
+    "hardsigmoid": _unary(lambda x: torch.clamp(x + 3, 0, 6) / 6), "silu": _unary(lambda x: x * torch.sigmoid(x)),
+    "identity": _unary(lambda x: x),
     "neg": _unary(torch.neg), "abs": _unary(torch.abs), "sqrt": _unary(torch.sqrt), "rsqrt": _unary(torch.rsqrt),
     "square": _unary(lambda x: x * x), "exp": _unary(torch.exp), "log": _unary(torch.log), "erf": _unary(torch.erf),
     "gelu": lambda node, inputs: [F.gelu(inputs[0], approximate=node.attrs["approximate"])],

@@ -180,7 +180,8 @@ def test_bad_finetune_data_is_refused_with_exit_2(digits_files, tmp_path, capsys
 
 def test_training_options_without_finetune_data_are_refused(digits_files, tmp_path, capsys):
     _, source, _, _ = digits_files
-    assert main(["compile", str(source), "--target", "arm-fp32", "--epochs", "3", "-o", str(tmp_path / "o.tflite")]) == 2
+    out = tmp_path / "o.tflite"
+    assert main(["compile", str(source), "--target", "arm-fp32", "--epochs", "3", "-o", str(out)]) == 2
     assert "add --finetune" in capsys.readouterr().err
 
 
