@@ -45,7 +45,8 @@ def _default_output(model: str, target_name: str) -> str:
 
 
 _INPUT_FILES = {"model": "model", "calib": "calibration data", "input": "input data", "reference": "reference model",
-                "labels": "label", "report_json": "report"}
+                "labels": "label", "report_json": "report",
+                "finetune": "fine-tuning data"}
 
 
 def _check_input_files(args) -> None:
@@ -95,12 +96,13 @@ def _cmd_compile(args) -> None:
     out = args.output or _default_output(args.model, args.target)
     progress = Progress(not args.quiet)
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
-               "bias_correction": args.bias_correction, "cle": args.cle}
+               "bias_correction": args.bias_correction, "cle": args.cle, "epochs": args.epochs,
+               "finetune_lr": args.finetune_lr, "temperature": args.temperature}
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
                            options={k: v for k, v in options.items() if v is not None}, progress=progress,
                            fallback=args.fallback, fallback_sqnr=args.fallback_sqnr, min_sqnr=args.min_sqnr,
-                           metadata=_metadata(args), html_path=args.html)
+                           metadata=_metadata(args), html_path=args.html, finetune=args.finetune)
     for w in result.report["warnings"]:
         print(f"mcc: warning: {w}", file=sys.stderr)
     if not args.quiet:
@@ -123,6 +125,8 @@ def _cmd_compile(args) -> None:
         for r in result.report["passes"]:
             if r["notes"].get("float_ops"):
                 print(f"left in float by {r['pass']}: {', '.join(map(str, r['notes']['float_ops']))}")
+        if "finetune" in result.report:
+            print(_format_finetune(result.report["finetune"]))
         if "fallback" in result.report:
             from .analyze import format_fallback
 
@@ -172,6 +176,17 @@ def _cmd_report(args) -> None:
                        "wrote", path=args.report_json)
     write_atomic(out, render_html(report).encode())
     print(f"HTML report written to {out}")
+
+
+def _format_finetune(f: dict) -> str:
+    """Fine-tuning's figures on its training samples, before and after, in one line."""
+    def figures(m):
+        parts = [f"{k.replace('_', ' ')} {m[k] * 100:.2f}%" for k in ("accuracy", "teacher_agreement") if k in m]
+        sqnr = "inf" if m["sqnr_db"] is None else f"{m['sqnr_db']:.2f} dB"
+        return ", ".join(parts + [f"output SQNR vs teacher {sqnr}"])
+    return (f"fine-tuned {f['epochs']} epochs on {f['samples']} samples ({'labels and ' if f['labels'] else ''}"
+            f"distillation, final loss {f['final_loss']:.4f}): before {figures(f['before'])}; after "
+            f"{figures(f['after'])}")
 
 
 def _format_guard(f: dict) -> str:
@@ -387,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "metadata: the mean, one value or one per channel")
     c.add_argument("--norm-std", metavar="S[,S...]", help="the std of --norm-mean's normalization")
     c.add_argument("--html", metavar="PATH", help="write the compile report as a self-contained HTML page")
+    c.add_argument("--finetune", metavar="TRAIN.npz", help="fine-tune the (compressed) float model against the "
+                   "source model as teacher before quantizing: .npz with one array per model input and optional "
+                   "integer 'labels' (distillation alone without them)")
+    c.add_argument("--epochs", type=int, help="fine-tuning epochs (default 5)")
+    c.add_argument("--finetune-lr", type=float, metavar="LR",
+                   help="fine-tuning Adam learning rate, decayed by a cosine to 0 (default 1e-3)")
+    c.add_argument("--temperature", type=float, metavar="T", help="distillation temperature (default 4)")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 

@@ -87,7 +87,8 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
                   report_path=None, calib=None, options: dict | None = None,
                   progress: Progress | None = None, fallback: str | None = None,
                   fallback_sqnr: float | None = None, min_sqnr: float | None = None,
-                  hold_out: bool = True, metadata: dict | None = None, html_path=None) -> CompileResult:
+                  hold_out: bool = True, metadata: dict | None = None, html_path=None,
+                  finetune=None) -> CompileResult:
     """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically.
 
     `calib` is a .npz/.npy path (or a dict of arrays by input name) for targets that quantize; `options` are
@@ -97,7 +98,9 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     writing no output, when an output's SQNR is below `min_sqnr`; `hold_out=False` calibrates on every sample and
     measures the guard on them too (a benchmark that gives mcc and its peers the same calibration samples).
     `metadata` ({"normalization": {"mean": [...], "std": [...]}, "labels": path}) is embedded in the file
-    (formats/model_info.py); `html_path` gets the report as a self-contained HTML page (report_html.py)."""
+    (formats/model_info.py); `html_path` gets the report as a self-contained HTML page (report_html.py).
+    `finetune` (a .npz path, or passes.finetune.FinetuneData) trains the compressed float graph against the source
+    model as teacher (passes/finetune.py; options epochs, finetune_lr, temperature) before quantization."""
     progress = progress or Progress(False)
     target = get_target(target_name)
     if fallback is not None:
@@ -137,6 +140,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         arrays = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
         options["calibration"], held_out = split_held_out(arrays, graph) if hold_out else (arrays, None)
     source_graph = graph
+    options.update(finetune_options(finetune, graph, options))
     # mixed precision (issue 15): analyse, then compile with the chosen layers kept back
     fallback_plan = None
     if fallback is not None:
@@ -160,6 +164,9 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         "layers": table_json(graph),
         **({"metadata": info.to_json()} if info is not None else {}),
     }
+    trained = next((r.notes["finetune"] for r in records if "finetune" in r.notes), None)
+    if trained is not None:
+        report["finetune"] = trained
     if fallback_plan is not None:
         from .analyze import fallback_cost
 
@@ -182,6 +189,23 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     if output is not None:
         write_atomic(output, data)
     return CompileResult(graph, data, report)
+
+
+# ---- fine-tuning (issue 17) --------------------------------------------------------------------------------------
+TRAINING_OPTIONS = ("epochs", "finetune_lr", "temperature")
+
+
+def finetune_options(finetune, source: Graph, options: dict) -> dict:
+    """The finetune pass's data option from --finetune (read and checked against the source model, which is the
+    teacher), before any pass runs; training options without data are refused rather than ignored."""
+    if finetune is None:
+        given = [k for k in TRAINING_OPTIONS if options.get(k) is not None]
+        if given:
+            raise MccError(f"{', '.join(given)} configure fine-tuning: add --finetune train.npz, or drop them")
+        return {}
+    from .passes.finetune import FinetuneData, read_finetune_data
+
+    return {"finetune": finetune if isinstance(finetune, FinetuneData) else read_finetune_data(finetune, source)}
 
 
 # ---- fidelity guard (issue 15) ----------------------------------------------------------------------------------

@@ -12,9 +12,12 @@ from .errors import MccError
 
 CANONICALIZE = ("fold_constants", "eliminate_dead", "fold_batchnorm", "fold_constants")
 TFLITE_TAIL = ("to_nhwc", "legalize_tflite", "fuse_activations", "fold_constants", "eliminate_dead")
-ARM_FP32 = CANONICALIZE + TFLITE_TAIL
+# Compression (issue 17) works on the canonical float graph; "finetune" comes last among these passes and trains
+# what the others left against the uncompressed model (passes/finetune.py; nothing to do without --finetune data).
+COMPRESS = ("finetune",)
+ARM_FP32 = CANONICALIZE + COMPRESS + TFLITE_TAIL
 # int8 only: transposed convolution as conv2d over the zero-upsampled input (passes/transpose_conv_to_conv.py).
-ARM_INT8 = CANONICALIZE + ("transpose_conv_to_conv",) + TFLITE_TAIL + (
+ARM_INT8 = CANONICALIZE + COMPRESS + ("transpose_conv_to_conv",) + TFLITE_TAIL + (
     "cross_layer_equalization", "quantize_int8", "eliminate_dead")
 # binary weights (issue 18): arm-int8 with the inner layers' weights binarized right after canonicalization,
 # before the int8 quantizer stores them as codes +-127 (passes/binarize.py)

@@ -308,21 +308,20 @@ TARGET_FOR_FORMAT = {"tflite": "arm-int8", "onnx": "x86-int8"}
 _TWIN_SUFFIXES = ("int8", "float", "quantize", "requantize", "dequantize")  # quantize_int8's names for twins
 
 
-# the pass options that shape the float graph quantize_int8 receives (equalisation, binarization)
-REFERENCE_OPTIONS = ("cle", "bias_correction", "binary_layers", "binary_keep_first_last")
-
-
 def float_reference(source: Graph, target_name: str, options: dict | None = None) -> Graph:
-    """`source` through the target's pipeline without quantize_int8, with the REFERENCE_OPTIONS: the graph
-    quantize_int8 received, and for x86-int8 moved to NCHW as the int8 one was (a flatten then orders its elements
-    as the int8 file's does). A fraction of a second; its tensors carry the int8
-    file's names, and cross-layer equalisation has rescaled the same channels, which the source model's tensors
-    (before batch-norm folding, activation fusion and equalisation) do not."""
-    from .passes import run_pipeline
+    """`source` through the target's pipeline without quantize_int8, with the options of the float passes
+    (equalisation's "cle" and "bias_correction", binarization's layers, fine-tuning's data): the graph quantize_int8 received, and for
+    x86-int8 moved to NCHW as the int8 one was (a flatten then orders its elements as the int8 file's does). A
+    fraction of a second (fine-tuning reuses the weights the compile trained); its tensors carry the int8 file's
+    names, and cross-layer equalisation has rescaled the same channels, which the source model's tensors (before
+    batch-norm folding, activation fusion and equalisation) do not."""
+    from .passes import PASSES, run_pipeline
     from .targets import get_target
 
-    options = {k: v for k, v in (options or {}).items() if k in REFERENCE_OPTIONS and v is not None}
-    return run_pipeline(source, [p for p in get_target(target_name).pipeline if p != "quantize_int8"], options)[0]
+    passes = [p for p in get_target(target_name).pipeline if p != "quantize_int8"]
+    declared = {k for p in passes for k in PASSES[p].option_names()}
+    options = {k: v for k, v in (options or {}).items() if k in declared and v is not None}
+    return run_pipeline(source, passes, options)[0]
 
 
 def _reference_name(name: str) -> str:
