@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import MccError
 from ..ir import Graph
 from ..ir.traits import weight_axes, weighted
-from ..runtime.kernels.int8_binary import packed_bytes
+from ..runtime.kernels.int8_binary import binary_magnitudes, packed_bytes
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
 
@@ -108,6 +108,23 @@ def _ste_function():
             return grad * (w.abs() <= 1).to(grad.dtype)
 
     return SteSign
+
+
+def binary_weight_transforms(graph: Graph) -> dict:
+    """Weight name -> straight-through binarization, for every layer whose weights are binary (each output channel
+    +-alpha, more than one weight per channel): what the fine-tuning pass trains them through, so that they come
+    back binary."""
+    out = {}
+    for n in graph.nodes:
+        w = n.input(1) if weighted(n.op) else None
+        if w is not None and w.is_constant and w.size > w.shape[weight_axes(n)[0]] \
+                and binary_magnitudes(w.data, weight_axes(n)[0]) is not None:
+            out[w.name] = functools.partial(_ste_on_axis, axis=weight_axes(n)[0])
+    return out
+
+
+def _ste_on_axis(weight, axis: int):
+    return ste_sign(weight.movedim(axis, 0)).movedim(0, axis)
 
 
 def ste_sign(weight):

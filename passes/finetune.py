@@ -140,16 +140,20 @@ def finetune_pass(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options
     if opts.finetune is None:
         return graph
-    ctx.note("finetune", finetune(graph, opts.finetune, opts, ctx.progress))
+    from .binarize import binary_weight_transforms  # binary layers train through a straight-through sign
+
+    ctx.note("finetune", finetune(graph, opts.finetune, opts, ctx.progress, binary_weight_transforms(graph)))
     return graph
 
 
 def finetune(graph: Graph, data: FinetuneData, opts: FinetuneOptions, progress=None,
              weight_transforms: dict | None = None) -> dict:
     """Train `graph`'s weights (in place: its weight constants are replaced) to match `data`'s teacher; returns the
-    summary the report shows (epochs, final loss, accuracy and teacher agreement before and after)."""
+    summary the report shows (epochs, final loss, accuracy and teacher agreement before and after). The trained
+    weights are kept for a second call on the same graph (the fidelity guard's float reference), so
+    `weight_transforms` must follow from the graph (as binarize's do): their names join the key."""
     _check_options(opts)
-    key = None if weight_transforms else _digest(graph, opts)
+    key = _digest(graph, opts) + ",".join(sorted(weight_transforms or {}))
     if key in data._trained:
         weights, summary = data._trained[key]
         for t in graph.constants():
@@ -177,8 +181,7 @@ def finetune(graph: Graph, data: FinetuneData, opts: FinetuneOptions, progress=N
                "parameters": sum(int(p.numel()) for p in module.params),
                "final_loss": round(losses[-1], 6),
                "epoch_losses": [round(v, 6) for v in losses], "before": before, "after": after}
-    if key is not None:
-        data._trained[key] = ({t.name: t.data for t in graph.constants() if t.name in module.param_names}, summary)
+    data._trained[key] = ({t.name: t.data for t in graph.constants() if t.name in module.param_names}, summary)
     return summary
 
 

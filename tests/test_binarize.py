@@ -218,3 +218,37 @@ def test_ste_sign_forward_is_binary_and_gradient_is_clipped_identity():
     inside = w.detach().abs() <= 1
     assert 0 < inside.sum() < w.numel()
     assert torch.equal(w.grad, upstream * inside)
+
+
+def _accuracy(path, split) -> float:
+    _, _, graph = read_compiled(path)
+    x = split.x_test.numpy().transpose(0, 2, 3, 1)
+    name = graph.inputs[0].name
+    predictions = [next(iter(run(graph, {name: x[i:i + 1]}).values())).argmax() for i in range(len(x))]
+    return float((np.array(predictions) == split.y_test.numpy()).mean())
+
+
+@pytest.mark.parametrize("keep_first_last", [True, False])
+def test_finetuning_trains_binary_layers_through_the_straight_through_sign(digits, keep_first_last):
+    """Issue 18's done-when: the binary digits classifier (first and last layer int8) reaches 90% test accuracy
+    after fine-tuning with distillation and labels, stays binary (two codes per channel, so the packed kernel still
+    takes it) and validates bit-exact; with every layer binary, fine-tuning wins back accuracy."""
+    tmp, src, split, _ = digits
+    np.savez(tmp / "train.npz", x=split.x_train.numpy(), labels=split.y_train.numpy())
+    options = {"binary_keep_first_last": keep_first_last}
+    accuracy = {}
+    for finetune in (None, tmp / "train.npz"):
+        out = tmp / f"ft{keep_first_last}{finetune is not None}.tflite"
+        result = compile_model(src, "arm-binary", out, calib=tmp / "calib.npz", options=options, finetune=finetune)
+        accuracy[finetune is not None] = _accuracy(out, split)
+    _, _, graph = read_compiled(out)
+    binary = _notes(result, "quantize_int8")["binary_layers"]
+    assert binary == list(_notes(result, "binarize")["layers"]) and len(binary) == (1 if keep_first_last else 3)
+    still = [n.name for n in _weighted(graph) if binary_magnitudes(n.inputs[1].data, weight_axes(n)[0]) is not None]
+    assert len(still) == len(binary)
+    assert result.report["finetune"]["epochs"] == 5
+    if keep_first_last:
+        assert accuracy[True] >= 0.90, accuracy
+        assert all(c["differing"] == 0 for c in validate(out, tmp / "test.npz")["comparisons"])
+    else:
+        assert accuracy[True] >= accuracy[False] + 0.05, accuracy
