@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from .errors import MccError
 
 CANONICALIZE = ("fold_constants", "eliminate_dead", "fold_batchnorm", "fold_constants")
+# Structured pruning (passes/prune.py) on the folded float graph every target starts from; a no-op without --prune.
+PRUNE = ("prune",)
 TFLITE_TAIL = ("to_nhwc", "legalize_tflite", "fuse_activations", "fold_constants", "eliminate_dead")
-ARM_FP32 = CANONICALIZE + TFLITE_TAIL
+ARM_FP32 = CANONICALIZE + PRUNE + TFLITE_TAIL
 # int8 only: transposed convolution as conv2d over the zero-upsampled input (passes/transpose_conv_to_conv.py).
-ARM_INT8 = CANONICALIZE + ("transpose_conv_to_conv",) + TFLITE_TAIL + (
+ARM_INT8 = CANONICALIZE + PRUNE + ("transpose_conv_to_conv",) + TFLITE_TAIL + (
     "cross_layer_equalization", "quantize_int8", "eliminate_dead")
 # The x86 targets run the arm pipelines unchanged, then move the graph to ONNX's NCHW: one set of integers.
 ONNX_TAIL = ("to_nchw", "legalize_onnx")
