@@ -141,13 +141,25 @@ def _excluded(graph: Graph, group: Group, opts: PruneOptions) -> str | None:
     return None
 
 
+CRITERIA, SCHEDULES = ("l1", "l2", "bn_scale"), ("uniform", "global")
+
+
+def check_values(ratio, criterion="l1", schedule="uniform", round_to=1) -> None:
+    """MccError for a pruning option out of range (the CLI calls this before any work)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise MccError(f"--prune {ratio}: the pruning ratio is a fraction in [0, 1), e.g. 0.3 to remove 30% of each "
+                       "group's channels (--prune-schedule uniform) or of the MACs (global)")
+    if criterion not in CRITERIA:
+        raise MccError(f"--prune-criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+    if schedule not in SCHEDULES:
+        raise MccError(f"--prune-schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise MccError(f"--prune-round-to {round_to}: kept channels are rounded to a multiple of a positive whole "
+                       "number (1: no rounding, 8: XNNPACK's channel packing)")
+
+
 def _check(graph: Graph, opts: PruneOptions) -> None:
-    if not 0 <= opts.prune < 1:
-        raise MccError(f"--prune {opts.prune:g}: the pruning ratio is a fraction in [0, 1), e.g. 0.3 to remove 30% "
-                       "of the channels (uniform) or of the MACs (global)")
-    if opts.prune_round_to < 1:
-        raise MccError(f"prune_round_to {opts.prune_round_to}: kept channels are rounded to a multiple of a "
-                       "positive number (1: no rounding, 8: XNNPACK's channel packing)")
+    check_values(opts.prune, opts.prune_criterion, opts.prune_schedule, opts.prune_round_to)
     names = [n.name for n in graph.nodes]
     for pattern in opts.prune_exclude:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
