@@ -14,7 +14,7 @@ TFLite files whose converter folded their batch norms long ago; fold_batchnorm r
 `graph.bn_gamma` for the bn_scale criterion (a group without a batch norm is left alone under it, as Torch-Pruning's
 BNScaleImportance leaves it).
 
-Schedules (prune_schedule): "uniform" removes round(ratio * C) channels of every group (at least one, or
+Schedules (prune_schedule): "uniform" removes ratio * C channels (rounded half up) of every group (at least one, or
 prune_round_to, kept); "global" ranks every channel of every group by its importance divided by its group's mean
 importance (Torch-Pruning's "mean" normalizer) and removes the lowest until the graph's MACs drop by `ratio`,
 counting each layer's MACs as the product of its remaining input and output channel fractions, so the ratio
@@ -194,10 +194,10 @@ def plan(graph: Graph, opts: PruneOptions) -> tuple[list[tuple[Group, np.ndarray
 
 
 def _uniform(ranked, ratio) -> list[int]:
-    """Per group, the number of batches whose kept count is closest to C - round(ratio * C) (ties keep more)."""
+    """Per group, the number of batches whose kept count is closest to C - ratio * C rounded (ties keep more)."""
     taken = []
     for group, _, batches in ranked:
-        target = group.channels - round(ratio * group.channels)
+        target = group.channels - int(ratio * group.channels + 0.5)  # half up, not Python's half to even
         kept = group.channels - np.cumsum([0] + [len(b) for b in batches])
         taken.append(int(np.argmin(np.abs(kept - target) * 2 + (kept < target))))
     return taken
