@@ -254,6 +254,8 @@ class _Plan:
         return np.sort(f.ravel())
 
     def _weights(self, n: Node, keep: np.ndarray, label: np.ndarray, out: bool) -> None:
+        if not n.inputs[1].is_constant:
+            raise ChannelError(f"{n.op} '{n.name}' computes its weight at run time; only constant weights are cut")
         if n.op == "fully_connected" and len(n.inputs[0].shape) != 2:
             raise ChannelError(f"fully_connected '{n.name}' reads a {len(n.inputs[0].shape)}-D input: its features "
                                "are not the channel axis")

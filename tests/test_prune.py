@@ -216,6 +216,19 @@ def test_grouped_conv_keeps_equal_channels_per_group_and_computes_the_pruned_net
     assert {g["group"]: g["kept"] for g in notes["groups"]} == {"p": 8, "g": 8, "q": 3}
 
 
+def test_grouped_conv_refuses_unequal_groups_and_leaves_the_graph_unchanged():
+    from mcc.ir.channels import ChannelError, remove_channels
+
+    torch.manual_seed(3)
+    graph, _ = _pruned(Grouped(), torch.randn(1, 3, 8, 8))
+    before = _weight(graph, "g")
+    with pytest.raises(ChannelError, match="equal number in every group"):
+        remove_channels(graph, graph.node("p").outputs[0], [0, 1, 2, 4, 5, 8, 12, 13])  # 3, 2, 1, 2 per group
+    assert _weight(graph, "g") is before and _weight(graph, "p").shape[0] == 16
+    remove_channels(graph, graph.node("p").outputs[0], [0, 1, 4, 5, 8, 9, 12, 13])
+    assert _weight(graph, "g").shape == (16, 2, 3, 3)
+
+
 class SqueezeExcite(nn.Module):
     def __init__(self):
         super().__init__()
@@ -370,3 +383,32 @@ def test_bad_prune_flags_are_refused_before_any_work(flags, message, tmp_path, c
     model.write_bytes(b"never read: the flags are refused first")
     assert main(["compile", str(model), "--target", "arm-fp32", *flags]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_every_pytorchcv_family_that_compiles_prunes_at_0_3():
+    """The coverage issue's corpus (benchmarks/coverage_suites, every pytorchcv family): each family that compiles
+    to arm-fp32 also compiles with --prune 0.3 to a valid graph (run_pipeline verifies after every pass) and a
+    smaller file."""
+    from mcc.benchmarks.coverage_suites.torch_suites import build_pytorchcv, pytorchcv_cases
+
+    compiled, pruned, failures = 0, 0, []
+    for case in pytorchcv_cases(quick=False):
+        try:
+            model, example = build_pytorchcv(case.payload)
+            graph = from_module(model.eval(), (example,))
+            plain = compile_model(graph.copy(), "arm-fp32")
+        except Exception:  # export or compile refused: not a family that compiles (the coverage suite says why)
+            continue
+        compiled += 1
+        try:
+            r = compile_model(graph, "arm-fp32", options={"prune": 0.3})
+        except Exception as e:
+            failures.append((case.name, f"{type(e).__name__}: {e}"))
+            continue
+        if r.report["pruning"]["groups"]:
+            pruned += 1
+            assert len(r.data) < len(plain.data), case.name
+    print(f"pytorchcv: {compiled} families compile to arm-fp32; {compiled - len(failures)} compile with --prune 0.3, "
+          f"{pruned} of them losing channels; failures: {failures}")
+    assert compiled > 100 and not failures, failures
