@@ -38,7 +38,7 @@ def remove_channels(graph: Graph, t: Tensor, keep) -> int:
     number of constant tensors sliced. ChannelError (graph unchanged) when the group cannot be followed."""
     keep = np.unique(np.asarray(keep, dtype=np.int64))
     plan = _Plan(graph)
-    plan.reach(t, keep, keep)
+    plan.walk(t, keep, keep)
     return plan.apply()
 
 
@@ -48,7 +48,7 @@ def dependency_group(graph: Graph, t: Tensor, keep=None) -> list[tuple[Tensor, n
     the order the walk meets them; ChannelError when the group reaches something channels cannot cross."""
     plan = _Plan(graph)
     keep = np.unique(np.asarray(keep, np.int64)) if keep is not None else np.arange(t.shape[channel_axis(t)])
-    plan.reach(t, keep, keep)
+    plan.walk(t, keep, keep)
     return [(plan.tensors[k], kept) for k, kept in plan.keep.items()]
 
 
@@ -62,7 +62,9 @@ class Group:
     labels) of each grouped conv reading the group (its weight is cut group by group); `axes`: (node, "in" or
     "out", channels of that axis, how many of them each root channel owns) of every node whose channel count the
     group changes; `blocks`: for each root channel, the block it must be kept in equal numbers with (the groups
-    of a grouped conv), or None."""
+    of a grouped conv), or None; `tied`: for each root channel, the root channel it must go with (a tensor
+    that meets two of them in one channel, as a ghost module's concat of x and depthwise(x) added to a shortcut
+    does), or None."""
 
     root: Node
     tensor: Tensor
@@ -72,6 +74,7 @@ class Group:
     grouped: list = field(default_factory=list)
     axes: list = field(default_factory=list)
     blocks: np.ndarray | None = None
+    tied: np.ndarray | None = None
 
     def producers(self) -> list[Node]:
         """The nodes whose output channels are the group's (they write it)."""
@@ -91,7 +94,7 @@ def prunable_groups(graph: Graph) -> tuple[list[Group], dict[str, str]]:
         size = t.shape[channel_axis(t)]
         plan = _Plan(graph)
         try:
-            plan.reach(t, np.arange(size), np.arange(size))
+            plan.walk(t, np.arange(size), np.arange(size))
             group = plan.group(n, t)
         except ChannelError as e:
             refused[n.name] = str(e)
@@ -110,8 +113,21 @@ class _Plan:
         self.slices: dict[tuple[int, int, int], tuple[Node, int, int, np.ndarray, np.ndarray]] = {}
         self.grouped: dict[int, tuple[Node, np.ndarray, np.ndarray]] = {}  # grouped conv -> input channels kept
         self.flattens: dict[int, tuple[Node, int]] = {}  # a flatten reshape -> its new feature count
+        self.pending: dict[int, Node] = {}  # concats reached from an input, not yet settled
+        self.ties: list[np.ndarray] = []  # pairs of the start's channels that meet in one channel
 
     # ---- walking ------------------------------------------------------------------------------------------
+    def walk(self, t: Tensor, keep: np.ndarray, label: np.ndarray) -> None:
+        """Reach `t`, then settle the concats reached from an input, one at a time, until none is left: by then
+        every input the group ties has been reached, whatever order the walk took (a concat settled too early
+        would keep all of an input that a later step prunes)."""
+        self.reach(t, keep, label)
+        while self.pending:
+            key = next(iter(self.pending))
+            n = self.pending.pop(key)
+            if id(n.outputs[0]) not in self.keep:
+                self._settle(n)
+
     def reach(self, t: Tensor, keep: np.ndarray, label: np.ndarray) -> None:
         """Record that `t` keeps `keep` (labelled `label`), then follow its producer and its readers."""
         seen = self.keep.get(id(t))
@@ -119,6 +135,10 @@ class _Plan:
             if not np.array_equal(seen, keep):
                 raise ChannelError(f"tensor '{t.name}' is tied to two different channel selections by its "
                                    "dependency group; prune the group as one")
+            other = self.label[id(t)]
+            differ = (other != label) & (other >= 0) & (label >= 0)
+            if differ.any():  # two channels of the start meet here (a concat of x and a depthwise of x, added)
+                self.ties.append(np.stack([other[differ], label[differ]], axis=1))
             return
         size = t.shape[channel_axis(t)]
         if len(keep) == 0 or keep[0] < 0 or keep[-1] >= size:
@@ -202,16 +222,31 @@ class _Plan:
             return self._through_any_axis(n, keep, label, reader_of)
         sizes = [x.shape[axis] for x in n.inputs]
         starts = np.cumsum([0] + sizes[:-1])
-        if keep is None:  # from input `reader_of`: the others keep what the group already keeps of them, or all
-            keep = np.concatenate([self.keep.get(id(x), np.arange(size)) + s
-                                   for x, s, size in zip(n.inputs, starts, sizes)])
-            label = np.concatenate([self.label.get(id(x), np.full(size, -1)) for x, size in zip(n.inputs, sizes)])
+        if keep is None:  # from an input: settled once the walk has reached every input it will (see walk)
+            if id(n) not in self.pending:
+                self.pending[id(n)] = n
+            return
         for x, s, size in zip(n.inputs, starts, sizes):
             inside = (keep >= s) & (keep < s + size)
             if x.is_constant:
                 self._slice(n, list(n.inputs).index(x), axis, keep[inside] - s, label[inside])
             else:
                 self.reach(x, keep[inside] - s, label[inside])
+        self.reach(y, keep, label)
+
+    def _settle(self, n: Node) -> None:
+        """A concat reached from its inputs: its output keeps what the group keeps of each input, and all of an
+        input the group never reached (that input is not walked: keeping all of it cuts nothing)."""
+        y = n.outputs[0]
+        axis = channel_axis(y)
+        sizes = [x.shape[axis] for x in n.inputs]
+        starts = np.cumsum([0] + sizes[:-1])
+        keep = np.concatenate([self.keep.get(id(x), np.arange(size)) + s for x, s, size in zip(n.inputs, starts, sizes)])
+        label = np.concatenate([self.label.get(id(x), np.full(size, -1)) for x, size in zip(n.inputs, sizes)])
+        for i, (x, s, size) in enumerate(zip(n.inputs, starts, sizes)):
+            if x.is_constant:
+                inside = (keep >= s) & (keep < s + size)
+                self._slice(n, i, axis, keep[inside] - s, label[inside])
         self.reach(y, keep, label)
 
     def _through_any_axis(self, n: Node, keep, label, reader_of) -> None:
@@ -311,16 +346,32 @@ class _Plan:
                     sides[(id(c), "in")] = (c, "in", u.shape[channel_axis(u)], owned / size)
         group.axes = list(sides.values())
         group.blocks = self._blocks(size)
+        group.tied = self._tied(size)
         return group
+
+    def _tied(self, size: int) -> np.ndarray | None:
+        """For each root channel, the smallest root channel it must be removed with (None when each is free)."""
+        if not self.ties:
+            return None
+        rep = np.arange(size)
+        pairs = np.concatenate(self.ties)
+        changed = True
+        while changed:  # connected components by repeated min-propagation (a few rounds for real graphs)
+            low = np.minimum(rep[pairs[:, 0]], rep[pairs[:, 1]])
+            changed = bool((rep[pairs[:, 0]] != low).any() or (rep[pairs[:, 1]] != low).any())
+            rep[pairs[:, 0]] = np.minimum(rep[pairs[:, 0]], low)
+            rep[pairs[:, 1]] = np.minimum(rep[pairs[:, 1]], low)
+            rep = rep[rep]
+        return rep
 
     def _blocks(self, size: int) -> np.ndarray | None:
         """For each root channel, the block of the grouped convs that it must be kept in equal numbers with."""
         keys = []
         for n, i, axis, keep, label in self.slices.values():
             if grouped(n) and i == 1:
-                keys.append(self._block_of(label, keep, n.inputs[1].shape[axis] // n.attrs["groups"], size))
+                keys.append(self._block_of(n, label, keep, n.inputs[1].shape[axis] // n.attrs["groups"], size))
         for n, keep, label in self.grouped.values():
-            keys.append(self._block_of(label, keep, n.inputs[0].shape[channel_axis(n.inputs[0])]
+            keys.append(self._block_of(n, label, keep, n.inputs[0].shape[channel_axis(n.inputs[0])]
                                        // n.attrs["groups"], size))
         if not keys:
             return None
@@ -332,13 +383,14 @@ class _Plan:
                                f"{sorted(set(counts.tolist()))}; no selection keeps every group equal")
         return blocks
 
-    @staticmethod
-    def _block_of(label, keep, per_group, size) -> np.ndarray:
+    def _block_of(self, n: Node, label, keep, per_group, size) -> np.ndarray:
+        """Each root channel's group in grouped conv `n`; the group must own every channel of n on that side (the
+        channels of other groups stay, so no group of n could lose one)."""
+        if (label < 0).any():
+            raise ChannelError(f"grouped conv '{n.name}' also reads or writes channels of other dependency groups; "
+                               "its groups could not stay equal")
         block = np.full(size, -1)
-        owned = label >= 0
-        block[label[owned]] = keep[owned] // per_group
-        if (block < 0).any():
-            raise ChannelError("a grouped conv of this group sees only some of its channels")
+        block[label] = keep // per_group
         return block
 
     # ---- applying -----------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import MccError
 from ..ir import Graph
-from ..ir.channels import Group, prunable_groups, remove_channels
+from ..ir.channels import ChannelError, Group, prunable_groups, remove_channels
 from ..ir.ops import macs
 from ..ir.stats import layer_table, totals
 from ..ir.traits import traits, weight_axes, weighted
@@ -102,6 +102,25 @@ def removal_batches(score: np.ndarray, blocks: np.ndarray | None, round_to: int)
     cuts = list(range(first, (size - quantum) // n_blocks + 1, quantum // n_blocks))
     starts = [0] + cuts[:-1]
     return [units[a:b].ravel() for a, b in zip(starts, cuts)]
+
+
+def _tied_batches(score: np.ndarray, group: Group, round_to: int) -> list[np.ndarray]:
+    """removal_batches over the group's tied classes (each removed whole, scored by its summed score), expanded
+    back to channels; ValueError when the classes differ in size or straddle a grouped conv's groups."""
+    if group.tied is None:
+        return removal_batches(score, group.blocks, round_to)
+    reps, cls = np.unique(group.tied, return_inverse=True)
+    members = [np.flatnonzero(cls == k) for k in range(len(reps))]
+    size = len(members[0])
+    if any(len(m) != size for m in members):
+        raise ValueError("its channels are tied in classes of unequal sizes")
+    blocks = None
+    if group.blocks is not None:
+        if any(len(set(group.blocks[m].tolist())) > 1 for m in members):
+            raise ValueError("tied channels fall in different groups of a grouped conv")
+        blocks = np.unique(group.blocks[reps], return_inverse=True)[1].ravel()
+    batches = removal_batches(np.array([score[m].sum() for m in members]), blocks, round_to // math.gcd(round_to, size))
+    return [np.concatenate([members[k] for k in b]) for b in batches]
 
 
 class _MacModel:
@@ -177,7 +196,12 @@ def plan(graph: Graph, opts: PruneOptions) -> tuple[list[tuple[Group, np.ndarray
         score = importance(graph, group, opts.prune_criterion) if reason is None else None
         if reason is None and score is None:
             reason = "no batch norm in the group (criterion bn_scale)"
-        batches = removal_batches(score, group.blocks, opts.prune_round_to) if reason is None else []
+        batches = []
+        if reason is None:
+            try:
+                batches = _tied_batches(score, group, opts.prune_round_to)
+            except ValueError as e:
+                reason = str(e)
         if reason is None and not batches:
             reason = f"{group.channels} channels: none can go (at least {opts.prune_round_to} stay)"
         if reason is not None:
@@ -235,14 +259,19 @@ def prune(graph: Graph, ctx: PassContext) -> Graph:
     before = {r.name: r for r in layer_table(graph)}
     macs_before = totals(graph)["macs"]
     chosen, skipped = plan(graph, opts)
+    done = []
     for group, keep in chosen:
-        remove_channels(graph, group.tensor, keep)
+        try:
+            remove_channels(graph, group.tensor, keep)
+            done.append((group, keep))
+        except ChannelError as e:  # refused as a whole, graph unchanged: the group keeps its channels
+            skipped[group.root.name] = f"refused when cut: {e}"
     graph.bn_gamma = {}  # their channels are gone: the records served this pass only
     macs_after = totals(graph)["macs"]
     ctx.note("criterion", opts.prune_criterion)
     ctx.note("schedule", opts.prune_schedule)
     ctx.note("groups", [{"group": g.root.name, "channels": g.channels, "kept": len(k), "removed": g.channels - len(k)}
-                        for g, k in chosen])
+                        for g, k in done])
     ctx.note("left_alone", skipped)
     ctx.note("mac_ratio_removed", round(1 - macs_after / macs_before, 4) if macs_before else 0.0)
     ctx.note("layers", [{"name": r.name, "op": r.op, "params_before": before[r.name].params, "params_after": r.params,
