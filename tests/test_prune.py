@@ -229,6 +229,41 @@ def test_grouped_conv_refuses_unequal_groups_and_leaves_the_graph_unchanged():
     assert _weight(graph, "g").shape == (16, 2, 3, 3)
 
 
+class Ghost(nn.Module):
+    """GhostNet's module: cat([y, depthwise(y)]) added to a shortcut, so shortcut channel c and 6 + c are one."""
+
+    def __init__(self, shortcut_first):
+        super().__init__()
+        self.shortcut_first = shortcut_first  # which conv the group is rooted at (the first in graph order)
+        self.stem, self.s, self.p = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 12, 1), nn.Conv2d(4, 6, 1)
+        self.dw, self.q, self.fc = nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.Conv2d(12, 5, 1), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        sc = self.s(h) if self.shortcut_first else None
+        y = self.p(h)
+        g = torch.relu(torch.cat([y, self.dw(y)], 1) + (sc if self.shortcut_first else self.s(h)))
+        return self.fc(torch.relu(self.q(g)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("shortcut_first", [False, True])
+def test_channels_that_meet_in_a_ghost_module_are_removed_together(shortcut_first):
+    torch.manual_seed(8)
+    m, x = Ghost(shortcut_first).eval(), torch.randn(1, 3, 8, 8)
+    graph, notes = _pruned(m, x, prune=0.5)
+    score = _l1_out(m.s) + _l1_in(m.q)
+    score[:6] += _l1_out(m.p) + _l1_out(m.dw)
+    pair = score[:6] + score[6:]  # shortcut channel c and 6 + c go together
+    keep = _kept(pair, 0.5)
+    np.testing.assert_array_equal(_weight(graph, "p"), _w(m.p)[keep].astype(np.float32))
+    np.testing.assert_array_equal(_weight(graph, "dw"), _w(m.dw)[keep].astype(np.float32))
+    np.testing.assert_array_equal(_weight(graph, "s"), _w(m.s)[np.concatenate([keep, 6 + keep])].astype(np.float32))
+    groups = {g["group"]: (g["channels"], g["kept"]) for g in notes["groups"]}
+    # rooted at p: 6 channels, each owning a shortcut pair; rooted at s: 12 channels tied in pairs
+    assert groups["s"] == (12, 6) if shortcut_first else groups["p"] == (6, 3)
+    assert np.isfinite(next(iter(run(graph, {graph.inputs[0].name: x.numpy()}).values()))).all()
+
+
 class SqueezeExcite(nn.Module):
     def __init__(self):
         super().__init__()
