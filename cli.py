@@ -98,6 +98,7 @@ def _cmd_compile(args) -> None:
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
                "bias_correction": args.bias_correction, "cle": args.cle, "epochs": args.epochs,
                "finetune_lr": args.finetune_lr, "temperature": args.temperature}
+    options.update(_prune_options(args))
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
                            options={k: v for k, v in options.items() if v is not None}, progress=progress,
@@ -131,6 +132,8 @@ def _cmd_compile(args) -> None:
             from .analyze import format_fallback
 
             print(format_fallback(result.report["fallback"]))
+        if "pruning" in result.report:
+            print(_format_pruning(result.report["pruning"]))
         if "fidelity" in result.report:
             print(_format_guard(result.report["fidelity"]))
         if args.report:
@@ -187,6 +190,46 @@ def _format_finetune(f: dict) -> str:
     return (f"fine-tuned {f['epochs']} epochs on {f['samples']} samples ({'labels and ' if f['labels'] else ''}"
             f"distillation, final loss {f['final_loss']:.4f}): before {figures(f['before'])}; after "
             f"{figures(f['after'])}")
+
+
+# ---- pruning (issue 17) -----------------------------------------------------------------------------------------
+def _prune_options(args) -> dict:
+    """The prune pass's options from --prune*, checked before any work; none without --prune."""
+    from .passes.prune import check_values
+
+    flags = (args.prune_criterion, args.prune_schedule, args.prune_exclude, args.prune_round_to, args.prune_first_last)
+    if args.prune is None:
+        if any(f is not None for f in flags):
+            raise MccError("--prune-criterion, --prune-schedule, --prune-exclude, --prune-round-to and "
+                           "--prune-first-last set how --prune RATIO prunes: add --prune RATIO, or drop them")
+        return {}
+    try:
+        ratio = float(args.prune)
+    except ValueError:
+        raise MccError(f"--prune {args.prune!r} is not a number; give the ratio as a fraction in [0, 1), e.g. "
+                       "--prune 0.3") from None
+    try:
+        round_to = int(args.prune_round_to) if args.prune_round_to is not None else 1
+    except ValueError:
+        raise MccError(f"--prune-round-to {args.prune_round_to!r} is not a whole number, e.g. 8") from None
+    options = {"prune": ratio, "prune_criterion": args.prune_criterion or "l1",
+               "prune_schedule": args.prune_schedule or "uniform", "prune_round_to": round_to,
+               "prune_exclude": tuple(args.prune_exclude or ()), "prune_first_last": bool(args.prune_first_last)}
+    check_values(ratio, options["prune_criterion"], options["prune_schedule"], round_to)
+    return options
+
+
+def _format_pruning(p: dict) -> str:
+    """One summary line of what pruning removed, with the bytes and latency it bought."""
+    line = (f"pruned ({p['criterion']}, {p['schedule']} {p['ratio']:g}): {len(p['groups'])} groups; MACs "
+            f"{p['macs']['before']:,} -> {p['macs']['after']:,} (-{p['mac_ratio_removed'] * 100:.1f}%); params "
+            f"{p['params']['before']:,} -> {p['params']['after']:,}; file {p['bytes']['before']:,} -> "
+            f"{p['bytes']['after']:,} bytes")
+    lat = p["latency"]
+    if lat:
+        line += (f"; latency {lat['before_ms']:.3f} -> {lat['after_ms']:.3f} ms ({lat['runtime']}, "
+                 f"{lat['threads']} thread, median)")
+    return line
 
 
 def _format_guard(f: dict) -> str:
@@ -409,6 +452,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--finetune-lr", type=float, metavar="LR",
                    help="fine-tuning Adam learning rate, decayed by a cosine to 0 (default 1e-3)")
     c.add_argument("--temperature", type=float, metavar="T", help="distillation temperature (default 4)")
+    c.add_argument("--prune", metavar="RATIO", help="structured pruning: remove this fraction of each dependency "
+                   "group's channels (uniform) or of the MACs (global), e.g. 0.3")
+    c.add_argument("--prune-criterion", help="channel ranking: l1 (default), l2 (filter norms over the whole group) "
+                   "or bn_scale (|gamma| of the group's batch norms)")
+    c.add_argument("--prune-schedule", help="uniform (default: every group loses RATIO of its channels) or global "
+                   "(lowest-ranked channels across groups until the MACs drop by RATIO)")
+    c.add_argument("--prune-exclude", action="append", metavar="PATTERN",
+                   help="leave the groups of layers matching this fnmatch pattern alone (repeatable)")
+    c.add_argument("--prune-round-to", metavar="N", help="keep a multiple of N channels per group (e.g. 8)")
+    c.add_argument("--prune-first-last", action="store_true", default=None,
+                   help="also prune the groups of the first and last layer (left alone by default)")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 

@@ -167,6 +167,8 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     trained = next((r.notes["finetune"] for r in records if "finetune" in r.notes), None)
     if trained is not None:
         report["finetune"] = trained
+    if options.get("prune"):
+        report["pruning"] = pruning_report(source_graph, target.name, options, records, data, graph, progress)
     if fallback_plan is not None:
         from .analyze import fallback_cost
 
@@ -261,3 +263,45 @@ def fidelity_guard(source: Graph, data: bytes, target_name: str, options: dict, 
              "layers": [{k: json_db(v, 4) if k.endswith("_db") else v for k, v in la.items()}
                         for la in view["layers"]]}
     return entry, failure
+
+
+# ---- pruning (issue 17) -----------------------------------------------------------------------------------------
+def pruning_report(source: Graph, target_name: str, options: dict, records, data: bytes, graph: Graph,
+                   progress: Progress) -> dict:
+    """The prune pass's groups and per-layer params / MACs before and after (measured on the float graph it pruned),
+    and what the user gets: the bytes of the emitted file against the same model compiled through the same pipeline
+    without pruning (compiled, not estimated: int8 scales, legalization and the format's overhead all count), and
+    the latency of both files (analyze.latency_ms: LiteRT with XNNPACK or onnxruntime, one thread, median)."""
+    from .analyze import latency_ms
+
+    record = next(r for r in records if r.name == "prune")
+    backend = get_target(target_name).backend
+    with progress.step("compiling the unpruned model for comparison"):
+        unpruned_graph, _ = lower(source, target_name, options={**options, "prune": None})
+        unpruned = emit(unpruned_graph, target_name)
+    latency = None
+    if backend == "tflite" or _has_onnxruntime():
+        with progress.step("measuring latency, unpruned and pruned"):
+            feeds = _random_feeds(graph)
+            latency = {"before_ms": latency_ms(unpruned, backend, feeds), "after_ms": latency_ms(data, backend, feeds),
+                       "runtime": "LiteRT (XNNPACK)" if backend == "tflite" else "onnxruntime", "threads": 1}
+    notes = record.notes
+    return {"ratio": options["prune"], "criterion": notes["criterion"], "schedule": notes["schedule"],
+            "mac_ratio_removed": notes["mac_ratio_removed"],
+            "params": {"before": record.before["params"], "after": record.after["params"]},
+            "macs": {"before": record.before["macs"], "after": record.after["macs"]},
+            "bytes": {"before": len(unpruned), "after": len(data)}, "latency": latency,
+            "groups": notes["groups"], "left_alone": notes["left_alone"], "layers": notes["layers"]}
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _random_feeds(graph: Graph) -> dict:
+    """One batch of inputs for timing (the values do not change the work a convolution does)."""
+    rng = np.random.default_rng(0)
+    return {t.name: (rng.standard_normal(t.shape).astype(t.dtype) if t.dtype.startswith("float")
+                     else rng.integers(-100, 100, t.shape).astype(t.dtype)) for t in graph.inputs}

@@ -12,16 +12,19 @@ from .errors import MccError
 
 CANONICALIZE = ("fold_constants", "eliminate_dead", "fold_batchnorm", "fold_constants")
 TFLITE_TAIL = ("to_nhwc", "legalize_tflite", "fuse_activations", "fold_constants", "eliminate_dead")
-# Compression (issue 17) works on the canonical float graph; "finetune" comes last among these passes and trains
-# what the others left against the uncompressed model (passes/finetune.py; nothing to do without --finetune data).
-COMPRESS = ("finetune",)
+# Compression (issues 17, 18) works on the canonical float graph, each pass a no-op without its option: structured
+# pruning (passes/prune.py) first, as it decides which channels exist; "finetune" last, training what the others
+# left against the uncompressed model (passes/finetune.py).
+COMPRESS = ("prune", "finetune")
 ARM_FP32 = CANONICALIZE + COMPRESS + TFLITE_TAIL
 # int8 only: transposed convolution as conv2d over the zero-upsampled input (passes/transpose_conv_to_conv.py).
 ARM_INT8 = CANONICALIZE + COMPRESS + ("transpose_conv_to_conv",) + TFLITE_TAIL + (
     "cross_layer_equalization", "quantize_int8", "eliminate_dead")
-# binary weights (issue 18): arm-int8 with the inner layers' weights binarized right after canonicalization,
-# before the int8 quantizer stores them as codes +-127 (passes/binarize.py)
-ARM_BINARY = CANONICALIZE + ("binarize",) + ARM_INT8[len(CANONICALIZE):]
+# binary weights (issue 18): arm-int8 with the inner layers' weights binarized after the structural compression and
+# before fine-tuning (which trains them through a straight-through sign) and the int8 quantizer (which stores them
+# as codes +-127; passes/binarize.py)
+_TUNE = ARM_INT8.index("finetune")
+ARM_BINARY = ARM_INT8[:_TUNE] + ("binarize",) + ARM_INT8[_TUNE:]
 # The x86 targets run the arm pipelines unchanged, then move the graph to ONNX's NCHW: one set of integers.
 ONNX_TAIL = ("to_nchw", "legalize_onnx")
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}

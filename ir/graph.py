@@ -59,6 +59,9 @@ class Graph:
         self.outputs: list[Tensor] = []
         self.nodes = []
         self.origin: dict = {}  # what the frontend records of the source (format, ONNX opset and conversion)
+        # |gamma| of each batch norm that fold_batchnorm folded away, by the name of the node that now writes its
+        # channels (the conv it folded into, or its mul): the BN-scale pruning criterion reads what folding erased.
+        self.bn_gamma: dict[str, np.ndarray] = {}
         self._names: set[str] | None = None
         self._ids = itertools.count()
 
@@ -247,6 +250,7 @@ class Graph:
 
         g = Graph(self.name)
         g.origin = dict(self.origin)
+        g.bn_gamma = dict(self.bn_gamma)
         g.inputs = [m(t) for t in self.inputs]
         g.nodes = [Node(n.op, n.name, [m(i) for i in n.inputs], [m(o) for o in n.outputs],
                         _copy_attrs(n.attrs), n.source) for n in self.nodes]

@@ -70,18 +70,21 @@ def _lower_to_mul_add(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarr
     add = graph.add_node("add", [mul.outputs[0], t], name=f"{bn.name}.add", index=index + 1, source=bn.source)
     add.outputs = [y]  # the batch norm's output tensor keeps its name and its readers
     graph.remove_node(bn)
+    return mul
 
 
 @register_pass("fold_batchnorm", requires=("float",))
 def fold_batchnorm(graph: Graph, ctx: PassContext) -> Graph:
     for bn in [n for n in graph.nodes if n.op == "batch_norm"]:
         scale, shift = _affine(bn)
+        gamma = np.abs(bn.inputs[3].data.astype(np.float32))
         op = _foldable_into(graph, bn)
         if op is not None:
             _fold_into(graph, op, scale, shift)
             graph.bypass(bn)
             ctx.count("folded")
         else:
-            _lower_to_mul_add(graph, bn, scale, shift)
+            op = _lower_to_mul_add(graph, bn, scale, shift)
             ctx.count("lowered_to_mul_add")
+        graph.bn_gamma[op.name] = gamma
     return graph

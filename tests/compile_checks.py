@@ -45,10 +45,11 @@ def _float_output(result, target: str, x: np.ndarray) -> dict:
 
 
 def compile_everywhere(module, shape, tmp_path, sources=("pt2", "onnx"), targets=TARGETS, seed=0,
-                       example=None, require_int8=False) -> dict:
+                       example=None, require_int8=False, options=None) -> dict:
     """{(source, target): CompileResult}, each checked as the module docstring says; `example` (an input of
     `shape`, e.g. token ids) replaces the seeded standard-normal input; `require_int8` makes a float island in an
-    int8 target an error."""
+    int8 target an error; `options` are pass options for every compile (e.g. {"prune": 0.5}: then only int8
+    targets make sense here, as float files are compared with the unpruned module)."""
     torch.manual_seed(seed)
     module = module.eval()
     x = example if example is not None else torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
@@ -65,8 +66,8 @@ def compile_everywhere(module, shape, tmp_path, sources=("pt2", "onnx"), targets
             out = tmp_path / f"{source}_{target}"
             src = model.copy() if source == "pt2" else model  # compile_model rewrites a Graph in place
             path = out.with_suffix(".tflite" if target.startswith("arm") else ".onnx")
-            r = compile_model(src, target, path, calib=calib if "int8" in target else None,
-                              options={"require_int8": True} if require_int8 and "int8" in target else None)
+            given = {**(options or {}), **({"require_int8": True} if require_int8 and "int8" in target else {})}
+            r = compile_model(src, target, path, calib=calib if "int8" in target else None, options=given or None)
             if "int8" in target:
                 report = validate(path, calib)
                 for c in report["comparisons"]:

@@ -1,0 +1,280 @@
+"""prune: structured channel pruning that removes channels for real (issue 17).
+
+Every dependency group of the graph (ir/channels.py `prunable_groups`: a conv's output channels with everything
+tied to them, through residual adds, concat ranges, depthwise convs, grouped convs, squeeze-excite muls and
+flattens) is ranked channel by channel, and its lowest-ranked channels are removed with `remove_channels`, so the
+emitted file holds smaller weights and runs fewer MACs.
+
+Criteria (option prune_criterion): "l1" / "l2" are the filter norm summed over every weight slice of the group
+that carries the channel, (sum |w|^p)^(1/p), as Torch-Pruning's GroupNormImportance computes it; "bn_scale" is
+the summed |gamma| of the group's batch norms (network slimming). The pass runs after CANONICALIZE, where batch
+norms are folded already: it runs there so that it prunes the graph every later pass sees (folded weights carry
+the BN scale into L1/L2, as in the exported model) and so that one placement serves every source, including float
+TFLite files whose converter folded their batch norms long ago; fold_batchnorm records each |gamma| in
+`graph.bn_gamma` for the bn_scale criterion (a group without a batch norm is left alone under it, as Torch-Pruning's
+BNScaleImportance leaves it).
+
+Schedules (prune_schedule): "uniform" removes ratio * C channels (rounded half up) of every group (at least one, or
+prune_round_to, kept); "global" ranks every channel of every group by its importance divided by its group's mean
+importance (Torch-Pruning's "mean" normalizer) and removes the lowest until the graph's MACs drop by `ratio`,
+counting each layer's MACs as the product of its remaining input and output channel fractions, so the ratio
+reached is exact, not the linear estimate; the notes give the ratio achieved. Groups written by a layer matching an
+exclude pattern (fnmatch on node names), and by default the groups of the first and last conv / fully-connected
+layer, are not pruned. A grouped conv keeps an equal number of channels in every group, and prune_round_to keeps
+a multiple of it (XNNPACK packs channels by 8).
+
+Torch-Pruning prunes torch modules it can trace; mcc prunes its IR, so ONNX and TFLite sources prune too, and the
+MACs it counts are those of the layers the target will run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..errors import MccError
+from ..ir import Graph
+from ..ir.channels import ChannelError, Group, prunable_groups, remove_channels
+from ..ir.ops import macs
+from ..ir.stats import layer_table, totals
+from ..ir.traits import traits, weight_axes, weighted
+from .manager import PassContext, register_pass
+
+
+@dataclass
+class PruneOptions:
+    # Named prune_* because a pipeline hands every pass one shared option dict (passes/manager.py).
+    prune: float | None = None  # fraction of each group's channels (uniform) or of the MACs (global); 0/None: off
+    prune_criterion: Literal["l1", "l2", "bn_scale"] = "l1"
+    prune_schedule: Literal["uniform", "global"] = "uniform"
+    prune_exclude: tuple = ()  # fnmatch patterns on node names
+    prune_first_last: bool = False  # prune the groups of the first and last conv / FC layer too
+    prune_round_to: int = 1
+
+
+def importance(graph: Graph, group: Group, criterion: str) -> np.ndarray | None:
+    """One score per channel of the group (higher: more important); None under bn_scale for a group without a
+    batch norm."""
+    score = np.zeros(group.channels)
+    if criterion == "bn_scale":
+        found = False
+        for u, keep, label in group.tensors:
+            p = graph.producer(u)
+            if p is not None and p.name in graph.bn_gamma:
+                owned = label >= 0
+                np.add.at(score, label[owned], graph.bn_gamma[p.name][keep[owned]])
+                found = True
+        return score if found else None
+    power = 1 if criterion == "l1" else 2
+    for n, i, axis, keep, label in group.slices:
+        if i == 1 and weighted(n.op):
+            w = np.abs(np.moveaxis(n.inputs[1].data.astype(np.float64), axis, 0)) ** power
+            owned = label >= 0
+            np.add.at(score, label[owned], w.reshape(w.shape[0], -1).sum(axis=1)[keep[owned]])
+    for n, keep, label in group.grouped:  # input channel k*per_in + j of a grouped conv: slice j of group k's rows
+        out_axis, in_axis = weight_axes(n)
+        w = np.abs(np.moveaxis(n.inputs[1].data.astype(np.float64), (out_axis, in_axis), (0, 1))) ** power
+        g = n.attrs["groups"]
+        per_channel = w.reshape(g, w.shape[0] // g, w.shape[1], -1).sum(axis=(1, 3)).ravel()
+        owned = label >= 0
+        np.add.at(score, label[owned], per_channel[keep[owned]])
+    return score ** (1.0 / power)
+
+
+def removal_batches(score: np.ndarray, blocks: np.ndarray | None, round_to: int) -> list[np.ndarray]:
+    """The group's channels in the order they are removed, in batches that each leave a legal count: one channel
+    per block of a grouped conv at a time, lowest score first within each block, kept counts a multiple of
+    lcm(round_to, blocks); at least that many channels always stay."""
+    blocks = np.zeros(len(score), np.int64) if blocks is None else blocks
+    n_blocks = int(blocks.max()) + 1
+    order = [np.flatnonzero(blocks == k)[np.argsort(score[blocks == k], kind="stable")] for k in range(n_blocks)]
+    units = np.stack(order, axis=1)  # row j: each block's j-th least important channel
+    quantum = math.lcm(round_to, n_blocks)
+    size = len(score)
+    if size <= quantum:
+        return []
+    first = (size % quantum) // n_blocks or quantum // n_blocks
+    cuts = list(range(first, (size - quantum) // n_blocks + 1, quantum // n_blocks))
+    starts = [0] + cuts[:-1]
+    return [units[a:b].ravel() for a, b in zip(starts, cuts)]
+
+
+def _tied_batches(score: np.ndarray, group: Group, round_to: int) -> list[np.ndarray]:
+    """removal_batches over the group's tied classes (each removed whole, scored by its summed score), expanded
+    back to channels; ValueError when the classes differ in size or straddle a grouped conv's groups."""
+    if group.tied is None:
+        return removal_batches(score, group.blocks, round_to)
+    reps, cls = np.unique(group.tied, return_inverse=True)
+    members = [np.flatnonzero(cls == k) for k in range(len(reps))]
+    size = len(members[0])
+    if any(len(m) != size for m in members):
+        raise ValueError("its channels are tied in classes of unequal sizes")
+    blocks = None
+    if group.blocks is not None:
+        if any(len(set(group.blocks[m].tolist())) > 1 for m in members):
+            raise ValueError("tied channels fall in different groups of a grouped conv")
+        blocks = np.unique(group.blocks[reps], return_inverse=True)[1].ravel()
+    batches = removal_batches(np.array([score[m].sum() for m in members]), blocks, round_to // math.gcd(round_to, size))
+    return [np.concatenate([members[k] for k in b]) for b in batches]
+
+
+class _MacModel:
+    """The graph's MACs as channels go: each weighted layer's MACs times the fraction left of each of its channel
+    axes (in and out), exact for conv, depthwise and fully-connected layers."""
+
+    def __init__(self, graph: Graph, groups: list[Group]):
+        self.total = totals(graph)["macs"]
+        self.base = {id(n): macs(n) for g in groups for n, *_ in g.axes}
+        self.left = {id(n): {} for g in groups for n, *_ in g.axes}  # node -> {"in"/"out": fraction left}
+        for g in groups:
+            for n, side, *_ in g.axes:
+                self.left[id(n)][side] = 1.0
+
+    def _layer(self, key) -> float:
+        return self.base[key] * math.prod(self.left[key].values())
+
+    def remove(self, group: Group, count: int) -> None:
+        touched = {id(n) for n, *_ in group.axes}
+        before = sum(self._layer(k) for k in touched)
+        for n, side, channels, per in group.axes:
+            self.left[id(n)][side] -= count * per / channels
+        self.total += sum(self._layer(k) for k in touched) - before
+
+
+def _excluded(graph: Graph, group: Group, opts: PruneOptions) -> str | None:
+    names = [n.name for n in group.producers()]
+    for pattern in opts.prune_exclude:
+        hit = next((n for n in names if fnmatch.fnmatchcase(n, pattern)), None)
+        if hit:
+            return f"layer '{hit}' matches --prune-exclude '{pattern}'"
+    if not opts.prune_first_last:
+        layers = [n.name for n in graph.nodes if traits(n.op).channels == "weights"]
+        edge = next((n for n in names if n in (layers[0], layers[-1])), None)
+        if edge:
+            return f"layer '{edge}' is the {'first' if edge == layers[0] else 'last'} layer (prune_first_last)"
+    return None
+
+
+CRITERIA, SCHEDULES = ("l1", "l2", "bn_scale"), ("uniform", "global")
+
+
+def check_values(ratio, criterion="l1", schedule="uniform", round_to=1) -> None:
+    """MccError for a pruning option out of range (the CLI calls this before any work)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise MccError(f"--prune {ratio}: the pruning ratio is a fraction in [0, 1), e.g. 0.3 to remove 30% of each "
+                       "group's channels (--prune-schedule uniform) or of the MACs (global)")
+    if criterion not in CRITERIA:
+        raise MccError(f"--prune-criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+    if schedule not in SCHEDULES:
+        raise MccError(f"--prune-schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise MccError(f"--prune-round-to {round_to}: kept channels are rounded to a multiple of a positive whole "
+                       "number (1: no rounding, 8: XNNPACK's channel packing)")
+
+
+def _check(graph: Graph, opts: PruneOptions) -> None:
+    check_values(opts.prune, opts.prune_criterion, opts.prune_schedule, opts.prune_round_to)
+    names = [n.name for n in graph.nodes]
+    for pattern in opts.prune_exclude:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise MccError(f"--prune-exclude '{pattern}' matches no layer of the model; layer names look like "
+                           f"{', '.join(repr(n) for n in names[:4])} (see `mcc inspect`)")
+
+
+def plan(graph: Graph, opts: PruneOptions) -> tuple[list[tuple[Group, np.ndarray]], dict]:
+    """(group, channels it keeps) for every group that loses channels, and the notes on the rest."""
+    groups, refused = prunable_groups(graph)
+    skipped = dict(refused)
+    ranked = []
+    for group in groups:
+        reason = _excluded(graph, group, opts)
+        score = importance(graph, group, opts.prune_criterion) if reason is None else None
+        if reason is None and score is None:
+            reason = "no batch norm in the group (criterion bn_scale)"
+        batches = []
+        if reason is None:
+            try:
+                batches = _tied_batches(score, group, opts.prune_round_to)
+            except ValueError as e:
+                reason = str(e)
+        if reason is None and not batches:
+            reason = f"{group.channels} channels: none can go (at least {opts.prune_round_to} stay)"
+        if reason is not None:
+            skipped[group.root.name] = reason
+        else:
+            ranked.append((group, score, batches))
+    taken = _uniform(ranked, opts.prune) if opts.prune_schedule == "uniform" else _global(graph, ranked, opts.prune)
+    chosen = []
+    for (group, _, batches), n in zip(ranked, taken):
+        if n:
+            gone = np.concatenate(batches[:n])
+            chosen.append((group, np.setdiff1d(np.arange(group.channels), gone)))
+    return chosen, skipped
+
+
+def _uniform(ranked, ratio) -> list[int]:
+    """Per group, the number of batches whose kept count is closest to C - ratio * C rounded (ties keep more)."""
+    taken = []
+    for group, _, batches in ranked:
+        target = group.channels - int(ratio * group.channels + 0.5)  # half up, not Python's half to even
+        kept = group.channels - np.cumsum([0] + [len(b) for b in batches])
+        taken.append(int(np.argmin(np.abs(kept - target) * 2 + (kept < target))))
+    return taken
+
+
+def _global(graph: Graph, ranked, ratio) -> list[int]:
+    """Batches taken lowest normalized importance first, across groups, until the MACs drop by `ratio`."""
+    model = _MacModel(graph, [g for g, _, _ in ranked])
+    goal = model.total * (1 - ratio)
+    heap = []
+    for k, (group, score, batches) in enumerate(ranked):
+        normal = score / score.mean() if score.mean() > 0 else score
+        ranked[k] = (group, normal, batches)
+        heapq.heappush(heap, (float(normal[batches[0]].mean()), k))
+    taken = [0] * len(ranked)
+    while heap and model.total > goal:
+        _, k = heapq.heappop(heap)
+        group, normal, batches = ranked[k]
+        model.remove(group, len(batches[taken[k]]))
+        taken[k] += 1
+        if taken[k] < len(batches):
+            heapq.heappush(heap, (float(normal[batches[taken[k]]].mean()), k))
+    return taken
+
+
+@register_pass("prune", options=PruneOptions, requires=("float", "no_batch_norm"))
+def prune(graph: Graph, ctx: PassContext) -> Graph:
+    """Remove the lowest-ranked channels of every prunable group (option prune: the ratio; 0 or None leaves the
+    graph untouched). Notes: each pruned group's channels before and after, the groups left alone and why, and
+    per-layer params and MACs before and after."""
+    opts = ctx.options
+    if not opts.prune:
+        return graph
+    _check(graph, opts)
+    before = {r.name: r for r in layer_table(graph)}
+    macs_before = totals(graph)["macs"]
+    chosen, skipped = plan(graph, opts)
+    done = []
+    for group, keep in chosen:
+        try:
+            remove_channels(graph, group.tensor, keep)
+            done.append((group, keep))
+        except ChannelError as e:  # refused as a whole, graph unchanged: the group keeps its channels
+            skipped[group.root.name] = f"refused when cut: {e}"
+    graph.bn_gamma = {}  # their channels are gone: the records served this pass only
+    macs_after = totals(graph)["macs"]
+    ctx.note("criterion", opts.prune_criterion)
+    ctx.note("schedule", opts.prune_schedule)
+    ctx.note("groups", [{"group": g.root.name, "channels": g.channels, "kept": len(k), "removed": g.channels - len(k)}
+                        for g, k in done])
+    ctx.note("left_alone", skipped)
+    ctx.note("mac_ratio_removed", round(1 - macs_after / macs_before, 4) if macs_before else 0.0)
+    ctx.note("layers", [{"name": r.name, "op": r.op, "params_before": before[r.name].params, "params_after": r.params,
+                         "macs_before": before[r.name].macs, "macs_after": r.macs}
+                        for r in layer_table(graph) if r.name in before and (before[r.name].params or r.params)])
+    return graph
