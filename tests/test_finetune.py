@@ -246,5 +246,7 @@ def test_weight_transforms_run_in_the_forward_train_through_and_are_what_is_writ
     assert np.abs(out.detach().numpy() - want).max() <= 1e-5 * (want.max() - want.min())
     summary = finetune(student, data, FinetuneOptions(epochs=1), weight_transforms=sign)
     assert set(np.unique(student.tensor(fc).data)) == {-1.0, 1.0}
-    assert not data._trained  # a transformed training is not reused for an untransformed one
+    (key,) = data._trained  # a transformed training is kept under a key naming its transformed weights ...
+    assert key.endswith(fc) and not finetune(student.copy(), data, FinetuneOptions(epochs=1)) is summary
+    assert len(data._trained) == 2  # ... so an untransformed one trains anew
     assert summary["epochs"] == 1
