@@ -11,10 +11,14 @@ from dataclasses import dataclass
 from .errors import MccError
 
 CANONICALIZE = ("fold_constants", "eliminate_dead", "fold_batchnorm", "fold_constants")
+# Compression rewrites of the float graph (issue 18; no-ops unless their options are given): after batch norms are
+# folded, so they split the folded weights, and before anything target-specific. Depthwise-separable replacement
+# comes first, so that low_rank can still split the pointwise convs it makes.
+COMPRESS = ("depthwise_separable", "low_rank")
 TFLITE_TAIL = ("to_nhwc", "legalize_tflite", "fuse_activations", "fold_constants", "eliminate_dead")
-ARM_FP32 = CANONICALIZE + TFLITE_TAIL
+ARM_FP32 = CANONICALIZE + COMPRESS + TFLITE_TAIL
 # int8 only: transposed convolution as conv2d over the zero-upsampled input (passes/transpose_conv_to_conv.py).
-ARM_INT8 = CANONICALIZE + ("transpose_conv_to_conv",) + TFLITE_TAIL + (
+ARM_INT8 = CANONICALIZE + COMPRESS + ("transpose_conv_to_conv",) + TFLITE_TAIL + (
     "cross_layer_equalization", "quantize_int8", "eliminate_dead")
 # The x86 targets run the arm pipelines unchanged, then move the graph to ONNX's NCHW: one set of integers.
 ONNX_TAIL = ("to_nchw", "legalize_onnx")

@@ -310,14 +310,16 @@ _TWIN_SUFFIXES = ("int8", "float", "quantize", "requantize", "dequantize")  # qu
 
 def float_reference(source: Graph, target_name: str, options: dict | None = None) -> Graph:
     """`source` through the target's pipeline without quantize_int8, with the equalisation options ("cle",
-    "bias_correction"): the graph quantize_int8 received, and for x86-int8 moved to NCHW as the int8 one was (a
-    flatten then orders its elements as the int8 file's does). A fraction of a second; its tensors carry the int8
-    file's names, and cross-layer equalisation has rescaled the same channels, which the source model's tensors
+    "bias_correction") and the compression passes' options (low_rank, depthwise and their calibration data: the
+    split graph, so the guard measures quantization alone): the graph quantize_int8 received, and for x86-int8 moved
+    to NCHW as the int8 one was (a flatten then orders its elements as the int8 file's does). A fraction of a second
+    (more with a compression pass); its tensors carry the int8 file's names, and cross-layer equalisation has rescaled the same channels, which the source model's tensors
     (before batch-norm folding, activation fusion and equalisation) do not."""
-    from .passes import run_pipeline
-    from .targets import get_target
+    from .passes import PASSES, run_pipeline
+    from .targets import COMPRESS, get_target
 
-    options = {k: v for k, v in (options or {}).items() if k in ("cle", "bias_correction") and v is not None}
+    kept = {"cle", "bias_correction"} | {k for p in COMPRESS for k in PASSES[p].option_names()}
+    options = {k: v for k, v in (options or {}).items() if k in kept and v is not None}
     return run_pipeline(source, [p for p in get_target(target_name).pipeline if p != "quantize_int8"], options)[0]
 
 
