@@ -181,6 +181,7 @@ def _digits_calib(tmp_path, n=64):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["arm-int8", "x86-int8"])
 def test_digits_low_rank_int8_validates_bit_exact(target, tmp_path):
     model, example = ZOO["digits_classifier"]()
