@@ -5,9 +5,8 @@ Initialisation in closed form: the pair computes W'[o, c] = u_c[o] d_c, so per i
 rank-1 SVD of the O x (k*k) matrix W[:, c, :, :] = u_c d_c^T (the depthwise kernel d_c, the pointwise column u_c).
 The depthwise kernels are then kept and the pointwise weights and bias refitted by least squares on the layer's
 real inputs: min over U of the output error sum ||U [D p; 1] - W_aug [p; 1]||^2 over every calibration patch p,
-whose normal equations need only the patch moments S (factorize.py): U = (W_aug S Dw^T)(Dw S Dw^T + lambda I)^-1,
-solved in float64 with a ridge lambda of RIDGE times the mean diagonal (a dead input channel leaves Dw S Dw^T
-singular). The refit recovers what the rank-1 truncation threw away wherever the input channels are correlated.
+whose normal equations need only the patch moments S (factorize.refit): U = (W_aug S Dw^T)(Dw S Dw^T + lambda I)^-1,
+solved in float64 with a small ridge (a dead input channel leaves Dw S Dw^T singular). The refit recovers what the rank-1 truncation threw away wherever the input channels are correlated.
 The stride, padding and dilation go to the depthwise conv, the fused activation to the pointwise one. MobileNet-style
 networks are trained separable from the start; converters (TFLite, onnx2tf) never make a conv separable.
 
@@ -26,8 +25,8 @@ from ..errors import MccError
 from ..ir import Graph, Node
 from ..ir.ops import macs, nchw
 from ..runtime.threads import blas_on_one_thread
-from .factorize import Piece, conv_geometry, oihw, patch_moments, relative_error, rewrite, select, spatial_conv, \
-    weight_matrix
+from .factorize import (Piece, conv_geometry, oihw, patch_moments, refit, relative_error, rewrite, select,
+                        spatial_conv, weight_matrix, with_one)
 from .manager import PassContext, register_pass
 
 RIDGE = 1e-6
@@ -65,13 +64,11 @@ def separable(node: Node, moment: np.ndarray) -> Separable:
     o, c, kh, kw = w.shape
     d, _ = rank1_init(w)
     k = kh * kw
-    dw = np.zeros((c + 1, c * k + 1))  # [depthwise output; 1] from [patch; 1]
+    dw = np.zeros((c, c * k))  # the depthwise output from the patch
     for ch in range(c):
         dw[ch, ch * k:(ch + 1) * k] = d[ch]
-    dw[c, -1] = 1.0
-    gram = dw @ moment @ dw.T
-    gram[np.diag_indices(c + 1)] += RIDGE * max(float(np.trace(gram)) / (c + 1), 1e-30)
-    u_aug = np.linalg.solve(gram, dw @ moment @ w_aug.T).T  # gram is symmetric
+    dw = with_one(dw)
+    u_aug = refit(moment, w_aug, dw, RIDGE)
     n, _, ho, wo = nchw(node.outputs[0])
     return Separable(d.reshape(c, 1, kh, kw), u_aug[:, :c, None, None], u_aug[:, c], n * ho * wo * c * (k + o),
                      relative_error(moment, w_aug, u_aug @ dw))

@@ -139,6 +139,23 @@ def relative_error(moment: np.ndarray, w_aug: np.ndarray, w_new: np.ndarray) -> 
     return max(err, 0.0) / ref if ref > 0 else (0.0 if err <= 0 else float("inf"))
 
 
+def refit(moment: np.ndarray, w_aug: np.ndarray, inner: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    """The last layer's weights and bias [O, r + 1] that minimise the chain's output error on the calibration
+    patches, when the chain before it computes z = inner [p; 1] ([r + 1, F + 1], its last row giving the 1): the
+    least-squares U = (W_aug S inner^T)(inner S inner^T + lambda I)^-1, in float64, with a ridge lambda of `ridge`
+    times the mean diagonal (a direction the data never excites leaves the Gram matrix singular)."""
+    gram = inner @ moment @ inner.T
+    gram[np.diag_indices(len(gram))] += ridge * max(float(np.trace(gram)) / len(gram), 1e-30)
+    return np.linalg.solve(gram, inner @ moment @ w_aug.T).T  # gram is symmetric
+
+
+def with_one(m: np.ndarray) -> np.ndarray:
+    """[[m, 0], [0, 1]]: a map of patches extended to map [p; 1] to [z; 1]."""
+    out = np.zeros((m.shape[0] + 1, m.shape[1] + 1))
+    out[:-1, :-1], out[-1, -1] = m, 1.0
+    return out
+
+
 # ---- one layer as a chain of layers -----------------------------------------------------------------------------
 @dataclass
 class Piece:

@@ -7,7 +7,10 @@ Forms, each a chain of plain conv2d / fully_connected layers that every backend 
   spatial SVD (Jaderberg et al.): W[o, i, y, x] ~ sum_r V[o, r, x] H[r, i, y], from the SVD of W arranged as the
   [(i, y), (o, x)] matrix: a kh x 1 conv C -> r, then a 1 x kw conv r -> O.
 Every candidate (form and rank) of a layer is measured by its output error on the layer's real inputs over the
-calibration data (factorize.py: exact, from the patch moments), relative to the layer's output.
+calibration data (factorize.py: exact, from the patch moments), relative to the layer's output, after the chain's
+last piece (the SVD's second layer, Tucker-2's expand; not spatial SVD's 1 x kw conv) and the bias are refitted by
+least squares on those inputs (factorize.refit): the factorisation fits the weights, the refit fits what the layer
+outputs on real data, which tensorly's decompositions and the papers' recipes leave to fine-tuning.
 
 Budget (option low_rank = R): the split layers' MACs together must come to at most R times what they were. A
 greedy over every considered layer: each starts unsplit; each step takes, over all layers, the move to the layer's
@@ -30,8 +33,8 @@ from ..errors import MccError
 from ..ir import Graph, Node
 from ..ir.ops import conv_weight_dims, macs, nchw
 from ..runtime.threads import blas_on_one_thread
-from .factorize import (Piece, conv_geometry, matrix_layer, oihw, patch_moments, relative_error, rewrite, select,
-                        spatial_conv, weight_matrix)
+from .factorize import (Piece, conv_geometry, matrix_layer, oihw, patch_moments, refit, relative_error, rewrite,
+                        select, spatial_conv, weight_matrix, with_one)
 from .manager import PassContext, register_pass
 
 HOOI_SWEEPS = 4
@@ -56,7 +59,19 @@ class Candidate:
     macs: int
     weight: np.ndarray          # the effective W_aug the chain computes (for its error)
     pieces: list                # the chain (Piece list)
+    inner: np.ndarray | None = None  # [z; 1] from [p; 1], z the last piece's input (None: the last piece is not 1x1)
+    bias: np.ndarray | None = None   # the last piece's bias once refitted (None: the layer's own)
     error: float | None = None
+
+    def refit(self, moment: np.ndarray, w_aug: np.ndarray) -> None:
+        """Refit the last 1x1 / FC piece and its bias by least squares on the layer's calibration patches (the
+        factorisation fits the weights; this fits the outputs the layer really produces), and measure the error."""
+        if self.inner is not None:
+            u = refit(moment, w_aug, self.inner)
+            last = self.pieces[-1]
+            last.weight = u[:, :-1].reshape(last.weight.shape)
+            self.bias, self.weight = u[:, -1], u @ self.inner
+        self.error = relative_error(moment, w_aug, self.weight)
 
 
 def _leading(m: np.ndarray, r: int) -> np.ndarray:
@@ -89,7 +104,7 @@ def svd_form(node: Node, w_aug: np.ndarray, r: int, svd) -> Candidate:
         pieces = [Piece("conv2d", "svd_in", a[:, :, None, None], geometry),
                   Piece("conv2d", "svd_out", b[:, :, None, None], conv_geometry())]
     eff = np.concatenate([b @ a, w_aug[:, -1:]], axis=1)
-    return Candidate("svd", (r,), positions * r * (n_in + n_out), eff, pieces)
+    return Candidate("svd", (r,), positions * r * (n_in + n_out), eff, pieces, with_one(a))
 
 
 def tucker2(w: np.ndarray, r_out: int, r_in: int, sweeps: int = HOOI_SWEEPS):
@@ -117,7 +132,9 @@ def tucker_form(node: Node, w_aug: np.ndarray, r_out: int, r_in: int) -> Candida
               Piece("conv2d", "tucker_expand", u_out[:, :, None, None], conv_geometry())]
     eff = np.einsum("rsyx,or,is->oiyx", core, u_out, u_in, optimize=True).reshape(o, -1)
     cost = n * h * wi * c * r_in + n * ho * wo * (r_out * r_in * kh * kw + o * r_out)
-    return Candidate("tucker2", (r_out, r_in), cost, np.concatenate([eff, w_aug[:, -1:]], axis=1), pieces)
+    inner = np.einsum("rsyx,is->riyx", core, u_in, optimize=True).reshape(len(core), -1)
+    return Candidate("tucker2", (r_out, r_in), cost, np.concatenate([eff, w_aug[:, -1:]], axis=1), pieces,
+                     with_one(inner))
 
 
 def spatial_form(node: Node, w_aug: np.ndarray, r: int, svd) -> Candidate:
@@ -246,7 +263,7 @@ def low_rank(graph: Graph, ctx: PassContext) -> Graph:
             if moments is not None:
                 w_aug = weight_matrix(n)
                 for c in cands:
-                    c.error = relative_error(moments[n.name], w_aug, c.weight)
+                    c.refit(moments[n.name], w_aug)
             layers.append((n, cands))
     if ratio is not None:
         chosen = allocate(layers, ratio)
@@ -263,7 +280,7 @@ def low_rank(graph: Graph, ctx: PassContext) -> Graph:
             continue
         notes[n.name] = {"form": c.form, "rank": list(c.rank), "macs_before": full, "macs_after": c.macs,
                          "output_error": None if c.error is None else round(c.error, 6)}
-        rewrite(graph, n, c.pieces, None)
+        rewrite(graph, n, c.pieces, c.bias)
     ctx.note("layers", notes)
     ctx.note("macs", {"considered_before": before, "considered_after": after, "ratio": round(after / before, 4)})
     return graph
