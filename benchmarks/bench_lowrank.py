@@ -1,6 +1,6 @@
 """mcc's low-rank splits against tensorly's Tucker and CP decompositions at equal MACs, layer by layer.
 
-    python benchmarks/bench_lowrank.py [--models resnet18_style] [--ratio 0.5] [--samples 32]
+    python benchmarks/bench_lowrank.py [--models resnet18_style,digits_classifier] [--ratio 0.5] [--samples 32]
 
 For each model: mcc's low_rank pass at MAC ratio --ratio chooses a form (Tucker-2, spatial SVD) and rank per k x k
 conv; then for each such conv, at the MACs mcc's choice costs:
@@ -12,8 +12,9 @@ conv; then for each such conv, at the MACs mcc's choice costs:
 Every figure is the layer's output relative squared error on the same calibration activations (mcc's float runtime
 over the samples, factorize.patch_moments: exactly the error of running the split layer). Then totals: the MACs of
 the k x k convs and the sum of their relative errors, and the whole model's output relative error with every conv
-split each way (mcc's choices, tensorly Tucker, tensorly CP). The zoo's models have seeded random weights and the
-inputs are standard-normal samples from a fixed seed, so the figures repeat run to run. tensorly is a peer for this
+split each way (mcc's choices, tensorly Tucker, tensorly CP), and for the digits classifier (trained in a second on
+scikit-learn's digits; calibration on its training images) the test accuracy of each. resnet18_style has seeded
+random weights and standard-normal inputs from a fixed seed, so the figures repeat run to run. tensorly is a peer for this
 benchmark only, not a dependency of mcc.
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 # This file's folder is not an import root: benchmarks/coverage.py would shadow coverage.py, which numba imports.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from mcc.examples.zoo import ZOO  # noqa: E402
+from mcc.examples.zoo import ZOO, digits_split  # noqa: E402
 from mcc.frontend.torch_export import from_module  # noqa: E402
 from mcc.ir.ops import macs, nchw  # noqa: E402
 from mcc.passes import run_pipeline  # noqa: E402
@@ -106,14 +107,24 @@ def _with_bias(node, eff):
     return np.concatenate([eff.reshape(len(eff), -1), w_aug[:, -1:]], axis=1)
 
 
-def model_error(base, splits: dict, calib: np.ndarray) -> float:
-    """The whole model's output relative squared error with each conv replaced by its pieces."""
+def _split_graph(base, splits: dict):
     g = base.copy()
     for name, pieces in splits.items():
         rewrite(g, g.node(name), pieces, None)
     g.infer_shapes()
     g.verify()
-    return output_error(base, g, calib)
+    return g
+
+
+def model_error(base, splits: dict, calib: np.ndarray) -> float:
+    """The whole model's output relative squared error with each conv replaced by its pieces."""
+    return output_error(base, _split_graph(base, splits), calib)
+
+
+def accuracy(graph, digits) -> float:
+    name, x = graph.inputs[0].name, digits.x_test.numpy()
+    logits = np.concatenate([next(iter(run(graph, {name: x[i:i + 1]}).values())) for i in range(len(x))])
+    return float((logits.argmax(1) == digits.y_test.numpy()).mean())
 
 
 def output_error(base, graph, calib: np.ndarray) -> float:
@@ -126,7 +137,9 @@ def output_error(base, graph, calib: np.ndarray) -> float:
 def bench(model_name: str, ratio: float, samples: int) -> list[str]:
     model, example = ZOO[model_name]()
     base = run_pipeline(from_module(model, (example,)), list(CANONICALIZE))[0]
-    calib = np.random.default_rng(0).standard_normal((samples,) + tuple(example.shape[1:])).astype(np.float32)
+    digits = digits_split() if model_name == "digits_classifier" else None
+    calib = digits.x_train[:samples].numpy() if digits else \
+        np.random.default_rng(0).standard_normal((samples,) + tuple(example.shape[1:])).astype(np.float32)
     feeds = {base.inputs[0].name: calib}
     convs = [n for n in base.nodes if spatial_conv(n)]
     start = time.perf_counter()  # the k x k convs only, as tensorly's decompositions are
@@ -178,12 +191,17 @@ def bench(model_name: str, ratio: float, samples: int) -> list[str]:
               "tensorly CP": model_error(base, splits["cp"], calib)}
     lines.append("model output relative squared error, the same convs split each way: "
                  + ", ".join(f"{k} {v:.4f}" for k, v in errors.items()))
+    if digits:
+        graphs = {"unsplit": base, "mcc": split, "tensorly Tucker": _split_graph(base, splits["tucker"]),
+                  "tensorly CP": _split_graph(base, splits["cp"])}
+        lines.append("test accuracy (450 held-out digits): " + ", ".join(
+            f"{k} {accuracy(g, digits):.2%}" for k, g in graphs.items()))
     return lines
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="resnet18_style")
+    p.add_argument("--models", default="resnet18_style,digits_classifier")
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--samples", type=int, default=32)
     args = p.parse_args(argv)

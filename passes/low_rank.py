@@ -6,6 +6,9 @@ Forms, each a chain of plain conv2d / fully_connected layers that every backend 
   r_in -> r_out with the layer's stride / padding / dilation, 1x1 expand to O; HOSVD start, then HOOI sweeps), and
   spatial SVD (Jaderberg et al.): W[o, i, y, x] ~ sum_r V[o, r, x] H[r, i, y], from the SVD of W arranged as the
   [(i, y), (o, x)] matrix: a kh x 1 conv C -> r, then a 1 x kw conv r -> O.
+  and CP (Lebedev et al.): W[o, i, y, x] ~ sum_r A_o[o, r] A_i[i, r] A_y[y, r] A_x[x, r] by alternating least
+  squares, four layers: 1x1 C -> r, depthwise kh x 1, depthwise 1 x kw, 1x1 r -> O (depthwise_conv2d, which every
+  backend emits as well).
 Every candidate (form and rank) of a layer is measured by its output error on the layer's real inputs over the
 calibration data (factorize.py: exact, from the patch moments), relative to the layer's output, after the chain's
 last piece (the SVD's second layer, Tucker-2's expand; not spatial SVD's 1 x kw conv) and the bias are refitted by
@@ -38,6 +41,8 @@ from .factorize import (Piece, conv_geometry, matrix_layer, oihw, patch_moments,
 from .manager import PassContext, register_pass
 
 HOOI_SWEEPS = 4
+CP_SWEEPS = 25
+CP_RANKS_TRIED = 8  # each costs an ALS run
 # Rank fractions tried per channel mode of Tucker-2 (7 x 7 pairs); SVD forms try up to RANKS_TRIED ranks.
 TUCKER_FRACTIONS = (1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8)
 RANKS_TRIED = 16
@@ -86,8 +91,8 @@ def _energy_rank(s: np.ndarray, energy: float) -> int:
     return int(np.searchsorted(e, energy * e[-1] * (1 - 1e-12)) + 1) if e[-1] > 0 else 1
 
 
-def _ranks(limit: int) -> list[int]:
-    return sorted({int(r) for r in np.linspace(1, limit, min(limit, RANKS_TRIED)).round()}) if limit >= 1 else []
+def _ranks(limit: int, tried: int = RANKS_TRIED) -> list[int]:
+    return sorted({int(r) for r in np.linspace(1, limit, min(limit, tried)).round()}) if limit >= 1 else []
 
 
 # ---- the forms --------------------------------------------------------------------------------------------------
@@ -153,6 +158,52 @@ def spatial_form(node: Node, w_aug: np.ndarray, r: int, svd) -> Candidate:
     return Candidate("spatial_svd", (r,), cost, np.concatenate([eff, w_aug[:, -1:]], axis=1), pieces)
 
 
+def cp_als(w: np.ndarray, r: int, sweeps: int = CP_SWEEPS) -> list[np.ndarray]:
+    """Rank-r CP factors [A_o, A_i, A_y, A_x] of the 4-way weight (alternating least squares from the leading
+    singular vectors of each unfolding, seeded noise where a mode has fewer than r), each component's norm then
+    shared equally by its four factors so that no layer of the chain carries the scale of another."""
+    rng = np.random.default_rng(0)
+    unfolded = [np.moveaxis(w, mode, 0).reshape(size, -1) for mode, size in enumerate(w.shape)]
+    factors = []
+    for u, size in zip(unfolded, w.shape):
+        lead = _leading(u, min(r, size))
+        factors.append(np.concatenate([lead, rng.standard_normal((size, r - lead.shape[1])) / np.sqrt(size)], axis=1))
+    for _ in range(sweeps):
+        for mode in range(4):
+            others = [f for k, f in enumerate(factors) if k != mode]
+            gram = np.prod([f.T @ f for f in others], axis=0)
+            gram[np.diag_indices(r)] += 1e-12 * max(float(np.trace(gram)) / r, 1e-30)
+            a, b, c = others  # Khatri-Rao product, rows in the unfolding's order of the other modes
+            kr = (a[:, None, None, :] * b[None, :, None, :] * c[None, None, :, :]).reshape(-1, r)
+            factors[mode] = np.linalg.solve(gram, (unfolded[mode] @ kr).T).T
+    norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])
+    share = np.prod(norms, axis=0) ** 0.25
+    return [f * (share / np.maximum(n, 1e-30)) for f, n in zip(factors, norms)]
+
+
+def cp_form(node: Node, w_aug: np.ndarray, r: int) -> Candidate:
+    """Lebedev et al.'s CP conv: 1x1 C -> r, depthwise kh x 1 (vertical stride / padding / dilation), depthwise
+    1 x kw (horizontal), 1x1 r -> O with the bias."""
+    a_o, a_i, a_y, a_x = cp_als(oihw(node), r)
+    (sh, sw), (dh, dw), (t, left, b, right) = node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"]
+    pieces = [Piece("conv2d", "cp_in", a_i.T[:, :, None, None], conv_geometry()),
+              Piece("depthwise_conv2d", "cp_v", a_y.T[:, None, :, None],
+                    {**conv_geometry((sh, 1), (t, 0, b, 0), (dh, 1)), "multiplier": 1}),
+              Piece("depthwise_conv2d", "cp_h", a_x.T[:, None, None, :],
+                    {**conv_geometry((1, sw), (0, left, 0, right), (1, dw)), "multiplier": 1}),
+              Piece("conv2d", "cp_out", a_o[:, :, None, None], conv_geometry())]
+    inner = np.einsum("ir,yr,xr->riyx", a_i, a_y, a_x, optimize=True).reshape(r, -1)
+    eff = np.concatenate([a_o @ inner, w_aug[:, -1:]], axis=1)
+    return Candidate("cp", (r,), _cp_cost(node, r), eff, pieces, with_one(inner))
+
+
+def _cp_cost(node: Node, r: int) -> int:
+    n, c, h, wi = nchw(node.inputs[0])
+    _, o, ho, wo = nchw(node.outputs[0])
+    _, _, kh, kw = conv_weight_dims(node)
+    return n * h * wi * c * r + n * ho * wi * r * kh + n * ho * wo * r * (kw + o)
+
+
 def spatial_matrix(node: Node) -> np.ndarray:
     """W as the [(i, y), (o, x)] matrix whose rank-r SVD is the spatial split."""
     w = oihw(node)
@@ -184,6 +235,8 @@ def candidates(node: Node, energy: float | None) -> list[Candidate]:
         # the cost is known before factorising: skip the candidates that save nothing
         found = [tucker_form(node, w_aug, ro, ri) for ro, ri in pairs if _tucker_cost(node, ro, ri) < full]
         found += [spatial_form(node, w_aug, r, svd) for r in ranks]
+        if not energy and kh > 1 and kw > 1:  # CP has no energy rank (its components are not ordered)
+            found += [cp_form(node, w_aug, r) for r in _ranks((full - 1) // _cp_cost(node, 1), CP_RANKS_TRIED)]  # cost is linear in r
     return [cand for cand in found if cand.macs < full]
 
 

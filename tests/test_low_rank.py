@@ -16,7 +16,7 @@ from mcc.ir.ops import macs
 from mcc.ir.stats import layer_table, totals
 from mcc.passes import run_pipeline
 from mcc.passes.factorize import matrix_layer, patch_moments, relative_error, rewrite, spatial_conv, weight_matrix
-from mcc.passes.low_rank import spatial_form, spatial_matrix, svd_form, tucker_form
+from mcc.passes.low_rank import cp_form, spatial_form, spatial_matrix, svd_form, tucker_form
 from mcc.runtime import run
 from mcc.runtime.litert import run_litert
 from mcc.targets import CANONICALIZE
@@ -103,19 +103,32 @@ def test_spatial_svd_of_separable_weights_reproduces_the_conv():
         _split_matches(graph, node, spatial_form(node, weight_matrix(node), 2, svd), x)
 
 
+def test_cp_of_exact_cp_weights_reproduces_the_conv():
+    conv = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+    g = torch.Generator().manual_seed(7)
+    a_o, a_i, a_y, a_x = (torch.randn(n, 3, generator=g) for n in (8, 6, 3, 3))
+    with torch.no_grad():
+        conv.weight.copy_(torch.einsum("or,ir,yr,xr->oiyx", a_o, a_i, a_y, a_x))
+    graph, node, x = _layer(conv, (2, 6, 10, 10))
+    split = _split_matches(graph, node, cp_form(node, weight_matrix(node), 3), x, tol=1e-4)  # ALS converges, not exact
+    assert [n.op for n in split.nodes] == ["conv2d", "depthwise_conv2d", "depthwise_conv2d", "conv2d"]
+    with pytest.raises(AssertionError):
+        _split_matches(graph, node, cp_form(node, weight_matrix(node), 2), x, tol=1e-4)
+
+
 def test_reported_error_is_the_split_layers_error_on_the_calibration_data():
     """The error from the patch moments equals the relative squared error of the rewritten layer's output on the
     same samples, run through the runtime; the least-squares refit of the last piece lowers it."""
     graph, node, _ = _layer(nn.Conv2d(8, 8, 3, padding=1), (1, 8, 8, 8))
     calib = np.random.default_rng(5).standard_normal((16, 8, 8, 8)).astype(np.float32)
     moment = patch_moments(graph, [node], {graph.inputs[0].name: calib}, "test")[node.name]
-    for cand in (tucker_form(node, weight_matrix(node), 3, 5),
+    for cand in (tucker_form(node, weight_matrix(node), 3, 5), cp_form(node, weight_matrix(node), 10),
                  spatial_form(node, weight_matrix(node), 6,
                               np.linalg.svd(spatial_matrix(node), full_matrices=False))):
         unfitted = relative_error(moment, weight_matrix(node), cand.weight)
         cand.refit(moment, weight_matrix(node))  # the last 1x1 refitted on the data (Tucker-2), then measured
         predicted = cand.error
-        assert predicted < unfitted if cand.form == "tucker2" else predicted == unfitted
+        assert predicted < unfitted if cand.form != "spatial_svd" else predicted == unfitted
         split = graph.copy()
         rewrite(split, split.node(node.name), cand.pieces, cand.bias)
         split.infer_shapes()
@@ -164,7 +177,7 @@ def test_resnet18_style_meets_the_mac_ratio_and_runs_in_litert(ratio, tmp_path):
     assert totals(split)["macs"] - kept_out >= 0.8 * ratio * considered  # and the budget is used, not wasted
     assert records[0].notes["macs"]["ratio"] <= ratio
     forms = {la["form"] for la in records[0].notes["layers"].values()}
-    assert forms & {"tucker2", "spatial_svd"}, forms
+    assert forms & {"tucker2", "spatial_svd", "cp"}, forms
     # the emitted arm-fp32 file computes what mcc's runtime computes on the split graph
     path = tmp_path / "r.tflite"
     result = compile_model(graph.copy(), "arm-fp32", path, calib={"x": calib}, options={"low_rank": ratio})
@@ -196,7 +209,7 @@ def test_digits_low_rank_int8_validates_bit_exact(target, tmp_path):
     record = next(r for r in compiled.report["passes"] if r["pass"] == "low_rank")
     assert record["notes"]["macs"]["ratio"] <= 0.6 and record["after"]["macs"] < record["before"]["macs"]
     split = [la["name"] for la in compiled.report["layers"] if "/" in la["name"]]
-    assert any(name.split("/")[-1].startswith(("svd_", "tucker_", "spatial_")) for name in split), split
+    assert any(name.split("/")[-1].startswith(("svd_", "tucker_", "spatial_", "cp_")) for name in split), split
     report = validate(out, calib)
     for c in report["comparisons"]:
         assert c["elements"] > 0 and c["differing"] == 0, (c["kernels"], c["differing"])
