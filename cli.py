@@ -97,7 +97,8 @@ def _cmd_compile(args) -> None:
     progress = Progress(not args.quiet)
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
                "bias_correction": args.bias_correction, "cle": args.cle, "epochs": args.epochs,
-               "finetune_lr": args.finetune_lr, "temperature": args.temperature}
+               "finetune_lr": args.finetune_lr, "temperature": args.temperature,
+               **_compression_options(args)}
     options.update(_prune_options(args))
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
@@ -123,6 +124,7 @@ def _cmd_compile(args) -> None:
                   f"{origin['converted_to_opset']} by onnx's version converter (the file is unchanged)")
         for note in origin.get("notes", []):
             print(f"source: {note}")
+        _print_compression(result.report)
         for r in result.report["passes"]:
             if r["notes"].get("float_ops"):
                 print(f"left in float by {r['pass']}: {', '.join(map(str, r['notes']['float_ops']))}")
@@ -230,6 +232,29 @@ def _format_pruning(p: dict) -> str:
         line += (f"; latency {lat['before_ms']:.3f} -> {lat['after_ms']:.3f} ms ({lat['runtime']}, "
                  f"{lat['threads']} thread, median)")
     return line
+
+
+def _compression_options(args) -> dict:
+    """The options of the compression passes (passes/low_rank.py, passes/depthwise_separable.py) that were given."""
+    given = {"low_rank": args.low_rank, "low_rank_energy": args.low_rank_energy,
+             "low_rank_include": tuple(args.low_rank_layers or ()), "low_rank_exclude": tuple(args.low_rank_exclude or ()),
+             "depthwise": tuple(args.depthwise or ()), "depthwise_ratio": args.depthwise_ratio}
+    return {k: v for k, v in given.items() if v not in (None, ())}
+
+
+def _print_compression(report: dict) -> None:
+    """Per split layer: form, rank, MACs before and after, output error on the calibration data."""
+    for r in report["passes"]:
+        if r["pass"] not in ("low_rank", "depthwise_separable") or not r["notes"].get("layers"):
+            continue
+        print(f"{r['pass']}: MACs {r['before']['macs']:,} -> {r['after']['macs']:,}, params {r['before']['params']:,}"
+              f" -> {r['after']['params']:,}")
+        for name, la in r["notes"]["layers"].items():
+            rank = f" rank {'x'.join(map(str, la['rank']))}" if "rank" in la else ""
+            err = la.get("output_error")
+            print(f"  {name:<32} {la['form'] + rank:<24} MACs {la['macs_before']:>12,} -> {la['macs_after']:>12,}"
+                  + (f"  output error {err:.4%}" if err is not None else "")
+                  + (f"  ({la['why']})" if "why" in la else ""))
 
 
 def _format_guard(f: dict) -> str:
@@ -422,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (default: the model's name with the target's suffix, .tflite or .onnx)")
     c.add_argument("--report", help="write the compile report as JSON")
     c.add_argument("-q", "--quiet", action="store_true")
-    c.add_argument("--calib", help="calibration data for int8 targets: .npz by input name or .npy, batch first")
+    c.add_argument("--calib", help="calibration data for int8 targets and for --low-rank / --depthwise: .npz by "
+                   "input name or .npy, batch first")
     c.add_argument("--observer", help="activation range observer: mse (default), minmax, percentile or "
                    "percentile:P (e.g. percentile:99.9)")
     c.add_argument("--io", choices=["float", "int8"], help="model inputs/outputs: float (QUANTIZE/DEQUANTIZE "
@@ -463,6 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prune-round-to", metavar="N", help="keep a multiple of N channels per group (e.g. 8)")
     c.add_argument("--prune-first-last", action="store_true", default=None,
                    help="also prune the groups of the first and last layer (left alone by default)")
+    c.add_argument("--low-rank", type=float, metavar="RATIO", help="split conv / FC layers into low-rank chains "
+                   "(SVD, Tucker-2, spatial SVD) keeping RATIO of their MACs, e.g. 0.5; needs --calib")
+    c.add_argument("--low-rank-energy", type=float, metavar="E", help="instead of --low-rank: per layer, the rank "
+                   "keeping E of the singular values' energy, e.g. 0.95")
+    c.add_argument("--low-rank-layers", action="append", metavar="PATTERN",
+                   help="split only layers whose names match (fnmatch, repeatable; `mcc inspect` lists names)")
+    c.add_argument("--low-rank-exclude", action="append", metavar="PATTERN", help="never split these layers")
+    c.add_argument("--depthwise", action="append", metavar="PATTERN", help="replace the k x k convs whose names "
+                   "match (repeatable) by depthwise + pointwise convs, or 'auto' with --depthwise-ratio; needs --calib")
+    c.add_argument("--depthwise-ratio", type=float, metavar="R",
+                   help="with --depthwise auto: replace convs until they keep R of their MACs")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 

@@ -139,6 +139,8 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
                            "(one array per model input, batch first, in the source model's layout)")
         arrays = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
         options["calibration"], held_out = split_held_out(arrays, graph) if hold_out else (arrays, None)
+    elif calib is not None:  # a float target: for the compression passes that measure on data
+        options["calibration"] = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
     source_graph = graph
     options.update(finetune_options(finetune, graph, options))
     # mixed precision (issue 15): analyse, then compile with the chosen layers kept back

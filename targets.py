@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from .errors import MccError
 
 CANONICALIZE = ("fold_constants", "eliminate_dead", "fold_batchnorm", "fold_constants")
+# Compression rewrites of the float graph (issues 17, 18; each a no-op unless its options are given): after batch
+# norms are folded, so they work on the folded weights, and before anything target-specific. Structured pruning
+# (passes/prune.py) first, as it decides which channels exist; depthwise-separable replacement before low_rank, so
+# that low_rank can still split the pointwise convs it makes; "finetune" last, training what the others left
+# against the uncompressed model (passes/finetune.py).
+COMPRESS = ("prune", "depthwise_separable", "low_rank", "finetune")
 TFLITE_TAIL = ("to_nhwc", "legalize_tflite", "fuse_activations", "fold_constants", "eliminate_dead")
-# Compression (issues 17, 18) works on the canonical float graph, each pass a no-op without its option: structured
-# pruning (passes/prune.py) first, as it decides which channels exist; "finetune" last, training what the others
-# left against the uncompressed model (passes/finetune.py).
-COMPRESS = ("prune", "finetune")
 ARM_FP32 = CANONICALIZE + COMPRESS + TFLITE_TAIL
 # int8 only: transposed convolution as conv2d over the zero-upsampled input (passes/transpose_conv_to_conv.py).
 ARM_INT8 = CANONICALIZE + COMPRESS + ("transpose_conv_to_conv",) + TFLITE_TAIL + (

@@ -310,10 +310,11 @@ _TWIN_SUFFIXES = ("int8", "float", "quantize", "requantize", "dequantize")  # qu
 
 def float_reference(source: Graph, target_name: str, options: dict | None = None) -> Graph:
     """`source` through the target's pipeline without quantize_int8, with the options of the float passes
-    (equalisation's "cle" and "bias_correction", binarization's layers, pruning's prune*, fine-tuning's data:
-    a compressed file is measured against the compressed float graph, i.e. what quantization lost): the graph quantize_int8 received, and for
-    x86-int8 moved to NCHW as the int8 one was (a flatten then orders its elements as the int8 file's does). A
-    fraction of a second (fine-tuning reuses the weights the compile trained); its tensors carry the int8 file's
+    (equalisation's "cle" and "bias_correction", and the compression passes': pruning, splits, binarization,
+    fine-tuning's data; a compressed file is measured against the compressed float graph, i.e. what quantization
+    lost): the graph quantize_int8 received, and for x86-int8 moved to NCHW as the int8 one was (a flatten then
+    orders its elements as the int8 file's does). A fraction of a second without compression (fine-tuning reuses
+    the weights the compile trained); its tensors carry the int8 file's
     names, and cross-layer equalisation has rescaled the same channels, which the source model's tensors (before
     batch-norm folding, activation fusion and equalisation) do not."""
     from .passes import PASSES, run_pipeline
