@@ -21,7 +21,7 @@ from . import __version__
 from .errors import MccError
 from .fileio import sha256, write_atomic
 from .progress import Progress
-from .project import Job, load_project
+from .project import FILE_ARGUMENTS, Job, load_project
 from .report_html import render_html
 
 # Libraries whose arithmetic or serialisation reaches the emitted bytes: torch's export and decompositions, onnx's
@@ -63,8 +63,9 @@ def cache_key(job: Job) -> str:
         "mcc": __version__, "libraries": library_versions(), "target": job.target, "stem": job.stem,
         "source": _file_hash(job.source), "calib": _file_hash(job.calib) if job.calib else None,
         "labels": _file_hash(job.root / labels) if labels else None,
-        "compile": job.compile_kwargs, "passes": job.pass_options, "preprocess": job.preprocess,
+        "compile": {k: v for k, v in job.compile_kwargs.items() if k not in FILE_ARGUMENTS}, "passes": job.pass_options, "preprocess": job.preprocess,
         "emit": sorted(job.emit), "device": get_profile(job.device) if job.device else None,
+        "files": {k: _file_hash(Path(job.compile_kwargs[k])) for k in FILE_ARGUMENTS if k in job.compile_kwargs},
     }
     return sha256(json.dumps(content, sort_keys=True).encode())
 

@@ -37,6 +37,8 @@ EMITS = ("c-array",)
 # set by the entry itself: its files, [model.preprocess] (-> metadata) and the HTML report written beside the model
 _ENTRY_PARAMETERS = {"source", "target_name", "output", "report_path", "calib", "options", "progress", "metadata",
                      "html_path"}
+# compile_model arguments that name a data file: resolved against the project folder, and hashed into the cache key
+FILE_ARGUMENTS = ("finetune",)
 _ENTRY_PASS_OPTIONS = {"calibration"}  # filled from the entry's `calib`
 _MODEL_KEYS = {"name": str, "source": str, "target": str, "targets": list, "calib": str, "output_dir": str,
                "emit": list, "device": str, "options": dict, "preprocess": dict}
@@ -236,6 +238,11 @@ def load_project(path) -> list[Job]:
                 value = _from_toml(value, hint)
                 if hint is not None and not _matches(value, hint):
                     fail(index, key, f"{label}: option '{key}' must be {_describe(hint)}, got {value!r}", "options")
+                if key in FILE_ARGUMENTS:
+                    if not isinstance(value, str) or not (root / value).is_file():
+                        fail(index, key, f"{label}: option '{key}' names a data file; '{value}' does not exist "
+                             "(paths are relative to the project file)", "options")
+                    value = str(root / value)
                 kwargs[key] = value
                 continue
             for t in targets:

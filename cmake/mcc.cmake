@@ -1,10 +1,11 @@
 # mcc's CMake module: mcc_add_model() compiles a model with `mcc build` as part of a CMake build.
 #
 #   mcc_add_model(<name> MODEL <file> TARGET <target> [CALIB <file>] [EMIT c-array] [DEVICE <device>]
-#                 [OPTIONS key=value ...] [DEPENDS <file> ...])
+#                 [OPTIONS key=value ...] [PREPROCESS key=value ...] [DEPENDS <file> ...])
 #
-# writes a one-entry mcc.toml under ${CMAKE_CURRENT_BINARY_DIR}/mcc/<name>/ (rewritten only when its text
-# changes) and adds a custom command that runs `mcc build` on it, depending on the model, the calibration file,
+# writes a one-entry mcc.toml under ${CMAKE_CURRENT_BINARY_DIR}/mcc-models/<name>/ (rewritten only when its text
+# changes; not in mcc/: a folder named mcc in the working directory would shadow the package for `python -m mcc`)
+# and adds a custom command that runs `mcc build` on it, depending on the model, the calibration file,
 # that mcc.toml and DEPENDS, so that changing any of them re-runs mcc; mcc's own content-hash cache then skips
 # the compile when only a file's time changed. With EMIT c-array, <name> is a static library of <name>.c (the
 # model as a 16-byte aligned byte array) with <name>.h (<NAME>_MODEL_BYTES, <NAME>_ARENA_BYTES) on its include
@@ -28,7 +29,7 @@ if(NOT MCC_COMMAND)
 endif()
 
 function(mcc_add_model name)
-  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "MODEL;TARGET;CALIB;DEVICE" "EMIT;OPTIONS;DEPENDS")
+  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "MODEL;TARGET;CALIB;DEVICE" "EMIT;OPTIONS;PREPROCESS;DEPENDS")
   if(ARG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "mcc_add_model(${name}): unknown arguments ${ARG_UNPARSED_ARGUMENTS}")
   endif()
@@ -37,7 +38,7 @@ function(mcc_add_model name)
       message(FATAL_ERROR "mcc_add_model(${name}): ${required} is required")
     endif()
   endforeach()
-  set(dir "${CMAKE_CURRENT_BINARY_DIR}/mcc/${name}")
+  set(dir "${CMAKE_CURRENT_BINARY_DIR}/mcc-models/${name}")
   get_filename_component(model "${ARG_MODEL}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
   set(depends "${model}")
   # TOML literal strings ('...'): paths keep their backslashes on Windows
@@ -60,17 +61,20 @@ function(mcc_add_model name)
   if("c-array" IN_LIST ARG_EMIT)
     list(APPEND outputs "${dir}/${name}.c" "${dir}/${name}.h")
   endif()
-  string(APPEND toml "[model.options]\n")
-  foreach(option IN LISTS ARG_OPTIONS)
-    if(NOT option MATCHES "^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-      message(FATAL_ERROR "mcc_add_model(${name}): OPTIONS takes key=value, got '${option}'")
-    endif()
-    set(key "${CMAKE_MATCH_1}")
-    set(value "${CMAKE_MATCH_2}")
-    if(NOT value MATCHES "^(-?[0-9]+(\\.[0-9]*)?([eE][-+]?[0-9]+)?|true|false|\\[.*\\])$")
-      set(value "\"${value}\"")
-    endif()
-    string(APPEND toml "${key} = ${value}\n")
+  foreach(table options preprocess)  # key=value lists: OPTIONS -> [model.options], PREPROCESS -> [model.preprocess]
+    string(TOUPPER "${table}" arg)
+    string(APPEND toml "[model.${table}]\n")
+    foreach(option IN LISTS ARG_${arg})
+      if(NOT option MATCHES "^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+        message(FATAL_ERROR "mcc_add_model(${name}): ${arg} takes key=value, got '${option}'")
+      endif()
+      set(key "${CMAKE_MATCH_1}")
+      set(value "${CMAKE_MATCH_2}")
+      if(NOT value MATCHES "^(-?[0-9]+(\\.[0-9]*)?([eE][-+]?[0-9]+)?|true|false|\\[.*\\])$")
+        set(value "\"${value}\"")
+      endif()
+      string(APPEND toml "${key} = ${value}\n")
+    endforeach()
   endforeach()
   file(CONFIGURE OUTPUT "${dir}/mcc.toml" CONTENT "${toml}" @ONLY)
   add_custom_command(

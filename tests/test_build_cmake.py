@@ -39,7 +39,7 @@ def test_cmake_builds_a_program_embedding_the_array_and_reruns_mcc_when_the_cali
         "-DMODEL_NAME=tiny_int8", f"-DMODEL_FILE={tmp_path / 'src/tiny.onnx'}", f"-DMODEL_CALIB={calib}"], tmp_path)
     first = sh(["cmake", "--build", str(out)], tmp_path)
     assert "mcc: building model tiny_int8 (arm-int8)" in first and "1 compiled" in first
-    data = (out / "mcc/tiny_int8/tiny_int8.tflite").read_bytes()
+    data = (out / "mcc-models/tiny_int8/tiny_int8.tflite").read_bytes()
     printed = sh([str(out / "check_model")], tmp_path)  # exits 1 unless aligned and sized as the header says
     assert printed.split()[:3] == [f"bytes={len(data)}", f"fnv1a={fnv1a(data):08x}", "aligned=1"]
 
@@ -85,7 +85,7 @@ def test_readme_build_integration_commands_build_the_example_project(tmp_path):
     built = tmp_path / "examples/project/build"
     assert {p.name for p in built.iterdir()} >= {"mobilenet_v2_arm_int8.tflite", "mobilenet_v2_arm_int8.c",
                                                  "mobilenet_v2_x86_int8.onnx", "mobilenet_v2_x86_int8.json"}
-    data = next((tmp_path / "build/cmake/mcc").rglob("*.tflite")).read_bytes()
+    data = next((tmp_path / "build/cmake/mcc-models").rglob("*.tflite")).read_bytes()
     assert f"bytes={len(data)} fnv1a={fnv1a(data):08x} aligned=1" in everything
     # mcc build and CMake compiled the same model with the same options: the same bytes
     assert data == (built / "mobilenet_v2_arm_int8.tflite").read_bytes()
