@@ -94,6 +94,11 @@ def _cmd_compile(args) -> None:
     if args.fallback_sqnr is not None and args.fallback is None:
         raise MccError("--fallback-sqnr is the target of --fallback: add --fallback float, or drop --fallback-sqnr")
     out = args.output or _default_output(args.model, args.target)
+    profile = None
+    if args.device:
+        from .devices.profiles import get_profile
+
+        profile = get_profile(args.device)  # an unknown device is refused before any work
     progress = Progress(not args.quiet)
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
                "bias_correction": args.bias_correction, "cle": args.cle, "epochs": args.epochs,
@@ -140,6 +145,31 @@ def _cmd_compile(args) -> None:
             print(_format_guard(result.report["fidelity"]))
         if args.report:
             print(f"report written to {args.report}")
+    if profile:
+        _device_fit(profile, result, args.quiet)
+
+
+def _device_fit(profile: dict, result, quiet: bool) -> None:
+    """compile --device: the compiled file and its arena estimate against the board's memory; a warning (not a
+    refusal: the estimate is a lower bound and the user may know better) when they do not fit."""
+    from .artifacts import arena_estimate
+    from .devices.profiles import memory_check
+
+    m = memory_check(profile, len(result.data), arena_estimate(result.graph))
+    if not m["fits"]:
+        print(f"mcc: warning: the model will not fit {profile['name']}: {'; '.join(m['problems'])}", file=sys.stderr)
+    elif not quiet:
+        print(f"fits {profile['name']}: {m['ram_needed']:,} of {m['ram_bytes']:,} bytes of RAM "
+              f"(model {m['model_bytes']:,} + arena estimate {m['arena_bytes']:,})"
+              if m["flash_bytes"] is None else
+              f"fits {profile['name']}: arena estimate {m['arena_bytes']:,} of {m['ram_bytes']:,} bytes of RAM, "
+              f"model {m['model_bytes']:,} of {m['flash_bytes']:,} bytes of flash")
+
+
+def _cmd_devices(args) -> None:
+    from .devices.profiles import format_devices
+
+    print(format_devices())
 
 
 # ---- embedded metadata and the HTML report (issue 20) -----------------------------------------------------------
@@ -500,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "match (repeatable) by depthwise + pointwise convs, or 'auto' with --depthwise-ratio; needs --calib")
     c.add_argument("--depthwise-ratio", type=float, metavar="R",
                    help="with --depthwise auto: replace convs until they keep R of their MACs")
+    c.add_argument("--device", help="warn when the compiled model and its activation arena will not fit this "
+                   "board's memory (see `mcc devices`)")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 
@@ -557,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", help="list targets")
     t.set_defaults(func=_cmd_targets)
+    d = sub.add_parser("devices", help="list known boards: CPU, memory, ISA features, rule sets, how each is reached")
+    d.set_defaults(func=_cmd_devices)
     _add_build_commands(sub)
     return p
 
