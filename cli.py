@@ -166,6 +166,32 @@ def _device_fit(profile: dict, result, quiet: bool) -> None:
               f"model {m['model_bytes']:,} of {m['flash_bytes']:,} bytes of flash")
 
 
+def _cmd_bench(args) -> None:
+    import json
+
+    from .devices.remote import bench_on_device, format_bench
+
+    try:
+        threads = tuple(int(t) for t in args.threads.split(","))
+    except ValueError:
+        raise MccError(f"--threads takes thread counts separated by commas, e.g. 1,4; got '{args.threads}'") from None
+    if min(threads) < 1 or args.runs < 1 or args.warmup < 0:
+        raise MccError("--threads and --runs take counts of at least 1, --warmup at least 0")
+    r = bench_on_device(args.model, args.input, args.device, args.host, threads, args.runs, args.warmup,
+                        args.python, args.ssh_config, args.remote_dir)
+    print(json.dumps(r, indent=2) if args.json else format_bench(r))
+
+
+def _device_options(sp) -> None:
+    sp.add_argument("--device", help="a board of `mcc devices` (its rule sets and figures), or qemu-arm64")
+    sp.add_argument("--host", metavar="USER@HOST", help="run on this board over ssh (key login, as `ssh USER@HOST` "
+                    "does it): mcc installs its base install into a venv there")
+    sp.add_argument("--python", default="python3", help="the board's Python 3.11 (default python3)")
+    sp.add_argument("--ssh-config", metavar="FILE", help="ssh configuration file to use (ssh -F)")
+    sp.add_argument("--remote-dir", metavar="DIR", help="folder on the board for mcc's venv and job folders "
+                    "(default ~/.cache/mcc-device)")
+
+
 def _cmd_devices(args) -> None:
     from .devices.profiles import format_devices
 
@@ -352,6 +378,16 @@ def _cmd_inspect(args) -> None:
 def _cmd_validate(args) -> int:
     import json
 
+    if args.device or args.host:
+        from .devices.remote import format_device_report, validate_on_device
+
+        if args.reference or args.kernels:
+            raise MccError("--reference and --kernels are for a validate here; with --device / --host mcc compares "
+                           "LiteRT's ref and default kernels and its runtime, device against host")
+        report = validate_on_device(args.model, args.input, args.device, args.host, args.python, args.ssh_config,
+                                    args.remote_dir, progress=Progress(not args.json))
+        print(json.dumps(report, indent=2) if args.json else format_device_report(report))
+        return 0 if report["ok"] else 1
     from .validate import format_report, validate
 
     kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
@@ -578,7 +614,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --reference, for a file compiled with --no-cle or --no-bias-correction: the per-layer "
                    "view compares with the float graph without cross-layer equalisation")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    _device_options(v)
     v.set_defaults(func=_cmd_validate)
+
+    be = sub.add_parser("bench", help="latency and peak memory of LiteRT and mcc's runtime, here or on a device")
+    be.add_argument("model")
+    be.add_argument("--input", help=".npz or .npy whose first batch is timed (default: seeded random inputs)")
+    be.add_argument("--threads", default="1", help="thread counts to time, comma-separated, e.g. 1,4")
+    be.add_argument("--runs", type=int, default=20, help="timed runs after warm-up (default 20)")
+    be.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3; mcc's first compiles)")
+    be.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _device_options(be)
+    be.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("inspect", help="print a model's IR and per-layer table")
     i.add_argument("model")
