@@ -4,7 +4,7 @@ The host and the board run this same module on the same files (the host in a loc
 transport filled), so a difference between their results is the machine's, never the harness's. JOB_DIR holds
 job.json ({"model", "inputs", "tasks", "rules", "threads", "runs", "warmup"}), the model and the inputs; the runner
 writes back machine.json (devices.host.describe()), and per task:
-  tensors   tensors.npz: every tensor of LiteRT's ref and default kernels (or onnxruntime's ort-all) and of mcc's
+  tensors   tensors.npz: every operator output of LiteRT's ref and default kernels (or onnxruntime's ort-all) and of mcc's
             runtime under the rule set that matches each, all samples, keyed "ENGINE/tensor"
   validate  validate.json: `mcc validate`'s report made on the device (mcc vs its peer, there)
   bench     bench.json: latency and peak memory per engine and thread count, each measured in a fresh process
@@ -66,6 +66,8 @@ def tensors(job, data, fmt, graph, batches) -> dict[str, np.ndarray]:
     from ..runtime import run
     from ..validate import _peer
 
+    # operator outputs only: not constants (the same file's bytes), nor LiteRT's unnamed scratch tensors
+    produced = {o.name for n in graph.nodes for o in n.outputs}
     out: dict[str, list] = {}
     for engine in ENGINES[fmt]:
         if engine.startswith("mcc"):
@@ -79,7 +81,8 @@ def tensors(job, data, fmt, graph, batches) -> dict[str, np.ndarray]:
                 continue
         for feeds in batches:
             for name, value in step(feeds).items():
-                out.setdefault(f"{engine}/{name}", []).append(np.asarray(value))
+                if name in produced:
+                    out.setdefault(f"{engine}/{name}", []).append(np.asarray(value))
     return {k: np.concatenate(v) if v[0].ndim else np.stack(v) for k, v in out.items()}
 
 
