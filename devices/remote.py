@@ -176,14 +176,14 @@ def format_bench(r: dict) -> str:
              f"{m['cores']} cores)"]
     if r["emulated"]:
         lines.append("note: emulated timings (qemu) are not device timings: they show the code runs, not how fast")
-    lines.append(f"  {'engine':<10} {'threads':>7} {'median ms':>10} {'p90 ms':>9} {'min ms':>9} {'max ms':>9} "
+    lines.append(f"  {'engine':<12} {'threads':>7} {'median ms':>10} {'p90 ms':>9} {'min ms':>9} {'max ms':>9} "
                  f"{'peak MiB':>9} {'+MiB':>7}")
     for row in r["rows"]:
         if "error" in row:
-            lines.append(f"  {row['engine']:<10} {row['threads']:>7} failed: {row['error']}")
+            lines.append(f"  {row['engine']:<12} {row['threads']:>7} failed: {row['error']}")
             continue
         grew = (row["peak_rss_bytes"] - row["rss_before_bytes"]) / 2**20 if row["rss_before_bytes"] else float("nan")
-        lines.append(f"  {row['engine']:<10} {row['threads']:>7} {row['median_ms']:>10.3f} {row['p90_ms']:>9.3f} "
+        lines.append(f"  {row['engine']:<12} {row['threads']:>7} {row['median_ms']:>10.3f} {row['p90_ms']:>9.3f} "
                      f"{row['min_ms']:>9.3f} {row['max_ms']:>9.3f} {row['peak_rss_bytes'] / 2**20:>9.1f} "
                      f"{grew:>7.1f}")
     lines.append("  (runs after warm-up, one batch each; peak MiB: the process's peak resident set while the engine "

@@ -53,13 +53,15 @@ def _batches(job: dict, job_dir: Path, graph) -> list[dict[str, np.ndarray]]:
     return [{k: v[i:i + b] for k, v in feeds.items()} for i in range(0, n - n % b, b)]
 
 
+MIRRORS = {"mcc-ref": "ref", "mcc-default": "default", "mcc-onnxruntime": "onnxruntime"}  # profile rules keys
+
+
 def _rules(job: dict, engine: str) -> str:
     """The runtime rule set an mcc engine uses: the device profile's for the peer kernel set it mirrors."""
-    kernels = PEER_KERNELS[{"mcc-ref": "litert-ref", "mcc-default": "litert-default"}.get(engine, "onnxruntime")]
     from ..validate import RULES_FOR_KERNELS
 
-    return job.get("rules", {}).get("onnxruntime" if kernels.startswith("ort") else kernels,
-                                    RULES_FOR_KERNELS[kernels])
+    key = MIRRORS[engine]
+    return job.get("rules", {}).get(key) or RULES_FOR_KERNELS["ort-all" if key == "onnxruntime" else key]
 
 
 def tensors(job, data, fmt, graph, batches) -> dict[str, np.ndarray]:

@@ -184,7 +184,7 @@ def test_bench_over_ssh(sshd, capsys):
                  "--python", sys.executable, "--remote-dir", str(tmp / "board"), "--runs", "3"]) == 0
     out = capsys.readouterr().out
     assert "on ssh mcc-loopback" in out and "estimate for rpi4 at 1 thread(s)" in out
-    assert out.count("\n  litert ") == 1 and out.count("\n  mcc ") == 1
+    assert out.count("\n  litert  ") == 1 and out.count("\n  mcc  ") == 1
 
 
 def test_ssh_errors_name_the_cause(sshd, tmp_path, capsys):
