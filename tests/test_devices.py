@@ -201,3 +201,18 @@ def test_ssh_errors_name_the_cause(sshd, tmp_path, capsys):
     assert main([*base, "--ssh-config", str(cfg), "--python", "/nonexistent/python3"]) == 2
     err = capsys.readouterr().err
     assert "no /nonexistent/python3 on mcc-loopback: install it there" in err and "--python" in err
+
+
+@pytest.mark.slow
+def test_ssh_reports_exactly_what_to_install_when_the_board_cannot_fetch_it(sshd, tmp_path, capsys):
+    """A board without the base install's dependencies and without an index to fetch them from (a venv that does not
+    see the system's packages, whose pip.conf says no-index): mcc names the missing modules and the pip line."""
+    cfg, _ = sshd
+    board = tmp_path / "offline"
+    subprocess.run([sys.executable, "-m", "venv", str(board / "venv")], check=True)
+    (board / "venv" / "pip.conf").write_text("[global]\nno-index = true\n")
+    assert main(["bench", str(ZOO_INT8), "--host", "mcc-loopback", "--ssh-config", str(cfg), "--python",
+                 sys.executable, "--remote-dir", str(board)]) == 2
+    err = capsys.readouterr().err
+    assert "mcc's base install is incomplete on mcc-loopback: ai_edge_litert, flatbuffers, numba, numpy" in err
+    assert f"run: {board}/venv/bin/python -m pip install ai-edge-litert==2.3.0 flatbuffers==25.12.19" in err
