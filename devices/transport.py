@@ -69,8 +69,9 @@ class SshTransport:
                     "-o", f"ConnectTimeout={int(timeout)}", host]
         self.job_dir: str | None = None
 
-    def _sh(self, script: str, timeout: float | None = None, stdin=None, capture=True) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.ssh, script], input=stdin, capture_output=capture,
+    def _sh(self, script: str, timeout: float | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+        """`script` run by the board's shell (ssh hands the remote side one command line); bytes in and out."""
+        return subprocess.run([*self.ssh, script], input=stdin, capture_output=True,
                               timeout=timeout or self.timeout * 3)
 
     def _check(self, p: subprocess.CompletedProcess, doing: str) -> str:
