@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -129,7 +130,8 @@ def sshd(tmp_path_factory):
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp}/host_key\nPidFile {tmp}/sshd.pid\n"
         f"AuthorizedKeysFile {tmp}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
         f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n")
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder (made by the service normally)
+    if os.geteuid() == 0:  # root's sshd wants its privilege separation folder (the service makes it normally)
+        Path("/run/sshd").mkdir(exist_ok=True)
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp / "sshd_config"), "-p", str(port)],
                             stderr=open(tmp / "sshd.log", "wb"))
     cfg = _client_config(tmp, port, tmp / "id")
