@@ -94,6 +94,11 @@ def _cmd_compile(args) -> None:
     if args.fallback_sqnr is not None and args.fallback is None:
         raise MccError("--fallback-sqnr is the target of --fallback: add --fallback float, or drop --fallback-sqnr")
     out = args.output or _default_output(args.model, args.target)
+    profile = None
+    if args.device:
+        from .devices.profiles import get_profile
+
+        profile = get_profile(args.device)  # an unknown device is refused before any work
     progress = Progress(not args.quiet)
     options = {"observer": args.observer, "io": args.io, "require_int8": args.require_int8,
                "bias_correction": args.bias_correction, "cle": args.cle, "epochs": args.epochs,
@@ -140,6 +145,57 @@ def _cmd_compile(args) -> None:
             print(_format_guard(result.report["fidelity"]))
         if args.report:
             print(f"report written to {args.report}")
+    if profile:
+        _device_fit(profile, result, args.quiet)
+
+
+def _device_fit(profile: dict, result, quiet: bool) -> None:
+    """compile --device: the compiled file and its arena estimate against the board's memory; a warning (not a
+    refusal: the estimate is a lower bound and the user may know better) when they do not fit."""
+    from .artifacts import arena_estimate
+    from .devices.profiles import memory_check
+
+    m = memory_check(profile, len(result.data), arena_estimate(result.graph))
+    if not m["fits"]:
+        print(f"mcc: warning: the model will not fit {profile['name']}: {'; '.join(m['problems'])}", file=sys.stderr)
+    elif not quiet:
+        print(f"fits {profile['name']}: {m['ram_needed']:,} of {m['ram_bytes']:,} bytes of RAM "
+              f"(model {m['model_bytes']:,} + arena estimate {m['arena_bytes']:,})"
+              if m["flash_bytes"] is None else
+              f"fits {profile['name']}: arena estimate {m['arena_bytes']:,} of {m['ram_bytes']:,} bytes of RAM, "
+              f"model {m['model_bytes']:,} of {m['flash_bytes']:,} bytes of flash")
+
+
+def _cmd_bench(args) -> None:
+    import json
+
+    from .devices.remote import bench_on_device, format_bench
+
+    try:
+        threads = tuple(int(t) for t in args.threads.split(","))
+    except ValueError:
+        raise MccError(f"--threads takes thread counts separated by commas, e.g. 1,4; got '{args.threads}'") from None
+    if min(threads) < 1 or args.runs < 1 or args.warmup < 0:
+        raise MccError("--threads and --runs take counts of at least 1, --warmup at least 0")
+    r = bench_on_device(args.model, args.input, args.device, args.host, threads, args.runs, args.warmup,
+                        args.python, args.ssh_config, args.remote_dir)
+    print(json.dumps(r, indent=2) if args.json else format_bench(r))
+
+
+def _device_options(sp) -> None:
+    sp.add_argument("--device", help="a board of `mcc devices` (its rule sets and figures), or qemu-arm64")
+    sp.add_argument("--host", metavar="USER@HOST", help="run on this board over ssh (key login, as `ssh USER@HOST` "
+                    "does it): mcc installs its base install into a venv there")
+    sp.add_argument("--python", default="python3", help="the board's Python 3.11 (default python3)")
+    sp.add_argument("--ssh-config", metavar="FILE", help="ssh configuration file to use (ssh -F)")
+    sp.add_argument("--remote-dir", metavar="DIR", help="folder on the board for mcc's venv and job folders "
+                    "(default ~/.cache/mcc-device)")
+
+
+def _cmd_devices(args) -> None:
+    from .devices.profiles import format_devices
+
+    print(format_devices())
 
 
 # ---- embedded metadata and the HTML report (issue 20) -----------------------------------------------------------
@@ -322,6 +378,16 @@ def _cmd_inspect(args) -> None:
 def _cmd_validate(args) -> int:
     import json
 
+    if args.device or args.host:
+        from .devices.remote import format_device_report, validate_on_device
+
+        if args.reference or args.kernels:
+            raise MccError("--reference and --kernels are for a validate here; with --device / --host mcc compares "
+                           "LiteRT's ref and default kernels and its runtime, device against host")
+        report = validate_on_device(args.model, args.input, args.device, args.host, args.python, args.ssh_config,
+                                    args.remote_dir, progress=Progress(not args.json))
+        print(json.dumps(report, indent=2) if args.json else format_device_report(report))
+        return 0 if report["ok"] else 1
     from .validate import format_report, validate
 
     kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
@@ -500,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "match (repeatable) by depthwise + pointwise convs, or 'auto' with --depthwise-ratio; needs --calib")
     c.add_argument("--depthwise-ratio", type=float, metavar="R",
                    help="with --depthwise auto: replace convs until they keep R of their MACs")
+    c.add_argument("--device", help="warn when the compiled model and its activation arena will not fit this "
+                   "board's memory (see `mcc devices`)")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 
@@ -546,7 +614,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --reference, for a file compiled with --no-cle or --no-bias-correction: the per-layer "
                    "view compares with the float graph without cross-layer equalisation")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    _device_options(v)
     v.set_defaults(func=_cmd_validate)
+
+    be = sub.add_parser("bench", help="latency and peak memory of LiteRT and mcc's runtime, here or on a device")
+    be.add_argument("model")
+    be.add_argument("--input", help=".npz or .npy whose first batch is timed (default: seeded random inputs)")
+    be.add_argument("--threads", default="1", help="thread counts to time, comma-separated, e.g. 1,4")
+    be.add_argument("--runs", type=int, default=20, help="timed runs after warm-up (default 20)")
+    be.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3; mcc's first compiles)")
+    be.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _device_options(be)
+    be.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("inspect", help="print a model's IR and per-layer table")
     i.add_argument("model")
@@ -557,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", help="list targets")
     t.set_defaults(func=_cmd_targets)
+    d = sub.add_parser("devices", help="list known boards: CPU, memory, ISA features, rule sets, how each is reached")
+    d.set_defaults(func=_cmd_devices)
     _add_build_commands(sub)
     return p
 

@@ -210,7 +210,8 @@ def read_compiled(path) -> tuple[bytes, str, Graph]:
     return data, fmt, read_model_bytes(data, fmt, path)
 
 
-def validate(model_path, input_path, reference_path=None, kernels=None, progress=None, cle=None) -> dict:
+def validate(model_path, input_path, reference_path=None, kernels=None, progress=None, cle=None,
+             rules: dict | None = None) -> dict:
     """Compare `model_path` (.tflite or .onnx) with mcc's runtime on the inputs in `input_path`, for each kernel
     set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity, and
     for an int8 file the fidelity guard's per-layer view against the float graph mcc quantized (`cle`: False
@@ -237,7 +238,8 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
     for k in kernels:
         if progress:
             progress.say(f"comparing with {describe(k)} on {n} samples")
-        report["comparisons"].append(compare(data, graph, batches, k).to_json())
+        chosen = (rules or {}).get("onnxruntime" if k in ORT_LEVELS else k)
+        report["comparisons"].append(compare(data, graph, batches, k, chosen).to_json())
     if reference_path is not None:
         from .compiler import load_model
 
