@@ -319,10 +319,27 @@ def _cmd_inspect(args) -> None:
     print(format_table(graph))
 
 
+def _validate_on_device(args) -> int:
+    """mcc validate --device: the comparison on the board (issue 19); today the emulated arm64 board."""
+    import json
+
+    from .devices import qemu
+
+    if args.device != "qemu-arm64":
+        raise MccError(f"unknown device '{args.device}' for mcc validate; known: qemu-arm64")
+    report = qemu.compare_on_device(args.model, args.input, rebuild=args.rebuild_device,
+                                    progress=Progress(not args.json))
+    print(json.dumps(report, indent=2) if args.json else qemu.format_comparison(report))
+    return 0 if report["ok"] else 1
+
+
 def _cmd_validate(args) -> int:
     import json
 
     from .validate import format_report, validate
+
+    if args.device:
+        return _validate_on_device(args)
 
     kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     report = validate(args.model, args.input, args.reference, kernels, progress=Progress(not args.json),
@@ -546,6 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --reference, for a file compiled with --no-cle or --no-bias-correction: the per-layer "
                    "view compares with the float graph without cross-layer equalisation")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    # issue 19, devices: validate on a board (devices/qemu.py)
+    v.add_argument("--device", help="qemu-arm64: run the validation on an emulated arm64 Debian (built once, "
+                   "cached in $MCC_CACHE or ~/.cache/mcc; needs root, debootstrap, qemu-user-static) and compare "
+                   "every tensor with this host's")
+    v.add_argument("--rebuild-device", action="store_true", help="with --device qemu-arm64: rebuild its root file "
+                   "system")
     v.set_defaults(func=_cmd_validate)
 
     i = sub.add_parser("inspect", help="print a model's IR and per-layer table")

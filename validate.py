@@ -91,7 +91,7 @@ def model_format(data: bytes, path) -> str:
                    "(mcc compile MODEL --target ...)", path=path)
 
 
-def _peer(data: bytes, kernels: str):
+def peer_runner(data: bytes, kernels: str):
     """feeds -> every tensor by name, as the peer that runs `kernels` computes them."""
     if kernels in ORT_LEVELS:
         from .runtime.ort import make_session, run_ort
@@ -116,7 +116,7 @@ def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], ker
     diffs = {o.name: TensorDiff(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs}
     exact_tensors = {o.name for n in graph.nodes for o in n.outputs
                      if exact and (o.dtype != "float32" or n.op == "dequantize")}
-    peer = _peer(data, kernels)
+    peer = peer_runner(data, kernels)
     for chunk, chunk_feeds, k in in_chunks(graph, batches):
         every = run(chunk, chunk_feeds, keep_all=True, rules=rules)
         cut = {name: split_batches([every[name]], k) for name in diffs if name in every}
@@ -210,6 +210,15 @@ def read_compiled(path) -> tuple[bytes, str, Graph]:
     return data, fmt, read_model_bytes(data, fmt, path)
 
 
+def model_batches(graph: Graph, feeds: dict[str, np.ndarray], path=None) -> list[dict[str, np.ndarray]]:
+    """`feeds` (all samples, batch first) cut into batches of the model's batch size."""
+    batch, n = graph.inputs[0].shape[0], len(next(iter(feeds.values())))
+    if n % batch:
+        raise MccError(f"{n} samples do not split into batches of {batch}, the batch size of model '{graph.name}'",
+                       path=path)
+    return [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
+
+
 def validate(model_path, input_path, reference_path=None, kernels=None, progress=None, cle=None) -> dict:
     """Compare `model_path` (.tflite or .onnx) with mcc's runtime on the inputs in `input_path`, for each kernel
     set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity, and
@@ -220,11 +229,8 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
     kernels = _kernel_sets(kernels, fmt, model_path)
     arrays = read_arrays(input_path)
     feeds, notes = match_inputs(arrays, graph.inputs, path=input_path)
-    batch = graph.inputs[0].shape[0]
+    batches = model_batches(graph, feeds, input_path)
     n = len(next(iter(feeds.values())))
-    if n % batch:
-        raise MccError(f"{n} samples do not split into batches of {batch}, the model's batch size", path=input_path)
-    batches = [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
     if fmt == "onnx":
         from .runtime.ort import version
         from .runtime.rules import rule_set
@@ -263,11 +269,7 @@ def _run_all(graph: Graph, feeds: dict[str, np.ndarray], rules: str | None = Non
     """`graph`'s outputs on all samples of `feeds` (batch first), many samples per run (calibrate.in_chunks)."""
     from .runtime import run
 
-    batch, n = graph.inputs[0].shape[0], len(next(iter(feeds.values())))
-    if n % batch:
-        raise MccError(f"{n} samples do not split into batches of {batch}, the batch size of model '{graph.name}'")
-    batches = [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
-    parts = [run(g, f, rules=rules) for g, f, _ in in_chunks(graph, batches)]
+    parts = [run(g, f, rules=rules) for g, f, _ in in_chunks(graph, model_batches(graph, feeds))]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
