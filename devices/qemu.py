@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -89,11 +90,22 @@ def _sh(argv: list[str], what: str, log: Path | None = None, **kw) -> subprocess
 def _chroot(root: Path, command: str, log: Path | None = None, what: str = "the arm64 command"):
     """Run `command` (sh) in `root` with /proc, /dev and /dev/shm mounted in a private mount namespace, so that the
     mounts vanish with the process whatever happens."""
+    passed = " ".join(f"{k}={_quote(v)}" for k, v in os.environ.items() if k.lower() in _PASSED_ENV)
     script = (f"set -e; mount -t proc proc {root}/proc; mount --bind /dev {root}/dev; "
               f"mount -t tmpfs shm {root}/dev/shm; "
               f"exec chroot {root} /usr/bin/env -i PATH={VENV}/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "
-              f"/bin/sh -c {_quote(command)}")
+              f"PIP_CERT={HOST_CA} {passed} /bin/sh -c {_quote(command)}")
     return _sh(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], what, log)
+
+
+# pip in the rootfs reaches PyPI the way the host does: through the host's proxy settings, trusting the host's CA
+# bundle (a network that inspects TLS adds its CA there; Debian's bundle in the rootfs lacks it)
+_PASSED_ENV = {"http_proxy", "https_proxy", "no_proxy", "pip_index_url"}
+HOST_CA = "/etc/ssl/certs/mcc-host-ca-bundle.crt"
+
+
+def _host_ca_bundle() -> Path:
+    return Path(os.environ.get("PIP_CERT") or ssl.get_default_verify_paths().openssl_cafile)
 
 
 def _quote(text: str) -> str:
@@ -101,8 +113,11 @@ def _quote(text: str) -> str:
 
 
 def _requirements() -> list[str]:
+    """The base install's pinned dependencies and onnxruntime (the `ort` extra), so that .onnx files validate on
+    the board too; pip in the rootfs picks their aarch64 wheels."""
     with open(SOURCE / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]["dependencies"]
+        project = tomllib.load(f)["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["ort"]]
 
 
 _NOT_SHIPPED = shutil.ignore_patterns("tests", "__pycache__", "*.egg-info", "build", ".git", "*.tflite", "*.onnx",
@@ -158,6 +173,7 @@ def ensure_rootfs(rebuild: bool = False, progress=None) -> Path:
                  str(partial), MIRROR], "debootstrap of the arm64 rootfs", log)
             (partial / "DEBOOTSTRAPPED").touch()
         shutil.copy("/etc/resolv.conf", partial / "etc" / "resolv.conf")  # pip inside reaches PyPI
+        shutil.copy(_host_ca_bundle(), partial / HOST_CA.lstrip("/"))
         say("installing mcc's runtime dependencies (aarch64 wheels) in the arm64 rootfs")
         _chroot(partial, f"python3 -m venv {VENV} && pip install -q --disable-pip-version-check "
                          + " ".join(_quote(r) for r in _requirements()), log, "pip install in the arm64 rootfs")
