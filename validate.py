@@ -18,6 +18,7 @@ cosine similarity and top-1 agreement against it.
 
 from __future__ import annotations
 
+import platform
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,15 @@ from .runtime.ort import LEVELS as ORT_LEVELS
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
 KERNELS = {"tflite": ("ref", "default"), "onnx": tuple(ORT_LEVELS)}   # what each file format can be compared with
 DEFAULT_KERNELS = {"tflite": ("ref", "default"), "onnx": ("ort-all", "ort-none")}
+
+
+def peer_rules(kernels: str, isa: str = platform.machine()) -> str:
+    """The rule set that claims to match `kernels` on `isa`: the ISA's own set where that peer was measured to
+    compute otherwise there (runtime/rules.py: litert-xnnpack-aarch64), else the set measured on x86-64."""
+    from .runtime.rules import known
+
+    base = RULES_FOR_KERNELS[kernels]
+    return f"{base}-{isa}" if f"{base}-{isa}" in known() else base
 FLOAT_TOLERANCE = 1e-5
 
 
@@ -111,7 +121,7 @@ def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], ker
     tensor."""
     from .runtime import run
 
-    rules = rules or RULES_FOR_KERNELS[kernels]
+    rules = rules or peer_rules(kernels)
     exact = _is_integer_model(graph)
     diffs = {o.name: TensorDiff(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs}
     exact_tensors = {o.name for n in graph.nodes for o in n.outputs
@@ -250,14 +260,14 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
         ref_graph = load_model(reference_path)
         ref_feeds, _ = match_inputs(arrays, ref_graph.inputs, path=input_path)
         ref_out = _run_all(ref_graph, ref_feeds)
-        outs = _run_all(graph, feeds, RULES_FOR_KERNELS[kernels[0]])
+        outs = _run_all(graph, feeds, peer_rules(kernels[0]))
         report["reference"] = str(reference_path)
         report["fidelity"] = fidelity(ref_out, outs)
         if _is_integer_model(graph):
             if progress:
                 progress.say(f"per-layer SQNR against the float graph of {reference_path} on {n} samples")
             view = layer_fidelity(float_reference(ref_graph, TARGET_FOR_FORMAT[fmt], {"cle": cle}), graph, arrays,
-                                  RULES_FOR_KERNELS[kernels[0]])
+                                  peer_rules(kernels[0]))
             report["layers"], report["jumps"] = view["layers"], view["jumps"]
             report["fidelity_warnings"] = [explain(view, name, f" (below {GUARD_SQNR_DB:g} dB)")
                                            for name in low_outputs(view, GUARD_SQNR_DB)]

@@ -219,9 +219,11 @@ def run_in_rootfs(argv: list[str], files: dict[str, Path], outputs: tuple[str, .
 
 def dump(model, inputs) -> dict[str, np.ndarray]:
     """Every operator output of `model` on all samples of `inputs`, keyed "SOURCE|tensor": for a .tflite SOURCE is
-    litert-ref / litert-default (LiteRT's kernel sets) and mcc:litert-ref / mcc:litert-xnnpack (mcc's runtime under
-    the matching rule set); for an .onnx, ort-all / ort-none and mcc:onnxruntime."""
+    litert-ref / litert-default (LiteRT's kernel sets) and mcc:litert-ref / mcc:litert-xnnpack /
+    mcc:litert-xnnpack-aarch64 (mcc's runtime under each rule set that claims to match them, on any ISA); for an
+    .onnx, ort-all / ort-none and mcc:onnxruntime."""
     from ..runtime import run
+    from ..runtime.rules import known
     from ..validate import DEFAULT_KERNELS, RULES_FOR_KERNELS, model_batches, peer_runner, read_compiled
     from ..datafiles import match_inputs, read_arrays
 
@@ -232,14 +234,17 @@ def dump(model, inputs) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {}
     for kernels in DEFAULT_KERNELS[fmt]:
         peer = peer_runner(data, kernels)
-        rules = RULES_FOR_KERNELS[kernels]
+        base = RULES_FOR_KERNELS[kernels]
         for b in batches:
-            theirs, ours = peer(b), run(graph, b, keep_all=True, rules=rules)
+            theirs = peer(b)
+            for rules in [base, *(r for r in known() if r.startswith(base + "-"))]:   # every ISA's variant
+                ours = run(graph, b, keep_all=True, rules=rules)
+                for name in tensors:
+                    parts.setdefault(f"mcc:{rules}|{name}", []).append(ours[name])
             for name in tensors:
                 if name in theirs:
                     parts.setdefault(f"{'litert-' if fmt == 'tflite' else ''}{kernels}|{name}", []).append(
                         np.asarray(theirs[name]).reshape(ours[name].shape))
-                parts.setdefault(f"mcc:{rules}|{name}", []).append(ours[name])
     return {k: np.concatenate([np.atleast_1d(p) for p in v]) for k, v in parts.items()}
 
 

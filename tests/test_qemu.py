@@ -31,7 +31,8 @@ def test_dump_holds_every_tensor_of_each_kernel_set_and_diff_counts_each_element
     out, x = _int8_tflite(model, torch.randn(1, 3, 8, 8), tmp_path, "tiny")
     first, again = dump(out, x), dump(out, x)
     sources = diff_dumps(first, again)
-    assert set(sources) == {"litert-ref", "litert-default", "mcc:litert-ref", "mcc:litert-xnnpack"}
+    assert set(sources) == {"litert-ref", "litert-default", "mcc:litert-ref", "mcc:litert-xnnpack",
+                            "mcc:litert-xnnpack-aarch64"}
     for v in sources.values():
         assert v["elements"] > 0 and v["differing"] == 0 and not v["missing"]
     conv = next(k for k in first if k.startswith("mcc:litert-ref|") and first[k].dtype == np.int8)
@@ -63,7 +64,8 @@ def test_zoo_int8_has_the_same_bits_on_emulated_arm64(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ok"]
     versus = report["arm64_vs_host"]
-    assert set(versus) == {"litert-ref", "litert-default", "mcc:litert-ref", "mcc:litert-xnnpack"}
+    assert set(versus) == {"litert-ref", "litert-default", "mcc:litert-ref", "mcc:litert-xnnpack",
+                            "mcc:litert-xnnpack-aarch64"}
     for source, v in versus.items():
         assert v["elements"] > 0 and v["differing"] == 0 and not v["missing"], (source, v)
     for c in report["arm64_validate"]["comparisons"]:
