@@ -15,6 +15,7 @@ peer's kernels and for mcc's runtime, and mcc against its peers on arm64 (`mcc v
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -196,6 +197,13 @@ def run_in_rootfs(argv: list[str], files: dict[str, Path], outputs: tuple[str, .
     """Run `argv` (its first word a program of the rootfs's venv: python, mcc) on the emulated arm64 board, in a
     fresh folder holding `files` (name -> host path); return its stdout and the `outputs` it wrote, copied to a
     host temporary folder (name -> path). The CLI's device commands go through this."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # one run at a time: another would reinstall mcc under this one's feet
+        return _run_locked(argv, files, outputs, rebuild, progress)
+
+
+def _run_locked(argv, files, outputs, rebuild, progress):
     root = ensure_rootfs(rebuild, progress)
     work = Path(tempfile.mkdtemp(prefix="mcc-job-", dir=root / "tmp"))
     try:
@@ -287,7 +295,11 @@ def compare_on_device(model, inputs, rebuild: bool = False, progress=None) -> di
     host = dump(model, inputs)
     shutil.rmtree(files["dump.npz"].parent, ignore_errors=True)
     versus = diff_dumps(arm, host)
-    ok = arm_validate["ok"] and all(v["differing"] == 0 and not v["missing"] for v in versus.values())
+    # The claim: mcc's runtime and LiteRT's reference kernels compute the same bits on both ISAs, and mcc matches
+    # every peer on arm64 under that ISA's rule set. An optimized peer (XNNPACK, onnxruntime's MLAS) may itself
+    # compute otherwise on arm64: reported, and covered by the aarch64 rule set (runtime/rules.py), not a failure.
+    claimed = {k: v for k, v in versus.items() if k.startswith("mcc:") or k == "litert-ref"}
+    ok = arm_validate["ok"] and all(v["differing"] == 0 and not v["missing"] for v in claimed.values())
     return {"device": "qemu-arm64", "model": str(model), "inputs": str(inputs), "samples": arm_validate["samples"],
             "arm64_seconds": round(arm_s, 1), "arm64_validate": arm_validate, "arm64_vs_host": versus, "ok": ok}
 
