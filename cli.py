@@ -327,7 +327,8 @@ def _validate_on_device(args) -> int:
 
     if args.device != "qemu-arm64":
         raise MccError(f"unknown device '{args.device}' for mcc validate; known: qemu-arm64")
-    report = qemu.compare_on_device(args.model, args.input, rebuild=args.rebuild_device,
+    kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    report = qemu.compare_on_device(args.model, args.input, kernels, rebuild=args.rebuild_device,
                                     progress=Progress(not args.json))
     print(json.dumps(report, indent=2) if args.json else qemu.format_comparison(report))
     return 0 if report["ok"] else 1

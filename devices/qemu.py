@@ -225,11 +225,11 @@ def _run_locked(argv, files, outputs, rebuild, progress):
 
 # ---- what runs on both machines: every tensor of every kernel set, as the peers and mcc's runtime compute it ----
 
-def dump(model, inputs) -> dict[str, np.ndarray]:
+def dump(model, inputs, kernels=None) -> dict[str, np.ndarray]:
     """Every operator output of `model` on all samples of `inputs`, keyed "SOURCE|tensor": for a .tflite SOURCE is
     litert-ref / litert-default (LiteRT's kernel sets) and mcc:litert-ref / mcc:litert-xnnpack /
     mcc:litert-xnnpack-aarch64 (mcc's runtime under each rule set that claims to match them, on any ISA); for an
-    .onnx, ort-all / ort-none and mcc:onnxruntime."""
+    .onnx, ort-all / ort-none and mcc:onnxruntime. `kernels`: the kernel sets (None: the format's defaults)."""
     from ..runtime import run
     from ..runtime.rules import known
     from ..validate import DEFAULT_KERNELS, RULES_FOR_KERNELS, model_batches, peer_runner, read_compiled
@@ -240,19 +240,22 @@ def dump(model, inputs) -> dict[str, np.ndarray]:
     batches = model_batches(graph, feeds, inputs)
     tensors = [o.name for n in graph.nodes for o in n.outputs]
     parts: dict[str, list[np.ndarray]] = {}
-    for kernels in DEFAULT_KERNELS[fmt]:
-        peer = peer_runner(data, kernels)
-        base = RULES_FOR_KERNELS[kernels]
+    done: set[str] = set()   # onnxruntime's levels share one rule set: mcc runs under it once
+    for k in kernels or DEFAULT_KERNELS[fmt]:
+        peer = peer_runner(data, k)
+        base = RULES_FOR_KERNELS[k]
+        sets = [r for r in (base, *(r for r in known() if r.startswith(base + "-"))) if r not in done]  # each ISA's
+        done.update(sets)
         for b in batches:
             theirs = peer(b)
-            for rules in [base, *(r for r in known() if r.startswith(base + "-"))]:   # every ISA's variant
+            for rules in sets:
                 ours = run(graph, b, keep_all=True, rules=rules)
                 for name in tensors:
                     parts.setdefault(f"mcc:{rules}|{name}", []).append(ours[name])
             for name in tensors:
                 if name in theirs:
-                    parts.setdefault(f"{'litert-' if fmt == 'tflite' else ''}{kernels}|{name}", []).append(
-                        np.asarray(theirs[name]).reshape(ours[name].shape))
+                    parts.setdefault(f"{'litert-' if fmt == 'tflite' else ''}{k}|{name}", []).append(
+                        np.asarray(theirs[name]).reshape(graph.tensor(name).shape))
     return {k: np.concatenate([np.atleast_1d(p) for p in v]) for k, v in parts.items()}
 
 
@@ -275,10 +278,10 @@ def diff_dumps(arm: dict[str, np.ndarray], host: dict[str, np.ndarray]) -> dict[
     return out
 
 
-def compare_on_device(model, inputs, rebuild: bool = False, progress=None) -> dict:
+def compare_on_device(model, inputs, kernels=None, rebuild: bool = False, progress=None) -> dict:
     """`mcc validate MODEL --input X --device qemu-arm64`: on the emulated board, `mcc validate --json` (mcc
     against LiteRT or onnxruntime there) and a dump of every tensor; the same dump here; the per-tensor
-    differences arm64 vs this host for each peer kernel set and for mcc's runtime."""
+    differences arm64 vs this host for each peer kernel set and for mcc's runtime. `kernels`: as mcc validate's."""
     model, inputs = Path(model), Path(inputs)
     names = {"model" + model.suffix: model, "inputs" + inputs.suffix: inputs}
     m, x = names
@@ -286,13 +289,14 @@ def compare_on_device(model, inputs, rebuild: bool = False, progress=None) -> di
     if progress:
         progress.say("running mcc validate and the tensor dump on the emulated arm64 board (qemu; slow)")
     stdout, files = run_in_rootfs(
-        ["python", "-m", "mcc.devices.qemu", "device-run", m, x, "validate.json", "dump.npz"], names,
+        ["python", "-m", "mcc.devices.qemu", "device-run", m, x, ",".join(kernels or ()), "validate.json",
+         "dump.npz"], names,
         ("validate.json", "dump.npz"), rebuild, progress)
     arm_s = time.perf_counter() - start
     arm_validate = json.loads(files["validate.json"].read_text())
     with np.load(files["dump.npz"]) as z:
         arm = dict(z)
-    host = dump(model, inputs)
+    host = dump(model, inputs, kernels)
     shutil.rmtree(files["dump.npz"].parent, ignore_errors=True)
     versus = diff_dumps(arm, host)
     # The claim: mcc's runtime and LiteRT's reference kernels compute the same bits on both ISAs, and mcc matches
@@ -321,16 +325,17 @@ def format_comparison(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _device_run(model: str, inputs: str, validate_json: str, dump_npz: str) -> None:
+def _device_run(model: str, inputs: str, kernels: str, validate_json: str, dump_npz: str) -> None:
     """What runs on the board: `mcc validate --json` in-process, then the tensor dump."""
     from ..validate import validate
 
-    Path(validate_json).write_text(json.dumps(validate(model, inputs)))
-    np.savez(dump_npz, **dump(model, inputs))
+    kernels = tuple(kernels.split(",")) if kernels else None
+    Path(validate_json).write_text(json.dumps(validate(model, inputs, kernels=kernels)))
+    np.savez(dump_npz, **dump(model, inputs, kernels))
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["device-run"] and len(sys.argv) == 6:
+    if sys.argv[1:2] == ["device-run"] and len(sys.argv) == 7:
         _device_run(*sys.argv[2:])
     else:
-        sys.exit("usage: python -m mcc.devices.qemu device-run MODEL INPUTS VALIDATE_JSON DUMP_NPZ")
+        sys.exit("usage: python -m mcc.devices.qemu device-run MODEL INPUTS KERNELS VALIDATE_JSON DUMP_NPZ")
