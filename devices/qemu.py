@@ -4,9 +4,10 @@ mcc builds once a minimal arm64 Debian root file system (debootstrap, bookworm: 
 pinned wheels are for) with a venv holding the aarch64 wheels of the base install and mcc itself, built as a
 wheel from the running source tree. Commands run in it through chroot; the kernel's binfmt_misc hands every
 aarch64 binary to qemu-aarch64-static (registered with the F flag, so the chroot needs no copy of qemu), and qemu
-emulates its default CPU, which has NEON and the dot-product instructions: XNNPACK and MLAS pick their aarch64
-kernels as they would on a Cortex-A76. Docker's arm64 images do the same through the same binfmt handler; mcc
-uses debootstrap so that the only host requirements are Debian packages and root, no daemon.
+emulates its default CPU, "max" (HWCAP read in the rootfs: NEON, dot product, i8mm and SVE): XNNPACK and MLAS pick
+aarch64 kernels, possibly ones a Cortex-A72/A76 board lacks the instructions for. Docker's arm64 images run
+through the same binfmt handler; mcc uses debootstrap so that the only host requirements are Debian packages and
+root, no daemon.
 
 `run_in_rootfs` is the transport (files copied in, a command run, files copied out); `compare_on_device` is what
 `mcc validate --device qemu-arm64` prints: per tensor, differing elements between arm64 and this host for each
