@@ -375,9 +375,24 @@ def _cmd_inspect(args) -> None:
     print(format_table(graph))
 
 
+def _validate_on_device(args) -> int:
+    """mcc validate --device qemu-arm64: every tensor on the emulated arm64 board against this host's."""
+    import json
+
+    from .devices import qemu
+
+    kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    report = qemu.compare_on_device(args.model, args.input, kernels, rebuild=args.rebuild_device,
+                                    progress=Progress(not args.json))
+    print(json.dumps(report, indent=2) if args.json else qemu.format_comparison(report))
+    return 0 if report["ok"] else 1
+
+
 def _cmd_validate(args) -> int:
     import json
 
+    if args.device == "qemu-arm64" and not args.host:  # the emulated board compares per tensor, any --kernels
+        return _validate_on_device(args)
     if args.device or args.host:
         from .devices.remote import format_device_report, validate_on_device
 
@@ -615,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "view compares with the float graph without cross-layer equalisation")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     _device_options(v)
+    v.add_argument("--rebuild-device", action="store_true", help="with --device qemu-arm64: rebuild its root file "
+                   "system (built once, cached in $MCC_CACHE or ~/.cache/mcc; needs root, debootstrap, "
+                   "qemu-user-static)")
     v.set_defaults(func=_cmd_validate)
 
     be = sub.add_parser("bench", help="latency and peak memory of LiteRT and mcc's runtime, here or on a device")

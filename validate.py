@@ -18,6 +18,7 @@ cosine similarity and top-1 agreement against it.
 
 from __future__ import annotations
 
+import platform
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,15 @@ from .runtime.ort import LEVELS as ORT_LEVELS
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
 KERNELS = {"tflite": ("ref", "default"), "onnx": tuple(ORT_LEVELS)}   # what each file format can be compared with
 DEFAULT_KERNELS = {"tflite": ("ref", "default"), "onnx": ("ort-all", "ort-none")}
+
+
+def peer_rules(kernels: str, isa: str = platform.machine()) -> str:
+    """The rule set that claims to match `kernels` on `isa`: the ISA's own set where that peer was measured to
+    compute otherwise there (runtime/rules.py: litert-xnnpack-aarch64), else the set measured on x86-64."""
+    from .runtime.rules import known
+
+    base = RULES_FOR_KERNELS[kernels]
+    return f"{base}-{isa}" if f"{base}-{isa}" in known() else base
 FLOAT_TOLERANCE = 1e-5
 
 
@@ -91,7 +101,7 @@ def model_format(data: bytes, path) -> str:
                    "(mcc compile MODEL --target ...)", path=path)
 
 
-def _peer(data: bytes, kernels: str):
+def peer_runner(data: bytes, kernels: str):
     """feeds -> every tensor by name, as the peer that runs `kernels` computes them."""
     if kernels in ORT_LEVELS:
         from .runtime.ort import make_session, run_ort
@@ -111,12 +121,12 @@ def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], ker
     tensor."""
     from .runtime import run
 
-    rules = rules or RULES_FOR_KERNELS[kernels]
+    rules = rules or peer_rules(kernels)
     exact = _is_integer_model(graph)
     diffs = {o.name: TensorDiff(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs}
     exact_tensors = {o.name for n in graph.nodes for o in n.outputs
                      if exact and (o.dtype != "float32" or n.op == "dequantize")}
-    peer = _peer(data, kernels)
+    peer = peer_runner(data, kernels)
     for chunk, chunk_feeds, k in in_chunks(graph, batches):
         every = run(chunk, chunk_feeds, keep_all=True, rules=rules)
         cut = {name: split_batches([every[name]], k) for name in diffs if name in every}
@@ -210,6 +220,15 @@ def read_compiled(path) -> tuple[bytes, str, Graph]:
     return data, fmt, read_model_bytes(data, fmt, path)
 
 
+def model_batches(graph: Graph, feeds: dict[str, np.ndarray], path=None) -> list[dict[str, np.ndarray]]:
+    """`feeds` (all samples, batch first) cut into batches of the model's batch size."""
+    batch, n = graph.inputs[0].shape[0], len(next(iter(feeds.values())))
+    if n % batch:
+        raise MccError(f"{n} samples do not split into batches of {batch}, the batch size of model '{graph.name}'",
+                       path=path)
+    return [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
+
+
 def validate(model_path, input_path, reference_path=None, kernels=None, progress=None, cle=None,
              rules: dict | None = None) -> dict:
     """Compare `model_path` (.tflite or .onnx) with mcc's runtime on the inputs in `input_path`, for each kernel
@@ -221,11 +240,8 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
     kernels = _kernel_sets(kernels, fmt, model_path)
     arrays = read_arrays(input_path)
     feeds, notes = match_inputs(arrays, graph.inputs, path=input_path)
-    batch = graph.inputs[0].shape[0]
+    batches = model_batches(graph, feeds, input_path)
     n = len(next(iter(feeds.values())))
-    if n % batch:
-        raise MccError(f"{n} samples do not split into batches of {batch}, the model's batch size", path=input_path)
-    batches = [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
     if fmt == "onnx":
         from .runtime.ort import version
         from .runtime.rules import rule_set
@@ -246,14 +262,14 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
         ref_graph = load_model(reference_path)
         ref_feeds, _ = match_inputs(arrays, ref_graph.inputs, path=input_path)
         ref_out = _run_all(ref_graph, ref_feeds)
-        outs = _run_all(graph, feeds, RULES_FOR_KERNELS[kernels[0]])
+        outs = _run_all(graph, feeds, peer_rules(kernels[0]))
         report["reference"] = str(reference_path)
         report["fidelity"] = fidelity(ref_out, outs)
         if _is_integer_model(graph):
             if progress:
                 progress.say(f"per-layer SQNR against the float graph of {reference_path} on {n} samples")
             view = layer_fidelity(float_reference(ref_graph, TARGET_FOR_FORMAT[fmt], {"cle": cle}), graph, arrays,
-                                  RULES_FOR_KERNELS[kernels[0]])
+                                  peer_rules(kernels[0]))
             report["layers"], report["jumps"] = view["layers"], view["jumps"]
             report["fidelity_warnings"] = [explain(view, name, f" (below {GUARD_SQNR_DB:g} dB)")
                                            for name in low_outputs(view, GUARD_SQNR_DB)]
@@ -265,11 +281,7 @@ def _run_all(graph: Graph, feeds: dict[str, np.ndarray], rules: str | None = Non
     """`graph`'s outputs on all samples of `feeds` (batch first), many samples per run (calibrate.in_chunks)."""
     from .runtime import run
 
-    batch, n = graph.inputs[0].shape[0], len(next(iter(feeds.values())))
-    if n % batch:
-        raise MccError(f"{n} samples do not split into batches of {batch}, the batch size of model '{graph.name}'")
-    batches = [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
-    parts = [run(g, f, rules=rules) for g, f, _ in in_chunks(graph, batches)]
+    parts = [run(g, f, rules=rules) for g, f, _ in in_chunks(graph, model_batches(graph, feeds))]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

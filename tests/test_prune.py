@@ -426,7 +426,7 @@ def _pytorchcv_families():
     return sorted(family for families in TASKS.values() for family in families)
 
 
-@pytest.mark.slow
+@pytest.mark.corpus
 @pytest.mark.parametrize("family", _pytorchcv_families())
 def test_every_pytorchcv_family_that_compiles_prunes_at_0_3(family):
     """The coverage issue's corpus (benchmarks/coverage_suites, one model per pytorchcv family): a family that
