@@ -393,6 +393,10 @@ def _cmd_validate(args) -> int:
 
     if args.device == "qemu-arm64" and not args.host:  # the emulated board compares per tensor, any --kernels
         return _validate_on_device(args)
+    if args.device:
+        from .devices.profiles import get_profile
+
+        get_profile(args.device)  # an unknown board is refused before any work
     if args.device or args.host:
         from .devices.remote import format_device_report, validate_on_device
 

@@ -66,7 +66,7 @@ def _rules(job: dict, engine: str) -> str:
 
 def tensors(job, data, fmt, graph, batches) -> dict[str, np.ndarray]:
     from ..runtime import run
-    from ..validate import _peer
+    from ..validate import peer_runner
 
     # operator outputs only: not constants (the same file's bytes), nor LiteRT's unnamed scratch tensors
     produced = {o.name for n in graph.nodes for o in n.outputs}
@@ -77,7 +77,7 @@ def tensors(job, data, fmt, graph, batches) -> dict[str, np.ndarray]:
             step = lambda feeds: run(graph, feeds, keep_all=True, rules=rules)  # noqa: E731
         else:
             try:
-                step = _peer(data, PEER_KERNELS[engine])
+                step = peer_runner(data, PEER_KERNELS[engine])
             except Exception as e:  # onnxruntime absent from a base install: say so in the results
                 out.setdefault(f"{engine}/__missing__", []).append(np.array(str(e)))
                 continue
