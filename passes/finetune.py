@@ -35,8 +35,7 @@ import numpy as np
 from ..datafiles import match_inputs, read_arrays
 from ..errors import MccError, require
 from ..ir import Graph
-from ..runtime import run
-from .calibrate import in_chunks, real_outputs, split_batches
+from .calibrate import outputs_on
 from .manager import PassContext, register_pass
 
 LABELS = "labels"
@@ -61,12 +60,7 @@ class FinetuneData:
     def teacher_outputs(self) -> list[np.ndarray]:
         """The teacher graph's outputs on every sample, computed once (mcc's float runtime, re-batched runs)."""
         if self._teacher_outputs is None:
-            batch = self.teacher.inputs[0].shape[0]
-            batches = [{k: v[i:i + batch] for k, v in self.inputs.items()} for i in range(0, self.samples, batch)]
-            parts = []
-            for g, feeds, k in in_chunks(self.teacher, batches):
-                parts.extend(split_batches(real_outputs(g, run(g, feeds)), k))
-            self._teacher_outputs = [np.concatenate(p).astype(np.float32) for p in zip(*parts)]
+            self._teacher_outputs = [o.astype(np.float32) for o in outputs_on(self.teacher, self.inputs)]
         return self._teacher_outputs
 
 
