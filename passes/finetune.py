@@ -26,7 +26,6 @@ its own IR, so the weights trained are those of the graph it emits.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -36,7 +35,7 @@ from ..datafiles import match_inputs, read_arrays
 from ..errors import MccError, require
 from ..ir import Graph
 from .calibrate import outputs_on
-from .manager import PassContext, register_pass
+from .manager import PassContext, content_digest, register_pass
 
 LABELS = "labels"
 
@@ -205,15 +204,8 @@ def _check_outputs(student: Graph, teacher: Graph, values: list[np.ndarray]) -> 
 
 def _digest(graph: Graph, opts: FinetuneOptions) -> str:
     """The student's structure, weights and the options that decide training, as one hash."""
-    h = hashlib.sha256(repr([(opts.epochs, opts.finetune_lr, opts.temperature, opts.finetune_batch,
-                              opts.distill_alpha, opts.finetune_seed)]).encode())
-    for n in graph.topological_order():
-        h.update(repr((n.op, n.name, [None if t is None else (t.name, t.shape, t.layout) for t in n.inputs],
-                       sorted(n.attrs.items(), key=lambda kv: kv[0]))).encode())
-        for t in n.inputs:
-            if t is not None and t.is_constant:
-                h.update(np.ascontiguousarray(t.data).tobytes())
-    return h.hexdigest()
+    return content_digest(graph, (opts.epochs, opts.finetune_lr, opts.temperature, opts.finetune_batch,
+                                  opts.distill_alpha, opts.finetune_seed))
 
 
 class _Trainer:
