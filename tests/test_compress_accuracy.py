@@ -20,7 +20,6 @@ from mcc.runtime.interpreter import run
 from mcc.targets import COMPRESS
 from mcc.validate import read_compiled, validate
 
-pytestmark = pytest.mark.slow  # a trained ResNet, a low-rank search and fine-tuning: minutes on a shared CPU
 
 
 def accuracy(path, x_test: np.ndarray, y_test: np.ndarray) -> float:
@@ -52,6 +51,7 @@ def resnet(tmp_path_factory):
     return tmp, source, calib, test, accuracy(tmp / "base.tflite", *test)
 
 
+@pytest.mark.slow  # a trained ResNet, a low-rank search and fine-tuning: minutes on a shared CPU
 @pytest.mark.parametrize("split_options, pass_name, mac_ratio", [
     ({"low_rank": 0.5}, "low_rank", 0.55),
     ({"depthwise": ("blocks.*.body.*",)}, "depthwise_separable", 0.35),  # every 3x3 conv but the stem
@@ -88,6 +88,7 @@ def test_split_and_finetuned_int8_stays_within_1_5_points(resnet, split_options,
     assert any(la["macs_after"] < la["macs_before"] for la in layers.values())
 
 
+@pytest.mark.slow
 def test_prune_low_rank_and_finetune_compose_in_one_compile_bit_exact(tmp_path, capsys):
     """--prune 0.3 --low-rank 0.7 --finetune in one compile: the passes run in targets.COMPRESS order (prune
     first: the splits are searched on the channels that remain; fine-tuning last: it trains what the structural
@@ -119,3 +120,22 @@ def test_prune_low_rank_and_finetune_compose_in_one_compile_bit_exact(tmp_path, 
             assert line in printed, printed
         bit_exact(out, tmp_path / "test.npz")
         print(f"\n{target}: {section['total']}")
+
+
+def test_a_float_compile_measures_its_rewrite_without_labels(tmp_path, capsys):
+    """Without --finetune there are no labels: the section has SQNR but no accuracy; a compile without any
+    compression flag has no section at all."""
+    model, example = ZOO["digits_classifier"](train=False)
+    graph = from_module(model, (example,))
+    calib = {"x": digits_split().x_train[:64].numpy()}
+    plain = compile_model(graph.copy(), "arm-fp32", calib=calib)
+    assert "compression" not in plain.report
+    r = compile_model(graph.copy(), "arm-fp32", calib=calib, options={"depthwise": ("*",)})
+    section = r.report["compression"]
+    assert section["order"] == ["depthwise_separable"] and section["data"] == "64 calibration samples"
+    (entry,) = section["passes"]
+    assert entry["bytes"] == {"before": len(plain.data), "after": len(r.data)}
+    assert "accuracy" not in entry and entry["sqnr_db"]["after"] < (entry["sqnr_db"]["before"] or float("inf"))
+    replaced = [la for la in entry["layers"] if la["form"] == "depthwise_separable"]
+    assert replaced and entry["macs"]["after"] == entry["macs"]["before"] - sum(
+        la["macs_before"] - la["macs_after"] for la in replaced)
