@@ -139,8 +139,8 @@ def _cmd_compile(args) -> None:
             from .analyze import format_fallback
 
             print(format_fallback(result.report["fallback"]))
-        if "pruning" in result.report:
-            print(_format_pruning(result.report["pruning"]))
+        if "compression" in result.report:
+            print("\n".join(_format_compression(result.report["compression"], result.report.get("pruning"))))
         if "fidelity" in result.report:
             print(_format_guard(result.report["fidelity"]))
         if args.report:
@@ -277,17 +277,35 @@ def _prune_options(args) -> dict:
     return options
 
 
-def _format_pruning(p: dict) -> str:
-    """One summary line of what pruning removed, with the bytes and latency it bought."""
-    line = (f"pruned ({p['criterion']}, {p['schedule']} {p['ratio']:g}): {len(p['groups'])} groups; MACs "
-            f"{p['macs']['before']:,} -> {p['macs']['after']:,} (-{p['mac_ratio_removed'] * 100:.1f}%); params "
-            f"{p['params']['before']:,} -> {p['params']['after']:,}; file {p['bytes']['before']:,} -> "
-            f"{p['bytes']['after']:,} bytes")
-    lat = p["latency"]
-    if lat:
-        line += (f"; latency {lat['before_ms']:.3f} -> {lat['after_ms']:.3f} ms ({lat['runtime']}, "
-                 f"{lat['threads']} thread, median)")
-    return line
+def _format_compression(c: dict, pruning: dict | None) -> list[str]:
+    """One summary line per measured compression pass (compiler.compression_report), then the total."""
+    def figures(e: dict) -> str:
+        parts = [f"MACs {e['macs']['before']:,} -> {e['macs']['after']:,} (x{e['macs']['after'] / max(e['macs']['before'], 1):.3f})",
+                 f"params {e['params']['before']:,} -> {e['params']['after']:,}",
+                 f"file {e['bytes']['before']:,} -> {e['bytes']['after']:,} bytes"]
+        if "latency_ms" in e:
+            parts.append(f"latency {e['latency_ms']['before']:.3f} -> {e['latency_ms']['after']:.3f} ms")
+        if "sqnr_db" in e:
+            parts.append("float output SQNR vs source " + " -> ".join(
+                "inf" if v is None else f"{v:.2f} dB" for v in e["sqnr_db"].values()))
+        if "accuracy" in e:
+            parts.append("accuracy " + " -> ".join(f"{v * 100:.2f}%" for v in e["accuracy"].values()))
+        return "; ".join(parts)
+
+    lines = []
+    for e in c["passes"]:
+        head = e["pass"]
+        if e["pass"] == "prune" and pruning is not None:
+            head = (f"pruned ({pruning['criterion']}, {pruning['schedule']} {pruning['ratio']:g}): "
+                    f"{len(pruning['groups'])} groups")
+        lines.append(f"{head}: {figures(e)}")
+    if len(c["passes"]) > 1:
+        lines.append(f"compression total ({' -> '.join(c['order'])}): {figures(c['total'])}")
+    where = [w for w in (c["runtime"] and f"latency in {c['runtime']}, 1 thread, median",
+                         c["data"] and f"SQNR / accuracy of the float graph on {c['data']}") if w]
+    if where:
+        lines.append(f"  ({'; '.join(where)})")
+    return lines
 
 
 def _compression_options(args) -> dict:

@@ -169,8 +169,11 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     trained = next((r.notes["finetune"] for r in records if "finetune" in r.notes), None)
     if trained is not None:
         report["finetune"] = trained
-    if options.get("prune"):
-        report["pruning"] = pruning_report(source_graph, target.name, options, records, data, graph, progress)
+    compression = compression_report(source_graph, target.name, options, records, data, graph, progress)
+    if compression is not None:
+        report["compression"] = compression
+        if any(p["pass"] == "prune" for p in compression["passes"]):
+            report["pruning"] = pruning_report(compression, records, options)
     if fallback_plan is not None:
         from .analyze import fallback_cost
 
@@ -267,33 +270,99 @@ def fidelity_guard(source: Graph, data: bytes, target_name: str, options: dict, 
     return entry, failure
 
 
-# ---- pruning (issue 17) -----------------------------------------------------------------------------------------
-def pruning_report(source: Graph, target_name: str, options: dict, records, data: bytes, graph: Graph,
-                   progress: Progress) -> dict:
-    """The prune pass's groups and per-layer params / MACs before and after (measured on the float graph it pruned),
-    and what the user gets: the bytes of the emitted file against the same model compiled through the same pipeline
-    without pruning (compiled, not estimated: int8 scales, legalization and the format's overhead all count), and
-    the latency of both files (analyze.latency_ms: LiteRT with XNNPACK or onnxruntime, one thread, median)."""
-    from .analyze import latency_ms
+# ---- compression (issues 17, 18) --------------------------------------------------------------------------------
+COMPRESSION_PASSES = ("prune", "depthwise_separable", "low_rank", "binarize", "finetune")
 
-    record = next(r for r in records if r.name == "prune")
-    backend = get_target(target_name).backend
-    with progress.step("compiling the unpruned model for comparison"):
-        unpruned_graph, _ = lower(source, target_name, options={**options, "prune": None})
-        unpruned = emit(unpruned_graph, target_name)
+
+def _changed(record) -> bool:
+    """Whether a compression pass is measured: it left notes (a pass without its option returns the graph untouched
+    and notes nothing) and changed the totals, or it changes weights only (binarize, finetune), or it is prune,
+    whose section says what it did also when no group could be cut."""
+    return bool(record.notes) and (record.before != record.after or record.name in ("prune", "binarize", "finetune"))
+
+
+def compression_report(source: Graph, target_name: str, options: dict, records, data: bytes, graph: Graph,
+                       progress: Progress) -> dict | None:
+    """What each compression pass that changed the graph bought, in pipeline order (targets.COMPRESS): params and
+    MACs before and after (its pass record), and, for the model as compiled with the passes up to it against the
+    model compiled without it (the same pipeline with it and the later compression passes left out: compiled, not
+    estimated, so int8 scales, legalization and the format's overhead all count), the file's bytes, its latency
+    (analyze.latency_ms: LiteRT with XNNPACK or onnxruntime, one thread, median), and the float graph's output
+    SQNR against the source model and accuracy, on the calibration data (or the fine-tuning samples) and their
+    labels when the --finetune data has them. Per layer where the pass notes have per-layer figures; "total" is
+    the first pass's before against the last one's after. None when no compression pass changed anything."""
+    from .analyze import latency_ms
+    from .passes import PASSES, run_pipeline
+    from .passes.calibrate import json_db, outputs_on
+
+    stages = [r for r in records if r.name in COMPRESSION_PASSES and _changed(r)]
+    if not stages:
+        return None
+    target = get_target(target_name)
+    pipeline = list(target.pipeline)
+    cut = max(pipeline.index(r.name) for r in stages) + 1  # the float front ends with the last compression pass
+    names = [r.name for r in stages]
+    finetune = options.get("finetune")
+    arrays = options.get("calibration") or (finetune.inputs if finetune is not None else None)
+    labels = finetune.labels if finetune is not None and finetune.labels is not None else None
+    if labels is not None:
+        arrays = finetune.inputs
+    reference = outputs_on(source, arrays) if arrays else None
+
+    def run_passes(graph, passes):
+        declared = {k for p in passes for k in PASSES[p].option_names()}
+        return run_pipeline(graph, passes, {k: v for k, v in options.items() if k in declared})[0]
+
+    feeds = _random_feeds(graph)  # the compiled graph's inputs: what every file compiled here takes
+    timed = target.backend == "tflite" or _has_onnxruntime()
+    measured = []  # per stage: the compile without names[i:], then the compile itself
+    for i in range(len(names) + 1):
+        dropped = names[i:]
+        with progress.step(f"measuring the model without {', '.join(dropped)}" if dropped else
+                           "measuring the compressed model"):
+            front = run_passes(source, [p for p in pipeline[:cut] if p not in dropped])
+            file = data if not dropped else emit(run_passes(front, pipeline[cut:]), target_name)
+            m = {"bytes": len(file)}
+            if timed:
+                m["latency_ms"] = latency_ms(file, target.backend, feeds)
+            if reference is not None:
+                got = outputs_on(front, arrays)
+                signal = sum(float(np.sum(np.square(r, dtype=np.float64))) for r in reference)
+                noise = sum(float(np.sum(np.square(g - r, dtype=np.float64))) for g, r in zip(got, reference))
+                m["sqnr_db"] = json_db(10 * np.log10(signal / noise) if noise else float("inf"), 4)
+                if labels is not None:
+                    m["accuracy"] = round(float((got[0].argmax(-1) == labels[:len(got[0])]).mean()), 6)
+            measured.append(m)
+    passes = []
+    for i, r in enumerate(stages):
+        entry = {"pass": r.name, **{k: {"before": r.before[k], "after": r.after[k]} for k in ("params", "macs")},
+                 **{k: {"before": measured[i][k], "after": measured[i + 1][k]} for k in measured[i]}}
+        layers = r.notes.get("layers")
+        if layers:
+            entry["layers"] = [{"name": k, **v} for k, v in layers.items()] if isinstance(layers, dict) else layers
+        passes.append(entry)
+    total = {**{k: {"before": stages[0].before[k], "after": stages[-1].after[k]} for k in ("params", "macs")},
+             **{k: {"before": measured[0][k], "after": measured[-1][k]} for k in measured[0]}}
+    data_kind = None if reference is None else (
+        f"{len(reference[0])} {'fine-tuning samples with labels' if labels is not None else 'calibration samples'}")
+    return {"order": names, "data": data_kind, "runtime": None if not timed else (
+                "LiteRT (XNNPACK)" if target.backend == "tflite" else "onnxruntime"),
+            "passes": passes, "total": total}
+
+
+def pruning_report(compression: dict, records, options: dict) -> dict:
+    """The prune pass's own section (groups, criterion, what was left alone) with its entry of the compression
+    report's figures (bytes, latency, SQNR before and after its pass)."""
+    notes = next(r for r in records if r.name == "prune").notes
+    entry = next(p for p in compression["passes"] if p["pass"] == "prune")
     latency = None
-    if backend == "tflite" or _has_onnxruntime():
-        with progress.step("measuring latency, unpruned and pruned"):
-            feeds = _random_feeds(graph)
-            latency = {"before_ms": latency_ms(unpruned, backend, feeds), "after_ms": latency_ms(data, backend, feeds),
-                       "runtime": "LiteRT (XNNPACK)" if backend == "tflite" else "onnxruntime", "threads": 1}
-    notes = record.notes
+    if "latency_ms" in entry:
+        latency = {"before_ms": entry["latency_ms"]["before"], "after_ms": entry["latency_ms"]["after"],
+                   "runtime": compression["runtime"], "threads": 1}
     return {"ratio": options["prune"], "criterion": notes["criterion"], "schedule": notes["schedule"],
-            "mac_ratio_removed": notes["mac_ratio_removed"],
-            "params": {"before": record.before["params"], "after": record.after["params"]},
-            "macs": {"before": record.before["macs"], "after": record.after["macs"]},
-            "bytes": {"before": len(unpruned), "after": len(data)}, "latency": latency,
-            "groups": notes["groups"], "left_alone": notes["left_alone"], "layers": notes["layers"]}
+            "mac_ratio_removed": notes["mac_ratio_removed"], "params": entry["params"], "macs": entry["macs"],
+            "bytes": entry["bytes"], "latency": latency, "groups": notes["groups"], "left_alone": notes["left_alone"],
+            "layers": notes["layers"]}
 
 
 def _has_onnxruntime() -> bool:

@@ -138,6 +138,18 @@ def graph_feeds(graph: Graph, feeds: dict[str, np.ndarray], rules="litert-ref") 
     return out
 
 
+def outputs_on(graph: Graph, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The graph's real outputs on every sample of `arrays` (by input name, batch first; whole model batches),
+    each joined over the samples: re-batched runs of mcc's runtime (in_chunks)."""
+    batch = graph.inputs[0].shape[0]
+    n = len(next(iter(arrays.values())))
+    batches = [{k: v[i:i + batch] for k, v in arrays.items()} for i in range(0, n - n % batch, batch)]
+    parts = []
+    for g, feeds, k in in_chunks(graph, batches):
+        parts.extend(split_batches(real_outputs(g, run(g, feeds)), k))
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
 def real_outputs(graph: Graph, values: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The graph outputs in order, int8 ones dequantized to the reals they stand for."""
     return [real_value(t, values[t.name]) for t in graph.outputs]

@@ -26,7 +26,6 @@ its own IR, so the weights trained are those of the graph it emits.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -35,9 +34,8 @@ import numpy as np
 from ..datafiles import match_inputs, read_arrays
 from ..errors import MccError, require
 from ..ir import Graph
-from ..runtime import run
-from .calibrate import in_chunks, real_outputs, split_batches
-from .manager import PassContext, register_pass
+from .calibrate import outputs_on
+from .manager import PassContext, content_digest, register_pass
 
 LABELS = "labels"
 
@@ -61,12 +59,7 @@ class FinetuneData:
     def teacher_outputs(self) -> list[np.ndarray]:
         """The teacher graph's outputs on every sample, computed once (mcc's float runtime, re-batched runs)."""
         if self._teacher_outputs is None:
-            batch = self.teacher.inputs[0].shape[0]
-            batches = [{k: v[i:i + batch] for k, v in self.inputs.items()} for i in range(0, self.samples, batch)]
-            parts = []
-            for g, feeds, k in in_chunks(self.teacher, batches):
-                parts.extend(split_batches(real_outputs(g, run(g, feeds)), k))
-            self._teacher_outputs = [np.concatenate(p).astype(np.float32) for p in zip(*parts)]
+            self._teacher_outputs = [o.astype(np.float32) for o in outputs_on(self.teacher, self.inputs)]
         return self._teacher_outputs
 
 
@@ -211,15 +204,8 @@ def _check_outputs(student: Graph, teacher: Graph, values: list[np.ndarray]) -> 
 
 def _digest(graph: Graph, opts: FinetuneOptions) -> str:
     """The student's structure, weights and the options that decide training, as one hash."""
-    h = hashlib.sha256(repr([(opts.epochs, opts.finetune_lr, opts.temperature, opts.finetune_batch,
-                              opts.distill_alpha, opts.finetune_seed)]).encode())
-    for n in graph.topological_order():
-        h.update(repr((n.op, n.name, [None if t is None else (t.name, t.shape, t.layout) for t in n.inputs],
-                       sorted(n.attrs.items(), key=lambda kv: kv[0]))).encode())
-        for t in n.inputs:
-            if t is not None and t.is_constant:
-                h.update(np.ascontiguousarray(t.data).tobytes())
-    return h.hexdigest()
+    return content_digest(graph, (opts.epochs, opts.finetune_lr, opts.temperature, opts.finetune_batch,
+                                  opts.distill_alpha, opts.finetune_seed))
 
 
 class _Trainer:

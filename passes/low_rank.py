@@ -38,7 +38,7 @@ from ..ir.ops import conv_weight_dims, macs, nchw
 from ..runtime.threads import blas_on_one_thread
 from .factorize import (Piece, conv_geometry, matrix_layer, oihw, patch_moments, refit, relative_error, rewrite,
                         select, spatial_conv, weight_matrix, with_one)
-from .manager import PassContext, register_pass
+from .manager import PassContext, content_digest, register_pass
 
 HOOI_SWEEPS = 4
 CP_SWEEPS = 25
@@ -46,6 +46,13 @@ CP_RANKS_TRIED = 8  # each costs an ALS run
 # Rank fractions tried per channel mode of Tucker-2 (7 x 7 pairs); SVD forms try up to RANKS_TRIED ranks.
 TUCKER_FRACTIONS = (1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8)
 RANKS_TRIED = 16
+
+
+# Results of the last few searches by content_digest of graph and options: one compile runs low_rank up to four
+# times on the same graph (the compile, the compression report's two measured stages, the fidelity guard's float
+# reference), and the search is the slow part of the pass.
+DONE_KEPT = 4
+_DONE: dict = {}
 
 
 @dataclass
@@ -302,11 +309,25 @@ def low_rank(graph: Graph, ctx: PassContext) -> Graph:
         raise MccError(f"low_rank {ratio!r}: the MAC ratio to keep must lie between 0 and 1 (e.g. 0.5)")
     if energy is not None and not 0 < energy < 1:
         raise MccError(f"low_rank_energy {energy!r}: the energy to keep must lie between 0 and 1 (e.g. 0.95)")
+    key = content_digest(graph, ratio, energy, opts.low_rank_include, opts.low_rank_exclude, opts.calibration)
+    if key in _DONE:  # the compression report and the fidelity guard re-run the pipeline: search once
+        done, notes = _DONE[key]
+        ctx.notes.update(notes)
+        return done.copy()
     nodes = select(graph, lambda n: matrix_layer(n) or spatial_conv(n), opts.low_rank_include,
                    opts.low_rank_exclude, "low_rank_include")
     if not nodes:
         ctx.note("layers", {})
         return graph
+    _split(graph, nodes, ratio, energy, opts, ctx)
+    while len(_DONE) >= DONE_KEPT:
+        _DONE.pop(next(iter(_DONE)))
+    _DONE[key] = (graph.copy(), dict(ctx.notes))
+    return graph
+
+
+def _split(graph: Graph, nodes: list, ratio, energy, opts: LowRankOptions, ctx: PassContext) -> None:
+    """Search each node's forms and ranks, choose within the budget, rewrite the graph; notes per layer."""
     moments = patch_moments(graph, nodes, opts.calibration, "low_rank", ctx.progress) \
         if ratio is not None or opts.calibration else None
     layers = []
@@ -336,4 +357,3 @@ def low_rank(graph: Graph, ctx: PassContext) -> Graph:
         rewrite(graph, n, c.pieces, c.bias)
     ctx.note("layers", notes)
     ctx.note("macs", {"considered_before": before, "considered_after": after, "ratio": round(after / before, 4)})
-    return graph

@@ -17,14 +17,44 @@ inspected (`mcc inspect --after PASS`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from ..errors import MccError
 from ..ir import Graph
 from ..ir.stats import totals
+
+
+def content_digest(graph: Graph, *parts) -> str:
+    """One hash of a graph's structure and constant data and of `parts` (options: arrays hashed by their bytes,
+    dicts by sorted key): the key under which a costly pass (finetune's training, low_rank's search) caches
+    its result, so the passes the report and the fidelity guard re-run cost nothing twice."""
+    h = hashlib.sha256()
+
+    def feed(x):
+        if isinstance(x, np.ndarray):
+            h.update(repr((x.dtype.str, x.shape)).encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x):
+                h.update(repr(k).encode())
+                feed(x[k])
+        else:
+            h.update(repr(x).encode())
+    for p in parts:
+        feed(p)
+    for n in graph.topological_order():
+        h.update(repr((n.op, n.name, [None if t is None else (t.name, t.shape, t.layout) for t in n.inputs],
+                       sorted(n.attrs.items(), key=lambda kv: kv[0]))).encode())
+        for t in n.inputs:
+            if t is not None and t.is_constant:
+                h.update(np.ascontiguousarray(t.data).tobytes())
+    return h.hexdigest()
 
 
 @dataclass
