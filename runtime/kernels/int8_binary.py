@@ -17,6 +17,19 @@ accumulator, and after the same output stage (int8_output.requantize_rows) the o
 bit for bit, under every rule set. The work per 64 weights is 8 AND + popcount + add, against 64 multiply-adds:
 with int8 activations that is about what a float GEMM costs (benchmarks/bench_binary.py measures it); the bytes
 of weight read are 1/32 of the float GEMM's packed operand.
+
+Binary activations (passes/binarize.py's binary_activations; quantize_int8 writes them as two QUANTIZEs) leave
+the layer's int8 input with two codes, its zero point and one other v (127 and -128). Then
+
+    sum_j w_j (x_j - zp) = (v - zp) * k * (2 * popcount(B & W) - popcount(B)),   B_j = [x_j != zp]
+
+one bit plane instead of 8: one AND + popcount + add per 64 multiply-adds, with the popcount of B shared by the
+output channels. This is XNOR-popcount (sum of +-1 products = 2 * popcount(XNOR(a, w)) - n) in its {0, 1} form,
+which needs no mask for the padded tail bits and counts a padded tap (x = zp, bit 0) as the float graph does.
+binary_gemm checks the two codes on every call (the file carries no flag), so any input is computed exactly.
+The interpreter takes this path for binary weights with binary activations; with int8 activations the 8-plane
+form measured 0.34-1.0x the int8 GEMM (benchmarks/results/bench_binary.txt), so there the int8 GEMM runs
+(binary_gemm returns None unless bit_planes=True, which tests and the benchmark use to keep it bit-exact).
 larq's compute engine (LCE) runs binary layers (binary activations too, XNOR-popcount) through custom TFLite ops
 (LceBconv2d) that stock runtimes reject; mcc keeps the file standard and the packing the runtime's business.
 """
@@ -32,6 +45,7 @@ from numba.extending import intrinsic
 
 from .int8_gemm import _threads_for, _window_padding
 from .int8_output import requantize_rows
+from .int8_registry import int8_kernel, per_tensor
 from .packing import packed
 
 _WORD = 64
@@ -101,7 +115,7 @@ def _bit_planes(u, out):
 def _windows(planes, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out):
     """out[r, b, (ky * kw + kx) * octets + g] = planes[image, y, x, b, g] over output position r's window: the
     im2col of the bit planes, 8 taps per byte."""
-    n, _, _, _, octets = planes.shape
+    n, _, _, depth, octets = planes.shape
     for job in numba.prange(n * out_h):
         image, oy = job // out_h, job % out_h
         for ox in range(out_w):
@@ -111,7 +125,7 @@ def _windows(planes, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out
                 y = oy * stride_h + ky * dil_h
                 for kx in range(kw):
                     x = ox * stride_w + kx * dil_w
-                    for b in range(8):
+                    for b in range(depth):
                         for g in range(octets):  # indexed in full: a view per pixel cost 1.6x the copy
                             out[r, b, first + g] = planes[image, y, x, b, g]
                     first += octets
@@ -123,16 +137,16 @@ _ROWS = 32  # output positions per parallel task
 @numba.njit(cache=True, parallel=True)
 def _accumulate(planes, bits, magnitude, acc):
     """acc[r, o] = magnitude[o] * (2 * sum_b 2^b popcount(planes[r, b] & bits[:, o]) - sum of u) for the window
-    bit planes [rows, 8, words] and sign bits [words, O]; the loop over output channels is the inner one, so it
+    bit planes [rows, planes, words] and sign bits [words, O]; the loop over output channels is the inner one, so it
     runs as vector AND / VPOPCNTQ / shift / add over 8 channels at a time."""
-    rows, _, words = planes.shape
+    rows, depth, words = planes.shape
     channels = bits.shape[1]
     for task in numba.prange((rows + _ROWS - 1) // _ROWS):
         for r in range(task * _ROWS, min(rows, (task + 1) * _ROWS)):
             s = acc[r]
             s[:] = 0
             total = np.int64(0)
-            for b in range(8):
+            for b in range(depth):
                 for w in range(words):
                     plane = planes[r, b, w]
                     total += np.int64(_popcount(plane)) << b
@@ -169,25 +183,66 @@ def binary_weights(w: np.ndarray, key: str, w_ohwi):
     return packed(w, ("binary", key), lambda w: pack_binary(w_ohwi(w)))
 
 
+CALLS = {"binary_activations": 0, "bit_planes": 0}  # kernel calls per path, which tests read
+
+
+def binary_step(x: np.ndarray, zero_point: int) -> int | None:
+    """v - zero_point when x holds only the zero point and one other code v (0 when it holds the zero point only),
+    else None: the input of a layer with binary activations."""
+    other = x[x != zero_point]
+    if other.size == 0:
+        return 0
+    v = other.flat[0]
+    return int(v) - zero_point if np.all(other == v) else None
+
+
 def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
-                dtype) -> np.ndarray:
-    """int8_gemm.conv_gemm's result (one group, int8 NHWC x) from pack_binary's weights."""
+                dtype, bit_planes: bool = False) -> np.ndarray | None:
+    """int8_gemm.conv_gemm's result (one group, int8 NHWC x) from pack_binary's weights: from one bit plane when
+    x is binary (binary_step), else from 8 bit planes if `bit_planes`, else None (the int8 GEMM is faster)."""
+    step = binary_step(x, x_zero_point)
+    if step is None and not bit_planes:
+        return None
     bits, magnitude, weight_sums = packed_w
     n, h, w, c = x.shape
     kh, kw = kernel_hw
     top, left, bottom, right = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
     octets = -(-c // 8)
+    if step is not None:
+        CALLS["binary_activations"] += 1
+        b = np.zeros((n, h + top + bottom, w + left + right, octets * 8), np.uint8)  # padding: x = zp, bit 0
+        b[:, top:top + h, left:left + w, :c] = x != x_zero_point
+        planes = np.packbits(b, axis=-1, bitorder="little")[..., None, :]
+        return _from_planes(planes, bits, magnitude * step, (kh, kw), stride, dilation, out_h, out_w, bias,
+                            requant, dtype)
+    CALLS["bit_planes"] += 1
     u = np.zeros((n, h + top + bottom, w + left + right, octets * 8), np.uint8)  # padded channels: u = 0
     u[..., :c] = x_zero_point + 128  # the padding: the real 0
     u[:, top:top + h, left:left + w, :c] = x.view(np.uint8) ^ np.uint8(0x80)  # x + 128
+    planes = np.empty(u.shape[:3] + (8, octets), np.uint8)
+    with _threads_for(n * out_h * out_w * bits.shape[1]):
+        _bit_planes(u.view(np.uint64), planes)
+    return _from_planes(planes, bits, magnitude, kernel_hw, stride, dilation, out_h, out_w,
+                        bias - (x_zero_point + 128) * weight_sums, requant, dtype)
+
+
+def _from_planes(planes, bits, magnitude, kernel_hw, stride, dilation, out_h, out_w, bias, requant, dtype):
+    """The layer's output from the padded input's bit planes [n, h, w, planes, octets] (plane b weighs 2^b)."""
+    n, depth = planes.shape[0], planes.shape[3]
     rows, words = n * out_h * out_w, bits.shape[0]
     with _threads_for(rows * bits.shape[1]):
-        planes = np.empty(u.shape[:3] + (8, octets), np.uint8)
-        _bit_planes(u.view(np.uint64), planes)
-        windows = np.zeros((rows, 8, words * 8), np.uint8)
-        _windows(planes, kh, kw, *stride, *dilation, out_h, out_w, windows)
+        windows = np.zeros((rows, depth, words * 8), np.uint8)
+        _windows(planes, *kernel_hw, *stride, *dilation, out_h, out_w, windows)
         acc = np.empty((rows, bits.shape[1]), np.int64)
         _accumulate(windows.view(np.uint64), bits, magnitude, acc)
         out = np.empty(acc.shape, dtype)
-        requantize_rows(acc, bias - (x_zero_point + 128) * weight_sums, *requant.args, out)
+        requantize_rows(acc, bias, *requant.args, out)
     return out.reshape(n, out_h, out_w, -1)
+
+
+@int8_kernel("binary_activation")
+def binary_activation(node, inputs, rules):
+    """127 where x >= its zero point, else -128: the two QUANTIZEs quantize_int8 writes it as (the int8 graph
+    holds the node only inside that pass)."""
+    _, zp_in = per_tensor(node, node.inputs[0], "input")
+    return [np.where(inputs[0] >= zp_in, np.int8(127), np.int8(-128))]
