@@ -29,7 +29,7 @@ which needs no mask for the padded tail bits and counts a padded tap (x = zp, bi
 binary_gemm checks the two codes on every call (the file carries no flag), so any input is computed exactly.
 The interpreter takes this path for binary weights with binary activations; with int8 activations the 8-plane
 form measured 0.34-1.0x the int8 GEMM (benchmarks/results/bench_binary.txt), so there the int8 GEMM runs
-(binary_gemm returns None unless bit_planes=True, which tests and the benchmark use to keep it bit-exact).
+(binary_gemm returns None for them unless asked for the planes: tests and the benchmark keep it bit-exact).
 larq's compute engine (LCE) runs binary layers (binary activations too, XNOR-popcount) through custom TFLite ops
 (LceBconv2d) that stock runtimes reject; mcc keeps the file standard and the packing the runtime's business.
 """
@@ -50,6 +50,7 @@ from .packing import packed
 
 _WORD = 64
 _ENABLED = [True]  # the interpreter's choice; int8_only() turns it off to compare with the int8 GEMM
+_BIT_PLANES = [False]  # int8 activations through the 8-plane kernel; bit_planes() turns it on (benchmark, tests)
 
 
 @contextlib.contextmanager
@@ -60,6 +61,16 @@ def int8_only():
         yield
     finally:
         _ENABLED[0] = True
+
+
+@contextlib.contextmanager
+def bit_planes():
+    """Run binary-weight layers with int8 activations through the 8-bit-plane kernel while inside."""
+    _BIT_PLANES[0] = True
+    try:
+        yield
+    finally:
+        _BIT_PLANES[0] = False
 
 
 def binary_magnitudes(w: np.ndarray, axis: int) -> np.ndarray | None:
@@ -115,7 +126,7 @@ def _bit_planes(u, out):
 def _windows(planes, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out):
     """out[r, b, (ky * kw + kx) * octets + g] = planes[image, y, x, b, g] over output position r's window: the
     im2col of the bit planes, 8 taps per byte."""
-    n, _, _, depth, octets = planes.shape
+    n, _, _, _, octets = planes.shape
     for job in numba.prange(n * out_h):
         image, oy = job // out_h, job % out_h
         for ox in range(out_w):
@@ -125,7 +136,7 @@ def _windows(planes, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out
                 y = oy * stride_h + ky * dil_h
                 for kx in range(kw):
                     x = ox * stride_w + kx * dil_w
-                    for b in range(depth):
+                    for b in range(8):
                         for g in range(octets):  # indexed in full: a view per pixel cost 1.6x the copy
                             out[r, b, first + g] = planes[image, y, x, b, g]
                     first += octets
@@ -137,16 +148,16 @@ _ROWS = 32  # output positions per parallel task
 @numba.njit(cache=True, parallel=True)
 def _accumulate(planes, bits, magnitude, acc):
     """acc[r, o] = magnitude[o] * (2 * sum_b 2^b popcount(planes[r, b] & bits[:, o]) - sum of u) for the window
-    bit planes [rows, planes, words] and sign bits [words, O]; the loop over output channels is the inner one, so it
+    bit planes [rows, 8, words] and sign bits [words, O]; the loop over output channels is the inner one, so it
     runs as vector AND / VPOPCNTQ / shift / add over 8 channels at a time."""
-    rows, depth, words = planes.shape
+    rows, _, words = planes.shape
     channels = bits.shape[1]
     for task in numba.prange((rows + _ROWS - 1) // _ROWS):
         for r in range(task * _ROWS, min(rows, (task + 1) * _ROWS)):
             s = acc[r]
             s[:] = 0
             total = np.int64(0)
-            for b in range(depth):
+            for b in range(8):
                 for w in range(words):
                     plane = planes[r, b, w]
                     total += np.int64(_popcount(plane)) << b
@@ -186,57 +197,100 @@ def binary_weights(w: np.ndarray, key: str, w_ohwi):
 CALLS = {"binary_activations": 0, "bit_planes": 0}  # kernel calls per path, which tests read
 
 
-def binary_step(x: np.ndarray, zero_point: int) -> int | None:
-    """v - zero_point when x holds only the zero point and one other code v (0 when it holds the zero point only),
-    else None: the input of a layer with binary activations."""
-    other = x[x != zero_point]
-    if other.size == 0:
-        return 0
-    v = other.flat[0]
-    return int(v) - zero_point if np.all(other == v) else None
+@numba.njit(cache=True)
+def _sign_bits(x, zero_point, out):
+    """out[n, y, x, g] = bits [x != zero_point] of channels 8g .. 8g + 7 (out zeroed by the caller); returns the
+    one code other than the zero point (256: none), or 257 when x holds more than two codes."""
+    n, h, w, c = x.shape
+    other = 256
+    for i in range(n):
+        for y in range(h):
+            for j in range(w):
+                for k in range(c):
+                    v = np.int64(x[i, y, j, k])
+                    if v != zero_point:
+                        if other == 256:
+                            other = v
+                        elif v != other:
+                            return 257
+                        out[i, y, j, k >> 3] |= np.uint8(1 << (k & 7))
+    return other
+
+
+@numba.njit(cache=True, parallel=True)
+def _xnor_accumulate(signs, kh, kw, stride_h, stride_w, dil_h, dil_w, top, left, out_h, out_w, bits, magnitude,
+                     acc):
+    """acc[r, o] = magnitude[o] * (2 * popcount(B & W_o) - popcount(B)) over output position r's window B of the
+    sign bits [n, h, w, octets] (taps in the padding: bit 0), W_o = bits[:, o]: the window's words are assembled
+    in registers, nothing is materialised per window."""
+    n, h, w, octets = signs.shape
+    words, channels = bits.shape
+    rows = n * out_h * out_w
+    for task in numba.prange((rows + _ROWS - 1) // _ROWS):
+        window = np.empty(words, np.uint64)
+        for r in range(task * _ROWS, min(rows, (task + 1) * _ROWS)):
+            image, oy, ox = r // (out_h * out_w), r // out_w % out_h, r % out_w
+            window[:] = 0
+            first = 0
+            for ky in range(kh):
+                y = oy * stride_h + ky * dil_h - top
+                for kx in range(kw):
+                    x = ox * stride_w + kx * dil_w - left
+                    if 0 <= y < h and 0 <= x < w:
+                        for g in range(octets):
+                            at = first + g
+                            window[at >> 3] |= np.uint64(signs[image, y, x, g]) << np.uint64((at & 7) * 8)
+                    first += octets
+            s = acc[r]
+            s[:] = 0
+            total = np.int64(0)
+            for k in range(words):
+                word = window[k]
+                total += np.int64(_popcount(word))
+                row = bits[k]
+                for o in range(channels):
+                    s[o] += np.int64(_popcount(word & row[o]))
+            for o in range(channels):
+                s[o] = magnitude[o] * (2 * s[o] - total)
 
 
 def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
-                dtype, bit_planes: bool = False) -> np.ndarray | None:
-    """int8_gemm.conv_gemm's result (one group, int8 NHWC x) from pack_binary's weights: from one bit plane when
-    x is binary (binary_step), else from 8 bit planes if `bit_planes`, else None (the int8 GEMM is faster)."""
-    step = binary_step(x, x_zero_point)
-    if step is None and not bit_planes:
-        return None
+                dtype, eight_planes: bool | None = None) -> np.ndarray | None:
+    """int8_gemm.conv_gemm's result (one group, int8 NHWC x) from pack_binary's weights: XNOR-popcount when x is
+    binary (two codes, one the zero point), else from 8 bit planes if `eight_planes` (default: inside bit_planes()),
+    else None (the int8 GEMM is faster)."""
     bits, magnitude, weight_sums = packed_w
     n, h, w, c = x.shape
     kh, kw = kernel_hw
     top, left, bottom, right = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
     octets = -(-c // 8)
-    if step is not None:
+    signs = np.zeros((n, h, w, octets), np.uint8)
+    other = _sign_bits(x, x_zero_point, signs)
+    if other <= 256:  # binary activations
         CALLS["binary_activations"] += 1
-        b = np.zeros((n, h + top + bottom, w + left + right, octets * 8), np.uint8)  # padding: x = zp, bit 0
-        b[:, top:top + h, left:left + w, :c] = x != x_zero_point
-        planes = np.packbits(b, axis=-1, bitorder="little")[..., None, :]
-        return _from_planes(planes, bits, magnitude * step, (kh, kw), stride, dilation, out_h, out_w, bias,
-                            requant, dtype)
+        acc = np.empty((n * out_h * out_w, bits.shape[1]), np.int64)
+        out = np.empty(acc.shape, dtype)
+        with _threads_for(acc.size):
+            _xnor_accumulate(signs, kh, kw, *stride, *dilation, top, left, out_h, out_w, bits,
+                             magnitude * (0 if other == 256 else other - x_zero_point), acc)
+            requantize_rows(acc, bias, *requant.args, out)
+        return out.reshape(n, out_h, out_w, -1)
+    if not (_BIT_PLANES[0] if eight_planes is None else eight_planes):
+        return None
     CALLS["bit_planes"] += 1
     u = np.zeros((n, h + top + bottom, w + left + right, octets * 8), np.uint8)  # padded channels: u = 0
     u[..., :c] = x_zero_point + 128  # the padding: the real 0
     u[:, top:top + h, left:left + w, :c] = x.view(np.uint8) ^ np.uint8(0x80)  # x + 128
-    planes = np.empty(u.shape[:3] + (8, octets), np.uint8)
-    with _threads_for(n * out_h * out_w * bits.shape[1]):
-        _bit_planes(u.view(np.uint64), planes)
-    return _from_planes(planes, bits, magnitude, kernel_hw, stride, dilation, out_h, out_w,
-                        bias - (x_zero_point + 128) * weight_sums, requant, dtype)
-
-
-def _from_planes(planes, bits, magnitude, kernel_hw, stride, dilation, out_h, out_w, bias, requant, dtype):
-    """The layer's output from the padded input's bit planes [n, h, w, planes, octets] (plane b weighs 2^b)."""
-    n, depth = planes.shape[0], planes.shape[3]
     rows, words = n * out_h * out_w, bits.shape[0]
     with _threads_for(rows * bits.shape[1]):
-        windows = np.zeros((rows, depth, words * 8), np.uint8)
-        _windows(planes, *kernel_hw, *stride, *dilation, out_h, out_w, windows)
+        planes = np.empty(u.shape[:3] + (8, octets), np.uint8)
+        _bit_planes(u.view(np.uint64), planes)
+        windows = np.zeros((rows, 8, words * 8), np.uint8)
+        _windows(planes, kh, kw, *stride, *dilation, out_h, out_w, windows)
         acc = np.empty((rows, bits.shape[1]), np.int64)
         _accumulate(windows.view(np.uint64), bits, magnitude, acc)
         out = np.empty(acc.shape, dtype)
-        requantize_rows(acc, bias, *requant.args, out)
+        requantize_rows(acc, bias - (x_zero_point + 128) * weight_sums, *requant.args, out)
     return out.reshape(n, out_h, out_w, -1)
 
 
