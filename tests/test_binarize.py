@@ -328,18 +328,19 @@ def test_binary_activations_pass_folds_the_sign_into_the_bias(digits):
 @pytest.fixture(scope="module")
 def binary_activations(digits):
     """The digits classifier with binary weights and binary activations on its inner conv, fine-tuned with
-    labels, for arm-binary and x86-binary; and without fine-tuning for comparison."""
+    labels (10 epochs: 5 gave 84%), for arm-binary and x86-binary; and without fine-tuning for comparison."""
     tmp, src, split, _ = digits
     np.savez(tmp / "train.npz", x=split.x_train.numpy(), labels=split.y_train.numpy())
-    options = {"binary_activations": True}
     files = {}
     for key, target, finetune in (("plain", "arm-binary", None), ("tflite", "arm-binary", tmp / "train.npz"),
                                   ("onnx", "x86-binary", tmp / "train.npz")):
         files[key] = tmp / f"binact.{key}.{'onnx' if target == 'x86-binary' else 'tflite'}"
+        options = {"binary_activations": True, **({"epochs": 10} if finetune else {})}
         result = compile_model(src, target, files[key], calib=tmp / "calib.npz", options=options, finetune=finetune)
     return files, result
 
 
+@pytest.mark.slow
 def test_binary_activations_finetuned_accuracy_and_standard_ops(binary_activations, digits, capsys):
     files, result = binary_activations
     split = digits[2]
@@ -347,12 +348,13 @@ def test_binary_activations_finetuned_accuracy_and_standard_ops(binary_activatio
     with capsys.disabled():
         print(f"\ndigits test accuracy, binary weights and activations on the inner conv: without fine-tuning "
               f"{accuracy['plain']:.4f}, fine-tuned {accuracy['tflite']:.4f}")
-    assert accuracy["tflite"] >= 0.85 and accuracy["tflite"] >= accuracy["plain"] + 0.1, accuracy
+    assert accuracy["tflite"] >= 0.85 and accuracy["tflite"] >= accuracy["plain"] + 0.3, accuracy
     ops = operator_names(files["tflite"].read_bytes())
     assert ops.count("QUANTIZE") == 3 and not any(o.startswith("CUSTOM") for o in ops)  # input + the two steps
     assert _notes(result, "quantize_int8")["binary_activations"] == ["features.1/sign"]
 
 
+@pytest.mark.slow
 def test_binary_activations_bit_exact_in_litert_and_onnxruntime(binary_activations, digits):
     files, _ = binary_activations
     tmp = digits[0]
@@ -364,6 +366,7 @@ def test_binary_activations_bit_exact_in_litert_and_onnxruntime(binary_activatio
             assert c["differing"] == 0 and c["elements"] > 0, (key, c)
 
 
+@pytest.mark.slow
 def test_xnor_kernel_takes_the_binary_layer_and_equals_the_int8_kernel(binary_activations, digits):
     files, _ = binary_activations
     split = digits[2]
@@ -372,7 +375,7 @@ def test_xnor_kernel_takes_the_binary_layer_and_equals_the_int8_kernel(binary_ac
         conv = graph.node("features.2.0")
         step = graph.producer(conv.inputs[0])
         assert step.op == "quantize" and graph.producer(step.inputs[0]).op == "quantize"
-        feeds = {graph.inputs[0].name: split.x_test[:8].numpy().transpose(0, 2, 3, 1)}
+        feeds = {graph.inputs[0].name: split.x_test[3:4].numpy().transpose(0, 2, 3, 1)}
         for rules in (("litert-ref", "litert-xnnpack@2.3.0") if key == "tflite" else ("onnxruntime",)):
             calls = CALLS["binary_activations"]
             packed_run = run(graph, feeds, keep_all=True, rules=rules)
@@ -383,3 +386,20 @@ def test_xnor_kernel_takes_the_binary_layer_and_equals_the_int8_kernel(binary_ac
             assert set(np.unique(packed_run[conv.inputs[0].name])) == {-128, 127}
             for name in packed_run:
                 assert np.array_equal(packed_run[name], plain_run[name]), (key, rules, name)
+
+
+def test_cli_binary_flags(digits):
+    """mcc compile --binary-activations --binary-layers: the options reach binarize (its notes in the report)."""
+    import json
+
+    from mcc.cli import main
+
+    tmp, src, *_ = digits
+    out, report = tmp / "cli.tflite", tmp / "cli.json"
+    assert main(["compile", str(src), "--target", "arm-binary", "--calib", str(tmp / "calib.npz"), "-q",
+                 "--binary-activations", "--binary-layers", "features.2*", "-o", str(out), "--report", str(report)]) == 0
+    notes = next(r["notes"] for r in json.loads(report.read_text())["passes"] if r["pass"] == "binarize")
+    assert list(notes["layers"]) == ["features.2.0"] and list(notes["binary_activations"]) == ["features.2.0"]
+    with pytest.raises(SystemExit):
+        main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp / "calib.npz"), "-q",
+              "--binary-activations", "-o", str(tmp / "no.tflite")])
