@@ -112,9 +112,9 @@ def _binarize_inputs(graph: Graph, nodes: list) -> dict:
     for node in nodes:
         x = node.inputs[0]
         if id(x) not in steps:
-            dropped = _drop_relu(graph, x)
+            noted_relu = _drop_relu(graph, x)
+            x = node.inputs[0]  # a relu right before the node is bypassed: the node now reads the relu's input
             steps[id(x)] = graph.add_node("binary_activation", [x], {"magnitude": STEP}, name=f"{x.name}/sign")
-            noted_relu = dropped
         else:
             noted_relu = None
         node.inputs[0] = steps[id(x)].outputs[0]

@@ -601,9 +601,8 @@ def _pin_binary_activations(graph: Graph, int8_nodes: list[Node], groups: _Group
     the readers' binary weights take the ratio (still two values per channel) and the function stays the same."""
     steps = [n for n in int8_nodes if n.op == "binary_activation"]
     for node in steps:
-        readers = graph.consumers(node.outputs[0])
-        wrong = [r.name for r in readers if not weighted(r.op) or r.inputs[0] is not node.outputs[0]]
-        if wrong or graph.is_output(node.outputs[0]):
+        readers, wrong = _weighted_readers(graph, node.outputs[0])
+        if wrong:
             raise MccError(f"binary_activation '{node.name}' feeds {', '.join(wrong) or 'the graph output'}, which "
                            "cannot take its int8 scale into weights; binarize puts it only before weighted layers",
                            node=node.name)
@@ -616,6 +615,22 @@ def _pin_binary_activations(graph: Graph, int8_nodes: list[Node], groups: _Group
         for reader in readers:
             replace_constant(graph, reader, 1, reader.inputs[1].data * ratio)
     return steps
+
+
+def _weighted_readers(graph: Graph, t: Tensor) -> tuple[list[Node], list[str]]:
+    """The weighted layers reading `t` as their input, through ops that move values (a PAD of 0 that
+    legalize_tflite puts before a strided conv, reshape: codes stay the zero point and -128); and the names of
+    any other readers."""
+    readers, wrong = [], ["the graph output"] if graph.is_output(t) else []
+    for reader in graph.consumers(t):
+        if weighted(reader.op) and reader.inputs[0] is t:
+            readers.append(reader)
+        elif reader.op in ("pad", "reshape") and reader.inputs[0] is t and reader.attrs.get("value", 0) == 0:
+            more, other = _weighted_readers(graph, reader.outputs[0])
+            readers, wrong = readers + more, wrong + other
+        else:
+            wrong.append(reader.name)
+    return readers, wrong
 
 
 def _expand_binary_activations(graph: Graph, steps: list[Node]) -> None:
