@@ -618,14 +618,15 @@ def _pin_binary_activations(graph: Graph, int8_nodes: list[Node], groups: _Group
 
 
 def _weighted_readers(graph: Graph, t: Tensor) -> tuple[list[Node], list[str]]:
-    """The weighted layers reading `t` as their input, through ops that move values (a PAD of 0 that
-    legalize_tflite puts before a strided conv, reshape: codes stay the zero point and -128); and the names of
-    any other readers."""
+    """The weighted layers reading `t` as their input, through single-input ops that share its parameters (the
+    PAD of 0 that legalize_tflite puts before a strided conv, reshape, pools: scaling t scales their output, so
+    the readers' weights can take the ratio); and the names of any other readers."""
     readers, wrong = [], ["the graph output"] if graph.is_output(t) else []
     for reader in graph.consumers(t):
         if weighted(reader.op) and reader.inputs[0] is t:
             readers.append(reader)
-        elif reader.op in ("pad", "reshape") and reader.inputs[0] is t and reader.attrs.get("value", 0) == 0:
+        elif traits(reader.op).shares_quant and [i for i in reader.inputs if i is not None and not i.is_constant] \
+                == [t] and reader.attrs.get("value", 0) == 0:
             more, other = _weighted_readers(graph, reader.outputs[0])
             readers, wrong = readers + more, wrong + other
         else:
