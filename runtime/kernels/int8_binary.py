@@ -27,8 +27,10 @@ one bit plane instead of 8: one AND + popcount + add per 64 multiply-adds, with 
 output channels. This is XNOR-popcount (sum of +-1 products = 2 * popcount(XNOR(a, w)) - n) in its {0, 1} form,
 which needs no mask for the padded tail bits and counts a padded tap (x = zp, bit 0) as the float graph does.
 binary_gemm checks the two codes on every call (the file carries no flag), so any input is computed exactly.
-The interpreter takes this path for binary weights with binary activations; with int8 activations the 8-plane
-form measured 0.34-1.0x the int8 GEMM (benchmarks/results/bench_binary.txt), so there the int8 GEMM runs
+Each window's words are assembled from the pixels' sign bytes as it is read (no im2col). The interpreter takes
+this path for binary weights with binary activations (1.3-2.6x the int8 GEMM on resnet18_style's 3x3 layers,
+0.85-1.1x on 1x1 layers whose window fills less than a word); with int8 activations the 8-plane form measured
+below the int8 GEMM on nearly every layer (benchmarks/results/bench_binary.txt), so there the int8 GEMM runs
 (binary_gemm returns None for them unless asked for the planes: tests and the benchmark keep it bit-exact).
 larq's compute engine (LCE) runs binary layers (binary activations too, XNOR-popcount) through custom TFLite ops
 (LceBconv2d) that stock runtimes reject; mcc keeps the file standard and the packing the runtime's business.
