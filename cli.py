@@ -105,6 +105,7 @@ def _cmd_compile(args) -> None:
                "finetune_lr": args.finetune_lr, "temperature": args.temperature,
                **_compression_options(args)}
     options.update(_prune_options(args))
+    options.update(_binary_options(args))
     result = compile_model(args.model, args.target, out, trust_pickle=args.trust_pickle,
                            input_shapes=_shapes(args.input_shape), report_path=args.report, calib=args.calib,
                            options={k: v for k, v in options.items() if v is not None}, progress=progress,
@@ -313,6 +314,12 @@ def _compression_options(args) -> dict:
     given = {"low_rank": args.low_rank, "low_rank_energy": args.low_rank_energy,
              "low_rank_include": tuple(args.low_rank_layers or ()), "low_rank_exclude": tuple(args.low_rank_exclude or ()),
              "depthwise": tuple(args.depthwise or ()), "depthwise_ratio": args.depthwise_ratio}
+    return {k: v for k, v in given.items() if v not in (None, ())}
+
+
+def _binary_options(args) -> dict:
+    """The binarize pass's options (passes/binarize.py) that were given (targets arm-binary / x86-binary)."""
+    given = {"binary_layers": tuple(args.binary_layers or ()), "binary_activations": args.binary_activations}
     return {k: v for k, v in given.items() if v not in (None, ())}
 
 
@@ -605,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --depthwise auto: replace convs until they keep R of their MACs")
     c.add_argument("--device", help="warn when the compiled model and its activation arena will not fit this "
                    "board's memory (see `mcc devices`)")
+    c.add_argument("--binary-layers", action="append", metavar="PATTERN", help="arm-binary / x86-binary: binarize "
+                   "only the layers whose names match (fnmatch, repeatable; default: all but the first and last)")
+    c.add_argument("--binary-activations", action="store_true", default=None, help="arm-binary / x86-binary: the "
+                   "binary layers' inputs become signs too (two int8 QUANTIZEs; XNOR-popcount in mcc's runtime)")
     model_options(c)
     c.set_defaults(func=_cmd_compile)
 

@@ -1,21 +1,25 @@
-"""Binary layers in mcc's runtime: the packed 1-bit kernel (runtime/kernels/int8_binary.py) against the int8 GEMM
+"""Binary layers in mcc's runtime: the packed 1-bit kernels (runtime/kernels/int8_binary.py) against the int8 GEMM
 on the same layers, and the bytes of the stock file against 1 bit per weight.
 
     python benchmarks/bench_binary.py [--models digits_classifier,resnet18_style] [--repeat 30] [--batch 8]
 
-Per model, its arm-binary file (digits: trained, calibrated on 64 training images; the others: random weights,
-32 standard-normal samples) and its arm-int8 file. For every binary layer (every conv2d / fully_connected but the
+Per model, its arm-binary files (digits: trained, calibrated on 64 training images; the others: random weights,
+32 standard-normal samples), with binary weights only and with binary weights and activations (binarize's
+binary_activations), and its arm-int8 file. For every binary layer (every conv2d / fully_connected but the
 first and last), the median time of the int8 kernel (float GEMM over the integers, numpy's BLAS on one thread) and
 of the packed kernel on the layer's real int8 input of a --batch sample batch, in the same process, with the
 packed kernel's output checked equal to the int8 kernel's; their ratio (int8 / packed: above 1, the packed kernel
-is faster). Bytes: per binary layer its int8 weights and float32 scales as the stock file stores them against
+is faster). The packed kernel is the 8-bit-plane one for int8 activations (which the interpreter does not choose,
+being slower) and XNOR-popcount for binary activations (which it chooses). Bytes: per binary layer its int8 weights and float32 scales as the stock file stores them against
 1 bit per weight plus a float32 scale per channel, and the whole file with the binary layers stored either way.
-Accuracy (digits): the arm-int8 file and the arm-binary one without fine-tuning, in mcc's runtime.
+Accuracy (digits): the arm-int8 file and the arm-binary ones without fine-tuning, in mcc's runtime (fine-tuned
+figures: tests/test_binarize.py prints them).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +35,7 @@ from mcc.compiler import compile_model  # noqa: E402
 from mcc.examples.zoo import ZOO, digits_split  # noqa: E402
 from mcc.ir.traits import weight_axes, weighted  # noqa: E402
 from mcc.runtime.interpreter import evaluate_node, run  # noqa: E402
-from mcc.runtime.kernels.int8_binary import binary_magnitudes, int8_only, packed_bytes  # noqa: E402
+from mcc.runtime.kernels.int8_binary import binary_magnitudes, bit_planes, int8_only, packed_bytes  # noqa: E402
 from mcc.validate import read_compiled  # noqa: E402
 
 
@@ -60,51 +64,67 @@ def _accuracy(path: Path, split) -> float:
     return float((preds == split.y_test.numpy()[:n]).mean())
 
 
+VARIANTS = {"binary weights (8-bit-plane kernel)": ({}, bit_planes),
+            "binary weights and activations (XNOR-popcount kernel)": ({"binary_activations": True}, None)}
+
+
 def bench(name: str, repeat: int, batch: int) -> None:
     model, example = ZOO[name]()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         src, x = _batched(model, example, batch, tmp, name)
-        files = {}
-        for target in ("arm-int8", "arm-binary"):
-            files[target] = tmp / f"{name}.{target}.tflite"
-            compile_model(src, target, files[target], calib=tmp / "calib.npz")
-        _, _, graph = read_compiled(files["arm-binary"])
-        feeds = {graph.inputs[0].name: x.transpose(0, 2, 3, 1)}
-        values = run(graph, feeds, keep_all=True)
-        print(f"\n## {name} (batch {batch}; arm-int8 file {files['arm-int8'].stat().st_size:,} bytes)\n")
-        print("| layer | weights | int8 kernel ms | packed kernel ms | int8 / packed | stock bytes | packed bytes |")
-        print("|---|---|---|---|---|---|---|")
-        totals = np.zeros(4)
-        for node in graph.nodes:
-            if not weighted(node.op) or binary_magnitudes(node.inputs[1].data, weight_axes(node)[0]) is None:
-                continue
-            ins = [None if t is None else values[t.name] for t in node.inputs]
-            packed_out = evaluate_node(node, ins)
-            packed_s = median_seconds(lambda: evaluate_node(node, ins), repeat)
-            with int8_only():
-                plain_out = evaluate_node(node, ins)
-                plain_s = median_seconds(lambda: evaluate_node(node, ins), repeat)
-            assert all(np.array_equal(a, b) for a, b in zip(packed_out, plain_out)), node.name
-            w, axis = node.inputs[1].data, weight_axes(node)[0]
-            stock, packed = w.size + 4 * w.shape[axis], packed_bytes(w, axis)
-            totals += (plain_s, packed_s, stock, packed)
-            print(f"| {node.name} ({node.op}) | {w.size:,} | {plain_s * 1e3:.3f} | {packed_s * 1e3:.3f} | "
-                  f"{plain_s / packed_s:.2f} | {stock:,} | {packed:,} |")
-        size = files["arm-binary"].stat().st_size
-        print(f"| all binary layers | | {totals[0] * 1e3:.3f} | {totals[1] * 1e3:.3f} | {totals[0] / totals[1]:.2f} | "
-              f"{int(totals[2]):,} | {int(totals[3]):,} |")
-        print(f"\nfile: stock arm-binary .tflite {size:,} bytes; with the binary layers at 1 bit per weight "
-              f"{size - int(totals[2]) + int(totals[3]):,} bytes ({(size - totals[2] + totals[3]) / size:.2f}x)")
-        whole_packed = median_seconds(lambda: run(graph, feeds), repeat)
-        with int8_only():
-            whole_plain = median_seconds(lambda: run(graph, feeds), repeat)
-        print(f"whole model in mcc's runtime: int8 kernels {whole_plain * 1e3:.3f} ms, packed binary kernels "
-              f"{whole_packed * 1e3:.3f} ms (int8 / packed {whole_plain / whole_packed:.2f})")
+        int8_file = tmp / f"{name}.arm-int8.tflite"
+        compile_model(src, "arm-int8", int8_file, calib=tmp / "calib.npz")
+        print(f"\n## {name} (batch {batch}; arm-int8 file {int8_file.stat().st_size:,} bytes)")
+        accuracy = {"arm-int8": int8_file}
+        for variant, (options, packed_mode) in VARIANTS.items():
+            path = tmp / f"{name}.{len(accuracy)}.tflite"
+            compile_model(src, "arm-binary", path, calib=tmp / "calib.npz", options=options)
+            accuracy[f"arm-binary, {variant.split(' (')[0]}"] = path
+            _layers(path, x, repeat, variant, packed_mode)
         if name == "digits_classifier":
             split = digits_split()
-            print(f"digits test accuracy: arm-int8 {_accuracy(files['arm-int8'], split):.4f}, arm-binary without "
-                  f"fine-tuning {_accuracy(files['arm-binary'], split):.4f}")
+            print("\ndigits test accuracy without fine-tuning: " + ", ".join(
+                f"{label} {_accuracy(path, split):.4f}" for label, path in accuracy.items()))
+
+
+def _layers(path: Path, x: np.ndarray, repeat: int, variant: str, packed_mode) -> None:
+    """The per-layer table and the whole-model times of one arm-binary file."""
+    _, _, graph = read_compiled(path)
+    feeds = {graph.inputs[0].name: x.transpose(0, 2, 3, 1)}
+    values = run(graph, feeds, keep_all=True)
+    packed_context = packed_mode or contextlib.nullcontext
+    print(f"\n### {variant}\n")
+    print("| layer | weights | int8 kernel ms | packed kernel ms | int8 / packed | stock bytes | packed bytes |")
+    print("|---|---|---|---|---|---|---|")
+    totals = np.zeros(4)
+    for node in graph.nodes:
+        if not weighted(node.op) or binary_magnitudes(node.inputs[1].data, weight_axes(node)[0]) is None:
+            continue
+        ins = [None if t is None else values[t.name] for t in node.inputs]
+        with packed_context():
+            packed_out = evaluate_node(node, ins)
+            packed_s = median_seconds(lambda: evaluate_node(node, ins), repeat)
+        with int8_only():
+            plain_out = evaluate_node(node, ins)
+            plain_s = median_seconds(lambda: evaluate_node(node, ins), repeat)
+        assert all(np.array_equal(a, b) for a, b in zip(packed_out, plain_out)), node.name
+        w, axis = node.inputs[1].data, weight_axes(node)[0]
+        stock, packed = w.size + 4 * w.shape[axis], packed_bytes(w, axis)
+        totals += (plain_s, packed_s, stock, packed)
+        print(f"| {node.name} ({node.op}) | {w.size:,} | {plain_s * 1e3:.3f} | {packed_s * 1e3:.3f} | "
+              f"{plain_s / packed_s:.2f} | {stock:,} | {packed:,} |")
+    size = path.stat().st_size
+    print(f"| all binary layers | | {totals[0] * 1e3:.3f} | {totals[1] * 1e3:.3f} | {totals[0] / totals[1]:.2f} | "
+          f"{int(totals[2]):,} | {int(totals[3]):,} |")
+    print(f"\nfile: stock arm-binary .tflite {size:,} bytes; with the binary layers at 1 bit per weight "
+          f"{size - int(totals[2]) + int(totals[3]):,} bytes ({(size - totals[2] + totals[3]) / size:.2f}x)")
+    with packed_context():
+        whole_packed = median_seconds(lambda: run(graph, feeds), repeat)
+    with int8_only():
+        whole_plain = median_seconds(lambda: run(graph, feeds), repeat)
+    print(f"whole model in mcc's runtime: int8 kernels {whole_plain * 1e3:.3f} ms, packed binary kernels "
+          f"{whole_packed * 1e3:.3f} ms (int8 / packed {whole_plain / whole_packed:.2f})")
 
 
 def main() -> None:

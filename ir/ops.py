@@ -552,3 +552,9 @@ def _batch_matmul(node):
         raise ValueError(f"batch_matmul batch axes {a.shape[:-2]} and {b.shape[:-2]} do not broadcast") from None
     var = a if not a.is_constant else b
     return [(batch + (a.shape[-2], b.shape[-1]), var.dtype, None)]
+
+
+# ---- binary activations (issue 18, passes/binarize.py) ---------------------------------------------------------
+op("binary_activation", "0 where x >= 0, -magnitude where x < 0: (magnitude / 2) * (sign(x) - 1), the input of a "
+   "layer with binary activations (binarize folds the constant half into the layer's bias; quantize_int8 writes it "
+   "as two int8 QUANTIZEs, whose codes are exactly these two values).", attrs={"magnitude": _REQ})(_same)

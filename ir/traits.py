@@ -88,6 +88,8 @@ TRAITS: dict[str, Traits] = {
     "tile": Traits("axes", "none", shares_quant=True),
     "depth_to_space": Traits("spatial", "none", shares_quant=True),
     "space_to_depth": Traits("spatial", "none", shares_quant=True),
+    # binary activations (issue 18): not homogeneous, so equalization does not scale a channel through the sign
+    "binary_activation": Traits("elementwise", "follow"),
 }
 
 

@@ -18,6 +18,16 @@ channel) and the bytes at 1 bit per weight (int8_binary.packed_bytes), and the t
 larq (the only binary-network converter) trains with quantizers on Keras layers and converts to custom TFLite ops;
 mcc binarizes a trained float graph and emits standard int8 ops, with `ste_sign` below for the straight-through
 training that recovers the accuracy.
+
+Option "binary_activations" (default off) also makes the inputs of those layers binary (XNOR-Net's full binary
+layers, Hubara et al.'s BNN): each gets a binary_activation node, 0 where x >= 0 and -2 where x < 0, i.e.
+sign(x) - 1, and the layer's bias gains sum(W) per output channel, so that the layer computes W * sign(x) with the
+padding counted +1 (larq's pad_values=1: a padded tap stays a bit). A per-tensor activation scale beta would only
+multiply the layer's alpha, so it is left at 1. Why not +-1 itself: an int8 tensor always holds its real 0 at the
+zero point, and the only standard-op form of a sign that stock runtimes compute exactly is two requantizing
+QUANTIZEs (quantize_int8), whose output codes are {zero point, -128}, i.e. {0, -c}. A relu feeding the layer (fused
+or its own op, through max pools) is dropped, since the sign of a relu's output is constant; the notes name it.
+ste_step trains through the step as BNN does (identity gradient where |x| <= 1).
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ def binarize_array(w: np.ndarray, axis: int) -> np.ndarray:
 class BinarizeOptions:
     binary_layers: tuple = ()  # fnmatch patterns of node names; empty: every weighted layer
     binary_keep_first_last: bool = True  # the first and last such layer stay int8
+    binary_activations: bool = False  # the chosen layers' inputs become signs too (module docstring)
 
 
 def _chosen(graph: Graph, opts: BinarizeOptions) -> list:
@@ -84,7 +95,62 @@ def binarize(graph: Graph, ctx: PassContext) -> Graph:
                              "packed_bytes": packed_bytes(w.data, axis)}
     ctx.note("layers", layers)
     ctx.note("total", {k: sum(la[k] for la in layers.values()) for k in ("weights", "stock_bytes", "packed_bytes")})
+    if ctx.options.binary_activations:
+        ctx.note("binary_activations", _binarize_inputs(graph, nodes))
+        graph.toposort()
     return graph
+
+
+STEP = 2.0  # binary_activation's magnitude: sign(x) - 1 (beta = 1)
+
+
+def _binarize_inputs(graph: Graph, nodes: list) -> dict:
+    """Put a binary_activation before each node's input (one per input tensor), fold sum(W) into the biases, drop
+    a relu upstream; node name -> {"input", "relu_dropped"}."""
+    steps: dict[int, object] = {}
+    noted = {}
+    for node in nodes:
+        x = node.inputs[0]
+        if id(x) not in steps:
+            noted_relu = _drop_relu(graph, x)
+            x = node.inputs[0]  # a relu right before the node is bypassed: the node now reads the relu's input
+            steps[id(x)] = graph.add_node("binary_activation", [x], {"magnitude": STEP}, name=f"{x.name}/sign")
+        else:
+            noted_relu = None
+        node.inputs[0] = steps[id(x)].outputs[0]
+        w, axis = node.inputs[1], weight_axes(node)[0]
+        others = tuple(a for a in range(w.data.ndim) if a != axis)
+        fold = (STEP / 2) * w.data.astype(np.float64).sum(axis=others)
+        bias = node.input(2)
+        new_bias = (fold if bias is None else bias.data.astype(np.float64) + fold).astype(np.float32)
+        if bias is None:
+            node.inputs = [*node.inputs[:2], graph.constant(f"{node.name}/bias", new_bias)]
+        else:
+            replace_constant(graph, node, 2, new_bias)
+        noted[node.name] = {"input": x.name, "relu_dropped": noted_relu}
+    return noted
+
+
+def _drop_relu(graph: Graph, x) -> str | None:
+    """Remove the relu (an op, or fused into its producer) that makes `x`, through max pools, when nothing else
+    reads the tensors on the way: sign(relu(v)) would be constant. Returns the relu's node name, or None."""
+    t = x
+    while True:
+        if len(graph.consumers(t)) != 1 or graph.is_output(t):
+            return None
+        producer = graph.producer(t)
+        if producer is None:
+            return None
+        if producer.op == "max_pool2d" and producer.attrs.get("activation") is None:
+            t = producer.inputs[0]
+            continue
+        if producer.op == "relu":
+            graph.bypass(producer)
+            return producer.name
+        if producer.attrs.get("activation") == "relu":
+            producer.attrs["activation"] = None
+            return producer.name
+        return None
 
 
 # ---- straight-through training (used by the fine-tuning pass's per-weight transform) ---------------------------
@@ -125,6 +191,33 @@ def binary_weight_transforms(graph: Graph) -> dict:
 
 def _ste_on_axis(weight, axis: int):
     return ste_sign(weight.movedim(axis, 0)).movedim(0, axis)
+
+
+@functools.cache
+def _ste_step_function():
+    import torch
+
+    class SteStep(torch.autograd.Function):
+        """Forward binary_activation (0 where x >= 0, else -magnitude); backward (magnitude / 2) times the gradient
+        where |x| <= 1, else 0: the straight-through sign of Hubara et al. for sign(x) - 1, scaled."""
+
+        @staticmethod
+        def forward(ctx, x, magnitude):
+            ctx.save_for_backward(x)
+            ctx.magnitude = magnitude
+            return torch.where(x >= 0, torch.zeros_like(x), torch.full_like(x, -magnitude))
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * (x.abs() <= 1).to(grad.dtype) * (ctx.magnitude / 2), None
+
+    return SteStep
+
+
+def ste_step(x, magnitude: float):
+    """binary_activation of a torch tensor with a straight-through gradient (the IR torch module's op)."""
+    return _ste_step_function().apply(x, float(magnitude))
 
 
 def ste_sign(weight):

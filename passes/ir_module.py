@@ -33,6 +33,7 @@ from ..ir import Graph, Node, Tensor
 from ..ir.traits import weighted
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
 from ..runtime.plan import rebatch
+from .binarize import ste_step
 
 
 class IRModule(torch.nn.Module):
@@ -330,4 +331,6 @@ TORCH_OPS: dict[str, Callable] = {
     "split": lambda node, inputs: list(torch.split(inputs[0], node.attrs["sizes"], dim=node.attrs["axis"])),
     "gather": _gather, "tile": lambda node, inputs: [inputs[0].repeat(node.attrs["multiples"])],
     "depth_to_space": _depth_to_space, "space_to_depth": _space_to_depth,
+    # binary activations (issue 18): trained through the straight-through step
+    "binary_activation": lambda node, inputs: [ste_step(inputs[0], node.attrs["magnitude"])],
 }

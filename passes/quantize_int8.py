@@ -523,11 +523,13 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     kept = _kept_float(graph, opts.float_layers)
     int8_nodes = [n for n in graph.nodes if not reasons[n.name] and n.name not in kept]
     groups, requantized = _plan(graph, int8_nodes, ranges)
+    steps = _pin_binary_activations(graph, int8_nodes, groups)
     int16_nodes += _int16_followers(graph, int16_nodes, int8_nodes)
     binary = _binary_layers(int8_nodes)
     counts = _rewrite(graph, int8_nodes, groups, requantized, io, int16_nodes,
                       _int16_params(graph, int16_nodes, ranges))
     _check_binary(binary)
+    _expand_binary_activations(graph, steps)
     graph.infer_shapes()
     ctx.note("observer", observer)
     ctx.note("io", io)
@@ -551,6 +553,8 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
         ctx.note("float_layers", [n.name for n in graph.nodes if n.name in kept])
     if binary:
         ctx.note("binary_layers", [n.name for n in binary])
+    if steps:
+        ctx.note("binary_activations", [n.name for n in steps])
     return graph
 
 
@@ -580,3 +584,62 @@ def _kept_float(graph: Graph, names: tuple) -> set[str]:
                        "being quantized; take layer names from `mcc analyze` (or `mcc inspect --after "
                        "cross_layer_equalization`)", node=unknown[0])
     return set(names)
+
+
+# ---- binary activations (issue 18, passes/binarize.py) --------------------------------------------------------
+STEP_RATIO = 128  # the largest int8 -> int8 QUANTIZE scale ratio XNNPACK delegates (int8_quantize)
+
+
+def _pin_binary_activations(graph: Graph, int8_nodes: list[Node], groups: _Groups) -> list[Node]:
+    """Pin each int8 binary_activation's output to scale s_x / 128^2, zero point 127, and move the float
+    magnitude into the weights of the layers reading it.
+
+    x -> QUANTIZE(s_x / 128, zp 127) -> QUANTIZE(s_x / 128^2, zp 127) is 127 + 128 (x - zp_x) saturated, then
+    127 + 128 (y - 127) saturated: 127 where x >= zp_x, -128 below (the first step alone leaves -1 at
+    x = zp_x - 1), exact under TFLite's double rounding, XNNPACK's multiplier (256 * 128) and onnxruntime's table,
+    since the ratio is a power of two. Real values {0, -255 s}: the magnitude is the int8 one, not the float 2, so
+    the readers' binary weights take the ratio (still two values per channel) and the function stays the same."""
+    steps = [n for n in int8_nodes if n.op == "binary_activation"]
+    for node in steps:
+        readers, wrong = _weighted_readers(graph, node.outputs[0])
+        if wrong:
+            raise MccError(f"binary_activation '{node.name}' feeds {', '.join(wrong) or 'the graph output'}, which "
+                           "cannot take its int8 scale into weights; binarize puts it only before weighted layers",
+                           node=node.name)
+        s_x = np.float32(groups.params(node.inputs[0]).scale[0])
+        scale = np.float32(s_x / np.float32(STEP_RATIO ** 2))
+        groups.pin[groups.find(node.outputs[0])] = QuantParams(np.array([scale], np.float32), np.array([127]))
+        magnitude = 255.0 * float(scale)
+        ratio = np.float32(node.attrs["magnitude"] / magnitude)
+        node.attrs["magnitude"] = magnitude
+        for reader in readers:
+            replace_constant(graph, reader, 1, reader.inputs[1].data * ratio)
+    return steps
+
+
+def _weighted_readers(graph: Graph, t: Tensor) -> tuple[list[Node], list[str]]:
+    """The weighted layers reading `t` as their input, through single-input ops that share its parameters (the
+    PAD of 0 that legalize_tflite puts before a strided conv, reshape, pools: scaling t scales their output, so
+    the readers' weights can take the ratio); and the names of any other readers."""
+    readers, wrong = [], ["the graph output"] if graph.is_output(t) else []
+    for reader in graph.consumers(t):
+        if weighted(reader.op) and reader.inputs[0] is t:
+            readers.append(reader)
+        elif traits(reader.op).shares_quant and [i for i in reader.inputs if i is not None and not i.is_constant] \
+                == [t] and reader.attrs.get("value", 0) == 0:
+            more, other = _weighted_readers(graph, reader.outputs[0])
+            readers, wrong = readers + more, wrong + other
+        else:
+            wrong.append(reader.name)
+    return readers, wrong
+
+
+def _expand_binary_activations(graph: Graph, steps: list[Node]) -> None:
+    """Each int8 binary_activation becomes the two QUANTIZEs that _pin_binary_activations describes."""
+    for node in steps:
+        x, y = node.inputs[0], node.outputs[0]
+        name = graph.unique_name(f"{node.name}/requantize")
+        first = Node("quantize", name, [x], [Tensor(name, x.shape, "int8", x.layout)], {"dtype": "int8"})
+        first.outputs[0].quant = QuantParams(np.array([x.quant.scale[0] / np.float32(STEP_RATIO)], np.float32),
+                                             np.array([127]))
+        graph.replace_node(node, [first, Node("quantize", node.name, [first.outputs[0]], [y], {"dtype": "int8"})])

@@ -71,3 +71,10 @@ def softmax(node, inputs):
     x, axis = inputs[0], node.attrs["axis"]
     e = np.exp((x - x.max(axis=axis, keepdims=True)) * np.float32(node.attrs["beta"]))
     return [e / e.sum(axis=axis, keepdims=True)]
+
+
+# ---- binary activations (issue 18) --------------------------------------------------------------------------
+@kernel("binary_activation")
+def binary_activation(node, inputs):
+    x = inputs[0]
+    return [np.where(x >= 0, np.float32(0), np.float32(-node.attrs["magnitude"])).astype(x.dtype)]

@@ -17,6 +17,21 @@ accumulator, and after the same output stage (int8_output.requantize_rows) the o
 bit for bit, under every rule set. The work per 64 weights is 8 AND + popcount + add, against 64 multiply-adds:
 with int8 activations that is about what a float GEMM costs (benchmarks/bench_binary.py measures it); the bytes
 of weight read are 1/32 of the float GEMM's packed operand.
+
+Binary activations (passes/binarize.py's binary_activations; quantize_int8 writes them as two QUANTIZEs) leave
+the layer's int8 input with two codes, its zero point and one other v (127 and -128). Then
+
+    sum_j w_j (x_j - zp) = (v - zp) * k * (2 * popcount(B & W) - popcount(B)),   B_j = [x_j != zp]
+
+one bit plane instead of 8: one AND + popcount + add per 64 multiply-adds, with the popcount of B shared by the
+output channels. This is XNOR-popcount (sum of +-1 products = 2 * popcount(XNOR(a, w)) - n) in its {0, 1} form,
+which needs no mask for the padded tail bits and counts a padded tap (x = zp, bit 0) as the float graph does.
+binary_gemm checks the two codes on every call (the file carries no flag), so any input is computed exactly.
+Each window's words are assembled from the pixels' sign bytes as it is read (no im2col). The interpreter takes
+this path for binary weights with binary activations (1.3-2.6x the int8 GEMM on resnet18_style's 3x3 layers,
+0.85-1.1x on 1x1 layers whose window fills less than a word); with int8 activations the 8-plane form measured
+below the int8 GEMM on nearly every layer (benchmarks/results/bench_binary.txt), so there the int8 GEMM runs
+(binary_gemm returns None for them unless asked for the planes: tests and the benchmark keep it bit-exact).
 larq's compute engine (LCE) runs binary layers (binary activations too, XNOR-popcount) through custom TFLite ops
 (LceBconv2d) that stock runtimes reject; mcc keeps the file standard and the packing the runtime's business.
 """
@@ -32,10 +47,12 @@ from numba.extending import intrinsic
 
 from .int8_gemm import _threads_for, _window_padding
 from .int8_output import requantize_rows
+from .int8_registry import int8_kernel, per_tensor
 from .packing import packed
 
 _WORD = 64
 _ENABLED = [True]  # the interpreter's choice; int8_only() turns it off to compare with the int8 GEMM
+_BIT_PLANES = [False]  # int8 activations through the 8-plane kernel; bit_planes() turns it on (benchmark, tests)
 
 
 @contextlib.contextmanager
@@ -46,6 +63,16 @@ def int8_only():
         yield
     finally:
         _ENABLED[0] = True
+
+
+@contextlib.contextmanager
+def bit_planes():
+    """Run binary-weight layers with int8 activations through the 8-bit-plane kernel while inside."""
+    _BIT_PLANES[0] = True
+    try:
+        yield
+    finally:
+        _BIT_PLANES[0] = False
 
 
 def binary_magnitudes(w: np.ndarray, axis: int) -> np.ndarray | None:
@@ -169,14 +196,90 @@ def binary_weights(w: np.ndarray, key: str, w_ohwi):
     return packed(w, ("binary", key), lambda w: pack_binary(w_ohwi(w)))
 
 
+CALLS = {"binary_activations": 0, "bit_planes": 0}  # kernel calls per path, which tests read
+
+
+@numba.njit(cache=True)
+def _sign_bits(x, zero_point, out):
+    """out[n, y, x, g] = bits [x != zero_point] of channels 8g .. 8g + 7 (out zeroed by the caller); returns the
+    one code other than the zero point (256: none), or 257 when x holds more than two codes."""
+    n, h, w, c = x.shape
+    other = 256
+    for i in range(n):
+        for y in range(h):
+            for j in range(w):
+                for k in range(c):
+                    v = np.int64(x[i, y, j, k])
+                    if v != zero_point:
+                        if other == 256:
+                            other = v
+                        elif v != other:
+                            return 257
+                        out[i, y, j, k >> 3] |= np.uint8(1 << (k & 7))
+    return other
+
+
+@numba.njit(cache=True, parallel=True)
+def _xnor_accumulate(signs, kh, kw, stride_h, stride_w, dil_h, dil_w, top, left, out_h, out_w, bits, magnitude,
+                     acc):
+    """acc[r, o] = magnitude[o] * (2 * popcount(B & W_o) - popcount(B)) over output position r's window B of the
+    sign bits [n, h, w, octets] (taps in the padding: bit 0), W_o = bits[:, o]: the window's words are assembled
+    in registers, nothing is materialised per window."""
+    n, h, w, octets = signs.shape
+    words, channels = bits.shape
+    rows = n * out_h * out_w
+    for task in numba.prange((rows + _ROWS - 1) // _ROWS):
+        window = np.empty(words, np.uint64)
+        for r in range(task * _ROWS, min(rows, (task + 1) * _ROWS)):
+            image, oy, ox = r // (out_h * out_w), r // out_w % out_h, r % out_w
+            window[:] = 0
+            first = 0
+            for ky in range(kh):
+                y = oy * stride_h + ky * dil_h - top
+                for kx in range(kw):
+                    x = ox * stride_w + kx * dil_w - left
+                    if 0 <= y < h and 0 <= x < w:
+                        for g in range(octets):
+                            at = first + g
+                            window[at >> 3] |= np.uint64(signs[image, y, x, g]) << np.uint64((at & 7) * 8)
+                    first += octets
+            s = acc[r]
+            s[:] = 0
+            total = np.int64(0)
+            for k in range(words):
+                word = window[k]
+                total += np.int64(_popcount(word))
+                row = bits[k]
+                for o in range(channels):
+                    s[o] += np.int64(_popcount(word & row[o]))
+            for o in range(channels):
+                s[o] = magnitude[o] * (2 * s[o] - total)
+
+
 def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
-                dtype) -> np.ndarray:
-    """int8_gemm.conv_gemm's result (one group, int8 NHWC x) from pack_binary's weights."""
+                dtype, eight_planes: bool | None = None) -> np.ndarray | None:
+    """int8_gemm.conv_gemm's result (one group, int8 NHWC x) from pack_binary's weights: XNOR-popcount when x is
+    binary (two codes, one the zero point), else from 8 bit planes if `eight_planes` (default: inside bit_planes()),
+    else None (the int8 GEMM is faster)."""
     bits, magnitude, weight_sums = packed_w
     n, h, w, c = x.shape
     kh, kw = kernel_hw
     top, left, bottom, right = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
     octets = -(-c // 8)
+    signs = np.zeros((n, h, w, octets), np.uint8)
+    other = _sign_bits(x, x_zero_point, signs)
+    if other <= 256:  # binary activations
+        CALLS["binary_activations"] += 1
+        acc = np.empty((n * out_h * out_w, bits.shape[1]), np.int64)
+        out = np.empty(acc.shape, dtype)
+        with _threads_for(acc.size):
+            _xnor_accumulate(signs, kh, kw, *stride, *dilation, top, left, out_h, out_w, bits,
+                             magnitude * (0 if other == 256 else other - x_zero_point), acc)
+            requantize_rows(acc, bias, *requant.args, out)
+        return out.reshape(n, out_h, out_w, -1)
+    if not (_BIT_PLANES[0] if eight_planes is None else eight_planes):
+        return None
+    CALLS["bit_planes"] += 1
     u = np.zeros((n, h + top + bottom, w + left + right, octets * 8), np.uint8)  # padded channels: u = 0
     u[..., :c] = x_zero_point + 128  # the padding: the real 0
     u[:, top:top + h, left:left + w, :c] = x.view(np.uint8) ^ np.uint8(0x80)  # x + 128
@@ -191,3 +294,11 @@ def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding,
         out = np.empty(acc.shape, dtype)
         requantize_rows(acc, bias - (x_zero_point + 128) * weight_sums, *requant.args, out)
     return out.reshape(n, out_h, out_w, -1)
+
+
+@int8_kernel("binary_activation")
+def binary_activation(node, inputs, rules):
+    """127 where x >= its zero point, else -128: the two QUANTIZEs quantize_int8 writes it as (the int8 graph
+    holds the node only inside that pass)."""
+    _, zp_in = per_tensor(node, node.inputs[0], "input")
+    return [np.where(inputs[0] >= zp_in, np.int8(127), np.int8(-128))]

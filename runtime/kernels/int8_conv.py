@@ -7,8 +7,9 @@ Each output is sum(w * (x - x_zp)) over the window, skipping positions in the pa
 real value 0), plus the int32 bias, then the output stage of the run's rule. Weights are int8, symmetric,
 per output channel (or per tensor, broadcast). The sums come from int8_gemm (a float GEMM or depthwise loop on
 the integers, exact), and integer sums do not depend on order, so the rule alone decides bit-exactness. A conv
-(one group) or fully_connected on int8 input whose weights are binary ({-k, +k} per output channel) takes
-int8_binary's packed 1-bit kernel instead, which computes the same integers.
+(one group) or fully_connected on int8 input whose weights are binary ({-k, +k} per output channel) and whose
+input is binary too (two codes, one the zero point) takes int8_binary's packed XNOR-popcount kernel instead,
+which computes the same integers.
 """
 
 from __future__ import annotations
@@ -106,9 +107,8 @@ def _conv(node, inputs, rules, channel_axis):
         y = depthwise(x, zp_in, packed_w, *window, bias, requant, dtype)
     else:
         binary = binary_weights(w, key, lambda w: _ohwi(node, w)) if _packs(node, x, group_c) else None
-        if binary is not None:
-            y = binary_gemm(x, zp_in, binary, (kh, kw), *window, bias, requant, dtype)
-        else:
+        y = None if binary is None else binary_gemm(x, zp_in, binary, (kh, kw), *window, bias, requant, dtype)
+        if y is None:
             gemm = packed(w, key, lambda w: pack_gemm(_ohwi(node, w), x.shape[3] // group_c, str(x.dtype)))
             y = conv_gemm(x, zp_in, gemm, (kh, kw), *window, bias, requant, dtype)
     return [from_nhwc(y, layout)]

@@ -43,9 +43,8 @@ def fully_connected(node, inputs, rules):
     rows = x.reshape(1, 1, -1, x.shape[-1])  # the rows of a 1x1 conv
     window = ((1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 1, rows.shape[2], bias, requant, node.outputs[0].dtype)
     binary = binary_weights(w, "fully_connected", lambda w: w[:, None, None, :]) if x.dtype == np.int8 else None
-    if binary is not None:
-        y = binary_gemm(rows, zp_in, binary, *window)
-    else:
+    y = None if binary is None else binary_gemm(rows, zp_in, binary, *window)
+    if y is None:
         gemm = packed(w, f"fully_connected:{x.dtype}", lambda w: pack_gemm(w[:, None, None, :], 1, str(x.dtype)))
         y = conv_gemm(rows, zp_in, gemm, *window)
     return [y.reshape(x.shape[:-1] + (out_c,))]
