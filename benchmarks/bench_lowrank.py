@@ -36,7 +36,7 @@ from mcc.ir.ops import macs, nchw  # noqa: E402
 from mcc.passes import run_pipeline  # noqa: E402
 from mcc.passes.factorize import (Piece, conv_geometry, oihw, patch_moments, relative_error, rewrite,  # noqa: E402
                                   spatial_conv, weight_matrix)
-from mcc.passes.low_rank import _tucker_cost  # noqa: E402
+from mcc.passes.low_rank import _tucker_cost, cp_pieces  # noqa: E402
 from mcc.runtime import run  # noqa: E402
 from mcc.runtime.threads import blas_on_one_thread  # noqa: E402
 from mcc.targets import CANONICALIZE  # noqa: E402
@@ -87,13 +87,7 @@ def tensorly_cp(node, budget: int):
     weights, (a_o, a_i, a_y, a_x) = parafac(tl.tensor(w), rank=r, init="svd", random_state=0, n_iter_max=200)
     a_o = np.asarray(a_o, np.float64) * np.asarray(weights, np.float64)
     a_i, a_y, a_x = (np.asarray(a, np.float64) for a in (a_i, a_y, a_x))
-    (sh, sw), (dh, dw), (t, left, b, right) = node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"]
-    pieces = [Piece("conv2d", "cp_in", a_i.T[:, :, None, None], conv_geometry()),
-              Piece("depthwise_conv2d", "cp_v", a_y.T[:, None, :, None],
-                    {**conv_geometry((sh, 1), (t, 0, b, 0), (dh, 1)), "multiplier": 1}),
-              Piece("depthwise_conv2d", "cp_h", a_x.T[:, None, None, :],
-                    {**conv_geometry((1, sw), (0, left, 0, right), (1, dw)), "multiplier": 1}),
-              Piece("conv2d", "cp_out", a_o[:, :, None, None], conv_geometry())]
+    pieces = cp_pieces(node, a_o, a_i, a_y, a_x)
     eff = np.einsum("or,ir,yr,xr->oiyx", a_o, a_i, a_y, a_x, optimize=True)
     return pieces, eff, cp_cost(node, r), r
 

@@ -188,17 +188,23 @@ def cp_als(w: np.ndarray, r: int, sweeps: int = CP_SWEEPS) -> list[np.ndarray]:
     return [f * (share / np.maximum(n, 1e-30)) for f, n in zip(factors, norms)]
 
 
+def cp_pieces(node: Node, a_o, a_i, a_y, a_x) -> list:
+    """The four layers of a CP conv from its factors [O, r], [C, r], [kh, r], [kw, r]: the node's vertical stride,
+    padding and dilation go to the kh x 1 depthwise, the horizontal ones to the 1 x kw."""
+    (sh, sw), (dh, dw), (t, left, b, right) = node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"]
+    return [Piece("conv2d", "cp_in", a_i.T[:, :, None, None], conv_geometry()),
+            Piece("depthwise_conv2d", "cp_v", a_y.T[:, None, :, None],
+                  {**conv_geometry((sh, 1), (t, 0, b, 0), (dh, 1)), "multiplier": 1}),
+            Piece("depthwise_conv2d", "cp_h", a_x.T[:, None, None, :],
+                  {**conv_geometry((1, sw), (0, left, 0, right), (1, dw)), "multiplier": 1}),
+            Piece("conv2d", "cp_out", a_o[:, :, None, None], conv_geometry())]
+
+
 def cp_form(node: Node, w_aug: np.ndarray, r: int) -> Candidate:
     """Lebedev et al.'s CP conv: 1x1 C -> r, depthwise kh x 1 (vertical stride / padding / dilation), depthwise
     1 x kw (horizontal), 1x1 r -> O with the bias."""
     a_o, a_i, a_y, a_x = cp_als(oihw(node), r)
-    (sh, sw), (dh, dw), (t, left, b, right) = node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"]
-    pieces = [Piece("conv2d", "cp_in", a_i.T[:, :, None, None], conv_geometry()),
-              Piece("depthwise_conv2d", "cp_v", a_y.T[:, None, :, None],
-                    {**conv_geometry((sh, 1), (t, 0, b, 0), (dh, 1)), "multiplier": 1}),
-              Piece("depthwise_conv2d", "cp_h", a_x.T[:, None, None, :],
-                    {**conv_geometry((1, sw), (0, left, 0, right), (1, dw)), "multiplier": 1}),
-              Piece("conv2d", "cp_out", a_o[:, :, None, None], conv_geometry())]
+    pieces = cp_pieces(node, a_o, a_i, a_y, a_x)
     inner = np.einsum("ir,yr,xr->riyx", a_i, a_y, a_x, optimize=True).reshape(r, -1)
     eff = np.concatenate([a_o @ inner, w_aug[:, -1:]], axis=1)
     return Candidate("cp", (r,), _cp_cost(node, r), eff, pieces, with_one(inner))
