@@ -481,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prune", metavar="RATIO", help="structured pruning: remove this fraction of each dependency "
                    "group's channels (uniform) or of the MACs (global), e.g. 0.3")
     c.add_argument("--prune-criterion", help="channel ranking: l1 (default), l2 (filter norms over the whole group) "
-                   "or bn_scale (|gamma| of the group's batch norms)")
+                   "bn_scale (|gamma| of the group's batch norms) or taylor (|activation x gradient| on the "
+                   "--finetune data, else --calib)")
     c.add_argument("--prune-schedule", help="uniform (default: every group loses RATIO of its channels) or global "
                    "(lowest-ranked channels across groups until the MACs drop by RATIO)")
     c.add_argument("--prune-exclude", action="append", metavar="PATTERN",
