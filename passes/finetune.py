@@ -61,13 +61,19 @@ class FinetuneData:
     def teacher_outputs(self) -> list[np.ndarray]:
         """The teacher graph's outputs on every sample, computed once (mcc's float runtime, re-batched runs)."""
         if self._teacher_outputs is None:
-            batch = self.teacher.inputs[0].shape[0]
-            batches = [{k: v[i:i + batch] for k, v in self.inputs.items()} for i in range(0, self.samples, batch)]
-            parts = []
-            for g, feeds, k in in_chunks(self.teacher, batches):
-                parts.extend(split_batches(real_outputs(g, run(g, feeds)), k))
-            self._teacher_outputs = [np.concatenate(p).astype(np.float32) for p in zip(*parts)]
+            self._teacher_outputs = float_outputs(self.teacher, self.inputs)
         return self._teacher_outputs
+
+
+def float_outputs(graph: Graph, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The float graph's outputs on every sample of `inputs` (by input name, batch first), by mcc's float runtime
+    in re-batched runs."""
+    batch, samples = graph.inputs[0].shape[0], len(next(iter(inputs.values())))
+    batches = [{k: v[i:i + batch] for k, v in inputs.items()} for i in range(0, samples, batch)]
+    parts = []
+    for g, feeds, k in in_chunks(graph, batches):
+        parts.extend(split_batches(real_outputs(g, run(g, feeds)), k))
+    return [np.concatenate(p).astype(np.float32) for p in zip(*parts)]
 
 
 def logit_outputs(graph: Graph) -> list[int]:

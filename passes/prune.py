@@ -120,7 +120,7 @@ def removal_batches(score: np.ndarray, blocks: np.ndarray | None, round_to: int)
     return [units[a:b].ravel() for a, b in zip(starts, cuts)]
 
 
-def _tied_batches(score: np.ndarray, group: Group, round_to: int) -> list[np.ndarray]:
+def tied_batches(score: np.ndarray, group: Group, round_to: int) -> list[np.ndarray]:
     """removal_batches over the group's tied classes (each removed whole, scored by its summed score), expanded
     back to channels; ValueError when the classes differ in size or straddle a grouped conv's groups."""
     if group.tied is None:
@@ -268,7 +268,7 @@ def plan(graph: Graph, opts: PruneOptions) -> tuple[list[tuple[Group, np.ndarray
         batches = []
         if reason is None:
             try:
-                batches = _tied_batches(score, group, opts.prune_round_to)
+                batches = tied_batches(score, group, opts.prune_round_to)
             except ValueError as e:
                 reason = str(e)
         if reason is None and not batches:
@@ -277,16 +277,17 @@ def plan(graph: Graph, opts: PruneOptions) -> tuple[list[tuple[Group, np.ndarray
             skipped[group.root.name] = reason
         else:
             ranked.append((group, score, batches))
-    taken = _uniform(ranked, opts.prune) if opts.prune_schedule == "uniform" else _global(graph, ranked, opts.prune)
-    chosen = []
-    for (group, _, batches), n in zip(ranked, taken):
-        if n:
-            gone = np.concatenate(batches[:n])
-            chosen.append((group, np.setdiff1d(np.arange(group.channels), gone)))
+    taken = uniform_counts(ranked, opts.prune) if opts.prune_schedule == "uniform" else _global(graph, ranked, opts.prune)
+    chosen = [(group, kept_after(group, batches, n)) for (group, _, batches), n in zip(ranked, taken) if n]
     return chosen, skipped
 
 
-def _uniform(ranked, ratio) -> list[int]:
+def kept_after(group: Group, batches: list[np.ndarray], n: int) -> np.ndarray:
+    """The group's channels left once its first n removal batches are gone."""
+    return np.setdiff1d(np.arange(group.channels), np.concatenate(batches[:n]))
+
+
+def uniform_counts(ranked, ratio) -> list[int]:
     """Per group, the number of batches whose kept count is closest to C - ratio * C rounded (ties keep more)."""
     taken = []
     for group, _, batches in ranked:
