@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -105,11 +106,7 @@ def bench(name: str, ratios: list[float], epochs: int, lr: float) -> list[str]:
     calib = {"x": x_train[:128]}
     data = FinetuneData({"x": x_train}, y_train, graph)  # one teacher, its outputs computed once for every run
     train = {"epochs": epochs, "finetune_lr": lr}
-    try:
-        import torch_pruning  # noqa: F401
-        have_tp = True
-    except ImportError:
-        have_tp = False
+    have_tp = importlib.util.find_spec("torch_pruning") is not None
 
     plain = compile_model(graph.copy(), "arm-int8", calib=calib).data
     macs0, params0 = counts(graph)

@@ -13,8 +13,9 @@ positions of activation * d(loss)/d(activation)| at the outputs of the layers th
 them and over batches (`taylor_scores`, gradients through passes/ir_module.IRModule). Its loss is the task
 cross-entropy when the --finetune data has labels, else the cross-entropy against the unpruned model's own top-1
 (hard distillation targets: Hinton's soft-target loss against the model's own outputs has zero gradient, as the
-model being pruned IS the teacher); its data are the --finetune samples, else the --calib samples. The pass runs after CANONICALIZE, where batch
-norms are folded already: it runs there so that it prunes the graph every later pass sees (folded weights carry
+model being pruned IS the teacher); its data are the --finetune samples, else the --calib samples.
+
+The pass runs after CANONICALIZE, where batch norms are folded already: it runs there so that it prunes the graph every later pass sees (folded weights carry
 the BN scale into L1/L2, as in the exported model) and so that one placement serves every source, including float
 TFLite files whose converter folded their batch norms long ago; fold_batchnorm records each |gamma| in
 `graph.bn_gamma` for the bn_scale criterion (a group without a batch norm is left alone under it, as Torch-Pruning's
@@ -277,7 +278,8 @@ def plan(graph: Graph, opts: PruneOptions) -> tuple[list[tuple[Group, np.ndarray
             skipped[group.root.name] = reason
         else:
             ranked.append((group, score, batches))
-    taken = uniform_counts(ranked, opts.prune) if opts.prune_schedule == "uniform" else _global(graph, ranked, opts.prune)
+    taken = (uniform_counts(ranked, opts.prune) if opts.prune_schedule == "uniform"
+             else _global(graph, ranked, opts.prune))
     chosen = [(group, kept_after(group, batches, n)) for (group, _, batches), n in zip(ranked, taken) if n]
     return chosen, skipped
 

@@ -366,7 +366,11 @@ def _direct_taylor(model, x, labels):
     scores = {}
     for start in range(0, len(x), 64):
         acts = {}
-        hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: acts.__setitem__(n, o) or o.retain_grad())
+        def keep(module, inputs, output, name):
+            output.retain_grad()
+            acts[name] = output
+
+        hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: keep(m, i, o, n))
                  for n in ("conv0", "conv1", "conv2")]
         out = model(x[start:start + 64])
         target = labels[start:start + 64] if labels is not None else out.detach().argmax(1)
