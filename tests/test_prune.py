@@ -19,6 +19,7 @@ from mcc.errors import MccError
 from mcc.examples.zoo import ZOO
 from mcc.frontend.torch_export import from_module
 from mcc.ir.stats import totals
+from mcc.passes.finetune import FinetuneData
 from mcc.passes import run_pipeline
 from mcc.runtime import run
 from mcc.runtime.litert import run_litert
@@ -415,6 +416,16 @@ def test_taylor_criterion_prunes_by_data_and_refuses_without_it(tmp_path):
     keep1 = _kept(want["conv1"].numpy(), 0.5)
     assert np.array_equal(taylor.node("conv1").inputs[2].data, model.conv1.bias.detach().numpy()[keep1])
     assert not np.array_equal(keep1, _kept(_l1_out(model.conv1), 0.5))  # the data decided, not the weights
+    labels = np.random.default_rng(2).integers(0, 4, 128)  # --finetune data comes first, with its labels
+    data = FinetuneData({graph.inputs[0].name: x}, labels, graph)
+    tuned = run_pipeline(graph, FRONT, {"prune": 0.5, "prune_criterion": "taylor", "finetune": data,
+                                        "prune_first_last": True, "calibration": {graph.inputs[0].name: x[:64]}})[0]
+    by_labels = _direct_taylor(model, torch.from_numpy(x), torch.from_numpy(labels))
+    keep0 = _kept((by_labels["conv0"] + by_labels["conv2"]).numpy(), 0.5)  # the residual group
+    assert np.array_equal(tuned.node("conv0").inputs[2].data, model.conv0.bias.detach().numpy()[keep0])
+    assert np.array_equal(taylor.node("conv0").inputs[2].data,
+                          model.conv0.bias.detach().numpy()[_kept((want["conv0"] + want["conv2"]).numpy(), 0.5)])
+    assert not np.array_equal(tuned.node("conv0").inputs[2].data, taylor.node("conv0").inputs[2].data)
     with pytest.raises(MccError, match="taylor ranks channels on data"):
         run_pipeline(graph, FRONT, {"prune": 0.5, "prune_criterion": "taylor"})
 
