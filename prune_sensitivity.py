@@ -22,7 +22,7 @@ from .ir import Graph
 from .ir.channels import prunable_groups, remove_channels
 from .passes import run_pipeline
 from .passes.finetune import FinetuneData, float_outputs, logit_outputs
-from .passes.prune import CRITERIA, PruneOptions, importance, kept_after, taylor_scores, tied_batches, uniform_counts
+from .passes.prune import CRITERIA, importance, kept_after, taylor_scores, tied_batches, uniform_counts
 from .targets import CANONICALIZE
 
 DEFAULT_RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -78,7 +78,7 @@ def sensitivity(graph: Graph, data: FinetuneData, ratios=DEFAULT_RATIOS, criteri
         score = importance(base, group, criterion, taylor)
         if score is None:  # bn_scale without a batch norm in the group
             continue
-        batches = tied_batches(score, group, PruneOptions.prune_round_to)
+        batches = tied_batches(score, group, 1)  # no rounding: the sweep asks what each channel costs
         for ratio in ratios:
             n = uniform_counts([(group, score, batches)], ratio)[0] if batches else 0
             keep = kept_after(group, batches, n) if n else np.arange(group.channels)
