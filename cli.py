@@ -46,7 +46,7 @@ def _default_output(model: str, target_name: str) -> str:
 
 _INPUT_FILES = {"model": "model", "calib": "calibration data", "input": "input data", "reference": "reference model",
                 "labels": "label", "report_json": "report",
-                "finetune": "fine-tuning data"}
+                "finetune": "fine-tuning data", "data": "sensitivity data"}
 
 
 def _check_input_files(args) -> None:
@@ -441,6 +441,37 @@ def _cmd_validate(args) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_prune_sensitivity(args) -> None:
+    """Per-group pruning sensitivity (prune_sensitivity.py): the table printed; --plot, --json."""
+    import json
+
+    from .analyze import pyplot
+    from .compiler import load_model
+    from .fileio import check_output_path, write_atomic
+    from .passes.finetune import read_finetune_data
+    from .passes.prune import check_values
+    from .prune_sensitivity import DEFAULT_RATIOS, check_ratios, format_sensitivity, plot_sensitivity, sensitivity
+
+    ratios = DEFAULT_RATIOS if args.ratios is None else check_ratios(args.ratios)
+    check_values(0.0, args.criterion)
+    for path in (args.plot, args.json):
+        if path is not None:
+            check_output_path(path)
+    if args.plot is not None:
+        pyplot()  # without matplotlib, refuse before any work
+    progress = Progress(not args.quiet)
+    graph = load_model(args.model, trust_pickle=args.trust_pickle, input_shapes=_shapes(args.input_shape),
+                       progress=progress)
+    result = sensitivity(graph, read_finetune_data(args.data, graph), ratios, args.criterion, progress)
+    print(format_sensitivity(result))
+    if args.plot:
+        plot_sensitivity(result, args.plot)
+        print(f"plot written to {args.plot}")
+    if args.json:
+        write_atomic(args.json, (json.dumps(result.to_json(), indent=2) + "\n").encode())
+        print(f"sensitivity written to {args.json}")
+
+
 def _cmd_analyze(args) -> None:
     """Per-layer sensitivity (analyze.py): the table, and the fallback it would choose, printed; --plot, --json."""
     import json
@@ -591,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prune", metavar="RATIO", help="structured pruning: remove this fraction of each dependency "
                    "group's channels (uniform) or of the MACs (global), e.g. 0.3")
     c.add_argument("--prune-criterion", help="channel ranking: l1 (default), l2 (filter norms over the whole group) "
-                   "or bn_scale (|gamma| of the group's batch norms)")
+                   "bn_scale (|gamma| of the group's batch norms) or taylor (|activation x gradient| on the "
+                   "--finetune data, else --calib)")
     c.add_argument("--prune-schedule", help="uniform (default: every group loses RATIO of its channels) or global "
                    "(lowest-ranked channels across groups until the MACs drop by RATIO)")
     c.add_argument("--prune-exclude", action="append", metavar="PATTERN",
@@ -639,6 +671,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     model_options(a)
     a.set_defaults(func=_cmd_analyze, io=None, require_int8=None, fallback=None)
+
+    ps = sub.add_parser("prune-sensitivity", help="per pruning group: accuracy (with labels) or output SQNR when "
+                        "only that group is pruned, for a sweep of ratios")
+    ps.add_argument("model")
+    ps.add_argument("--data", required=True, help=".npz of the model's inputs by name and optional integer "
+                    "'labels' (accuracy; without them output SQNR against the unpruned model)")
+    ps.add_argument("--ratios", help="comma-separated fractions of each group's channels, default 0.1,0.3,0.5,0.7,0.9")
+    ps.add_argument("--criterion", default="l1", help="channel ranking, as --prune-criterion (default l1)")
+    ps.add_argument("--plot", help="write the sweep as a PNG plot (needs matplotlib)")
+    ps.add_argument("--json", help="write the sweep as JSON")
+    ps.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    model_options(ps)
+    ps.set_defaults(func=_cmd_prune_sensitivity)
 
     r = sub.add_parser("run", help="run a compiled .tflite or .onnx in mcc's reference runtime")
     r.add_argument("model")

@@ -86,8 +86,10 @@ class IRModule(torch.nn.Module):
             return getattr(self, f"c{k}")
         return self._transformed(self.param_names[k], self.params[k])
 
-    def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        """The graph's outputs, in order, for inputs given in the order of graph.inputs (batch first, any batch)."""
+    def forward(self, *inputs: torch.Tensor, taps: dict | None = None) -> list[torch.Tensor]:
+        """The graph's outputs, in order, for inputs given in the order of graph.inputs (batch first, any batch).
+        `taps` (tensor name -> None) gets the value of each named activation, its gradient retained (prune's Taylor
+        criterion reads activation * gradient)."""
         values = {id(t): x for t, x in zip(self.graph.inputs, inputs)}
         for node in self.order:
             try:
@@ -95,6 +97,10 @@ class IRModule(torch.nn.Module):
             except RuntimeError as e:  # torch's shape or dtype complaint, named after the node
                 raise MccError(f"{node.op} failed in torch: {e}", node=node.name) from None
             values.update((id(t), v) for t, v in zip(node.outputs, outs))
+            for t, v in zip(node.outputs, outs):
+                if taps is not None and t.name in taps and v.requires_grad:
+                    v.retain_grad()
+                    taps[t.name] = v
         return [self._value(t, values) for t in self.graph.outputs]
 
     def write_back(self, graph: Graph) -> int:

@@ -7,8 +7,15 @@ emitted file holds smaller weights and runs fewer MACs.
 
 Criteria (option prune_criterion): "l1" / "l2" are the filter norm summed over every weight slice of the group
 that carries the channel, (sum |w|^p)^(1/p), as Torch-Pruning's GroupNormImportance computes it; "bn_scale" is
-the summed |gamma| of the group's batch norms (network slimming). The pass runs after CANONICALIZE, where batch
-norms are folded already: it runs there so that it prunes the graph every later pass sees (folded weights carry
+the summed |gamma| of the group's batch norms (network slimming); "taylor" (Molchanov et al., "Pruning
+Convolutional Neural Networks for Resource Efficient Inference") is data-driven: per channel, |sum over a batch and
+positions of activation * d(loss)/d(activation)| at the outputs of the layers that write the group, summed over
+them and over batches (`taylor_scores`, gradients through passes/ir_module.IRModule). Its loss is the task
+cross-entropy when the --finetune data has labels, else the cross-entropy against the unpruned model's own top-1
+(hard distillation targets: Hinton's soft-target loss against the model's own outputs has zero gradient, as the
+model being pruned IS the teacher); its data are the --finetune samples, else the --calib samples.
+
+The pass runs after CANONICALIZE, where batch norms are folded already: it runs there so that it prunes the graph every later pass sees (folded weights carry
 the BN scale into L1/L2, as in the exported model) and so that one placement serves every source, including float
 TFLite files whose converter folded their batch norms long ago; fold_batchnorm records each |gamma| in
 `graph.bn_gamma` for the bn_scale criterion (a group without a batch norm is left alone under it, as Torch-Pruning's
@@ -42,7 +49,8 @@ from ..ir import Graph
 from ..ir.channels import ChannelError, Group, prunable_groups, remove_channels
 from ..ir.ops import macs
 from ..ir.stats import layer_table, totals
-from ..ir.traits import traits, weight_axes, weighted
+from ..ir.traits import channel_axis, traits, weight_axes, weighted
+from .finetune import FinetuneData
 from .manager import PassContext, register_pass
 
 
@@ -50,17 +58,26 @@ from .manager import PassContext, register_pass
 class PruneOptions:
     # Named prune_* because a pipeline hands every pass one shared option dict (passes/manager.py).
     prune: float | None = None  # fraction of each group's channels (uniform) or of the MACs (global); 0/None: off
-    prune_criterion: Literal["l1", "l2", "bn_scale"] = "l1"
+    prune_criterion: Literal["l1", "l2", "bn_scale", "taylor"] = "l1"
     prune_schedule: Literal["uniform", "global"] = "uniform"
     prune_exclude: tuple = ()  # fnmatch patterns on node names
     prune_first_last: bool = False  # prune the groups of the first and last conv / FC layer too
     prune_round_to: int = 1
+    finetune: FinetuneData | None = None  # the taylor criterion's data: --finetune samples (and labels) first,
+    calibration: dict | None = None       # else the --calib samples
 
 
-def importance(graph: Graph, group: Group, criterion: str) -> np.ndarray | None:
+def importance(graph: Graph, group: Group, criterion: str, taylor: dict | None = None) -> np.ndarray | None:
     """One score per channel of the group (higher: more important); None under bn_scale for a group without a
-    batch norm."""
+    batch norm. `taylor`: taylor_scores of the group's producer outputs, for the taylor criterion."""
     score = np.zeros(group.channels)
+    if criterion == "taylor":
+        written = {n.outputs[0].name for n in group.producers()}
+        for u, keep, label in group.tensors:
+            if u.name in written:
+                owned = label >= 0
+                np.add.at(score, label[owned], taylor[u.name][keep[owned]])
+        return score
     if criterion == "bn_scale":
         found = False
         for u, keep, label in group.tensors:
@@ -104,7 +121,7 @@ def removal_batches(score: np.ndarray, blocks: np.ndarray | None, round_to: int)
     return [units[a:b].ravel() for a, b in zip(starts, cuts)]
 
 
-def _tied_batches(score: np.ndarray, group: Group, round_to: int) -> list[np.ndarray]:
+def tied_batches(score: np.ndarray, group: Group, round_to: int) -> list[np.ndarray]:
     """removal_batches over the group's tied classes (each removed whole, scored by its summed score), expanded
     back to channels; ValueError when the classes differ in size or straddle a grouped conv's groups."""
     if group.tied is None:
@@ -160,7 +177,59 @@ def _excluded(graph: Graph, group: Group, opts: PruneOptions) -> str | None:
     return None
 
 
-CRITERIA, SCHEDULES = ("l1", "l2", "bn_scale"), ("uniform", "global")
+TAYLOR_SAMPLES, TAYLOR_BATCH = 1024, 64  # the first samples of the data are enough to rank channels
+
+
+def taylor_scores(graph: Graph, names: list[str], inputs: dict[str, np.ndarray],
+                  labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    """For each named activation, per channel, sum over batches of |sum over the batch and positions of
+    activation * d(loss)/d(activation)| (Molchanov et al.'s first-order Taylor importance). The loss: the mean
+    cross-entropy of the model's one class-logits output against `labels`, or without them against the model's
+    own top-1 of each output that is class logits."""
+    import torch
+
+    from .finetune import logit_outputs
+    from .ir_module import IRModule
+
+    logits = logit_outputs(graph)
+    if not logits:
+        raise MccError("--prune-criterion taylor ranks channels by the gradient of a classification loss, and the "
+                       "model has no class-logits output (2-D [N, K>1]); use --prune-criterion l1 or l2")
+    n = min(TAYLOR_SAMPLES, len(next(iter(inputs.values()))))
+    module = IRModule(graph)
+    scores = {name: 0.0 for name in names}
+    for start in range(0, n, TAYLOR_BATCH):
+        stop = min(start + TAYLOR_BATCH, n)
+        taps = dict.fromkeys(names)
+        outs = module(*(torch.from_numpy(np.ascontiguousarray(inputs[t.name][start:stop])) for t in graph.inputs),
+                      taps=taps)
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(outs[logits[0]], torch.from_numpy(labels[start:stop]))
+        else:
+            loss = sum(torch.nn.functional.cross_entropy(outs[k], outs[k].detach().argmax(1)) for k in logits)
+        module.zero_grad()
+        loss.backward()
+        for name, t in taps.items():
+            axis = channel_axis(graph.tensor(name))
+            product = (t * t.grad).detach().double().movedim(axis, 0)
+            scores[name] = scores[name] + product.reshape(product.shape[0], -1).sum(1).abs().numpy()
+    return scores
+
+
+def _taylor(graph: Graph, groups: list[Group], opts: PruneOptions) -> dict[str, np.ndarray]:
+    """taylor_scores of every group's producer outputs, on the --finetune data (with its labels) or --calib."""
+    if opts.finetune is not None:
+        inputs, labels = opts.finetune.inputs, opts.finetune.labels
+    elif opts.calibration:
+        inputs, labels = opts.calibration, None
+    else:
+        raise MccError("--prune-criterion taylor ranks channels on data: give --finetune TRAIN.npz (its labels "
+                       "are used when present) or --calib SAMPLES.npz")
+    names = sorted({n.outputs[0].name for g in groups for n in g.producers()})
+    return taylor_scores(graph, names, inputs, labels)
+
+
+CRITERIA, SCHEDULES = ("l1", "l2", "bn_scale", "taylor"), ("uniform", "global")
 
 
 def check_values(ratio, criterion="l1", schedule="uniform", round_to=1) -> None:
@@ -191,15 +260,16 @@ def plan(graph: Graph, opts: PruneOptions) -> tuple[list[tuple[Group, np.ndarray
     groups, refused = prunable_groups(graph)
     skipped = dict(refused)
     ranked = []
+    taylor = _taylor(graph, groups, opts) if opts.prune_criterion == "taylor" and groups else None
     for group in groups:
         reason = _excluded(graph, group, opts)
-        score = importance(graph, group, opts.prune_criterion) if reason is None else None
+        score = importance(graph, group, opts.prune_criterion, taylor) if reason is None else None
         if reason is None and score is None:
             reason = "no batch norm in the group (criterion bn_scale)"
         batches = []
         if reason is None:
             try:
-                batches = _tied_batches(score, group, opts.prune_round_to)
+                batches = tied_batches(score, group, opts.prune_round_to)
             except ValueError as e:
                 reason = str(e)
         if reason is None and not batches:
@@ -208,16 +278,18 @@ def plan(graph: Graph, opts: PruneOptions) -> tuple[list[tuple[Group, np.ndarray
             skipped[group.root.name] = reason
         else:
             ranked.append((group, score, batches))
-    taken = _uniform(ranked, opts.prune) if opts.prune_schedule == "uniform" else _global(graph, ranked, opts.prune)
-    chosen = []
-    for (group, _, batches), n in zip(ranked, taken):
-        if n:
-            gone = np.concatenate(batches[:n])
-            chosen.append((group, np.setdiff1d(np.arange(group.channels), gone)))
+    taken = (uniform_counts(ranked, opts.prune) if opts.prune_schedule == "uniform"
+             else _global(graph, ranked, opts.prune))
+    chosen = [(group, kept_after(group, batches, n)) for (group, _, batches), n in zip(ranked, taken) if n]
     return chosen, skipped
 
 
-def _uniform(ranked, ratio) -> list[int]:
+def kept_after(group: Group, batches: list[np.ndarray], n: int) -> np.ndarray:
+    """The group's channels left once its first n removal batches are gone."""
+    return np.setdiff1d(np.arange(group.channels), np.concatenate(batches[:n]))
+
+
+def uniform_counts(ranked, ratio) -> list[int]:
     """Per group, the number of batches whose kept count is closest to C - ratio * C rounded (ties keep more)."""
     taken = []
     for group, _, batches in ranked:

@@ -1,8 +1,8 @@
 """Imports run downward only (DESIGN.md section 5), and the base install needs neither torch nor onnxruntime.
 
     base (errors, progress, fileio, datafiles)  <-  ir  <-  formats  <-  runtime  <-  passes
-        <-  frontend, backends  <-  targets, compiler, validate, analyze  <-  cli, onnx_backend, examples, devices,
-            project, builder, artifacts (mcc build)
+        <-  frontend, backends  <-  targets, compiler, validate, analyze, prune_sensitivity  <-  cli, onnx_backend,
+            examples, devices, project, builder, artifacts (mcc build)
 
 A module may import its own layer and the layers below it, never above (passes may use the runtime to evaluate
 nodes; the runtime never uses a pass; frontend and backends are siblings that share format knowledge through
@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RANKS = {"errors": 0, "progress": 0, "fileio": 0, "datafiles": 0, "__init__": 0,
          "ir": 1, "formats": 2, "runtime": 3, "passes": 4, "frontend": 5, "backends": 5,
-         "targets": 6, "compiler": 6, "validate": 6, "analyze": 6, "cli": 7, "onnx_backend": 7, "__main__": 7, "examples": 7, "devices": 7,
+         "targets": 6, "compiler": 6, "validate": 6, "analyze": 6, "prune_sensitivity": 6, "cli": 7, "onnx_backend": 7, "__main__": 7, "examples": 7, "devices": 7,
          "project": 7, "builder": 7, "artifacts": 7}
 SIBLINGS = {frozenset({"frontend", "backends"})}
 

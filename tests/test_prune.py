@@ -19,6 +19,7 @@ from mcc.errors import MccError
 from mcc.examples.zoo import ZOO
 from mcc.frontend.torch_export import from_module
 from mcc.ir.stats import totals
+from mcc.passes.finetune import FinetuneData
 from mcc.passes import run_pipeline
 from mcc.runtime import run
 from mcc.runtime.litert import run_litert
@@ -341,6 +342,92 @@ def test_global_schedule_round_to_and_exclusion():
     assert "stem.0" not in first_notes["left_alone"]
     with pytest.raises(MccError, match="matches no layer"):
         _pruned(model, x, prune=0.4, prune_exclude=("no_such_layer",))
+
+
+# ---- taylor criterion -------------------------------------------------------------------------------------------
+class TaylorNet(nn.Module):
+    """A residual pair (conv0 + conv2 share their channels) and a plain conv1, into a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv0, self.conv1, self.conv2 = nn.Conv2d(2, 6, 3, padding=1), nn.Conv2d(6, 5, 3, padding=1), \
+            nn.Conv2d(5, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        a = self.conv0(x)
+        y = F.relu(a + self.conv2(F.relu(self.conv1(F.relu(a)))))
+        return self.fc(torch.flatten(F.avg_pool2d(y, 4), 1))
+
+
+def _direct_taylor(model, x, labels):
+    """Per conv, per batch of 64: |sum over batch and positions of output * d(CE)/d(output)|, summed over
+    batches, by torch hooks on the module itself."""
+    scores = {}
+    for start in range(0, len(x), 64):
+        acts = {}
+        def keep(module, inputs, output, name):
+            output.retain_grad()
+            acts[name] = output
+
+        hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: keep(m, i, o, n))
+                 for n in ("conv0", "conv1", "conv2")]
+        out = model(x[start:start + 64])
+        target = labels[start:start + 64] if labels is not None else out.detach().argmax(1)
+        model.zero_grad()
+        F.cross_entropy(out, target).backward()
+        for h in hooks:
+            h.remove()
+        for n, a in acts.items():
+            scores[n] = scores.get(n, 0) + (a * a.grad).detach().double().sum((0, 2, 3)).abs()
+    return scores
+
+
+@pytest.mark.parametrize("with_labels", [True, False], ids=["labels", "own-top1"])
+def test_taylor_importance_is_molchanovs_activation_gradient_product(with_labels):
+    from mcc.ir.channels import prunable_groups
+    from mcc.passes.prune import importance, taylor_scores
+
+    model = TaylorNet().eval()
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(128, 2, 4, 4)).astype(np.float32))
+    labels = torch.from_numpy(np.random.default_rng(2).integers(0, 4, 128))
+    graph = run_pipeline(from_module(model, (x[:1],)), list(CANONICALIZE))[0]
+    groups = {g.root.name: g for g in prunable_groups(graph)[0]}
+    assert set(groups) == {"conv0", "conv1"}
+    names = [n.outputs[0].name for g in groups.values() for n in g.producers()]
+    got = taylor_scores(graph, names, {graph.inputs[0].name: x.numpy()}, labels.numpy() if with_labels else None)
+    want = _direct_taylor(model, x, labels if with_labels else None)
+    residual = importance(graph, groups["conv0"], "taylor", got)
+    plain = importance(graph, groups["conv1"], "taylor", got)
+    for score, expected in ((residual, want["conv0"] + want["conv2"]), (plain, want["conv1"])):
+        assert np.allclose(score, expected.numpy(), rtol=1e-4, atol=1e-9 * float(expected.max()))
+    assert len(set(np.argsort(residual)[:3])) == 3 and residual.max() > 2 * residual.min()  # channels differ
+
+
+def test_taylor_criterion_prunes_by_data_and_refuses_without_it(tmp_path):
+    model = TaylorNet().eval()
+    x = np.random.default_rng(1).normal(size=(128, 2, 4, 4)).astype(np.float32)
+    graph = from_module(model, (torch.from_numpy(x[:1]),))
+    taylor, notes = run_pipeline(graph, FRONT, {"prune": 0.5, "prune_criterion": "taylor", "prune_first_last": True,
+                                               "calibration": {graph.inputs[0].name: x}})
+    assert notes[-1].notes["criterion"] == "taylor"
+    want = _direct_taylor(model, torch.from_numpy(x), None)
+    keep1 = _kept(want["conv1"].numpy(), 0.5)
+    assert np.array_equal(taylor.node("conv1").inputs[2].data, model.conv1.bias.detach().numpy()[keep1])
+    assert not np.array_equal(keep1, _kept(_l1_out(model.conv1), 0.5))  # the data decided, not the weights
+    labels = np.random.default_rng(2).integers(0, 4, 128)  # --finetune data comes first, with its labels
+    data = FinetuneData({graph.inputs[0].name: x}, labels, graph)
+    tuned = run_pipeline(graph, FRONT, {"prune": 0.5, "prune_criterion": "taylor", "finetune": data,
+                                        "prune_first_last": True, "calibration": {graph.inputs[0].name: x[:64]}})[0]
+    by_labels = _direct_taylor(model, torch.from_numpy(x), torch.from_numpy(labels))
+    keep0 = _kept((by_labels["conv0"] + by_labels["conv2"]).numpy(), 0.5)  # the residual group
+    assert np.array_equal(tuned.node("conv0").inputs[2].data, model.conv0.bias.detach().numpy()[keep0])
+    assert np.array_equal(taylor.node("conv0").inputs[2].data,
+                          model.conv0.bias.detach().numpy()[_kept((want["conv0"] + want["conv2"]).numpy(), 0.5)])
+    assert not np.array_equal(tuned.node("conv0").inputs[2].data, taylor.node("conv0").inputs[2].data)
+    with pytest.raises(MccError, match="taylor ranks channels on data"):
+        run_pipeline(graph, FRONT, {"prune": 0.5, "prune_criterion": "taylor"})
 
 
 # ---- what is emitted ---------------------------------------------------------------------------------------------
