@@ -441,19 +441,13 @@ def _cmd_validate(args) -> int:
     return 0 if report["ok"] else 1
 
 
-def _cmd_prune_sensitivity(args) -> None:
-    """Per-group pruning sensitivity (prune_sensitivity.py): the table printed; --plot, --json."""
-    import json
-
+def _load_for_analysis(args):
+    """The shared start of analyze and prune-sensitivity: output paths and matplotlib checked before any work,
+    then the model loaded; returns (graph, progress)."""
     from .analyze import pyplot
     from .compiler import load_model
-    from .fileio import check_output_path, write_atomic
-    from .passes.finetune import read_finetune_data
-    from .passes.prune import check_values
-    from .prune_sensitivity import DEFAULT_RATIOS, check_ratios, format_sensitivity, plot_sensitivity, sensitivity
+    from .fileio import check_output_path
 
-    ratios = DEFAULT_RATIOS if args.ratios is None else check_ratios(args.ratios)
-    check_values(0.0, args.criterion)
     for path in (args.plot, args.json):
         if path is not None:
             check_output_path(path)
@@ -462,23 +456,41 @@ def _cmd_prune_sensitivity(args) -> None:
     progress = Progress(not args.quiet)
     graph = load_model(args.model, trust_pickle=args.trust_pickle, input_shapes=_shapes(args.input_shape),
                        progress=progress)
-    result = sensitivity(graph, read_finetune_data(args.data, graph), ratios, args.criterion, progress)
-    print(format_sensitivity(result))
+    return graph, progress
+
+
+def _write_analysis(args, plot, data: dict, what: str) -> None:
+    """--plot and --json of analyze and prune-sensitivity."""
+    import json
+
+    from .fileio import write_atomic
+
     if args.plot:
-        plot_sensitivity(result, args.plot)
+        plot(args.plot)
         print(f"plot written to {args.plot}")
     if args.json:
-        write_atomic(args.json, (json.dumps(result.to_json(), indent=2) + "\n").encode())
-        print(f"sensitivity written to {args.json}")
+        write_atomic(args.json, (json.dumps(data, indent=2) + "\n").encode())
+        print(f"{what} written to {args.json}")
+
+
+def _cmd_prune_sensitivity(args) -> None:
+    """Per-group pruning sensitivity (prune_sensitivity.py): the table printed; --plot, --json."""
+    from .passes.finetune import read_finetune_data
+    from .passes.prune import check_values
+    from .prune_sensitivity import DEFAULT_RATIOS, check_ratios, format_sensitivity, plot_sensitivity, sensitivity
+
+    ratios = DEFAULT_RATIOS if args.ratios is None else check_ratios(args.ratios)
+    check_values(0.0, args.criterion)
+    graph, progress = _load_for_analysis(args)
+    result = sensitivity(graph, read_finetune_data(args.data, graph), ratios, args.criterion, progress)
+    print(format_sensitivity(result))
+    _write_analysis(args, lambda path: plot_sensitivity(result, path), result.to_json(), "sensitivity")
 
 
 def _cmd_analyze(args) -> None:
     """Per-layer sensitivity (analyze.py): the table, and the fallback it would choose, printed; --plot, --json."""
-    import json
-
-    from .analyze import DEFAULT_FALLBACK_SQNR, Quantizer, analyze, choose_fallback, format_analysis, plot, pyplot
-    from .compiler import calibration_arrays, load_model
-    from .fileio import check_output_path, write_atomic
+    from .analyze import DEFAULT_FALLBACK_SQNR, Quantizer, analyze, choose_fallback, format_analysis, plot
+    from .compiler import calibration_arrays
     from .targets import get_target
 
     target = get_target(args.target)
@@ -486,14 +498,7 @@ def _cmd_analyze(args) -> None:
         raise MccError(f"mcc analyze measures int8 quantization, and target {target.name} emits "
                        f"{target.number_format}: choose arm-int8 or x86-int8")
     _check_int8_options(args)
-    for path in (args.plot, args.json):
-        if path is not None:
-            check_output_path(path)
-    if args.plot is not None:
-        pyplot()  # without matplotlib, refuse before any work
-    progress = Progress(not args.quiet)
-    graph = load_model(args.model, trust_pickle=args.trust_pickle, input_shapes=_shapes(args.input_shape),
-                       progress=progress)
+    graph, progress = _load_for_analysis(args)
     options = {"calibration": calibration_arrays(args.calib, graph), "observer": args.observer,
                "bias_correction": args.bias_correction}
     quantizer = Quantizer(graph, args.target, {k: v for k, v in options.items() if v is not None}, progress)
@@ -501,12 +506,7 @@ def _cmd_analyze(args) -> None:
     target_db = DEFAULT_FALLBACK_SQNR if args.fallback_sqnr is None else args.fallback_sqnr
     chosen = choose_fallback(quantizer, analysis, target_db)
     print(format_analysis(analysis, chosen))
-    if args.plot:
-        plot(analysis, args.plot)
-        print(f"plot written to {args.plot}")
-    if args.json:
-        write_atomic(args.json, (json.dumps({**analysis.to_json(), "fallback": chosen}, indent=2) + "\n").encode())
-        print(f"analysis written to {args.json}")
+    _write_analysis(args, lambda path: plot(analysis, path), {**analysis.to_json(), "fallback": chosen}, "analysis")
 
 
 def _cmd_targets(args) -> None:
