@@ -35,6 +35,17 @@ def test_profiles_hold_every_board_with_its_facts():
     assert known["rpi-zero-2w"]["ram_bytes"] == 512 * 2**20 and known["cortex-m7"]["reach"] == []
 
 
+def test_the_wheel_ships_one_profile_file_per_board(tmp_path):
+    """The profiles are package data: a board's install (mcc's wheel, as the SSH path builds it) holds them all."""
+    import zipfile
+
+    from mcc.devices.transport import build_wheel
+
+    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+    assert {f"mcc/devices/profiles/{board}.toml" for board in profiles()} <= names
+    assert len(profiles()) == 6
+
+
 def test_devices_lists_boards_and_how_each_is_reached(capsys):
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
