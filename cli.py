@@ -179,7 +179,7 @@ def _cmd_bench(args) -> None:
     if min(threads) < 1 or args.runs < 1 or args.warmup < 0:
         raise MccError("--threads and --runs take counts of at least 1, --warmup at least 0")
     r = bench_on_device(args.model, args.input, args.device, args.host, threads, args.runs, args.warmup,
-                        args.python, args.ssh_config, args.remote_dir)
+                        args.python, args.ssh_config, args.remote_dir, args.cpu)
     print(json.dumps(r, indent=2) if args.json else format_bench(r))
 
 
@@ -191,6 +191,9 @@ def _device_options(sp) -> None:
     sp.add_argument("--ssh-config", metavar="FILE", help="ssh configuration file to use (ssh -F)")
     sp.add_argument("--remote-dir", metavar="DIR", help="folder on the board for mcc's venv and job folders "
                     "(default ~/.cache/mcc-device)")
+    sp.add_argument("--cpu", help="with --device qemu-arm64, the CPU qemu emulates: a board of `mcc devices` (its "
+                    "CPU model and rule sets; default rpi4: a Cortex-A72, NEON without the dot product) or a qemu CPU "
+                    "model (cortex-a53, cortex-a72, cortex-a76, max)")
 
 
 def _cmd_devices(args) -> None:
@@ -408,7 +411,7 @@ def _validate_on_device(args) -> int:
 
     kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     report = qemu.compare_on_device(args.model, args.input, kernels, rebuild=args.rebuild_device,
-                                    progress=Progress(not args.json))
+                                    progress=Progress(not args.json), cpu=args.cpu)
     print(json.dumps(report, indent=2) if args.json else qemu.format_comparison(report))
     return 0 if report["ok"] else 1
 

@@ -89,15 +89,20 @@ def _sh(argv: list[str], what: str, log: Path | None = None, **kw) -> subprocess
     return r
 
 
-def _chroot(root: Path, command: str, log: Path | None = None, what: str = "the arm64 command"):
-    """Run `command` (sh) in `root` with /proc, /dev and /dev/shm mounted in a private mount namespace, so that the
-    mounts vanish with the process whatever happens."""
+def _chroot_argv(root: Path, command: str, cpu: str | None = None) -> list[str]:
+    """`command` (sh) run in `root` with /proc, /dev and /dev/shm mounted in a private mount namespace, so that the
+    mounts vanish with the process whatever happens; `cpu`: the CPU model qemu emulates (QEMU_CPU, which qemu-user
+    reads from the environment of every binary binfmt hands it), else qemu's default, "max"."""
     passed = " ".join(f"{k}={_quote(v)}" for k, v in os.environ.items() if k.lower() in _PASSED_ENV)
     script = (f"set -e; mount -t proc proc {root}/proc; mount --bind /dev {root}/dev; "
               f"mount -t tmpfs shm {root}/dev/shm; "
               f"exec chroot {root} /usr/bin/env -i PATH={VENV}/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "
-              f"PIP_CERT={HOST_CA} {passed} /bin/sh -c {_quote(command)}")
-    return _sh(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], what, log)
+              f"PIP_CERT={HOST_CA} {passed} {f'QEMU_CPU={cpu} ' if cpu else ''}/bin/sh -c {_quote(command)}")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
+def _chroot(root: Path, command: str, log: Path | None = None, what: str = "the arm64 command"):
+    return _sh(_chroot_argv(root, command), what, log)
 
 
 # pip in the rootfs reaches PyPI the way the host does: through the host's proxy settings, trusting the host's CA
@@ -193,35 +198,61 @@ def ensure_rootfs(rebuild: bool = False, progress=None) -> Path:
     return root
 
 
-def run_in_rootfs(argv: list[str], files: dict[str, Path], outputs: tuple[str, ...] = (), rebuild: bool = False,
-                  progress=None) -> tuple[str, dict[str, Path]]:
-    """Run `argv` (its first word a program of the rootfs's venv: python, mcc) on the emulated arm64 board, in a
-    fresh folder holding `files` (name -> host path); return its stdout and the `outputs` it wrote, copied to a
-    host temporary folder (name -> path). The CLI's device commands go through this."""
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(cache_dir() / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)   # one run at a time: another would reinstall mcc under this one's feet
-        return _run_locked(argv, files, outputs, rebuild, progress)
+def emulated_cpu(choice: str | None = None) -> tuple[str, dict]:
+    """The qemu CPU model for `choice` and the rule sets that go with it: a board of `mcc devices` (its qemu_cpu
+    and rules; default rpi4, so that XNNPACK picks a Cortex-A72's kernels, not those of qemu's "max", which has the
+    dot product, i8mm and SVE no Pi 4 has), or a CPU model of `qemu-aarch64 -cpu help` (the rules of the first
+    board emulated with it, else each peer's aarch64 set)."""
+    from .profiles import profiles
+
+    boards = {name: p for name, p in profiles().items() if "qemu_cpu" in p}
+    choice = choice or "rpi4"
+    if choice in boards:
+        return boards[choice]["qemu_cpu"], boards[choice]["rules"]
+    models = {p["qemu_cpu"] for p in boards.values()} | {"max", "cortex-a57", "neoverse-n1", "a64fx", "cortex-a35"}
+    if choice not in models:
+        raise MccError(f"unknown emulated CPU '{choice}': name a board ({', '.join(sorted(boards))}) or a qemu CPU "
+                       f"model ({', '.join(sorted(models))})")
+    return choice, next((p["rules"] for p in boards.values() if p["qemu_cpu"] == choice), {})
 
 
-def _run_locked(argv, files, outputs, rebuild, progress):
-    root = ensure_rootfs(rebuild, progress)
-    work = Path(tempfile.mkdtemp(prefix="mcc-job-", dir=root / "tmp"))
-    try:
-        for name, path in files.items():
-            shutil.copy(path, work / name)
-        inside = "/" + str(work.relative_to(root))
-        r = _chroot(root, f"cd {inside} && " + " ".join(_quote(a) for a in argv),
-                    what=f"'{' '.join(argv)}' on the emulated arm64 board")
-        back = Path(tempfile.mkdtemp(prefix="mcc-arm64-"))
-        results = {}
-        for name in outputs:
-            if not (work / name).exists():
-                raise MccError(f"'{' '.join(argv)}' on the emulated arm64 board wrote no {name}")
-            results[name] = Path(shutil.copy(work / name, back / name))
-        return r.stdout, results
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+class QemuTransport:
+    """The emulated arm64 board as a transport (devices/transport.py's interface): a job folder in the rootfs,
+    commands chrooted there under the chosen CPU model. It holds the cache's lock from prepare() to close(): one
+    job at a time, since another could reinstall mcc under a running one."""
+
+    def __init__(self, cpu: str | None = None, rebuild: bool = False, progress=None):
+        self.cpu, self.rules = emulated_cpu(cpu)
+        self.rebuild, self.progress = rebuild, progress
+        self.name = f"qemu-arm64 ({self.cpu})"
+        self.root = self.job_dir = self._lock = None
+
+    def prepare(self) -> list[str]:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        self._lock = open(cache_dir() / "lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self.root = ensure_rootfs(self.rebuild, self.progress)
+        self.job_dir = Path(tempfile.mkdtemp(prefix="mcc-job-", dir=self.root / "tmp"))
+        return ["python"]   # the rootfs's venv, first on PATH
+
+    def put(self, local: Path, name: str) -> None:
+        shutil.copyfile(local, self.job_dir / name)
+
+    def run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        command = f"cd /{self.job_dir.relative_to(self.root)} && " + " ".join(_quote(a) for a in argv)
+        return subprocess.run(_chroot_argv(self.root, command, self.cpu), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def get(self, name: str, local: Path) -> None:
+        if not (self.job_dir / name).exists():
+            raise MccError(f"the job on the emulated arm64 board wrote no {name}")
+        shutil.copyfile(self.job_dir / name, local)
+
+    def close(self) -> None:
+        if self.job_dir:
+            shutil.rmtree(self.job_dir, ignore_errors=True)
+        if self._lock:
+            self._lock.close()   # releases the flock
 
 
 # ---- what runs on both machines: every tensor of every kernel set, as the peers and mcc's runtime compute it ----
@@ -279,39 +310,54 @@ def diff_dumps(arm: dict[str, np.ndarray], host: dict[str, np.ndarray]) -> dict[
     return out
 
 
-def compare_on_device(model, inputs, kernels=None, rebuild: bool = False, progress=None) -> dict:
-    """`mcc validate MODEL --input X --device qemu-arm64`: on the emulated board, `mcc validate --json` (mcc
-    against LiteRT or onnxruntime there) and a dump of every tensor; the same dump here; the per-tensor
-    differences arm64 vs this host for each peer kernel set and for mcc's runtime. `kernels`: as mcc validate's."""
+def compare_on_device(model, inputs, kernels=None, rebuild: bool = False, progress=None, cpu: str | None = None,
+                      timeout: float = 3600) -> dict:
+    """`mcc validate MODEL --input X --device qemu-arm64 [--cpu BOARD]`: on the emulated board, `mcc validate
+    --json` under the board's rule sets (mcc against LiteRT or onnxruntime there) and a dump of every tensor; the
+    same dump here; the per-tensor differences arm64 vs this host for each peer kernel set and for mcc's runtime.
+    `kernels`: as mcc validate's."""
     model, inputs = Path(model), Path(inputs)
-    names = {"model" + model.suffix: model, "inputs" + inputs.suffix: inputs}
-    m, x = names
+    board = QemuTransport(cpu, rebuild, progress)
     start = time.perf_counter()
     if progress:
-        progress.say("running mcc validate and the tensor dump on the emulated arm64 board (qemu; slow)")
-    stdout, files = run_in_rootfs(
-        ["python", "-m", "mcc.devices.qemu", "device-run", m, x, ",".join(kernels or ()), "validate.json",
-         "dump.npz"], names,
-        ("validate.json", "dump.npz"), rebuild, progress)
-    arm_s = time.perf_counter() - start
-    arm_validate = json.loads(files["validate.json"].read_text())
-    with np.load(files["dump.npz"]) as z:
-        arm = dict(z)
+        progress.say(f"running mcc validate and the tensor dump on the emulated arm64 board ({board.cpu}; slow)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        try:
+            python = board.prepare()
+            m, x = "model" + model.suffix, "inputs" + inputs.suffix
+            board.put(model, m)
+            board.put(inputs, x)
+            (tmp / "rules.json").write_text(json.dumps(board.rules))
+            board.put(tmp / "rules.json", "rules.json")
+            p = board.run([*python, "-m", "mcc.devices.qemu", "device-run", m, x, ",".join(kernels or ()),
+                           "rules.json", "validate.json", "dump.npz"], timeout)
+            if p.returncode:
+                raise MccError(f"mcc on the emulated arm64 board failed (exit {p.returncode}): "
+                               f"{p.stderr.strip()[-2000:]}")
+            board.get("validate.json", tmp / "validate.json")
+            board.get("dump.npz", tmp / "dump.npz")
+        finally:
+            board.close()
+        arm_s = time.perf_counter() - start
+        arm_validate = json.loads((tmp / "validate.json").read_text())
+        with np.load(tmp / "dump.npz") as z:
+            arm = dict(z)
     host = dump(model, inputs, kernels)
-    shutil.rmtree(files["dump.npz"].parent, ignore_errors=True)
     versus = diff_dumps(arm, host)
     # The claim: mcc's runtime and LiteRT's reference kernels compute the same bits on both ISAs, and mcc matches
     # every peer on arm64 under that ISA's rule set. An optimized peer (XNNPACK, onnxruntime's MLAS) may itself
     # compute otherwise on arm64: reported, and covered by the aarch64 rule set (runtime/rules.py), not a failure.
     claimed = {k: v for k, v in versus.items() if k.startswith("mcc:") or k == "litert-ref"}
     ok = arm_validate["ok"] and all(v["differing"] == 0 and not v["missing"] for v in claimed.values())
-    return {"device": "qemu-arm64", "model": str(model), "inputs": str(inputs), "samples": arm_validate["samples"],
-            "arm64_seconds": round(arm_s, 1), "arm64_validate": arm_validate, "arm64_vs_host": versus, "ok": ok}
+    return {"device": "qemu-arm64", "cpu": board.cpu, "model": str(model), "inputs": str(inputs),
+            "samples": arm_validate["samples"], "arm64_seconds": round(arm_s, 1), "arm64_validate": arm_validate,
+            "arm64_vs_host": versus, "ok": ok}
 
 
 def format_comparison(report: dict) -> str:
     lines = [f"{report['model']} on {report['samples']} samples of {report['inputs']}, emulated arm64 "
-             f"(qemu, {report['arm64_seconds']} s) vs this host ({os.uname().machine})"]
+             f"(qemu, {report['cpu']}, {report['arm64_seconds']} s) vs this host ({os.uname().machine})"]
     lines.append("arm64 vs host, per kernel set (every tensor, exact):")
     for source, v in report["arm64_vs_host"].items():
         worst = ", ".join(f"{t}: {n}" for t, n in list(v["differing_tensors"].items())[:5])
@@ -326,17 +372,19 @@ def format_comparison(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _device_run(model: str, inputs: str, kernels: str, validate_json: str, dump_npz: str) -> None:
-    """What runs on the board: `mcc validate --json` in-process, then the tensor dump."""
+def _device_run(model: str, inputs: str, kernels: str, rules_json: str, validate_json: str, dump_npz: str) -> None:
+    """What runs on the board: `mcc validate --json` in-process under the board's rule sets, then the dump."""
     from ..validate import validate
 
     kernels = tuple(kernels.split(",")) if kernels else None
-    Path(validate_json).write_text(json.dumps(validate(model, inputs, kernels=kernels)))
+    rules = json.loads(Path(rules_json).read_text()) or None
+    Path(validate_json).write_text(json.dumps(validate(model, inputs, kernels=kernels, rules=rules)))
     np.savez(dump_npz, **dump(model, inputs, kernels))
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["device-run"] and len(sys.argv) == 7:
+    if sys.argv[1:2] == ["device-run"] and len(sys.argv) == 8:
         _device_run(*sys.argv[2:])
     else:
-        sys.exit("usage: python -m mcc.devices.qemu device-run MODEL INPUTS KERNELS VALIDATE_JSON DUMP_NPZ")
+        sys.exit("usage: python -m mcc.devices.qemu device-run MODEL INPUTS KERNELS RULES_JSON VALIDATE_JSON "
+                 "DUMP_NPZ")
