@@ -89,15 +89,46 @@ def _sh(argv: list[str], what: str, log: Path | None = None, **kw) -> subprocess
     return r
 
 
-def _chroot_argv(root: Path, command: str, cpu: str | None = None) -> list[str]:
+# What an arm64 Linux shows of its CPU, per qemu CPU model: /proc/cpuinfo's MIDR fields (implementer 0x41, Arm) and
+# the features its HWCAP has. qemu-user 7.2 passes the host's x86 /proc/cpuinfo and /sys through, and cpuinfo (which
+# XNNPACK asks which microkernels to use) then fails to parse them: without /sys, LiteRT silently runs without its
+# XNNPACK delegate (TFLite's builtin NEON kernels instead), with the host's /sys XNNPACK crashes. So the emulated
+# board gets the files a real board of that CPU has (Linux's arm64 cpuinfo format), through bind mounts.
+CPU_PARTS = {"cortex-a53": (0xD03, "fp asimd evtstrm crc32 cpuid"),
+             "cortex-a72": (0xD08, "fp asimd evtstrm crc32 cpuid"),
+             "cortex-a76": (0xD0B, "fp asimd evtstrm crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"),
+             "neoverse-n1": (0xD0C, "fp asimd evtstrm crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"),
+             "max": (0xD0C, "fp asimd evtstrm crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp i8mm sve")}
+
+
+def _cpu_files(root: Path, cpu: str, cores: int) -> Path:
+    """A folder in the rootfs holding `cpuinfo` and `sys/devices/system/cpu/{possible,present}` for `cores` cores
+    of `cpu`, written once."""
+    part, features = CPU_PARTS[cpu]
+    where = root / "opt" / "mcc-cpu" / f"{cpu}-{cores}"
+    if not (where / "cpuinfo").exists():
+        (where / "sys" / "devices" / "system" / "cpu").mkdir(parents=True, exist_ok=True)
+        for name in ("possible", "present", "online"):
+            (where / "sys" / "devices" / "system" / "cpu" / name).write_text(f"0-{cores - 1}\n")
+        (where / "cpuinfo").write_text("".join(
+            f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+            f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part:#x}\nCPU revision\t: 0\n\n"
+            for i in range(cores)))
+    return where
+
+
+def _chroot_argv(root: Path, command: str, cpu: str | None = None, cores: int = 1) -> list[str]:
     """`command` (sh) run in `root` with /proc, /dev and /dev/shm mounted in a private mount namespace, so that the
     mounts vanish with the process whatever happens; `cpu`: the CPU model qemu emulates (QEMU_CPU, which qemu-user
-    reads from the environment of every binary binfmt hands it), else qemu's default, "max"."""
+    reads from the environment of every binary binfmt hands it) and whose /proc/cpuinfo and /sys CPU lists the
+    board shows, for `cores` cores; None: qemu's default, "max", and no CPU files (pip, while building)."""
     passed = " ".join(f"{k}={_quote(v)}" for k, v in os.environ.items() if k.lower() in _PASSED_ENV)
-    script = (f"set -e; mount -t proc proc {root}/proc; mount --bind /dev {root}/dev; "
-              f"mount -t tmpfs shm {root}/dev/shm; "
-              f"exec chroot {root} /usr/bin/env -i PATH={VENV}/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "
-              f"PIP_CERT={HOST_CA} {passed} {f'QEMU_CPU={cpu} ' if cpu else ''}/bin/sh -c {_quote(command)}")
+    script = f"set -e; mount -t proc proc {root}/proc; mount --bind /dev {root}/dev; mount -t tmpfs shm {root}/dev/shm; "
+    if cpu:
+        files = _cpu_files(root, cpu, cores)
+        script += f"mount --bind {files}/cpuinfo {root}/proc/cpuinfo; mount --bind {files}/sys {root}/sys; "
+    script += (f"exec chroot {root} /usr/bin/env -i PATH={VENV}/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "
+               f"PIP_CERT={HOST_CA} {passed} {f'QEMU_CPU={cpu} ' if cpu else ''}/bin/sh -c {_quote(command)}")
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
 
@@ -198,22 +229,21 @@ def ensure_rootfs(rebuild: bool = False, progress=None) -> Path:
     return root
 
 
-def emulated_cpu(choice: str | None = None) -> tuple[str, dict]:
-    """The qemu CPU model for `choice` and the rule sets that go with it: a board of `mcc devices` (its qemu_cpu
-    and rules; default rpi4, so that XNNPACK picks a Cortex-A72's kernels, not those of qemu's "max", which has the
-    dot product, i8mm and SVE no Pi 4 has), or a CPU model of `qemu-aarch64 -cpu help` (the rules of the first
-    board emulated with it, else each peer's aarch64 set)."""
+def emulated_cpu(choice: str | None = None) -> tuple[str, int, dict]:
+    """The qemu CPU model for `choice`, its core count and the rule sets that go with it: a board of `mcc devices`
+    (its qemu_cpu, cores and rules; default rpi4, so that XNNPACK picks a Cortex-A72's kernels, not those of qemu's
+    "max", which has the dot product, i8mm and SVE no Pi 4 has), or a CPU model of CPU_PARTS (one core; the rules of
+    the first board emulated with it, else each peer's aarch64 set)."""
     from .profiles import profiles
 
     boards = {name: p for name, p in profiles().items() if "qemu_cpu" in p}
     choice = choice or "rpi4"
     if choice in boards:
-        return boards[choice]["qemu_cpu"], boards[choice]["rules"]
-    models = {p["qemu_cpu"] for p in boards.values()} | {"max", "cortex-a57", "neoverse-n1", "a64fx", "cortex-a35"}
-    if choice not in models:
+        return boards[choice]["qemu_cpu"], boards[choice]["cores"], boards[choice]["rules"]
+    if choice not in CPU_PARTS:
         raise MccError(f"unknown emulated CPU '{choice}': name a board ({', '.join(sorted(boards))}) or a qemu CPU "
-                       f"model ({', '.join(sorted(models))})")
-    return choice, next((p["rules"] for p in boards.values() if p["qemu_cpu"] == choice), {})
+                       f"model ({', '.join(sorted(CPU_PARTS))})")
+    return choice, 1, next((p["rules"] for p in boards.values() if p["qemu_cpu"] == choice), {})
 
 
 class QemuTransport:
@@ -222,7 +252,7 @@ class QemuTransport:
     job at a time, since another could reinstall mcc under a running one."""
 
     def __init__(self, cpu: str | None = None, rebuild: bool = False, progress=None):
-        self.cpu, self.rules = emulated_cpu(cpu)
+        self.cpu, self.cores, self.rules = emulated_cpu(cpu)
         self.rebuild, self.progress = rebuild, progress
         self.name = f"qemu-arm64 ({self.cpu})"
         self.root = self.job_dir = self._lock = None
@@ -240,7 +270,7 @@ class QemuTransport:
 
     def run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         command = f"cd /{self.job_dir.relative_to(self.root)} && " + " ".join(_quote(a) for a in argv)
-        return subprocess.run(_chroot_argv(self.root, command, self.cpu), capture_output=True, text=True,
+        return subprocess.run(_chroot_argv(self.root, command, self.cpu, self.cores), capture_output=True, text=True,
                               timeout=timeout)
 
     def get(self, name: str, local: Path) -> None:
