@@ -1,7 +1,10 @@
-"""Issue 19, emulated arm64 (devices/qemu.py): the per-tensor dump both machines write, its comparison, and (slow)
-a zoo int8 model validated on the emulated board with the same bits as on this host."""
+"""Issue 19, emulated arm64 (devices/qemu.py): the per-tensor dump both machines write, its comparison, the host
+checks that refuse a machine that cannot build the board, and (opt-in, `-m emulated`: the sysroot's first build is
+about a minute, the first numba compile under emulation a few more) a zoo int8 model validated on the emulated
+board with the same bits as on this host, and the pinned CPU model being the one the board runs."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +12,8 @@ import torch
 from torch import nn
 
 from mcc.cli import main
-from mcc.devices.qemu import diff_dumps, dump, format_comparison
+from mcc.devices.qemu import QemuTransport, check_host, diff_dumps, dump, format_comparison
+from mcc.errors import MccError
 from mcc.examples.zoo import ZOO
 
 
@@ -55,18 +59,79 @@ def test_unknown_device_is_refused(tmp_path, capsys):
     assert "unknown device 'toaster'" in capsys.readouterr().err
 
 
+def test_a_host_without_qemu_is_told_what_to_install(tmp_path, monkeypatch, capsys):
+    """The real check: a PATH on which qemu-aarch64-static, apt-get and dpkg are not found."""
+    (tmp_path / "m.tflite").write_bytes(b"")
+    np.savez(tmp_path / "x.npz", x=np.zeros(1, np.float32))
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("MCC_CACHE", str(tmp_path / "cache"))
+    assert main(["validate", str(tmp_path / "m.tflite"), "--input", str(tmp_path / "x.npz"),
+                 "--device", "qemu-arm64"]) == 2
+    err = capsys.readouterr().err
+    assert "--device qemu-arm64 needs qemu-user-static, apt, dpkg" in err
+    assert "sudo apt-get install -y qemu-user-static apt dpkg" in err
+
+
+def test_too_little_disk_is_refused_before_a_first_build_only(tmp_path):
+    """The real free-space check of the cache's file system, against a requirement just above what it has."""
+    if shutil.which("qemu-aarch64-static") is None:
+        pytest.fail("qemu-user-static is not installed: scripts/setup-dev installs it")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    need = shutil.disk_usage(cache).free + 2**30
+    with pytest.raises(MccError, match=r"building the arm64 sysroot needs about .* GB and .* GB free: free some "
+                                       r"space or set MCC_CACHE"):
+        check_host(cache, needed_bytes=need)
+    (cache / "sysroot").mkdir()
+    (cache / "sysroot" / "READY").write_text("{}")
+    check_host(cache, needed_bytes=need)   # built already: nothing more to download
+
+
+def test_unknown_emulated_cpu_is_refused_with_the_choices():
+    with pytest.raises(MccError, match=r"unknown emulated CPU 'pentium': name a board \(android-arm64, rpi-zero-2w, "
+                                       r"rpi4, rpi5\) or a qemu CPU model \(cortex-a53, cortex-a72"):
+        QemuTransport("pentium")
+    board = QemuTransport()
+    assert (board.cpu, board.cores, board.rules["default"]) == ("cortex-a72", 4, "litert-xnnpack")
+    assert QemuTransport("rpi5").cpu == "cortex-a76" and QemuTransport("max").cores == 1
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("cpu, dotprod", [("rpi4", False), ("rpi5", True)])
+def test_the_emulated_board_runs_the_pinned_cpu(tmp_path, cpu, dotprod):
+    """What the arm64 program itself sees: its machine, and the dot product (HWCAP_ASIMDDP, bit 20 of AT_HWCAP)
+    only on the Cortex-A76 of an rpi5, not on the Cortex-A72 of an rpi4."""
+    board = QemuTransport(cpu)
+    script = tmp_path / "hwcap.py"
+    script.write_text("import ctypes, platform\nlibc = ctypes.CDLL(None)\nlibc.getauxval.restype = ctypes.c_ulong\n"
+                      "print(platform.machine(), bool(libc.getauxval(16) & (1 << 20)))\n")
+    try:
+        python = board.prepare()
+        board.put(script, "hwcap.py")
+        p = board.run([*python, "hwcap.py"], 600)
+    finally:
+        board.close()
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["aarch64", str(dotprod)]
+
+
 @pytest.mark.emulated
 def test_zoo_int8_has_the_same_bits_on_emulated_arm64(tmp_path, capsys):
-    """The rootfs is built on first use (minutes; cached after); a host that cannot build it fails with why."""
+    """Both LiteRT kernel sets (XNNPACK, as on a Pi 4's Cortex-A72) and mcc's runtime under each rule set compute the
+    same bits on arm64 as here, and mcc matches LiteRT there. The sysroot is built on first use (cached after); a
+    host that cannot build it fails with why."""
     model, example = ZOO["digits_classifier"]()
     out, x = _int8_tflite(model, example, tmp_path, "digits")
-    # LiteRT's reference kernels: XNNPACK computes otherwise on aarch64 (runtime/rules.py, litert-xnnpack-aarch64)
-    code = main(["validate", str(out), "--input", str(x), "--device", "qemu-arm64", "--kernels", "ref", "--json"])
+    code = main(["validate", str(out), "--input", str(x), "--device", "qemu-arm64", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ok"], format_comparison(report)
+    assert report["cpu"] == "cortex-a72"
     versus = report["arm64_vs_host"]
-    assert set(versus) == {"litert-ref", "mcc:litert-ref"}
+    assert {"litert-ref", "litert-default", "mcc:litert-ref", "mcc:litert-xnnpack"} <= set(versus)
     for source, v in versus.items():
         assert v["elements"] > 0 and v["differing"] == 0 and not v["missing"], (source, v)
-    [c] = report["arm64_validate"]["comparisons"]
-    assert c["kernels"] == "ref" and c["exact"] and c["elements"] > 0 and c["differing"] == 0
+    comparisons = report["arm64_validate"]["comparisons"]
+    assert [(c["kernels"], c["rules"]) for c in comparisons] == [("ref", "litert-ref"), ("default", "litert-xnnpack")]
+    for c in comparisons:
+        assert c["exact"] and c["elements"] > 0 and c["differing"] == 0, c
