@@ -73,7 +73,8 @@ def format_devices() -> str:
     lines = []
     for name, p in profiles().items():
         mem = f"{_size(p['ram_bytes'])} RAM" + (f", {_size(p['flash_bytes'])} flash" if "flash_bytes" in p else "")
-        reach = "; ".join(f"{r} ({REACH[r]})" for r in p["reach"]) or "none: size and arena checks only"
+        reach = "; ".join(f"{r} ({REACH[r]}" + (f" --cpu {name}: qemu's {p['qemu_cpu']})" if r == "qemu-arm64" else ")")
+                          for r in p["reach"]) or "none: size and arena checks only"
         lines += [f"{name}: {p['description']}",
                   f"  {p['cpu']}, {p['cores']} core(s), {p['isa']} [{', '.join(p['features'])}]; {mem}",
                   f"  rule sets: {', '.join(f'{k} -> {v}' for k, v in p['rules'].items())}",

@@ -53,6 +53,7 @@ def test_devices_lists_boards_and_how_each_is_reached(capsys):
         assert f"{name}: {p['description']}" in out
     assert "Cortex-A72" in out and "ssh (real board: --host user@host)" in out
     assert "none: size and arena checks only" in out
+    assert "(emulated: --device qemu-arm64 --cpu rpi5: qemu's cortex-a76)" in out
 
 
 def _wide_onnx(path, n):
