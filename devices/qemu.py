@@ -13,9 +13,8 @@ QEMU_CPU pins the emulated CPU to the board's (rpi4: cortex-a72), so XNNPACK pic
 qemu's default, "max", offers the dot product, i8mm and SVE no Pi 4 has. Docker's arm64 images and
 debootstrap --foreign need binfmt_misc and root; this needs only Debian's apt-get/dpkg and qemu-user-static.
 
-`QemuTransport` is the board as a transport (devices/transport.py's interface); `compare_on_device` is what
-`mcc validate --device qemu-arm64` prints: per tensor, differing elements between arm64 and this host for each
-peer's kernels and for mcc's runtime, and mcc against its peers on arm64 (`mcc validate` run there).
+`QemuTransport` is the board as a transport (devices/transport.py's interface), so `mcc validate` and `mcc bench
+--device qemu-arm64` run devices/remote.py's flow, the one a board over SSH runs.
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
-
-import numpy as np
 
 from ..errors import MccError
 from .transport import build_wheel, source_stamp
@@ -256,138 +253,3 @@ class QemuTransport:
             shutil.rmtree(self.job_dir, ignore_errors=True)
         if self._lock:
             self._lock.close()   # releases the flock
-
-
-# ---- what runs on both machines: every tensor of every kernel set, as the peers and mcc's runtime compute it ----
-
-def dump(model, inputs, kernels=None) -> dict[str, np.ndarray]:
-    """Every operator output of `model` on all samples of `inputs`, keyed "SOURCE|tensor": for a .tflite SOURCE is
-    litert-ref / litert-default (LiteRT's kernel sets) and mcc:litert-ref / mcc:litert-xnnpack /
-    mcc:litert-xnnpack-aarch64 (mcc's runtime under each rule set that claims to match them, on any ISA); for an
-    .onnx, ort-all / ort-none and mcc:onnxruntime. `kernels`: the kernel sets (None: the format's defaults)."""
-    from ..runtime import run
-    from ..runtime.rules import known
-    from ..validate import DEFAULT_KERNELS, RULES_FOR_KERNELS, model_batches, peer_runner, read_compiled
-    from ..datafiles import match_inputs, read_arrays
-
-    data, fmt, graph = read_compiled(model)
-    feeds, _ = match_inputs(read_arrays(inputs), graph.inputs, path=inputs)
-    batches = model_batches(graph, feeds, inputs)
-    tensors = [o.name for n in graph.nodes for o in n.outputs]
-    parts: dict[str, list[np.ndarray]] = {}
-    done: set[str] = set()   # onnxruntime's levels share one rule set: mcc runs under it once
-    for k in kernels or DEFAULT_KERNELS[fmt]:
-        peer = peer_runner(data, k)
-        base = RULES_FOR_KERNELS[k]
-        sets = [r for r in (base, *(r for r in known() if r.startswith(base + "-"))) if r not in done]  # each ISA's
-        done.update(sets)
-        for b in batches:
-            theirs = peer(b)
-            for rules in sets:
-                ours = run(graph, b, keep_all=True, rules=rules)
-                for name in tensors:
-                    parts.setdefault(f"mcc:{rules}|{name}", []).append(ours[name])
-            for name in tensors:
-                if name in theirs:
-                    parts.setdefault(f"{'litert-' if fmt == 'tflite' else ''}{k}|{name}", []).append(
-                        np.asarray(theirs[name]).reshape(graph.tensor(name).shape))
-    return {k: np.concatenate([np.atleast_1d(p) for p in v]) for k, v in parts.items()}
-
-
-def diff_dumps(arm: dict[str, np.ndarray], host: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Per source (litert-ref, mcc:litert-ref, ...): elements and differing elements, arm64 against this host, in
-    total and for the tensors that differ. Every tensor is compared exactly: the claim is the same bits."""
-    out: dict[str, dict] = {}
-    for key in sorted(set(arm) | set(host)):
-        source, tensor = key.split("|", 1)
-        s = out.setdefault(source, {"elements": 0, "differing": 0, "differing_tensors": {}, "missing": []})
-        if key not in arm or key not in host:
-            s["missing"].append(tensor)
-            continue
-        a, b = arm[key], host[key]
-        bad = int(np.count_nonzero(a != b)) if a.shape == b.shape else a.size
-        s["elements"] += a.size
-        s["differing"] += bad
-        if bad:
-            s["differing_tensors"][tensor] = bad
-    return out
-
-
-def compare_on_device(model, inputs, kernels=None, rebuild: bool = False, progress=None, cpu: str | None = None,
-                      timeout: float = 3600) -> dict:
-    """`mcc validate MODEL --input X --device qemu-arm64 [--cpu BOARD]`: on the emulated board, `mcc validate
-    --json` under the board's rule sets (mcc against LiteRT or onnxruntime there) and a dump of every tensor; the
-    same dump here; the per-tensor differences arm64 vs this host for each peer kernel set and for mcc's runtime.
-    `kernels`: as mcc validate's."""
-    model, inputs = Path(model), Path(inputs)
-    board = QemuTransport(cpu, rebuild, progress)
-    start = time.perf_counter()
-    if progress:
-        progress.say(f"running mcc validate and the tensor dump on the emulated arm64 board ({board.cpu}; slow)")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        try:
-            python = board.prepare()
-            m, x = "model" + model.suffix, "inputs" + inputs.suffix
-            board.put(model, m)
-            board.put(inputs, x)
-            (tmp / "rules.json").write_text(json.dumps(board.rules))
-            board.put(tmp / "rules.json", "rules.json")
-            p = board.run([*python, "-m", "mcc.devices.qemu", "device-run", m, x, ",".join(kernels or ()),
-                           "rules.json", "validate.json", "dump.npz"], timeout)
-            if p.returncode:
-                raise MccError(f"mcc on the emulated arm64 board failed (exit {p.returncode}): "
-                               f"{p.stderr.strip()[-2000:]}")
-            board.get("validate.json", tmp / "validate.json")
-            board.get("dump.npz", tmp / "dump.npz")
-        finally:
-            board.close()
-        arm_s = time.perf_counter() - start
-        arm_validate = json.loads((tmp / "validate.json").read_text())
-        with np.load(tmp / "dump.npz") as z:
-            arm = dict(z)
-    host = dump(model, inputs, kernels)
-    versus = diff_dumps(arm, host)
-    # The claim: mcc's runtime and LiteRT's reference kernels compute the same bits on both ISAs, and mcc matches
-    # every peer on arm64 under that ISA's rule set. An optimized peer (XNNPACK, onnxruntime's MLAS) may itself
-    # compute otherwise on arm64: reported, and covered by the aarch64 rule set (runtime/rules.py), not a failure.
-    claimed = {k: v for k, v in versus.items() if k.startswith("mcc:") or k == "litert-ref"}
-    ok = arm_validate["ok"] and all(v["differing"] == 0 and not v["missing"] for v in claimed.values())
-    return {"device": "qemu-arm64", "cpu": board.cpu, "model": str(model), "inputs": str(inputs),
-            "samples": arm_validate["samples"], "arm64_seconds": round(arm_s, 1), "arm64_validate": arm_validate,
-            "arm64_vs_host": versus, "ok": ok}
-
-
-def format_comparison(report: dict) -> str:
-    lines = [f"{report['model']} on {report['samples']} samples of {report['inputs']}, emulated arm64 "
-             f"(qemu, {report['cpu']}, {report['arm64_seconds']} s) vs this host ({os.uname().machine})"]
-    lines.append("arm64 vs host, per kernel set (every tensor, exact):")
-    for source, v in report["arm64_vs_host"].items():
-        worst = ", ".join(f"{t}: {n}" for t, n in list(v["differing_tensors"].items())[:5])
-        lines.append(f"  {source:22s} {v['differing']} of {v['elements']} elements differ"
-                     + (f" ({worst})" if worst else "")
-                     + (f"; not on both: {', '.join(v['missing'][:5])}" if v["missing"] else ""))
-    lines.append("mcc vs its peers on arm64 (mcc validate there):")
-    for c in report["arm64_validate"]["comparisons"]:
-        lines.append(f"  {c['kernels']:8s} rules {c['rules']:22s} {c['differing']} of {c['elements']} elements "
-                     "differ" + (f" (first: {c['first_differing_op']['node']})" if c["first_differing_op"] else ""))
-    lines.append("OK: the same bits on arm64 and here" if report["ok"] else "DIFFERENCES (see above)")
-    return "\n".join(lines)
-
-
-def _device_run(model: str, inputs: str, kernels: str, rules_json: str, validate_json: str, dump_npz: str) -> None:
-    """What runs on the board: `mcc validate --json` in-process under the board's rule sets, then the dump."""
-    from ..validate import validate
-
-    kernels = tuple(kernels.split(",")) if kernels else None
-    rules = json.loads(Path(rules_json).read_text()) or None
-    Path(validate_json).write_text(json.dumps(validate(model, inputs, kernels=kernels, rules=rules)))
-    np.savez(dump_npz, **dump(model, inputs, kernels))
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["device-run"] and len(sys.argv) == 8:
-        _device_run(*sys.argv[2:])
-    else:
-        sys.exit("usage: python -m mcc.devices.qemu device-run MODEL INPUTS KERNELS RULES_JSON VALIDATE_JSON "
-                 "DUMP_NPZ")

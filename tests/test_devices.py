@@ -87,6 +87,32 @@ ZOO_INT8 = Path(__file__).resolve().parents[1] / "examples" / "mobilenet_v2_styl
 ZOO_SAMPLES = ZOO_INT8.with_name("mobilenet_v2_style_samples.npz")
 
 
+def test_runner_tensors_hold_every_tensor_and_compare_runs_counts_each_element(tmp_path):
+    """The job the board and this host both run (the runner's tensors task, through LocalTransport here) and the
+    comparison of its results: every operator output of every engine on all samples; one flipped code is one
+    differing element of that tensor and engine."""
+    from mcc.devices.remote import compare_runs, run_job
+    from mcc.devices.transport import LocalTransport
+
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=np.load(ZOO_SAMPLES)["x"][:2])
+    for side in ("a", "b"):
+        run_job(LocalTransport(), ZOO_INT8, inputs, ["tensors"], tmp_path / side, {})
+    with np.load(tmp_path / "a" / "tensors.npz") as a, np.load(tmp_path / "b" / "tensors.npz") as b:
+        first, again = dict(a), dict(b)
+    graph = read_compiled(ZOO_INT8)[2]
+    every = sum(o.size for n in graph.nodes for o in n.outputs)
+    runs = compare_runs(first, again)
+    assert [c["engine"] for c in runs] == ["litert-ref", "litert-default", "mcc-ref", "mcc-default"]
+    assert all(c["differing"] == 0 and c["elements"] == 2 * every for c in runs)
+    key = next(k for k in first if k.startswith("mcc-ref/") and first[k].dtype == np.int8)
+    first[key] = first[key].copy()
+    first[key].flat[0] ^= 1
+    runs = {c["engine"]: c for c in compare_runs(first, again)}
+    assert runs["mcc-ref"]["differing"] == 1 and runs["mcc-default"]["differing"] == 0
+    assert [t["tensor"] for t in runs["mcc-ref"]["tensors"] if t["differing"]] == [key.split("/", 1)[1]]
+
+
 @pytest.mark.slow
 def test_bench_times_litert_and_mcc_on_a_zoo_int8_file(capsys):
     assert main(["bench", str(ZOO_INT8), "--device", "x86-64", "--threads", "1,2", "--runs", "5", "--json"]) == 0
