@@ -359,8 +359,8 @@ _XNNPACK.update(_REF_16X8, **{"quantize/int16": Rule("tflite", "multiply_inverse
 # XNNPACK on aarch64 (issue 19): no rule set of its own. Measured under qemu-aarch64 7.2 (devices/qemu.py, the
 # board showing its CPU to cpuinfo) for the CPU models of the Pi 4 (cortex-a72), Pi 5 (cortex-a76), Pi Zero 2 W
 # (cortex-a53), against the same LiteRT 2.3.0 on x86-64: for every zoo int8 .tflite XNNPACK's NEON kernels compute
-# the x86 bits, 0 differing elements of 3,708 / 380,004 / 248,109 / 115,098 (digits_classifier / resnet18_style / mobilenet_v2_style / mobilenet_v3_small_style, 3 samples), and mcc
-# under "litert-xnnpack" matches them there. As the sources say: its aarch64 GEMM and depthwise kernels requantize
+# the x86 bits, 0 differing elements of 3,708 / 380,004 / 248,109 / 115,098 (digits_classifier / resnet18_style /
+# mobilenet_v2_style / mobilenet_v3_small_style, 3 samples), and mcc under "litert-xnnpack" matches them there. As the sources say: its aarch64 GEMM and depthwise kernels requantize
 # in fp32 (float32 product, round to nearest even), ADD by multipliers and a rounding shift, DEQUANTIZE by one
 # float32 product after an exact zero-point subtraction, as its x86 kernels do. The differences an earlier
 # measurement reported (and an aarch64 set whose DEQUANTIZE was a fused multiply-add) were TFLite's builtin NEON
