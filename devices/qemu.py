@@ -137,7 +137,8 @@ def _unpack_debian(partial: Path, cache: Path, log: Path) -> None:
     (apt / "status").touch()
     (apt / "etc" / "sources.list").write_text(f"deb [arch=arm64 signed-by={KEYRING}] {MIRROR} {SUITE} main\n")
     opts = [f"-oDir::State={apt}", f"-oDir::State::Lists={apt}/lists", f"-oDir::State::status={apt}/status",
-            f"-oDir::Cache={apt}", f"-oDir::Cache::Archives={apt}/archives", f"-oDir::Etc::SourceList={apt}/etc/sources.list",
+            f"-oDir::Cache={apt}", f"-oDir::Cache::Archives={apt}/archives",
+            f"-oDir::Etc::SourceList={apt}/etc/sources.list",
             f"-oDir::Etc::SourceParts={apt}/etc/sources.list.d", f"-oDir::Etc::Preferences={apt}/etc/preferences",
             f"-oDir::Etc::PreferencesParts={apt}/etc/preferences.d", "-oAPT::Architecture=arm64",
             "-oAPT::Architectures=arm64",

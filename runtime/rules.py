@@ -356,17 +356,18 @@ _REF.update(_REF_16X8)
 _XNNPACK.update(_REF_16X8, **{"quantize/int16": Rule("tflite", "multiply_inverse_ties_even_int32_min"),
                              "add/int16": Rule("tflite", "add_shift15_neon_blocks")})
 
-# XNNPACK on aarch64 (issue 19): no rule set of its own. Measured under qemu-aarch64 7.2 (devices/qemu.py, the
-# board showing its CPU to cpuinfo) for the CPU models of the Pi 4 (cortex-a72), Pi 5 (cortex-a76), Pi Zero 2 W
+# XNNPACK on aarch64 (issue 19): no rule set of its own. Measured under qemu-aarch64 7.2 (devices/qemu.py, the board
+# showing its CPU to cpuinfo) for the CPU models of the Pi 4 (cortex-a72), Pi 5 (cortex-a76), Pi Zero 2 W
 # (cortex-a53), against the same LiteRT 2.3.0 on x86-64: for every zoo int8 .tflite XNNPACK's NEON kernels compute
 # the x86 bits, 0 differing elements of 3,708 / 380,004 / 248,109 / 115,098 (digits_classifier / resnet18_style /
-# mobilenet_v2_style / mobilenet_v3_small_style, 3 samples), and mcc under "litert-xnnpack" matches them there. As the sources say: its aarch64 GEMM and depthwise kernels requantize
-# in fp32 (float32 product, round to nearest even), ADD by multipliers and a rounding shift, DEQUANTIZE by one
-# float32 product after an exact zero-point subtraction, as its x86 kernels do. The differences an earlier
-# measurement reported (and an aarch64 set whose DEQUANTIZE was a fused multiply-add) were TFLite's builtin NEON
-# kernels: the emulated board had no /sys, cpuinfo failed, and LiteRT silently ran without its XNNPACK delegate.
-# Under qemu's "max" CPU (dot product, i8mm, SVE; no board's) XNNPACK's int8 convs come out wrong (resnet18_style:
-# 311,057 of 380,004 elements, by up to 255 codes), an emulation problem rather than a rounding rule.
+# mobilenet_v2_style / mobilenet_v3_small_style, 3 samples), and mcc under "litert-xnnpack" matches them there. As
+# the sources say: its aarch64 GEMM and depthwise kernels requantize in fp32 (float32 product, round to nearest
+# even), ADD by multipliers and a rounding shift, DEQUANTIZE by one float32 product after an exact zero-point
+# subtraction, as its x86 kernels do. The differences an earlier measurement reported (and an aarch64 set whose
+# DEQUANTIZE was a fused multiply-add) were TFLite's builtin NEON kernels: the emulated board had no /sys, cpuinfo
+# failed, and LiteRT silently ran without its XNNPACK delegate. Under qemu's "max" CPU (dot product, i8mm, SVE; no
+# board's) XNNPACK's int8 convs come out wrong (resnet18_style: 311,057 of 380,004 elements, by up to 255 codes), an
+# emulation problem rather than a rounding rule.
 
 # (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's
 # OpResolverType.BUILTIN_REF, "litert-xnnpack" its default resolver with the XNNPACK delegate (mcc.runtime.litert),
