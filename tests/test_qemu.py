@@ -1,7 +1,7 @@
 """Issue 19, emulated arm64 (devices/qemu.py): the host checks that refuse a machine that cannot build the board,
-and (opt-in, `-m emulated`: the sysroot's first build is about a minute, the first numba compile under emulation a
-few more) the pinned CPU model being the one the board runs, and a zoo int8 model validated on the emulated board
-(devices/remote.py's flow, as over SSH) with the same bits as on this host."""
+and (opt-in, `-m emulated`: the sysroot's first build takes a minute or two, the first numba compile under
+emulation a few more) the pinned CPU model being the one the board runs, and a zoo int8 model validated on the
+emulated board (devices/remote.py's flow, as over SSH) with the same bits as on this host."""
 
 import json
 import shutil
