@@ -5,9 +5,10 @@ for) in a cache folder, with neither root, chroot nor debootstrap: apt-get, unde
 the arm64 .debs of python3.11 and the C/C++ runtime libraries they and the wheels need, `dpkg -x` unpacks them,
 and the host's pip puts the aarch64 wheels of the base install (and onnxruntime) into a site folder, plus mcc
 itself as a wheel of the running source tree. 45 s (130 s without pip's cache) and 0.5 GB, against 10-15
-minutes and 0.8 GB for a debootstrap root file system run through chroot. Programs run as `qemu-aarch64-static` user-mode emulation with
-QEMU_LD_PREFIX at that folder (qemu resolves the arm64 program's absolute paths there first: its dynamic loader,
-libraries, and the /proc/cpuinfo and /sys CPU lists the folder holds for the chosen CPU model).
+minutes and 0.8 GB for a debootstrap root file system run through chroot. Programs run as `qemu-aarch64-static`
+user-mode emulation with QEMU_LD_PREFIX at that folder (qemu resolves the arm64 program's absolute paths there
+first: its dynamic loader, libraries, and the /proc/cpuinfo and /sys CPU lists the folder holds for the chosen CPU
+model). qemu's default CPU, "max", also makes XNNPACK's int8 convolutions come out wrong (runtime/rules.py).
 
 QEMU_CPU pins the emulated CPU to the board's (rpi4: cortex-a72), so XNNPACK picks the kernels that board would;
 qemu's default, "max", offers the dot product, i8mm and SVE no Pi 4 has. Docker's arm64 images and
