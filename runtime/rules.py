@@ -366,10 +366,12 @@ _XNNPACK.update(_REF_16X8, **{"quantize/int16": Rule("tflite", "multiply_inverse
 # subtraction, as its x86 kernels do. The differences an earlier measurement reported (and an aarch64 set whose
 # DEQUANTIZE was a fused multiply-add) were TFLite's builtin NEON kernels: the emulated board had no /sys, cpuinfo
 # failed, and LiteRT silently ran without its XNNPACK delegate. onnxruntime 1.32.0 (MLAS) on aarch64 computes
-# likewise: under cortex-a72, every zoo int8 .onnx gives the x86 bits at ort-all and ort-none (0 of 3,708 / 332,220
-# / 179,388 / 75,621), so "onnxruntime" serves both ISAs too. Under qemu's "max" CPU (dot product, i8mm, SVE; no
-# board's) XNNPACK's int8 convs come out wrong (resnet18_style: 311,057 of 380,004 elements, by up to 255 codes), an
-# emulation problem rather than a rounding rule.
+# likewise: under cortex-a72 and cortex-a76, every zoo int8 .onnx gives the x86 bits at ort-all and ort-none (0 of
+# 3,708 / 332,220 / 179,388 / 75,621), so "onnxruntime" serves both ISAs too. Under qemu's "max" CPU (dot product,
+# i8mm, SVE; no board's) XNNPACK's int8 convs come out wrong (resnet18_style: 311,057 of 380,004 elements, by up to
+# 255 codes), while neoverse-n1 (dot product, no i8mm or SVE) gives the x86 bits (resnet18_style,
+# digits_classifier): XNNPACK's i8mm/SVE kernels under qemu 7.2, not resolved (an emulation problem or those
+# kernels' own; no Pi has i8mm).
 
 # (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's
 # OpResolverType.BUILTIN_REF, "litert-xnnpack" its default resolver with the XNNPACK delegate (mcc.runtime.litert),
