@@ -179,7 +179,7 @@ def _cmd_bench(args) -> None:
     if min(threads) < 1 or args.runs < 1 or args.warmup < 0:
         raise MccError("--threads and --runs take counts of at least 1, --warmup at least 0")
     r = bench_on_device(args.model, args.input, args.device, args.host, threads, args.runs, args.warmup,
-                        args.python, args.ssh_config, args.remote_dir)
+                        args.python, args.ssh_config, args.remote_dir, args.cpu)
     print(json.dumps(r, indent=2) if args.json else format_bench(r))
 
 
@@ -191,6 +191,9 @@ def _device_options(sp) -> None:
     sp.add_argument("--ssh-config", metavar="FILE", help="ssh configuration file to use (ssh -F)")
     sp.add_argument("--remote-dir", metavar="DIR", help="folder on the board for mcc's venv and job folders "
                     "(default ~/.cache/mcc-device)")
+    sp.add_argument("--cpu", help="with --device qemu-arm64, the CPU qemu emulates: a board of `mcc devices` (its "
+                    "CPU model and rule sets; default rpi4: a Cortex-A72, NEON without the dot product) or a qemu CPU "
+                    "model (cortex-a53, cortex-a72, cortex-a76, max)")
 
 
 def _cmd_devices(args) -> None:
@@ -400,25 +403,10 @@ def _cmd_inspect(args) -> None:
     print(format_table(graph))
 
 
-def _validate_on_device(args) -> int:
-    """mcc validate --device qemu-arm64: every tensor on the emulated arm64 board against this host's."""
-    import json
-
-    from .devices import qemu
-
-    kernels = None if args.kernels is None else tuple(k.strip() for k in args.kernels.split(",") if k.strip())
-    report = qemu.compare_on_device(args.model, args.input, kernels, rebuild=args.rebuild_device,
-                                    progress=Progress(not args.json))
-    print(json.dumps(report, indent=2) if args.json else qemu.format_comparison(report))
-    return 0 if report["ok"] else 1
-
-
 def _cmd_validate(args) -> int:
     import json
 
-    if args.device == "qemu-arm64" and not args.host:  # the emulated board compares per tensor, any --kernels
-        return _validate_on_device(args)
-    if args.device:
+    if args.device and args.device != "qemu-arm64":
         from .devices.profiles import get_profile
 
         get_profile(args.device)  # an unknown board is refused before any work
@@ -429,7 +417,8 @@ def _cmd_validate(args) -> int:
             raise MccError("--reference and --kernels are for a validate here; with --device / --host mcc compares "
                            "LiteRT's ref and default kernels and its runtime, device against host")
         report = validate_on_device(args.model, args.input, args.device, args.host, args.python, args.ssh_config,
-                                    args.remote_dir, progress=Progress(not args.json))
+                                    args.remote_dir, progress=Progress(not args.json), cpu=args.cpu,
+                                    rebuild=args.rebuild_device)
         print(json.dumps(report, indent=2) if args.json else format_device_report(report))
         return 0 if report["ok"] else 1
     from .validate import format_report, validate
@@ -708,9 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "view compares with the float graph without cross-layer equalisation")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     _device_options(v)
-    v.add_argument("--rebuild-device", action="store_true", help="with --device qemu-arm64: rebuild its root file "
-                   "system (built once, cached in $MCC_CACHE or ~/.cache/mcc; needs root, debootstrap, "
-                   "qemu-user-static)")
+    v.add_argument("--rebuild-device", action="store_true", help="with --device qemu-arm64: rebuild its arm64 "
+                   "sysroot (built once, cached in $MCC_CACHE or ~/.cache/mcc; needs qemu-user-static, apt-get, dpkg)")
     v.set_defaults(func=_cmd_validate)
 
     be = sub.add_parser("bench", help="latency and peak memory of LiteRT and mcc's runtime, here or on a device")

@@ -7,7 +7,7 @@
     calib = "calib.npz"
     output_dir = "build"          # default "build"; paths are relative to mcc.toml
     emit = ["c-array"]            # optional
-    device = "cortex-m7"          # optional: memory check against devices/profiles.toml
+    device = "cortex-m7"          # optional: memory check against devices/profiles/
     [model.options]               # compile_model's keyword arguments and the target pipeline's pass options
     observer = "mse"
     [model.preprocess]            # optional, recorded in the metadata JSON: mean, std, labels

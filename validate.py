@@ -39,7 +39,8 @@ DEFAULT_KERNELS = {"tflite": ("ref", "default"), "onnx": ("ort-all", "ort-none")
 
 def peer_rules(kernels: str, isa: str = platform.machine()) -> str:
     """The rule set that claims to match `kernels` on `isa`: the ISA's own set where that peer was measured to
-    compute otherwise there (runtime/rules.py: litert-xnnpack-aarch64), else the set measured on x86-64."""
+    compute otherwise there (a rule set named "<set>-<isa>"; none so far: runtime/rules.py measured XNNPACK on
+    aarch64 computing its x86 bits), else the set measured on x86-64."""
     from .runtime.rules import known
 
     base = RULES_FOR_KERNELS[kernels]

@@ -27,15 +27,16 @@ RESULTS = {"tensors": "tensors.npz", "validate": "validate.json", "bench": "benc
 
 
 def transport_for(device: str | None, host: str | None, python: str = "python3", ssh_config: str | None = None,
-                  remote_dir: str | None = None):
-    """The transport that reaches `device`: --host means SSH; qemu-arm64 the emulated root file system
-    (devices/qemu.py); no device, or one reached locally, this machine."""
+                  remote_dir: str | None = None, cpu: str | None = None, rebuild: bool = False, progress=None):
+    """The transport that reaches `device`: --host means SSH; qemu-arm64 the emulated arm64 sysroot
+    (devices/qemu.py) under the CPU model `cpu` (a board or a qemu model; `rebuild`: build its sysroot afresh); no
+    device, or one reached locally, this machine."""
     if host:
         return SshTransport(host, python=python, ssh_config=ssh_config, remote_dir=remote_dir)
     if device == "qemu-arm64":
         from .qemu import QemuTransport
 
-        return QemuTransport()
+        return QemuTransport(cpu, rebuild, progress)
     if device is None or "local" in get_profile(device)["reach"]:
         return LocalTransport()
     how = ", ".join(get_profile(device)["reach"]) or "nothing: it is a size and arena check only"
@@ -101,12 +102,13 @@ def compare_runs(board: dict[str, np.ndarray], host: dict[str, np.ndarray]) -> l
 
 
 def validate_on_device(model, inputs, device: str | None, host: str | None, python: str = "python3",
-                       ssh_config: str | None = None, remote_dir: str | None = None, progress=None) -> dict:
+                       ssh_config: str | None = None, remote_dir: str | None = None, progress=None,
+                       cpu: str | None = None, rebuild: bool = False) -> dict:
     model = Path(model)
     read_compiled(model)  # refuse a file that is not a compiled model before touching the board
     profile = get_profile(device) if device in profiles() else None
-    rules = profile["rules"] if profile else {}
-    board = transport_for(device, host, python, ssh_config, remote_dir)
+    board = transport_for(device, host, python, ssh_config, remote_dir, cpu, rebuild, progress)
+    rules = profile["rules"] if profile else getattr(board, "rules", {})  # qemu-arm64: its emulated board's
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         npz = _inputs_npz(inputs, tmp)
@@ -150,18 +152,19 @@ def format_device_report(r: dict) -> str:
 
 def bench_on_device(model, inputs, device: str | None, host: str | None, threads=(1,), runs: int = 20,
                     warmup: int = 3, python: str = "python3", ssh_config: str | None = None,
-                    remote_dir: str | None = None) -> dict:
+                    remote_dir: str | None = None, cpu: str | None = None) -> dict:
     from ..ir.stats import totals
 
     model = Path(model)
     graph = read_compiled(model)[2]
     macs = totals(graph)["macs"]
+    where = transport_for(device, host, python, ssh_config, remote_dir, cpu)
     profile = get_profile(device) if device in profiles() else None
-    where = transport_for(device, host, python, ssh_config, remote_dir)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         npz = _inputs_npz(inputs, tmp) if inputs else None
-        machine = run_job(where, model, npz, ["bench"], tmp / "out", profile["rules"] if profile else {},
+        machine = run_job(where, model, npz, ["bench"], tmp / "out",
+                          profile["rules"] if profile else getattr(where, "rules", {}),  # qemu: its board's
                           threads, runs, warmup)
         rows = json.loads((tmp / "out" / "bench.json").read_text())
     estimates = {t: latency_estimate_s(profile, macs, t) * 1e3 for t in threads} if profile else {}

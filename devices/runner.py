@@ -17,6 +17,7 @@ reported as missing elsewhere.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -29,6 +30,9 @@ ENGINES = {"tflite": ("litert-ref", "litert-default", "mcc-ref", "mcc-default"),
            "onnx": ("onnxruntime", "mcc-onnxruntime")}
 PEER_KERNELS = {"litert-ref": "ref", "litert-default": "default", "onnxruntime": "ort-all"}
 BENCH_ENGINES = {"tflite": ("litert", "mcc"), "onnx": ("onnxruntime", "mcc")}
+# how this Python starts another of itself: the emulated board (devices/qemu.py) names its qemu and interpreter, so
+# that no binfmt_misc registration is needed for the benchmarks' fresh processes
+PYTHON = json.loads(os.environ["MCC_DEVICE_PYTHON"]) if "MCC_DEVICE_PYTHON" in os.environ else [sys.executable]
 
 
 def _load(job_dir: Path):
@@ -160,7 +164,7 @@ def bench(job_dir: Path, job: dict, fmt: str) -> list[dict]:
     rows = []
     for engine in BENCH_ENGINES[fmt]:
         for t in job.get("threads", [1]):
-            p = subprocess.run([sys.executable, "-m", "mcc.devices.runner", "--bench-one", str(job_dir), engine,
+            p = subprocess.run([*PYTHON, "-m", "mcc.devices.runner", "--bench-one", str(job_dir), engine,
                                 str(t)], capture_output=True, text=True)
             rows.append(json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else
                         {"engine": engine, "threads": t, "error": (p.stderr.strip().splitlines() or ["?"])[-1]})

@@ -47,7 +47,6 @@ results are rounded:
 - softmax_ort_exp_table: onnxruntime's QLinearSoftmax, a float table of exp in double shifted by logf(FLT_MAX / n),
   float32 row sum, rint(e * floor(1 / so) / sum) + zo with the quotient in double, clamped.
 - divide_ties_even: onnxruntime's QuantizeLinear, rint(clamp(x / s)) + zp, NaN to the lowest code.
-- fma_negated_zero_point_scale: XNNPACK's DEQUANTIZE on aarch64, fma(q, s, float32(-zp * s)), one rounding.
 - exact: no rounding (data movement, max pooling, dequantize's one float32 product).
 - reduced_multiplier_half_up: TFLite's 16x8 CONV_2D / DEPTHWISE_CONV_2D, MultiplyByQuantizedMultiplier on the
   int64 accumulator: the multiplier rounded to 16 bits, one product, one shift, ties toward +infinity.
@@ -357,16 +356,22 @@ _REF.update(_REF_16X8)
 _XNNPACK.update(_REF_16X8, **{"quantize/int16": Rule("tflite", "multiply_inverse_ties_even_int32_min"),
                              "add/int16": Rule("tflite", "add_shift15_neon_blocks")})
 
-# XNNPACK on aarch64 (issue 19, measured under qemu-aarch64 7.2, whose default CPU has NEON and the dot product,
-# with devices/qemu.py against the same LiteRT 2.3.0 on x86-64): the delegate picks NEON microkernels, and one op
-# computes otherwise. Partial, as measured so far: the dequantized logits of digits_classifier differ from x86 by
-# one ulp (5 of 40 on 4 samples; 7 of 30 on 3 other samples, another calibration); fma(q, s, float32(-zp * s))
-# reproduces the first set (0 of 20,472 elements differ, with the x86 rules 5) but not the second (4 of 3,708
-# still differ), so the aarch64 DEQUANTIZE is not fully understood. Not covered yet: XNNPACK's aarch64 depthwise
-# conv (mobilenet_v3_small_style: 10 of 4,096 of its first depthwise output one code higher, products near
-# x.4987 rounding up), MEAN and FULLY_CONNECTED (resnet18_style: 25 of 506,672 elements). "litert-xnnpack-aarch64"
-# is the rule set mcc validate uses for the default kernels on aarch64.
-_XNNPACK_AARCH64 = {**_XNNPACK, "dequantize": Rule("xnnpack", "fma_negated_zero_point_scale")}
+# XNNPACK on aarch64 (issue 19): no rule set of its own. Measured under qemu-aarch64 7.2 (devices/qemu.py, the board
+# showing its CPU to cpuinfo) for the CPU models of the Pi 4 (cortex-a72), Pi 5 (cortex-a76), Pi Zero 2 W
+# (cortex-a53), against the same LiteRT 2.3.0 on x86-64: for every zoo int8 .tflite XNNPACK's NEON kernels compute
+# the x86 bits, 0 differing elements of 3,708 / 380,004 / 248,109 / 115,098 (digits_classifier / resnet18_style /
+# mobilenet_v2_style / mobilenet_v3_small_style, 3 samples), and mcc under "litert-xnnpack" matches them there. As
+# the sources say: its aarch64 GEMM and depthwise kernels requantize in fp32 (float32 product, round to nearest
+# even), ADD by multipliers and a rounding shift, DEQUANTIZE by one float32 product after an exact zero-point
+# subtraction, as its x86 kernels do. The differences an earlier measurement reported (and an aarch64 set whose
+# DEQUANTIZE was a fused multiply-add) were TFLite's builtin NEON kernels: the emulated board had no /sys, cpuinfo
+# failed, and LiteRT silently ran without its XNNPACK delegate. onnxruntime 1.32.0 (MLAS) on aarch64 computes
+# likewise: under cortex-a72 and cortex-a76, every zoo int8 .onnx gives the x86 bits at ort-all and ort-none (0 of
+# 3,708 / 332,220 / 179,388 / 75,621), so "onnxruntime" serves both ISAs too. Under qemu's "max" CPU (dot product,
+# i8mm, SVE; no board's) XNNPACK's int8 convs come out wrong (resnet18_style: 311,057 of 380,004 elements, by up to
+# 255 codes), while neoverse-n1 (dot product, no i8mm or SVE) gives the x86 bits (resnet18_style,
+# digits_classifier): XNNPACK's i8mm/SVE kernels under qemu 7.2, not resolved (an emulation problem or those
+# kernels' own; no Pi has i8mm).
 
 # (runtime, version, op) -> Rule. The runtime names match the peers' kernel sets: "litert-ref" is LiteRT's
 # OpResolverType.BUILTIN_REF, "litert-xnnpack" its default resolver with the XNNPACK delegate (mcc.runtime.litert),
@@ -375,7 +380,6 @@ RULES: dict[tuple[str, str, str], Rule] = {
     **{("litert-ref", "2.3.0", op): rule for op, rule in _REF.items()},
     **{("litert-xnnpack", "2.3.0", op): rule for op, rule in _XNNPACK.items()},
     **{("onnxruntime", "1.32.0", op): rule for op, rule in _ONNXRUNTIME.items()},
-    **{("litert-xnnpack-aarch64", "2.3.0", op): rule for op, rule in _XNNPACK_AARCH64.items()},
 }
 
 DEFAULT = "litert-ref"

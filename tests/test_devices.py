@@ -35,6 +35,17 @@ def test_profiles_hold_every_board_with_its_facts():
     assert known["rpi-zero-2w"]["ram_bytes"] == 512 * 2**20 and known["cortex-m7"]["reach"] == []
 
 
+def test_the_wheel_ships_one_profile_file_per_board(tmp_path):
+    """The profiles are package data: a board's install (mcc's wheel, as the SSH path builds it) holds them all."""
+    import zipfile
+
+    from mcc.devices.transport import build_wheel
+
+    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+    assert {f"mcc/devices/profiles/{board}.toml" for board in profiles()} <= names
+    assert len(profiles()) == 6
+
+
 def test_devices_lists_boards_and_how_each_is_reached(capsys):
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
@@ -42,6 +53,7 @@ def test_devices_lists_boards_and_how_each_is_reached(capsys):
         assert f"{name}: {p['description']}" in out
     assert "Cortex-A72" in out and "ssh (real board: --host user@host)" in out
     assert "none: size and arena checks only" in out
+    assert "(emulated: --device qemu-arm64 --cpu rpi5: qemu's cortex-a76)" in out
 
 
 def _wide_onnx(path, n):
@@ -73,6 +85,32 @@ def test_compile_device_warns_when_the_model_will_not_fit(tmp_path, capsys):
 # ---- mcc bench, here ----------------------------------------------------------------------------------------------
 ZOO_INT8 = Path(__file__).resolve().parents[1] / "examples" / "mobilenet_v2_style_int8.tflite"
 ZOO_SAMPLES = ZOO_INT8.with_name("mobilenet_v2_style_samples.npz")
+
+
+def test_runner_tensors_hold_every_tensor_and_compare_runs_counts_each_element(tmp_path):
+    """The job the board and this host both run (the runner's tensors task, through LocalTransport here) and the
+    comparison of its results: every operator output of every engine on all samples; one flipped code is one
+    differing element of that tensor and engine."""
+    from mcc.devices.remote import compare_runs, run_job
+    from mcc.devices.transport import LocalTransport
+
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=np.load(ZOO_SAMPLES)["x"][:2])
+    for side in ("a", "b"):
+        run_job(LocalTransport(), ZOO_INT8, inputs, ["tensors"], tmp_path / side, {})
+    with np.load(tmp_path / "a" / "tensors.npz") as a, np.load(tmp_path / "b" / "tensors.npz") as b:
+        first, again = dict(a), dict(b)
+    graph = read_compiled(ZOO_INT8)[2]
+    every = sum(o.size for n in graph.nodes for o in n.outputs)
+    runs = compare_runs(first, again)
+    assert [c["engine"] for c in runs] == ["litert-ref", "litert-default", "mcc-ref", "mcc-default"]
+    assert all(c["differing"] == 0 and c["elements"] == 2 * every for c in runs)
+    key = next(k for k in first if k.startswith("mcc-ref/") and first[k].dtype == np.int8)
+    first[key] = first[key].copy()
+    first[key].flat[0] ^= 1
+    runs = {c["engine"]: c for c in compare_runs(first, again)}
+    assert runs["mcc-ref"]["differing"] == 1 and runs["mcc-default"]["differing"] == 0
+    assert [t["tensor"] for t in runs["mcc-ref"]["tensors"] if t["differing"]] == [key.split("/", 1)[1]]
 
 
 @pytest.mark.slow

@@ -144,8 +144,5 @@ def quantize(node, inputs, rules):
 def dequantize(node, inputs, rules):
     scale, zero_point = per_tensor(node, node.inputs[0], "input")
     rule = rules.rule(ruled_op(node), node.name)
-    check_rounding(node, rule, "exact", "fma_negated_zero_point_scale")
-    q = inputs[0].astype(np.float32)
-    if rule.rounding == "fma_negated_zero_point_scale":
-        return [fp.fma_float32(q, scale, np.float32(-zero_point) * np.float32(scale)).astype(np.float32)]
-    return [(q - np.float32(zero_point)) * scale]
+    check_rounding(node, rule, "exact")
+    return [(inputs[0].astype(np.float32) - np.float32(zero_point)) * scale]
