@@ -49,10 +49,11 @@ def _threads_for(elements: int):
 
 
 def operand_dtype(w_rows: np.ndarray, largest: int):
-    """float32 when sum|w| over each output channel's row of `w_rows` [O, K] times `largest`, the largest |operand|
-    on the input side, stays below 2**24, else float64 (see the module docstring)."""
-    worst = np.abs(w_rows.astype(np.int64)).sum(axis=1).max(initial=0) * largest
-    return np.float32 if worst < _FLOAT32_EXACT else np.float64
+    """(dtype, reach): reach = the largest sum|w| over an output channel's row of `w_rows` [O, K] times `largest`,
+    the largest |operand| on the input side, which bounds every |accumulator| (the output stage's `reach`); dtype
+    float32 when reach < 2**24, else float64 (see the module docstring)."""
+    reach = float(np.abs(w_rows.astype(np.int64)).sum(axis=1).max(initial=0) * largest)
+    return (np.float32 if reach < _FLOAT32_EXACT else np.float64), reach
 
 
 @numba.njit(cache=True, parallel=True)
@@ -121,14 +122,15 @@ def _im2col(xp, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, groups, 
                         col += group_c
 
 
-def pack_gemm(w_ohwi: np.ndarray, groups: int, x_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def pack_gemm(w_ohwi: np.ndarray, groups: int, x_dtype: str) -> tuple[np.ndarray, np.ndarray, float]:
     """OHWI int8 weights as the GEMM's right operand [groups, kh * kw * Cg, O / groups] in the operand dtype for raw
-    `x_dtype` inputs, and each output channel's sum(w) (int64), which the zero point multiplies."""
+    `x_dtype` inputs, each output channel's sum(w) (int64), which the zero point multiplies, and the reach of the
+    accumulators (operand_dtype)."""
     out_c = w_ohwi.shape[0]
     rows = w_ohwi.reshape(out_c, -1)
-    dtype = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
+    dtype, reach = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
     packed_w = np.ascontiguousarray(rows.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), dtype)
-    return packed_w, rows.astype(np.int64).sum(axis=1)
+    return packed_w, rows.astype(np.int64).sum(axis=1), reach
 
 
 def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
@@ -136,7 +138,7 @@ def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out
     """The requantized conv2d of NHWC int8 / int16 `x` (any groups) with `packed` from pack_gemm: the raw columns
     times the weights, then the output stage (int8_output.RowRequant `requant`) with the bias less x_zero_point *
     sum(w). Returns NHWC `dtype`."""
-    packed_w, weight_sums = packed
+    packed_w, weight_sums, reach = packed
     n, c = x.shape[0], x.shape[3]
     groups, depth, group_out = packed_w.shape
     with _threads_for(n * out_h * out_w * groups * group_out):
@@ -155,17 +157,19 @@ def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out
             acc = np.matmul(cols.reshape(rows, groups, depth).transpose(1, 0, 2), packed_w)
             acc = acc.transpose(1, 0, 2).reshape(rows, groups * group_out)
         out = np.empty((rows, groups * group_out), dtype)
-        requantize_rows(acc, bias - x_zero_point * weight_sums, *requant.args, out)
+        requantize_rows(acc, reach, bias - x_zero_point * weight_sums, *requant.args, out)
     return out.reshape(n, out_h, out_w, groups * group_out)
 
 
-def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str, out_w: int) -> np.ndarray:
+def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str, out_w: int) -> tuple[np.ndarray, float]:
     """Depthwise OHWI weights [C * m, kh, kw, 1] as [kh, kw, out_w * C * m] in the operand dtype: each tap's
-    channel weights repeated for every output column, so one tap is one multiply-add over a whole output row."""
+    channel weights repeated for every output column, so one tap is one multiply-add over a whole output row; and
+    the reach of the accumulators (operand_dtype)."""
     rows = w_ohwi.reshape(w_ohwi.shape[0], -1)
     largest = 255 if x_dtype == "int8" else 1 << 15  # |x - x_zp|; 16x8 activations are symmetric
-    taps = np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), operand_dtype(rows, largest))
-    return np.tile(taps, (1, 1, out_w))
+    dtype, reach = operand_dtype(rows, largest)
+    taps = np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), dtype)
+    return np.tile(taps, (1, 1, out_w)), reach
 
 
 @numba.njit(cache=True)
@@ -178,7 +182,7 @@ def _tap(phases, w, b, y, ky, kx, dil_w, width):
 
 
 @numba.njit(cache=True, parallel=True)
-def _depthwise(phases, w, stride_h, dil_h, dil_w, out_h, out_w, bias, code, multiplier, shift, real, scale32,
+def _depthwise(phases, w, stride_h, dil_h, dil_w, out_h, out_w, reach, bias, code, multiplier, shift, real, scale32,
                zero_point, low, high, out):
     """Each output row of a multiplier-1 depthwise conv of the centred, padded, phase-split input (centred with
     phases = the column stride): for each tap, the row's out_w * C accumulators take one multiply-add against a
@@ -206,15 +210,16 @@ def _depthwise(phases, w, stride_h, dil_h, dil_w, out_h, out_w, bias, code, mult
                         for i in range(width):
                             acc[i] += t1[i] * r1[i]
                 kx += 3
-        requantize_block(acc.reshape(out_w, c), bias, code, multiplier, shift, real, scale32, zero_point, low, high,
-                         out[b, oy])
+        requantize_block(acc.reshape(out_w, c), reach, bias, code, multiplier, shift, real, scale32, zero_point, low,
+                         high, out[b, oy])
 
 
-def depthwise(x, x_zero_point, packed_w, stride, dilation, padding, out_h, out_w, bias, requant,
+def depthwise(x, x_zero_point, packed, stride, dilation, padding, out_h, out_w, bias, requant,
               dtype) -> np.ndarray:
-    """The requantized depthwise_conv2d of NHWC `x` with `packed_w` from pack_depthwise. A channel multiplier m
+    """The requantized depthwise_conv2d of NHWC `x` with `packed` from pack_depthwise. A channel multiplier m
     repeats each input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so
     one multiplier-1 loop serves every m."""
+    packed_w, reach = packed
     kh, kw, width = packed_w.shape
     out_c = width // out_w
     pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
@@ -223,5 +228,5 @@ def depthwise(x, x_zero_point, packed_w, stride, dilation, padding, out_h, out_w
         phases = np.repeat(phases, out_c // x.shape[3], axis=4)
     out = np.empty((x.shape[0], out_h, out_w, out_c), dtype)
     with _threads_for(out.size):
-        _depthwise(phases, packed_w, stride[0], *dilation, out_h, out_w, bias, *requant.args, out)
+        _depthwise(phases, packed_w, stride[0], *dilation, out_h, out_w, reach, bias, *requant.args, out)
     return out
