@@ -80,11 +80,23 @@ def _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w):
 
 @numba.njit(cache=True, parallel=True)
 def _im2col(xp, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, groups, cols):
-    """cols[(b, oy, ox), (g, ky, kx, ci)] = xp[b, oy * sh + ky * dh, ox * sw + kx * dw, g * Cg + ci]."""
+    """cols[(b, oy, ox), (g, ky, kx, ci)] = xp[b, oy * sh + ky * dh, ox * sw + kx * dw, g * Cg + ci]. With one group
+    and no column dilation, a window row's kw * C values are one run in the input row, copied as one (a loop per
+    channel of an RGB image's 3 was half the speed)."""
     n, _, _, c = xp.shape
     group_c = c // groups
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
+        if groups == 1 and dil_w == 1:
+            run = kw * c
+            for ky in range(kh):
+                source = xp[b, oy * stride_h + ky * dil_h].reshape(-1)
+                for ox in range(out_w):
+                    first = ox * stride_w * c
+                    src, dst = source[first:first + run], cols[(b * out_h + oy) * out_w + ox, ky * run:(ky + 1) * run]
+                    for i in range(run):
+                        dst[i] = src[i]
+            continue
         for ox in range(out_w):
             row = (b * out_h + oy) * out_w + ox
             col = 0
