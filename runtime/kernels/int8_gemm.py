@@ -36,8 +36,11 @@ def _threads_for(elements: int):
     """Run a small layer's compiled loops on one thread: a parallel region costs a fork and a join, and on a busy
     machine the join waits for a descheduled worker (measured on the shared 2-core box: 2 threads, every region
     parallel, ran MobileNetV2 50x slower than 1 thread), so only layers with enough work use them all."""
+    if elements >= _PARALLEL_WORK:
+        yield
+        return
     threads = numba.get_num_threads()
-    if elements >= _PARALLEL_WORK or threads == 1:
+    if threads == 1:
         yield
         return
     numba.set_num_threads(1)

@@ -228,10 +228,19 @@ _BLOCK_ROWS = 64  # rows per parallel task: enough work to amortise the call, sm
 
 
 @numba.njit(cache=True, parallel=True)
-def requantize_rows(acc, reach, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
-    """requantize_block over a [rows, channels] accumulator, blocks of rows split across threads."""
+def _requantize_blocks(acc, reach, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
     rows = acc.shape[0]
     for block in numba.prange((rows + _BLOCK_ROWS - 1) // _BLOCK_ROWS):
         first, last = block * _BLOCK_ROWS, min(rows, (block + 1) * _BLOCK_ROWS)
         requantize_block(acc[first:last], reach, bias, code, multiplier, shift, real, scale32, zero_point, low,
                          high, out[first:last])
+
+
+def requantize_rows(acc, *args):
+    """requantize_block over a [rows, channels] accumulator (same arguments), blocks of rows split across threads;
+    a single block runs on its own, without the parallel region's launch (microseconds, more than a small layer's
+    output stage)."""
+    if acc.shape[0] <= _BLOCK_ROWS:
+        requantize_block(acc, *args)
+    else:
+        _requantize_blocks(acc, *args)
