@@ -195,33 +195,37 @@ def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, reach, bias
     """Each output row of a multiplier-1 depthwise conv of the padded raw input `x`: per output pixel, its C sums
     over the window, one vector loop along the contiguous channels, then the output stage on the row. A 3x3 window
     (MobileNets') sums its nine taps in one expression, held in registers, where a loop over the taps would load
-    and store the accumulators at each one."""
+    and store the accumulators at each one; it indexes the flat input rows with unsigned offsets, for which numba
+    emits no negative-index handling (with signed ones it did, and the loop ran 5-8x slower; with a view per tap and
+    pixel, 1.6x slower at MobileNetV2's 32 channels)."""
     n, _, _, c = x.shape
     kh, kw, _ = w.shape
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
         acc = np.empty((out_w, c), w.dtype)
-        y0, y1, y2 = oy * stride_h, oy * stride_h + dil_h, oy * stride_h + 2 * dil_h
-        for ox in range(out_w):
-            a, x0 = acc[ox], ox * stride_w
-            if kh == 3 and kw == 3:  # slices indexed by the loop variable alone: numba drops negative-index handling
-                x1, x2 = x0 + dil_w, x0 + 2 * dil_w
-                r00, r01, r02 = x[b, y0, x0], x[b, y0, x1], x[b, y0, x2]
-                r10, r11, r12 = x[b, y1, x0], x[b, y1, x1], x[b, y1, x2]
-                r20, r21, r22 = x[b, y2, x0], x[b, y2, x1], x[b, y2, x2]
-                w00, w01, w02, w10, w11, w12 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
-                w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-                for i in range(c):
-                    a[i] = (w00[i] * r00[i] + w01[i] * r01[i] + w02[i] * r02[i] + w10[i] * r10[i] + w11[i] * r11[i]
-                            + w12[i] * r12[i] + w20[i] * r20[i] + w21[i] * r21[i] + w22[i] * r22[i])
-                continue
-            a[:] = 0
-            for ky in range(kh):
-                row = x[b, oy * stride_h + ky * dil_h]
-                for kx in range(kw):
-                    t, r = w[ky, kx], row[x0 + kx * dil_w]
-                    for i in range(c):
-                        a[i] += t[i] * r[i]
+        if kh == 3 and kw == 3:
+            flat, channels = acc.reshape(-1), np.uint64(c)
+            y = oy * stride_h
+            r0, r1, r2 = x[b, y].reshape(-1), x[b, y + dil_h].reshape(-1), x[b, y + 2 * dil_h].reshape(-1)
+            w00, w01, w02, w10, w11, w12 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
+            w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+            d1, d2 = np.uint64(dil_w * c), np.uint64(2 * dil_w * c)
+            for ox in range(out_w):
+                p, q = np.uint64(ox * stride_w * c), np.uint64(ox * c)
+                for i in range(channels):
+                    flat[q + i] = (w00[i] * r0[p + i] + w01[i] * r0[p + d1 + i] + w02[i] * r0[p + d2 + i]
+                                   + w10[i] * r1[p + i] + w11[i] * r1[p + d1 + i] + w12[i] * r1[p + d2 + i]
+                                   + w20[i] * r2[p + i] + w21[i] * r2[p + d1 + i] + w22[i] * r2[p + d2 + i])
+        else:
+            acc[:] = 0
+            for ox in range(out_w):
+                a, x0 = acc[ox], ox * stride_w
+                for ky in range(kh):
+                    row = x[b, oy * stride_h + ky * dil_h]
+                    for kx in range(kw):
+                        t, r = w[ky, kx], row[x0 + kx * dil_w]
+                        for i in range(c):
+                            a[i] += t[i] * r[i]
         requantize_block(acc, reach, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out[b, oy])
 
 
