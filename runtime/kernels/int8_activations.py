@@ -33,7 +33,8 @@ def _per_code(x: np.ndarray, key: tuple, compute) -> np.ndarray:
     """compute (int8 outputs of int64 codes) applied to int8 `x` through a table of its 256 results: an int8
     activation's output depends on the input code alone, so its arithmetic runs once per quantization, over the
     256 codes, instead of on every element of every run (numpy's int64 passes cost a MobileNetV3 hardswish
-    ~140 us a call). `key` holds everything `compute` depends on."""
+    ~140 us a call). TFLite's reference kernels compute them element by element on every run; the table holds
+    the same integers. `key` holds everything `compute` depends on."""
     table = _PER_CODE.get(key)
     if table is None:
         if len(_PER_CODE) >= 4096:  # calibration and fidelity sweeps try many scales

@@ -141,7 +141,9 @@ def _ort_add(a, b, sa, za, sb, zb, so, zo):
     return np.rint(fp.fma_float32(A, ra, fp.fma_float32(B, rb, fixed))).astype(np.int64)
 
 
-_ADD_PREPARED: dict[tuple, tuple] = {}  # add_sub's key -> (rule, bounds, the int8 pass's multipliers and shifts)
+# add_sub's key -> (rule, bounds, the int8 pass's multipliers and shifts): what TFLite's and XNNPACK's Prepare
+# compute once per model, kept here per quantization, since mcc's kernels are functions of the node, not objects
+_ADD_PREPARED: dict[tuple, tuple] = {}
 
 
 def _prepare_add(node, rule, sa, sb, so, zo, dtype) -> tuple:

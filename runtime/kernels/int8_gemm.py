@@ -10,7 +10,7 @@ in float32 when every partial sum of every channel stays below 2**24 (sum|w| * m
 sum and fused multiply-add is exact: int8 layers up to sum|w| of 131,071 per channel), else in float64 (exact
 below 2**53: any int8 layer, and 16x8 layers up to 2**53 / (32768 * 127) taps).
 Why BLAS: numpy has no int8 x int8 -> int32 GEMM, and its float32 SGEMM runs MobileNetV2's 1x1 convs at 37 to 51
-GMAC/s on one core of this machine (float64: half that), where the depthwise loop below reaches 10 to 20.
+GMAC/s on one core of this machine (float64: half that), where the depthwise loop below reaches 14 to 16.
 BLAS runs on one thread (runtime/threads.py); the compiled loops use numba's threads.
 
 TFLite's reference kernels and XNNPACK accumulate in int32 (XNNPACK with VNNI/madd microkernels over packed int8
@@ -134,7 +134,8 @@ def _dot_rows(cols, w, acc):
     """acc[r, o] = sum(cols[r] * w[o]) in int32, over the int8 weight rows: a few rows make a matrix-vector product,
     which reads each weight once, so it is bound by the weights' memory traffic, and int8 rows are a quarter of
     the float32 operand (the 1280 x 1000 classifier of MobileNetV2 4.8x faster than BLAS with cold caches). An
-    integer sum vectorises in any order, where a float one, without fastmath, would not."""
+    integer sum vectorises in any order, where a float one, without fastmath, would not. XNNPACK runs its GEMM
+    microkernel with one row over weights packed at load time; mcc reads the int8 rows as the model holds them."""
     rows, depth = cols.shape
     for r in range(rows):
         x = cols[r]
