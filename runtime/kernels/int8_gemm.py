@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 from .int8_output import requantize_block, requantize_rows
+from .layout import pad_constant
 
 _FLOAT32_EXACT = float(1 << 24)
 _PARALLEL_WORK = 1 << 20  # output elements below which a layer runs on one thread
@@ -65,10 +66,7 @@ def padded(x: np.ndarray, pad_hw, fill: int) -> np.ndarray:
     if not any(pad_hw):
         return np.ascontiguousarray(x)
     top, left, bottom, right = pad_hw
-    n, h, w, c = x.shape
-    out = np.full((n, h + top + bottom, w + left + right, c), fill, x.dtype)
-    out[:, top:top + h, left:left + w] = x
-    return out
+    return pad_constant(x, ((0, 0), (top, bottom), (left, right), (0, 0)), fill)
 
 
 def _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w):
