@@ -12,8 +12,8 @@ import numpy as np
 
 from ..errors import MccError
 from ..ir import Graph, Node
-from .plan import kernel_for, plan_for
-from .rules import RuleSet, rule_set
+from .plan import kernel_for, plan_for, resolve_rules
+from .rules import RuleSet
 from .threads import blas_on_one_thread
 
 
@@ -22,7 +22,7 @@ def evaluate_node(node: Node, input_values: list, rules: str | RuleSet | None = 
     activations runs its int8 kernel with the integer arithmetic of the rule set `rules` (runtime.rules), and a
     float node of a RULED op its float kernel with that rule set's summation order."""
     with blas_on_one_thread():
-        return kernel_for(node)(list(input_values), rule_set(rules))
+        return kernel_for(node)(list(input_values), resolve_rules(rules))
 
 
 def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,

@@ -9,6 +9,7 @@ runs), so the caller never has to hold on to a plan object.
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..ir import Graph, Node
 from .kernels import KERNELS
 from .kernels.int8_registry import INT8_KERNELS, is_int16, is_int8
 from .kernels.registry import RULED
-from .rules import rule_set
+from .rules import RuleSet, rule_set
 
 
 def kernel_for(node: Node):
@@ -39,6 +40,17 @@ def kernel_for(node: Node):
     if node.op in RULED:
         return lambda ins, rules: fn(node, ins, rules)
     return lambda ins, rules: fn(node, ins)
+
+
+def resolve_rules(rules: str | RuleSet | None) -> RuleSet:
+    """rules.rule_set(rules), a named set looked up once per process: resolving a name lists every rule-set
+    version (tens of microseconds, paid on every run and node evaluation otherwise); the rule table is fixed."""
+    return rules if isinstance(rules, RuleSet) else _named_rules(rules)
+
+
+@functools.cache
+def _named_rules(name: str | None) -> RuleSet:
+    return rule_set(name)
 
 
 def _signature(graph: Graph) -> tuple:
@@ -80,7 +92,7 @@ class Plan:
 
     def run(self, feeds: dict[str, np.ndarray], keep_all: bool = False, rules=None, observe=None) -> dict:
         """See interpreter.run."""
-        rules = rule_set(rules)
+        rules = resolve_rules(rules)
         values = {t.name: np.asarray(feeds[t.name]) for t in self.inputs}
         if observe is not None:
             for t in self.inputs:

@@ -275,7 +275,7 @@ def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding,
         with _threads_for(acc.size):
             _xnor_accumulate(signs, kh, kw, *stride, *dilation, top, left, out_h, out_w, bits,
                              magnitude * (0 if other == 256 else other - x_zero_point), acc)
-            requantize_rows(acc, bias, *requant.args, out)
+            requantize_rows(acc, np.inf, bias, *requant.args, out)
         return out.reshape(n, out_h, out_w, -1)
     if not (_BIT_PLANES[0] if eight_planes is None else eight_planes):
         return None
@@ -292,7 +292,7 @@ def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding,
         acc = np.empty((rows, bits.shape[1]), np.int64)
         _accumulate(windows.view(np.uint64), bits, magnitude, acc)
         out = np.empty(acc.shape, dtype)
-        requantize_rows(acc, bias - (x_zero_point + 128) * weight_sums, *requant.args, out)
+        requantize_rows(acc, np.inf, bias - (x_zero_point + 128) * weight_sums, *requant.args, out)
     return out.reshape(n, out_h, out_w, -1)
 
 

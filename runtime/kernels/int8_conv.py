@@ -103,8 +103,8 @@ def _conv(node, inputs, rules, channel_axis):
     dtype = node.outputs[0].dtype
     key = f"{node.op}:{layout}:{x.dtype.char}"  # the type code: formatting a dtype costs microseconds per node
     if node.op == "depthwise_conv2d":
-        packed_w = packed(w, f"{key}:{out_w}", lambda w: pack_depthwise(_ohwi(node, w), str(x.dtype), out_w))
-        y = depthwise(x, zp_in, packed_w, *window, bias, requant, dtype)
+        taps = packed(w, key, lambda w: pack_depthwise(_ohwi(node, w), str(x.dtype)))
+        y = depthwise(x, zp_in, taps, *window, bias, requant, dtype)
     else:
         binary = binary_weights(w, key, lambda w: _ohwi(node, w)) if _packs(node, x, group_c) else None
         y = None if binary is None else binary_gemm(x, zp_in, binary, (kh, kw), *window, bias, requant, dtype)

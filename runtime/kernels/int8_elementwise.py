@@ -141,18 +141,43 @@ def _ort_add(a, b, sa, za, sb, zb, so, zo):
     return np.rint(fp.fma_float32(A, ra, fp.fma_float32(B, rb, fixed))).astype(np.int64)
 
 
+# add_sub's key -> (rule, bounds, the int8 pass's multipliers and shifts): what TFLite's and XNNPACK's Prepare
+# compute once per model, kept here per quantization, since mcc's kernels are functions of the node, not objects
+_ADD_PREPARED: dict[tuple, tuple] = {}
+
+
+def _prepare_add(node, rule, sa, sb, so, zo, dtype) -> tuple:
+    """The rule that runs (TFLite's where XNNPACK declines), the activation bounds, and for the int8 pass its
+    (xnnpack, m_a, sh_a, m_b, sh_b, m_out, sh_out)."""
+    check_rounding(node, rule, "add_shift20_double_rounding", "add_multiplier_shift_half_up",
+                   "add_float32_fma_ties_even", "add_shift15_double_rounding", "add_shift15_neon_blocks")
+    if rule.rounding == "add_multiplier_shift_half_up" and not _xnnpack_takes(node, sa / so, sb / so, low=2.0 ** -10):
+        rule = Rule("tflite", "add_shift20_double_rounding")  # the delegate declines: TFLite's kernel runs
+    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, dtype, node)
+    params = None
+    if rule.rounding == "add_multiplier_shift_half_up":
+        m_a, m_b, sh_a = _xnnpack_add_params(sa, sb, so, 1 if node.op == "add" else -1)
+        params = (True, m_a, sh_a, m_b, 0, 0, 0)
+    elif rule.rounding == "add_shift20_double_rounding":
+        params = (False, *_tflite_add_params(sa, sb, so, node))
+    return rule, bounds, params
+
+
 @int8_kernel("add", "sub")
 def add_sub(node, inputs, rules):
     sa, za = per_tensor(node, node.inputs[0], "first input")
     sb, zb = per_tensor(node, node.inputs[1], "second input")
     so, zo = per_tensor(node, node.outputs[0], "output")
     rule = rules.rule(ruled_op(node), node.name)
-    check_rounding(node, rule, "add_shift20_double_rounding", "add_multiplier_shift_half_up",
-                   "add_float32_fma_ties_even", "add_shift15_double_rounding", "add_shift15_neon_blocks")
-    if rule.rounding == "add_multiplier_shift_half_up" and not _xnnpack_takes(node, sa / so, sb / so, low=2.0 ** -10):
-        rule = Rule("tflite", "add_shift20_double_rounding")  # the delegate declines: TFLite's kernel runs
     dtype = node.outputs[0].dtype
-    bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, dtype, node)
+    # the preparation (multipliers, XNNPACK's checks, bounds) depends on these alone: made once, not every run
+    key = (node.op, rule, sa, sb, so, zo, node.attrs["activation"], dtype)
+    prepared = _ADD_PREPARED.get(key)
+    if prepared is None:
+        if len(_ADD_PREPARED) >= 4096:
+            _ADD_PREPARED.clear()
+        prepared = _ADD_PREPARED[key] = _prepare_add(node, rule, sa, sb, so, zo, dtype)
+    rule, bounds, params = prepared
     if rule.rounding in ("add_shift15_double_rounding", "add_shift15_neon_blocks"):
         if za or zb or zo or {t.dtype for t in (*node.inputs, *node.outputs)} != {"int16"}:
             raise MccError(f"TFLite's 16x8 {node.op} takes int16 inputs and output with zero point 0 (got zero "
@@ -170,15 +195,10 @@ def add_sub(node, inputs, rules):
                            node=node.name)
         return [np.clip(_ort_add(inputs[0], inputs[1], sa, za, sb, zb, so, zo), *bounds).astype(np.int8)]
     a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(*inputs))
-    sign = 1 if node.op == "add" else -1
-    xnnpack = rule.rounding == "add_multiplier_shift_half_up"
-    if xnnpack:
-        (m_a, m_b, sh_a), sh_b, m_out, sh_out = _xnnpack_add_params(sa, sb, so, sign), 0, 0, 0
-    else:
-        m_a, sh_a, m_b, sh_b, m_out, sh_out = _tflite_add_params(sa, sb, so, node)
+    xnnpack, m_a, sh_a, m_b, sh_b, m_out, sh_out = params
     out = np.empty(a.shape, np.int8)
-    _add_int8(a.reshape(-1), b.reshape(-1), za, zb, xnnpack, m_a, sh_a, m_b, sh_b, sign, m_out, sh_out, zo, *bounds,
-              out.reshape(-1))
+    _add_int8(a.reshape(-1), b.reshape(-1), za, zb, xnnpack, m_a, sh_a, m_b, sh_b, 1 if node.op == "add" else -1,
+              m_out, sh_out, zo, *bounds, out.reshape(-1))
     return [out]
 
 

@@ -4,14 +4,13 @@ Each output is sum(w * (x - x_zp)) over its window, padding counting as the real
 depend on its order, so mcc computes it where it is fastest and exact: conv2d and fully_connected as one float GEMM
 (numpy's BLAS) of the raw input's columns (im2col, the padding filled with x_zp; a 1x1 stride-1 conv uses the input
 itself) by the pre-packed weights, with x_zp * sum(w) per output channel subtracted from the bias instead (XNNPACK
-folds it into its packed bias the same way), so no pass centres the input; depthwise_conv2d in its own loop over
-output rows of the centred input, vectorised along each row. The operands are the integers themselves in float32
-when every partial sum of every channel stays below 2**24 (sum|w| * max|x| < 2**24, so each product, sum and fused
-multiply-add is exact: int8 GEMMs up to sum|w| of 131,071 per channel, int8 depthwise layers, whose |x - x_zp|
-reaches 255, up to 65,793), else in float64 (exact below 2**53: any int8 layer, and 16x8 layers up to
-2**53 / (32768 * 127) taps).
+folds it into its packed bias the same way), so no pass centres the input; depthwise_conv2d likewise on the raw
+input, in its own loop over output pixels, vectorised along the channels. The operands are the integers themselves
+in float32 when every partial sum of every channel stays below 2**24 (sum|w| * max|x| < 2**24, so each product,
+sum and fused multiply-add is exact: int8 layers up to sum|w| of 131,071 per channel), else in float64 (exact
+below 2**53: any int8 layer, and 16x8 layers up to 2**53 / (32768 * 127) taps).
 Why BLAS: numpy has no int8 x int8 -> int32 GEMM, and its float32 SGEMM runs MobileNetV2's 1x1 convs at 37 to 51
-GMAC/s on one core of this machine (float64: half that), where the vectorised depthwise loop below reaches 5 to 9.
+GMAC/s on one core of this machine (float64: half that), where the depthwise loop below reaches 14 to 16.
 BLAS runs on one thread (runtime/threads.py); the compiled loops use numba's threads.
 
 TFLite's reference kernels and XNNPACK accumulate in int32 (XNNPACK with VNNI/madd microkernels over packed int8
@@ -27,6 +26,7 @@ import numba
 import numpy as np
 
 from .int8_output import requantize_block, requantize_rows
+from .layout import pad_constant
 
 _FLOAT32_EXACT = float(1 << 24)
 _PARALLEL_WORK = 1 << 20  # output elements below which a layer runs on one thread
@@ -37,8 +37,11 @@ def _threads_for(elements: int):
     """Run a small layer's compiled loops on one thread: a parallel region costs a fork and a join, and on a busy
     machine the join waits for a descheduled worker (measured on the shared 2-core box: 2 threads, every region
     parallel, ran MobileNetV2 50x slower than 1 thread), so only layers with enough work use them all."""
+    if elements >= _PARALLEL_WORK:
+        yield
+        return
     threads = numba.get_num_threads()
-    if elements >= _PARALLEL_WORK or threads == 1:
+    if threads == 1:
         yield
         return
     numba.set_num_threads(1)
@@ -49,46 +52,21 @@ def _threads_for(elements: int):
 
 
 def operand_dtype(w_rows: np.ndarray, largest: int):
-    """float32 when sum|w| over each output channel's row of `w_rows` [O, K] times `largest`, the largest |operand|
-    on the input side, stays below 2**24, else float64 (see the module docstring)."""
-    worst = np.abs(w_rows.astype(np.int64)).sum(axis=1).max(initial=0) * largest
-    return np.float32 if worst < _FLOAT32_EXACT else np.float64
+    """(dtype, reach): reach = the largest sum|w| over an output channel's row of `w_rows` [O, K] times `largest`,
+    the largest |operand| on the input side, which bounds every |accumulator| (the output stage's `reach`); dtype
+    float32 when reach < 2**24, else float64 (see the module docstring)."""
+    reach = float(np.abs(w_rows.astype(np.int64)).sum(axis=1).max(initial=0) * largest)
+    return (np.float32 if reach < _FLOAT32_EXACT else np.float64), reach
 
 
-@numba.njit(cache=True, parallel=True)
-def _centred(x, zero_point, top, left, out):
-    """x - zero_point into the padded `out` [phases, N, Hp, Wp / phases, C]: padded column j = left + i
-    of row top + y lands in phase j % phases at column j // phases. One phase: each row as one run of w * c
-    elements (a loop over a pixel's few channels, 3 for an RGB image, does not vectorise)."""
-    n, h, w, c = x.shape
-    phases = out.shape[0]
-    for job in numba.prange(n * h):
-        b, y = job // h, job % h
-        if phases == 1:
-            row, source = out[0, b, top + y].reshape(-1)[left * c:(left + w) * c], x[b, y].reshape(-1)
-            for i in range(w * c):
-                row[i] = source[i] - zero_point
-            continue
-        for i in range(w):
-            j = left + i
-            pixel = out[j % phases, b, top + y, j // phases]
-            for ch in range(c):
-                pixel[ch] = x[b, y, i, ch] - zero_point
-
-
-def centred(x: np.ndarray, zero_point: int, dtype, pad_hw=(0, 0, 0, 0), phases: int = 1,
-            fill: int = 0) -> np.ndarray:
-    """x - zero_point in `dtype` (exact), NHWC x padded with `fill` by [top, left, bottom, right], its columns split
-    into `phases` interleaved phases (a stride-s loop then reads each phase contiguously): [phases, N, Hp, Wp / s,
-    C]."""
+def padded(x: np.ndarray, pad_hw, fill: int) -> np.ndarray:
+    """NHWC `x` padded with `fill` by [top, left, bottom, right]; `x` itself when there is no padding. The raw codes,
+    not x - x_zp: with the padding holding x_zp, sum(w * x) over any window less x_zp * sum(w), which the bias
+    takes, is the sum over the window of w * (x - x_zp) with the padding counting as 0."""
+    if not any(pad_hw):
+        return np.ascontiguousarray(x)
     top, left, bottom, right = pad_hw
-    n, h, w, c = x.shape
-    width = w + left + right
-    shape = (phases, n, h + top + bottom, -(-width // phases), c)
-    # unless every element is written, the padding (and a last phase's spare column) holds `fill`
-    out = np.full(shape, fill, dtype) if any(pad_hw) or width % phases else np.empty(shape, dtype)
-    _centred(np.ascontiguousarray(x), dtype(zero_point), top, left, out)
-    return out
+    return pad_constant(x, ((0, 0), (top, bottom), (left, right), (0, 0)), fill)
 
 
 def _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w):
@@ -103,11 +81,23 @@ def _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w):
 
 @numba.njit(cache=True, parallel=True)
 def _im2col(xp, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, groups, cols):
-    """cols[(b, oy, ox), (g, ky, kx, ci)] = xp[b, oy * sh + ky * dh, ox * sw + kx * dw, g * Cg + ci]."""
+    """cols[(b, oy, ox), (g, ky, kx, ci)] = xp[b, oy * sh + ky * dh, ox * sw + kx * dw, g * Cg + ci]. With one group
+    and no column dilation, a window row's kw * C values are one run in the input row, copied as one (a loop per
+    channel of an RGB image's 3 was half the speed)."""
     n, _, _, c = xp.shape
     group_c = c // groups
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
+        if groups == 1 and dil_w == 1:
+            run = kw * c
+            for ky in range(kh):
+                source = xp[b, oy * stride_h + ky * dil_h].reshape(-1)
+                for ox in range(out_w):
+                    first = ox * stride_w * c
+                    src, dst = source[first:first + run], cols[(b * out_h + oy) * out_w + ox, ky * run:(ky + 1) * run]
+                    for i in range(run):
+                        dst[i] = src[i]
+            continue
         for ox in range(out_w):
             row = (b * out_h + oy) * out_w + ox
             col = 0
@@ -121,107 +111,136 @@ def _im2col(xp, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, groups, 
                         col += group_c
 
 
-def pack_gemm(w_ohwi: np.ndarray, groups: int, x_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def pack_gemm(w_ohwi: np.ndarray, groups: int, x_dtype: str) -> tuple:
     """OHWI int8 weights as the GEMM's right operand [groups, kh * kw * Cg, O / groups] in the operand dtype for raw
-    `x_dtype` inputs, and each output channel's sum(w) (int64), which the zero point multiplies."""
+    `x_dtype` inputs, each output channel's sum(w) (int64), which the zero point multiplies, the reach of the
+    accumulators (operand_dtype), and for one group the int8 rows [O, kh * kw * C] that _dot_rows takes."""
     out_c = w_ohwi.shape[0]
     rows = w_ohwi.reshape(out_c, -1)
-    dtype = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
+    dtype, reach = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
     packed_w = np.ascontiguousarray(rows.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), dtype)
-    return packed_w, rows.astype(np.int64).sum(axis=1)
+    int_rows = np.ascontiguousarray(rows, np.int8) if groups == 1 else None
+    return packed_w, rows.astype(np.int64).sum(axis=1), reach, int_rows
+
+
+_DOT_ROWS = 4  # up to this many rows (a classifier on one sample) _dot_rows runs instead of BLAS
+_INT32_EXACT = float(1 << 31)
+
+
+@numba.njit(cache=True)
+def _dot_rows(cols, w, acc):
+    """acc[r, o] = sum(cols[r] * w[o]) in int32, over the int8 weight rows: a few rows make a matrix-vector product,
+    which reads each weight once, so it is bound by the weights' memory traffic, and int8 rows are a quarter of
+    the float32 operand (the 1280 x 1000 classifier of MobileNetV2 4.8x faster than BLAS with cold caches). An
+    integer sum vectorises in any order, where a float one, without fastmath, would not. XNNPACK runs its GEMM
+    microkernel with one row over weights packed at load time; mcc reads the int8 rows as the model holds them."""
+    rows, depth = cols.shape
+    for r in range(rows):
+        x = cols[r]
+        for o in range(w.shape[0]):
+            row = w[o]
+            total = np.int32(0)
+            for i in range(depth):
+                total += np.int32(x[i]) * np.int32(row[i])
+            acc[r, o] = total
 
 
 def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
               dtype) -> np.ndarray:
     """The requantized conv2d of NHWC int8 / int16 `x` (any groups) with `packed` from pack_gemm: the raw columns
     times the weights, then the output stage (int8_output.RowRequant `requant`) with the bias less x_zero_point *
-    sum(w). Returns NHWC `dtype`."""
-    packed_w, weight_sums = packed
+    sum(w). Up to _DOT_ROWS rows of one group go through _dot_rows when every sum fits int32. Returns NHWC
+    `dtype`."""
+    packed_w, weight_sums, reach, int_rows = packed
     n, c = x.shape[0], x.shape[3]
     groups, depth, group_out = packed_w.shape
     with _threads_for(n * out_h * out_w * groups * group_out):
         kh, kw = kernel_hw
         rows = n * out_h * out_w
+        dots = int_rows is not None and rows <= _DOT_ROWS and reach < _INT32_EXACT
+        operand = x.dtype if dots else packed_w.dtype
         if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
-            cols = x.reshape(rows, c).astype(packed_w.dtype)
+            cols = np.ascontiguousarray(x.reshape(rows, c), operand)
         else:
             pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
-            cols = np.empty((rows, groups * depth), packed_w.dtype)
-            raw = centred(x, 0, packed_w.dtype.type, pad, fill=x_zero_point)[0]
-            _im2col(raw, kh, kw, *stride, *dilation, out_h, out_w, groups, cols)
-        if groups == 1:
+            cols = np.empty((rows, groups * depth), operand)
+            _im2col(padded(x, pad, x_zero_point), kh, kw, *stride, *dilation, out_h, out_w, groups, cols)
+        if dots:
+            acc = np.empty((rows, group_out), np.int32)
+            _dot_rows(cols, int_rows, acc)
+        elif groups == 1:
             acc = cols @ packed_w[0]
         else:
             acc = np.matmul(cols.reshape(rows, groups, depth).transpose(1, 0, 2), packed_w)
             acc = acc.transpose(1, 0, 2).reshape(rows, groups * group_out)
         out = np.empty((rows, groups * group_out), dtype)
-        requantize_rows(acc, bias - x_zero_point * weight_sums, *requant.args, out)
+        requantize_rows(acc, reach, bias - x_zero_point * weight_sums, *requant.args, out)
     return out.reshape(n, out_h, out_w, groups * group_out)
 
 
-def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str, out_w: int) -> np.ndarray:
-    """Depthwise OHWI weights [C * m, kh, kw, 1] as [kh, kw, out_w * C * m] in the operand dtype: each tap's
-    channel weights repeated for every output column, so one tap is one multiply-add over a whole output row."""
+def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Depthwise OHWI weights [C * m, kh, kw, 1] as taps [kh, kw, C * m] in the operand dtype for raw `x_dtype`
+    inputs, each output channel's sum(w) (int64), which the zero point multiplies, and the reach of the
+    accumulators (operand_dtype)."""
     rows = w_ohwi.reshape(w_ohwi.shape[0], -1)
-    largest = 255 if x_dtype == "int8" else 1 << 15  # |x - x_zp|; 16x8 activations are symmetric
-    taps = np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), operand_dtype(rows, largest))
-    return np.tile(taps, (1, 1, out_w))
-
-
-@numba.njit(cache=True)
-def _tap(phases, w, b, y, ky, kx, dil_w, width):
-    """Tap (ky, kx)'s weights over a row and the contiguous run of padded input row y that it multiplies."""
-    stride_w, c = phases.shape[0], phases.shape[4]
-    column = kx * dil_w
-    first = (column // stride_w) * c
-    return w[ky, kx], phases[column % stride_w, b, y].reshape(-1)[first:first + width]
+    dtype, reach = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
+    taps = np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), dtype)
+    return taps, rows.astype(np.int64).sum(axis=1), reach
 
 
 @numba.njit(cache=True, parallel=True)
-def _depthwise(phases, w, stride_h, dil_h, dil_w, out_h, out_w, bias, code, multiplier, shift, real, scale32,
-               zero_point, low, high, out):
-    """Each output row of a multiplier-1 depthwise conv of the centred, padded, phase-split input (centred with
-    phases = the column stride): for each tap, the row's out_w * C accumulators take one multiply-add against a
-    contiguous run of the tap's input row (a long loop that vectorises, where a loop over the C channels of one
-    pixel is often too short to); then the output stage on the row."""
-    stride_w, n, _, _, c = phases.shape
-    kh, kw, width = w.shape
+def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, reach, bias, code, multiplier, shift, real,
+               scale32, zero_point, low, high, out):
+    """Each output row of a multiplier-1 depthwise conv of the padded raw input `x`: per output pixel, its C sums
+    over the window, one vector loop along the contiguous channels, then the output stage on the row. A 3x3 window
+    (MobileNets') sums its nine taps in one expression, held in registers, where a loop over the taps would load
+    and store the accumulators at each one; it indexes the flat input rows with unsigned offsets, for which numba
+    emits no negative-index handling (with signed ones it did, and the loop ran 5-8x slower; with a view per tap and
+    pixel, 1.6x slower at MobileNetV2's 32 channels)."""
+    n, _, _, c = x.shape
+    kh, kw, _ = w.shape
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
-        acc = np.zeros(width, w.dtype)
-        for ky in range(kh):
-            y = oy * stride_h + ky * dil_h
-            kx = 0
-            while kx < kw:  # taps three at a time: one load and store of the accumulators per three products
-                t0, r0 = _tap(phases, w, b, y, ky, min(kx, kw - 1), dil_w, width)
-                t1, r1 = _tap(phases, w, b, y, ky, min(kx + 1, kw - 1), dil_w, width)
-                t2, r2 = _tap(phases, w, b, y, ky, min(kx + 2, kw - 1), dil_w, width)
-                if kx + 3 <= kw:
-                    for i in range(width):  # indexing by the loop variable alone lets numba drop its
-                        acc[i] += t0[i] * r0[i] + t1[i] * r1[i] + t2[i] * r2[i]  # negative-index handling
-                else:
-                    for i in range(width):
-                        acc[i] += t0[i] * r0[i]
-                    if kx + 2 == kw:
-                        for i in range(width):
-                            acc[i] += t1[i] * r1[i]
-                kx += 3
-        requantize_block(acc.reshape(out_w, c), bias, code, multiplier, shift, real, scale32, zero_point, low, high,
-                         out[b, oy])
+        acc = np.empty((out_w, c), w.dtype)
+        if kh == 3 and kw == 3:
+            flat, channels = acc.reshape(-1), np.uint64(c)
+            y = oy * stride_h
+            r0, r1, r2 = x[b, y].reshape(-1), x[b, y + dil_h].reshape(-1), x[b, y + 2 * dil_h].reshape(-1)
+            w00, w01, w02, w10, w11, w12 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
+            w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+            d1, d2 = np.uint64(dil_w * c), np.uint64(2 * dil_w * c)
+            for ox in range(out_w):
+                p, q = np.uint64(ox * stride_w * c), np.uint64(ox * c)
+                for i in range(channels):
+                    flat[q + i] = (w00[i] * r0[p + i] + w01[i] * r0[p + d1 + i] + w02[i] * r0[p + d2 + i]
+                                   + w10[i] * r1[p + i] + w11[i] * r1[p + d1 + i] + w12[i] * r1[p + d2 + i]
+                                   + w20[i] * r2[p + i] + w21[i] * r2[p + d1 + i] + w22[i] * r2[p + d2 + i])
+        else:
+            acc[:] = 0
+            for ox in range(out_w):
+                a, x0 = acc[ox], ox * stride_w
+                for ky in range(kh):
+                    row = x[b, oy * stride_h + ky * dil_h]
+                    for kx in range(kw):
+                        t, r = w[ky, kx], row[x0 + kx * dil_w]
+                        for i in range(c):
+                            a[i] += t[i] * r[i]
+        requantize_block(acc, reach, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out[b, oy])
 
 
-def depthwise(x, x_zero_point, packed_w, stride, dilation, padding, out_h, out_w, bias, requant,
+def depthwise(x, x_zero_point, packed, stride, dilation, padding, out_h, out_w, bias, requant,
               dtype) -> np.ndarray:
-    """The requantized depthwise_conv2d of NHWC `x` with `packed_w` from pack_depthwise. A channel multiplier m
-    repeats each input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so
-    one multiplier-1 loop serves every m."""
-    kh, kw, width = packed_w.shape
-    out_c = width // out_w
-    pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
-    phases = centred(x, x_zero_point, packed_w.dtype.type, pad, stride[1])
+    """The requantized depthwise_conv2d of NHWC `x` with `packed` from pack_depthwise: the raw input, padded with
+    x_zp, times the taps, with x_zp * sum(w) taken from the bias (as conv_gemm). A channel multiplier m repeats each
+    input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so one multiplier-1
+    loop serves every m."""
+    taps, weight_sums, reach = packed
+    kh, kw, out_c = taps.shape
+    x = padded(x, _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w), x_zero_point)
     if out_c != x.shape[3]:
-        phases = np.repeat(phases, out_c // x.shape[3], axis=4)
+        x = np.repeat(x, out_c // x.shape[3], axis=3)
     out = np.empty((x.shape[0], out_h, out_w, out_c), dtype)
     with _threads_for(out.size):
-        _depthwise(phases, packed_w, stride[0], *dilation, out_h, out_w, bias, *requant.args, out)
+        _depthwise(x, taps, *stride, *dilation, out_h, out_w, reach,
+                   bias - x_zero_point * weight_sums, *requant.args, out)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layout import pad_constant
 from .registry import kernel
 
 
@@ -29,4 +30,7 @@ def pad(node, inputs):
     widths = [(p[2 * i], p[2 * i + 1]) for i in range(x.ndim)]
     if node.attrs["mode"] != "constant":
         return [np.pad(x, widths, mode=node.attrs["mode"])]
-    return [np.pad(x, widths, constant_values=np.asarray(node.attrs["value"]).astype(x.dtype))]
+    value = np.asarray(node.attrs["value"]).astype(x.dtype)
+    if min(p, default=0) < 0:
+        return [np.pad(x, widths, constant_values=value)]  # refuses negative widths as it always did
+    return [pad_constant(x, widths, value)]
