@@ -332,6 +332,27 @@ def test_bn_scale_ranks_by_gamma_taken_before_folding():
     assert not graph.bn_gamma  # consumed
 
 
+def test_l1_ranks_the_weights_as_trained_with_gamma_not_the_folded_ones():
+    """Torch-Pruning's GroupMagnitudeImportance: the conv's own weights, its batch norm's |gamma| and the reader's
+    input slices, before fold_batchnorm scaled the conv's filters by gamma / sigma."""
+    torch.manual_seed(6)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 1),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2))
+    m[2].weight.data = torch.tensor([0.9, -0.8, 1.0, 1.1, -0.9, 1.2, -1.0, 0.8])
+    m[2].running_var.data = torch.logspace(-3, 3, 8)[torch.randperm(8)]
+    graph, notes = _pruned(m, torch.randn(1, 3, 8, 8), prune=0.5)
+    gamma = m[2].weight.detach().abs().numpy()
+    keep = _kept(_l1_out(m[1]) + gamma + _l1_in(m[4]), 0.5)
+    factor = (m[2].weight / (m[2].running_var + m[2].eps).sqrt()).detach().numpy()
+    assert not np.array_equal(keep, _kept(_l1_out(m[1]) * np.abs(factor) + _l1_in(m[4]), 0.5))  # folded: others
+    keep4 = _kept(_l1_out(m[4]) + _l1_in(m[7]), 0.5)  # no batch norm: the weights as they are
+    np.testing.assert_array_equal(_weight(graph, "4"), m[4].weight.detach().numpy()[keep4][:, keep])
+    np.testing.assert_allclose(_weight(graph, "1"), m[1].weight.detach().numpy()[keep]
+                               * factor[keep, None, None, None], rtol=1e-6)
+    assert {g["group"]: g["kept"] for g in notes["groups"]} == {"1": 4, "4": 2}
+    assert not graph.bn_fold and not graph.bn_gamma
+
+
 def test_global_schedule_round_to_and_exclusion():
     model, x = _zoo("resnet18_style")
     graph, notes = _pruned(model, x, prune=0.4, prune_schedule="global", prune_round_to=4,
