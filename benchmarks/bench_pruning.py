@@ -13,7 +13,9 @@ reduction r:
   them), its pruning_ratio searched (bisection) for the smallest one whose MACs, counted by
   tp.utils.count_ops_and_params, drop by r; the pruned module exported with torch.export, loaded by mcc and
   fine-tuned by mcc's own trainer (passes/finetune.py, through IRModule: the same loss, epochs, learning rate,
-  temperature, batch, seed and the same unpruned teacher), so only the channels chosen differ.
+  temperature, batch, seed and the same unpruned teacher), so only the channels chosen differ. Both rank by the
+  same group L1 norm (weights as trained and |gamma|, normalized by the group's mean); mcc stops at the MAC target,
+  Torch-Pruning at the threshold its pruning_ratio sets, so the kept counts can differ by a channel or two.
 Fine-tuning is run once per seed in --seeds (finetune_seed: the weights' init is the pruned model, the seed orders
 the samples), for both tools; the accuracy printed is the mean over the seeds, and the test images each seed got
 wrong follow it, as one run's difference between the tools is a few of the 450 images.
