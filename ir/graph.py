@@ -62,6 +62,9 @@ class Graph:
         # |gamma| of each batch norm that fold_batchnorm folded away, by the name of the node that now writes its
         # channels (the conv it folded into, or its mul): the BN-scale pruning criterion reads what folding erased.
         self.bn_gamma: dict[str, np.ndarray] = {}
+        # gamma / sqrt(var + eps) per output channel, by the name of the conv / FC a batch norm was folded into: the
+        # factor its weights were multiplied by, which the L1/L2 pruning criteria divide back out.
+        self.bn_fold: dict[str, np.ndarray] = {}
         self._names: set[str] | None = None
         self._ids = itertools.count()
 
@@ -251,6 +254,7 @@ class Graph:
         g = Graph(self.name)
         g.origin = dict(self.origin)
         g.bn_gamma = dict(self.bn_gamma)
+        g.bn_fold = dict(self.bn_fold)
         g.inputs = [m(t) for t in self.inputs]
         g.nodes = [Node(n.op, n.name, [m(i) for i in n.inputs], [m(o) for o in n.outputs],
                         _copy_attrs(n.attrs), n.source) for n in self.nodes]

@@ -81,6 +81,7 @@ def fold_batchnorm(graph: Graph, ctx: PassContext) -> Graph:
         op = _foldable_into(graph, bn)
         if op is not None:
             _fold_into(graph, op, scale, shift)
+            graph.bn_fold[op.name] = graph.bn_fold.get(op.name, 1.0) * scale
             graph.bypass(bn)
             ctx.count("folded")
         else:

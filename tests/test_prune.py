@@ -332,6 +332,27 @@ def test_bn_scale_ranks_by_gamma_taken_before_folding():
     assert not graph.bn_gamma  # consumed
 
 
+def test_l1_ranks_the_weights_as_trained_with_gamma_not_the_folded_ones():
+    """Torch-Pruning's GroupMagnitudeImportance: the conv's own weights, its batch norm's |gamma| and the reader's
+    input slices, before fold_batchnorm scaled the conv's filters by gamma / sigma."""
+    torch.manual_seed(6)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 1),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2))
+    m[2].weight.data = torch.tensor([0.9, -0.8, 1.0, 1.1, -0.9, 1.2, -1.0, 0.8])
+    m[2].running_var.data = torch.logspace(-3, 3, 8)[torch.randperm(8)]
+    graph, notes = _pruned(m, torch.randn(1, 3, 8, 8), prune=0.5)
+    gamma = m[2].weight.detach().abs().numpy()
+    keep = _kept(_l1_out(m[1]) + gamma + _l1_in(m[4]), 0.5)
+    factor = (m[2].weight / (m[2].running_var + m[2].eps).sqrt()).detach().numpy()
+    assert not np.array_equal(keep, _kept(_l1_out(m[1]) * np.abs(factor) + _l1_in(m[4]), 0.5))  # folded: others
+    keep4 = _kept(_l1_out(m[4]) + _l1_in(m[7]), 0.5)  # no batch norm: the weights as they are
+    np.testing.assert_array_equal(_weight(graph, "4"), m[4].weight.detach().numpy()[keep4][:, keep])
+    np.testing.assert_allclose(_weight(graph, "1"), m[1].weight.detach().numpy()[keep]
+                               * factor[keep, None, None, None], rtol=1e-6)
+    assert {g["group"]: g["kept"] for g in notes["groups"]} == {"1": 4, "4": 2}
+    assert not graph.bn_fold and not graph.bn_gamma
+
+
 def test_global_schedule_round_to_and_exclusion():
     model, x = _zoo("resnet18_style")
     graph, notes = _pruned(model, x, prune=0.4, prune_schedule="global", prune_round_to=4,
@@ -428,6 +449,46 @@ def test_taylor_criterion_prunes_by_data_and_refuses_without_it(tmp_path):
     assert not np.array_equal(tuned.node("conv0").inputs[2].data, taylor.node("conv0").inputs[2].data)
     with pytest.raises(MccError, match="taylor ranks channels on data"):
         run_pipeline(graph, FRONT, {"prune": 0.5, "prune_criterion": "taylor"})
+
+
+def test_taylor_on_a_float_tflite_source_ranks_as_torch_and_prunes_to_bit_exact_int8(tmp_path, capsys):
+    """An NHWC source: TaylorNet written by mcc's arm-fp32 backend and read back, conv1 with its relu fused (the
+    product activation x gradient after a relu equals the one before it, where the gradient is masked)."""
+    from mcc.ir.channels import prunable_groups
+    from mcc.passes.prune import importance, taylor_scores
+
+    model = TaylorNet().eval()
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(128, 2, 4, 4)).astype(np.float32))
+    labels = torch.from_numpy(np.random.default_rng(2).integers(0, 4, 128))
+    source = tmp_path / "taylor.tflite"
+    compile_model(from_module(model, (x[:1],)), "arm-fp32", source)
+    graph = run_pipeline(read_model_bytes(source.read_bytes(), "tflite", None), list(CANONICALIZE))[0]
+    assert graph.node("conv1").attrs["activation"] == "relu" and graph.inputs[0].shape == (1, 4, 4, 2)
+    nhwc = {graph.inputs[0].name: x.numpy().transpose(0, 2, 3, 1).copy()}
+    groups = {g.root.name: g for g in prunable_groups(graph)[0]}
+    names = [n.outputs[0].name for g in groups.values() for n in g.producers()]
+    for target in (labels, None):
+        got = taylor_scores(graph, names, nhwc, None if target is None else target.numpy())
+        want = _direct_taylor(model, x, target)
+        for group, expected in (("conv0", want["conv0"] + want["conv2"]), ("conv1", want["conv1"])):
+            score = importance(graph, groups[group], "taylor", got)
+            assert np.allclose(score, expected.numpy(), rtol=1e-4, atol=1e-9 * float(expected.max()))
+    pruned = run_pipeline(graph, FRONT, {"prune": 0.5, "prune_criterion": "taylor", "prune_first_last": True,
+                                        "calibration": nhwc})[0]
+    for name, score in (("conv1", want["conv1"]), ("conv0", want["conv0"] + want["conv2"])):
+        bias = getattr(model, name).bias.detach().numpy()
+        assert np.array_equal(pruned.node(name).inputs[2].data, bias[_kept(score.numpy(), 0.5)])
+    np.savez(tmp_path / "calib.npz", **nhwc)
+    out = tmp_path / "pruned_int8.tflite"
+    assert main(["compile", str(source), "--target", "arm-int8", "--calib", str(tmp_path / "calib.npz"), "--prune",
+                 "0.5", "--prune-criterion", "taylor", "--prune-first-last", "-q", "-o", str(out)]) == 0
+    assert len(read_model_bytes(out.read_bytes(), "tflite", None).node("conv1").inputs[2].data) == 2  # 5 -> 2 kept
+    capsys.readouterr()
+    assert main(["validate", str(out), "--input", str(tmp_path / "calib.npz"), "--json"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert len(checked["comparisons"]) == 2
+    for c in checked["comparisons"]:
+        assert c["exact"] and c["differing"] == 0 and c["elements"] > 0
 
 
 # ---- what is emitted ---------------------------------------------------------------------------------------------
