@@ -2,15 +2,12 @@
 through torch.export and ONNX Gather of a constant table, to every target. In int8 the lookup stays a float island
 (its input is not a float activation) and everything after it is integer."""
 
-import numpy as np
 import pytest
 import torch
 from compile_checks import compile_everywhere
 from torch import nn
 from tflite_ops import operator_names
 
-from mcc.compiler import compile_model
-from mcc.errors import MccError
 from mcc.ir import Graph
 
 
