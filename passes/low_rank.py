@@ -28,6 +28,7 @@ MACs stays as it is (note "kept").
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,7 @@ CP_RANKS_TRIED = 8  # each costs an ALS run
 # Rank fractions tried per channel mode of Tucker-2 (7 x 7 pairs); SVD forms try up to RANKS_TRIED ranks.
 TUCKER_FRACTIONS = (1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8)
 RANKS_TRIED = 16
+PROGRESS_AFTER_S = 2.0  # a search that has run this long says which layer it has reached
 
 
 # Results of the last few searches by content_digest of graph and options: one compile runs low_rank up to four
@@ -362,15 +364,19 @@ def _split(graph: Graph, nodes: list, ratio, energy, opts: LowRankOptions, ctx: 
     """Search each node's forms and ranks, choose within the budget, rewrite the graph; notes per layer."""
     moments = patch_moments(graph, nodes, opts.calibration, "low_rank", ctx.progress) \
         if ratio is not None or opts.calibration else None
-    layers = []
+    layers, start = [], time.perf_counter()
     with blas_on_one_thread():  # many small factorisations: threads cost more than they bring
-        for n in nodes:
+        for k, n in enumerate(nodes):
             cands = candidates(n, energy)
             if moments is not None:
                 w_aug = weight_matrix(n)
                 for c in cands:
                     c.refit(moments[n.name], w_aug)
             layers.append((n, cands))
+            elapsed = time.perf_counter() - start
+            if ctx.progress is not None and elapsed > PROGRESS_AFTER_S:  # a long search says where it is
+                ctx.progress.say(f"low_rank: layer {k + 1}/{len(nodes)} '{n.name}': {len(cands)} candidates "
+                                 f"measured ({elapsed:.1f} s so far)")
     if ratio is not None:
         chosen = allocate(layers, ratio)
     else:
