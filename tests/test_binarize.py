@@ -15,7 +15,8 @@ from mcc.ir import Node, QuantParams, Tensor
 from mcc.passes.binarize import binarize_array, ste_sign, ste_step
 from mcc.runtime.interpreter import evaluate_node, run
 from mcc.runtime.kernels import packing
-from mcc.runtime.kernels.int8_binary import CALLS, binary_gemm, binary_magnitudes, bit_planes, int8_only, pack_binary
+from mcc.runtime.kernels.int8_binary import (CALLS, binary_gemm, binary_magnitudes, bit_planes, int8_only, pack_binary,
+                                             xnor_always, xnor_chosen)
 from mcc.runtime.kernels.int8_gemm import conv_gemm, pack_gemm
 from mcc.runtime.kernels.int8_output import RowRequant
 from mcc.runtime.rules import rule_set
@@ -187,8 +188,14 @@ def test_packed_kernel_equals_int8_kernel_on_random_layers(case):
         assert len(np.unique(want)) > 1
         path = "binary_activations" if case % 2 else "bit_planes"
         assert CALLS[path] == calls[path] + 1
-        # left to itself the kernel declines int8 activations (the int8 GEMM is faster there)
-        assert (binary_gemm(x, zero_point, pack_binary(weight), *window, bias, requant, np.int8) is None) == (not case % 2)
+        # left to itself the kernel declines int8 activations and binary ones over short windows (the int8 GEMM is
+        # faster there: the cost model), and takes XNOR-popcount over any window when told to
+        chosen = bool(case % 2) and xnor_chosen(k * k * c)
+        assert (binary_gemm(x, zero_point, pack_binary(weight), *window, bias, requant, np.int8) is None) != chosen
+        if case % 2:
+            with xnor_always():
+                assert np.array_equal(binary_gemm(x, zero_point, pack_binary(weight), *window, bias, requant,
+                                                  np.int8), want)
     assert pack_binary(np.array([[[[3, -3, 2]]]], np.int8)) is None
 
 
