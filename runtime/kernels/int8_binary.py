@@ -34,7 +34,8 @@ taps per window) says it is faster: 1.3-2.6x the int8 GEMM on resnet18_style's 3
 activations the 8-plane form measured below the int8 GEMM on nearly every layer (benchmarks/results/
 bench_binary.txt), so there the int8 GEMM runs (binary_gemm returns None for them unless asked for the planes:
 tests and the benchmark keep it bit-exact). larq's compute engine (LCE) runs binary layers (binary activations
-too, XNOR-popcount) through custom TFLite ops (LceBconv2d) that stock runtimes reject; mcc keeps the file standard and the packing the runtime's business.
+too, XNOR-popcount) through custom TFLite ops (LceBconv2d) that stock runtimes reject; mcc keeps the file
+standard and the packing the runtime's business.
 """
 
 from __future__ import annotations
