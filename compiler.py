@@ -61,12 +61,12 @@ def _io(tensors) -> list[dict]:
              **({"quantization": t.quant.to_json()} if t.quant is not None else {})} for t in tensors]
 
 
-def calibration_arrays(path, graph: Graph) -> dict:
-    """Read --calib data and check it against the source model's inputs before any pass runs: shapes, and finite
-    values (a NaN would turn every observed range, and so every scale, into NaN)."""
+def calibration_arrays(path, graph: Graph, arrays: dict | None = None) -> dict:
+    """Read --calib data (or check `arrays` read from `path`) against the source model's inputs before any pass
+    runs: shapes, and finite values (a NaN would turn every observed range, and so every scale, into NaN)."""
     from .datafiles import match_inputs, read_arrays
 
-    arrays = read_arrays(path)
+    arrays = read_arrays(path) if arrays is None else arrays
     feeds, _ = match_inputs(arrays, graph.inputs, path=path)
     for name, a in feeds.items():
         bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.size else np.zeros(0, bool)
@@ -88,7 +88,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
                   progress: Progress | None = None, fallback: str | None = None,
                   fallback_sqnr: float | None = None, min_sqnr: float | None = None,
                   hold_out: bool = True, metadata: dict | None = None, html_path=None,
-                  finetune=None) -> CompileResult:
+                  finetune=None, eval_data=None) -> CompileResult:
     """Compile `source` (a model file path or an already loaded Graph) for a target and write `output` atomically.
 
     `calib` is a .npz/.npy path (or a dict of arrays by input name) for targets that quantize; `options` are
@@ -100,7 +100,9 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     `metadata` ({"normalization": {"mean": [...], "std": [...]}, "labels": path}) is embedded in the file
     (formats/model_info.py); `html_path` gets the report as a self-contained HTML page (report_html.py).
     `finetune` (a .npz path, or passes.finetune.FinetuneData) trains the compressed float graph against the source
-    model as teacher (passes/finetune.py; options epochs, finetune_lr, temperature) before quantization."""
+    model as teacher (passes/finetune.py; options epochs, finetune_lr, temperature) before quantization.
+    `eval_data` (a .npz path: inputs and optional integer 'labels') is the held-out set the compression report
+    measures every compression pass's SQNR and accuracy on (else the fine-tuning or calibration samples)."""
     progress = progress or Progress(False)
     target = get_target(target_name)
     if fallback is not None:
@@ -142,6 +144,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     elif calib is not None:  # a float target: for the compression passes that measure on data
         options["calibration"] = calib if isinstance(calib, dict) else calibration_arrays(calib, graph)
     source_graph = graph
+    evaluation = read_eval_data(eval_data, graph) if eval_data is not None else None  # refused before any pass
     options.update(finetune_options(finetune, graph, options))
     # mixed precision (issue 15): analyse, then compile with the chosen layers kept back
     fallback_plan = None
@@ -169,7 +172,10 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
     trained = next((r.notes["finetune"] for r in records if "finetune" in r.notes), None)
     if trained is not None:
         report["finetune"] = trained
-    compression = compression_report(source_graph, target.name, options, records, data, graph, progress)
+    compression = compression_report(source_graph, target.name, options, records, data, graph, progress, evaluation)
+    if compression is None and evaluation is not None:
+        warnings.append(f"--eval-data {eval_data} was not used: no compression pass changed the model (it measures "
+                        "--prune, --low-rank, --depthwise, binarize and --finetune)")
     if compression is not None:
         report["compression"] = compression
         if any(p["pass"] == "prune" for p in compression["passes"]):
@@ -281,19 +287,40 @@ def _changed(record) -> bool:
     return bool(record.notes) and (record.before != record.after or record.name in ("prune", "binarize", "finetune"))
 
 
+def read_eval_data(path, graph: Graph) -> tuple[dict, np.ndarray | None, str]:
+    """--eval-data: (inputs by name, integer labels or None, the file's name), checked against the source model
+    as --calib and --finetune files are (the same 'labels' array as --finetune's, scoring the one logits output)."""
+    from .datafiles import read_arrays
+    from .passes.finetune import LABELS, _check_labels
+
+    arrays = read_arrays(path)
+    labels = arrays.pop(LABELS, None)
+    feeds = calibration_arrays(path, graph, arrays)
+    if len({len(a) for a in feeds.values()}) > 1:
+        raise MccError(f"input arrays differ in sample count {({k: len(v) for k, v in feeds.items()})}; give every "
+                       "input the same samples", path=path)
+    if labels is not None:
+        _check_labels(labels, len(next(iter(feeds.values()))), graph, path)
+        labels = labels.astype(np.int64)
+    return feeds, labels, Path(path).name
+
+
 def compression_report(source: Graph, target_name: str, options: dict, records, data: bytes, graph: Graph,
-                       progress: Progress) -> dict | None:
+                       progress: Progress, evaluation: tuple | None = None) -> dict | None:
     """What each compression pass that changed the graph bought, in pipeline order (targets.COMPRESS): params and
     MACs before and after (its pass record), and, for the model as compiled with the passes up to it against the
     model compiled without it (the same pipeline with it and the later compression passes left out: compiled, not
     estimated, so int8 scales, legalization and the format's overhead all count), the file's bytes, its latency
     (analyze.latency_ms: LiteRT with XNNPACK or onnxruntime, one thread, median), and the float graph's output
-    SQNR against the source model and accuracy, on the calibration data (or the fine-tuning samples) and their
-    labels when the --finetune data has them. Per layer where the pass notes have per-layer figures; "total" is
-    the first pass's before against the last one's after. None when no compression pass changed anything."""
+    SQNR against the source model and accuracy, on `evaluation` (read_eval_data: a held-out set, with accuracy
+    when it has labels), else on the fine-tuning samples and their labels when the --finetune data has them, else
+    on the calibration data (SQNR only; figures on the data a pass fitted to flatter it). Per layer where the pass
+    notes have per-layer figures; "total" is the first pass's before against the last one's after. None when no
+    compression pass changed anything."""
     from .analyze import latency_ms
     from .passes import PASSES, run_pipeline
     from .passes.calibrate import json_db, outputs_on
+    from .passes.finetune import logit_outputs
 
     stages = [r for r in records if r.name in COMPRESSION_PASSES and _changed(r)]
     if not stages:
@@ -307,6 +334,9 @@ def compression_report(source: Graph, target_name: str, options: dict, records, 
     labels = finetune.labels if finetune is not None and finetune.labels is not None else None
     if labels is not None:
         arrays = finetune.inputs
+    if evaluation is not None:
+        arrays, labels, eval_name = evaluation
+    scored = logit_outputs(source)[0] if labels is not None else None
     reference = outputs_on(source, arrays) if arrays else None
 
     def run_passes(graph, passes):
@@ -331,7 +361,7 @@ def compression_report(source: Graph, target_name: str, options: dict, records, 
                 noise = sum(float(np.sum(np.square(g - r, dtype=np.float64))) for g, r in zip(got, reference))
                 m["sqnr_db"] = json_db(10 * np.log10(signal / noise) if noise else float("inf"), 4)
                 if labels is not None:
-                    m["accuracy"] = round(float((got[0].argmax(-1) == labels[:len(got[0])]).mean()), 6)
+                    m["accuracy"] = round(float((got[scored].argmax(-1) == labels).mean()), 6)
             measured.append(m)
     passes = []
     for i, r in enumerate(stages):
@@ -343,8 +373,9 @@ def compression_report(source: Graph, target_name: str, options: dict, records, 
         passes.append(entry)
     total = {**{k: {"before": stages[0].before[k], "after": stages[-1].after[k]} for k in ("params", "macs")},
              **{k: {"before": measured[0][k], "after": measured[-1][k]} for k in measured[0]}}
-    data_kind = None if reference is None else (
-        f"{len(reference[0])} {'fine-tuning samples with labels' if labels is not None else 'calibration samples'}")
+    data_kind = None if reference is None else f"{len(reference[0])} " + (
+        f"held-out samples of {eval_name}{' with labels' if labels is not None else ''}" if evaluation is not None
+        else "fine-tuning samples with labels" if labels is not None else "calibration samples")
     return {"order": names, "data": data_kind, "runtime": None if not timed else (
                 "LiteRT (XNNPACK)" if target.backend == "tflite" else "onnxruntime"),
             "passes": passes, "total": total}

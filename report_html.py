@@ -1,7 +1,8 @@
 """The compile report (compile_model's JSON) as one self-contained HTML page: `mcc report`, `mcc compile --html`.
 
 The page needs no network and no script: inline CSS, and SVG plots drawn here from the report's numbers (per-pass
-before/after bars of params, MACs and bytes; per-layer bytes, MACs and int8 SQNR), tables beside them, and the
+before/after bars of params, MACs and bytes; per-layer bytes, MACs and int8 SQNR; the compression passes' params,
+MACs, file bytes, latency, output SQNR and accuracy before/after, and their per-layer notes), tables beside them, the
 validation result and device memory check when the report carries them (`validation`: `mcc validate --json`'s
 report; `memory`: any flat mapping, e.g. a device profile's check). The same report always gives the same bytes.
 TensorBoard and Netron draw a model interactively with JavaScript; this page is a static artifact to archive next
@@ -15,7 +16,7 @@ from html import escape
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ccc}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ccc}h3{font-size:15px;margin-top:18px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#17702f;font-weight:bold}.bad{color:#b00020;font-weight:bold}.muted{color:#777}
@@ -48,24 +49,32 @@ def _short(name: str, n: int = 28) -> str:
     return name if len(name) <= n else name[:n - 1] + "\u2026"
 
 
-def pass_bars(passes: list[dict], metric: str) -> str:
-    """Horizontal bars, two per pass: `metric` before (light) and after (dark), scaled to the largest value."""
-    top = max([max(p["before"][metric], p["after"][metric]) for p in passes] + [1])
+def before_after_bars(rows: list[tuple], metric: str, title: str) -> str:
+    """Horizontal bars, two per (label, before, after) row: before (light) and after (dark), scaled to the largest
+    value; a missing value (None, e.g. an exact output's infinite SQNR) draws no bar, a negative one a sliver."""
+    top = max([v for _, b, a in rows for v in (b, a) if v is not None and math.isfinite(v)] + [1e-9])
     row, left, width = 22, 170, 260
-    height = 30 + row * len(passes)
+    height = 30 + row * len(rows)
     parts = [f'<svg class=plot data-metric="{metric}" width="{left + width + 90}" height="{height}" '
-             f'xmlns="http://www.w3.org/2000/svg"><text x="4" y="14" font-weight="bold">{metric} before / after '
-             f'each pass</text>']
-    for i, p in enumerate(passes):
+             f'xmlns="http://www.w3.org/2000/svg"><text x="4" y="14" font-weight="bold">{escape(title)}</text>']
+    for i, (label, *values) in enumerate(rows):
         y = 24 + i * row
-        for k, (key, color) in enumerate((("before", BEFORE), ("after", AFTER))):
-            w = max(width * p[key][metric] / top, 0.5)
+        for k, (value, key, color) in enumerate(zip(values, ("before", "after"), (BEFORE, AFTER))):
+            if value is None or not math.isfinite(value):
+                continue
+            w = max(width * value / top, 0.5)
             parts.append(f'<rect x="{left}" y="{y + k * 9}" width="{w:.1f}" height="8" fill="{color}">'
-                         f'<title>{escape(p["pass"])} {key}: {p[key][metric]:,}</title></rect>')
-        bold = ' font-weight="bold"' if p["before"][metric] != p["after"][metric] else ""  # the passes that act
-        parts.append(f'<text x="4" y="{y + 13}"{bold}>{escape(_short(p["pass"], 26))}</text>')
-        parts.append(f'<text x="{left + width + 4}" y="{y + 13}">{p["after"][metric]:,}</text>')
+                         f'<title>{escape(label)} {key}: {_num(value)}</title></rect>')
+        bold = ' font-weight="bold"' if values[0] != values[1] else ""  # the rows that changed
+        parts.append(f'<text x="4" y="{y + 13}"{bold}>{escape(_short(label, 26))}</text>')
+        parts.append(f'<text x="{left + width + 4}" y="{y + 13}">{_num(values[1])}</text>')
     return "".join(parts) + "</svg>"
+
+
+def pass_bars(passes: list[dict], metric: str) -> str:
+    """`metric` before and after each pass of the pipeline (the pass records)."""
+    return before_after_bars([(p["pass"], p["before"][metric], p["after"][metric]) for p in passes], metric,
+                             f"{metric} before / after each pass")
 
 
 def layer_bars(layers: list[dict], key: str, title: str, low: float | None = None) -> str:
@@ -166,6 +175,74 @@ def _passes(r: dict) -> str:
                      rows, set(range(1, 8))))
 
 
+# the compression report's figures (compiler.compression_report): key, heading, how a value reads
+COMPRESSION_FIGURES = (("params", "params", _num), ("macs", "MACs", _num), ("bytes", "file bytes", _num),
+                       ("latency_ms", "latency ms", _num),
+                       ("sqnr_db", "output SQNR dB", lambda v: "inf (exact)" if v is None else f"{v:.2f}"),
+                       ("accuracy", "accuracy", lambda v: f"{v * 100:.2f}%"))
+# per-layer figures drawn as before / after bars: (before key, after key, what the two bars are)
+LAYER_PAIRS = (("macs_before", "macs_after", "MACs before / after"),
+               ("params_before", "params_after", "params before / after"),
+               ("stock_bytes", "packed_bytes", "weight bytes: stock int8 file / packed 1 bit"))
+
+
+LAYER_FIRST = ("op", "form", "rank")  # per-layer columns shown first, in this order; the rest as the notes give them
+
+
+def _cell(v) -> str:
+    return "x".join(map(str, v)) if isinstance(v, list) else v
+
+
+def _compression_layers(entry: dict) -> str:
+    """A pass's per-layer notes (forms, ranks, output errors, bytes): bars of each before / after pair, a table."""
+    layers = entry["layers"]
+    seen = [k for la in layers for k in la if k != "name"]
+    keys = list(dict.fromkeys([k for k in LAYER_FIRST if k in seen] + seen))
+    name = entry["pass"]
+    plots = [before_after_bars([(la["name"], la.get(b), la.get(a)) for la in layers],
+                               f"{name}_layers_{b.removesuffix('_before')}", f"{name}: {title} per layer")
+             for b, a, title in LAYER_PAIRS if b in keys and a in keys]
+    numeric = {i + 1 for i, k in enumerate(keys) if any(isinstance(la.get(k), (int, float)) and
+                                                        not isinstance(la.get(k), bool) for la in layers)}
+    return (f"<h3>{escape(entry['pass'])}: per layer</h3><div class=plots>{''.join(plots)}</div>"
+            + _table(["layer", *(k.replace("_", " ") for k in keys)],
+                     [[la["name"], *(_cell(la.get(k, "")) for k in keys)] for la in layers], numeric))
+
+
+def _pruning(p: dict) -> str:
+    """The prune pass's own section (compiler.pruning_report): how it chose, the groups it cut, what it left."""
+    return (f"<h3>prune: groups</h3><p>{escape(p['criterion'])} criterion, {escape(p['schedule'])} schedule, ratio "
+            f"{p['ratio']:g}: {p['mac_ratio_removed'] * 100:.1f}% of the MACs removed.</p>"
+            + _table(["group", "channels", "kept", "removed"],
+                     [[g["group"], g["channels"], g["kept"], g["removed"]] for g in p["groups"]], {1, 2, 3})
+            + (_table(["left alone", "why"], [[k, v] for k, v in p["left_alone"].items()]) if p["left_alone"] else ""))
+
+
+def _compression(c: dict | None, pruning: dict | None = None) -> str:
+    """What each compression pass bought (issue 18, item 4): one row per pass and the total, before -> after, a
+    bar plot per figure, the prune pass's groups, and each pass's per-layer notes."""
+    if not c:
+        return "<p class=muted>No compression pass in this report (--prune, --low-rank, --depthwise, binary " \
+               "targets, --finetune).</p>"
+    figures = [f for f in COMPRESSION_FIGURES if f[0] in c["total"]]
+    entries = c["passes"] + [{"pass": "total", **c["total"]}] if len(c["passes"]) > 1 else c["passes"]
+    rows = [[e["pass"], *(f"{fmt(e[k]['before'])} -> {fmt(e[k]['after'])}" for k, _, fmt in figures)]
+            for e in entries]
+    plots = "".join(before_after_bars([(e["pass"], e[k]["before"], e[k]["after"]) for e in entries],
+                                      f"compression_{k}", f"{title} before / after each compression pass")
+                    for k, title, _ in figures)
+    where = [w for w in (c.get("runtime") and f"latency in {c['runtime']}, 1 thread, median",
+                         c.get("data") and f"output SQNR against the source model and accuracy of the float graph "
+                                           f"on {c['data']}") if w]
+    text = (f"<p>Passes in order: {escape(' -> '.join(c['order']))}. Each stage is the model compiled with the "
+            f"passes up to it against the model compiled without it{'; ' if where else ''}"
+            f"{escape('; '.join(where))}.</p>")
+    return (text + f"<div class=plots>{plots}</div>"
+            + _table(["pass", *(title for _, title, _ in figures)], rows, set(range(1, len(figures) + 1)))
+            + (_pruning(pruning) if pruning else "")
+            + "".join(_compression_layers(e) for e in c["passes"] if e.get("layers")))
+
+
 def render_html(report: dict) -> str:
     """The page for a compile report (the dict compile_model returns and `--report` writes)."""
     tgt = report["target"]["name"]
@@ -177,6 +254,7 @@ def render_html(report: dict) -> str:
         ("Warnings", f"<ul>{warnings}</ul>" if warnings else "<p class=muted>None.</p>"),
         ("Fidelity", _fidelity(report.get("fidelity"))),
         ("Passes", _passes(report)),
+        ("Compression", _compression(report.get("compression"), report.get("pruning"))),
         ("Layers", _layers(report)),
         ("Validation", _validation(report.get("validation"))),
         ("Device memory check", _memory(report.get("memory"))),

@@ -27,6 +27,9 @@ multiply the layer's alpha, so it is left at 1. Why not +-1 itself: an int8 tens
 zero point, and the only standard-op form of a sign that stock runtimes compute exactly is two requantizing
 QUANTIZEs (quantize_int8), whose output codes are {zero point, -128}, i.e. {0, -c}. A relu feeding the layer (fused
 or its own op, through max pools) is dropped, since the sign of a relu's output is constant; the notes name it.
+Where other nodes read that relu's output too (a residual block's output, read by the next block's body and its
+shortcut), the sign reads the relu's input and the relu stays for them (note "relu_kept_for"): the binary
+layer's branch alone changes.
 ste_step trains through the step as BNN does (identity gradient where |x| <= 1).
 """
 
@@ -111,12 +114,14 @@ def _binarize_inputs(graph: Graph, nodes: list) -> dict:
     noted = {}
     for node in nodes:
         x = node.inputs[0]
+        noted_relu = noted_shared = None
         if id(x) not in steps:
             noted_relu = _drop_relu(graph, x)
             x = node.inputs[0]  # a relu right before the node is bypassed: the node now reads the relu's input
+            if noted_relu is None:
+                x, noted_shared = _before_shared_relu(graph, x, node)
+        if id(x) not in steps:
             steps[id(x)] = graph.add_node("binary_activation", [x], {"magnitude": STEP}, name=f"{x.name}/sign")
-        else:
-            noted_relu = None
         node.inputs[0] = steps[id(x)].outputs[0]
         w, axis = node.inputs[1], weight_axes(node)[0]
         others = tuple(a for a in range(w.data.ndim) if a != axis)
@@ -127,8 +132,31 @@ def _binarize_inputs(graph: Graph, nodes: list) -> dict:
             node.inputs = [*node.inputs[:2], graph.constant(f"{node.name}/bias", new_bias)]
         else:
             replace_constant(graph, node, 2, new_bias)
-        noted[node.name] = {"input": x.name, "relu_dropped": noted_relu}
+        noted[node.name] = {"input": x.name, "relu_dropped": noted_relu,
+                            **({"relu_kept_for": noted_shared} if noted_shared else {})}
     return noted
+
+
+def _before_shared_relu(graph: Graph, x, node) -> tuple:
+    """(the tensor to take the sign of, the relu's other readers or None) for `node`'s input x. When `x` is a relu's
+    output that other nodes read too (a residual block's output, which the next block's body and its shortcut
+    both read), sign(x) would be constant; the sign reads the relu's input instead, and the relu stays for the
+    other readers: the binary layer's branch alone changes (Bi-Real Net's binary convs read the pre-activation
+    the same way). A relu op is read past; a relu fused into its producer is split off it first."""
+    producer = graph.producer(x)
+    if producer is None or graph.is_output(x):
+        return x, None
+    others = [n.name for n in graph.consumers(x) if n is not node]
+    if producer.op == "relu":
+        return producer.inputs[0], others
+    if producer.attrs.get("activation") == "relu":
+        producer.attrs["activation"] = None
+        relu = graph.add_node("relu", [x], name=f"{producer.name}/relu", index=graph.position(producer) + 1)
+        for n in graph.consumers(x):
+            if n is not relu:
+                n.inputs = [relu.outputs[0] if i is x else i for i in n.inputs]
+        return x, others
+    return x, None
 
 
 def _drop_relu(graph: Graph, x) -> str | None:

@@ -28,6 +28,7 @@ MACs stays as it is (note "kept").
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,7 @@ CP_RANKS_TRIED = 8  # each costs an ALS run
 # Rank fractions tried per channel mode of Tucker-2 (7 x 7 pairs); SVD forms try up to RANKS_TRIED ranks.
 TUCKER_FRACTIONS = (1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8)
 RANKS_TRIED = 16
+PROGRESS_AFTER_S = 2.0  # a search that has run this long says which layer it has reached
 
 
 # Results of the last few searches by content_digest of graph and options: one compile runs low_rank up to four
@@ -119,22 +121,31 @@ def svd_form(node: Node, w_aug: np.ndarray, r: int, svd) -> Candidate:
     return Candidate("svd", (r,), positions * r * (n_in + n_out), eff, pieces, with_one(a))
 
 
-def tucker2(w: np.ndarray, r_out: int, r_in: int, sweeps: int = HOOI_SWEEPS):
+def tucker2(w: np.ndarray, r_out: int, r_in: int, sweeps: int = HOOI_SWEEPS, start=None):
     """(U_out [O, r_out], core [r_out, r_in, kh, kw], U_in [C, r_in]): HOSVD, then HOOI (alternating least
-    squares on the two channel modes; the spatial modes are not reduced)."""
+    squares on the two channel modes; the spatial modes are not reduced). `start` (tucker_start) holds the
+    HOSVD's eigenvectors, shared by every rank pair of a layer. The products leave the spatial axes where
+    tensordot puts them: _leading reads only m m^T, which the order of m's columns does not change."""
     o, c = w.shape[:2]
-    u_in = _leading(w.transpose(1, 0, 2, 3).reshape(c, -1), r_in)
-    u_out = _leading(w.reshape(o, -1), r_out)
+    vecs_out, vecs_in = start or tucker_start(w)
+    u_out, u_in = vecs_out[:, :r_out], vecs_in[:, :r_in]
     for _ in range(sweeps):
-        u_out = _leading(np.einsum("oiyx,is->osyx", w, u_in, optimize=True).reshape(o, -1), r_out)
-        u_in = _leading(np.einsum("oiyx,or->iryx", w, u_out, optimize=True).reshape(c, -1), r_in)
-    return u_out, np.einsum("oiyx,or,is->rsyx", w, u_out, u_in, optimize=True), u_in
+        u_out = _leading(np.tensordot(w, u_in, axes=(1, 0)).reshape(o, -1), r_out)
+        u_in = _leading(np.tensordot(w, u_out, axes=(0, 0)).reshape(c, -1), r_in)
+    core = np.tensordot(np.tensordot(u_out, w, axes=(0, 0)), u_in, axes=(1, 0))  # [r_out, kh, kw, r_in]
+    return u_out, np.ascontiguousarray(core.transpose(0, 3, 1, 2)), u_in
 
 
-def tucker_form(node: Node, w_aug: np.ndarray, r_out: int, r_in: int) -> Candidate:
+def tucker_start(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The leading left singular vectors, all of them, of the weight's output and input channel unfoldings."""
+    o, c = w.shape[:2]
+    return _leading(w.reshape(o, -1), o), _leading(w.transpose(1, 0, 2, 3).reshape(c, -1), c)
+
+
+def tucker_form(node: Node, w_aug: np.ndarray, r_out: int, r_in: int, start=None) -> Candidate:
     """1x1 C -> r_in, k x k core r_in -> r_out (the layer's geometry), 1x1 r_out -> O with the bias."""
     w = oihw(node)
-    u_out, core, u_in = tucker2(w, r_out, r_in)
+    u_out, core, u_in = tucker2(w, r_out, r_in, start=start)
     n, c, h, wi = nchw(node.inputs[0])
     _, o, ho, wo = nchw(node.outputs[0])
     kh, kw = w.shape[2:]
@@ -142,9 +153,9 @@ def tucker_form(node: Node, w_aug: np.ndarray, r_out: int, r_in: int) -> Candida
               Piece("conv2d", "tucker_core", core,
                     conv_geometry(node.attrs["stride"], node.attrs["padding"], node.attrs["dilation"])),
               Piece("conv2d", "tucker_expand", u_out[:, :, None, None], conv_geometry())]
-    eff = np.einsum("rsyx,or,is->oiyx", core, u_out, u_in, optimize=True).reshape(o, -1)
+    inner = np.tensordot(core, u_in, axes=(1, 1)).transpose(0, 3, 1, 2).reshape(len(core), -1)  # [r_out, (i, y, x)]
+    eff = u_out @ inner
     cost = n * h * wi * c * r_in + n * ho * wo * (r_out * r_in * kh * kw + o * r_out)
-    inner = np.einsum("rsyx,is->riyx", core, u_in, optimize=True).reshape(len(core), -1)
     return Candidate("tucker2", (r_out, r_in), cost, np.concatenate([eff, w_aug[:, -1:]], axis=1), pieces,
                      with_one(inner))
 
@@ -168,21 +179,36 @@ def spatial_form(node: Node, w_aug: np.ndarray, r: int, svd) -> Candidate:
 def cp_als(w: np.ndarray, r: int, sweeps: int = CP_SWEEPS) -> list[np.ndarray]:
     """Rank-r CP factors [A_o, A_i, A_y, A_x] of the 4-way weight (alternating least squares from the leading
     singular vectors of each unfolding, seeded noise where a mode has fewer than r), each component's norm then
-    shared equally by its four factors so that no layer of the chain carries the scale of another."""
+    shared equally by its four factors so that no layer of the chain carries the scale of another.
+
+    Each update's right-hand side (the MTTKRP: the weight contracted with the other three factors) shares half of
+    its work with the next one's: the channel modes both contract the weight over (y, x) first, the spatial modes
+    both over (o, i), so a sweep costs two weight-sized products instead of four and forms no Khatri-Rao matrix
+    (tensorly's parafac forms one per mode: the same iterates up to rounding, at twice the work and memory)."""
     rng = np.random.default_rng(0)
-    unfolded = [np.moveaxis(w, mode, 0).reshape(size, -1) for mode, size in enumerate(w.shape)]
+    o, c, kh, kw = w.shape
     factors = []
-    for u, size in zip(unfolded, w.shape):
-        lead = _leading(u, min(r, size))
+    for mode, size in enumerate(w.shape):
+        lead = _leading(np.moveaxis(w, mode, 0).reshape(size, -1), min(r, size))
         factors.append(np.concatenate([lead, rng.standard_normal((size, r - lead.shape[1])) / np.sqrt(size)], axis=1))
+    by_position, by_output = w.reshape(o * c, kh * kw), w.reshape(o, c * kh * kw)
+    grams = [f.T @ f for f in factors]
+
+    def update(mode: int, rhs: np.ndarray) -> None:
+        gram = np.prod([g for k, g in enumerate(grams) if k != mode], axis=0)
+        gram[np.diag_indices(r)] += 1e-12 * max(float(np.trace(gram)) / r, 1e-30)
+        factors[mode] = np.linalg.solve(gram, rhs.T).T
+        grams[mode] = factors[mode].T @ factors[mode]
+
     for _ in range(sweeps):
-        for mode in range(4):
-            others = [f for k, f in enumerate(factors) if k != mode]
-            gram = np.prod([f.T @ f for f in others], axis=0)
-            gram[np.diag_indices(r)] += 1e-12 * max(float(np.trace(gram)) / r, 1e-30)
-            a, b, c = others  # Khatri-Rao product, rows in the unfolding's order of the other modes
-            kr = (a[:, None, None, :] * b[None, :, None, :] * c[None, None, :, :]).reshape(-1, r)
-            factors[mode] = np.linalg.solve(gram, (unfolded[mode] @ kr).T).T
+        a_y, a_x = factors[2], factors[3]
+        t = (by_position @ (a_y[:, None, :] * a_x[None, :, :]).reshape(kh * kw, r)).reshape(o, c, r)  # over y, x
+        update(0, (t * factors[1]).sum(axis=1))
+        update(1, (t * factors[0][:, None, :]).sum(axis=0))
+        s = (factors[0].T @ by_output).reshape(r, c, kh * kw)  # over o
+        s = (s * factors[1].T[:, :, None]).sum(axis=1).T.reshape(kh, kw, r)  # over i
+        update(2, (s * factors[3]).sum(axis=1))
+        update(3, (s * factors[2][:, None, :]).sum(axis=0))
     norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])
     share = np.prod(norms, axis=0) ** 0.25
     return [f * (share / np.maximum(n, 1e-30)) for f, n in zip(factors, norms)]
@@ -246,10 +272,12 @@ def candidates(node: Node, energy: float | None) -> list[Candidate]:
                      for ri in sorted({max(1, round(c * f)) for f in TUCKER_FRACTIONS})]
             ranks = _ranks(len(svd[1])) if kh > 1 and kw > 1 else []
         # the cost is known before factorising: skip the candidates that save nothing
-        found = [tucker_form(node, w_aug, ro, ri) for ro, ri in pairs if _tucker_cost(node, ro, ri) < full]
+        start = tucker_start(w)
+        found = [tucker_form(node, w_aug, ro, ri, start) for ro, ri in pairs if _tucker_cost(node, ro, ri) < full]
         found += [spatial_form(node, w_aug, r, svd) for r in ranks]
         if not energy and kh > 1 and kw > 1:  # CP has no energy rank (its components are not ordered)
-            found += [cp_form(node, w_aug, r) for r in _ranks((full - 1) // _cp_cost(node, 1), CP_RANKS_TRIED)]  # cost is linear in r
+            # the cost is linear in r
+            found += [cp_form(node, w_aug, r) for r in _ranks((full - 1) // _cp_cost(node, 1), CP_RANKS_TRIED)]
     return [cand for cand in found if cand.macs < full]
 
 
@@ -336,15 +364,19 @@ def _split(graph: Graph, nodes: list, ratio, energy, opts: LowRankOptions, ctx: 
     """Search each node's forms and ranks, choose within the budget, rewrite the graph; notes per layer."""
     moments = patch_moments(graph, nodes, opts.calibration, "low_rank", ctx.progress) \
         if ratio is not None or opts.calibration else None
-    layers = []
+    layers, start = [], time.perf_counter()
     with blas_on_one_thread():  # many small factorisations: threads cost more than they bring
-        for n in nodes:
+        for k, n in enumerate(nodes):
             cands = candidates(n, energy)
             if moments is not None:
                 w_aug = weight_matrix(n)
                 for c in cands:
                     c.refit(moments[n.name], w_aug)
             layers.append((n, cands))
+            elapsed = time.perf_counter() - start
+            if ctx.progress is not None and elapsed > PROGRESS_AFTER_S:  # a long search says where it is
+                ctx.progress.say(f"low_rank: layer {k + 1}/{len(nodes)} '{n.name}': {len(cands)} candidates "
+                                 f"measured ({elapsed:.1f} s so far)")
     if ratio is not None:
         chosen = allocate(layers, ratio)
     else:

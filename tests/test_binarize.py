@@ -15,7 +15,8 @@ from mcc.ir import Node, QuantParams, Tensor
 from mcc.passes.binarize import binarize_array, ste_sign, ste_step
 from mcc.runtime.interpreter import evaluate_node, run
 from mcc.runtime.kernels import packing
-from mcc.runtime.kernels.int8_binary import CALLS, binary_gemm, binary_magnitudes, bit_planes, int8_only, pack_binary
+from mcc.runtime.kernels.int8_binary import (CALLS, binary_gemm, binary_magnitudes, bit_planes, int8_only, pack_binary,
+                                             xnor_always, xnor_chosen)
 from mcc.runtime.kernels.int8_gemm import conv_gemm, pack_gemm
 from mcc.runtime.kernels.int8_output import RowRequant
 from mcc.runtime.rules import rule_set
@@ -187,8 +188,14 @@ def test_packed_kernel_equals_int8_kernel_on_random_layers(case):
         assert len(np.unique(want)) > 1
         path = "binary_activations" if case % 2 else "bit_planes"
         assert CALLS[path] == calls[path] + 1
-        # left to itself the kernel declines int8 activations (the int8 GEMM is faster there)
-        assert (binary_gemm(x, zero_point, pack_binary(weight), *window, bias, requant, np.int8) is None) == (not case % 2)
+        # left to itself the kernel declines int8 activations and binary ones over short windows (the int8 GEMM is
+        # faster there: the cost model), and takes XNOR-popcount over any window when told to
+        chosen = bool(case % 2) and xnor_chosen(k * k * c)
+        assert (binary_gemm(x, zero_point, pack_binary(weight), *window, bias, requant, np.int8) is None) != chosen
+        if case % 2:
+            with xnor_always():
+                assert np.array_equal(binary_gemm(x, zero_point, pack_binary(weight), *window, bias, requant,
+                                                  np.int8), want)
     assert pack_binary(np.array([[[[3, -3, 2]]]], np.int8)) is None
 
 
@@ -328,14 +335,15 @@ def test_binary_activations_pass_folds_the_sign_into_the_bias(digits):
 @pytest.fixture(scope="module")
 def binary_activations(digits):
     """The digits classifier with binary weights and binary activations on its inner conv, fine-tuned with
-    labels (10 epochs: 5 gave 84%), for arm-binary and x86-binary; and without fine-tuning for comparison."""
+    labels (10 epochs at lr 5e-3: 94.9% measured; at the default 1e-3, 10 epochs gave 89.3%, 20 gave 92.7%, 5
+    gave 84%), for arm-binary and x86-binary; and without fine-tuning for comparison."""
     tmp, src, split, _ = digits
     np.savez(tmp / "train.npz", x=split.x_train.numpy(), labels=split.y_train.numpy())
     files = {}
     for key, target, finetune in (("plain", "arm-binary", None), ("tflite", "arm-binary", tmp / "train.npz"),
                                   ("onnx", "x86-binary", tmp / "train.npz")):
         files[key] = tmp / f"binact.{key}.{'onnx' if target == 'x86-binary' else 'tflite'}"
-        options = {"binary_activations": True, **({"epochs": 10} if finetune else {})}
+        options = {"binary_activations": True, **({"epochs": 10, "finetune_lr": 5e-3} if finetune else {})}
         result = compile_model(src, target, files[key], calib=tmp / "calib.npz", options=options, finetune=finetune)
     return files, result
 
@@ -348,7 +356,7 @@ def test_binary_activations_finetuned_accuracy_and_standard_ops(binary_activatio
     with capsys.disabled():
         print(f"\ndigits test accuracy, binary weights and activations on the inner conv: without fine-tuning "
               f"{accuracy['plain']:.4f}, fine-tuned {accuracy['tflite']:.4f}")
-    assert accuracy["tflite"] >= 0.85 and accuracy["tflite"] >= accuracy["plain"] + 0.3, accuracy
+    assert accuracy["tflite"] >= 0.90 and accuracy["tflite"] >= accuracy["plain"] + 0.3, accuracy  # issue 18
     ops = operator_names(files["tflite"].read_bytes())
     assert ops.count("QUANTIZE") == 3 and not any(o.startswith("CUSTOM") for o in ops)  # input + the two steps
     assert _notes(result, "quantize_int8")["binary_activations"] == ["features.1/sign"]
@@ -404,3 +412,51 @@ def test_cli_binary_flags(digits):
     assert main(["compile", str(src), "--target", "arm-int8", "--calib", str(tmp / "calib.npz"), "-q",
                  "--binary-activations", "-o", str(tmp / "no.tflite")]) != 0  # no binarize pass to take it
     assert not (tmp / "no.tflite").exists()
+
+
+@pytest.mark.slow
+def test_binary_activations_on_a_resnet_reach_every_inner_layer(tmp_path, capsys):
+    """digits_resnet, binary weights and activations on its 19 inner layers: each block's output is a relu that the
+    next block's body and its shortcut both read, so the sign reads the relu's input (sign(relu(v)) is constant)
+    and the relu stays for the shortcut. Every sign then holds both codes on test images, fine-tuning trains the
+    net back, the file is bit-exact in LiteRT (REF and XNNPACK), and the runtime's cost model takes XNOR-popcount
+    on the layers with windows of at least XNOR_MIN_TAPS taps."""
+    from mcc.examples.zoo import digits_resnet, digits_upsampled_split
+    from mcc.frontend.torch_export import from_module
+
+    model, example = digits_resnet()
+    split = digits_upsampled_split()
+    np.savez(tmp_path / "train.npz", x=split.x_train.numpy(), labels=split.y_train.numpy())
+    np.savez(tmp_path / "test.npz", x=split.x_test[:48].numpy())
+    calib = {"x": split.x_train[:256].numpy()}
+    out = tmp_path / "resnet.binary.tflite"
+    result = compile_model(from_module(model, (example,)), "arm-binary", out, calib=calib,
+                           options={"binary_activations": True, "epochs": 10}, finetune=tmp_path / "train.npz")
+    notes = _notes(result, "binarize")["binary_activations"]
+    assert len(notes) == 19
+    kept = {k: v["relu_kept_for"] for k, v in notes.items() if "relu_kept_for" in v}
+    assert sorted(kept) == [f"blocks.{i}.body.0.0" for i in range(8)]  # each block's first conv
+    assert kept["blocks.0.body.0.0"] == ["blocks.0.add"] and kept["blocks.2.body.0.0"] == ["blocks.2.shortcut.0"]
+
+    _, _, graph = read_compiled(out)
+    x = split.x_test[:16].numpy().transpose(0, 2, 3, 1)
+    runs = [run(graph, {graph.inputs[0].name: x[i:i + 1]}, keep_all=True) for i in range(len(x))]
+    binary = [n for n in _weighted(graph) if binary_magnitudes(n.inputs[1].data, weight_axes(n)[0]) is not None]
+    assert len(binary) == 19
+    for node in binary:
+        codes = np.unique(np.concatenate([v[node.inputs[0].name].ravel() for v in runs]))
+        assert len(codes) == 2, (node.name, codes)  # a real sign: both codes occur
+    calls = CALLS["binary_activations"]
+    run(graph, {graph.inputs[0].name: x[:1]})
+    taken = sum(xnor_chosen(n.inputs[1].data.size // n.inputs[1].shape[0]) for n in binary)
+    assert CALLS["binary_activations"] - calls == taken and 0 < taken < 19  # the 1x1 shortcuts on 8, 16 channels
+
+    accuracy = _accuracy(out, digits_upsampled_split())
+    trained = result.report["finetune"]
+    with capsys.disabled():
+        print(f"\ndigits_resnet, binary weights and activations on 19 inner layers: fine-tuned {trained['epochs']} "
+              f"epochs, training accuracy {trained['before']['accuracy']:.4f} -> {trained['after']['accuracy']:.4f}, "
+              f"int8 test accuracy {accuracy:.4f}")
+    assert accuracy >= trained["before"]["accuracy"] + 0.5  # from chance to a trained net
+    for c in validate(out, tmp_path / "test.npz")["comparisons"]:
+        assert c["differing"] == 0 and c["elements"] > 0, c

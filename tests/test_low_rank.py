@@ -116,6 +116,44 @@ def test_cp_of_exact_cp_weights_reproduces_the_conv():
         _split_matches(graph, node, cp_form(node, weight_matrix(node), 2), x, tol=1e-4)
 
 
+@pytest.mark.parametrize("shape, r", [((8, 6, 3, 3), 5), ((6, 8, 3, 5), 12)])
+def test_cp_als_iterates_are_the_textbook_alternating_least_squares(shape, r):
+    """cp_als shares the work of the four updates of a sweep; its iterates are the textbook ALS's (each mode solved
+    against the Khatri-Rao product of the other three, formed explicitly) from the same start, sweep for sweep."""
+    from mcc.passes.low_rank import cp_als
+
+    w = np.random.default_rng(3).standard_normal(shape)
+    factors = cp_als(w, r, sweeps=0)
+    unfolded = [np.moveaxis(w, m, 0).reshape(n, -1) for m, n in enumerate(shape)]
+    for sweeps in range(1, 4):
+        for m in range(4):
+            a, b, c = (f for k, f in enumerate(factors) if k != m)
+            kr = (a[:, None, None, :] * b[None, :, None, :] * c[None, None, :, :]).reshape(-1, r)
+            factors[m] = np.linalg.lstsq(kr, unfolded[m].T, rcond=None)[0].T
+        want = np.einsum("or,ir,yr,xr->oiyx", *factors)
+        got = np.einsum("or,ir,yr,xr->oiyx", *cp_als(w, r, sweeps=sweeps))
+        assert np.abs(got - want).max() <= 1e-7 * np.abs(w).max(), sweeps
+        assert np.abs(got - w).max() > 1e-3  # rank r does not reproduce the random weight: the sweeps matter
+
+
+def test_a_long_search_says_which_layer_it_has_reached(monkeypatch):
+    """Past PROGRESS_AFTER_S seconds the search prints one line per layer (here from the start)."""
+    import io
+
+    from mcc.passes import low_rank
+    from mcc.progress import Progress
+
+    monkeypatch.setattr(low_rank, "PROGRESS_AFTER_S", 0.0)
+    graph, _, _ = _layer(nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3)), (1, 4, 10, 10))
+    calib = np.random.default_rng(6).standard_normal((4, 4, 10, 10)).astype(np.float32)
+    out = io.StringIO()
+    run_pipeline(graph, ["low_rank"], {"low_rank": 0.6, "calibration": {graph.inputs[0].name: calib}},
+                 reporter=Progress(True, out))
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("low_rank: layer")]
+    names = [n.name for n in graph.nodes if n.op == "conv2d"]
+    assert [line.split("'")[1] for line in lines] == names and lines[0].startswith("low_rank: layer 1/2")
+
+
 def test_reported_error_is_the_split_layers_error_on_the_calibration_data():
     """The error from the patch moments equals the relative squared error of the rewritten layer's output on the
     same samples, run through the runtime; the least-squares refit of the last piece lowers it."""

@@ -28,12 +28,14 @@ output channels. This is XNOR-popcount (sum of +-1 products = 2 * popcount(XNOR(
 which needs no mask for the padded tail bits and counts a padded tap (x = zp, bit 0) as the float graph does.
 binary_gemm checks the two codes on every call (the file carries no flag), so any input is computed exactly.
 Each window's words are assembled from the pixels' sign bytes as it is read (no im2col). The interpreter takes
-this path for binary weights with binary activations (1.3-2.6x the int8 GEMM on resnet18_style's 3x3 layers,
-0.85-1.1x on 1x1 layers whose window fills less than a word); with int8 activations the 8-plane form measured
-below the int8 GEMM on nearly every layer (benchmarks/results/bench_binary.txt), so there the int8 GEMM runs
-(binary_gemm returns None for them unless asked for the planes: tests and the benchmark keep it bit-exact).
-larq's compute engine (LCE) runs binary layers (binary activations too, XNOR-popcount) through custom TFLite ops
-(LceBconv2d) that stock runtimes reject; mcc keeps the file standard and the packing the runtime's business.
+this path for binary weights with binary activations where its cost model (xnor_chosen: at least XNOR_MIN_TAPS
+taps per window) says it is faster: 1.3-2.6x the int8 GEMM on resnet18_style's 3x3 layers, while 1x1 layers on
+8 or 16 channels, whose window fills a fraction of a word, run the int8 GEMM (0.85-0.97x there); with int8
+activations the 8-plane form measured below the int8 GEMM on nearly every layer (benchmarks/results/
+bench_binary.txt), so there the int8 GEMM runs (binary_gemm returns None for them unless asked for the planes:
+tests and the benchmark keep it bit-exact). larq's compute engine (LCE) runs binary layers (binary activations
+too, XNOR-popcount) through custom TFLite ops (LceBconv2d) that stock runtimes reject; mcc keeps the file
+standard and the packing the runtime's business.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ from .packing import packed
 _WORD = 64
 _ENABLED = [True]  # the interpreter's choice; int8_only() turns it off to compare with the int8 GEMM
 _BIT_PLANES = [False]  # int8 activations through the 8-plane kernel; bit_planes() turns it on (benchmark, tests)
+# The cost model for binary activations: XNOR-popcount does one popcount per output channel per 64-bit word of the
+# window plus the window's assembly (a byte per 8 taps); the int8 GEMM one multiply-add per tap and channel, in
+# SIMD lanes. Measured on resnet18_style's binary layers (benchmarks/results/bench_binary.txt, int8 / XNOR time):
+# windows of 8 and 16 taps (1x1 convs on 8 and 16 channels) 0.85 and 0.97, 32 taps 1.09, 72 taps and more 1.3-2.6.
+# Below this many taps per window the int8 GEMM runs.
+XNOR_MIN_TAPS = [32]
 
 
 @contextlib.contextmanager
@@ -63,6 +71,21 @@ def int8_only():
         yield
     finally:
         _ENABLED[0] = True
+
+
+@contextlib.contextmanager
+def xnor_always():
+    """Take the XNOR-popcount path for binary activations however few taps a window has (tests, benchmark)."""
+    XNOR_MIN_TAPS.insert(0, 0)
+    try:
+        yield
+    finally:
+        XNOR_MIN_TAPS.pop(0)
+
+
+def xnor_chosen(taps: int) -> bool:
+    """Whether the cost model takes XNOR-popcount for binary activations over windows of `taps` taps."""
+    return taps >= XNOR_MIN_TAPS[0]
 
 
 @contextlib.contextmanager
@@ -259,11 +282,14 @@ def _xnor_accumulate(signs, kh, kw, stride_h, stride_w, dil_h, dil_w, top, left,
 def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
                 dtype, eight_planes: bool | None = None) -> np.ndarray | None:
     """int8_gemm.conv_gemm's result (one group, int8 NHWC x) from pack_binary's weights: XNOR-popcount when x is
-    binary (two codes, one the zero point), else from 8 bit planes if `eight_planes` (default: inside bit_planes()),
-    else None (the int8 GEMM is faster)."""
+    binary (two codes, one the zero point) and the window has XNOR_MIN_TAPS taps (xnor_chosen), else from 8 bit
+    planes if `eight_planes` (default: inside bit_planes()), else None (the int8 GEMM is faster)."""
     bits, magnitude, weight_sums = packed_w
     n, h, w, c = x.shape
     kh, kw = kernel_hw
+    planes_asked = _BIT_PLANES[0] if eight_planes is None else eight_planes
+    if not planes_asked and not xnor_chosen(kh * kw * c):
+        return None
     top, left, bottom, right = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
     octets = -(-c // 8)
     signs = np.zeros((n, h, w, octets), np.uint8)
@@ -277,7 +303,7 @@ def binary_gemm(x, x_zero_point, packed_w, kernel_hw, stride, dilation, padding,
                              magnitude * (0 if other == 256 else other - x_zero_point), acc)
             requantize_rows(acc, np.inf, bias, *requant.args, out)
         return out.reshape(n, out_h, out_w, -1)
-    if not (_BIT_PLANES[0] if eight_planes is None else eight_planes):
+    if not planes_asked:
         return None
     CALLS["bit_planes"] += 1
     u = np.zeros((n, h + top + bottom, w + left + right, octets * 8), np.uint8)  # padded channels: u = 0
