@@ -96,8 +96,8 @@ from ..runtime.fixed_point import bias_bound, round_half_away
 from ..runtime.kernels.int8_binary import binary_magnitudes
 from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from .bias_correction import BIAS_CORRECTION_SAMPLES, DEFAULT_BIAS_CORRECTION, correct_biases
-from .calibrate import (activations, calibration_batches, json_db, observe_ranges, output_sqnr_db,
-                        outputs_sqnr_db, reference_outputs)
+from .calibrate import (LinearMeans, activations, calibration_batches, float_run, json_db, observe_ranges,
+                        output_sqnr_db, outputs_sqnr_db)
 from .fold_constants import replace_constant
 from .manager import PassContext, register_pass
 
@@ -514,11 +514,13 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
                        "--require-int8 to keep them in float between DEQUANTIZE and QUANTIZE", node=float_ops[0].name)
     int16_nodes = _int16_nodes(graph, tuple(opts.int16_layers or ()), reasons)
     want = None  # the float graph's outputs per batch, from the calibration run when there is one
+    subset = batches[:max(1, BIAS_CORRECTION_SAMPLES // graph.inputs[0].shape[0])] if opts.bias_correction else []
+    means = LinearMeans(graph, len(subset)) if opts.bias_correction else None
     if opts.ranges:
         ranges = opts.ranges
     else:
         want = []
-        ranges = observe_ranges(graph, batches, observer, ctx.progress, outputs=want)
+        ranges = observe_ranges(graph, batches, observer, ctx.progress, outputs=want, means=means)
     float_graph = graph.copy()
     kept = _kept_float(graph, opts.float_layers)
     int8_nodes = [n for n in graph.nodes if not reasons[n.name] and n.name not in kept]
@@ -536,13 +538,13 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     ctx.note("calibration", {"samples": sum(len(next(iter(b.values()))) for b in batches), "batches": len(batches)})
     ctx.note("ranges", counts)
     if opts.bias_correction:
-        subset = batches[:max(1, BIAS_CORRECTION_SAMPLES // graph.inputs[0].shape[0])]
-        if opts.note_sqnr and want is None:
-            want = reference_outputs(float_graph, subset)
+        if opts.ranges:  # no calibration run here: one float run of the subset for the means (and the outputs)
+            want = [] if opts.note_sqnr else None
+            float_run(float_graph, subset, outputs=want, means=means)
         want = want[:len(subset)] if want is not None else None
         before = output_sqnr_db(want, graph, subset) if opts.note_sqnr else float("nan")
         got = []
-        layers = correct_biases(float_graph, graph, subset, outputs=got)
+        layers = correct_biases(float_graph, graph, subset, means.means(), outputs=got)
         after = outputs_sqnr_db(want, got) if opts.note_sqnr else float("nan")
         ctx.note("bias_correction", {"layers": layers, "samples": sum(len(next(iter(b.values()))) for b in subset),
                                      "sqnr_db_before": json_db(before), "sqnr_db_after": json_db(after)})
