@@ -235,13 +235,15 @@ def real_value(t: Tensor, v: np.ndarray) -> np.ndarray:
 
 def squared_sums(t: Tensor, want: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     """(sum want^2, sum (want - real_value(t, got))^2) in float64, in one pass without float64 copies (the fidelity
-    guard measures every layer of every sample)."""
+    guard measures every layer of every sample). The two sums may be reassociated (fastmath "reassoc": each SIMD
+    lane sums a share, 4.5x faster than one running sum): deterministic on a machine, and across vector widths
+    the float64 sums differ in their last bits, far below the 4 decimals of a dB figure in the report."""
     scale, zero_point = (float(t.quant.scale[0]), float(t.quant.zero_point[0])) if t.dtype == "int8" else (1.0, 0.0)
     return _squared_sums(np.ascontiguousarray(want).reshape(-1), np.ascontiguousarray(got).reshape(-1), scale,
                          zero_point)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"reassoc"})
 def _squared_sums(want, got, scale, zero_point):
     signal, noise = 0.0, 0.0
     for i in range(want.size):
