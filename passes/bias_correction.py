@@ -110,21 +110,22 @@ def _window_means(node: Node, values: list, x) -> np.ndarray | None:
     nhwc = x.layout == "NHWC"
     out_h, out_w = y.shape[1:3] if nhwc else y.shape[2:4]
     kh, kw = node.inputs[1].shape[1:3] if nhwc else node.inputs[1].shape[2:4]
-    sums, count = 0.0, 0
-    for v in values:
+    total, count = 0, 0
+    for v in values:  # the samples summed first, exactly in int64: the taps then read [H, W, C], not every sample
         v = v if nhwc else np.moveaxis(v, 1, 3)
         count += len(v)
-        taps = []
-        for i in range(kh):
-            rows = i * dh - top + sh * np.arange(out_h)
-            rows = rows[(rows >= 0) & (rows < v.shape[1])]
-            by_col = v[:, rows].sum(axis=(0, 1), dtype=np.int64)          # [W, C]
-            for j in range(kw):
-                cols = j * dw - left + sw * np.arange(out_w)
-                cols = cols[(cols >= 0) & (cols < v.shape[2])]
-                taps.append((by_col[cols].sum(axis=0), len(v) * len(rows) * len(cols)))
-        sums = sums + np.array([t for t, _ in taps], np.float64).reshape(kh, kw, -1) - float(q.zero_point[0]) * \
-            np.array([n for _, n in taps], np.float64).reshape(kh, kw, 1)
+        total = total + v.sum(axis=0, dtype=np.int64)
+    taps = []
+    for i in range(kh):
+        rows = i * dh - top + sh * np.arange(out_h)
+        rows = rows[(rows >= 0) & (rows < total.shape[0])]
+        by_col = total[rows].sum(axis=0)                                    # [W, C]
+        for j in range(kw):
+            cols = j * dw - left + sw * np.arange(out_w)
+            cols = cols[(cols >= 0) & (cols < total.shape[1])]
+            taps.append((by_col[cols].sum(axis=0), count * len(rows) * len(cols)))
+    sums = np.array([t for t, _ in taps], np.float64).reshape(kh, kw, -1) - float(q.zero_point[0]) * \
+        np.array([n for _, n in taps], np.float64).reshape(kh, kw, 1)
     return sums * float(q.scale[0]) / (count * out_h * out_w)
 
 
