@@ -8,6 +8,8 @@ intermediate tensor as it is made (and the runtime drops it after its last reade
 graph to observe it and the values observed are those of the exact graph that is about to be quantized. Runs
 take many samples at once (in_chunks: the graph re-batched, runtime.plan.rebatch), which gives each sample the
 same bits as a run of its own, so ranges, bias correction and SQNR figures do not depend on the chunk size.
+One float run serves the ranges, bias correction's float means (LinearMeans) and the float outputs that its
+output SQNR is measured against.
 """
 
 from __future__ import annotations
@@ -147,8 +149,8 @@ def float_run(graph: Graph, batches: list[dict], observe=None, progress=None, ou
 class LinearMeans:
     """Bias correction's float side (bias_correction.correct_biases): for each weighted layer of a float graph, the
     mean per output channel of its output before the fused activation over the first `batches` model batches,
-    taken during a float run that happens anyway (the calibration run, observe_ranges) rather than in one of its
-    own, as AIMET's bias correction does. The run's graph leaves those layers' activation out
+    taken during a float run that happens anyway (the calibration run, observe_ranges), where AIMET's and NNCF's
+    bias corrections run the float model again. The run's graph leaves those layers' activation out
     (without_activations) and `see` clamps each value in place as it is made, before any reader or observer gets
     it: the fused kernel's output stage is that same clamp after the linear output (fused_activation), so every
     value, range and output keeps its bits."""
