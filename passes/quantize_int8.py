@@ -39,7 +39,7 @@ ACTIVATIONS_INT16_WEIGHTS_INT8); mcc to the chosen nodes only, the rest staying 
 Options: "calibration" (arrays by input name, source layout), "observer" (observers.OBSERVERS; default
 DEFAULT_OBSERVER), "io" ("float": QUANTIZE after float inputs and DEQUANTIZE before float outputs, "int8":
 int8 inputs and outputs), "bias_correction" (default DEFAULT_BIAS_CORRECTION, see bias_correction.py),
-"require_int8", "progress", and "int16_layers", "float_layers", "ranges", "note_sqnr" (mixed precision, above).
+"require_int8", "progress", and "int16_layers", "float_layers", "ranges" (mixed precision, above).
 Interface tensors keep their names; their int8 twins are called NAME/int8.
 
 The TFLite converter's MLIR quantizer wraps every op in fake-quant (QDQ) pairs from the calibration
@@ -495,11 +495,6 @@ class QuantizeOptions:
     # mixed precision (analyze.py): nodes kept float; ranges observed once for many quantizations of one graph
     float_layers: tuple = ()
     ranges: dict | None = None
-    # bias correction's output SQNR in the notes: free after the calibration run, a float run of the samples where
-    # `ranges` are given, which analysis skips. The SQNR before correction is not noted: it costs a run of the
-    # uncorrected int8 graph (0.22 s of the 2.9 s a 10-sample MobileNetV2 compile took); test_quantize_int8
-    # measures it
-    note_sqnr: bool = True
 
 
 @register_pass("quantize_int8", options=QuantizeOptions, requires=("float", "nhwc"))
@@ -517,14 +512,10 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
         raise MccError(f"{len(float_ops)} op(s) have no int8 form and would stay float: {listing}. Drop "
                        "--require-int8 to keep them in float between DEQUANTIZE and QUANTIZE", node=float_ops[0].name)
     int16_nodes = _int16_nodes(graph, tuple(opts.int16_layers or ()), reasons)
-    want = None  # the float graph's outputs per batch, from the calibration run when there is one
     subset = batches[:max(1, BIAS_CORRECTION_SAMPLES // graph.inputs[0].shape[0])] if opts.bias_correction else []
     means = LinearMeans(graph, len(subset)) if opts.bias_correction else None
-    if opts.ranges:
-        ranges = opts.ranges
-    else:
-        want = []
-        ranges = observe_ranges(graph, batches, observer, ctx.progress, outputs=want, means=means)
+    want = []  # the float graph's outputs per batch, from the run that also gives the ranges or the means
+    ranges = opts.ranges or observe_ranges(graph, batches, observer, ctx.progress, outputs=want, means=means)
     float_graph = graph.copy()
     kept = _kept_float(graph, opts.float_layers)
     int8_nodes = [n for n in graph.nodes if not reasons[n.name] and n.name not in kept]
@@ -542,12 +533,13 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     ctx.note("calibration", {"samples": sum(len(next(iter(b.values()))) for b in batches), "batches": len(batches)})
     ctx.note("ranges", counts)
     if opts.bias_correction:
-        if opts.ranges:  # no calibration run here: one float run of the subset for the means (and the outputs)
-            want = [] if opts.note_sqnr else None
+        if opts.ranges:  # no calibration run here: one float run of the subset for the means and the outputs
             float_run(float_graph, subset, outputs=want, means=means)
         got = []
         layers = correct_biases(float_graph, graph, subset, means.means(), outputs=got)
-        after = outputs_sqnr_db(want[:len(subset)], got) if want is not None else float("nan")
+        # the output SQNR after correction costs nothing more; the SQNR before it is not noted, as it would cost a
+        # run of the uncorrected int8 graph (0.22 s of the 2.9 s a 10-sample MobileNetV2 compile took)
+        after = outputs_sqnr_db(want[:len(subset)], got)
         ctx.note("bias_correction", {"layers": layers, "samples": sum(len(next(iter(b.values()))) for b in subset),
                                      "sqnr_db_after": json_db(after)})
     else:
