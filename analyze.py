@@ -113,7 +113,6 @@ class Quantizer:
         self.reference = self._finish(self.graph)
         self.batches = calibration_batches(self.reference, options.get("calibration"))
         self.want = reference_outputs(self.reference, self.batches)
-        self.options["note_sqnr"] = False
         self.all_int8, records = self.quantize()
         float_ops = set(records[0].notes["float_ops"])
         self.layers = [n for n in self.graph.nodes if n.name not in float_ops]

@@ -37,17 +37,40 @@ def load_model(path, *, trust_pickle=False, input_shapes=None, progress: Progres
 
 
 def lower(graph: Graph, target_name: str, *, stop_after: str | None = None, progress: Progress | None = None,
-          options: dict | None = None):
-    """Run the target's pipeline with pass `options`; returns (graph, pass records)."""
+          options: dict | None = None, keep_float: bool = False):
+    """Run the target's pipeline with pass `options`; returns (graph, pass records), and with `keep_float` (a
+    target whose pipeline quantizes) (graph, records, float reference): the graph quantize_int8 received, through
+    the passes after it, which is validate.float_reference's graph without running the float passes again."""
     from .passes import run_pipeline
+    from .passes.manager import check_options
 
     target = get_target(target_name)
     if stop_after is not None and stop_after not in target.pipeline:
         raise MccError(f"pass '{stop_after}' is not in target {target.name}'s pipeline: {', '.join(target.pipeline)}")
     progress = progress or Progress(False)
-    with progress.step(f"running {len(target.pipeline)} passes for {target.name}"):
-        return run_pipeline(graph, list(target.pipeline), options, stop_after=stop_after,
-                            progress=lambda name: progress.say(f"  pass {name}"), reporter=progress)
+    pipeline = list(target.pipeline)
+
+    def passes(graph, names, stop=None):
+        return run_pipeline(graph, names, {k: v for k, v in (options or {}).items() if k in _declared(names)},
+                            stop_after=stop, progress=lambda name: progress.say(f"  pass {name}"), reporter=progress)
+
+    check_options(pipeline, options or {})
+    with progress.step(f"running {len(pipeline)} passes for {target.name}"):
+        if not keep_float:
+            return passes(graph, pipeline, stop_after)
+        cut = pipeline.index("quantize_int8")
+        front, records = passes(graph, pipeline[:cut])
+        graph, more = passes(front, pipeline[cut:])
+        after = pipeline[cut + 1:]
+        return graph, records + more, run_pipeline(front, after, {k: v for k, v in (options or {}).items()
+                                                                  if k in _declared(after)})[0]
+
+
+def _declared(names: list[str]) -> set[str]:
+    """The options the passes `names` declare."""
+    from .passes import PASSES
+
+    return {k for p in names for k in PASSES[p].option_names()}
 
 
 def emit(graph: Graph, target_name: str, info=None) -> bytes:
@@ -154,7 +177,8 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         options, fallback_plan, quantizer = plan_fallback(graph, target.name, options, fallback, fallback_sqnr,
                                                           progress)
     before = totals(graph)
-    graph, records = lower(graph, target.name, progress=progress, options=options)
+    lowered = lower(graph, target.name, progress=progress, options=options, keep_float=target.needs_calibration)
+    graph, records = lowered[:2]
     with progress.step(f"writing {target.backend}"):
         data = emit(graph, target.name, info)
     report = {
@@ -188,7 +212,7 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
         report["fallback"] = fallback_plan
     failure = None
     if target.needs_calibration:
-        report["fidelity"], failure = fidelity_guard(source_graph, data, target.name, options, held_out, min_sqnr,
+        report["fidelity"], failure = fidelity_guard(lowered[2], data, target.name, options, held_out, min_sqnr,
                                                      progress)
         warnings.extend(report["fidelity"]["warnings"])
     if report_path is not None:  # also on a guard failure: its per-layer table is what to look at
@@ -242,23 +266,23 @@ def split_held_out(arrays: dict, graph: Graph) -> tuple[dict, dict | None]:
     return {k: v[~held] for k, v in arrays.items()}, {k: v[held] for k, v in arrays.items()}
 
 
-def fidelity_guard(source: Graph, data: bytes, target_name: str, options: dict, held_out: dict | None,
+def fidelity_guard(reference: Graph, data: bytes, target_name: str, options: dict, held_out: dict | None,
                    min_sqnr: float | None, progress: Progress) -> tuple[dict, str | None]:
     """Run the emitted int8 file (read back from its bytes, as mcc run and validate do; mcc's runtime under the
-    rules of the target's reference kernels) and the float graph it was quantized from on the held-out samples
-    (or the calibration samples), and judge each output's SQNR: below GUARD_SQNR_DB a warning naming the output
-    and the first layers where the error jumps; below `min_sqnr` the failure message. Returns (the report's
-    "fidelity" entry, the failure message or None)."""
+    rules of the target's reference kernels) and `reference`, the float graph it was quantized from
+    (validate.float_reference's, kept by lower), on the held-out samples (or the calibration samples), and judge
+    each output's SQNR: below GUARD_SQNR_DB a warning naming the output and the first layers where the error
+    jumps; below `min_sqnr` the failure message. Returns (the report's "fidelity" entry, the failure message or
+    None)."""
     from .passes.calibrate import json_db
-    from .validate import (DEFAULT_RULES, GUARD_SQNR_DB, explain, float_reference, layer_fidelity, low_outputs,
-                           read_model_bytes)
+    from .validate import DEFAULT_RULES, GUARD_SQNR_DB, explain, layer_fidelity, low_outputs, read_model_bytes
 
     backend = get_target(target_name).backend
     arrays = held_out if held_out is not None else options["calibration"]
     data_kind = "held-out samples" if held_out is not None else "calibration samples"
     with progress.step(f"fidelity guard: float and int8 graphs on {len(next(iter(arrays.values())))} {data_kind}"):
-        view = layer_fidelity(float_reference(source, target_name, options), read_model_bytes(data, backend, None),
-                              arrays, DEFAULT_RULES[backend], progress)
+        view = layer_fidelity(reference, read_model_bytes(data, backend, None), arrays, DEFAULT_RULES[backend],
+                              progress)
     samples = f" on {view['samples']} {data_kind}"
     warnings = [f"int8 {explain(view, name, f' (below {GUARD_SQNR_DB:g} dB){samples}')}"
                 for name in low_outputs(view, GUARD_SQNR_DB)]
@@ -318,7 +342,7 @@ def compression_report(source: Graph, target_name: str, options: dict, records, 
     notes have per-layer figures; "total" is the first pass's before against the last one's after. None when no
     compression pass changed anything."""
     from .analyze import latency_ms
-    from .passes import PASSES, run_pipeline
+    from .passes import run_pipeline
     from .passes.calibrate import json_db, outputs_on
     from .passes.finetune import logit_outputs
 
@@ -340,8 +364,7 @@ def compression_report(source: Graph, target_name: str, options: dict, records, 
     reference = outputs_on(source, arrays) if arrays else None
 
     def run_passes(graph, passes):
-        declared = {k for p in passes for k in PASSES[p].option_names()}
-        return run_pipeline(graph, passes, {k: v for k, v in options.items() if k in declared})[0]
+        return run_pipeline(graph, passes, {k: v for k, v in options.items() if k in _declared(passes)})[0]
 
     feeds = _random_feeds(graph)  # the compiled graph's inputs: what every file compiled here takes
     timed = target.backend == "tflite" or _has_onnxruntime()

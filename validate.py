@@ -332,12 +332,12 @@ def float_reference(source: Graph, target_name: str, options: dict | None = None
     the weights the compile trained); its tensors carry the int8 file's
     names, and cross-layer equalisation has rescaled the same channels, which the source model's tensors (before
     batch-norm folding, activation fusion and equalisation) do not."""
-    from .passes import PASSES, run_pipeline
+    from .compiler import _declared
+    from .passes import run_pipeline
     from .targets import get_target
 
     passes = [p for p in get_target(target_name).pipeline if p != "quantize_int8"]
-    declared = {k for p in passes for k in PASSES[p].option_names()}
-    options = {k: v for k, v in (options or {}).items() if k in declared and v is not None}
+    options = {k: v for k, v in (options or {}).items() if k in _declared(passes) and v is not None}
     return run_pipeline(source, passes, options)[0]
 
 

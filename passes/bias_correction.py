@@ -4,11 +4,13 @@ the layer's mean pre-activation output per channel, over the calibration data, e
 Rounding weights to int8 changes a layer's expected output by sum(dW * E[x]), a per-channel offset that no
 later layer undoes (Nagel et al. 2019, "Data-free quantization", section 4.2; most visible in depthwise
 layers, whose few weights per channel round coarsely). AIMET corrects it empirically by running float and
-quantized models side by side. mcc does the same, layer by layer in graph order: both graphs run node by
-node over all calibration batches, each layer is corrected before anything downstream is computed from it,
-so a layer's correction also absorbs the mean error its quantized inputs bring along. Means are compared
-before the fused activation (the quantized layer's pre-activation is its exact integer accumulator in
-reals: conv(x_hat, w_hat) + b_hat), because after a relu the mean no longer moves with the bias linearly.
+quantized models side by side. mcc does the same, layer by layer in graph order: the quantized graph runs node
+by node over all calibration batches, each layer is corrected before anything downstream is computed from it,
+so a layer's correction also absorbs the mean error its quantized inputs bring along. The float side is not run
+again: its means come from the calibration run, which computes the same float values anyway
+(calibrate.LinearMeans). Means are compared before the fused activation (the quantized layer's pre-activation
+is its exact integer accumulator in reals: conv(x_hat, w_hat) + b_hat), because after a relu the mean no longer
+moves with the bias linearly.
 That mean is linear in x_hat, so mcc takes it from the mean of each kernel tap's window of the integer input
 (window_means: sums of the int8 values over the rows and columns a tap visits) instead of running the layer in
 float on the dequantized input as AIMET does: K*H*W*C additions instead of a convolution.
@@ -27,8 +29,7 @@ from ..ir import Graph, Node
 from ..ir.traits import weight_axes, weighted
 from ..runtime import evaluate_node
 from ..runtime.fixed_point import bias_bound
-from ..runtime.kernels.activations import fused_activation
-from .calibrate import graph_feeds, in_chunks, real_value, split_batches
+from .calibrate import channel_mean, graph_feeds, in_chunks, real_value, split_batches
 from .fold_constants import replace_constant
 
 DEFAULT_BIAS_CORRECTION = True  # measured in quantize_int8's docstring
@@ -41,11 +42,11 @@ BIAS_CORRECTION_SAMPLES = 128
 
 
 class _Stepper:
-    """Runs a graph one node at a time over all chunks of samples (calibrate.in_chunks: the graph re-batched per
-    chunk size, so each chunk steps through its own copy's nodes, in the same order), dropping each value after its
-    last reader."""
+    """Runs a quantized graph (on float feeds, quantized for its int8 inputs) one node at a time over all chunks
+    of samples (calibrate.in_chunks: the graph re-batched per chunk size, so each chunk steps through its own
+    copy's nodes, in the same order), dropping each value after its last reader."""
 
-    def __init__(self, graph: Graph, batches: list[dict], rules, quantize_inputs: bool = False):
+    def __init__(self, graph: Graph, batches: list[dict], rules):
         graph.toposort()
         chunks = list(in_chunks(graph, batches))
         for g, _, _ in chunks:
@@ -54,7 +55,7 @@ class _Stepper:
         # a chunk's copy is stepped in the original's order; constants are read from the original's nodes (which
         # bias correction edits), the copies only lend their attributes (a reshape's batch)
         self.chunk_nodes, self.sizes = [g.nodes for g, _, _ in chunks], [k for _, _, k in chunks]
-        feeds = [graph_feeds(g, f, rules) if quantize_inputs else f for g, f, _ in chunks]
+        feeds = [graph_feeds(g, f, rules) for g, f, _ in chunks]
         self.values = {id(t): [f[t.name] for f in feeds] for t in graph.inputs}
         self.readers = Counter(id(t) for n in graph.nodes for t in n.inputs if t is not None and not t.is_constant)
         self.readers.update(id(t) for t in graph.outputs)
@@ -67,12 +68,6 @@ class _Stepper:
         """Per chunk, the node's input arrays (None for an absent optional input)."""
         columns = [[None] * len(self.chunk_nodes) if t is None else self.value(t) for t in node.inputs]
         return [list(row) for row in zip(*columns)]
-
-    def advance_to(self, name: str) -> Node:
-        """Evaluate every node before the one called `name` and return that one (not yet evaluated)."""
-        while self.nodes[self.position].name != name:
-            self.step()
-        return self.nodes[self.position]
 
     def step(self, outs: list | None = None) -> None:
         """Evaluate the next node, or take its outputs `outs` (per chunk) from the caller."""
@@ -115,21 +110,22 @@ def _window_means(node: Node, values: list, x) -> np.ndarray | None:
     nhwc = x.layout == "NHWC"
     out_h, out_w = y.shape[1:3] if nhwc else y.shape[2:4]
     kh, kw = node.inputs[1].shape[1:3] if nhwc else node.inputs[1].shape[2:4]
-    sums, count = 0.0, 0
-    for v in values:
+    total, count = 0, 0
+    for v in values:  # the samples summed first, exactly in int64: the taps then read [H, W, C], not every sample
         v = v if nhwc else np.moveaxis(v, 1, 3)
         count += len(v)
-        taps = []
-        for i in range(kh):
-            rows = i * dh - top + sh * np.arange(out_h)
-            rows = rows[(rows >= 0) & (rows < v.shape[1])]
-            by_col = v[:, rows].sum(axis=(0, 1), dtype=np.int64)          # [W, C]
-            for j in range(kw):
-                cols = j * dw - left + sw * np.arange(out_w)
-                cols = cols[(cols >= 0) & (cols < v.shape[2])]
-                taps.append((by_col[cols].sum(axis=0), len(v) * len(rows) * len(cols)))
-        sums = sums + np.array([t for t, _ in taps], np.float64).reshape(kh, kw, -1) - float(q.zero_point[0]) * \
-            np.array([n for _, n in taps], np.float64).reshape(kh, kw, 1)
+        total = total + v.sum(axis=0, dtype=np.int64)
+    taps = []
+    for i in range(kh):
+        rows = i * dh - top + sh * np.arange(out_h)
+        rows = rows[(rows >= 0) & (rows < total.shape[0])]
+        by_col = total[rows].sum(axis=0)                                    # [W, C]
+        for j in range(kw):
+            cols = j * dw - left + sw * np.arange(out_w)
+            cols = cols[(cols >= 0) & (cols < total.shape[1])]
+            taps.append((by_col[cols].sum(axis=0), count * len(rows) * len(cols)))
+    sums = np.array([t for t, _ in taps], np.float64).reshape(kh, kw, -1) - float(q.zero_point[0]) * \
+        np.array([n for _, n in taps], np.float64).reshape(kh, kw, 1)
     return sums * float(q.scale[0]) / (count * out_h * out_w)
 
 
@@ -167,39 +163,26 @@ def _linear_mean(node: Node, chunks: list[list]) -> np.ndarray | None:
     return out * scale + bias
 
 
-def _channel_mean(outs, batch: int) -> np.ndarray:
-    """Mean over positions per output channel for each model batch of `batch` samples, then over the batches
-    (`outs`: the outputs per chunk, consumed one at a time)."""
-    return np.mean(np.concatenate([o.reshape(len(o) // batch, -1, o.shape[-1]).astype(np.float64).mean(axis=1)
-                                   for o in outs]), axis=0)
-
-
-def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], rules="litert-ref",
-                   outputs: list | None = None) -> int:
+def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], want: dict[str, np.ndarray],
+                   rules="litert-ref", outputs: list | None = None) -> int:
     """Correct the bias of every int8 (and 16x8) conv / depthwise / fully-connected node of `graph` (the quantized
-    form of `float_graph`, same node names) on the float `batches`; returns how many layers were corrected. With
-    `outputs` (a list), the corrected graph's real outputs per batch are appended to it: the quantized graph has
-    just been run to its end with every correction in place, so output_sqnr_db need not run it again.
-
-    A float layer's output is its linear output (computed once for the mean) through the fused activation, a
-    clamp, which gives the bits the float kernel gives."""
-    reference = _Stepper(float_graph.copy(), batches, rules)
-    quantized = _Stepper(graph, batches, rules, quantize_inputs=True)
+    form of `float_graph`, same node names) on the float `batches`, to the float layers' means per output channel
+    over them, `want` (by node name: calibrate.LinearMeans, taken during the calibration run, so only the quantized
+    graph runs here); returns how many layers were corrected. With `outputs` (a list), the corrected graph's real
+    outputs per batch are appended to it: the quantized graph has just been run to its end with every correction
+    in place, so output_sqnr_db need not run it again."""
+    float_nodes = {n.name: n for n in float_graph.nodes}
+    quantized = _Stepper(graph, batches, rules)
     corrected = 0
     while quantized.position < len(quantized.nodes):
         node = quantized.nodes[quantized.position]
         if weighted(node.op) and node.outputs[0].dtype in ("int8", "int16"):
-            float_node = reference.advance_to(node.name)
-            linear = list(_linear(float_node, reference.inputs(float_node), rules))
-            want = _channel_mean(linear, reference.batch)
-            reference.step([[fused_activation(o, float_node.attrs["activation"])] for o in linear])
-            del linear
             got = _linear_mean(node, quantized.inputs(node))
             if got is None:
                 rows = ([_dequantize(v, t) for v, t in zip(ins, node.inputs)] for ins in quantized.inputs(node))
-                got = _channel_mean(_linear(float_node, rows, rules), quantized.batch)
+                got = channel_mean(_linear(float_nodes[node.name], rows, rules), quantized.batch)
             bias = node.inputs[2]
-            step = np.round((want - got) / bias.quant.scale.astype(np.float64)).astype(np.int64)
+            step = np.round((want[node.name] - got) / bias.quant.scale.astype(np.float64)).astype(np.int64)
             w = node.inputs[1]
             bound = bias_bound(w.size // w.shape[weight_axes(node)[0]], node.outputs[0].dtype)
             fixed = np.clip(bias.data.astype(np.int64) + step, -bound, bound).astype(bias.data.dtype)

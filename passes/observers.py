@@ -34,7 +34,7 @@ class MinMaxObserver:
         self.lo, self.hi = math.inf, -math.inf
 
     def update(self, x: np.ndarray) -> None:
-        count, lo, hi = _finite_extremes(_flat(x))
+        count, lo, hi = _extremes(_flat(x))
         if count:
             self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
 
@@ -62,7 +62,7 @@ class Histogram(MinMaxObserver):
 
     def update(self, x: np.ndarray) -> None:
         x = _flat(x)
-        count, lo, hi = _finite_extremes(x)
+        count, lo, hi = _extremes(x)
         if not count:
             return
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
@@ -78,7 +78,7 @@ class Histogram(MinMaxObserver):
             self._double_width()
         grown = np.zeros(last - first + 1, np.int64)
         grown[self.first - first:self.first - first + self.counts.size] = self.counts
-        _count_bins(x, w, first, grown)
+        _count_bins(x, w, first, grown, count == x.size)
         self.first, self.counts = first, grown
 
     def update_batches(self, x: np.ndarray, batch: int) -> None:
@@ -192,6 +192,16 @@ def _flat(x) -> np.ndarray:
 # One compiled pass each over a chunk of activations (numpy's isfinite, float64 copy, floor and bincount made the
 # observer cost more than the float run it observes: 70 ms per 224x224 MobileNetV2 sample). Values are taken in
 # float64, exactly, as before.
+def _extremes(x: np.ndarray) -> tuple[int, float, float]:
+    """(number of finite values, their minimum, their maximum) in float64: numpy's vectorised min and max, which are
+    exact, when both come out finite (a NaN or an infinity would be one of them), else _finite_extremes."""
+    if x.size:
+        lo, hi = x.min(), x.max()
+        if math.isfinite(lo) and math.isfinite(hi):
+            return x.size, float(lo), float(hi)
+    return _finite_extremes(x)
+
+
 @numba.njit(cache=True)
 def _finite_extremes(x):
     """(number of finite values, their minimum, their maximum) in float64."""
@@ -204,10 +214,29 @@ def _finite_extremes(x):
     return count, lo, hi
 
 
+_LANES = 8
+
+
 @numba.njit(cache=True)
-def _count_bins(x, width, first, counts):
-    """counts[floor(v / width) - first] += 1 for every finite v."""
-    for v in x:
-        f = np.float64(v)
-        if math.isfinite(f):
-            counts[np.int64(math.floor(f / width)) - first] += 1
+def _count_bins(x, width, first, counts, all_finite):
+    """counts[floor(v / width) - first] += 1 for every finite v (`all_finite`: every v is). width is a power of
+    two, so v * (1 / width) is v / width exactly, without a division per value; with every v finite, consecutive
+    values go to _LANES separate count rows, summed at the end, so a run of equal values (a relu's zeros) does not
+    make each increment wait for the previous one: 2x faster."""
+    inv = 1.0 / width
+    if not all_finite:
+        for v in x:
+            f = np.float64(v)
+            if math.isfinite(f):
+                counts[np.int64(math.floor(f * inv)) - first] += 1
+        return
+    lanes = np.zeros((_LANES, counts.size), np.int64)
+    whole = x.size - x.size % _LANES
+    for i in range(0, whole, _LANES):
+        for j in range(_LANES):
+            lanes[j, np.int64(math.floor(np.float64(x[i + j]) * inv)) - first] += 1
+    for i in range(whole, x.size):
+        counts[np.int64(math.floor(np.float64(x[i]) * inv)) - first] += 1
+    for j in range(_LANES):
+        for k in range(counts.size):
+            counts[k] += lanes[j, k]

@@ -31,8 +31,9 @@ def run(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False,
     `keep_all` every tensor's value (inputs, the constants nodes read, every node output). `rules` names the
     kernel set whose integer arithmetic int8 nodes reproduce ("litert-ref", "litert-xnnpack@2.3.0", ...;
     default: LiteRT's reference kernels). `observe(tensor, value)`, if given, sees the graph inputs and every
-    node output as it is made; without keep_all a value is dropped after its last reader, so a caller that
-    only needs statistics of the activations (calibration) holds a few of them at a time, not all.
+    node output as it is made, before any reader (an edit in place reaches the readers: calibrate.LinearMeans
+    applies a fused activation that way); without keep_all a value is dropped after its last reader, so a caller
+    that only needs statistics of the activations (calibration) holds a few of them at a time, not all.
     The graph is planned once (runtime.plan) and the plan reused while the graph is unchanged."""
     _check_feeds(graph, feeds)
     with blas_on_one_thread():

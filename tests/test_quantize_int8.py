@@ -266,7 +266,7 @@ def test_calibration_progress_and_determinism(zoo_float):
 def test_bias_correction_matches_the_float_mean_of_a_layer(zoo_float):
     _, graph, calib, _ = zoo_float("digits_classifier")
     fc = graph.outputs[0].name  # the last fully_connected: no activation, so its output mean is linear in its bias
-    errors = {}
+    errors, sqnr = {}, {}
     for corrected in (False, True):
         q, records = run_pipeline(graph, ["quantize_int8"], {"calibration": {"x": calib}, "bias_correction": corrected})
         int8_out = q.tensor(f"{fc}/int8")
@@ -274,8 +274,10 @@ def test_bias_correction_matches_the_float_mean_of_a_layer(zoo_float):
         diff = [(run(q, {"x": _nhwc(c[None])}, keep_all=True)[int8_out.name].astype(np.float64) - zp) * s
                 - run(graph, {"x": _nhwc(c[None])})[fc] for c in calib]
         errors[corrected] = np.abs(np.mean(diff, axis=0)).max() / s  # in output steps
+        sqnr[corrected] = output_sqnr_db(graph, q, [{"x": _nhwc(c[None])} for c in calib])
         notes = records[0].notes["bias_correction"]
-    assert notes["layers"] == 3 and notes["sqnr_db_after"] > notes["sqnr_db_before"]
+    assert notes["layers"] == 3 and notes["samples"] == len(calib) and notes["sqnr_db_after"] == round(sqnr[True], 2)
+    assert sqnr[True] > sqnr[False], sqnr
     assert errors[True] < errors[False] / 2, errors
 
 
