@@ -38,7 +38,7 @@ EMITS = ("c-array",)
 _ENTRY_PARAMETERS = {"source", "target_name", "output", "report_path", "calib", "options", "progress", "metadata",
                      "html_path"}
 # compile_model arguments that name a data file: resolved against the project folder, and hashed into the cache key
-FILE_ARGUMENTS = ("finetune",)
+FILE_ARGUMENTS = ("finetune", "eval_data")
 _ENTRY_PASS_OPTIONS = {"calibration"}  # filled from the entry's `calib`
 _MODEL_KEYS = {"name": str, "source": str, "target": str, "targets": list, "calib": str, "output_dir": str,
                "emit": list, "device": str, "options": dict, "preprocess": dict}

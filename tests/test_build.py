@@ -230,11 +230,13 @@ def test_cmake_dir_holds_the_package_config(capsys):
 
 def test_a_data_file_option_is_resolved_in_the_project_folder_and_its_content_rebuilds(tmp_path, capsys,
                                                                                        monkeypatch):
-    """--finetune's data as a project option: the path is relative to mcc.toml, and new training data (same name)
-    recompiles the entry that trains on it, and only that one."""
-    text = PROJECT.replace('observer = "mse"', 'observer = "mse"\nfinetune = "train.npz"\nepochs = 1')
+    """--finetune's and --eval-data's data as project options: the paths are relative to mcc.toml, and new
+    training or evaluation data (same name) recompiles the entry that uses it, and only that one."""
+    text = PROJECT.replace('observer = "mse"',
+                           'observer = "mse"\nfinetune = "train.npz"\nepochs = 1\neval_data = "val.npz"')
     project = tiny_project(tmp_path / "p", text)
     samples(tmp_path / "p/train.npz", n=8, seed=3)
+    samples(tmp_path / "p/val.npz", n=5, seed=5)
     elsewhere = tmp_path / "cwd"  # the build runs from another folder: the path must not depend on it
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -242,8 +244,11 @@ def test_a_data_file_option_is_resolved_in_the_project_folder_and_its_content_re
     assert first["exit_code"] == 0 and len(compiled(first)) == 3
     report = json.loads((tmp_path / "p" / first["entries"][0]["report"]).read_text())
     assert report["finetune"]["samples"] == 8 and report["finetune"]["epochs"] == 1
+    assert report["compression"]["data"] == "5 held-out samples of val.npz"
     assert compiled(build(capsys, project)) == []
     samples(tmp_path / "p/train.npz", n=8, seed=4)
+    assert compiled(build(capsys, project)) == [("a", "arm-int8")]
+    samples(tmp_path / "p/val.npz", n=5, seed=6)
     assert compiled(build(capsys, project)) == [("a", "arm-int8")]
     (tmp_path / "p/train.npz").unlink()
     assert main(["build", "--project", str(project)]) == 2
