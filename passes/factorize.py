@@ -149,6 +149,59 @@ def refit(moment: np.ndarray, w_aug: np.ndarray, inner: np.ndarray, ridge: float
     return np.linalg.solve(gram, inner @ moment @ w_aug.T).T  # gram is symmetric
 
 
+def refit_in_order(graph: Graph, reference: Graph, names: list[str], arrays: dict, progress=None,
+                   ridge: float = 1e-6) -> dict[str, float]:
+    """Refit, layer after layer in graph order, the last piece and bias of each split `names` (the node that kept
+    the layer's name) by least squares on the inputs the already-split, already-refitted upstream graph feeds it,
+    against the original layer's pre-activation outputs on the original inputs (`reference`: the graph before
+    splitting). The per-layer refit (refit) sees the unsplit model's activations, so the errors of upstream splits
+    go uncorrected and add up along residual chains; this corrects each layer for the ones before it, as AIMET's
+    and the data-aware methods do. One run of both graphs per layer, over the same MOMENT_SAMPLES samples.
+    Returns {name: the layer's relative output error, against the original layer's outputs, after its refit}."""
+    batches = calibration_batches(graph, arrays)
+    batches = batches[:max(1, -(-MOMENT_SAMPLES // graph.inputs[0].shape[0]))]
+    errors = {}
+    for name in names:
+        node, ref = graph.node(name), reference.node(name)
+        w_ref = weight_matrix(ref)
+        gram = cross = None
+        total = 0.0
+        for g, feeds, _, (r,) in in_chunks(graph, batches, progress, companions=(reference,)):
+            got = {}
+
+            def see(t, value, want=None, key=None):
+                if t.name == want:
+                    got[key] = np.asarray(value, np.float64)
+
+            run(g, feeds, observe=lambda t, v: see(t, v, node.inputs[0].name, "z"))
+            run(r, feeds, observe=lambda t, v: see(t, v, ref.inputs[0].name, "x"))
+            z = patches(node, got["z"])
+            z = np.concatenate([z, np.ones((len(z), 1))], axis=1)
+            x = patches(ref, got["x"])
+            y = x @ w_ref[:, :-1].T + w_ref[:, -1]
+            gram = z.T @ z if gram is None else gram + z.T @ z
+            cross = y.T @ z if cross is None else cross + y.T @ z
+            total += float((y * y).sum())
+        lhs = gram.copy()
+        lhs[np.diag_indices(len(lhs))] += ridge * max(float(np.trace(lhs)) / len(lhs), 1e-30)
+        u = np.linalg.solve(lhs, cross.T).T  # [O, F + 1]
+        # |y - U z|^2 summed = |y|^2 - 2 tr(U cross^T) + tr(U gram U^T)
+        err = total - 2 * float((u * cross).sum()) + float(((u @ gram) * u).sum())
+        errors[name] = max(err, 0.0) / total if total > 0 else 0.0
+        w_old = node.inputs[1]
+        last = Piece(node.op, "", u[:, :-1].reshape((len(u),) + _oihw_shape(node)[1:]))
+        w = graph.constant(w_old.name, _in_layout(last, node.inputs[0].layout))
+        b = graph.constant(f"{name}.refit_bias" if node.input(2) is None else node.inputs[2].name,
+                           u[:, -1].astype(np.float32))
+        node.inputs = [node.inputs[0], w, b]
+        infer_node(node)
+    return errors
+
+
+def _oihw_shape(node: Node) -> tuple:
+    return oihw(node).shape if node.op == "conv2d" else node.inputs[1].shape
+
+
 def with_one(m: np.ndarray) -> np.ndarray:
     """[[m, 0], [0, 1]]: a map of patches extended to map [p; 1] to [z; 1]."""
     out = np.zeros((m.shape[0] + 1, m.shape[1] + 1))

@@ -37,8 +37,8 @@ from ..errors import MccError
 from ..ir import Graph, Node
 from ..ir.ops import conv_weight_dims, macs, nchw
 from ..runtime.threads import blas_on_one_thread
-from .factorize import (Piece, conv_geometry, matrix_layer, oihw, patch_moments, refit, relative_error, rewrite,
-                        select, spatial_conv, weight_matrix, with_one)
+from .factorize import (Piece, conv_geometry, matrix_layer, oihw, patch_moments, refit, refit_in_order,
+                        relative_error, rewrite, select, spatial_conv, weight_matrix, with_one)
 from .manager import PassContext, content_digest, register_pass
 
 HOOI_SWEEPS = 4
@@ -382,6 +382,7 @@ def _split(graph: Graph, nodes: list, ratio, energy, opts: LowRankOptions, ctx: 
     else:
         chosen = {n.name: min(cands, key=lambda c: c.macs, default=None) for n, cands in layers}
     notes, before, after = {}, 0, 0
+    reference = graph.copy() if moments is not None else None
     for n, cands in layers:
         c, full = chosen[n.name], macs(n)
         before += full
@@ -393,5 +394,11 @@ def _split(graph: Graph, nodes: list, ratio, energy, opts: LowRankOptions, ctx: 
         notes[n.name] = {"form": c.form, "rank": list(c.rank), "macs_before": full, "macs_after": c.macs,
                          "output_error": None if c.error is None else round(c.error, 6)}
         rewrite(graph, n, c.pieces, c.bias)
+    split = [n.name for n, _ in layers if chosen[n.name] is not None]
+    if reference is not None and split:
+        with blas_on_one_thread():
+            chained = refit_in_order(graph, reference, split, opts.calibration, ctx.progress)
+        for name, err in chained.items():
+            notes[name]["output_error_in_chain"] = round(err, 6)
     ctx.note("layers", notes)
     ctx.note("macs", {"considered_before": before, "considered_after": after, "ratio": round(after / before, 4)})

@@ -177,6 +177,36 @@ def test_reported_error_is_the_split_layers_error_on_the_calibration_data():
         assert 0.01 < measured and abs(predicted - measured) <= 1e-4 * measured, (cand.form, predicted, measured)
 
 
+def test_splits_are_refitted_in_graph_order_on_the_split_upstream():
+    """After the choice, each split's last piece is refitted on what the split upstream feeds it, against the
+    original layer's outputs: the last conv's in-chain error (note) is the whole model's output error as run, and
+    it is a least-squares optimum (scaling the refitted weights either way makes the model's output worse)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                          nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1)).eval()
+    calib = np.random.default_rng(7).standard_normal((16, 8, 8, 8)).astype(np.float32)
+    graph = from_module(model, (torch.from_numpy(calib[:1]),))
+    name = graph.inputs[0].name
+    split, records = run_pipeline(graph.copy(), ["low_rank"], {"low_rank": 0.4, "calibration": {name: calib}})
+    notes = records[0].notes["layers"]
+    last = [n for n in graph.nodes if n.op == "conv2d"][-1].name
+    assert sum(la["form"] != "kept" for la in notes.values()) >= 2 and notes[last]["form"] != "kept", notes
+
+    def model_error(g):
+        want = np.concatenate([run(graph, {name: calib[i:i + 1]})[graph.outputs[0].name] for i in range(16)])
+        got = np.concatenate([run(g, {name: calib[i:i + 1]})[g.outputs[0].name] for i in range(16)])
+        return float(((got.astype(np.float64) - want) ** 2).sum() / (want.astype(np.float64) ** 2).sum())
+
+    measured = model_error(split)
+    assert 1e-3 < measured and abs(notes[last]["output_error_in_chain"] - measured) <= 1e-3 * measured, (notes, measured)
+    for scale in (0.97, 1.03):
+        worse = split.copy()
+        w = worse.node(last).inputs[1]
+        worse.node(last).inputs = [worse.node(last).inputs[0], worse.constant(w.name, w.data * scale),
+                                   worse.node(last).inputs[2]]
+        assert model_error(worse) > measured
+
+
 def test_layer_where_no_split_saves_macs_is_left_alone():
     """An FC 2 -> 2: its rank-1 split costs as many MACs (1 x (2 + 2)) as the layer."""
     graph, _, x = _layer(nn.Linear(2, 2), (1, 2))
