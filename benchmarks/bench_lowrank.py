@@ -11,8 +11,9 @@ conv; then for each such conv, at the MACs mcc's choice costs:
   1x1 C -> R, depthwise kh x 1, depthwise 1 x kw, 1x1 R -> O) fits the MACs.
 Every figure is the layer's output relative squared error on the same calibration activations (mcc's float runtime
 over the samples, factorize.patch_moments: exactly the error of running the split layer). Then totals: the MACs of
-the k x k convs and the sum of their relative errors, and the whole model's output relative error with every conv
-split each way (mcc's choices, tensorly Tucker, tensorly CP), and for the digits classifier (trained in a second on
+the k x k convs and the sum of their relative errors (mcc's as measured when choosing, on the unsplit model's
+activations), and the whole model's output relative error with every conv split each way (mcc's choices as the pass
+leaves them, last pieces refitted in graph order on the split upstream's activations; tensorly Tucker; tensorly CP), and for the digits classifier (trained in a second on
 scikit-learn's digits; calibration on its training images) the test accuracy of each. resnet18_style has seeded
 random weights and standard-normal inputs from a fixed seed, so the figures repeat run to run. tensorly is a peer for this
 benchmark only, not a dependency of mcc.

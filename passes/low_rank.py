@@ -13,7 +13,11 @@ Every candidate (form and rank) of a layer is measured by its output error on th
 calibration data (factorize.py: exact, from the patch moments), relative to the layer's output, after the chain's
 last piece (the SVD's second layer, Tucker-2's expand; not spatial SVD's 1 x kw conv) and the bias are refitted by
 least squares on those inputs (factorize.refit): the factorisation fits the weights, the refit fits what the layer
-outputs on real data, which tensorly's decompositions and the papers' recipes leave to fine-tuning.
+outputs on real data, which tensorly's decompositions and the papers' recipes leave to fine-tuning. Once the splits
+are chosen, each one's last piece (any form's) and bias are refitted again, in graph order, on the inputs the
+already-split upstream feeds it, against the original layer's outputs (factorize.refit_in_order; note
+"output_error_in_chain"): the choice's errors are measured on the unsplit model's activations and do not add up
+through residual blocks, the in-order refit makes each layer correct for the splits before it.
 
 Budget (option low_rank = R): the split layers' MACs together must come to at most R times what they were. A
 greedy over every considered layer: each starts unsplit; each step takes, over all layers, the move to the layer's
