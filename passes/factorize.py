@@ -144,9 +144,7 @@ def refit(moment: np.ndarray, w_aug: np.ndarray, inner: np.ndarray, ridge: float
     patches, when the chain before it computes z = inner [p; 1] ([r + 1, F + 1], its last row giving the 1): the
     least-squares U = (W_aug S inner^T)(inner S inner^T + lambda I)^-1, in float64, with a ridge lambda of `ridge`
     times the mean diagonal (a direction the data never excites leaves the Gram matrix singular)."""
-    gram = inner @ moment @ inner.T
-    gram[np.diag_indices(len(gram))] += ridge * max(float(np.trace(gram)) / len(gram), 1e-30)
-    return np.linalg.solve(gram, inner @ moment @ w_aug.T).T  # gram is symmetric
+    return _ridge_solve(inner @ moment @ inner.T, w_aug @ moment @ inner.T, ridge)
 
 
 def refit_in_order(graph: Graph, reference: Graph, names: list[str], arrays: dict, progress=None,
@@ -167,24 +165,13 @@ def refit_in_order(graph: Graph, reference: Graph, names: list[str], arrays: dic
         gram = cross = None
         total = 0.0
         for g, feeds, _, (r,) in in_chunks(graph, batches, progress, companions=(reference,)):
-            got = {}
-
-            def see(t, value, want=None, key=None):
-                if t.name == want:
-                    got[key] = np.asarray(value, np.float64)
-
-            run(g, feeds, observe=lambda t, v: see(t, v, node.inputs[0].name, "z"))
-            run(r, feeds, observe=lambda t, v: see(t, v, ref.inputs[0].name, "x"))
-            z = patches(node, got["z"])
+            z = patches(node, _observed(g, feeds, node.inputs[0].name))
             z = np.concatenate([z, np.ones((len(z), 1))], axis=1)
-            x = patches(ref, got["x"])
-            y = x @ w_ref[:, :-1].T + w_ref[:, -1]
+            y = patches(ref, _observed(r, feeds, ref.inputs[0].name)) @ w_ref[:, :-1].T + w_ref[:, -1]
             gram = z.T @ z if gram is None else gram + z.T @ z
             cross = y.T @ z if cross is None else cross + y.T @ z
             total += float((y * y).sum())
-        lhs = gram.copy()
-        lhs[np.diag_indices(len(lhs))] += ridge * max(float(np.trace(lhs)) / len(lhs), 1e-30)
-        u = np.linalg.solve(lhs, cross.T).T  # [O, F + 1]
+        u = _ridge_solve(gram, cross, ridge)  # [O, F + 1]
         # |y - U z|^2 summed = |y|^2 - 2 tr(U cross^T) + tr(U gram U^T)
         err = total - 2 * float((u * cross).sum()) + float(((u @ gram) * u).sum())
         errors[name] = max(err, 0.0) / total if total > 0 else 0.0
@@ -196,6 +183,22 @@ def refit_in_order(graph: Graph, reference: Graph, names: list[str], arrays: dic
         node.inputs = [node.inputs[0], w, b]
         infer_node(node)
     return errors
+
+
+def _observed(graph: Graph, feeds: dict, name: str) -> np.ndarray:
+    """The value tensor `name` takes when `graph` runs on `feeds`, copied in float64 as it is observed."""
+    seen = {}
+    run(graph, feeds, observe=lambda t, value: seen.setdefault("x", np.array(value, np.float64)) if t.name == name
+        else None)
+    return seen["x"]
+
+
+def _ridge_solve(gram: np.ndarray, cross: np.ndarray, ridge: float) -> np.ndarray:
+    """cross (gram + lambda I)^-1, lambda `ridge` times gram's mean diagonal (a direction the data never excites
+    leaves the Gram matrix singular); gram is symmetric."""
+    gram = gram.copy()
+    gram[np.diag_indices(len(gram))] += ridge * max(float(np.trace(gram)) / len(gram), 1e-30)
+    return np.linalg.solve(gram, cross.T).T
 
 
 def _oihw_shape(node: Node) -> tuple:
