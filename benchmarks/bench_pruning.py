@@ -15,7 +15,11 @@ reduction r:
   fine-tuned by mcc's own trainer (passes/finetune.py, through IRModule: the same loss, epochs, learning rate,
   temperature, batch, seed and the same unpruned teacher), so only the channels chosen differ. Both rank by the
   same group L1 norm (weights as trained and |gamma|, normalized by the group's mean); mcc stops at the MAC target,
-  Torch-Pruning at the threshold its pruning_ratio sets, so the kept counts can differ by a channel or two.
+  Torch-Pruning at the threshold its pruning_ratio sets, so the kept counts can differ by a channel or two. Both
+  rank every channel by the same normalized score and remove the lowest (Torch-Pruning: all under a threshold
+  set by a channel count; mcc: one by one until the MAC goal), so the sets are nested and only the stopping point
+  differs: the row "mcc @TP MACs" prunes mcc to exactly the MACs Torch-Pruning reached (by mcc's count), which
+  is the issue's "at equal MACs".
 Fine-tuning is run once per seed in --seeds (finetune_seed: the weights' init is the pruned model, the seed orders
 the samples), for both tools; the accuracy printed is the mean over the seeds, and the test images each seed got
 wrong follow it, as one run's difference between the tools is a few of the 450 images.
@@ -119,7 +123,7 @@ def bench(name: str, ratios: list[float], epochs: int, lr: float, seeds: list[in
              f"finetune seeds {','.join(map(str, seeds))}), arm-int8; unpruned int8: {macs0:,} MACs, {params0:,} "
              f"params, {len(plain):,} bytes, {lat0 * 1000:.1f} us, accuracy {acc0:.2%} "
              f"({round((1 - acc0) * n_test)} of {n_test} wrong)",
-             f"{'MACs cut':>8} | {'tool':<13} {'MAC cut':>7} {'MACs':>10} {'params':>8} {'int8 bytes':>10} "
+             f"{'MACs cut':>8} | {'tool':<14} {'MAC cut':>7} {'MACs':>10} {'params':>8} {'int8 bytes':>10} "
              f"{'latency us':>10} {'accuracy':>8}  wrong per seed"]
     speed, notes, means = [], [], {}
     for ratio in ratios:
@@ -138,22 +142,29 @@ def bench(name: str, ratios: list[float], epochs: int, lr: float, seeds: list[in
             macs, params = counts(tp_graph)
             rows.append(("Torch-Pruning", 1 - macs / macs0, macs, params, len(t.data), latency(t.data, case.x_test),
                          accs))
+            # mcc at exactly Torch-Pruning's MACs (the issue's "at equal MACs"): its ratio, by mcc's count
+            e, accs = tuned(case.graph, case, data, {"prune": 1 - macs / macs0, "prune_schedule": "global",
+                                                     "prune_criterion": "l1", **train}, seeds)
+            q = e.report["pruning"]
+            rows.append(("mcc @TP MACs", q["mac_ratio_removed"], q["macs"]["after"], q["params"]["after"], len(e.data),
+                         latency(e.data, case.x_test), accs))
             notes.append(f"{ratio:.0%}: Torch-Pruning pruning_ratio {tp_ratio:.3f}, MACs cut {reached:.1%} by its "
                          "own count")
         else:
             rows.append(("Torch-Pruning", None, None, None, None, None, None))
         for k, (tool, cut, macs, params, size, lat, accs) in enumerate(rows):
             if cut is None:
-                lines.append(f"{'':>8} | {tool:<13} {'n/a (pip install torch-pruning==1.6.1)':>58}")
+                lines.append(f"{'':>8} | {tool:<14} {'n/a (pip install torch-pruning==1.6.1)':>58}")
                 continue
             means.setdefault(tool, []).append(float(np.mean(accs)))
             wrong = " ".join(str(round((1 - a) * n_test)) for a in accs)
-            lines.append(f"{(f'{ratio:.0%}' if k == 0 else ''):>8} | {tool:<13} {cut:>7.1%} {macs:>10,} {params:>8,} "
+            lines.append(f"{(f'{ratio:.0%}' if k == 0 else ''):>8} | {tool:<14} {cut:>7.1%} {macs:>10,} {params:>8,} "
                          f"{size:>10,} {lat * 1000:>10.1f} {float(np.mean(accs)):>8.2%}  {wrong}")
     lines.extend(notes)
-    if len(means) == 2:
-        lines.append("mean accuracy minus Torch-Pruning's, in test images: " + ", ".join(
-            f"{ratio:.0%}: {(m - t) * n_test:+.1f}" for ratio, m, t in zip(ratios, means["mcc"], means["Torch-Pruning"])))
+    for tool in ("mcc", "mcc @TP MACs"):
+        if tool in means and "Torch-Pruning" in means:
+            lines.append(f"{tool}: mean accuracy minus Torch-Pruning's, in test images: " + ", ".join(
+                f"{ratio:.0%}: {(m - t) * n_test:+.1f}" for ratio, m, t in zip(ratios, means[tool], means["Torch-Pruning"])))
     lines.append("mcc pruned vs unpruned int8 LiteRT latency (speed-up): " + ", ".join(speed))
     return lines
 

@@ -31,7 +31,10 @@ Schedules (prune_schedule): "uniform" removes ratio * C channels (rounded half u
 prune_round_to, kept); "global" ranks every channel of every group by its importance divided by its group's mean
 importance (Torch-Pruning's "mean" normalizer) and removes the lowest until the graph's MACs drop by `ratio`,
 counting each layer's MACs as the product of its remaining input and output channel fractions, so the ratio
-reached is exact, not the linear estimate; the notes give the ratio achieved. Groups written by a layer matching an
+reached is exact, not the linear estimate; the notes give the ratio achieved. Torch-Pruning's global pruning ranks
+by the same normalized score but removes every channel under a threshold set by a channel count, so it overshoots
+the MAC goal by its last step; the two sets are nested, and asked for the MACs Torch-Pruning reached, mcc removes
+the very channels it removed (benchmarks/bench_pruning.py, row "mcc @TP MACs"). Groups written by a layer matching an
 exclude pattern (fnmatch on node names), and by default the groups of the first and last conv / fully-connected
 layer, are not pruned. A grouped conv keeps an equal number of channels in every group, and prune_round_to keeps
 a multiple of it (XNNPACK packs channels by 8).
@@ -326,14 +329,16 @@ def uniform_counts(ranked, ratio) -> list[int]:
 def _global(graph: Graph, ranked, ratio) -> list[int]:
     """Batches taken lowest normalized importance first, across groups, until the MACs drop by `ratio`."""
     model = _MacModel(graph, [g for g, _, _ in ranked])
-    goal = model.total * (1 - ratio)
+    # MACs are whole numbers: the goal is the whole-MAC budget and the running total (a sum of float products)
+    # is rounded before the comparison, so float error neither takes one channel more nor stops one short.
+    goal = math.floor(model.total * (1 - ratio) + 1e-6)
     heap = []
     for k, (group, score, batches) in enumerate(ranked):
         normal = score / score.mean() if score.mean() > 0 else score
         ranked[k] = (group, normal, batches)
         heapq.heappush(heap, (float(normal[batches[0]].mean()), k))
     taken = [0] * len(ranked)
-    while heap and model.total > goal:
+    while heap and round(model.total) > goal:
         _, k = heapq.heappop(heap)
         group, normal, batches = ranked[k]
         model.remove(group, len(batches[taken[k]]))

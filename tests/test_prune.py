@@ -365,6 +365,19 @@ def test_global_schedule_round_to_and_exclusion():
         _pruned(model, x, prune=0.4, prune_exclude=("no_such_layer",))
 
 
+@pytest.mark.parametrize("name", ["resnet18_style", "mobilenet_v2_style"])
+def test_global_schedule_pruned_to_a_reached_mac_count_stops_exactly_there(name):
+    """Asked for the MAC cut an earlier run reached (as benchmarks/bench_pruning.py asks for Torch-Pruning's), the
+    global schedule removes exactly the same channels: no float error in its running MAC total takes one more."""
+    model, x = _zoo(name)
+    macs0 = totals(run_pipeline(from_module(model.eval(), (x,)), FRONT)[0])["macs"]
+    for ratio in (0.3, 0.5, 0.7):
+        first, notes = _pruned(model, x, prune=ratio, prune_schedule="global")
+        macs = totals(first)["macs"]
+        again, again_notes = _pruned(model, x, prune=1 - macs / macs0, prune_schedule="global")
+        assert totals(again)["macs"] == macs and again_notes["groups"] == notes["groups"], ratio
+
+
 # ---- taylor criterion -------------------------------------------------------------------------------------------
 class TaylorNet(nn.Module):
     """A residual pair (conv0 + conv2 share their channels) and a plain conv1, into a classifier."""
