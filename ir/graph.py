@@ -112,12 +112,16 @@ class Graph:
 
     # ---- queries -------------------------------------------------------------------------------------
     def tensors(self) -> list[Tensor]:
-        seen, out = set(), []
-        for t in itertools.chain(self.inputs, (t for n in self.nodes for t in n.inputs + n.outputs), self.outputs):
-            if t is not None and id(t) not in seen:
-                seen.add(id(t))
-                out.append(t)
-        return out
+        """Every tensor the graph holds, once each, in first-mention order (inputs, nodes, outputs)."""
+        found = dict.fromkeys(self.inputs)  # tensors hash and compare by identity
+        for n in self.nodes:
+            for t in n.inputs:
+                found[t] = None
+            for t in n.outputs:
+                found[t] = None
+        found.update(dict.fromkeys(self.outputs))
+        found.pop(None, None)
+        return list(found)
 
     def constants(self) -> list[Tensor]:
         return [t for t in self.tensors() if t.is_constant]
@@ -247,9 +251,10 @@ class Graph:
         def m(t):
             if t is None:
                 return None
-            if id(t) not in mapping:
-                mapping[id(t)] = Tensor(t.name, t.shape, t.dtype, t.layout, t.quant, t.data)
-            return mapping[id(t)]
+            c = mapping.get(id(t))
+            if c is None:
+                c = mapping[id(t)] = t.clone()
+            return c
 
         g = Graph(self.name)
         g.origin = dict(self.origin)
@@ -275,8 +280,8 @@ class Graph:
 
         if not self.outputs:
             raise ValueError(f"graph '{self.name}' has no outputs: it computes nothing")
-        names = {}
-        for t in self.tensors():
+        names, tensors = {}, self.tensors()
+        for t in tensors:
             if t.name in names and names[t.name] is not t:
                 raise ValueError(f"graph '{self.name}': two tensors are named '{t.name}'")
             names[t.name] = t
@@ -294,7 +299,7 @@ class Graph:
                     raise ValueError(f"node '{n.name}' writes constant tensor '{o.name}'")
                 produced[id(o)] = n
         graph_inputs = {id(t) for t in self.inputs}
-        for t in self.tensors():
+        for t in tensors:
             if not t.is_constant and id(t) not in produced and id(t) not in graph_inputs:
                 raise ValueError(f"tensor '{t.name}' is read but neither produced, a graph input nor a constant")
         self.toposort()

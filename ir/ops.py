@@ -15,6 +15,7 @@ Unlike ONNX's large op set with many optional forms, each op here has one form; 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -103,7 +104,7 @@ _CONV_ATTRS = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "a
 
 @op("conv2d", "2-D convolution, any groups. Inputs: x, weight, optional bias [O].", (2, 3),
     {**_CONV_ATTRS, "groups": 1},
-    macs=lambda n: int(np.prod(n.outputs[0].shape)) * int(np.prod(conv_weight_dims(n)[1:])))
+    macs=lambda n: math.prod(n.outputs[0].shape) * math.prod(conv_weight_dims(n)[1:]))
 def _conv2d(node):
     x = node.inputs[0]
     o, i, kh, kw = conv_weight_dims(node)
@@ -115,7 +116,7 @@ def _conv2d(node):
 
 @op("depthwise_conv2d", "Depthwise convolution (one group per input channel, `multiplier` outputs each).",
     (2, 3), {**_CONV_ATTRS, "multiplier": 1},
-    macs=lambda n: int(np.prod(n.outputs[0].shape)) * int(np.prod(depthwise_weight_dims(n)[1:])))
+    macs=lambda n: math.prod(n.outputs[0].shape) * math.prod(depthwise_weight_dims(n)[1:]))
 def _depthwise(node):
     x = node.inputs[0]
     cm, kh, kw = depthwise_weight_dims(node)
@@ -127,7 +128,7 @@ def _depthwise(node):
 
 @op("fully_connected", "y = x @ weight.T + bias over the last axis. Inputs: x [..., K], weight [O, K], bias [O].",
     (2, 3), {"activation": None},
-    macs=lambda n: int(np.prod(n.outputs[0].shape)) * n.inputs[1].shape[1])
+    macs=lambda n: math.prod(n.outputs[0].shape) * n.inputs[1].shape[1])
 def _fc(node):
     x, w = node.inputs[:2]
     if x.shape[-1] != w.shape[1]:
@@ -461,7 +462,7 @@ def transpose_conv_full(size, k, stride, dilation):
     "full output ((in - 1) * stride + dilation * (k - 1) + 1), `output_padding` [h, w] extends it at the bottom and "
     "right. Inputs: x, weight, optional bias [C_out].", (2, 3),
     {**_CONV_ATTRS, "output_padding": [0, 0], "groups": 1},
-    macs=lambda n: int(np.prod(n.inputs[0].shape)) * _per_input_pixel(n))
+    macs=lambda n: math.prod(n.inputs[0].shape) * _per_input_pixel(n))
 def _transpose_conv2d(node):
     x = node.inputs[0]
     o, i, kh, kw = transpose_conv_weight_dims(node)
@@ -541,7 +542,7 @@ op("space_to_depth", "The inverse of depth_to_space in mode DCR (TFLite's SPACE_
 
 @op("batch_matmul", "a [..., M, K] @ b [..., K, N] with numpy broadcasting of the batch axes (attention's products, "
     "or a constant b of rank > 2). Inputs: a, b.", (2, 2),
-    macs=lambda n: int(np.prod(n.outputs[0].shape)) * n.inputs[0].shape[-1])
+    macs=lambda n: math.prod(n.outputs[0].shape) * n.inputs[0].shape[-1])
 def _batch_matmul(node):
     a, b = node.inputs
     if min(len(a.shape), len(b.shape)) < 2 or a.shape[-1] != b.shape[-2]:

@@ -8,12 +8,17 @@ Like onnx-graphsurgeon, a tensor is either a variable (produced by a node or a g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
 LAYOUTS = ("NCHW", "NHWC")
+# numpy 2 builds str(dtype) anew on every call (2.6 us; graph copies and readers make thousands of tensors): the
+# names by dtype (native byte order; any other dtype falls back to str() and is refused below as before)
+_NAMES = {np.dtype(d): d for d in DTYPES}
+_ITEMSIZE = {d: np.dtype(d).itemsize for d in DTYPES}
 
 
 @dataclass
@@ -55,13 +60,13 @@ class Tensor:
                  quant: QuantParams | None = None, data: np.ndarray | None = None):
         if data is not None:
             data = np.asarray(data)
-            shape, dtype = data.shape, str(data.dtype)
-        if dtype not in DTYPES:
+            shape, dtype = data.shape, _NAMES.get(data.dtype) or str(data.dtype)
+        if dtype not in _ITEMSIZE:
             raise ValueError(f"tensor '{name}': dtype {dtype} is not one of {DTYPES}")
         if layout is not None and layout not in LAYOUTS:
             raise ValueError(f"tensor '{name}': layout {layout} is not one of {LAYOUTS}")
         self.name = name
-        self.shape = tuple(int(d) for d in shape)
+        self.shape = tuple(map(int, shape))
         self.dtype = dtype
         self.layout = layout
         self.quant = quant
@@ -69,17 +74,26 @@ class Tensor:
         self.readers: dict | None = None  # created when first linked
         self.writers: dict | None = None
 
+    def clone(self) -> "Tensor":
+        """A new, unlinked tensor with the same fields (data and quantization shared): Graph.copy's, which need not
+        check again what this tensor's construction checked."""
+        t = Tensor.__new__(Tensor)
+        t.name, t.shape, t.dtype, t.layout, t.quant, t.data = (self.name, self.shape, self.dtype, self.layout,
+                                                               self.quant, self.data)
+        t.readers = t.writers = None
+        return t
+
     @property
     def is_constant(self) -> bool:
         return self.data is not None
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
-        return self.size * np.dtype(self.dtype).itemsize
+        return self.size * _ITEMSIZE[self.dtype]
 
     def __repr__(self):
         kind = "Constant" if self.is_constant else "Variable"
