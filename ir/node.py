@@ -11,6 +11,7 @@ died, or whose id a new node reuses, is replaced or skipped.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from weakref import ref
 
 from .observed_list import ObservedList
@@ -75,16 +76,13 @@ def _edges(slot: str, role: str) -> property:
     """A node's `inputs` (role "readers") or `outputs` ("writers"): assigning a list links the node to its
     tensors and unlinks it from the previous ones."""
 
-    def get(node) -> Edges:
-        return getattr(node, slot)
-
     def set_(node, tensors) -> None:
         old = getattr(node, slot, None)
         if old is not None:
             old.detach()
         setattr(node, slot, Edges(node, role, tensors))
 
-    return property(get, set_)
+    return property(attrgetter(slot), set_)  # read everywhere: a C getter, not a Python frame per access
 
 
 class Node:
