@@ -370,7 +370,9 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
     at most calibrate.CHUNK_BYTES for all of them), then the float graph in its own, smaller chunks, measuring each
     float value as it is made: the int8 graph runs six 224x224 MobileNetV2 samples at a time instead of the float
     graph's one (12% less int8 time), and no float value is held past its last reader. The sums accumulate per
-    float run in sample order, as when both graphs ran in step.
+    float run in sample order, as when both graphs ran in step at the float chunk size; where that size does not
+    divide the int8 one, runs at an int8 chunk's edge are shorter, which regroups the float64 sums (their last bits,
+    far below the report's 4 decimals of a dB).
 
     Peers report the same view differently: AIMET's and NNCF's analysers re-quantize one layer at a time; this is
     one run of each graph, so it costs two inferences per sample, and it shows where the error first appears
