@@ -186,3 +186,55 @@ def test_headline_job_is_ci_job_and_prints_what_readme_quotes(tmp_path, capsys, 
     quoted = readme.split("fidelity guard's figures")[1].split("`")[1]
     assert quoted.startswith("output 'classifier.1': SQNR") and quoted in printed
     assert (tmp_path / "mobilenet_v2_int8.tflite").exists() and (tmp_path / "report.json").exists()
+
+
+# ---- the guard's cost (issue 16): shared constants, int8 and float graphs in chunks of their own sizes -----------
+def test_read_back_constants_share_identical_arrays_only(files):
+    from mcc.compiler import share_constants
+    from mcc.validate import read_model_bytes
+
+    result = compile_model(files["healthy"], "arm-int8", calib=str(files["calib"]))
+    read = read_model_bytes(result.data, "tflite", None)
+    arrays = {id(t.data) for t in result.graph.constants()}
+    assert share_constants(read, result.graph) == len(read.constants()) > 3
+    assert all(id(t.data) in arrays for t in read.constants())
+    # a constant that differs in one byte, or in its quantization, keeps the file's own array
+    changed = result.graph.copy()
+    weights = [t for t in changed.constants() if t.dtype == "int8"]
+    weights[0].data = weights[0].data.copy()
+    weights[0].data.flat[0] ^= 1
+    weights[1].quant = type(weights[1].quant)(weights[1].quant.scale * 2, weights[1].quant.zero_point,
+                                              weights[1].quant.axis)
+    read = read_model_bytes(result.data, "tflite", None)
+    assert share_constants(read, changed) == len(read.constants()) - 2
+    kept = {t.name: t for t in read.constants()}
+    assert kept[weights[0].name].data.flat[0] != weights[0].data.flat[0]
+    assert kept[weights[1].name].data is not weights[1].data
+
+
+def test_layer_view_does_not_depend_on_chunk_sizes(files, monkeypatch):
+    """The int8 graph runs in larger chunks than the float one; each float run must be measured against its own
+    samples of the int8 chunk: the figures agree with both graphs run sample by sample, and in one chunk."""
+    from mcc.compiler import load_model, lower
+    from mcc.passes import calibrate
+    from mcc.validate import layer_fidelity
+
+    source = load_model(files["healthy"])
+    arrays = {"x": np.random.default_rng(2).standard_normal((24, 3, 8, 8)).astype(np.float32)}
+    graph, _, reference = lower(source, "arm-int8", options={"calibration": arrays}, keep_float=True)
+    per_sample = sum(t.nbytes for t in calibrate.activations(reference, all_dtypes=True))
+    views = {}
+    for name, budget in (("one", 1), ("mixed", 7 * per_sample), ("all", 1 << 30)):
+        monkeypatch.setattr(calibrate, "CHUNK_BYTES", budget)
+        sizes = (calibrate.chunk_batches(reference), calibrate.chunk_batches(graph))
+        views[name] = layer_fidelity(reference, graph, arrays, "litert-ref"), sizes
+    assert views["one"][1] == (1, 1) and views["all"][1] == (calibrate.CHUNK_SAMPLES,) * 2
+    floats, int8s = views["mixed"][1]  # float runs of 7, 7, 1 inside the first int8 chunk of 15, then 7, 2
+    assert 1 < floats < int8s < 24 and int8s % floats
+    for name in ("mixed", "all"):
+        view = views[name][0]
+        assert view["outputs"] == views["one"][0]["outputs"]
+        assert [(la["tensor"], la["op"]) for la in view["layers"]] == [
+            (la["tensor"], la["op"]) for la in views["one"][0]["layers"]]
+        for la, lb in zip(view["layers"], views["one"][0]["layers"]):
+            assert la["sqnr_db"] == pytest.approx(lb["sqnr_db"], abs=1e-9)
