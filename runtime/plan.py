@@ -101,17 +101,14 @@ class Plan:
             for t in self.inputs:
                 observe(t, values[t.name])
         for (node, fn), free in zip(self.steps, self.free):
-            ins = []
-            for t in node.inputs:
-                if t is None:
-                    ins.append(None)
-                elif t.is_constant:
-                    ins.append(values.setdefault(t.name, t.data) if keep_all else t.data)
-                else:
-                    ins.append(values[t.name])
+            if keep_all:
+                ins = [None if t is None else values.setdefault(t.name, t.data) if t.data is not None
+                       else values[t.name] for t in node.inputs]
+            else:  # the per-node overhead of small models: no property calls, one comprehension
+                ins = [None if t is None else t.data if t.data is not None else values[t.name] for t in node.inputs]
             outs = fn(ins, rules)
             for t, v in zip(node.outputs, outs):
-                if tuple(v.shape) != t.shape:
+                if v.shape != t.shape:
                     raise MccError(f"{node.op} computed '{t.name}' with shape {tuple(v.shape)} but the graph says "
                                    f"{t.shape}; run graph.infer_shapes() after editing the graph", node=node.name)
                 values[t.name] = v
