@@ -781,3 +781,40 @@ def adaptive_avg_pool2d_training(cx, x, output_size):
            lambda node: (["max_pool2d_with_indices"] + ["getitem"] * 2, 0) if _rank(node) == 4 else None)
 def max_pool2d_training(cx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
     return max_pool2d(cx, x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+
+
+def _view_form(core):
+    """An op that decomposes to one `core` node, or to none where the result is its input (already contiguous)."""
+    return lambda node: ([], 0) if node.args[0].meta["val"].is_contiguous() else ([core], 0)
+
+
+@core_form("contiguous.default", _view_form("clone"))
+def contiguous(cx, x, memory_format=None):
+    return x
+
+
+@core_form("transpose.int", lambda node: (["permute"], 0) if node.args[1] % _rank(node) != node.args[2] % _rank(node)
+           else None)
+def transpose(cx, x, dim0, dim1):
+    perm = list(range(len(cx.shape(x))))
+    a, b = _axis(cx, x, dim0), _axis(cx, x, dim1)
+    perm[a], perm[b] = perm[b], perm[a]
+    return permute(cx, x, perm)
+
+
+@core_form("chunk.default", lambda node: (["split_with_sizes"] + ["getitem"] * len(node.meta["val"]), 0))
+def chunk(cx, x, chunks, dim=0):
+    """torch's chunk: pieces of ceil(size / chunks), the last one smaller (as many as torch made)."""
+    sizes = [int(t.shape[_axis(cx, x, dim)]) for t in cx.node.meta["val"]]
+    return split(cx, x, sizes, dim)
+
+
+@core_form("pad.default",
+           lambda node: (["constant_pad_nd"], 0) if _arg(node, 2, "mode") in (None, "constant") else None)
+def pad(cx, x, pad, mode="constant", value=None):
+    return constant_pad(cx, x, pad, 0.0 if value is None else value)
+
+
+@core_form("relu6.default", lambda node: (["hardtanh"], 0))
+def relu6(cx, x):
+    return _clamp(cx, x, 0, 6)

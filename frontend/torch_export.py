@@ -177,14 +177,13 @@ def _core_form(node):
     target = node.target
     if not isinstance(target, torch._ops.OpOverload):
         return None
-    key = str(target)
-    if key in CORE_FORMS:
-        return CORE_FORMS[key](node)
     if target in _in_place_ops():
         if not _in_place(node):
             return None
         target = _in_place_ops()[target]
-        key = str(target)
+    key = str(target)
+    if key in CORE_FORMS:
+        return CORE_FORMS[key](node)
     if key not in _kept_ops():
         return None
     val = node.meta.get("val")
@@ -194,18 +193,11 @@ def _core_form(node):
 
 @functools.cache
 def _kept_ops() -> frozenset[str]:
-    """The ops in LOWERINGS that run_decompositions leaves as they are: neither in its table nor composite (which
-    it inlines), nor views whose lowering reads their storage (as_strided and kin)."""
+    """The ops in LOWERINGS that run_decompositions leaves as they are (not in its table: composite ops that are
+    in the core set or that mcc keeps whole, and core ones), less the views whose lowering reads their storage."""
     table = _decompositions()
-    kept = set()
-    for key in LOWERINGS:
-        if key in CORE_FORMS or key in _STORAGE_VIEWS:
-            continue
-        op = _op(key)
-        if op is not None and op not in table and not torch._C._dispatch_has_kernel_for_dispatch_key(
-                op.name(), "CompositeImplicitAutograd"):
-            kept.add(key)
-    return frozenset(kept)
+    return frozenset(key for key in LOWERINGS if key not in CORE_FORMS and key not in _STORAGE_VIEWS
+                     and _op(key) is not None and _op(key) not in table)
 
 
 _STORAGE_VIEWS = ("aten.as_strided.default", "aten.unfold.default", "aten.diagonal.default", "aten.alias.default")
@@ -213,9 +205,9 @@ _STORAGE_VIEWS = ("aten.as_strided.default", "aten.unfold.default", "aten.diagon
 
 @functools.cache
 def _in_place_ops() -> dict:
-    """In-place overload (aten.relu_.default) -> its functional one (aten.relu.default), for the kept ops."""
+    """In-place overload (aten.relu_.default) -> its functional one (aten.relu.default), for the covered ops."""
     out = {}
-    for key in _kept_ops():
+    for key in _kept_ops() | CORE_FORMS.keys():
         _, packet, overload = key.split(".")
         in_place = _op(f"aten.{packet}_.{overload}")
         if in_place is not None:
@@ -237,21 +229,24 @@ def _aliasing(node) -> bool:
 
 
 def _in_place(node) -> bool:
-    """An in-place op on a tensor that nothing else aliases: a chain of in-place ops on the fresh result of a
-    non-aliasing op, none of whose values is ever viewed. Functionalization then only renames that value, which
-    the lowering does by reading the op's result wherever a later node reads the written tensor."""
-    group = [node.args[0]]
-    while isinstance(group[-1], torch.fx.Node) and group[-1].target in _in_place_ops():
-        group.append(group[-1].args[0])
-    root = group[-1]
+    """An in-place op on a tensor that nothing else aliases: the fresh result of a non-aliasing op, written only by
+    in-place ops and never viewed. Functionalization then only renames that value, which the lowering does by
+    reading the op's result wherever a later node reads the written tensor. (Views of a written tensor make
+    functionalization replay them, a second split for one chunk: that the direct lowering does not copy.)"""
+    root = node.args[0]
+    while isinstance(root, torch.fx.Node) and root.target in _in_place_ops():
+        root = root.args[0]
     if not isinstance(root, torch.fx.Node) or root.op != "call_function" or _aliasing(root):
         return False
-    members = set(group) | {node}
-    for m in list(members):
-        for user in m.users:
-            if user.target in _in_place_ops() and user.args[0] is m:
+    group, stack = {root}, [root]
+    while stack:
+        for user in stack.pop().users:
+            if user in group:
                 continue
-            if user.op == "call_function" and _aliasing(user):
+            if user.target in _in_place_ops() and user.args[0] in group:
+                group.add(user)
+                stack.append(user)
+            elif user.op == "call_function" and _aliasing(user):
                 return False
     return True
 
