@@ -23,6 +23,7 @@ LOWERINGS: dict = {}
 # Training-IR op -> fn(node) giving the FX names of the core-ATen nodes run_decompositions would turn that node into
 # and the index of the one that stands for its result, or None where it would make something else (see the end).
 CORE_FORMS: dict = {}
+IN_PLACE_FORMS: set = set()  # the CORE_FORMS ops whose in-place variant (relu6_) decomposes as they do, renamed
 
 # Nodes that compute nothing a compiled model needs (torch's own runtime checks).
 SKIPPED = frozenset({"aten._assert_tensor_metadata.default"})
@@ -695,10 +696,12 @@ def strided_view(cx, x, *args):
 # names the core nodes that decomposition makes, so the IR (names included) is the one the decomposed program
 # gives. A node outside what a row covers (CORE_FORMS returns None) sends the whole program through
 # run_decompositions.
-def core_form(name, form):
+def core_form(name, form, in_place=False):
     def register(fn):
         LOWERINGS[f"aten.{name}"] = fn
         CORE_FORMS[f"aten.{name}"] = form
+        if in_place:
+            IN_PLACE_FORMS.add(f"aten.{name}")
         return fn
     return register
 
@@ -815,6 +818,6 @@ def pad(cx, x, pad, mode="constant", value=None):
     return constant_pad(cx, x, pad, 0.0 if value is None else value)
 
 
-@core_form("relu6.default", lambda node: (["hardtanh"], 0))
+@core_form("relu6.default", lambda node: (["hardtanh"], 0), in_place=True)
 def relu6(cx, x):
     return _clamp(cx, x, 0, 6)

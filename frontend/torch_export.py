@@ -1,4 +1,4 @@
-"""Lower a torch.export program to mcc's IR: decompose to core ATen, then translate the FX graph node by node.
+"""Lower a torch.export program to mcc's IR: translate its FX graph node by node, as its core-ATen form.
 
 The closest existing tool is torch.onnx's dynamo exporter: it also exports, decomposes and dispatches every
 FX node to a translation function from a table (onnxscript's torchlib). mcc differs in three ways, each to keep
@@ -6,9 +6,11 @@ its IR small: it targets its own one-form-per-op set instead of ONNX's; it keeps
 hardsigmoid, silu, prelu, nearest-exact upsampling, gelu, pixel_shuffle, reflection and replication padding)
 whole instead of decomposing them, because TFLite has kernels for them;
 and it folds every node whose inputs are all constants by running it in torch during lowering, so weight
-permutes, transposes and scalar arithmetic never reach the IR. IR nodes are named after the nn.Module that ran
-them and constants after their state_dict keys, so a user finds their layers by the names they gave them. The
-graph stays NCHW, as torch wrote it; the layout pass, not the frontend, decides the target layout.
+permutes, transposes and scalar arithmetic never reach the IR. A fourth is for speed: where it can, mcc lowers the
+training IR torch.export gives without torch's decomposition retrace, to the same IR (see `lower`). IR nodes are
+named after the nn.Module that ran them and constants after their state_dict keys, so a user finds their layers by
+the names they gave them. The graph stays NCHW, as torch wrote it; the layout pass, not the frontend, decides the
+target layout.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 from ..errors import MccError, summarize
 from ..ir import Graph, Tensor
 from ..ir.names import claim_unique
-from .aten import CORE_FORMS, LOWERINGS, SKIPPED
+from .aten import CORE_FORMS, IN_PLACE_FORMS, LOWERINGS, SKIPPED
 
 # Decomposed by torch's default table but kept whole: each is one TFLite kernel and one IR op.
 KEEP_WHOLE = ("hardswish.default", "hardsigmoid.default", "silu.default", "prelu.default",
@@ -205,13 +207,15 @@ _STORAGE_VIEWS = ("aten.as_strided.default", "aten.unfold.default", "aten.diagon
 
 @functools.cache
 def _in_place_ops() -> dict:
-    """In-place overload (aten.relu_.default) -> its functional one (aten.relu.default), for the covered ops."""
+    """In-place overload (aten.relu_.default) -> its functional one (aten.relu.default), for the kept ops that
+    are not views and IN_PLACE_FORMS, where both take the same arguments (pow_.Scalar is pow.Tensor_Scalar's)."""
     out = {}
-    for key in _kept_ops() | CORE_FORMS.keys():
+    for key in _kept_ops() | IN_PLACE_FORMS:
         _, packet, overload = key.split(".")
-        in_place = _op(f"aten.{packet}_.{overload}")
-        if in_place is not None:
-            out[in_place] = _op(key)
+        functional, in_place = _op(key), _op(f"aten.{packet}_.{overload}")
+        if in_place is not None and not any(r.alias_info for r in functional._schema.returns) and [
+                str(a.type) for a in functional._schema.arguments] == [str(a.type) for a in in_place._schema.arguments]:
+            out[in_place] = functional
     return out
 
 
@@ -243,9 +247,10 @@ def _in_place(node) -> bool:
         for user in stack.pop().users:
             if user in group:
                 continue
-            if user.target in _in_place_ops() and user.args[0] in group:
-                group.add(user)
-                stack.append(user)
+            if user.target in _in_place_ops():  # writes its first argument, only reads the others
+                if user.args[0] in group:
+                    group.add(user)
+                    stack.append(user)
             elif user.op == "call_function" and _aliasing(user):
                 return False
     return True

@@ -39,6 +39,16 @@ def _residual_in_place(m, x):
     return r + w + y  # r and y: the tensor after both later writes
 
 
+def _activations_in_place(m, x):
+    y, z = m.a(x), m.b(x)
+    F.hardswish(y, inplace=True)
+    F.silu(z, inplace=True)
+    z.sigmoid_()
+    y.mul_(z).sub_(1)
+    F.leaky_relu(y, 0.1, inplace=True)
+    return F.hardsigmoid(y, inplace=True)
+
+
 def _shuffle_pool_linear(m, x):
     y = F.relu6(m.a(x), inplace=True) * 1
     n, c, h, w = y.shape
@@ -72,6 +82,7 @@ def _view_before_write(m, x):
 
 CASES = {  # name -> (module, input, lowered directly)
     "residual_in_place": (lambda: Fn(_residual_in_place), (1, 4, 6, 6), True),
+    "activations_in_place": (lambda: Fn(_activations_in_place), (1, 4, 6, 6), True),
     "shuffle_pool_linear": (lambda: Fn(_shuffle_pool_linear), (1, 4, 6, 6), True),
     "dead_code": (lambda: Fn(_dead_code), (1, 4, 6, 6), True),
     "view_of_written": (lambda: Fn(_view_of_written), (1, 4, 6, 6), False),
