@@ -206,9 +206,15 @@ class _Archive:
 
 
 def _dict_to_dataclass(cls, data):
-    """torch's serde._dict_to_dataclass (JSON -> schema dataclasses, unknown keys ignored), with each class's type
-    hints resolved once instead of once per object: torch's calls typing.get_type_hints for every node, argument
-    and tensor meta, which was two thirds of reading a MobileNetV2 archive."""
+    """torch's serde._dict_to_dataclass (JSON -> schema dataclasses, unknown keys ignored), with what each class
+    needs (its type hints, fields, the converters of its fields) worked out once instead of once per object: torch's
+    calls typing.get_type_hints for every node, argument and tensor meta, two thirds of reading a MobileNetV2."""
+    return _converter(cls)(data)
+
+
+@functools.cache
+def _converter(cls):
+    """The function that turns JSON data into a value of the schema type `cls`, as torch's _dict_to_dataclass."""
     from torch._export.serde.union import _Union
 
     cls = _schema_class(cls)
@@ -216,28 +222,34 @@ def _dict_to_dataclass(cls, data):
         raise AssertionError(f"Unresolved class type: '{cls}'.")
     origin = typing.get_origin(cls)
     if origin is typing.Annotated:
-        return _dict_to_dataclass(cls.__origin__, data)
+        return _converter(cls.__origin__)
     if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(cls):
-        if data is None:
-            return None
         args = typing.get_args(cls)
         if len(args) != 2:
             raise AssertionError(f"expected 2 type args, got {len(args)}")
-        return _dict_to_dataclass(args[0], data)
+        return lambda data: None if data is None else _converter(args[0])(data)
     if isinstance(cls, type) and issubclass(cls, _Union):
-        if not isinstance(data, dict) or len(data) != 1 or not isinstance(next(iter(data)), str):
-            raise AssertionError(f"expected a dict with one str key, got {str(data)[:80]}")
-        (tag, value), = data.items()
-        return cls.create(**{tag: _dict_to_dataclass(_type_hints(cls)[tag], value)})
+        hints = _type_hints(cls)
+
+        def union(data):
+            if not isinstance(data, dict) or len(data) != 1 or not isinstance(next(iter(data)), str):
+                raise AssertionError(f"expected a dict with one str key, got {str(data)[:80]}")
+            (tag, value), = data.items()
+            return cls.create(**{tag: _converter(hints[tag])(value)})
+        return union
     if dataclasses.is_dataclass(cls):
         hints = _type_hints(cls)
-        return cls(**{name: _dict_to_dataclass(hints[name], data[name]) for name in _field_names(cls) if name in data})
-    if isinstance(data, list):
-        return [_dict_to_dataclass(typing.get_args(cls)[0], d) for d in data] if data else data
-    if isinstance(data, dict):
-        value_type = typing.get_args(cls)[1]
-        return {k: _dict_to_dataclass(value_type, v) for k, v in data.items()}
-    return float(data) if cls is float else data
+        fields = [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+        return lambda data: cls(**{name: _converter(hint)(data[name]) for name, hint in fields if name in data})
+
+    def other(data):  # torch decides by the data: lists and dicts of the type's arguments, else the value itself
+        if isinstance(data, list):
+            return [_converter(typing.get_args(cls)[0])(d) for d in data] if data else data
+        if isinstance(data, dict):
+            convert = _converter(typing.get_args(cls)[1])
+            return {k: convert(v) for k, v in data.items()}
+        return float(data) if cls is float else data
+    return other
 
 
 @functools.cache
@@ -256,11 +268,6 @@ def _type_hints(cls) -> dict:
     from torch._export.serde import schema
 
     return typing.get_type_hints(cls, globalns=vars(schema))
-
-
-@functools.cache
-def _field_names(cls) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _layout(tm):
