@@ -786,12 +786,14 @@ def max_pool2d_training(cx, x, kernel_size, stride=(), padding=0, dilation=1, ce
     return max_pool2d(cx, x, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
 
-def _view_form(core):
-    """An op that decomposes to one `core` node, or to none where the result is its input (already contiguous)."""
-    return lambda node: ([], 0) if node.args[0].meta["val"].is_contiguous() else ([core], 0)
+def _contiguous_form(node):
+    """A copy (clone) of a non-contiguous input; nothing for a contiguous one. Other memory formats: not covered."""
+    if node.kwargs.get("memory_format", torch.contiguous_format) != torch.contiguous_format:
+        return None
+    return ([], 0) if node.args[0].meta["val"].is_contiguous() else (["clone"], 0)
 
 
-@core_form("contiguous.default", _view_form("clone"))
+@core_form("contiguous.default", _contiguous_form)
 def contiguous(cx, x, memory_format=None):
     return x
 
@@ -805,7 +807,8 @@ def transpose(cx, x, dim0, dim1):
     return permute(cx, x, perm)
 
 
-@core_form("chunk.default", lambda node: (["split_with_sizes"] + ["getitem"] * len(node.meta["val"]), 0))
+@core_form("chunk.default", lambda node: (["split_with_sizes"] + ["getitem"] * len(node.meta["val"]), 0)
+           if len(node.meta["val"]) > 1 else None)
 def chunk(cx, x, chunks, dim=0):
     """torch's chunk: pieces of ceil(size / chunks), the last one smaller (as many as torch made)."""
     sizes = [int(t.shape[_axis(cx, x, dim)]) for t in cx.node.meta["val"]]
