@@ -20,6 +20,10 @@ from ..runtime.kernels.resize import nearest_indices, source_coordinates
 from . import normalization, recurrent
 
 LOWERINGS: dict = {}
+# Training-IR op -> fn(node) giving the FX names of the core-ATen nodes run_decompositions would turn that node into
+# and the index of the one that stands for its result, or None where it would make something else (see the end).
+CORE_FORMS: dict = {}
+IN_PLACE_FORMS: set = set()  # the CORE_FORMS ops whose in-place variant (relu6_) decomposes as they do, renamed
 
 # Nodes that compute nothing a compiled model needs (torch's own runtime checks).
 SKIPPED = frozenset({"aten._assert_tensor_metadata.default"})
@@ -579,7 +583,7 @@ def index_select(cx, x, dim, index):
     index = cx.require_const(index, "index").value.to(torch.int64).numpy()
     axis = _axis(cx, x, dim)
     index = (index % cx.shape(x)[axis]).astype(np.int32)
-    t = Tensor(cx._unique(f"{cx.node.name}.index"), data=index)
+    t = Tensor(cx._unique(f"{cx.node_name}.index"), data=index)
     return cx.emit("gather", [x, t], axis=axis)
 
 
@@ -683,5 +687,140 @@ def strided_view(cx, x, *args):
         a, starts, ends, steps = (list(v) for v in zip(*box))
         return reshape(cx, cx.emit("slice", [x], starts=starts, ends=ends, axes=a, steps=steps))
     rows = cx.emit("reshape", [x], shape=[int(ramp.size)])
-    index = Tensor(cx._unique(f"{cx.node.name}.index"), data=flat.astype(np.int32))
+    index = Tensor(cx._unique(f"{cx.node_name}.index"), data=flat.astype(np.int32))
     return reshape(cx, cx.emit("gather", [rows, index], axis=0))
+
+
+# ---- training-IR forms (issue 16: lowered without run_decompositions, frontend.torch_export.core_names) ----------
+# Each row lowers an op of torch.export's training IR the way its core-ATen decomposition above is lowered, and
+# names the core nodes that decomposition makes, so the IR (names included) is the one the decomposed program
+# gives. A node outside what a row covers (CORE_FORMS returns None) sends the whole program through
+# run_decompositions.
+def core_form(name, form, in_place=False):
+    def register(fn):
+        LOWERINGS[f"aten.{name}"] = fn
+        CORE_FORMS[f"aten.{name}"] = form
+        if in_place:
+            IN_PLACE_FORMS.add(f"aten.{name}")
+        return fn
+    return register
+
+
+def _rank(node, i=0) -> int:
+    return len(node.args[i].meta["val"].shape)
+
+
+@core_form("conv2d.default", lambda node: (["convolution"], 0) if _rank(node) == 4 else None)
+def conv2d(cx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return convolution(cx, x, weight, bias, stride, padding, dilation, False, [0, 0], groups)
+
+
+def _batch_norm_form(node):
+    """Inference BatchNorm (running statistics, not training) is _native_batch_norm_legit_no_training, whose
+    three outputs each get a getitem."""
+    args = list(node.args) + [None] * 9
+    training, stats = args[5], args[3:5]
+    return (["_native_batch_norm_legit_no_training"] + ["getitem"] * 3, 0) if training is False and all(
+        isinstance(a, torch.fx.Node) for a in stats) else None
+
+
+@core_form("batch_norm.default", _batch_norm_form)
+def batch_norm_inference(cx, x, weight, bias, mean, var, training, momentum, eps, cudnn_enabled):
+    return batch_norm(cx, x, weight, bias, mean, var, momentum, eps)[0]
+
+
+@core_form("linear.default",
+           lambda node: (["permute", "addmm" if _bias(node) else "mm"], 1) if _rank(node) == 2 else None)
+def linear(cx, x, weight, bias=None):
+    """A 2-D linear is t (permute) of the weight, then addmm, or mm without a bias."""
+    weight = cx.require_const(weight, "weight")
+    weight_t = cx.const(weight.value.permute(1, 0), like=weight)
+    return mm(cx, x, weight_t) if bias is None else addmm(cx, bias, x, weight_t)
+
+
+def _bias(node):
+    return len(node.args) > 2 and node.args[2] is not None or node.kwargs.get("bias") is not None
+
+
+@core_form("dropout.default", lambda node: (["clone"], 0) if not _arg(node, 2, "train") else None)
+def dropout(cx, x, p, train):
+    return x
+
+
+def _arg(node, i, name):
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name)
+
+
+def _flatten_form(node):
+    """flatten is a view of a contiguous input (no node at all when it flattens one axis)."""
+    rank = _rank(node)
+    start, end = (_arg(node, i, k) for i, k in ((1, "start_dim"), (2, "end_dim")))
+    start, end = (0 if start is None else start) % max(rank, 1), (-1 if end is None else end) % max(rank, 1)
+    if rank == 0 or start == end:
+        return [], 0
+    return (["view"], 0) if node.args[0].meta["val"].is_contiguous() else None
+
+
+@core_form("flatten.using_ints", _flatten_form)
+def flatten(cx, x, start_dim=0, end_dim=-1):
+    return reshape(cx, x)
+
+
+def _adaptive_avg_form(node):
+    """Output size 1 is a mean over H and W; other sizes are _adaptive_avg_pool2d."""
+    if _rank(node) != 4:
+        return None
+    return (["mean"], 0) if _pair(node.args[1]) == [1, 1] else (["_adaptive_avg_pool2d"], 0)
+
+
+@core_form("adaptive_avg_pool2d.default", _adaptive_avg_form)
+def adaptive_avg_pool2d_training(cx, x, output_size):
+    if _pair(output_size) == [1, 1]:
+        return mean(cx, x, [-1, -2], True)
+    return adaptive_avg_pool2d(cx, x, output_size)
+
+
+@core_form("max_pool2d.default",
+           lambda node: (["max_pool2d_with_indices"] + ["getitem"] * 2, 0) if _rank(node) == 4 else None)
+def max_pool2d_training(cx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    return max_pool2d(cx, x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+
+
+def _contiguous_form(node):
+    """A copy (clone) of a non-contiguous input; nothing for a contiguous one. Other memory formats: not covered."""
+    if node.kwargs.get("memory_format", torch.contiguous_format) != torch.contiguous_format:
+        return None
+    return ([], 0) if node.args[0].meta["val"].is_contiguous() else (["clone"], 0)
+
+
+@core_form("contiguous.default", _contiguous_form)
+def contiguous(cx, x, memory_format=None):
+    return x
+
+
+@core_form("transpose.int", lambda node: (["permute"], 0) if node.args[1] % _rank(node) != node.args[2] % _rank(node)
+           else None)
+def transpose(cx, x, dim0, dim1):
+    perm = list(range(len(cx.shape(x))))
+    a, b = _axis(cx, x, dim0), _axis(cx, x, dim1)
+    perm[a], perm[b] = perm[b], perm[a]
+    return permute(cx, x, perm)
+
+
+@core_form("chunk.default", lambda node: (["split_with_sizes"] + ["getitem"] * len(node.meta["val"]), 0)
+           if len(node.meta["val"]) > 1 else None)
+def chunk(cx, x, chunks, dim=0):
+    """torch's chunk: pieces of ceil(size / chunks), the last one smaller (as many as torch made)."""
+    sizes = [int(t.shape[_axis(cx, x, dim)]) for t in cx.node.meta["val"]]
+    return split(cx, x, sizes, dim)
+
+
+@core_form("pad.default",
+           lambda node: (["constant_pad_nd"], 0) if _arg(node, 2, "mode") in (None, "constant") else None)
+def pad(cx, x, pad, mode="constant", value=None):
+    return constant_pad(cx, x, pad, 0.0 if value is None else value)
+
+
+@core_form("relu6.default", lambda node: (["hardtanh"], 0), in_place=True)
+def relu6(cx, x):
+    return _clamp(cx, x, 0, 6)

@@ -1,4 +1,4 @@
-"""Lower a torch.export program to mcc's IR: decompose to core ATen, then translate the FX graph node by node.
+"""Lower a torch.export program to mcc's IR: translate its FX graph node by node, as its core-ATen form.
 
 The closest existing tool is torch.onnx's dynamo exporter: it also exports, decomposes and dispatches every
 FX node to a translation function from a table (onnxscript's torchlib). mcc differs in three ways, each to keep
@@ -6,9 +6,11 @@ its IR small: it targets its own one-form-per-op set instead of ONNX's; it keeps
 hardsigmoid, silu, prelu, nearest-exact upsampling, gelu, pixel_shuffle, reflection and replication padding)
 whole instead of decomposing them, because TFLite has kernels for them;
 and it folds every node whose inputs are all constants by running it in torch during lowering, so weight
-permutes, transposes and scalar arithmetic never reach the IR. IR nodes are named after the nn.Module that ran
-them and constants after their state_dict keys, so a user finds their layers by the names they gave them. The
-graph stays NCHW, as torch wrote it; the layout pass, not the frontend, decides the target layout.
+permutes, transposes and scalar arithmetic never reach the IR. A fourth is for speed: where it can, mcc lowers the
+training IR torch.export gives without torch's decomposition retrace, to the same IR (see `lower`). IR nodes are
+named after the nn.Module that ran them and constants after their state_dict keys, so a user finds their layers by
+the names they gave them. The graph stays NCHW, as torch wrote it; the layout pass, not the frontend, decides the
+target layout.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 from ..errors import MccError, summarize
 from ..ir import Graph, Tensor
 from ..ir.names import claim_unique
-from .aten import LOWERINGS, SKIPPED
+from .aten import CORE_FORMS, IN_PLACE_FORMS, LOWERINGS, SKIPPED
 
 # Decomposed by torch's default table but kept whole: each is one TFLite kernel and one IR op.
 KEEP_WHOLE = ("hardswish.default", "hardsigmoid.default", "silu.default", "prelu.default",
@@ -92,14 +94,166 @@ def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = 
 
     input_names replaces the program's names for its user inputs (a converted TorchScript module's are
     mangled, "x" becoming "x_1").
+
+    torch.export gives the training IR (aten.conv2d, aten.batch_norm, in-place relu_); torch.onnx's exporter and
+    ExecuTorch run run_decompositions on it, which retraces the whole program through AOT autograd (about 1.3 s
+    for a MobileNetV2, most of loading a .pt2). mcc lowers the training IR directly where every node is one
+    aten.CORE_FORMS covers or one decomposition keeps as it is (core_names), and gives each node the name its
+    decomposed form would have, so the IR is the same either way; other programs are decomposed first.
     """
+    names = core_names(ep)
+    if names is None:
+        return lower_decomposed(ep, name=name, path=path, input_names=input_names)
+    return _Lowering(ep, name, path, input_names, names).run()
+
+
+def lower_decomposed(ep, *, name: str = "main", path=None, input_names: list[str] | None = None) -> Graph:
+    """`lower` through torch's run_decompositions to core ATen, whatever the program holds."""
     try:
         with quiet_torch():
             ep = ep.run_decompositions(_decompositions().copy())
     except Exception as e:  # custom ops without a decomposition, mostly
         raise MccError(f"torch could not decompose the program to core ATen ({summarize(e)})",
                        path=path) from e
-    return _Lowering(ep, name, path, input_names).run()
+    return _Lowering(ep, name, path, input_names, {}).run()
+
+
+def core_names(ep) -> dict | None:
+    """For each call node of `ep`, the name run_decompositions would give the node that stands for it (None for a
+    node it would drop as unused); None when some node is outside what the direct lowering covers.
+
+    run_decompositions names the nodes of its retrace afresh, in order, after their op (FX's namespace: "relu",
+    "relu_1", ...), counting the nodes it then drops (the unused getitems of a BatchNorm, dead code); replaying that
+    sequence gives the names. An in-place op (relu_) becomes its functional op; it is covered only where the
+    tensor it writes aliases nothing (see _in_place), as functionalization then just renames the value.
+    """
+    from torch.fx.graph import _Namespace
+
+    namespace = _Namespace()
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            namespace.create_name(node.name, None)
+    names = {}
+    for node in ep.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op != "call_function":
+            return None
+        if node.target is operator.getitem:  # of a multi-output op, whose form made the getitems
+            if not isinstance(node.args[0], torch.fx.Node) or node.args[0].op != "call_function":
+                return None
+            names[node] = node.name
+            continue
+        form = _core_form(node)
+        if form is None:
+            return None
+        core, main = form
+        created = [namespace.create_name(n, None) for n in core]
+        names[node] = created[main] if created else None
+    live = _live(ep.graph)
+    return {node: name if node in live else None for node, name in names.items()}
+
+
+def _live(graph) -> set:
+    """The nodes the output depends on once in-place ops are functional (a reader of a written tensor reads the
+    last in-place op on it before the reader): what the decomposed program keeps after dead-code elimination."""
+    current, reads = {}, {}
+    for node in graph.nodes:
+        reads[node] = [current.get(a, a) for a in node.all_input_nodes]
+        if node.target in _in_place_ops():
+            written = node.args[0]
+            version = current.get(written, written)
+            for member in [m for m, v in current.items() if v is version] + [written, version]:
+                current[member] = node
+    live, stack = set(), [graph.output_node()]
+    while stack:
+        node = stack.pop()
+        if node not in live:
+            live.add(node)
+            stack.extend(reads[node])
+    return live
+
+
+def _core_form(node):
+    """(core node names, index of the one standing for `node`) or None; see core_names."""
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return None
+    if target in _in_place_ops():
+        if not _in_place(node):
+            return None
+        target = _in_place_ops()[target]
+    key = str(target)
+    if key in CORE_FORMS:
+        return CORE_FORMS[key](node)
+    if key not in _kept_ops():
+        return None
+    val = node.meta.get("val")
+    outputs = len(val) if isinstance(val, (list, tuple)) else 0
+    return [target.__name__.split(".")[0]] + ["getitem"] * outputs, 0
+
+
+@functools.cache
+def _kept_ops() -> frozenset[str]:
+    """The ops in LOWERINGS that run_decompositions leaves as they are (not in its table: composite ops that are
+    in the core set or that mcc keeps whole, and core ones), less the views whose lowering reads their storage."""
+    table = _decompositions()
+    return frozenset(key for key in LOWERINGS if key not in CORE_FORMS and key not in _STORAGE_VIEWS
+                     and _op(key) is not None and _op(key) not in table)
+
+
+_STORAGE_VIEWS = ("aten.as_strided.default", "aten.unfold.default", "aten.diagonal.default", "aten.alias.default")
+
+
+@functools.cache
+def _in_place_ops() -> dict:
+    """In-place overload (aten.relu_.default) -> its functional one (aten.relu.default), for the kept ops that
+    are not views and IN_PLACE_FORMS, where both take the same arguments (pow_.Scalar is pow.Tensor_Scalar's)."""
+    out = {}
+    for key in _kept_ops() | IN_PLACE_FORMS:
+        _, packet, overload = key.split(".")
+        functional, in_place = _op(key), _op(f"aten.{packet}_.{overload}")
+        if in_place is not None and not any(r.alias_info for r in functional._schema.returns) and [
+                str(a.type) for a in functional._schema.arguments] == [str(a.type) for a in in_place._schema.arguments]:
+            out[in_place] = functional
+    return out
+
+
+def _op(key: str):
+    _, packet, overload = key.split(".")
+    return getattr(getattr(torch.ops.aten, packet, None), overload, None)
+
+
+def _aliasing(node) -> bool:
+    """Whether `node`'s result may share memory with an input (a view or an in-place op)."""
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return node.op != "call_function" or target is operator.getitem
+    return any(r.alias_info is not None for r in target._schema.returns)
+
+
+def _in_place(node) -> bool:
+    """An in-place op on a tensor that nothing else aliases: the fresh result of a non-aliasing op, written only by
+    in-place ops and never viewed. Functionalization then only renames that value, which the lowering does by
+    reading the op's result wherever a later node reads the written tensor. (Views of a written tensor make
+    functionalization replay them, a second split for one chunk: that the direct lowering does not copy.)"""
+    root = node.args[0]
+    while isinstance(root, torch.fx.Node) and root.target in _in_place_ops():
+        root = root.args[0]
+    if not isinstance(root, torch.fx.Node) or root.op != "call_function" or _aliasing(root):
+        return False
+    group, stack = {root}, [root]
+    while stack:
+        for user in stack.pop().users:
+            if user in group:
+                continue
+            if user.target in _in_place_ops():  # writes its first argument, only reads the others
+                if user.args[0] in group:
+                    group.add(user)
+                    stack.append(user)
+            elif user.op == "call_function" and _aliasing(user):
+                return False
+    return True
 
 
 @contextlib.contextmanager
@@ -124,8 +278,10 @@ def quiet_torch():
 class _Lowering:
     """One walk over an FX graph; `env` maps each FX node to an IR Tensor, a Const, a Python value or a tuple."""
 
-    def __init__(self, ep, name, path, input_names):
+    def __init__(self, ep, name, path, input_names, names):
         self.ep, self.path = ep, path
+        self.names_of = names  # FX node -> the name of its core-ATen form (core_names); empty for a decomposed program
+        self.written: dict = {}  # FX node -> every FX node that stands for the same tensor, for in-place ops
         self.input_names = list(input_names or [])
         self.graph = Graph(name)
         self.env: dict = {}
@@ -148,7 +304,7 @@ class _Lowering:
             if node.op == "placeholder":
                 self.env[node] = self._placeholder(node, specs[node.name])
             elif node.op == "call_function":
-                if str(node.target) not in SKIPPED:
+                if str(node.target) not in SKIPPED and self.names_of.get(node, node.name) is not None:
                     self.env[node] = self._call(node)
             elif node.op == "output":
                 self._outputs(node.args[0])
@@ -186,14 +342,20 @@ class _Lowering:
     def _call(self, node):
         args = _map(node.args, self.env.__getitem__)
         kwargs = _map(node.kwargs, self.env.__getitem__)
+        functional = _in_place_ops().get(node.target)
+        if functional is not None:
+            return self._in_place(node, functional, args, kwargs)
         if not any(isinstance(v, Tensor) for v in _leaves((args, kwargs))):
-            return self._fold(node, args, kwargs)
+            return self._fold(node, node.target, args, kwargs)
         if node.target is operator.getitem:
             value = args[0][args[1]]
             if value is None:
                 self.fail(f"output {args[1]} of '{node.args[0].name}' is not supported (only its first output is)")
             return value
-        lowering = LOWERINGS.get(str(node.target))
+        return self._lower(node, str(node.target), args, kwargs)
+
+    def _lower(self, node, key, args, kwargs):
+        lowering = LOWERINGS.get(key)
         if lowering is None:
             self.fail("not supported by mcc's PyTorch frontend (the supported ops are the keys of "
                       "mcc.frontend.aten.LOWERINGS); rewrite this part of the model with supported ops")
@@ -201,13 +363,27 @@ class _Lowering:
         self._check_shapes(node, result)
         return result
 
-    def _fold(self, node, args, kwargs):
+    def _in_place(self, node, functional, args, kwargs):
+        """An in-place op (only on tensors nothing aliases: core_names) as its functional op, whose result every
+        later reader of the written tensor then reads, as functionalization rewrites the program."""
+        if any(isinstance(v, Tensor) for v in _leaves((args, kwargs))):
+            result = self._lower(node, str(functional), args, kwargs)
+        else:
+            result = self._fold(node, functional, args, kwargs)
+        same = self.written.setdefault(node.args[0], [node.args[0]])
+        same.append(node)
+        self.written[node] = same
+        for fx_node in same:
+            self.env[fx_node] = result
+        return result
+
+    def _fold(self, node, target, args, kwargs):
         """Run a node whose inputs are all known in torch; the result keeps the name of its single constant input."""
         consts = [v for v in _leaves((args, kwargs)) if isinstance(v, Const)]
         unwrap = lambda v: v.value if isinstance(v, Const) else v  # noqa: E731
         with torch.no_grad():
-            result = node.target(*_map(args, unwrap), **_map(kwargs, unwrap))
-        name = consts[0].name if len(consts) == 1 else node.name
+            result = target(*_map(args, unwrap), **_map(kwargs, unwrap))
+        name = consts[0].name if len(consts) == 1 else self.node_name
         return _map(result, lambda v: Const(v, name) if isinstance(v, torch.Tensor) else v)
 
     def _check_shapes(self, node, result):
@@ -277,19 +453,24 @@ class _Lowering:
         stack = self.node.meta.get("nn_module_stack") or {}
         path = list(stack.values())[-1][0] if stack else ""
         if not path:
-            return self.node.name
+            return self.node_name
         if path not in self.containers:
             return path
-        return f"{path}.{_NUMBERED.sub('', self.node.name).lstrip('_')}"  # "add_3" -> "blocks.0.add"
+        return f"{path}.{_NUMBERED.sub('', self.node_name).lstrip('_')}"  # "add_3" -> "blocks.0.add"
+
+    @property
+    def node_name(self) -> str:
+        """The FX name of the current node in the core-ATen program (where lowered directly, that of its form)."""
+        return self.names_of.get(self.node) or self.node.name
 
     def location(self) -> str:
-        return source_location(self.node)
+        return source_location(self.node, self.node_name)
 
     def fail(self, message: str):
         where = self.location()
-        at = f" at {where}" if where != self.node.name else ""
+        at = f" at {where}" if where != self.node_name else ""
         what = f"aten op '{self.node.target}'" if self.node.op == "call_function" else self.node.op
-        raise MccError(f"{what}{at}: {message}", path=self.path, node=self.node.name)
+        raise MccError(f"{what}{at}: {message}", path=self.path, node=self.node_name)
 
     def _unique(self, base: str) -> str:
         return claim_unique(self.names, base)
@@ -300,11 +481,11 @@ _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 
-def source_location(node) -> str:
-    """file:line of the innermost frame outside torch in the node's stack trace, else the FX node's name."""
+def source_location(node, name: str | None = None) -> str:
+    """file:line of the innermost frame outside torch in the node's stack trace, else `name` (the FX node's)."""
     frames = _FRAME.findall(node.meta.get("stack_trace") or "")
     user = [f for f in frames if not f[0].startswith(_TORCH_DIR)] or frames
-    return f"{user[-1][0]}:{user[-1][1]}" if user else node.name
+    return f"{user[-1][0]}:{user[-1][1]}" if user else name or node.name
 
 
 def _map(value, fn):
