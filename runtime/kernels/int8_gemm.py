@@ -189,8 +189,8 @@ def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> tuple[np.ndarray, np.nda
 
 
 @numba.njit(cache=True, parallel=True)
-def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, reach, bias, code, multiplier, shift, real,
-               scale32, zero_point, low, high, out):
+def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, reach, bias, code, multiplier, shift, fixed,
+               real, scale32, zero_point, low, high, out):
     """Each output row of a multiplier-1 depthwise conv of the padded raw input `x`: per output pixel, its C sums
     over the window, one vector loop along the contiguous channels, then the output stage on the row. A 3x3 window
     (MobileNets') sums its nine taps in one expression, held in registers, where a loop over the taps would load
@@ -225,7 +225,8 @@ def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, reach, bias
                         t, r = w[ky, kx], row[x0 + kx * dil_w]
                         for i in range(c):
                             a[i] += t[i] * r[i]
-        requantize_block(acc, reach, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out[b, oy])
+        requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point, low, high,
+                         out[b, oy])
 
 
 def depthwise(x, x_zero_point, packed, stride, dilation, padding, out_h, out_w, bias, requant,
