@@ -131,14 +131,48 @@ def _first_input_constant(shape_a, shape_b) -> bool:
     return a[i] == 1
 
 
-def _ort_add(a, b, sa, za, sb, zb, so, zo):
-    """MlasQLinearAdd (qladd_avx2.cpp) on raw codes: the input that varies along the run is the kernel's A (input
-    1 when input 0 is the constant one); a constant B joins the constant term, by the same FMA."""
+def _ort_add(a, b, sa, za, sb, zb, so, zo, bounds) -> np.ndarray:
+    """MlasQLinearAdd (qladd_avx2.cpp) on raw codes, clamped to `bounds`, as int8: the input that varies along the
+    run is the kernel's A (input 1 when input 0 is the constant one); a constant B joins the constant term, by the
+    same FMA."""
     (A, ra, zpa), (B, rb, zpb) = ((b, sb / so, zb), (a, sa / so, za)) if _first_input_constant(a.shape, b.shape) \
         else ((a, sa / so, za), (b, sb / so, zb))
     fixed = np.float32(zo) - fp.fma_float32(ra, np.float32(zpa), rb * np.float32(zpb))
+    if _fma_exact_in_float64(ra, rb, fixed):
+        A, B = (np.ascontiguousarray(v) for v in np.broadcast_arrays(A, B))
+        out = np.empty(A.shape, np.int8)
+        _ort_add_int8(A.reshape(-1), B.reshape(-1), np.float64(ra), np.float64(rb), np.float64(fixed), *bounds,
+                      out.reshape(-1))
+        return out
     A, B = np.broadcast_arrays(A.astype(np.float32), B.astype(np.float32))
-    return np.rint(fp.fma_float32(A, ra, fp.fma_float32(B, rb, fixed))).astype(np.int64)
+    y = np.rint(fp.fma_float32(A, ra, fp.fma_float32(B, rb, fixed))).astype(np.int64)
+    return np.clip(y, *bounds).astype(np.int8)
+
+
+def _fma_exact_in_float64(ra, rb, fixed) -> bool:
+    """Whether every sum of _ort_add is exact in float64, so that rounding it to float32 is the fused multiply-add:
+    each value is an integer code times ra or rb plus fixed or the inner float32 result, all multiples of the
+    smallest unit in the last place among ra, rb and fixed, so they are exact when twice the largest magnitude
+    (|code| <= 128) stays below 2**53 of those units; and below 2**31, so the rounded results need no int64 cast
+    (numpy's, which gives INT64_MIN beyond int64) to clamp alike."""
+    values = np.array([ra, rb, fixed], np.float32)
+    if not np.isfinite(values).all():
+        return False
+    unit = min(np.spacing(abs(v)) for v in values if v != 0) if values.any() else 1.0
+    largest = 2.0 * (128.0 * abs(float(ra)) + 128.0 * abs(float(rb)) + abs(float(fixed)))
+    return largest < 2.0 ** 31 and largest < float(unit) * 2.0 ** 53
+
+
+@numba.njit(cache=True)
+def _ort_add_int8(a, b, ra, rb, fixed, low, high, out):
+    """fma(a, ra, fma(b, rb, fixed)) per element of flat same-size int8 codes, each fused multiply-add as a float64
+    product and sum rounded once to float32 (exact where _fma_exact_in_float64 holds), rint ties to even, clamped:
+    vector lanes where fp.fma_float32 takes numpy passes of float64 error terms (MLAS runs FMA3 instructions)."""
+    low32, high32 = np.float32(low), np.float32(high)
+    for i in range(a.size):
+        inner = np.float32(np.float64(b[i]) * rb + fixed)
+        q = np.rint(np.float32(np.float64(a[i]) * ra + np.float64(inner)))
+        out[i] = np.int8(min(max(q, low32), high32))
 
 
 # add_sub's key -> (rule, bounds, the int8 pass's multipliers and shifts): what TFLite's and XNNPACK's Prepare
@@ -193,7 +227,7 @@ def add_sub(node, inputs, rules):
         if node.op != "add":
             raise MccError("onnxruntime has no integer sub; the legalize_onnx pass makes it a float island",
                            node=node.name)
-        return [np.clip(_ort_add(inputs[0], inputs[1], sa, za, sb, zb, so, zo), *bounds).astype(np.int8)]
+        return [_ort_add(inputs[0], inputs[1], sa, za, sb, zb, so, zo, bounds)]
     a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(*inputs))
     xnnpack, m_a, sh_a, m_b, sh_b, m_out, sh_out = params
     out = np.empty(a.shape, np.int8)
