@@ -259,23 +259,26 @@ def requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, sca
                 out[r, c] = clamp(q, zero_point, low, high)
 
 
-_BLOCK_ROWS = 64  # rows per parallel task: enough work to amortise the call, small enough to stay in cache
+_TASK_ELEMENTS = 8192  # accumulators per parallel task: enough work to amortise the task (a 64-row task of 16
+# channels cost 1.4x the loop alone), few enough that a layer's rows make a task for every thread
 
 
 @numba.njit(cache=True, parallel=True)
-def _requantize_blocks(acc, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point, low, high, out):
+def _requantize_blocks(acc, task_rows, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point, low,
+                       high, out):
     rows = acc.shape[0]
-    for block in numba.prange((rows + _BLOCK_ROWS - 1) // _BLOCK_ROWS):
-        first, last = block * _BLOCK_ROWS, min(rows, (block + 1) * _BLOCK_ROWS)
+    for block in numba.prange((rows + task_rows - 1) // task_rows):
+        first, last = block * task_rows, min(rows, (block + 1) * task_rows)
         requantize_block(acc[first:last], reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point,
                          low, high, out[first:last])
 
 
 def requantize_rows(acc, *args):
     """requantize_block over a [rows, channels] accumulator (same arguments), blocks of rows split across threads;
-    a single block runs on its own, without the parallel region's launch (microseconds, more than a small layer's
-    output stage)."""
-    if acc.shape[0] <= _BLOCK_ROWS:
+    a single block, or any on one thread, runs on its own, without the parallel region's launch (microseconds, more
+    than a small layer's output stage)."""
+    task_rows = max(1, _TASK_ELEMENTS // max(1, acc.shape[1]))
+    if acc.shape[0] <= task_rows or numba.get_num_threads() == 1:
         requantize_block(acc, *args)
     else:
-        _requantize_blocks(acc, *args)
+        _requantize_blocks(acc, task_rows, *args)
