@@ -164,8 +164,8 @@ def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out
               dtype) -> np.ndarray:
     """The requantized conv2d of NHWC int8 / int16 `x` (any groups) with `packed` from pack_gemm: the raw columns
     times the weights (one group: block by block, _product_in_blocks), then the output stage (int8_output.RowRequant
-    `requant`) with the bias less x_zero_point * sum(w). Up to _DOT_ROWS rows of one group go through _dot_rows when every sum fits int32. Returns NHWC
-    `dtype`."""
+    `requant`) with the bias less x_zero_point * sum(w). Up to _DOT_ROWS rows of one group go through _dot_rows
+    when every sum fits int32. Returns NHWC `dtype`."""
     packed_w, weight_sums, reach, int_rows = packed
     n, c = x.shape[0], x.shape[3]
     groups, depth, group_out = packed_w.shape
