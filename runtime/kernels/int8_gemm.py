@@ -153,11 +153,13 @@ def _product_in_blocks(cols, w, reach, bias, requant, out):
     """out = the output stage of cols @ w, a block of rows at a time: each block's columns converted to w's type,
     multiplied, and its accumulators requantized while they are still in cache. One whole product wrote them all
     to memory first and read them back (a 1x1 conv of MobileNetV2's first block, 16 channels to 96 over 16
-    samples: 31 ms whole, 16 ms in blocks; deep layers, whose accumulators are few, as fast either way)."""
+    samples: 31 ms whole, 16 ms in blocks; deep layers, whose accumulators are few, as fast either way). A block
+    is too little work for a parallel region (on the shared 2-core machine each one waited milliseconds for a
+    descheduled worker), so it is requantized on the calling thread."""
     step = max(_MIN_BLOCK, _BLOCK_ACC // w.shape[1])
     for first in range(0, len(cols), step):
         block = slice(first, first + step)
-        requantize_rows(np.matmul(cols[block].astype(w.dtype, copy=False), w), reach, bias, *requant.args, out[block])
+        requantize_block(np.matmul(cols[block].astype(w.dtype, copy=False), w), reach, bias, *requant.args, out[block])
 
 
 def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
