@@ -36,7 +36,7 @@ import numpy as np
 from ...errors import MccError
 from .. import fixed_point as fp
 from ..rules import Rule
-from .int8_output import activation_bounds, clamp, double_rounding, output_stage, requantize
+from .int8_output import activation_bounds, clamp, one_shift, one_shift_rounding, output_stage, requantize
 from .int8_registry import check_rounding, int8_kernel, per_tensor, require_same_quant, ruled_op
 
 LEFT_SHIFT = {"int8": 20, "int16": 15}  # TFLite's headroom for the inputs before rescaling
@@ -104,20 +104,22 @@ def _xnnpack_add_params(sa, sb, so, sign):
 
 
 @numba.njit(cache=True)
-def _add_int8(a, b, za, zb, xnnpack, m_a, sh_a, m_b, sh_b, sign, m_out, sh_out, zo, low, high, out):
+def _add_int8(a, b, za, zb, xnnpack, m_a, sh_a, m_b, sh_b, sign, fixed, zo, low, high, out):
     """The int8 add / sub of flat same-size a and b in one pass: TFLite's three double roundings (shift 20; the
-    shifted inputs and their sum stay within int32, so int8_output.double_rounding is exactly
-    multiply_by_quantized_multiplier_smaller_than_one) or XNNPACK's one multiplier-shift (sh_a its shift)."""
+    shifted inputs, |x| < 2**28, and their sum stay within int32 and every shift lies in [-31, 0], so each is
+    int8_output.one_shift_rounding by its column of `fixed`, the one_shift of the input and output multipliers)
+    or XNNPACK's one multiplier-shift (sh_a its shift)."""
     if xnnpack:
         rounding = np.int64(1) << (sh_a - 1)
         for i in range(a.size):
             q = ((np.int64(a[i]) - za) * m_a + (np.int64(b[i]) - zb) * m_b + rounding) >> sh_a
             out[i] = clamp(q, zo, low, high)
     else:
+        (ma, mb, mo), (na, nb, no), (ba, bb, bo), (ta, tb, to) = fixed[0], fixed[1], fixed[2], fixed[3]
         for i in range(a.size):
-            scaled_a = double_rounding((np.int64(a[i]) - za) << 20, m_a, sh_a)
-            scaled_b = double_rounding((np.int64(b[i]) - zb) << 20, m_b, sh_b)
-            out[i] = clamp(double_rounding(scaled_a + sign * scaled_b, m_out, sh_out), zo, low, high)
+            scaled_a = one_shift_rounding((np.int64(a[i]) - za) << 20, ma, na, ba, ta)
+            scaled_b = one_shift_rounding((np.int64(b[i]) - zb) << 20, mb, nb, bb, tb)
+            out[i] = clamp(one_shift_rounding(scaled_a + sign * scaled_b, mo, no, bo, to), zo, low, high)
 
 
 def _first_input_constant(shape_a, shape_b) -> bool:
@@ -131,14 +133,48 @@ def _first_input_constant(shape_a, shape_b) -> bool:
     return a[i] == 1
 
 
-def _ort_add(a, b, sa, za, sb, zb, so, zo):
-    """MlasQLinearAdd (qladd_avx2.cpp) on raw codes: the input that varies along the run is the kernel's A (input
-    1 when input 0 is the constant one); a constant B joins the constant term, by the same FMA."""
+def _ort_add(a, b, sa, za, sb, zb, so, zo, bounds) -> np.ndarray:
+    """MlasQLinearAdd (qladd_avx2.cpp) on raw codes, clamped to `bounds`, as int8: the input that varies along the
+    run is the kernel's A (input 1 when input 0 is the constant one); a constant B joins the constant term, by the
+    same FMA."""
     (A, ra, zpa), (B, rb, zpb) = ((b, sb / so, zb), (a, sa / so, za)) if _first_input_constant(a.shape, b.shape) \
         else ((a, sa / so, za), (b, sb / so, zb))
     fixed = np.float32(zo) - fp.fma_float32(ra, np.float32(zpa), rb * np.float32(zpb))
+    if _fma_exact_in_float64(ra, rb, fixed):
+        A, B = (np.ascontiguousarray(v) for v in np.broadcast_arrays(A, B))
+        out = np.empty(A.shape, np.int8)
+        _ort_add_int8(A.reshape(-1), B.reshape(-1), np.float64(ra), np.float64(rb), np.float64(fixed), *bounds,
+                      out.reshape(-1))
+        return out
     A, B = np.broadcast_arrays(A.astype(np.float32), B.astype(np.float32))
-    return np.rint(fp.fma_float32(A, ra, fp.fma_float32(B, rb, fixed))).astype(np.int64)
+    y = np.rint(fp.fma_float32(A, ra, fp.fma_float32(B, rb, fixed))).astype(np.int64)
+    return np.clip(y, *bounds).astype(np.int8)
+
+
+def _fma_exact_in_float64(ra, rb, fixed) -> bool:
+    """Whether every sum of _ort_add is exact in float64, so that rounding it to float32 is the fused multiply-add:
+    each value is an integer code times ra or rb plus fixed or the inner float32 result, all multiples of the
+    smallest unit in the last place among ra, rb and fixed, so they are exact when twice the largest magnitude
+    (|code| <= 128) stays below 2**53 of those units; and below 2**31, so the rounded results need no int64 cast
+    (numpy's, which gives INT64_MIN beyond int64) to clamp alike."""
+    values = np.array([ra, rb, fixed], np.float32)
+    if not np.isfinite(values).all():
+        return False
+    unit = min(np.spacing(abs(v)) for v in values if v != 0) if values.any() else 1.0
+    largest = 2.0 * (128.0 * abs(float(ra)) + 128.0 * abs(float(rb)) + abs(float(fixed)))
+    return largest < 2.0 ** 31 and largest < float(unit) * 2.0 ** 53
+
+
+@numba.njit(cache=True)
+def _ort_add_int8(a, b, ra, rb, fixed, low, high, out):
+    """fma(a, ra, fma(b, rb, fixed)) per element of flat same-size int8 codes, each fused multiply-add as a float64
+    product and sum rounded once to float32 (exact where _fma_exact_in_float64 holds), rint ties to even, clamped:
+    vector lanes where fp.fma_float32 takes numpy passes of float64 error terms (MLAS runs FMA3 instructions)."""
+    low32, high32 = np.float32(low), np.float32(high)
+    for i in range(a.size):
+        inner = np.float32(np.float64(b[i]) * rb + fixed)
+        q = np.rint(np.float32(np.float64(a[i]) * ra + np.float64(inner)))
+        out[i] = np.int8(min(max(q, low32), high32))
 
 
 # add_sub's key -> (rule, bounds, the int8 pass's multipliers and shifts): what TFLite's and XNNPACK's Prepare
@@ -148,7 +184,7 @@ _ADD_PREPARED: dict[tuple, tuple] = {}
 
 def _prepare_add(node, rule, sa, sb, so, zo, dtype) -> tuple:
     """The rule that runs (TFLite's where XNNPACK declines), the activation bounds, and for the int8 pass its
-    (xnnpack, m_a, sh_a, m_b, sh_b, m_out, sh_out)."""
+    (xnnpack, m_a, sh_a, m_b, sh_b, fixed): XNNPACK's multipliers and shift, or TFLite's in one_shift form."""
     check_rounding(node, rule, "add_shift20_double_rounding", "add_multiplier_shift_half_up",
                    "add_float32_fma_ties_even", "add_shift15_double_rounding", "add_shift15_neon_blocks")
     if rule.rounding == "add_multiplier_shift_half_up" and not _xnnpack_takes(node, sa / so, sb / so, low=2.0 ** -10):
@@ -157,9 +193,11 @@ def _prepare_add(node, rule, sa, sb, so, zo, dtype) -> tuple:
     params = None
     if rule.rounding == "add_multiplier_shift_half_up":
         m_a, m_b, sh_a = _xnnpack_add_params(sa, sb, so, 1 if node.op == "add" else -1)
-        params = (True, m_a, sh_a, m_b, 0, 0, 0)
+        params = (True, m_a, sh_a, m_b, 0, np.zeros((4, 3), np.int64))
     elif rule.rounding == "add_shift20_double_rounding":
-        params = (False, *_tflite_add_params(sa, sb, so, node))
+        m_a, sh_a, m_b, sh_b, m_out, sh_out = _tflite_add_params(sa, sb, so, node)
+        params = (False, 0, 0, 0, 0, one_shift(np.array([m_a, m_b, m_out], np.int64),
+                                              np.array([sh_a, sh_b, sh_out], np.int64)))
     return rule, bounds, params
 
 
@@ -193,12 +231,12 @@ def add_sub(node, inputs, rules):
         if node.op != "add":
             raise MccError("onnxruntime has no integer sub; the legalize_onnx pass makes it a float island",
                            node=node.name)
-        return [np.clip(_ort_add(inputs[0], inputs[1], sa, za, sb, zb, so, zo), *bounds).astype(np.int8)]
+        return [_ort_add(inputs[0], inputs[1], sa, za, sb, zb, so, zo, bounds)]
     a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(*inputs))
-    xnnpack, m_a, sh_a, m_b, sh_b, m_out, sh_out = params
+    xnnpack, m_a, sh_a, m_b, sh_b, fixed = params
     out = np.empty(a.shape, np.int8)
     _add_int8(a.reshape(-1), b.reshape(-1), za, zb, xnnpack, m_a, sh_a, m_b, sh_b, 1 if node.op == "add" else -1,
-              m_out, sh_out, zo, *bounds, out.reshape(-1))
+              fixed, zo, *bounds, out.reshape(-1))
     return [out]
 
 

@@ -90,8 +90,8 @@ def requantize(acc, real, rule: Rule, node) -> np.ndarray:
 class RowRequant:
     """One layer's output stage, prepared once per call for the compiled loops: the rule's code, per-channel int64
     multiplier and shift (double rounding: QuantizeMultiplier's; reduced: the 16-bit multiplier and the total
-    shift 15 - shift), float64 and float32 factors, the output zero point and the clamp bounds. `rule.rounding`
-    must be one of ROW_ROUNDINGS (check_rounding first)."""
+    shift 15 - shift), double rounding's one-shift form (one_shift), float64 and float32 factors, the output zero
+    point and the clamp bounds. `rule.rounding` must be one of ROW_ROUNDINGS (check_rounding first)."""
 
     def __init__(self, real, rule: Rule, zero_point: int, bounds: tuple[int, int]):
         real = np.asarray(real, np.float64)
@@ -101,8 +101,22 @@ class RowRequant:
         if rule.rounding == "reduced_multiplier_half_up":
             multiplier = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
             shift = 15 - shift
-        self.args = (np.int64(self.code), multiplier, shift, real, real.astype(np.float32),
-                     np.int64(zero_point), np.int64(bounds[0]), np.int64(bounds[1]))
+        self.args = (np.int64(self.code), multiplier, shift, one_shift(multiplier, shift), real,
+                     real.astype(np.float32), np.int64(zero_point), np.int64(bounds[0]), np.int64(bounds[1]))
+
+
+def one_shift(multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """[4, channels] int64: double_rounding as one product and one shift (one_shift_rounding, where
+    _double_rounding_int32 holds). x * m = v * (m << left); high = (x * m + 2**30) >> 31; RoundingDivideByPOT(high,
+    right) = (high + nudge) >> right with nudge 2**(right - 1), less one where high < 0 (0 for right = 0); nested
+    floor divisions compose, so the result is (t + nudge * 2**31) >> (31 + right) with t = x * m + 2**30, less
+    2**31 where t < 0 (exactly where high < 0). Rows: m << left, nudge * 2**31, the 2**31 taken where t < 0, the
+    total shift. TFLite and gemmlowp take the steps one by one, in int32 lanes; mcc's int64 lanes (numba has no
+    int32 arithmetic) take them 2x faster this way."""
+    right = np.maximum(-shift, 0)
+    nudge = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    return np.stack([multiplier << np.maximum(shift, 0), nudge << 31, np.where(right > 0, np.int64(1) << 31, 0),
+                     right + 31]).astype(np.int64)
 
 
 @numba.njit(cache=True)
@@ -148,6 +162,13 @@ def double_rounding(v, multiplier, shift):
 
 
 @numba.njit(cache=True)
+def one_shift_rounding(v, scaled, nudge, below, total):
+    """double_rounding of one int64 by one channel's column of one_shift, where _double_rounding_int32 holds."""
+    t = v * scaled + np.int64(1 << 30)
+    return (t + nudge - ((t >> 63) & below)) >> total
+
+
+@numba.njit(cache=True)
 def _round_half_away(v, real):
     """scale_round_half_away on one int64."""
     p = np.float64(v) * real
@@ -187,7 +208,20 @@ def _float32_exact(reach, bias, scale32, zero_point):
 
 
 @numba.njit(cache=True)
-def requantize_block(acc, reach, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
+def _double_rounding_int32(reach, bias, multiplier, shift):
+    """Whether double_rounding may run as one product and one shift (requantize_block): every |acc + bias|
+    (|acc| <= reach) shifted left stays below 2**31, so the int32 wrap changes nothing, the shifts lie in [-31, 31]
+    and no multiplier is INT32_MIN, so the saturating case never arises (QuantizeMultiplier's are non-negative)."""
+    for c in range(bias.shape[0]):
+        left = max(shift[c], 0)
+        if not (-31 <= shift[c] <= 31 and multiplier[c] != -2147483648
+                and (reach + abs(np.float64(bias[c]))) * np.float64(np.int64(1) << left) < 2147483648.0):
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point, low, high, out):
     """out[r, c] = clamp(scaled(acc[r, c] + bias[c]) + zero_point, low, high) for a [rows, channels] block, scaled
     by rule `code` (ROW_ROUNDINGS) as runtime.fixed_point computes it; `acc` holds integers (int32, or float32 /
     float64 with integer values), each converted exactly to int64 first, of magnitude at most `reach` (inf:
@@ -195,7 +229,14 @@ def requantize_block(acc, reach, bias, code, multiplier, shift, real, scale32, z
     requantization) runs in float32 throughout when _float32_exact shows that every step is exact, as XNNPACK's
     own microkernels do: 16 lanes where int64 gives 8 (3x faster on MobileNetV2's layers); else through int64."""
     rows, channels = acc.shape
-    if code == 0:
+    if code == 0 and _double_rounding_int32(reach, bias, multiplier, shift):
+        scaled, nudge, below, total = fixed[0], fixed[1], fixed[2], fixed[3]
+        for r in range(rows):
+            row, dst = acc[r], out[r]
+            for c in range(channels):
+                q = one_shift_rounding(np.int64(row[c]) + bias[c], scaled[c], nudge[c], below[c], total[c])
+                dst[c] = min(max(q + zero_point, low), high)
+    elif code == 0:
         for r in range(rows):
             for c in range(channels):
                 q = double_rounding(np.int64(acc[r, c]) + bias[c], multiplier[c], shift[c])
@@ -224,23 +265,26 @@ def requantize_block(acc, reach, bias, code, multiplier, shift, real, scale32, z
                 out[r, c] = clamp(q, zero_point, low, high)
 
 
-_BLOCK_ROWS = 64  # rows per parallel task: enough work to amortise the call, small enough to stay in cache
+_TASK_ELEMENTS = 8192  # accumulators per parallel task: enough work to amortise the task (a 64-row task of 16
+# channels cost 1.4x the loop alone), few enough that a layer's rows make a task for every thread
 
 
 @numba.njit(cache=True, parallel=True)
-def _requantize_blocks(acc, reach, bias, code, multiplier, shift, real, scale32, zero_point, low, high, out):
+def _requantize_blocks(acc, task_rows, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point, low,
+                       high, out):
     rows = acc.shape[0]
-    for block in numba.prange((rows + _BLOCK_ROWS - 1) // _BLOCK_ROWS):
-        first, last = block * _BLOCK_ROWS, min(rows, (block + 1) * _BLOCK_ROWS)
-        requantize_block(acc[first:last], reach, bias, code, multiplier, shift, real, scale32, zero_point, low,
-                         high, out[first:last])
+    for block in numba.prange((rows + task_rows - 1) // task_rows):
+        first, last = block * task_rows, min(rows, (block + 1) * task_rows)
+        requantize_block(acc[first:last], reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point,
+                         low, high, out[first:last])
 
 
 def requantize_rows(acc, *args):
     """requantize_block over a [rows, channels] accumulator (same arguments), blocks of rows split across threads;
-    a single block runs on its own, without the parallel region's launch (microseconds, more than a small layer's
-    output stage)."""
-    if acc.shape[0] <= _BLOCK_ROWS:
+    a single block, or any on one thread, runs on its own, without the parallel region's launch (microseconds, more
+    than a small layer's output stage)."""
+    task_rows = max(1, _TASK_ELEMENTS // max(1, acc.shape[1]))
+    if acc.shape[0] <= task_rows or numba.get_num_threads() == 1:
         requantize_block(acc, *args)
     else:
-        _requantize_blocks(acc, *args)
+        _requantize_blocks(acc, task_rows, *args)

@@ -30,28 +30,6 @@ from .. import fixed_point as fp
 from .int8_registry import LIMITS, check_rounding, int8_kernel, per_tensor, ruled_op, saturate
 
 
-def _tflite_quantize(x, scale, zero_point):
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        q = np.asarray(x, np.float32) / scale
-        inside = (q >= -2.0 ** 31) & (q < 2.0 ** 31)  # False for NaN
-    r = np.where(inside, fp.round_half_away(np.where(inside, q, 0)), fp.INT32_MIN)
-    return fp.wrap_int32(r + zero_point)  # the int32 addition wraps, as in C
-
-
-def _xnnpack_quantize(x, scale, zero_point):
-    with np.errstate(invalid="ignore", over="ignore"):
-        v = np.asarray(x, np.float32) * (np.float32(1) / scale)
-    v = np.clip(np.where(np.isnan(v), np.float32(32767), v), np.float32(-32768), np.float32(32767))
-    return np.rint(v).astype(np.int64) + zero_point
-
-
-def _ort_quantize(x, scale, zero_point):
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        q = np.asarray(x, np.float32) / scale
-    low, high = np.float32(-128 - zero_point), np.float32(127 - zero_point)
-    return np.rint(np.where(np.isnan(q), low, np.clip(q, low, high))).astype(np.int64) + zero_point
-
-
 def _tflite_optimized_quantize(x, scale, zero_point, block=8):
     """The flat tensor in blocks of `block` through the vector branch (x * float32(1 / s), ties to even), the rest
     through the scalar tail (the reference's TfLiteRound(x / s) with the scale as a double, ties away from zero)."""
@@ -67,19 +45,28 @@ def _tflite_optimized_quantize(x, scale, zero_point, block=8):
     return np.where(inside, rounded, fp.INT32_MIN).astype(np.int64) + zero_point
 
 
-_QUANTIZERS = {"divide_round_half_away": _tflite_quantize, "multiply_inverse_ties_even": _xnnpack_quantize,
-               "divide_ties_even": _ort_quantize, "multiply_inverse_ties_even_int32_min": _tflite_optimized_quantize}
+# the roundings _quantize_float computes, by its `mode`: TFLite's reference, XNNPACK's, onnxruntime's
+_COMPILED = ("divide_round_half_away", "multiply_inverse_ties_even", "divide_ties_even")
 
 
 @numba.njit(cache=True)
-def _quantize_litert(x, scale, zero_point, xnnpack, low, high, out):
-    """_xnnpack_quantize (xnnpack) or _tflite_quantize, then the clamp to [low, high], of a flat float32 x in one
-    pass, step for step (float32 products and quotients, NaN and out-of-range values as there)."""
-    if xnnpack:
+def _quantize_float(x, scale, zero_point, mode, low, high, out):
+    """float32 -> int8 / int16 of a flat float32 x in one pass (the module docstring's arithmetic; `mode`: the
+    index of the rounding in _COMPILED), clamped to [low, high]: TFLite's float32 quotient rounded half away from
+    zero, NaN and quotients beyond int32 as INT32_MIN, the int32 addition of the zero point wrapping; XNNPACK's
+    float32 product by 1 / scale clamped to int16 (NaN to 32767), ties to even; onnxruntime's float32 quotient
+    clamped to [-128 - zp, 127 - zp] (NaN to the lower bound), ties to even."""
+    if mode == 1:
         inverse = np.float32(1) / scale
         for i in range(x.size):
             v = x[i] * inverse
             v = np.float32(32767) if np.isnan(v) else min(max(v, np.float32(-32768)), np.float32(32767))
+            out[i] = min(max(np.int64(np.rint(v)) + zero_point, low), high)
+    elif mode == 2:
+        lowest, highest = np.float32(-128 - zero_point), np.float32(127 - zero_point)
+        for i in range(x.size):
+            v = x[i] / scale
+            v = lowest if np.isnan(v) else min(max(v, lowest), highest)
             out[i] = min(max(np.int64(np.rint(v)) + zero_point, low), high)
     else:
         for i in range(x.size):
@@ -130,14 +117,13 @@ def quantize(node, inputs, rules):
     if x.dtype != np.float32:
         raise MccError(f"quantize takes float32, int8 or int16 input, got {x.dtype}", node=node.name)
     rule = rules.rule(ruled_op(node), node.name)
-    check_rounding(node, rule, *_QUANTIZERS)
-    if rule.rounding in ("divide_round_half_away", "multiply_inverse_ties_even"):  # LiteRT's: one compiled pass
+    check_rounding(node, rule, *_COMPILED, "multiply_inverse_ties_even_int32_min")
+    if rule.rounding in _COMPILED:
         out = np.empty(x.shape, dtype)
-        _quantize_litert(np.ascontiguousarray(x).reshape(-1), np.float32(s_out), np.int64(zp_out),
-                         rule.rounding == "multiply_inverse_ties_even", *(np.int64(v) for v in LIMITS[dtype]),
-                         out.reshape(-1))
+        _quantize_float(np.ascontiguousarray(x).reshape(-1), np.float32(s_out), np.int64(zp_out),
+                        _COMPILED.index(rule.rounding), *(np.int64(v) for v in LIMITS[dtype]), out.reshape(-1))
         return [out]
-    return [saturate(_QUANTIZERS[rule.rounding](x, s_out, zp_out), dtype)]
+    return [saturate(_tflite_optimized_quantize(x, s_out, zp_out), dtype)]
 
 
 @int8_kernel("dequantize")
