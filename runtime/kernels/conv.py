@@ -11,8 +11,11 @@ TFLite's reference order above, or XNNPACK's (bias first, one fused multiply-add
 key (onnxruntime: MLAS im2col and blocked SGEMM, not reproduced) keep the reference order.
 
 Speed without reordering: XNNPACK and MLAS vectorise along the reduction (input channels) and so change the sum;
-mcc puts the SIMD lanes across independent output elements (output channels, or pixels for a narrow pointwise
-conv), so every element keeps its exact sequence of float32 operations, and packs weights once (packing.packed).
+mcc puts the SIMD lanes across independent output elements (output channels), so every element keeps its exact
+sequence of float32 operations. Convs whose groups have several input channels (the pointwise and full convs,
+nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x 32
+output channels accumulate in vector registers over the whole reduction, on weights packed once per tile
+(packing.packed); depthwise convs run _conv_loop, lanes across channels.
 """
 from __future__ import annotations
 
@@ -99,44 +102,197 @@ def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w,
     return acc
 
 
-_LANES = 128  # output pixels per block of _pointwise_pixel_lanes
-_NARROW = 64  # below this many output channels a pointwise conv runs with its lanes across pixels
+# ---- dense and grouped convs: register tiles ------------------------------------------------------------------
+# A tile is _PIXELS output pixels x _VECTORS * L output channels of one group; its accumulators live in vector
+# registers for the whole reduction (numba's np.empty is a heap block LLVM cannot promote, so the tile is a stack
+# array touched only at constant offsets once the small loops unroll). Per input channel one weight vector is
+# reused by every pixel and one input value is broadcast to all lanes: lanes stay independent output elements.
+L = 16  # float32 lanes of one vector (one AVX-512 register, two AVX2 ones)
+_PIXELS, _VECTORS = 8, 2
+_TILE_CHANNELS = _VECTORS * L
+_ACCUMULATORS = _PIXELS * _VECTORS * L
+_VEC = ir.VectorType(ir.FloatType(), L)
+
+
+@intrinsic
+def _scratch(typingctx, size, dtype):
+    """A 1-D array of `size` (a literal) elements on the stack, never escaping: LLVM keeps it in registers."""
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    n, arrty = size.literal_value, types.Array(dtype.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        item_type = context.get_data_type(arrty.dtype)
+        array = context.make_array(arrty)(context, builder)
+        item = context.get_constant(types.intp, context.get_abi_sizeof(item_type))
+        context.populate_array(array, data=cgutils.alloca_once(builder, item_type, size=n),
+                               shape=[context.get_constant(types.intp, n)], strides=[item], itemsize=item,
+                               meminfo=None)
+        return array._getvalue()
+
+    return arrty(size, dtype), codegen
+
+
+def _vector_at(context, builder, arrty, array, index):
+    """Pointer to the L float32 elements of 1-D `array` from `index` on."""
+    data = context.make_array(arrty)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), _VEC.as_pointer())
+
+
+def _slot(context, builder, signature, args):
+    """Pointer to accumulator vector args[1] of the tile args[0]."""
+    return _vector_at(context, builder, signature.args[0], args[0], builder.mul(args[1], ir.Constant(args[1].type, L)))
+
+
+@intrinsic
+def _lanes_start(typingctx, acc, slot, bias, at, bias_first):
+    """Accumulator vector `slot` = bias[at:at+L] (XNNPACK's order) or zeros (TFLite's)."""
+    def codegen(context, builder, signature, args):
+        value = builder.load(_vector_at(context, builder, signature.args[2], args[2], args[3]), align=4)
+        value = builder.select(args[4], value, ir.Constant(_VEC, [0.0] * L))
+        builder.store(value, _slot(context, builder, signature, args), align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, slot, bias, at, bias_first), codegen
+
+
+@intrinsic
+def _lanes_step(typingctx, acc, slot, w, w_at, x, x_at, fused):
+    """Accumulator vector `slot` = _step(it, w[w_at:w_at+L], x[x_at] on every lane): one product and one sum, each
+    rounded, or (`fused`, a literal) one fused multiply-add, per lane."""
+    if not isinstance(fused, types.BooleanLiteral):
+        return None
+
+    def codegen(context, builder, signature, args):
+        slot_ptr = _slot(context, builder, signature, args)
+        total = builder.load(slot_ptr, align=4)
+        weights = builder.load(_vector_at(context, builder, signature.args[2], args[2], args[3]), align=4)
+        data = context.make_array(signature.args[4])(context, builder, args[4]).data
+        value = builder.insert_element(ir.Constant(_VEC, None), builder.load(builder.gep(data, [args[5]])),
+                                       ir.Constant(ir.IntType(32), 0))
+        value = builder.shuffle_vector(value, value, ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L))
+        if fused.literal_value:
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{L}f32")
+            total = builder.call(fma, [weights, value, total])
+        else:
+            total = builder.fadd(total, builder.fmul(weights, value))
+        builder.store(total, slot_ptr, align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, slot, w, w_at, x, x_at, fused), codegen
+
+
+@intrinsic
+def _lanes_finish(typingctx, out, at, lanes, acc, slot, bias, b_at, bias_last):
+    """out[at:at+lanes] = accumulator vector `slot` (+ bias[b_at:b_at+L] when `bias_last`): a masked store, so a
+    tile's lanes past the group's last channel write nothing."""
+    def codegen(context, builder, signature, args):
+        total = builder.load(_vector_at(context, builder, signature.args[3], args[3],
+                                        builder.mul(args[4], ir.Constant(args[4].type, L))), align=4)
+        bias_value = builder.load(_vector_at(context, builder, signature.args[5], args[5], args[6]), align=4)
+        total = builder.select(args[7], builder.fadd(total, bias_value), total)
+        count = ir.VectorType(args[2].type, L)
+        splat = builder.insert_element(ir.Constant(count, None), args[2], ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L))
+        mask = builder.icmp_signed("<", ir.Constant(count, list(range(L))), splat)
+        target = _vector_at(context, builder, signature.args[0], args[0], args[1])
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_VEC, target.type, ir.IntType(32), mask.type]),
+            f"llvm.masked.store.v{L}f32.p0")
+        builder.call(store, [total, target, ir.Constant(ir.IntType(32), 4), mask])
+        return context.get_dummy_value()
+
+    return types.none(out, at, lanes, acc, slot, bias, b_at, bias_last), codegen
+
+
+@numba.njit(cache=True)
+def _tap(acc, w, w_at, x, at, inside, group_c, fused, checked):
+    """One filter tap of a tile: its input channels in order, each into every pixel's lanes; with `checked`, the
+    pixels whose tap lies in the padding are skipped (TFLite skips them: adding w * 0 could turn -0 into +0)."""
+    for ic in range(group_c):
+        for p in range(_PIXELS):
+            if not checked or inside[p]:
+                for j in range(_VECTORS):
+                    _lanes_step(acc, p * _VECTORS + j, w, w_at + ic * _TILE_CHANNELS + j * L, x, at[p] + ic, fused)
 
 
 @numba.njit(cache=True, parallel=True)
-def _pointwise_pixel_lanes(x, w, bias, fused):
-    """_conv_loop's arithmetic for a 1x1 conv with stride 1, no padding and one group, the SIMD lanes across a
-    block of output pixels instead of output channels: a projection to 16..32 channels gives the channel loop too
-    few iterations for a vector (measured 2-3x slower per MAC than wide layers). Each lane is still one output
-    element taking its input channels in order; the block's input is transposed once to [C, pixels]."""
+def _tiles(x, w, bias, group_c, per_group, kh, kw, fused, columns_first, stride_h, stride_w, pad_top, pad_left,
+           dil_h, dil_w, out_h, out_w):
+    """_conv_loop's per-element arithmetic (taps row by row, input channels in order) for a conv whose groups have
+    several input channels, on weights packed by _tile_pack. Tiles (image, run of output pixels, group, channel
+    block) are spread over the threads, so 7x7 layers still give every thread work."""
     n, h, wd, c = x.shape
-    out_c = w.shape[3]
-    pixels = n * h * wd
-    flat = x.reshape(pixels, c)
-    acc = np.empty((pixels, out_c), np.float32)
-    zero = np.float32(0)
-    for block in numba.prange((pixels + _LANES - 1) // _LANES):
-        first = block * _LANES
-        m = min(_LANES, pixels - first)
-        columns = np.empty((c, _LANES), np.float32)
-        for q in range(m):
-            for ic in range(c):
-                columns[ic, q] = flat[first + q, ic]
-        lanes = np.empty(_LANES, np.float32)
-        for oc in range(out_c):
-            start = bias[oc] if fused else zero
-            for q in range(m):
-                lanes[q] = start
-            for ic in range(c):
-                weight, column = w[0, 0, ic, oc], columns[ic]
-                for q in range(m):
-                    lanes[q] = _step(lanes[q], weight, column[q], fused)
-            if not fused:  # XNNPACK's order starts at the bias, TFLite's adds it last
-                for q in range(m):
-                    lanes[q] = lanes[q] + bias[oc]
-            for q in range(m):
-                acc[first + q, oc] = lanes[q]
-    return acc.reshape(n, h, wd, out_c)
+    groups = c // group_c
+    out_c = groups * per_group
+    blocks = (per_group + _TILE_CHANNELS - 1) // _TILE_CHANNELS
+    pixels = out_h * out_w
+    runs = (pixels + _PIXELS - 1) // _PIXELS
+    out = np.empty((n, out_h, out_w, out_c), np.float32)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for tile in numba.prange(n * runs * groups * blocks):
+        block, g = tile % blocks, tile // blocks % groups
+        q0, b = tile // (blocks * groups) % runs * _PIXELS, tile // (blocks * groups * runs)
+        first = g * blocks * _TILE_CHANNELS + block * _TILE_CHANNELS  # in the packed bias
+        acc = _scratch(_ACCUMULATORS, np.float32)
+        top, left = _scratch(_PIXELS, np.int64), _scratch(_PIXELS, np.int64)
+        at, inside = _scratch(_PIXELS, np.int64), _scratch(_PIXELS, np.bool_)
+        for p in range(_PIXELS):
+            q = min(q0 + p, pixels - 1)
+            top[p], left[p] = q // out_w * stride_h - pad_top, q % out_w * stride_w - pad_left
+            for j in range(_VECTORS):
+                _lanes_start(acc, p * _VECTORS + j, bias, first + j * L, fused)
+        for t in range(kh * kw):
+            ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
+            everywhere = True
+            for p in range(_PIXELS):
+                iy, ix = top[p] + ky * dil_h, left[p] + kx * dil_w
+                inside[p] = 0 <= iy < h and 0 <= ix < wd and q0 + p < pixels
+                at[p] = ((b * h + iy) * wd + ix) * c + g * group_c if inside[p] else 0
+                everywhere = everywhere and inside[p]
+            w_at = (((g * blocks + block) * kh + ky) * kw + kx) * group_c * _TILE_CHANNELS
+            if everywhere:  # two literal variants: the common case without a test per pixel
+                _tap(acc, w, w_at, flat_x, at, inside, group_c, fused, False)
+            else:
+                _tap(acc, w, w_at, flat_x, at, inside, group_c, fused, True)
+        lanes = per_group - block * _TILE_CHANNELS
+        for p in range(min(_PIXELS, pixels - q0)):
+            o_at = (b * pixels + q0 + p) * out_c + g * per_group + block * _TILE_CHANNELS
+            for j in range(_VECTORS):
+                if lanes > j * L:
+                    _lanes_finish(flat_out, o_at + j * L, min(L, lanes - j * L), acc, p * _VECTORS + j, bias,
+                                  first + j * L, not fused)
+    return out
+
+
+@numba.njit(cache=True)
+def _dense_tiles(x, w, bias, group_c, per_group, kh, kw, fused, columns_first, stride_h, stride_w, pad_top,
+                 pad_left, dil_h, dil_w, out_h, out_w):
+    """_tiles compiled for `fused` as a constant (the intrinsics emit one form or the other)."""
+    if fused:
+        return _tiles(x, w, bias, group_c, per_group, kh, kw, True, columns_first, stride_h, stride_w, pad_top,
+                      pad_left, dil_h, dil_w, out_h, out_w)
+    return _tiles(x, w, bias, group_c, per_group, kh, kw, False, columns_first, stride_h, stride_w, pad_top,
+                  pad_left, dil_h, dil_w, out_h, out_w)
+
+
+def _tile_pack(w_hwio, groups):
+    """HWIO [kh,kw,C/groups,O] -> flat [group, channel block, kh, kw, C/groups, _TILE_CHANNELS], each group's
+    output channels zero-padded to whole blocks, so a tile reads its weights contiguously and never past the end."""
+    kh, kw, group_c, out_c = w_hwio.shape
+    per_group = out_c // groups
+    blocks = -(-per_group // _TILE_CHANNELS)
+    w = np.zeros((groups, kh, kw, group_c, blocks * _TILE_CHANNELS), np.float32)
+    w[..., :per_group] = w_hwio.reshape(kh, kw, group_c, groups, per_group).transpose(3, 0, 1, 2, 4)
+    return np.ascontiguousarray(w.reshape(groups, kh, kw, group_c, blocks, _TILE_CHANNELS)
+                                .transpose(0, 4, 1, 2, 3, 5)).reshape(-1)
+
+
+def _tile_bias(bias, groups):
+    per_group = bias.size // groups
+    padded = np.zeros((groups, -(-per_group // _TILE_CHANNELS) * _TILE_CHANNELS), np.float32)
+    padded[:, :per_group] = bias.reshape(groups, per_group)
+    return padded.reshape(-1)
 
 
 def _xnnpack_columns_first(node, x, w_hwio) -> bool:
@@ -161,13 +317,16 @@ def _conv(node, x, w_hwio, bias, rules):
     if rule is not None:
         check_rounding(node, rule, "float32_multiply_add_bias_last", "float32_fma_bias_first")
     fma = rule is not None and rule.rounding == "float32_fma_bias_first"
-    bias = np.ascontiguousarray(bias)
     kh, kw, group_c, out_c = w_hwio.shape
-    if (kh, kw, sh, sw, group_c) == (1, 1, 1, 1, x.shape[3]) and not any(node.attrs["padding"]) and out_c < _NARROW:
-        acc = _pointwise_pixel_lanes(x, w_hwio, bias, fma)
+    groups = x.shape[3] // group_c
+    columns_first = fma and _xnnpack_columns_first(node, x, w_hwio)
+    if group_c == 1 and groups > 1:  # depthwise: one input channel per group, the lanes across channels
+        acc = _conv_loop(x, w_hwio, np.ascontiguousarray(bias), fma, fma, columns_first, sh, sw, top, left, dh, dw,
+                         out_h, out_w)
     else:
-        acc = _conv_loop(x, w_hwio, bias, fma, fma, fma and _xnnpack_columns_first(node, x, w_hwio),
-                         sh, sw, top, left, dh, dw, out_h, out_w)
+        w = packed(w_hwio, ("tiles", groups), lambda w: _tile_pack(w, groups))
+        acc = _dense_tiles(x, w, _tile_bias(bias, groups), group_c, out_c // groups, kh, kw, fma, columns_first,
+                           sh, sw, top, left, dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
 
