@@ -15,7 +15,8 @@ mcc puts the SIMD lanes across independent output elements (output channels), so
 sequence of float32 operations. Convs whose groups have several input channels (the pointwise and full convs,
 nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x 32
 output channels accumulate in vector registers over the whole reduction, on weights packed once per tile
-(packing.packed); depthwise convs run _conv_loop, lanes across channels.
+(packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x 32 channels, lane i reading input
+channel i; depthwise convs with a multiplier run _conv_loop.
 """
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w,
 # reused by every pixel and one input value is broadcast to all lanes: lanes stay independent output elements.
 L = 16  # float32 lanes of one vector (one AVX-512 register, two AVX2 ones)
 _PIXELS, _VECTORS = 8, 2
+_SPREAD_PIXELS = 4  # a depthwise tile: each pixel's input is L-lane loads too, which need registers of their own
 _TILE_CHANNELS = _VECTORS * L
 _ACCUMULATORS = _PIXELS * _VECTORS * L
 _VEC = ir.VectorType(ir.FloatType(), L)
@@ -156,21 +158,38 @@ def _lanes_start(typingctx, acc, slot, bias, at, bias_first):
     return types.none(acc, slot, bias, at, bias_first), codegen
 
 
+def _splat(builder, value, vector_type):
+    one = builder.insert_element(ir.Constant(vector_type, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L))
+
+
+def _first_lanes(builder, count):
+    """The mask of lanes 0 .. count-1 (none for count <= 0, all for count >= L)."""
+    lanes = ir.VectorType(count.type, L)
+    return builder.icmp_signed("<", ir.Constant(lanes, list(range(L))), _splat(builder, count, lanes))
+
+
 @intrinsic
-def _lanes_step(typingctx, acc, slot, w, w_at, x, x_at, fused):
-    """Accumulator vector `slot` = _step(it, w[w_at:w_at+L], x[x_at] on every lane): one product and one sum, each
-    rounded, or (`fused`, a literal) one fused multiply-add, per lane."""
-    if not isinstance(fused, types.BooleanLiteral):
+def _lanes_step(typingctx, acc, slot, w, w_at, x, x_at, x_lanes, fused, spread):
+    """Accumulator vector `slot` = _step(it, w[w_at:w_at+L], x) per lane: x[x_at] on every lane, or (`spread`, a
+    depthwise conv) lane i reads x[x_at+i], masked past x_lanes (those lanes are never stored). One product and one
+    sum, each rounded, or (`fused`) one fused multiply-add. `fused` and `spread` are literals: one form is emitted."""
+    if not (isinstance(fused, types.BooleanLiteral) and isinstance(spread, types.BooleanLiteral)):
         return None
 
     def codegen(context, builder, signature, args):
         slot_ptr = _slot(context, builder, signature, args)
         total = builder.load(slot_ptr, align=4)
         weights = builder.load(_vector_at(context, builder, signature.args[2], args[2], args[3]), align=4)
-        data = context.make_array(signature.args[4])(context, builder, args[4]).data
-        value = builder.insert_element(ir.Constant(_VEC, None), builder.load(builder.gep(data, [args[5]])),
-                                       ir.Constant(ir.IntType(32), 0))
-        value = builder.shuffle_vector(value, value, ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L))
+        x_ptr = _vector_at(context, builder, signature.args[4], args[4], args[5])
+        if spread.literal_value:
+            load = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_VEC, [x_ptr.type, ir.IntType(32), ir.VectorType(ir.IntType(1), L),
+                                                       _VEC]), f"llvm.masked.load.v{L}f32.p0")
+            value = builder.call(load, [x_ptr, ir.Constant(ir.IntType(32), 4), _first_lanes(builder, args[6]),
+                                        ir.Constant(_VEC, None)])
+        else:
+            value = _splat(builder, builder.load(builder.bitcast(x_ptr, ir.FloatType().as_pointer())), _VEC)
         if fused.literal_value:
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{L}f32")
             total = builder.call(fma, [weights, value, total])
@@ -179,7 +198,7 @@ def _lanes_step(typingctx, acc, slot, w, w_at, x, x_at, fused):
         builder.store(total, slot_ptr, align=4)
         return context.get_dummy_value()
 
-    return types.none(acc, slot, w, w_at, x, x_at, fused), codegen
+    return types.none(acc, slot, w, w_at, x, x_at, x_lanes, fused, spread), codegen
 
 
 @intrinsic
@@ -191,11 +210,8 @@ def _lanes_finish(typingctx, out, at, lanes, acc, slot, bias, b_at, bias_last):
                                         builder.mul(args[4], ir.Constant(args[4].type, L))), align=4)
         bias_value = builder.load(_vector_at(context, builder, signature.args[5], args[5], args[6]), align=4)
         total = builder.select(args[7], builder.fadd(total, bias_value), total)
-        count = ir.VectorType(args[2].type, L)
-        splat = builder.insert_element(ir.Constant(count, None), args[2], ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L))
-        mask = builder.icmp_signed("<", ir.Constant(count, list(range(L))), splat)
         target = _vector_at(context, builder, signature.args[0], args[0], args[1])
+        mask = _first_lanes(builder, args[2])
         store = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [_VEC, target.type, ir.IntType(32), mask.type]),
             f"llvm.masked.store.v{L}f32.p0")
@@ -206,74 +222,99 @@ def _lanes_finish(typingctx, out, at, lanes, acc, slot, bias, b_at, bias_last):
 
 
 @numba.njit(cache=True)
-def _tap(acc, w, w_at, x, at, inside, group_c, fused, checked):
+def _run_length(spread):
+    """Output pixels per tile. A function of the literal `spread` rather than an expression in _tiles: numba passes
+    the values a prange body uses as arguments, which would hide the constant from LLVM (no unrolling, no
+    registers)."""
+    return _SPREAD_PIXELS if spread else _PIXELS
+
+
+@numba.njit(cache=True)
+def _tap(acc, w, w_at, x, at, inside, group_c, x_lanes, fused, spread, checked):
     """One filter tap of a tile: its input channels in order, each into every pixel's lanes; with `checked`, the
     pixels whose tap lies in the padding are skipped (TFLite skips them: adding w * 0 could turn -0 into +0)."""
     for ic in range(group_c):
-        for p in range(_PIXELS):
+        for p in range(_run_length(spread)):
             if not checked or inside[p]:
                 for j in range(_VECTORS):
-                    _lanes_step(acc, p * _VECTORS + j, w, w_at + ic * _TILE_CHANNELS + j * L, x, at[p] + ic, fused)
+                    _lanes_step(acc, p * _VECTORS + j, w, w_at + ic * _TILE_CHANNELS + j * L, x,
+                                at[p] + (j * L if spread else ic), x_lanes - j * L, fused, spread)
 
 
 @numba.njit(cache=True, parallel=True)
-def _tiles(x, w, bias, group_c, per_group, kh, kw, fused, columns_first, stride_h, stride_w, pad_top, pad_left,
-           dil_h, dil_w, out_h, out_w):
-    """_conv_loop's per-element arithmetic (taps row by row, input channels in order) for a conv whose groups have
-    several input channels, on weights packed by _tile_pack. Tiles (image, run of output pixels, group, channel
-    block) are spread over the threads, so 7x7 layers still give every thread work."""
+def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h, stride_w,
+           pad_top, pad_left, dil_h, dil_w, out_h, out_w):
+    """_conv_loop's per-element arithmetic (taps row by row, or column by column, input channels in order) on
+    weights packed by _tile_pack. A tile is a run of output pixels (flat over the rows, so a 7x7 layer wastes no
+    lanes) x a block of _TILE_CHANNELS output channels of a group; the (run, block) pairs are spread over the
+    threads, so 7x7 layers still give every thread work. A depthwise conv (multiplier 1) runs `spread`: one group
+    whose lane i reads input channel i."""
     n, h, wd, c = x.shape
-    groups = c // group_c
     out_c = groups * per_group
     blocks = (per_group + _TILE_CHANNELS - 1) // _TILE_CHANNELS
     pixels = out_h * out_w
-    runs = (pixels + _PIXELS - 1) // _PIXELS
+    run = _run_length(spread)
+    runs = (pixels + run - 1) // run
     out = np.empty((n, out_h, out_w, out_c), np.float32)
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    for tile in numba.prange(n * runs * groups * blocks):
-        block, g = tile % blocks, tile // blocks % groups
-        q0, b = tile // (blocks * groups) % runs * _PIXELS, tile // (blocks * groups * runs)
-        first = g * blocks * _TILE_CHANNELS + block * _TILE_CHANNELS  # in the packed bias
+    for item in numba.prange(n * runs * blocks):
+        block, q0, b = item % blocks, item // blocks % runs * run, item // (blocks * runs)
+        c0 = block * _TILE_CHANNELS  # first output channel of the tile in its group
         acc = _scratch(_ACCUMULATORS, np.float32)
         top, left = _scratch(_PIXELS, np.int64), _scratch(_PIXELS, np.int64)
         at, inside = _scratch(_PIXELS, np.int64), _scratch(_PIXELS, np.bool_)
-        for p in range(_PIXELS):
-            q = min(q0 + p, pixels - 1)
-            top[p], left[p] = q // out_w * stride_h - pad_top, q % out_w * stride_w - pad_left
-            for j in range(_VECTORS):
-                _lanes_start(acc, p * _VECTORS + j, bias, first + j * L, fused)
-        for t in range(kh * kw):
-            ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
-            everywhere = True
-            for p in range(_PIXELS):
-                iy, ix = top[p] + ky * dil_h, left[p] + kx * dil_w
-                inside[p] = 0 <= iy < h and 0 <= ix < wd and q0 + p < pixels
-                at[p] = ((b * h + iy) * wd + ix) * c + g * group_c if inside[p] else 0
-                everywhere = everywhere and inside[p]
-            w_at = (((g * blocks + block) * kh + ky) * kw + kx) * group_c * _TILE_CHANNELS
-            if everywhere:  # two literal variants: the common case without a test per pixel
-                _tap(acc, w, w_at, flat_x, at, inside, group_c, fused, False)
-            else:
-                _tap(acc, w, w_at, flat_x, at, inside, group_c, fused, True)
-        lanes = per_group - block * _TILE_CHANNELS
-        for p in range(min(_PIXELS, pixels - q0)):
-            o_at = (b * pixels + q0 + p) * out_c + g * per_group + block * _TILE_CHANNELS
-            for j in range(_VECTORS):
-                if lanes > j * L:
-                    _lanes_finish(flat_out, o_at + j * L, min(L, lanes - j * L), acc, p * _VECTORS + j, bias,
-                                  first + j * L, not fused)
+        interior = True  # every tap of every pixel inside the input: no per-pixel test
+        oy, ox = q0 // out_w, q0 % out_w
+        for p in range(_run_length(spread)):
+            top[p], left[p] = oy * stride_h - pad_top, ox * stride_w - pad_left
+            interior = (interior and q0 + p < pixels and top[p] >= 0 and top[p] + (kh - 1) * dil_h < h
+                        and left[p] >= 0 and left[p] + (kw - 1) * dil_w < wd)
+            ox += 1
+            if ox == out_w:
+                oy, ox = oy + 1, 0
+        for g in range(groups):
+            x0 = c0 if spread else g * group_c  # first input channel the tile reads
+            first = g * blocks * _TILE_CHANNELS + c0  # in the packed bias
+            for p in range(_run_length(spread)):
+                for j in range(_VECTORS):
+                    _lanes_start(acc, p * _VECTORS + j, bias, first + j * L, fused)
+            for t in range(kh * kw):
+                ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
+                w_at = (((g * blocks + block) * kh + ky) * kw + kx) * group_c * _TILE_CHANNELS
+                for p in range(_run_length(spread)):
+                    at[p] = ((b * h + top[p] + ky * dil_h) * wd + left[p] + kx * dil_w) * c + x0
+                if interior:  # two literal variants of the tap
+                    _tap(acc, w, w_at, flat_x, at, inside, group_c, c - x0, fused, spread, False)
+                else:
+                    for p in range(_run_length(spread)):
+                        iy, ix = top[p] + ky * dil_h, left[p] + kx * dil_w
+                        inside[p] = 0 <= iy < h and 0 <= ix < wd and q0 + p < pixels
+                    _tap(acc, w, w_at, flat_x, at, inside, group_c, c - x0, fused, spread, True)
+            lanes = per_group - c0
+            for p in range(min(_run_length(spread), pixels - q0)):
+                o_at = (b * pixels + q0 + p) * out_c + g * per_group + c0
+                for j in range(_VECTORS):
+                    if lanes > j * L:
+                        _lanes_finish(flat_out, o_at + j * L, min(L, lanes - j * L), acc, p * _VECTORS + j, bias,
+                                      first + j * L, not fused)
     return out
 
 
 @numba.njit(cache=True)
-def _dense_tiles(x, w, bias, group_c, per_group, kh, kw, fused, columns_first, stride_h, stride_w, pad_top,
-                 pad_left, dil_h, dil_w, out_h, out_w):
-    """_tiles compiled for `fused` as a constant (the intrinsics emit one form or the other)."""
+def _conv_tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h, stride_w,
+                pad_top, pad_left, dil_h, dil_w, out_h, out_w):
+    """_tiles compiled for `fused` and `spread` as constants (the intrinsics emit one form)."""
+    if fused and spread:  # (a tuple of the geometry with *args would make numba type the flags as plain bools)
+        return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, True, True, columns_first, stride_h, stride_w,
+                      pad_top, pad_left, dil_h, dil_w, out_h, out_w)
     if fused:
-        return _tiles(x, w, bias, group_c, per_group, kh, kw, True, columns_first, stride_h, stride_w, pad_top,
-                      pad_left, dil_h, dil_w, out_h, out_w)
-    return _tiles(x, w, bias, group_c, per_group, kh, kw, False, columns_first, stride_h, stride_w, pad_top,
-                  pad_left, dil_h, dil_w, out_h, out_w)
+        return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, True, False, columns_first, stride_h, stride_w,
+                      pad_top, pad_left, dil_h, dil_w, out_h, out_w)
+    if spread:
+        return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, False, True, columns_first, stride_h, stride_w,
+                      pad_top, pad_left, dil_h, dil_w, out_h, out_w)
+    return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, False, False, columns_first, stride_h, stride_w,
+                  pad_top, pad_left, dil_h, dil_w, out_h, out_w)
 
 
 def _tile_pack(w_hwio, groups):
@@ -320,13 +361,15 @@ def _conv(node, x, w_hwio, bias, rules):
     kh, kw, group_c, out_c = w_hwio.shape
     groups = x.shape[3] // group_c
     columns_first = fma and _xnnpack_columns_first(node, x, w_hwio)
-    if group_c == 1 and groups > 1:  # depthwise: one input channel per group, the lanes across channels
+    spread = group_c == 1 and out_c == groups  # depthwise, multiplier 1: one group, lanes across channels
+    if group_c == 1 and groups > 1 and not spread:  # depthwise with a multiplier: few lanes per group
         acc = _conv_loop(x, w_hwio, np.ascontiguousarray(bias), fma, fma, columns_first, sh, sw, top, left, dh, dw,
                          out_h, out_w)
     else:
+        groups, group_c, per_group = (1, 1, out_c) if spread else (groups, group_c, out_c // groups)
         w = packed(w_hwio, ("tiles", groups), lambda w: _tile_pack(w, groups))
-        acc = _dense_tiles(x, w, _tile_bias(bias, groups), group_c, out_c // groups, kh, kw, fma, columns_first,
-                           sh, sw, top, left, dh, dw, out_h, out_w)
+        acc = _conv_tiles(x, w, _tile_bias(bias, groups), groups, group_c, per_group, kh, kw, fma, spread,
+                          columns_first, sh, sw, top, left, dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
 
