@@ -104,15 +104,19 @@ def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w,
 
 
 # ---- dense and grouped convs: register tiles ------------------------------------------------------------------
-# A tile is _PIXELS output pixels x _VECTORS * L output channels of one group; its accumulators live in vector
+# A tile is a few output pixels x a few vectors of L output channels of one group; its accumulators live in vector
 # registers for the whole reduction (numba's np.empty is a heap block LLVM cannot promote, so the tile is a stack
 # array touched only at constant offsets once the small loops unroll). Per input channel one weight vector is
 # reused by every pixel and one input value is broadcast to all lanes: lanes stay independent output elements.
 L = 16  # float32 lanes of one vector (one AVX-512 register, two AVX2 ones)
-_PIXELS, _VECTORS = 8, 2
-_SPREAD_PIXELS = 4  # a depthwise tile: each pixel's input is L-lane loads too, which need registers of their own
-_TILE_CHANNELS = _VECTORS * L
-_ACCUMULATORS = _PIXELS * _VECTORS * L
+# Pixels and vectors of a tile: a conv's, a depthwise conv's (whose pixels load L lanes each too); chosen on
+# MobileNetV2's layers against 8x2, 6x3, 4x4, 4x2, 12x2, 12x1, 16x1 (conv) and 8x1, 16x1 (depthwise). The prange
+# body picks them with a literal `spread`, so LLVM sees constants (a value computed outside the body would reach it
+# as an argument: no unrolling, no registers).
+_DENSE_PIXELS, _DENSE_VECTORS = 8, 1
+_SPREAD_PIXELS, _SPREAD_VECTORS = 4, 2
+_MOST_PIXELS = max(_DENSE_PIXELS, _SPREAD_PIXELS)
+_ACCUMULATORS = max(_DENSE_PIXELS * _DENSE_VECTORS, _SPREAD_PIXELS * _SPREAD_VECTORS) * L
 _VEC = ir.VectorType(ir.FloatType(), L)
 
 
@@ -221,23 +225,20 @@ def _lanes_finish(typingctx, out, at, lanes, acc, slot, bias, b_at, bias_last):
     return types.none(out, at, lanes, acc, slot, bias, b_at, bias_last), codegen
 
 
-@numba.njit(cache=True)
-def _run_length(spread):
-    """Output pixels per tile. A function of the literal `spread` rather than an expression in _tiles: numba passes
-    the values a prange body uses as arguments, which would hide the constant from LLVM (no unrolling, no
-    registers)."""
-    return _SPREAD_PIXELS if spread else _PIXELS
+def _tile_channels(spread: bool) -> int:
+    return (_SPREAD_VECTORS if spread else _DENSE_VECTORS) * L
 
 
 @numba.njit(cache=True)
 def _tap(acc, w, w_at, x, at, inside, group_c, x_lanes, fused, spread, checked):
     """One filter tap of a tile: its input channels in order, each into every pixel's lanes; with `checked`, the
     pixels whose tap lies in the padding are skipped (TFLite skips them: adding w * 0 could turn -0 into +0)."""
+    run, vectors = (_SPREAD_PIXELS, _SPREAD_VECTORS) if spread else (_DENSE_PIXELS, _DENSE_VECTORS)
     for ic in range(group_c):
-        for p in range(_run_length(spread)):
+        for p in range(run):
             if not checked or inside[p]:
-                for j in range(_VECTORS):
-                    _lanes_step(acc, p * _VECTORS + j, w, w_at + ic * _TILE_CHANNELS + j * L, x,
+                for j in range(vectors):
+                    _lanes_step(acc, p * vectors + j, w, w_at + (ic * vectors + j) * L, x,
                                 at[p] + (j * L if spread else ic), x_lanes - j * L, fused, spread)
 
 
@@ -246,26 +247,28 @@ def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, column
            pad_top, pad_left, dil_h, dil_w, out_h, out_w):
     """_conv_loop's per-element arithmetic (taps row by row, or column by column, input channels in order) on
     weights packed by _tile_pack. A tile is a run of output pixels (flat over the rows, so a 7x7 layer wastes no
-    lanes) x a block of _TILE_CHANNELS output channels of a group; the (run, block) pairs are spread over the
-    threads, so 7x7 layers still give every thread work. A depthwise conv (multiplier 1) runs `spread`: one group
-    whose lane i reads input channel i."""
+    lanes) x a block of output channels of a group; the (run, block) pairs are spread over the threads, so 7x7
+    layers still give every thread work. A depthwise conv (multiplier 1) runs `spread`: one group whose lane i reads
+    input channel i."""
     n, h, wd, c = x.shape
     out_c = groups * per_group
-    blocks = (per_group + _TILE_CHANNELS - 1) // _TILE_CHANNELS
+    tile_pixels = _SPREAD_PIXELS if spread else _DENSE_PIXELS
+    tile_channels = (_SPREAD_VECTORS if spread else _DENSE_VECTORS) * L
+    blocks = (per_group + tile_channels - 1) // tile_channels
     pixels = out_h * out_w
-    run = _run_length(spread)
-    runs = (pixels + run - 1) // run
+    runs = (pixels + tile_pixels - 1) // tile_pixels
     out = np.empty((n, out_h, out_w, out_c), np.float32)
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     for item in numba.prange(n * runs * blocks):
+        run, vectors = (_SPREAD_PIXELS, _SPREAD_VECTORS) if spread else (_DENSE_PIXELS, _DENSE_VECTORS)
         block, q0, b = item % blocks, item // blocks % runs * run, item // (blocks * runs)
-        c0 = block * _TILE_CHANNELS  # first output channel of the tile in its group
+        c0 = block * vectors * L  # first output channel of the tile in its group
         acc = _scratch(_ACCUMULATORS, np.float32)
-        top, left = _scratch(_PIXELS, np.int64), _scratch(_PIXELS, np.int64)
-        at, inside = _scratch(_PIXELS, np.int64), _scratch(_PIXELS, np.bool_)
+        top, left = _scratch(_MOST_PIXELS, np.int64), _scratch(_MOST_PIXELS, np.int64)
+        at, inside = _scratch(_MOST_PIXELS, np.int64), _scratch(_MOST_PIXELS, np.bool_)
         interior = True  # every tap of every pixel inside the input: no per-pixel test
         oy, ox = q0 // out_w, q0 % out_w
-        for p in range(_run_length(spread)):
+        for p in range(run):
             top[p], left[p] = oy * stride_h - pad_top, ox * stride_w - pad_left
             interior = (interior and q0 + p < pixels and top[p] >= 0 and top[p] + (kh - 1) * dil_h < h
                         and left[p] >= 0 and left[p] + (kw - 1) * dil_w < wd)
@@ -274,28 +277,28 @@ def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, column
                 oy, ox = oy + 1, 0
         for g in range(groups):
             x0 = c0 if spread else g * group_c  # first input channel the tile reads
-            first = g * blocks * _TILE_CHANNELS + c0  # in the packed bias
-            for p in range(_run_length(spread)):
-                for j in range(_VECTORS):
-                    _lanes_start(acc, p * _VECTORS + j, bias, first + j * L, fused)
+            first = g * blocks * vectors * L + c0  # in the packed bias
+            for p in range(run):
+                for j in range(vectors):
+                    _lanes_start(acc, p * vectors + j, bias, first + j * L, fused)
             for t in range(kh * kw):
                 ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
-                w_at = (((g * blocks + block) * kh + ky) * kw + kx) * group_c * _TILE_CHANNELS
-                for p in range(_run_length(spread)):
+                w_at = (((g * blocks + block) * kh + ky) * kw + kx) * group_c * vectors * L
+                for p in range(run):
                     at[p] = ((b * h + top[p] + ky * dil_h) * wd + left[p] + kx * dil_w) * c + x0
                 if interior:  # two literal variants of the tap
                     _tap(acc, w, w_at, flat_x, at, inside, group_c, c - x0, fused, spread, False)
                 else:
-                    for p in range(_run_length(spread)):
+                    for p in range(run):
                         iy, ix = top[p] + ky * dil_h, left[p] + kx * dil_w
                         inside[p] = 0 <= iy < h and 0 <= ix < wd and q0 + p < pixels
                     _tap(acc, w, w_at, flat_x, at, inside, group_c, c - x0, fused, spread, True)
             lanes = per_group - c0
-            for p in range(min(_run_length(spread), pixels - q0)):
+            for p in range(min(run, pixels - q0)):
                 o_at = (b * pixels + q0 + p) * out_c + g * per_group + c0
-                for j in range(_VECTORS):
+                for j in range(vectors):
                     if lanes > j * L:
-                        _lanes_finish(flat_out, o_at + j * L, min(L, lanes - j * L), acc, p * _VECTORS + j, bias,
+                        _lanes_finish(flat_out, o_at + j * L, min(L, lanes - j * L), acc, p * vectors + j, bias,
                                       first + j * L, not fused)
     return out
 
@@ -317,21 +320,21 @@ def _conv_tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, c
                   pad_top, pad_left, dil_h, dil_w, out_h, out_w)
 
 
-def _tile_pack(w_hwio, groups):
-    """HWIO [kh,kw,C/groups,O] -> flat [group, channel block, kh, kw, C/groups, _TILE_CHANNELS], each group's
+def _tile_pack(w_hwio, groups, channels):
+    """HWIO [kh,kw,C/groups,O] -> flat [group, channel block, kh, kw, C/groups, block channels], each group's
     output channels zero-padded to whole blocks, so a tile reads its weights contiguously and never past the end."""
     kh, kw, group_c, out_c = w_hwio.shape
     per_group = out_c // groups
-    blocks = -(-per_group // _TILE_CHANNELS)
-    w = np.zeros((groups, kh, kw, group_c, blocks * _TILE_CHANNELS), np.float32)
+    blocks = -(-per_group // channels)
+    w = np.zeros((groups, kh, kw, group_c, blocks * channels), np.float32)
     w[..., :per_group] = w_hwio.reshape(kh, kw, group_c, groups, per_group).transpose(3, 0, 1, 2, 4)
-    return np.ascontiguousarray(w.reshape(groups, kh, kw, group_c, blocks, _TILE_CHANNELS)
+    return np.ascontiguousarray(w.reshape(groups, kh, kw, group_c, blocks, channels)
                                 .transpose(0, 4, 1, 2, 3, 5)).reshape(-1)
 
 
-def _tile_bias(bias, groups):
+def _tile_bias(bias, groups, channels):
     per_group = bias.size // groups
-    padded = np.zeros((groups, -(-per_group // _TILE_CHANNELS) * _TILE_CHANNELS), np.float32)
+    padded = np.zeros((groups, -(-per_group // channels) * channels), np.float32)
     padded[:, :per_group] = bias.reshape(groups, per_group)
     return padded.reshape(-1)
 
@@ -367,8 +370,9 @@ def _conv(node, x, w_hwio, bias, rules):
                          out_h, out_w)
     else:
         groups, group_c, per_group = (1, 1, out_c) if spread else (groups, group_c, out_c // groups)
-        w = packed(w_hwio, ("tiles", groups), lambda w: _tile_pack(w, groups))
-        acc = _conv_tiles(x, w, _tile_bias(bias, groups), groups, group_c, per_group, kh, kw, fma, spread,
+        channels = _tile_channels(spread)
+        w = packed(w_hwio, ("tiles", groups, channels), lambda w: _tile_pack(w, groups, channels))
+        acc = _conv_tiles(x, w, _tile_bias(bias, groups, channels), groups, group_c, per_group, kh, kw, fma, spread,
                           columns_first, sh, sw, top, left, dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
