@@ -13,7 +13,7 @@ key (onnxruntime: MLAS im2col and blocked SGEMM, not reproduced) keep the refere
 Speed without reordering: XNNPACK and MLAS vectorise along the reduction (input channels) and so change the sum;
 mcc puts the SIMD lanes across independent output elements (output channels), so every element keeps its exact
 sequence of float32 operations. Convs whose groups have several input channels (the pointwise and full convs,
-nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x 32
+nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x 16
 output channels accumulate in vector registers over the whole reduction, on weights packed once per tile
 (packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x 32 channels, lane i reading input
 channel i; depthwise convs with a multiplier run _conv_loop.
@@ -234,7 +234,7 @@ def _tap(acc, w, w_at, x, at, inside, group_c, x_lanes, fused, spread, checked):
     """One filter tap of a tile: its input channels in order, each into every pixel's lanes; with `checked`, the
     pixels whose tap lies in the padding are skipped (TFLite skips them: adding w * 0 could turn -0 into +0)."""
     run, vectors = (_SPREAD_PIXELS, _SPREAD_VECTORS) if spread else (_DENSE_PIXELS, _DENSE_VECTORS)
-    for ic in range(group_c):
+    for ic in range(1 if spread else group_c):  # a constant count: no loop for a depthwise conv
         for p in range(run):
             if not checked or inside[p]:
                 for j in range(vectors):
@@ -265,7 +265,8 @@ def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, column
         c0 = block * vectors * L  # first output channel of the tile in its group
         acc = _scratch(_ACCUMULATORS, np.float32)
         top, left = _scratch(_MOST_PIXELS, np.int64), _scratch(_MOST_PIXELS, np.int64)
-        at, inside = _scratch(_MOST_PIXELS, np.int64), _scratch(_MOST_PIXELS, np.bool_)
+        base, at = _scratch(_MOST_PIXELS, np.int64), _scratch(_MOST_PIXELS, np.int64)
+        inside = _scratch(_MOST_PIXELS, np.bool_)
         interior = True  # every tap of every pixel inside the input: no per-pixel test
         oy, ox = q0 // out_w, q0 % out_w
         for p in range(run):
@@ -279,13 +280,15 @@ def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, column
             x0 = c0 if spread else g * group_c  # first input channel the tile reads
             first = g * blocks * vectors * L + c0  # in the packed bias
             for p in range(run):
+                base[p] = ((b * h + top[p]) * wd + left[p]) * c + x0  # of the tap (0, 0)
                 for j in range(vectors):
                     _lanes_start(acc, p * vectors + j, bias, first + j * L, fused)
             for t in range(kh * kw):
                 ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
                 w_at = (((g * blocks + block) * kh + ky) * kw + kx) * group_c * vectors * L
+                shift = (ky * dil_h * wd + kx * dil_w) * c
                 for p in range(run):
-                    at[p] = ((b * h + top[p] + ky * dil_h) * wd + left[p] + kx * dil_w) * c + x0
+                    at[p] = base[p] + shift
                 if interior:  # two literal variants of the tap
                     _tap(acc, w, w_at, flat_x, at, inside, group_c, c - x0, fused, spread, False)
                 else:
@@ -353,6 +356,7 @@ def _conv(node, x, w_hwio, bias, rules):
     layout = node.inputs[0].layout
     x = to_nhwc(x, layout)
     out_h, out_w = window_output_hw(x, node, w_hwio.shape[0], w_hwio.shape[1])
+    has_bias = bias is not None
     if bias is None:
         bias = np.zeros(w_hwio.shape[3], np.float32)  # TFLite adds 0.0f when there is no bias
     (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
@@ -372,8 +376,10 @@ def _conv(node, x, w_hwio, bias, rules):
         groups, group_c, per_group = (1, 1, out_c) if spread else (groups, group_c, out_c // groups)
         channels = _tile_channels(spread)
         w = packed(w_hwio, ("tiles", groups, channels), lambda w: _tile_pack(w, groups, channels))
-        acc = _conv_tiles(x, w, _tile_bias(bias, groups, channels), groups, group_c, per_group, kh, kw, fma, spread,
-                          columns_first, sh, sw, top, left, dh, dw, out_h, out_w)
+        pack_bias = lambda b: _tile_bias(b, groups, channels)  # noqa: E731
+        bias = packed(bias, ("tiles", groups, channels), pack_bias) if has_bias else pack_bias(bias)
+        acc = _conv_tiles(x, w, bias, groups, group_c, per_group, kh, kw, fma, spread, columns_first, sh, sw, top,
+                          left, dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
 
