@@ -2,13 +2,18 @@
 prescribes (runtime/kernels/conv.py): random groups, depthwise multipliers, kernels, strides, dilations,
 asymmetric padding, odd channel tails and batches, compared bit for bit (as int32)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
 
 from mcc.ir import Graph
 from mcc.runtime import run
-from mcc.runtime.kernels.conv import fma32
+from mcc.runtime.kernels.conv import L, fma32
 
 RULES = ("litert-ref", "litert-xnnpack")
 
@@ -115,3 +120,20 @@ def test_the_two_orders_differ():
     attrs = {"stride": [1, 1], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1}
     assert not np.array_equal(run_conv("conv2d", x, w, bias, attrs, "litert-ref"),
                               run_conv("conv2d", x, w, bias, attrs, "litert-xnnpack"))
+
+
+# The tiles' vector width follows the CPU numba compiles for; the other widths, compiled for older x86 CPUs that this
+# one also runs, in a child process (the width is fixed at import).
+NARROWER = [("haswell", "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16", 8),
+            ("nehalem", "+64bit,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16", 4)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu, features, lanes", NARROWER)
+def test_narrower_vectors_keep_the_sequence(cpu, features, lanes):
+    code = (f"import importlib.util as u; s = u.spec_from_file_location('fuzz', {str(Path(__file__))!r}); "
+            "m = u.module_from_spec(s); s.loader.exec_module(m); assert m.L == %d, m.L; "
+            "[m.check(seed) for seed in range(300)]; print('ok')" % lanes)
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
@@ -103,12 +104,21 @@ def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w,
     return acc
 
 
-# ---- dense and grouped convs: register tiles ------------------------------------------------------------------
+# ---- register tiles: convs and depthwise convs (multiplier 1) -------------------------------------------------
 # A tile is a few output pixels x a few vectors of L output channels of one group; its accumulators live in vector
 # registers for the whole reduction (numba's np.empty is a heap block LLVM cannot promote, so the tile is a stack
 # array touched only at constant offsets once the small loops unroll). Per input channel one weight vector is
 # reused by every pixel and one input value is broadcast to all lanes: lanes stay independent output elements.
-L = 16  # float32 lanes of one vector (one AVX-512 register, two AVX2 ones)
+
+
+def _vector_lanes() -> int:
+    """float32 lanes of one vector register of the CPU numba compiles for (NUMBA_CPU_FEATURES or the host's):
+    AVX-512 16, AVX 8, else (NEON, SSE) 4, so a tile's accumulators fit the register file."""
+    features = set((numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()).split(","))
+    return 16 if "+avx512f" in features else 8 if "+avx" in features else 4
+
+
+L = _vector_lanes()
 # Pixels and vectors of a tile: a conv's, a depthwise conv's (whose pixels load L lanes each too); chosen on
 # MobileNetV2's layers against 8x2, 6x3, 4x4, 4x2, 12x2, 12x1, 16x1 (conv) and 8x1, 16x1 (depthwise). The prange
 # body picks them with a literal `spread`, so LLVM sees constants (a value computed outside the body would reach it
