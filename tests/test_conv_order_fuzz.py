@@ -13,7 +13,7 @@ import pytest
 
 from mcc.ir import Graph
 from mcc.runtime import run
-from mcc.runtime.kernels.conv import L, fma32
+from mcc.runtime.kernels.conv import fma32
 
 RULES = ("litert-ref", "litert-xnnpack")
 
@@ -67,8 +67,9 @@ def random_case(rng):
         w[rng.random(w.shape) < 0.1] = 0.0
     bias = rng.standard_normal(groups * per_group).astype(np.float32) * (rng.random() < 0.8)
     op = "depthwise_conv2d" if kind in ("depthwise", "multiplier2") and rng.random() < 0.7 else "conv2d"
-    attrs = {"stride": stride, "padding": pad, "dilation": dil, **({"groups": groups} if op == "conv2d" else {"multiplier": per_group})}
-    return op, x, w, bias, groups, attrs
+    attrs = {"stride": stride, "padding": pad, "dilation": dil,
+             **({"groups": groups} if op == "conv2d" else {"multiplier": per_group})}
+    return op, x, w, None if rng.random() < 0.1 else bias, groups, attrs
 
 
 def run_conv(op, x, w_hwio, bias, attrs, rules):
@@ -76,7 +77,8 @@ def run_conv(op, x, w_hwio, bias, attrs, rules):
     g = Graph()
     t = g.add_input("x", x.shape, layout="NHWC")
     w = w_hwio.transpose(3, 0, 1, 2) if op == "conv2d" else w_hwio.transpose(2, 0, 1, 3)  # OHWI / [1,kh,kw,O]
-    node = g.add_node(op, [t, g.constant("w", np.ascontiguousarray(w)), g.constant("b", bias)], attrs)
+    bias = [] if bias is None else [g.constant("b", bias)]
+    node = g.add_node(op, [t, g.constant("w", np.ascontiguousarray(w))] + bias, attrs)
     g.outputs = list(node.outputs)
     g.verify()
     return run(g, {"x": x}, rules=rules)[node.outputs[0].name]
@@ -93,7 +95,8 @@ def check(seed):
         fused = rules == "litert-xnnpack"
         # XNNPACK's single-pass depthwise (multiplier 1, <= 25 taps) walks its taps column by column
         columns_first = fused and op == "depthwise_conv2d" and w.shape[3] == x.shape[3] and kh * kw <= 25
-        want = reference(x, w, bias, groups, (sh, sw), (top, left), (dh, dw), out_hw, fused, columns_first)
+        zero_bias = np.zeros(w.shape[3], np.float32) if bias is None else bias  # TFLite adds 0.0f
+        want = reference(x, w, zero_bias, groups, (sh, sw), (top, left), (dh, dw), out_hw, fused, columns_first)
         got = run_conv(op, x, w, bias, attrs, rules)
         assert got.shape == want.shape and np.array_equal(got.view(np.int32), want.view(np.int32)), \
             (seed, op, x.shape, w.shape, groups, attrs, rules, int((got.view(np.int32) != want.view(np.int32)).sum()))
@@ -132,8 +135,8 @@ NARROWER = [("haswell", "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,
 @pytest.mark.parametrize("cpu, features, lanes", NARROWER)
 def test_narrower_vectors_keep_the_sequence(cpu, features, lanes):
     code = (f"import importlib.util as u; s = u.spec_from_file_location('fuzz', {str(Path(__file__))!r}); "
-            "m = u.module_from_spec(s); s.loader.exec_module(m); assert m.L == %d, m.L; "
-            "[m.check(seed) for seed in range(300)]; print('ok')" % lanes)
+            "m = u.module_from_spec(s); s.loader.exec_module(m); from mcc.runtime.kernels import conv; "
+            f"assert conv.L == {lanes}, conv.L; [m.check(seed) for seed in range(300)]; print('ok')")
     env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
