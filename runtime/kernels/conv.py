@@ -112,10 +112,16 @@ def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w,
 
 
 def _vector_lanes() -> int:
-    """float32 lanes of one vector register of the CPU numba compiles for (NUMBA_CPU_FEATURES or the host's):
-    AVX-512 16, AVX 8, else (NEON, SSE) 4, so a tile's accumulators fit the register file."""
-    features = set((numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()).split(","))
-    return 16 if "+avx512f" in features else 8 if "+avx" in features else 4
+    """float32 lanes of one vector register of the CPU numba compiles for (NUMBA_CPU_FEATURES, the host's, or for
+    a NUMBA_CPU_NAME without features, as for a portable cache, the baseline): AVX-512 16, AVX 8, else (NEON, SSE)
+    4, so a tile's accumulators fit the register file."""
+    config = numba.config
+    if config.CPU_FEATURES:
+        features = config.CPU_FEATURES
+    else:
+        features = "" if config.CPU_NAME not in (None, "host") else llvm.get_host_cpu_features().flatten()
+    flags = set(features.split(","))
+    return 16 if "+avx512f" in flags else 8 if "+avx" in flags else 4
 
 
 L = _vector_lanes()
