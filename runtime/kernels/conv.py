@@ -13,10 +13,10 @@ key (onnxruntime: MLAS im2col and blocked SGEMM, not reproduced) keep the refere
 Speed without reordering: XNNPACK and MLAS vectorise along the reduction (input channels) and so change the sum;
 mcc puts the SIMD lanes across independent output elements (output channels), so every element keeps its exact
 sequence of float32 operations. Convs whose groups have several input channels (the pointwise and full convs,
-nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x 16
-output channels accumulate in vector registers over the whole reduction, on weights packed once per tile
-(packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x 32 channels, lane i reading input
-channel i; depthwise convs with a multiplier run _conv_loop.
+nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x one
+vector of output channels (16 lanes with AVX-512) accumulate in registers over the whole reduction, on weights
+packed once per tile (packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x two vectors, lane
+i reading input channel i; depthwise convs with a multiplier run _conv_loop.
 """
 from __future__ import annotations
 
