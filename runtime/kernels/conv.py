@@ -322,21 +322,19 @@ def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, column
     return out
 
 
-@numba.njit(cache=True)
-def _conv_tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h, stride_w,
-                pad_top, pad_left, dil_h, dil_w, out_h, out_w):
-    """_tiles compiled for `fused` and `spread` as constants (the intrinsics emit one form)."""
-    if fused and spread:  # (a tuple of the geometry with *args would make numba type the flags as plain bools)
-        return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, True, True, columns_first, stride_h, stride_w,
-                      pad_top, pad_left, dil_h, dil_w, out_h, out_w)
-    if fused:
-        return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, True, False, columns_first, stride_h, stride_w,
-                      pad_top, pad_left, dil_h, dil_w, out_h, out_w)
-    if spread:
-        return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, False, True, columns_first, stride_h, stride_w,
-                      pad_top, pad_left, dil_h, dil_w, out_h, out_w)
-    return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, False, False, columns_first, stride_h, stride_w,
-                  pad_top, pad_left, dil_h, dil_w, out_h, out_w)
+def _tiles_for(fused: bool, spread: bool):
+    """_tiles compiled for one pair of flags as literals (the intrinsics emit one form). A closure per pair, so a
+    process compiles only the pairs it runs (numba's cache keys a closure by its cell values)."""
+    @numba.njit(cache=True)
+    def entry(x, w, bias, groups, group_c, per_group, kh, kw, columns_first, stride_h, stride_w, pad_top, pad_left,
+              dil_h, dil_w, out_h, out_w):
+        return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h,
+                      stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w)
+
+    return entry
+
+
+_TILES = {(fused, spread): _tiles_for(fused, spread) for fused in (False, True) for spread in (False, True)}
 
 
 def _tile_pack(w_hwio, groups, channels):
@@ -394,8 +392,8 @@ def _conv(node, x, w_hwio, bias, rules):
         w = packed(w_hwio, ("tiles", groups, channels), lambda w: _tile_pack(w, groups, channels))
         pack_bias = lambda b: _tile_bias(b, groups, channels)  # noqa: E731
         bias = packed(bias, ("tiles", groups, channels), pack_bias) if has_bias else pack_bias(bias)
-        acc = _conv_tiles(x, w, bias, groups, group_c, per_group, kh, kw, fma, spread, columns_first, sh, sw, top,
-                          left, dh, dw, out_h, out_w)
+        acc = _TILES[fma, spread](x, w, bias, groups, group_c, per_group, kh, kw, columns_first, sh, sw, top, left,
+                                  dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
 
