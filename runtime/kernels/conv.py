@@ -11,13 +11,18 @@ TFLite's reference order above, or XNNPACK's (bias first, one fused multiply-add
 key (onnxruntime: MLAS im2col and blocked SGEMM, not reproduced) keep the reference order.
 
 Speed without reordering: XNNPACK and MLAS vectorise along the reduction (input channels) and so change the sum;
-mcc puts the SIMD lanes across independent output elements (output channels, or pixels for a narrow pointwise
-conv), so every element keeps its exact sequence of float32 operations, and packs weights once (packing.packed).
+mcc puts the SIMD lanes across independent output elements (output channels), so every element keeps its exact
+sequence of float32 operations. Convs whose groups have several input channels (the pointwise and full convs,
+nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x one
+vector of output channels (16 lanes with AVX-512) accumulate in registers over the whole reduction, on weights
+packed once per tile (packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x two vectors, lane
+i reading input channel i; depthwise convs with a multiplier run _conv_loop.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
@@ -99,44 +104,256 @@ def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w,
     return acc
 
 
-_LANES = 128  # output pixels per block of _pointwise_pixel_lanes
-_NARROW = 64  # below this many output channels a pointwise conv runs with its lanes across pixels
+# ---- register tiles: convs and depthwise convs (multiplier 1) -------------------------------------------------
+# A tile is a few output pixels x a few vectors of L output channels of one group; its accumulators live in vector
+# registers for the whole reduction (numba's np.empty is a heap block LLVM cannot promote, so the tile is a stack
+# array touched only at constant offsets once the small loops unroll). Per input channel one weight vector is
+# reused by every pixel and one input value is broadcast to all lanes: lanes stay independent output elements.
+
+
+def _vector_lanes() -> int:
+    """float32 lanes of one vector register of the CPU numba compiles for (NUMBA_CPU_FEATURES, the host's, or for
+    a NUMBA_CPU_NAME without features, as for a portable cache, the baseline): AVX-512 16, AVX 8, else (NEON, SSE)
+    4, so a tile's accumulators fit the register file."""
+    config = numba.config
+    if config.CPU_FEATURES:
+        features = config.CPU_FEATURES
+    else:
+        features = "" if config.CPU_NAME not in (None, "host") else llvm.get_host_cpu_features().flatten()
+    flags = set(features.split(","))
+    return 16 if "+avx512f" in flags else 8 if "+avx" in flags else 4
+
+
+L = _vector_lanes()
+# Pixels and vectors of a tile: a conv's, a depthwise conv's (whose pixels load L lanes each too); chosen on
+# MobileNetV2's layers against 8x2, 6x3, 4x4, 4x2, 12x2, 12x1, 16x1 (conv) and 8x1, 16x1 (depthwise). The prange
+# body picks them with a literal `spread`, so LLVM sees constants (a value computed outside the body would reach it
+# as an argument: no unrolling, no registers).
+_DENSE_PIXELS, _DENSE_VECTORS = 8, 1
+_SPREAD_PIXELS, _SPREAD_VECTORS = 4, 2
+_MOST_PIXELS = max(_DENSE_PIXELS, _SPREAD_PIXELS)
+_ACCUMULATORS = max(_DENSE_PIXELS * _DENSE_VECTORS, _SPREAD_PIXELS * _SPREAD_VECTORS) * L
+_VEC = ir.VectorType(ir.FloatType(), L)
+
+
+@intrinsic
+def _scratch(typingctx, size, dtype):
+    """A 1-D array of `size` (a literal) elements on the stack, never escaping: LLVM keeps it in registers."""
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    n, arrty = size.literal_value, types.Array(dtype.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        item_type = context.get_data_type(arrty.dtype)
+        array = context.make_array(arrty)(context, builder)
+        item = context.get_constant(types.intp, context.get_abi_sizeof(item_type))
+        context.populate_array(array, data=cgutils.alloca_once(builder, item_type, size=n),
+                               shape=[context.get_constant(types.intp, n)], strides=[item], itemsize=item,
+                               meminfo=None)
+        return array._getvalue()
+
+    return arrty(size, dtype), codegen
+
+
+def _vector_at(context, builder, arrty, array, index):
+    """Pointer to the L float32 elements of 1-D `array` from `index` on."""
+    data = context.make_array(arrty)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), _VEC.as_pointer())
+
+
+def _slot(context, builder, signature, args):
+    """Pointer to accumulator vector args[1] of the tile args[0]."""
+    return _vector_at(context, builder, signature.args[0], args[0], builder.mul(args[1], ir.Constant(args[1].type, L)))
+
+
+@intrinsic
+def _lanes_start(typingctx, acc, slot, bias, at, bias_first):
+    """Accumulator vector `slot` = bias[at:at+L] (XNNPACK's order) or zeros (TFLite's)."""
+    def codegen(context, builder, signature, args):
+        value = builder.load(_vector_at(context, builder, signature.args[2], args[2], args[3]), align=4)
+        value = builder.select(args[4], value, ir.Constant(_VEC, [0.0] * L))
+        builder.store(value, _slot(context, builder, signature, args), align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, slot, bias, at, bias_first), codegen
+
+
+def _splat(builder, value, vector_type):
+    one = builder.insert_element(ir.Constant(vector_type, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L))
+
+
+def _first_lanes(builder, count):
+    """The mask of lanes 0 .. count-1 (none for count <= 0, all for count >= L)."""
+    lanes = ir.VectorType(count.type, L)
+    return builder.icmp_signed("<", ir.Constant(lanes, list(range(L))), _splat(builder, count, lanes))
+
+
+@intrinsic
+def _lanes_step(typingctx, acc, slot, w, w_at, x, x_at, x_lanes, fused, spread):
+    """Accumulator vector `slot` = _step(it, w[w_at:w_at+L], x) per lane: x[x_at] on every lane, or (`spread`, a
+    depthwise conv) lane i reads x[x_at+i], masked past x_lanes (those lanes are never stored). One product and one
+    sum, each rounded, or (`fused`) one fused multiply-add. `fused` and `spread` are literals: one form is emitted."""
+    if not (isinstance(fused, types.BooleanLiteral) and isinstance(spread, types.BooleanLiteral)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        slot_ptr = _slot(context, builder, signature, args)
+        total = builder.load(slot_ptr, align=4)
+        weights = builder.load(_vector_at(context, builder, signature.args[2], args[2], args[3]), align=4)
+        x_ptr = _vector_at(context, builder, signature.args[4], args[4], args[5])
+        if spread.literal_value:
+            load = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_VEC, [x_ptr.type, ir.IntType(32), ir.VectorType(ir.IntType(1), L),
+                                                       _VEC]), f"llvm.masked.load.v{L}f32.p0")
+            value = builder.call(load, [x_ptr, ir.Constant(ir.IntType(32), 4), _first_lanes(builder, args[6]),
+                                        ir.Constant(_VEC, None)])
+        else:
+            value = _splat(builder, builder.load(builder.bitcast(x_ptr, ir.FloatType().as_pointer())), _VEC)
+        if fused.literal_value:
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{L}f32")
+            total = builder.call(fma, [weights, value, total])
+        else:
+            total = builder.fadd(total, builder.fmul(weights, value))
+        builder.store(total, slot_ptr, align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, slot, w, w_at, x, x_at, x_lanes, fused, spread), codegen
+
+
+@intrinsic
+def _lanes_finish(typingctx, out, at, lanes, acc, slot, bias, b_at, bias_last):
+    """out[at:at+lanes] = accumulator vector `slot` (+ bias[b_at:b_at+L] when `bias_last`): a masked store, so a
+    tile's lanes past the group's last channel write nothing."""
+    def codegen(context, builder, signature, args):
+        total = builder.load(_vector_at(context, builder, signature.args[3], args[3],
+                                        builder.mul(args[4], ir.Constant(args[4].type, L))), align=4)
+        bias_value = builder.load(_vector_at(context, builder, signature.args[5], args[5], args[6]), align=4)
+        total = builder.select(args[7], builder.fadd(total, bias_value), total)
+        target = _vector_at(context, builder, signature.args[0], args[0], args[1])
+        mask = _first_lanes(builder, args[2])
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_VEC, target.type, ir.IntType(32), mask.type]),
+            f"llvm.masked.store.v{L}f32.p0")
+        builder.call(store, [total, target, ir.Constant(ir.IntType(32), 4), mask])
+        return context.get_dummy_value()
+
+    return types.none(out, at, lanes, acc, slot, bias, b_at, bias_last), codegen
+
+
+def _tile_channels(spread: bool) -> int:
+    return (_SPREAD_VECTORS if spread else _DENSE_VECTORS) * L
+
+
+@numba.njit(cache=True)
+def _tap(acc, w, w_at, x, at, inside, group_c, x_lanes, fused, spread, checked):
+    """One filter tap of a tile: its input channels in order, each into every pixel's lanes; with `checked`, the
+    pixels whose tap lies in the padding are skipped (TFLite skips them: adding w * 0 could turn -0 into +0)."""
+    run, vectors = (_SPREAD_PIXELS, _SPREAD_VECTORS) if spread else (_DENSE_PIXELS, _DENSE_VECTORS)
+    for ic in range(1 if spread else group_c):  # a constant count: no loop for a depthwise conv
+        for p in range(run):
+            if not checked or inside[p]:
+                for j in range(vectors):
+                    _lanes_step(acc, p * vectors + j, w, w_at + (ic * vectors + j) * L, x,
+                                at[p] + (j * L if spread else ic), x_lanes - j * L, fused, spread)
 
 
 @numba.njit(cache=True, parallel=True)
-def _pointwise_pixel_lanes(x, w, bias, fused):
-    """_conv_loop's arithmetic for a 1x1 conv with stride 1, no padding and one group, the SIMD lanes across a
-    block of output pixels instead of output channels: a projection to 16..32 channels gives the channel loop too
-    few iterations for a vector (measured 2-3x slower per MAC than wide layers). Each lane is still one output
-    element taking its input channels in order; the block's input is transposed once to [C, pixels]."""
+def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h, stride_w,
+           pad_top, pad_left, dil_h, dil_w, out_h, out_w):
+    """_conv_loop's per-element arithmetic (taps row by row, or column by column, input channels in order) on
+    weights packed by _tile_pack. A tile is a run of output pixels (flat over the rows, so a 7x7 layer wastes no
+    lanes) x a block of output channels of a group; the (run, block) pairs are spread over the threads, so 7x7
+    layers still give every thread work. A depthwise conv (multiplier 1) runs `spread`: one group whose lane i reads
+    input channel i."""
     n, h, wd, c = x.shape
-    out_c = w.shape[3]
-    pixels = n * h * wd
-    flat = x.reshape(pixels, c)
-    acc = np.empty((pixels, out_c), np.float32)
-    zero = np.float32(0)
-    for block in numba.prange((pixels + _LANES - 1) // _LANES):
-        first = block * _LANES
-        m = min(_LANES, pixels - first)
-        columns = np.empty((c, _LANES), np.float32)
-        for q in range(m):
-            for ic in range(c):
-                columns[ic, q] = flat[first + q, ic]
-        lanes = np.empty(_LANES, np.float32)
-        for oc in range(out_c):
-            start = bias[oc] if fused else zero
-            for q in range(m):
-                lanes[q] = start
-            for ic in range(c):
-                weight, column = w[0, 0, ic, oc], columns[ic]
-                for q in range(m):
-                    lanes[q] = _step(lanes[q], weight, column[q], fused)
-            if not fused:  # XNNPACK's order starts at the bias, TFLite's adds it last
-                for q in range(m):
-                    lanes[q] = lanes[q] + bias[oc]
-            for q in range(m):
-                acc[first + q, oc] = lanes[q]
-    return acc.reshape(n, h, wd, out_c)
+    out_c = groups * per_group
+    tile_pixels = _SPREAD_PIXELS if spread else _DENSE_PIXELS
+    tile_channels = (_SPREAD_VECTORS if spread else _DENSE_VECTORS) * L
+    blocks = (per_group + tile_channels - 1) // tile_channels
+    pixels = out_h * out_w
+    runs = (pixels + tile_pixels - 1) // tile_pixels
+    out = np.empty((n, out_h, out_w, out_c), np.float32)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for item in numba.prange(n * runs * blocks):
+        run, vectors = (_SPREAD_PIXELS, _SPREAD_VECTORS) if spread else (_DENSE_PIXELS, _DENSE_VECTORS)
+        block, q0, b = item % blocks, item // blocks % runs * run, item // (blocks * runs)
+        c0 = block * vectors * L  # first output channel of the tile in its group
+        acc = _scratch(_ACCUMULATORS, np.float32)
+        top, left = _scratch(_MOST_PIXELS, np.int64), _scratch(_MOST_PIXELS, np.int64)
+        base, at = _scratch(_MOST_PIXELS, np.int64), _scratch(_MOST_PIXELS, np.int64)
+        inside = _scratch(_MOST_PIXELS, np.bool_)
+        interior = True  # every tap of every pixel inside the input: no per-pixel test
+        oy, ox = q0 // out_w, q0 % out_w
+        for p in range(run):
+            top[p], left[p] = oy * stride_h - pad_top, ox * stride_w - pad_left
+            interior = (interior and q0 + p < pixels and top[p] >= 0 and top[p] + (kh - 1) * dil_h < h
+                        and left[p] >= 0 and left[p] + (kw - 1) * dil_w < wd)
+            ox += 1
+            if ox == out_w:
+                oy, ox = oy + 1, 0
+        for g in range(groups):
+            x0 = c0 if spread else g * group_c  # first input channel the tile reads
+            first = g * blocks * vectors * L + c0  # in the packed bias
+            for p in range(run):
+                base[p] = ((b * h + top[p]) * wd + left[p]) * c + x0  # of the tap (0, 0)
+                for j in range(vectors):
+                    _lanes_start(acc, p * vectors + j, bias, first + j * L, fused)
+            for t in range(kh * kw):
+                ky, kx = (t % kh, t // kh) if columns_first else (t // kw, t % kw)
+                w_at = (((g * blocks + block) * kh + ky) * kw + kx) * group_c * vectors * L
+                shift = (ky * dil_h * wd + kx * dil_w) * c
+                for p in range(run):
+                    at[p] = base[p] + shift
+                if interior:  # two literal variants of the tap
+                    _tap(acc, w, w_at, flat_x, at, inside, group_c, c - x0, fused, spread, False)
+                else:
+                    for p in range(run):
+                        iy, ix = top[p] + ky * dil_h, left[p] + kx * dil_w
+                        inside[p] = 0 <= iy < h and 0 <= ix < wd and q0 + p < pixels
+                    _tap(acc, w, w_at, flat_x, at, inside, group_c, c - x0, fused, spread, True)
+            lanes = per_group - c0
+            for p in range(min(run, pixels - q0)):
+                o_at = (b * pixels + q0 + p) * out_c + g * per_group + c0
+                for j in range(vectors):
+                    if lanes > j * L:
+                        _lanes_finish(flat_out, o_at + j * L, min(L, lanes - j * L), acc, p * vectors + j, bias,
+                                      first + j * L, not fused)
+    return out
+
+
+def _tiles_for(fused: bool, spread: bool):
+    """_tiles compiled for one pair of flags as literals (the intrinsics emit one form). A closure per pair, so a
+    process compiles only the pairs it runs (numba's cache keys a closure by its cell values)."""
+    @numba.njit(cache=True)
+    def entry(x, w, bias, groups, group_c, per_group, kh, kw, columns_first, stride_h, stride_w, pad_top, pad_left,
+              dil_h, dil_w, out_h, out_w):
+        return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h,
+                      stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w)
+
+    return entry
+
+
+_TILES = {(fused, spread): _tiles_for(fused, spread) for fused in (False, True) for spread in (False, True)}
+
+
+def _tile_pack(w_hwio, groups, channels):
+    """HWIO [kh,kw,C/groups,O] -> flat [group, channel block, kh, kw, C/groups, block channels], each group's
+    output channels zero-padded to whole blocks, so a tile reads its weights contiguously and never past the end."""
+    kh, kw, group_c, out_c = w_hwio.shape
+    per_group = out_c // groups
+    blocks = -(-per_group // channels)
+    w = np.zeros((groups, kh, kw, group_c, blocks * channels), np.float32)
+    w[..., :per_group] = w_hwio.reshape(kh, kw, group_c, groups, per_group).transpose(3, 0, 1, 2, 4)
+    return np.ascontiguousarray(w.reshape(groups, kh, kw, group_c, blocks, channels)
+                                .transpose(0, 4, 1, 2, 3, 5)).reshape(-1)
+
+
+def _tile_bias(bias, groups, channels):
+    per_group = bias.size // groups
+    padded = np.zeros((groups, -(-per_group // channels) * channels), np.float32)
+    padded[:, :per_group] = bias.reshape(groups, per_group)
+    return padded.reshape(-1)
 
 
 def _xnnpack_columns_first(node, x, w_hwio) -> bool:
@@ -153,6 +370,7 @@ def _conv(node, x, w_hwio, bias, rules):
     layout = node.inputs[0].layout
     x = to_nhwc(x, layout)
     out_h, out_w = window_output_hw(x, node, w_hwio.shape[0], w_hwio.shape[1])
+    has_bias = bias is not None
     if bias is None:
         bias = np.zeros(w_hwio.shape[3], np.float32)  # TFLite adds 0.0f when there is no bias
     (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
@@ -161,13 +379,21 @@ def _conv(node, x, w_hwio, bias, rules):
     if rule is not None:
         check_rounding(node, rule, "float32_multiply_add_bias_last", "float32_fma_bias_first")
     fma = rule is not None and rule.rounding == "float32_fma_bias_first"
-    bias = np.ascontiguousarray(bias)
     kh, kw, group_c, out_c = w_hwio.shape
-    if (kh, kw, sh, sw, group_c) == (1, 1, 1, 1, x.shape[3]) and not any(node.attrs["padding"]) and out_c < _NARROW:
-        acc = _pointwise_pixel_lanes(x, w_hwio, bias, fma)
+    groups = x.shape[3] // group_c
+    columns_first = fma and _xnnpack_columns_first(node, x, w_hwio)
+    spread = group_c == 1 and out_c == groups  # depthwise, multiplier 1: one group, lanes across channels
+    if group_c == 1 and groups > 1 and not spread:  # depthwise with a multiplier: few lanes per group
+        acc = _conv_loop(x, w_hwio, np.ascontiguousarray(bias), fma, fma, columns_first, sh, sw, top, left, dh, dw,
+                         out_h, out_w)
     else:
-        acc = _conv_loop(x, w_hwio, bias, fma, fma, fma and _xnnpack_columns_first(node, x, w_hwio),
-                         sh, sw, top, left, dh, dw, out_h, out_w)
+        groups, group_c, per_group = (1, 1, out_c) if spread else (groups, group_c, out_c // groups)
+        channels = _tile_channels(spread)
+        w = packed(w_hwio, ("tiles", groups, channels), lambda w: _tile_pack(w, groups, channels))
+        pack_bias = lambda b: _tile_bias(b, groups, channels)  # noqa: E731
+        bias = packed(bias, ("tiles", groups, channels), pack_bias) if has_bias else pack_bias(bias)
+        acc = _TILES[fma, spread](x, w, bias, groups, group_c, per_group, kh, kw, columns_first, sh, sw, top, left,
+                                  dh, dw, out_h, out_w)
     return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
 
 
