@@ -140,3 +140,13 @@ def test_narrower_vectors_keep_the_sequence(cpu, features, lanes):
     env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_tile_variants_have_their_own_names():
+    """numba names a compiled function's symbols after its qualified name and a per-process counter: closures of one
+    name, each cached by another process as its first compiled function, got one symbol, and a process that loaded
+    two of them crashed ("NRT_adapt_ndarray_to_python: descr is NULL", seen with the package's numba cache)."""
+    from mcc.runtime.kernels import conv
+
+    names = {f.py_func.__qualname__ for f in conv._TILES.values()}
+    assert len(names) == len(conv._TILES) == 4

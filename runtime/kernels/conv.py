@@ -324,14 +324,17 @@ def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, column
 
 def _tiles_for(fused: bool, spread: bool):
     """_tiles compiled for one pair of flags as literals (the intrinsics emit one form). A closure per pair, so a
-    process compiles only the pairs it runs (numba's cache keys a closure by its cell values)."""
-    @numba.njit(cache=True)
+    process compiles only the pairs it runs (numba's cache keys a closure by its cell values), each with its own
+    name: numba names a compiled function's symbols after its qualified name and a per-process counter, so two
+    closures of one name, cached by two processes, can get the same symbol and clash when a third loads both
+    (numba issue #10486; seen here as "NRT_adapt_ndarray_to_python: descr is NULL")."""
     def entry(x, w, bias, groups, group_c, per_group, kh, kw, columns_first, stride_h, stride_w, pad_top, pad_left,
               dil_h, dil_w, out_h, out_w):
         return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h,
                       stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w)
 
-    return entry
+    entry.__name__ = entry.__qualname__ = f"_tiles_{'fma' if fused else 'ref'}_{'depthwise' if spread else 'conv'}"
+    return numba.njit(cache=True)(entry)
 
 
 _TILES = {(fused, spread): _tiles_for(fused, spread) for fused in (False, True) for spread in (False, True)}
