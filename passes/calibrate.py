@@ -178,12 +178,16 @@ class LinearMeans:
         take = max(0, min(len(value) // self.batch, self.batches - first))
         activation = self.activation[t.name]
         if value.ndim > 1 and value.shape[-1] > 1 and value.flags.c_contiguous and value.size:
-            lo, hi = _CLAMPS[activation] if activation is not None else (0.0, 0.0)
-            kind = 0 if activation is None else 1 if hi is None else 2
+            lo, hi = _CLAMPS[activation] if activation is not None else (0.0, None)
+            kind = 0 if activation is None else 1 if hi is None else 2  # 1: np.maximum, 2: np.clip
             if take or kind:
                 means = np.empty((take, value.shape[-1]))
-                _means_and_clamp(value.reshape(len(value) // self.batch, -1, value.shape[-1]), means, kind,
-                                 np.float32(lo), np.float32(hi or 0.0), numba.get_num_threads())
+                x, lo, hi = value.reshape(len(value) // self.batch, -1, value.shape[-1]), np.float32(lo), \
+                    np.float32(0.0 if hi is None else hi)
+                if value.size < _THREADED:
+                    _means_and_clamp_one_thread(x, means, kind, lo, hi)
+                else:
+                    _means_and_clamp_threads(x, means, kind, lo, hi, numba.get_num_threads())
                 if take:
                     self.parts[t.name].append(means)
             return
@@ -197,7 +201,10 @@ class LinearMeans:
         return {self.node[name]: np.mean(np.concatenate(p), axis=0) for name, p in self.parts.items() if p}
 
 
-@numba.njit(cache=True, parallel=True)
+_THREADED = 1 << 18  # values from which _means_and_clamp shares the work among threads
+
+
+@numba.njit(inline="always")
 def _means_and_clamp(x, means, kind, lo, hi, threads):
     """x: [model batches, positions, channels], C-contiguous. means[b] = x[b]'s mean per channel in float64 for the
     first len(means) batches, summed over positions in order and divided by their number: bit for bit
@@ -225,6 +232,17 @@ def _means_and_clamp(x, means, kind, lo, hi, threads):
         parts = max(1, min(threads, rest.size // 65536))
         for p in numba.prange(parts):
             _clamp(rest[rest.size * p // parts:rest.size * (p + 1) // parts], kind, lo, hi)
+
+
+@numba.njit(cache=True, parallel=True)
+def _means_and_clamp_threads(x, means, kind, lo, hi, threads):
+    _means_and_clamp(x, means, kind, lo, hi, threads)
+
+
+@numba.njit(cache=True)
+def _means_and_clamp_one_thread(x, means, kind, lo, hi):
+    """_means_and_clamp where waking threads would cost more than it saves (a small value)."""
+    _means_and_clamp(x, means, kind, lo, hi, 1)
 
 
 @numba.njit(inline="always")

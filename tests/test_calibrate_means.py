@@ -45,6 +45,7 @@ def _same_bits(got, want):
     ((2, 6, 6, 17), 1, 5, 5),      # past the means' batches: clamp only
     ((2, 4, 4, 1), 1, 0, 1),       # one channel: numpy's pairwise mean
     ((5, 33), 1, 1, 3),            # a fully-connected output
+    ((3, 64, 64, 33), 1, 1, 2),    # large enough to be shared among threads
 ])
 def test_means_and_activation_are_those_of_numpy(graph, activation, shape, batch, first, batches):
     rng = np.random.default_rng(abs(hash((activation, shape))) % 2**32)
