@@ -76,10 +76,11 @@ class Histogram(MinMaxObserver):
             if last - first < self.MAX_BINS:
                 break
             self._double_width()
-        grown = np.zeros(last - first + 1, np.int64)
-        grown[self.first - first:self.first - first + self.counts.size] = self.counts
-        _count_bins(x, w, first, grown, count == x.size)
-        self.first, self.counts = first, grown
+        if first != self.first or last - first + 1 != self.counts.size:
+            grown = np.zeros(last - first + 1, np.int64)
+            grown[self.first - first:self.first - first + self.counts.size] = self.counts
+            self.first, self.counts = first, grown
+        _count_bins(x, w, first, self.counts, count == x.size)
 
     def update_batches(self, x: np.ndarray, batch: int) -> None:
         """The same histogram as updating batch by batch, in order, at the cost of one update: only the first
@@ -184,9 +185,12 @@ def make_observer(spec: str):
         raise MccError(f"observer '{spec}': '{arg}' is not a number; write e.g. 'percentile:99.9'") from None
 
 
+_FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
 def _flat(x) -> np.ndarray:
     x = np.asarray(x)
-    return x.reshape(-1) if x.dtype in (np.float32, np.float64) else x.astype(np.float64).reshape(-1)
+    return x.reshape(-1) if x.dtype in _FLOATS else x.astype(np.float64).reshape(-1)
 
 
 # One compiled pass each over a chunk of activations (numpy's isfinite, float64 copy, floor and bincount made the
@@ -223,11 +227,10 @@ def _count_bins(x: np.ndarray, width: float, first: int, counts: np.ndarray, all
     shared by numba's threads: each counts its own slice of x into its own counts, added up at the end (integer
     counts: the sum does not depend on how x was cut). width is a power of two, so v * (1 / width) is v / width
     exactly, without a division per value."""
-    shares = max(1, min(numba.get_num_threads(), x.size // _SHARE))
-    if shares == 1:
+    if x.size < 2 * _SHARE:
         _count_share(x, 1.0 / width, first, counts, all_finite)
     else:
-        _count_shares(x, 1.0 / width, first, counts, shares, all_finite)
+        _count_shares(x, 1.0 / width, first, counts, min(numba.get_num_threads(), x.size // _SHARE), all_finite)
 
 
 @numba.njit(cache=True, parallel=True)
