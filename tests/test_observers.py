@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mcc.errors import MccError
-from mcc.passes.observers import OBSERVERS, Histogram, MseObserver, _count_shares, make_observer
+from mcc.passes.observers import OBSERVERS, Histogram, MseObserver, _clipped, _count_shares, make_observer
 
 
 def _fake_quant_mse(x, lo, hi):
@@ -130,3 +130,18 @@ def test_counts_shared_by_threads_are_those_of_one_pass(nonfinite):
         counts = np.zeros(h.counts.size, np.int64)
         _count_shares(x, 2.0 ** -h.exponent, h.first, counts, shares, not nonfinite)
         assert np.array_equal(counts, h.counts)
+
+
+def test_clipped_sums_are_numpy_s_bit_for_bit():
+    """MseObserver's per-bound sums (_clipped) reproduce numpy's pairwise row sums of the [bounds, bins] products,
+    so the chosen range does not move by a bit."""
+    rng = np.random.default_rng(12)
+    for n in list(range(1, 300, 7)) + [1000, 2047, 2048]:
+        centers = np.sort(rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3))
+        counts = rng.integers(0, 10 ** int(rng.integers(1, 9)), n).astype(np.float64)
+        bounds = np.abs(centers).max() * MseObserver.SHRINK
+        for side, differences in ((-1.0, -bounds[:, None] - centers), (1.0, centers - bounds[:, None])):
+            clipped = np.maximum(differences, 0.0)
+            number, error = _clipped(-bounds if side < 0 else bounds, centers, counts, side)
+            assert np.array_equal(number, (counts * (clipped > 0.0)).sum(axis=1))
+            assert np.array_equal(error.view(np.int64), (counts * clipped ** 2).sum(axis=1).view(np.int64)), n
