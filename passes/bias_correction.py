@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numba
 import numpy as np
 
 from ..ir import Graph, Node
@@ -110,23 +111,48 @@ def _window_means(node: Node, values: list, x) -> np.ndarray | None:
     nhwc = x.layout == "NHWC"
     out_h, out_w = y.shape[1:3] if nhwc else y.shape[2:4]
     kh, kw = node.inputs[1].shape[1:3] if nhwc else node.inputs[1].shape[2:4]
-    total, count = 0, 0
+    total, count = None, 0
     for v in values:  # the samples summed first, exactly in int64: the taps then read [H, W, C], not every sample
-        v = v if nhwc else np.moveaxis(v, 1, 3)
+        total = _sample_sums(v, total)
         count += len(v)
-        total = total + v.sum(axis=0, dtype=np.int64)
+    total = total if nhwc else np.moveaxis(total, 0, 2)
     taps = []
     for i in range(kh):
-        rows = i * dh - top + sh * np.arange(out_h)
-        rows = rows[(rows >= 0) & (rows < total.shape[0])]
+        rows = _window(i * dh - top, sh, out_h, total.shape[0])
         by_col = total[rows].sum(axis=0)                                    # [W, C]
         for j in range(kw):
-            cols = j * dw - left + sw * np.arange(out_w)
-            cols = cols[(cols >= 0) & (cols < total.shape[1])]
-            taps.append((by_col[cols].sum(axis=0), count * len(rows) * len(cols)))
+            cols = _window(j * dw - left, sw, out_w, total.shape[1])
+            taps.append((by_col[cols].sum(axis=0), count * len(range(total.shape[0])[rows]) *
+                         len(range(total.shape[1])[cols])))
     sums = np.array([t for t, _ in taps], np.float64).reshape(kh, kw, -1) - float(q.zero_point[0]) * \
         np.array([n for _, n in taps], np.float64).reshape(kh, kw, 1)
     return sums * float(q.scale[0]) / (count * out_h * out_w)
+
+
+def _sample_sums(v: np.ndarray, total: np.ndarray | None) -> np.ndarray:
+    """`total` (int64, the shape of one sample; None: zeros) plus the sum of v's samples (axis 0)."""
+    total = np.zeros(v.shape[1:], np.int64) if total is None else total
+    _add_samples(np.ascontiguousarray(v).reshape(len(v), -1), total.reshape(-1))
+    return total
+
+
+@numba.njit(cache=True)
+def _add_samples(v, total):
+    """total += v.sum(axis=0) in int64: numpy's sum with dtype=int64 casts each row first, 5x slower."""
+    for s in range(v.shape[0]):
+        row = v[s]
+        for i in range(row.size):
+            total[i] += row[i]
+
+
+def _window(start: int, stride: int, n: int, size: int) -> slice:
+    """The slice of the indices start + stride * k (k < n) that lie in [0, size): a kernel tap's rows or columns
+    (a strided view, where fancy indexing would copy)."""
+    first = max(0, -(start // stride) if start < 0 else 0)  # the first k with start + stride * k >= 0
+    last = min(n - 1, (size - 1 - start) // stride)          # the last k with start + stride * k < size
+    if last < first:
+        return slice(0, 0)
+    return slice(start + stride * first, start + stride * last + 1, stride)
 
 
 def _linear_mean(node: Node, chunks: list[list]) -> np.ndarray | None:
@@ -139,7 +165,9 @@ def _linear_mean(node: Node, chunks: list[list]) -> np.ndarray | None:
     if node.op == "fully_connected":
         if x.quant is None or x.quant.axis is not None:
             return None
-        total = sum(c[0].reshape(-1, x.shape[-1]).sum(axis=0, dtype=np.int64) for c in chunks)
+        total = None
+        for c in chunks:
+            total = _sample_sums(c[0].reshape(-1, x.shape[-1]), total)
         count = sum(c[0].size // x.shape[-1] for c in chunks)
         mean_x = (total / count - float(x.quant.zero_point[0])) * float(x.quant.scale[0])
         return (w.data.astype(np.float64) @ mean_x) * scale + bias

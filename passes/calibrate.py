@@ -22,7 +22,7 @@ from ..errors import MccError
 from ..ir import Graph, Node, Tensor
 from ..ir.traits import weighted
 from ..runtime import evaluate_node, run
-from ..runtime.kernels.activations import fused_activation
+from ..runtime.kernels.activations import _CLAMPS, fused_activation
 from ..runtime.plan import rebatch
 from .observers import make_observer
 
@@ -153,7 +153,8 @@ class LinearMeans:
     bias corrections run the float model again. The run's graph leaves those layers' activation out
     (without_activations) and `see` clamps each value in place as it is made, before any reader or observer gets
     it: the fused kernel's output stage is that same clamp after the linear output (fused_activation), so every
-    value, range and output keeps its bits."""
+    value, range and output keeps its bits. Means and clamp are one compiled pass over the value (_means_and_clamp),
+    with no float64 copy of it."""
 
     def __init__(self, graph: Graph, batches: int):
         self.batch, self.batches = graph.inputs[0].shape[0], batches
@@ -174,16 +175,85 @@ class LinearMeans:
         """Take `value` of tensor `t`, which holds model batches first, first + 1, ... of the run."""
         if t.name not in self.node:
             return
-        take = min(len(value) // self.batch, self.batches - first)
-        if take > 0:
-            self.parts[t.name].append(batch_channel_means(value[:take * self.batch], self.batch))
+        take = max(0, min(len(value) // self.batch, self.batches - first))
         activation = self.activation[t.name]
+        if value.ndim > 1 and value.shape[-1] > 1 and value.flags.c_contiguous and value.size:
+            lo, hi = _CLAMPS[activation] if activation is not None else (0.0, None)
+            kind = 0 if activation is None else 1 if hi is None else 2  # 1: np.maximum, 2: np.clip
+            if take or kind:
+                means = np.empty((take, value.shape[-1]))
+                x, lo, hi = value.reshape(len(value) // self.batch, -1, value.shape[-1]), np.float32(lo), \
+                    np.float32(0.0 if hi is None else hi)
+                if value.size < _THREADED:
+                    _means_and_clamp_one_thread(x, means, kind, lo, hi)
+                else:
+                    _means_and_clamp_threads(x, means, kind, lo, hi, numba.get_num_threads())
+                if take:
+                    self.parts[t.name].append(means)
+            return
+        if take:
+            self.parts[t.name].append(batch_channel_means(value[:take * self.batch], self.batch))
         if activation is not None:
             np.copyto(value, fused_activation(value, activation))
 
     def means(self) -> dict[str, np.ndarray]:
         """Node name -> its mean per output channel (channel_mean's figure)."""
         return {self.node[name]: np.mean(np.concatenate(p), axis=0) for name, p in self.parts.items() if p}
+
+
+_THREADED = 1 << 18  # values from which _means_and_clamp shares the work among threads
+
+
+@numba.njit(inline="always")
+def _means_and_clamp(x, means, kind, lo, hi, threads):
+    """x: [model batches, positions, channels], C-contiguous. means[b] = x[b]'s mean per channel in float64 for the
+    first len(means) batches, summed over positions in order and divided by their number: bit for bit
+    batch_channel_means (numpy's float64 mean over a non-contiguous axis adds row after row; only over a single
+    channel is it pairwise, which LinearMeans.see leaves to numpy). Every value is clamped in place as
+    fused_activation would, in the same pass over each row, so the activation is read once: kind 1 is
+    np.maximum(x, 0), which makes -0.0 +0.0; kind 2 is np.clip(x, lo, hi), which keeps -0.0; NaN stays NaN in
+    both. Threads take (batch, block of channels) jobs, so each channel's sum is one thread's sequential sum; the
+    batches past the means are clamped in `threads` slices."""
+    batches, positions, channels = x.shape
+    take = len(means)
+    blocks = max(1, min(channels // 16, 8))
+    for job in numba.prange(take * blocks):
+        b, block = job // blocks, job % blocks
+        c0, c1 = channels * block // blocks, channels * (block + 1) // blocks
+        sums = np.zeros(c1 - c0)
+        for p in range(positions):
+            row = x[b, p, c0:c1]  # a view indexed from 0: no negative-index checks in the loops
+            for c in range(row.size):
+                sums[c] += np.float64(row[c])
+            _clamp(row, kind, lo, hi)
+        means[b, c0:c1] = sums / positions
+    if kind and take < batches:
+        rest = x[take:].reshape(-1)
+        parts = max(1, min(threads, rest.size // 65536))
+        for p in numba.prange(parts):
+            _clamp(rest[rest.size * p // parts:rest.size * (p + 1) // parts], kind, lo, hi)
+
+
+@numba.njit(cache=True, parallel=True)
+def _means_and_clamp_threads(x, means, kind, lo, hi, threads):
+    _means_and_clamp(x, means, kind, lo, hi, threads)
+
+
+@numba.njit(cache=True)
+def _means_and_clamp_one_thread(x, means, kind, lo, hi):
+    """_means_and_clamp where waking threads would cost more than it saves (a small value)."""
+    _means_and_clamp(x, means, kind, lo, hi, 1)
+
+
+@numba.njit(inline="always")
+def _clamp(row, kind, lo, hi):
+    if kind == 1:
+        for c in range(row.size):
+            if row[c] <= 0:
+                row[c] = 0.0
+    elif kind == 2:
+        for c in range(row.size):
+            row[c] = lo if row[c] < lo else hi if row[c] > hi else row[c]
 
 
 def batch_channel_means(value: np.ndarray, batch: int) -> np.ndarray:

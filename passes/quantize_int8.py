@@ -87,6 +87,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numba
 import numpy as np
 
 from ..errors import MccError
@@ -362,16 +363,39 @@ def _quantize_weights(graph: Graph, node: Node, s_in: np.float32, shared: dict) 
     activation = node.inputs[0].dtype
     bound = bias_bound(w.size // channels, activation)
     s_w = _weight_scales(w, axis, bias, s_in, bound)
-    shape = [1] * w.ndim
-    shape[axis] = channels
     s_b = (np.float32(s_in) * s_w).astype(np.float32)
     _shared_constant(graph, node, 1, s_w, shared, lambda: (
-        np.clip(round_half_away(w / s_w.reshape(shape).astype(np.float64)), -127, 127).astype(np.int8),
+        _round_per_channel(w, s_w.astype(np.float64), axis),
         QuantParams(s_w, np.zeros(channels, np.int64), axis)))
     _shared_constant(graph, node, 2, s_b, shared, lambda: (
         np.clip(round_half_away(bias / s_b.astype(np.float64)), -bound, bound).astype(
             np.int64 if activation == "int16" else np.int32),
         QuantParams(s_b, np.zeros(channels, np.int64), 0)))
+
+
+def _round_per_channel(w: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
+    """np.clip(round_half_away(w / scales along `axis`), -127, 127) as int8, in one compiled pass (numpy's took
+    eight passes over every weight in float64: 40 ms of a MobileNetV2's quantization)."""
+    shape = w.shape
+    outer, inner = int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis + 1:], dtype=np.int64))
+    out = np.empty(shape, np.int8)
+    _round_weights(np.ascontiguousarray(w).reshape(outer, shape[axis], inner), scales, out.reshape(outer, -1, inner))
+    return out
+
+
+@numba.njit(cache=True)
+def _round_weights(w, scales, out):
+    """round_half_away's arithmetic, element for element: truncate, then step away from zero where the exact
+    fractional part is at least a half."""
+    for i in range(w.shape[0]):
+        for c in range(w.shape[1]):
+            s = scales[c]
+            for k in range(w.shape[2]):
+                x = np.float64(w[i, c, k]) / s
+                whole = np.trunc(x)
+                if abs(x - whole) >= 0.5:
+                    whole += np.sign(x)
+                out[i, c, k] = min(max(whole, -127.0), 127.0)
 
 
 def _shared_constant(graph: Graph, node: Node, index: int, scales: np.ndarray, shared: dict, quantize) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mcc.errors import MccError
-from mcc.passes.observers import OBSERVERS, Histogram, MseObserver, make_observer
+from mcc.passes.observers import OBSERVERS, Histogram, MseObserver, _clipped, _count_shares, make_observer
 
 
 def _fake_quant_mse(x, lo, hi):
@@ -111,3 +111,37 @@ def test_a_chunk_of_batches_gives_the_counts_of_one_update_per_batch(spec):
             assert (chunked.exponent, chunked.first) == (one.exponent, one.first)
             assert np.array_equal(chunked.counts, one.counts)
         assert chunked.range() != make_observer(spec).range() or not np.isfinite(x).any()
+
+
+@pytest.mark.parametrize("nonfinite", [False, True])
+def test_counts_shared_by_threads_are_those_of_one_pass(nonfinite):
+    """A large value is counted in slices, one per thread, whose counts are added: the same counts as one pass."""
+    rng = np.random.default_rng(11)
+    x = np.maximum(rng.standard_normal(700_001).astype(np.float32), 0)  # a relu's runs of zeros
+    if nonfinite:
+        x[rng.integers(0, x.size, 50)] = np.nan
+        x[7] = np.inf
+    h = Histogram()
+    h.update(x)
+    finite = x[np.isfinite(x)]
+    k = np.floor(finite.astype(np.float64) / 2.0 ** h.exponent).astype(np.int64)
+    assert np.array_equal(np.bincount(k - h.first, minlength=h.counts.size), h.counts)
+    for shares in (2, 3, 5):
+        counts = np.zeros(h.counts.size, np.int64)
+        _count_shares(x, 2.0 ** -h.exponent, h.first, counts, shares, not nonfinite)
+        assert np.array_equal(counts, h.counts)
+
+
+def test_clipped_sums_are_numpy_s_bit_for_bit():
+    """MseObserver's per-bound sums (_clipped) reproduce numpy's pairwise row sums of the [bounds, bins] products,
+    so the chosen range does not move by a bit."""
+    rng = np.random.default_rng(12)
+    for n in list(range(1, 300, 7)) + [1000, 2047, 2048]:
+        centers = np.sort(rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3))
+        counts = rng.integers(0, 10 ** int(rng.integers(1, 9)), n).astype(np.float64)
+        bounds = np.abs(centers).max() * MseObserver.SHRINK
+        for side, differences in ((-1.0, -bounds[:, None] - centers), (1.0, centers - bounds[:, None])):
+            clipped = np.maximum(differences, 0.0)
+            number, error = _clipped(-bounds if side < 0 else bounds, centers, counts, side)
+            assert np.array_equal(number, (counts * (clipped > 0.0)).sum(axis=1))
+            assert np.array_equal(error.view(np.int64), (counts * clipped ** 2).sum(axis=1).view(np.int64)), n

@@ -1,0 +1,72 @@
+"""Bias correction's quantized means (bias_correction._window_means): the integer input summed over samples and
+over each kernel tap's rows and columns, checked against a tap-by-tap, position-by-position count."""
+
+import numpy as np
+import pytest
+
+from mcc.compiler import lower
+from mcc.examples.zoo import ZOO
+from mcc.frontend.torch_export import from_module
+from mcc.passes import run_pipeline
+from mcc.passes.bias_correction import _sample_sums, _window, _window_means
+
+
+def test_a_window_is_the_taps_rows_in_range():
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        start, stride, n, size = int(rng.integers(-6, 6)), int(rng.integers(1, 4)), int(rng.integers(1, 9)), \
+            int(rng.integers(1, 12))
+        want = [r for r in start + stride * np.arange(n) if 0 <= r < size]
+        assert list(range(size)[_window(start, stride, n, size)]) == want, (start, stride, n, size)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_sample_sums_are_numpy_s_int64_sums(dtype):
+    rng = np.random.default_rng(1)
+    info = np.iinfo(dtype)
+    chunks = [rng.integers(info.min, info.max + 1, (k, 5, 6, 7)).astype(dtype) for k in (3, 1, 4)]
+    total = None
+    for c in chunks:
+        total = _sample_sums(c, total)
+    assert total.dtype == np.int64
+    assert np.array_equal(total, np.concatenate(chunks).sum(axis=0, dtype=np.int64))
+
+
+def _brute_window_means(node, values, x):
+    """Per tap, per output position: the input value it reads, or nothing where it reads padding."""
+    nhwc = x.layout == "NHWC"
+    v = np.concatenate([c if nhwc else np.moveaxis(c, 1, 3) for c in values]).astype(np.int64)
+    (sh, sw), (dh, dw), (top, left, _, _) = node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"]
+    y = node.outputs[0]
+    out_h, out_w = y.shape[1:3] if nhwc else y.shape[2:4]
+    kh, kw = node.inputs[1].shape[1:3] if nhwc else node.inputs[1].shape[2:4]
+    zp, scale = float(x.quant.zero_point[0]), float(x.quant.scale[0])
+    out = np.zeros((kh, kw, v.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            total, n = np.zeros(v.shape[3], np.int64), 0
+            for oy in range(out_h):
+                for ox in range(out_w):
+                    r, c = i * dh - top + sh * oy, j * dw - left + sw * ox
+                    if 0 <= r < v.shape[1] and 0 <= c < v.shape[2]:
+                        total += v[:, r, c].sum(axis=0)
+                        n += len(v)
+            out[i, j] = (total - zp * n) * scale / (len(v) * out_h * out_w)
+    return out
+
+
+def test_window_means_count_every_tap_position():
+    model, example = ZOO["mobilenet_v2_style"]()
+    graph = lower(from_module(model, (example,)), "arm-fp32")[0]
+    calib = np.random.default_rng(2).standard_normal((4, *example.shape[1:])).astype(np.float32)
+    q, _ = run_pipeline(graph, ["quantize_int8"], {"calibration": {graph.inputs[0].name: calib},
+                                                    "bias_correction": False})
+    rng = np.random.default_rng(3)
+    convs = [n for n in q.nodes if n.op in ("conv2d", "depthwise_conv2d") and n.inputs[0].dtype == "int8"]
+    strided = [n for n in convs if max(n.attrs["stride"]) > 1 or max(n.attrs["padding"]) > 0]
+    assert len(convs) > 10 and strided
+    for node in convs:
+        x = node.inputs[0]
+        values = [rng.integers(-128, 128, (k, *x.shape[1:])).astype(np.int8) for k in (2, 3)]
+        got = _window_means(node, values, x)
+        assert np.allclose(got, _brute_window_means(node, values, x), rtol=1e-12, atol=0), node.name
