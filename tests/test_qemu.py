@@ -1,7 +1,8 @@
 """Issue 19, emulated arm64 (devices/qemu.py): the host checks that refuse a machine that cannot build the board,
 and (opt-in, `-m emulated`: the sysroot's first build takes a minute or two, the first numba compile under
 emulation a few more) the pinned CPU model being the one the board runs, and a zoo int8 model and a float one
-(every float conv tile kernel, 4 NEON lanes there) validated on the emulated board (devices/remote.py's flow, as over SSH) with the same bits as on this host."""
+(every float conv tile kernel, 4 NEON lanes there) validated on the emulated board (devices/remote.py's flow, as
+over SSH): int8 with the same bits as on this host, float within validate's tolerance."""
 
 import json
 import shutil
