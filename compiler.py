@@ -268,7 +268,8 @@ def split_held_out(arrays: dict, graph: Graph) -> tuple[dict, dict | None]:
 
 
 def fidelity_guard(reference: Graph, data: bytes, target_name: str, options: dict, held_out: dict | None,
-                   min_sqnr: float | None, progress: Progress, compiled: Graph | None = None) -> tuple[dict, str | None]:
+                   min_sqnr: float | None, progress: Progress,
+                   compiled: Graph | None = None) -> tuple[dict, str | None]:
     """Run the emitted int8 file (read back from its bytes, as mcc run and validate do; mcc's runtime under the
     rules of the target's reference kernels) and `reference`, the float graph it was quantized from
     (validate.float_reference's, kept by lower), on the held-out samples (or the calibration samples), and judge

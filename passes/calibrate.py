@@ -22,7 +22,7 @@ from ..errors import MccError
 from ..ir import Graph, Node, Tensor
 from ..ir.traits import weighted
 from ..runtime import evaluate_node, run
-from ..runtime.kernels.activations import _CLAMPS, fused_activation
+from ..runtime.kernels.activations import CLAMPS, fused_activation
 from ..runtime.plan import rebatch
 from .observers import make_observer
 
@@ -178,7 +178,7 @@ class LinearMeans:
         take = max(0, min(len(value) // self.batch, self.batches - first))
         activation = self.activation[t.name]
         if value.ndim > 1 and value.shape[-1] > 1 and value.flags.c_contiguous and value.size:
-            lo, hi = _CLAMPS[activation] if activation is not None else (0.0, None)
+            lo, hi = CLAMPS[activation] if activation is not None else (0.0, None)
             kind = 0 if activation is None else 1 if hi is None else 2  # 1: np.maximum, 2: np.clip
             if take or kind:
                 means = np.empty((take, value.shape[-1]))

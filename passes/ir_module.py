@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..errors import MccError
 from ..ir import Graph, Node, Tensor
 from ..ir.traits import weighted
+from ..runtime.kernels.activations import CLAMPS
 from ..runtime.kernels.resize import nearest_indices, source_coordinates
 from ..runtime.plan import rebatch
 from .binarize import ste_step
@@ -118,13 +119,10 @@ class IRModule(torch.nn.Module):
 
 
 # ---- the ops, each fn(node, inputs) -> list of outputs ------------------------------------------------------------
-_CLAMPS = {"relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
-
-
 def _act(y, activation):
     if activation is None:
         return y
-    lo, hi = _CLAMPS[activation]
+    lo, hi = CLAMPS[activation]
     return torch.clamp(y, lo, hi)
 
 

@@ -93,7 +93,7 @@ import numpy as np
 from ..errors import MccError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ir.traits import TRAITS, traits, weight_axes, weighted
-from ..runtime.fixed_point import bias_bound, round_half_away
+from ..runtime.fixed_point import bias_bound, round_half_away, round_half_away_scalar
 from ..runtime.kernels.int8_binary import binary_magnitudes
 from ..runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from .bias_correction import BIAS_CORRECTION_SAMPLES, DEFAULT_BIAS_CORRECTION, correct_biases
@@ -385,17 +385,12 @@ def _round_per_channel(w: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarr
 
 @numba.njit(cache=True)
 def _round_weights(w, scales, out):
-    """round_half_away's arithmetic, element for element: truncate, then step away from zero where the exact
-    fractional part is at least a half."""
+    """round_half_away element for element, clipped to [-127, 127]."""
     for i in range(w.shape[0]):
         for c in range(w.shape[1]):
             s = scales[c]
             for k in range(w.shape[2]):
-                x = np.float64(w[i, c, k]) / s
-                whole = np.trunc(x)
-                if abs(x - whole) >= 0.5:
-                    whole += np.sign(x)
-                out[i, c, k] = min(max(whole, -127.0), 127.0)
+                out[i, c, k] = min(max(round_half_away_scalar(np.float64(w[i, c, k]) / s), -127.0), 127.0)
 
 
 def _shared_constant(graph: Graph, node: Node, index: int, scales: np.ndarray, shared: dict, quantize) -> None:

@@ -10,6 +10,7 @@ product overflows) with int32 results; which rule an operator uses under which k
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -38,6 +39,15 @@ def round_half_away(x) -> np.ndarray:
     x = np.asarray(x, np.float64)
     whole = np.trunc(x)
     return (whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0.0)).astype(np.int64)
+
+
+@numba.njit(cache=True)
+def round_half_away_scalar(x):
+    """round_half_away's arithmetic on one float64, kept as a float64 (NaN stays NaN), for compiled loops."""
+    whole = np.trunc(x)
+    if abs(x - whole) >= 0.5:
+        whole += np.sign(x)
+    return whole
 
 
 def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:

@@ -56,8 +56,8 @@ def _named_rules(name: str | None) -> RuleSet:
 def _signature(graph: Graph) -> list:
     """What a plan depends on: which nodes, wired to which tensors, of which dtypes (the kernel choice), in which
     order. A plan holds its nodes and tensors, so their ids cannot be reused while it lives. One flat list (three
-    entries per tensor slot after each node's input and output counts), compared on every run: 1.6x cheaper to make than nested
-    tuples."""
+    entries per tensor slot after each node's input and output counts), compared on every run: 1.6x cheaper to
+    make than nested tuples."""
     sig = [*map(id, graph.inputs), None, *map(id, graph.outputs)]
     for n in graph.nodes:
         sig += (id(n), n.op, len(n.inputs), len(n.outputs))

@@ -134,8 +134,10 @@ NARROWER = [("haswell", "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,
 @pytest.mark.slow
 @pytest.mark.parametrize("cpu, features, lanes", NARROWER)
 def test_narrower_vectors_keep_the_sequence(cpu, features, lanes):
-    code = (f"import importlib.util as u; s = u.spec_from_file_location('fuzz', {str(Path(__file__))!r}); "
-            "m = u.module_from_spec(s); s.loader.exec_module(m); from mcc.runtime.kernels import conv; "
+    # imported by its name, so numba's cache can name the module of `reference` (a module loaded from a spec
+    # without one is "<dynamic>", which the next process's cache load cannot import)
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_conv_order_fuzz as m; "
+            "from mcc.runtime.kernels import conv; "
             f"assert conv.L == {lanes}, conv.L; [m.check(seed) for seed in range(300)]; print('ok')")
     env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -11,14 +11,14 @@ import numpy as np
 from .registry import kernel
 
 # The clamp each fused activation applies to a producer's result (TFLite's ActivationFunctionWithMinMax).
-_CLAMPS = {"relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
+CLAMPS = {"relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
 
 
 def fused_activation(y: np.ndarray, activation: str | None) -> np.ndarray:
     """The float output stage of conv, FC, pool and binary ops: clamp to the fused activation's range."""
     if activation is None:
         return y
-    lo, hi = _CLAMPS[activation]
+    lo, hi = CLAMPS[activation]
     return np.maximum(y, np.float32(lo)) if hi is None else np.clip(y, np.float32(lo), np.float32(hi))
 
 

@@ -171,11 +171,7 @@ def one_shift_rounding(v, scaled, nudge, below, total):
 @numba.njit(cache=True)
 def _round_half_away(v, real):
     """scale_round_half_away on one int64."""
-    p = np.float64(v) * real
-    whole = np.trunc(p)
-    if abs(p - whole) >= 0.5:
-        whole += 1.0 if p > 0 else -1.0
-    return _to_int64(whole)
+    return _to_int64(fp.round_half_away_scalar(np.float64(v) * real))
 
 
 @numba.njit(cache=True)

@@ -72,10 +72,7 @@ def _quantize_float(x, scale, zero_point, mode, low, high, out):
         for i in range(x.size):
             v = np.float64(x[i] / scale)
             if v >= -2.0 ** 31 and v < 2.0 ** 31:  # False for NaN
-                whole = np.trunc(v)
-                if abs(v - whole) >= 0.5:
-                    whole += np.sign(v)
-                q = np.int64(whole)
+                q = np.int64(fp.round_half_away_scalar(v))
             else:
                 q = np.int64(fp.INT32_MIN)
             q = ((q + zero_point + np.int64(2147483648)) & np.int64(0xFFFFFFFF)) - np.int64(2147483648)
