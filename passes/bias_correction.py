@@ -136,7 +136,7 @@ def _sample_sums(v: np.ndarray, total: np.ndarray | None) -> np.ndarray:
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _add_samples(v, total):
     """total += v.sum(axis=0) in int64: numpy's sum with dtype=int64 casts each row first, 5x slower."""
     for s in range(v.shape[0]):

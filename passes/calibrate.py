@@ -234,12 +234,12 @@ def _means_and_clamp(x, means, kind, lo, hi, threads):
             _clamp(rest[rest.size * p // parts:rest.size * (p + 1) // parts], kind, lo, hi)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _means_and_clamp_threads(x, means, kind, lo, hi, threads):
     _means_and_clamp(x, means, kind, lo, hi, threads)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _means_and_clamp_one_thread(x, means, kind, lo, hi):
     """_means_and_clamp where waking threads would cost more than it saves (a small value)."""
     _means_and_clamp(x, means, kind, lo, hi, 1)
@@ -315,7 +315,7 @@ def squared_sums(t: Tensor, want: np.ndarray, got: np.ndarray) -> tuple[float, f
                          zero_point)
 
 
-@numba.njit(cache=True, fastmath={"reassoc"})
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _squared_sums(want, got, scale, zero_point):
     signal, noise = 0.0, 0.0
     for i in range(want.size):

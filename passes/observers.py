@@ -167,7 +167,7 @@ class MseObserver(Histogram):
         return float(los[i]), float(his[j])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _clipped(bounds, centers, counts, side):
     """For each bound b: the count of values in the bins it clips and their squared distance to it, the bins' values
     taken at their centres, on the side `side` (-1: below b, 1: above it). The sums over the bins are numpy's (its
@@ -184,7 +184,7 @@ def _clipped(bounds, centers, counts, side):
     return clipped, error
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _pairwise_sum(a, start, n):
     """numpy's pairwise summation of a[start:start + n] (pairwise_sum in its loops_utils.h: blocks of at most 128
     values, halved at multiples of 8, each block summed by _block_sum, the halves' sums added left + right), which
@@ -213,7 +213,7 @@ def _pairwise_sum(a, start, n):
     return sums[0]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _block_sum(a, start, n):
     """numpy's sum of at most 128 values: one running sum below 8, else eight, added pairwise, then the rest."""
     if n < 8:
@@ -271,7 +271,7 @@ def _extremes(x: np.ndarray) -> tuple[int, float, float]:
     return _finite_extremes(x)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _finite_extremes(x):
     """(number of finite values, their minimum, their maximum) in float64."""
     count, lo, hi = 0, math.inf, -math.inf
@@ -298,7 +298,7 @@ def _count_bins(x: np.ndarray, width: float, first: int, counts: np.ndarray, all
         _count_shares(x, 1.0 / width, first, counts, min(numba.get_num_threads(), x.size // _SHARE), all_finite)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _count_shares(x, inv, first, counts, shares, all_finite):
     """_count_share of `shares` equal slices of x at once, each into its own counts, then added to `counts`."""
     parts = np.zeros((shares, counts.size), np.int64)
@@ -308,7 +308,7 @@ def _count_shares(x, inv, first, counts, shares, all_finite):
         counts += parts[p]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _count_share(x, inv, first, counts, all_finite):
     """counts[floor(v * inv) - first] += 1 for every finite v of x. With every value finite, consecutive values go
     to _LANES separate count rows, added at the end, so a run of equal values (a relu's zeros) does not make each

@@ -383,7 +383,7 @@ def _round_per_channel(w: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarr
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _round_weights(w, scales, out):
     """round_half_away element for element, clipped to [-127, 127]."""
     for i in range(w.shape[0]):

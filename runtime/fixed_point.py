@@ -41,7 +41,7 @@ def round_half_away(x) -> np.ndarray:
     return (whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0.0)).astype(np.int64)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def round_half_away_scalar(x):
     """round_half_away's arithmetic on one float64, kept as a float64 (NaN stays NaN), for compiled loops."""
     whole = np.trunc(x)

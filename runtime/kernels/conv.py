@@ -50,7 +50,7 @@ def fma32(typingctx, x, y, z):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _step(total, w, x, fused):
     """float32 total + w * x, each rounded (no fastmath: LLVM does not contract them), or with `fused` one fused
     multiply-add. A flag rather than a function argument: numba's disk cache cannot key a signature that holds a
@@ -58,7 +58,7 @@ def _step(total, w, x, fused):
     return fma32(w, x, total) if fused else total + w * x
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w, pad_top, pad_left,
                dil_h, dil_w, out_h, out_w):
     """For NHWC x [N,H,W,C] and HWIO w [kh,kw,C/groups,O]: every output element starts at bias[oc] (`bias_first`)
@@ -245,7 +245,7 @@ def _tile_channels(spread: bool) -> int:
     return (_SPREAD_VECTORS if spread else _DENSE_VECTORS) * L
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _tap(acc, w, w_at, x, at, inside, group_c, x_lanes, fused, spread, checked):
     """One filter tap of a tile: its input channels in order, each into every pixel's lanes; with `checked`, the
     pixels whose tap lies in the padding are skipped (TFLite skips them: adding w * 0 could turn -0 into +0)."""
@@ -258,7 +258,7 @@ def _tap(acc, w, w_at, x, at, inside, group_c, x_lanes, fused, spread, checked):
                                 at[p] + (j * L if spread else ic), x_lanes - j * L, fused, spread)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h, stride_w,
            pad_top, pad_left, dil_h, dil_w, out_h, out_w):
     """_conv_loop's per-element arithmetic (taps row by row, or column by column, input channels in order) on
@@ -334,7 +334,7 @@ def _tiles_for(fused: bool, spread: bool):
                       stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w)
 
     entry.__name__ = entry.__qualname__ = f"_tiles_{'fma' if fused else 'ref'}_{'depthwise' if spread else 'conv'}"
-    return numba.njit(cache=True)(entry)
+    return numba.njit(cache=True, nogil=True)(entry)
 
 
 _TILES = {(fused, spread): _tiles_for(fused, spread) for fused in (False, True) for spread in (False, True)}

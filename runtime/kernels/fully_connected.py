@@ -16,7 +16,7 @@ from .packing import packed
 from .registry import kernel, require_float32
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def fc_accumulate(x, w_ko, bias):
     """sum(x * w) + bias for x [rows, K] and the weight transposed to [K, O]: the inner loop runs across
     outputs, each lane one output's sum over K in order, so SIMD changes no rounding; rows go to the threads."""

@@ -122,7 +122,7 @@ def _popcount(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _transpose8(x):
     """The 8x8 bit matrix in x (byte i = row i) transposed: byte b of the result holds bit b of every byte of x."""
     t = (x ^ (x >> np.uint64(7))) & np.uint64(0x00AA00AA00AA00AA)
@@ -133,7 +133,7 @@ def _transpose8(x):
     return x ^ t ^ (t << np.uint64(28))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _bit_planes(u, out):
     """out[n, y, x, b, g] = bit b of channels 8g .. 8g + 7 of u[n, y, x] (u as uint64, 8 channels each): one
     8x8 transpose per 8 channels of each pixel, so a pixel that 9 windows read is split into planes once."""
@@ -147,7 +147,7 @@ def _bit_planes(u, out):
                     out[image, y, x, b, g] = np.uint8((t >> np.uint64(8 * b)) & np.uint64(0xFF))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _windows(planes, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out):
     """out[r, b, (ky * kw + kx) * octets + g] = planes[image, y, x, b, g] over output position r's window: the
     im2col of the bit planes, 8 taps per byte."""
@@ -170,7 +170,7 @@ def _windows(planes, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out
 _ROWS = 32  # output positions per parallel task
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _accumulate(planes, bits, magnitude, acc):
     """acc[r, o] = magnitude[o] * (2 * sum_b 2^b popcount(planes[r, b] & bits[:, o]) - sum of u) for the window
     bit planes [rows, 8, words] and sign bits [words, O]; the loop over output channels is the inner one, so it
@@ -222,7 +222,7 @@ def binary_weights(w: np.ndarray, key: str, w_ohwi):
 CALLS = {"binary_activations": 0, "bit_planes": 0}  # kernel calls per path, which tests read
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sign_bits(x, zero_point, out):
     """out[n, y, x, g] = bits [x != zero_point] of channels 8g .. 8g + 7 (out zeroed by the caller); returns the
     one code other than the zero point (256: none), or 257 when x holds more than two codes."""
@@ -242,7 +242,7 @@ def _sign_bits(x, zero_point, out):
     return other
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _xnor_accumulate(signs, kh, kw, stride_h, stride_w, dil_h, dil_w, top, left, out_h, out_w, bits, magnitude,
                      acc):
     """acc[r, o] = magnitude[o] * (2 * popcount(B & W_o) - popcount(B)) over output position r's window B of the

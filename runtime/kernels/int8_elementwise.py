@@ -103,7 +103,7 @@ def _xnnpack_add_params(sa, sb, so, sign):
     return int(np.rint(np.ldexp(a_ratio, shift))), sign * int(np.rint(np.ldexp(b_ratio, shift))), shift
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _add_int8(a, b, za, zb, xnnpack, m_a, sh_a, m_b, sh_b, sign, fixed, zo, low, high, out):
     """The int8 add / sub of flat same-size a and b in one pass: TFLite's three double roundings (shift 20; the
     shifted inputs, |x| < 2**28, and their sum stay within int32 and every shift lies in [-31, 0], so each is
@@ -165,7 +165,7 @@ def _fma_exact_in_float64(ra, rb, fixed) -> bool:
     return largest < 2.0 ** 31 and largest < float(unit) * 2.0 ** 53
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _ort_add_int8(a, b, ra, rb, fixed, low, high, out):
     """fma(a, ra, fma(b, rb, fixed)) per element of flat same-size int8 codes, each fused multiply-add as a float64
     product and sum rounded once to float32 (exact where _fma_exact_in_float64 holds), rint ties to even, clamped:

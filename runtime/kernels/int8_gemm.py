@@ -79,7 +79,7 @@ def _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w):
     return top, left, bottom, right
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _im2col(xp, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, groups, cols):
     """cols[(b, oy, ox), (g, ky, kx, ci)] = xp[b, oy * sh + ky * dh, ox * sw + kx * dw, g * Cg + ci]. With one group
     and no column dilation, a window row's kw * C values are one run in the input row, copied as one (a loop per
@@ -127,7 +127,7 @@ _DOT_ROWS = 4  # up to this many rows (a classifier on one sample) _dot_rows run
 _INT32_EXACT = float(1 << 31)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _dot_rows(cols, w, acc):
     """acc[r, o] = sum(cols[r] * w[o]) in int32, over the int8 weight rows: a few rows make a matrix-vector product,
     which reads each weight once, so it is bound by the weights' memory traffic, and int8 rows are a quarter of
@@ -207,7 +207,7 @@ def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> tuple[np.ndarray, np.nda
     return taps, rows.astype(np.int64).sum(axis=1), reach
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, reach, bias, code, multiplier, shift, fixed,
                real, scale32, zero_point, low, high, out):
     """Each output row of a multiplier-1 depthwise conv of the padded raw input `x`: per output pixel, its C sums

@@ -119,13 +119,13 @@ def one_shift(multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
                      right + 31]).astype(np.int64)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _shl(a, b):
     """numpy's int64 `a << b`: counts outside [0, 64) give 0."""
     return a << b if 0 <= b < 64 else np.int64(0)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _shr(a, b):
     """numpy's int64 `a >> b`: counts outside [0, 64) give -1 for negative a, else 0."""
     if 0 <= b < 64:
@@ -133,7 +133,7 @@ def _shr(a, b):
     return np.int64(-1) if a < 0 else np.int64(0)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _to_int64(f):
     """float -> int64 as numpy's astype does on x86 (cvttsd2si): NaN and values beyond int64 become INT64_MIN."""
     if f >= -9.223372036854775808e18 and f < 9.223372036854775808e18:
@@ -141,12 +141,12 @@ def _to_int64(f):
     return np.int64(-9223372036854775808)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _wrap_int32(x):
     return ((x + np.int64(2147483648)) & np.int64(0xFFFFFFFF)) - np.int64(2147483648)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def double_rounding(v, multiplier, shift):
     """multiply_by_quantized_multiplier on one int64 (for shift <= 0 and v within int32, also
     multiply_by_quantized_multiplier_smaller_than_one)."""
@@ -161,26 +161,26 @@ def double_rounding(v, multiplier, shift):
     return _shr(high, right) + (1 if (high & mask) > threshold else 0)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def one_shift_rounding(v, scaled, nudge, below, total):
     """double_rounding of one int64 by one channel's column of one_shift, where _double_rounding_int32 holds."""
     t = v * scaled + np.int64(1 << 30)
     return (t + nudge - ((t >> 63) & below)) >> total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _round_half_away(v, real):
     """scale_round_half_away on one int64."""
     return _to_int64(fp.round_half_away_scalar(np.float64(v) * real))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _reduced_multiplier(v, multiplier, total):
     """multiply_by_reduced_multiplier on one int64, given the reduced multiplier and the total shift."""
     return _wrap_int32(_shr(v * multiplier + _shl(np.int64(1), total - 1), total))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def clamp(q, zero_point, low, high):
     q += zero_point
     return min(max(q, low), high)
@@ -189,7 +189,7 @@ def clamp(q, zero_point, low, high):
 _EXACT32 = float(1 << 24)  # integers below this are exact in float32
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _float32_exact(reach, bias, scale32, zero_point):
     """Whether float32_ties_even may run on float32 alone: every acc + bias (|acc| <= reach) and zero point is an
     integer below 2**24, hence exact in float32 as it is after the int64 sum, and every |scale| < 64, so the scaled
@@ -203,7 +203,7 @@ def _float32_exact(reach, bias, scale32, zero_point):
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _double_rounding_int32(reach, bias, multiplier, shift):
     """Whether double_rounding may run as one product and one shift (requantize_block): every |acc + bias|
     (|acc| <= reach) shifted left stays below 2**31, so the int32 wrap changes nothing, the shifts lie in [-31, 31]
@@ -216,7 +216,7 @@ def _double_rounding_int32(reach, bias, multiplier, shift):
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point, low, high, out):
     """out[r, c] = clamp(scaled(acc[r, c] + bias[c]) + zero_point, low, high) for a [rows, channels] block, scaled
     by rule `code` (ROW_ROUNDINGS) as runtime.fixed_point computes it; `acc` holds integers (int32, or float32 /
@@ -265,7 +265,7 @@ _TASK_ELEMENTS = 8192  # accumulators per parallel task: enough work to amortise
 # channels cost 1.4x the loop alone), few enough that a layer's rows make a task for every thread
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _requantize_blocks(acc, task_rows, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point, low,
                        high, out):
     rows = acc.shape[0]

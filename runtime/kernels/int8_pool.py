@@ -23,7 +23,7 @@ from .layout import from_nhwc, to_nhwc, window_output_hw
 from .pool import pool_nhwc
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pool_int8(x, is_max, kh, kw, stride_h, stride_w, pad_top, pad_left, out_h, out_w, lo, hi):
     """Max or rounded average of each window of NHWC int8 x, clamped to [lo, hi]."""
     n, h, wd, c = x.shape

@@ -49,7 +49,7 @@ def _tflite_optimized_quantize(x, scale, zero_point, block=8):
 _COMPILED = ("divide_round_half_away", "multiply_inverse_ties_even", "divide_ties_even")
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _quantize_float(x, scale, zero_point, mode, low, high, out):
     """float32 -> int8 / int16 of a flat float32 x in one pass (the module docstring's arithmetic; `mode`: the
     index of the rounding in _COMPILED), clamped to [low, high]: TFLite's float32 quotient rounded half away from

@@ -15,7 +15,7 @@ import numpy as np
 from .registry import kernel
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _erf_flat(x, out):
     for i in range(x.size):
         out[i] = math.erf(x[i])

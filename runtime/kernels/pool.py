@@ -17,7 +17,7 @@ from .registry import kernel, require_float32
 _LOWEST = np.float32(np.finfo(np.float32).min)  # TFLite starts a max at numeric_limits<float>::lowest()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pool_nhwc(x, is_max, count_include_pad, kh, kw, stride_h, stride_w, pad_top, pad_left, out_h, out_w):
     """Max (is_max) or average of each window of NHWC x, one signature for both so numba compiles once."""
     n, h, wd, c = x.shape

@@ -16,7 +16,7 @@ from .layout import from_nhwc, to_nhwc
 from .registry import kernel, require_float32
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def transpose_conv_accumulate(x, w, zero, stride_h, stride_w, top, left, dil_h, dil_w, out_h, out_w, groups):
     """sum(w * x) for NHWC x [N,H,W,C] and w [C_out/groups, kh, kw, C]: output (oy, ox) of the cropped output
     reads input (iy, ix) through tap (ky, kx) when iy * stride + ky * dilation = oy + top (likewise for x)."""
