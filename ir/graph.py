@@ -16,6 +16,7 @@ group and `ir.pattern` matches local patterns for rewrites.
 from __future__ import annotations
 
 import itertools
+import weakref
 
 import numpy as np
 
@@ -25,18 +26,21 @@ from .tensor import Tensor
 
 
 class NodeList(ObservedList):
-    """`graph.nodes`: a list that keeps the graph's member set (for O(1) membership) and marks positions stale."""
+    """`graph.nodes`: a list that keeps the graph's member set (for O(1) membership) and marks positions stale. It
+    holds its graph weakly, as node.Edges holds its node: no cycle, so a discarded graph is freed at once."""
 
     __slots__ = ("_graph",)
 
     def __init__(self, graph, items=()):
         super().__init__(items)
-        self._graph = graph
+        self._graph = weakref.ref(graph)
         graph._members = {id(n) for n in self}
         graph._positions = None
 
     def _edit(self, method, *args):
-        g = self._graph
+        g = self._graph()
+        if g is None:  # the graph is gone: a plain list
+            return method(self, *args)
         g._positions = None
         if method is list.remove:
             method(self, *args)

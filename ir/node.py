@@ -42,34 +42,40 @@ def linked(table) -> list:
 
 class Edges(ObservedList):
     """A node's input (or output) list that registers the node with every tensor in it (once, however often
-    the list holds the tensor)."""
+    the list holds the tensor). It holds its node weakly: node and list pointing at each other would leave every
+    discarded graph to the cyclic garbage collector (31,777 objects per MobileNetV2 compile, and a full collection
+    over a process with torch loaded took 0.17-0.25 s, once every three compiles); this way a graph is freed as
+    soon as nothing refers to it. A list whose node died is a plain list."""
 
     __slots__ = ("_node", "_role")
 
     def __init__(self, node, role: str, items=()):
         super().__init__(items)
-        self._node, self._role = node, role
+        self._node, self._role = ref(node), role
         for t in self:
             if t is not None:
                 _link(t, role, node)
 
     def detach(self) -> None:
+        node = self._node()
         for t in self:
-            if t is not None:
-                _unlink(t, self._role, self._node)
+            if t is not None and node is not None:
+                _unlink(t, self._role, node)
 
     def _edit(self, method, *args):
         before = {id(t): t for t in self if t is not None}
         try:
             return method(self, *args)
         finally:
-            after = {id(t): t for t in self if t is not None}
-            for k, t in before.items():
-                if k not in after:
-                    _unlink(t, self._role, self._node)
-            for k, t in after.items():
-                if k not in before:
-                    _link(t, self._role, self._node)
+            node = self._node()
+            if node is not None:
+                after = {id(t): t for t in self if t is not None}
+                for k, t in before.items():
+                    if k not in after:
+                        _unlink(t, self._role, node)
+                for k, t in after.items():
+                    if k not in before:
+                        _link(t, self._role, node)
 
 
 def _edges(slot: str, role: str) -> property:

@@ -1,5 +1,8 @@
 """The IR core: text round trip, verify() catching what a broken pass leaves, hygiene, accounting."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -132,3 +135,18 @@ def test_unknown_attribute_and_op_rejected():
         g.verify()
     with pytest.raises(ValueError, match="unknown op"):
         g.add_node("lstm", g.outputs)
+
+
+def test_a_discarded_graph_is_freed_without_the_cycle_collector():
+    """Nodes and their edge lists, graphs and their node lists refer to each other weakly one way: a graph (and its
+    copy) is freed when the last reference goes, with the cyclic collector off."""
+    gc.collect()
+    gc.disable()
+    try:
+        g = _graph()
+        copy = g.copy()
+        refs = [weakref.ref(x) for x in (g, copy, *g.nodes, *copy.nodes)]
+        del g, copy
+        assert [r() for r in refs] == [None] * len(refs)
+    finally:
+        gc.enable()
