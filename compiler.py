@@ -92,8 +92,11 @@ def calibration_arrays(path, graph: Graph, arrays: dict | None = None) -> dict:
     arrays = read_arrays(path) if arrays is None else arrays
     feeds, _ = match_inputs(arrays, graph.inputs, path=path)
     for name, a in feeds.items():
-        bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.size else np.zeros(0, bool)
-        if bad.any():
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not a.size or np.isfinite(a.sum()):  # one pass without a copy: a NaN or infinity makes the sum one
+                continue
+        bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+        if bad.any():  # else the sum overflowed
             raise MccError(f"calibration input '{name}' holds NaN or infinite values in {int(bad.sum())} of its "
                            f"{len(a)} samples (first: sample {int(np.argmax(bad))}); calibration needs finite data: "
                            "drop or fix those samples", path=path)
