@@ -99,8 +99,17 @@ def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tupl
 
 
 def _joined(batches: list[dict]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate([b[name] for b in batches]) if len(batches) > 1 else
-            np.asarray(batches[0][name], order="C") for name in batches[0]}
+    """The batches' arrays joined along axis 0, C-contiguous (np.concatenate alone keeps its inputs' memory order,
+    so transposed views would give a transposed result)."""
+    joined = {}
+    for name in batches[0]:
+        parts = [b[name] for b in batches]
+        if len(parts) == 1:
+            joined[name] = np.asarray(parts[0], order="C")
+        else:
+            out = np.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), np.result_type(*parts))
+            joined[name] = np.concatenate(parts, out=out)
+    return joined
 
 
 def split_batches(values: list[np.ndarray], k: int) -> list[list[np.ndarray]]:
