@@ -130,3 +130,20 @@ def test_binary_magnitudes(shape):
         assert binary_magnitudes(binary, axis) is not None
         if late.size > shape[axis]:  # more than one weight per channel
             assert binary_magnitudes(late, axis) is None
+
+
+@pytest.mark.parametrize("batch, n", [(1, 500), (2, 135), (4, 130)])
+def test_split_in_place_keeps_the_samples_and_their_order(batch, n):
+    """split_held_out(owned=True) moves the calibration samples to the front of the array it owns: the same samples
+    in the same order as the copy it otherwise takes, the held-out ones untouched by the move."""
+    from mcc.compiler import split_held_out
+
+    g = Graph("g")
+    g.outputs = [g.add_node("tanh", [g.add_input("x", (batch, 3, 2, 2))]).outputs[0]]
+    x = np.random.default_rng(3).standard_normal((n, 3, 2, 2)).astype(np.float32)
+    want_calib, want_held = split_held_out({"x": x.copy()}, g)
+    mine = x.copy()
+    calib, held = split_held_out({"x": mine}, g, owned=True)
+    assert np.array_equal(calib["x"], want_calib["x"]) and np.array_equal(held["x"], want_held["x"])
+    assert np.shares_memory(calib["x"], mine) and calib["x"].flags.c_contiguous
+    assert len(held["x"]) and len(calib["x"]) + len(held["x"]) == n
