@@ -288,7 +288,7 @@ def graph_feeds(graph: Graph, feeds: dict[str, np.ndarray], rules="litert-ref") 
     the kernel set `rules` quantizes, so an int8-interface graph can be run on the same data as a float one."""
     out = {}
     for t in graph.inputs:
-        x = np.asarray(feeds[t.name], order="C")  # a view of calibration_batches' is copied here
+        x = np.asarray(feeds[t.name], order="C")  # calibration_batches gives transposed views (analyze feeds one)
         if t.dtype == "int8":
             source = Tensor(f"{t.name}/float", x.shape, "float32", t.layout)
             x = evaluate_node(Node("quantize", f"{t.name}/quantize", [source], [t], {"dtype": "int8"}), [x], rules)[0]
