@@ -29,12 +29,13 @@ from .observers import make_observer
 
 def calibration_batches(graph: Graph, arrays: dict[str, np.ndarray] | None) -> list[dict[str, np.ndarray]]:
     """The user's arrays (by input name, batch first, in the source model's layout) as feeds of the graph's
-    batch size; samples that do not fill a last batch are left out."""
+    batch size; samples that do not fill a last batch are left out. Feeds are views of the arrays (transposed
+    from NCHW to an NHWC graph's layout without a copy), made contiguous batch by batch by in_chunks."""
     if not arrays:
         raise MccError("int8 quantization needs calibration data to choose activation ranges: pass --calib "
                        "samples.npz (one array per model input, named after it, batch first; a few hundred "
                        "representative samples are plenty)")
-    feeds, _ = match_inputs(arrays, graph.inputs)
+    feeds, _ = match_inputs(arrays, graph.inputs, contiguous=False)
     counts = {len(v) for v in feeds.values()}
     if len(counts) != 1:
         raise MccError(f"calibration arrays differ in sample count: { {k: len(v) for k, v in feeds.items()} }; "
@@ -78,7 +79,8 @@ def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tupl
     """Yield (graph, feeds, k): `graph` re-batched to k model batches (runtime.plan.rebatch) and the k batches'
     feeds joined, covering `batches` in order; with `companions` (graphs that run on the same samples, the same
     batch size), (graph, feeds, k, companions re-batched alike). Where a graph cannot be re-batched all run batch
-    by batch (k = 1), and `progress` says why."""
+    by batch (k = 1), and `progress` says why. Feeds are C-contiguous, whatever views `batches` holds: a batch is
+    copied here, as it is about to run (calibration_batches)."""
     graphs = (graph, *companions)
     size = min(min(chunk_batches(g) for g in graphs), len(batches))
     made = {1: graphs}
@@ -91,10 +93,23 @@ def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tupl
             made[k] = None if reason else tuple(g for g, _ in tried)
             if reason and progress is not None:
                 progress.say(f"running batch by batch: the graph cannot be re-batched ({reason})")
-        runs = [(made[1], feeds, 1) for feeds in part] if made[k] is None else [
-            (made[k], {name: np.concatenate([b[name] for b in part]) for name in part[0]} if k > 1 else part[0], k)]
+        runs = [(made[1], _joined([b]), 1) for b in part] if made[k] is None else [(made[k], _joined(part), k)]
         for gs, feeds, n in runs:
             yield (gs[0], feeds, n, gs[1:]) if companions else (gs[0], feeds, n)
+
+
+def _joined(batches: list[dict]) -> dict[str, np.ndarray]:
+    """The batches' arrays joined along axis 0, C-contiguous (np.concatenate alone keeps its inputs' memory order,
+    so transposed views would give a transposed result)."""
+    joined = {}
+    for name in batches[0]:
+        parts = [b[name] for b in batches]
+        if len(parts) == 1:
+            joined[name] = np.asarray(parts[0], order="C")
+        else:
+            out = np.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), np.result_type(*parts))
+            joined[name] = np.concatenate(parts, out=out)
+    return joined
 
 
 def split_batches(values: list[np.ndarray], k: int) -> list[list[np.ndarray]]:
@@ -273,7 +288,7 @@ def graph_feeds(graph: Graph, feeds: dict[str, np.ndarray], rules="litert-ref") 
     the kernel set `rules` quantizes, so an int8-interface graph can be run on the same data as a float one."""
     out = {}
     for t in graph.inputs:
-        x = feeds[t.name]
+        x = np.asarray(feeds[t.name], order="C")  # calibration_batches gives transposed views (analyze feeds one)
         if t.dtype == "int8":
             source = Tensor(f"{t.name}/float", x.shape, "float32", t.layout)
             x = evaluate_node(Node("quantize", f"{t.name}/quantize", [source], [t], {"dtype": "int8"}), [x], rules)[0]

@@ -189,13 +189,16 @@ def _spec(name: str) -> PassSpec:
 
 def run_pipeline(graph: Graph, names: list[str], options: dict | None = None, stop_after: str | None = None,
                  progress=None, reporter=None) -> tuple[Graph, list[PassRecord]]:
-    """Run passes in order on copies of `graph`, each with the options it declares; check each one's
-    preconditions before and verify the graph after it; return the result and one record per pass. `progress`
-    is called with each pass's name; `reporter` (a Progress) is what long passes report through."""
+    """Run passes in order on a copy of `graph` (`graph` itself is left as it was), each with the options it
+    declares; check each one's preconditions before and verify the graph after it; return the result and one
+    record per pass. `progress` is called with each pass's name; `reporter` (a Progress) is what long passes report
+    through. A pass may edit the graph it is given: only the previous pass's result, which nothing else holds (a
+    copy per pass cost 18 copies of a MobileNetV2, 2 ms each, in a compile)."""
     options = dict(options or {})
     check_options(names, options)
     records = []
     after = None
+    graph = graph.copy()
     for name in names:
         spec = _spec(name)
         check_requires(spec, graph)
@@ -204,7 +207,7 @@ def run_pipeline(graph: Graph, names: list[str], options: dict | None = None, st
         start = time.perf_counter()
         if progress:
             progress(name)
-        graph = spec.run(graph.copy(), ctx)
+        graph = spec.run(graph, ctx)
         graph.infer_shapes()
         graph.verify()
         after = totals(graph)

@@ -101,8 +101,11 @@ def bit_planes():
 def binary_magnitudes(w: np.ndarray, axis: int) -> np.ndarray | None:
     """|w| per index of `axis` when every weight of that channel is +m or -m (float weights after binarize,
     int8 codes after quantize_int8), else None."""
-    m = np.moveaxis(np.abs(np.asarray(w)), axis, 0).reshape(w.shape[axis], -1)
-    first = m[:, :1]
+    m = np.moveaxis(np.asarray(w), axis, 0).reshape(w.shape[axis], -1)
+    first = np.abs(m[:, :1])
+    if not np.array_equal(np.abs(m[:, 1:2]), first[:, :m.shape[1] - 1]):  # what most weights fail, read first
+        return None
+    m = np.abs(m)
     return first[:, 0].copy() if np.array_equal(m, np.broadcast_to(first, m.shape)) else None
 
 
