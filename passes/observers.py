@@ -62,6 +62,8 @@ class Histogram(MinMaxObserver):
 
     def update(self, x: np.ndarray) -> None:
         x = _flat(x)
+        if self._update_in_window(x):
+            return
         count, lo, hi = _extremes(x)
         if not count:
             return
@@ -98,6 +100,32 @@ class Histogram(MinMaxObserver):
             start += batch
         if start < len(x):
             self.update(x[start:])
+
+    def _update_in_window(self, x: np.ndarray) -> bool:
+        """update in one pass over x where it can (_count_share counts and takes the extremes): values all finite,
+        in bins of the current width that a span of MAX_BINS bins holding the current ones can reach, fewer than
+        _PIECE, on one thread (many values on several threads: _count_shares). Else False, with nothing changed. The counts at the current width are
+        then merged pairwise (_double_width) until they fit MAX_BINS: bins of width 2w hold exactly bins 2k and
+        2k + 1 of width w, so the counts and the width are those of update's two passes (extremes, then counts at
+        the width they call for)."""
+        if (self.exponent is None or not 0 < x.size < _PIECE
+                or (x.size >= 2 * _SHARE and numba.get_num_threads() > 1)):
+            return False
+        w = 2.0 ** self.exponent
+        low = self.first + self.counts.size - self.MAX_BINS  # the lowest first bin such a span can have
+        window = np.zeros(2 * self.MAX_BINS - self.counts.size, np.int64)
+        outside, *bits = _count_share(x, *_as_bits(x), *_scalars(x, w, low), window, False)
+        if outside:
+            return False
+        lo, hi = _from_bits(x, *bits)
+        first, last = min(_bin(lo, w), self.first), max(_bin(hi, w), self.first + self.counts.size - 1)
+        grown = window[first - low:last - low + 1]
+        grown[self.first - first:self.first - first + self.counts.size] += self.counts
+        self.first, self.counts = first, grown
+        while self.counts.size > self.MAX_BINS:
+            self._double_width()
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        return True
 
     def _double_width(self) -> None:
         """Merge bins pairwise: bin k of width w lies inside bin floor(k / 2) of width 2w."""
@@ -320,83 +348,116 @@ def _finite_extremes(x):
 
 _SHARE = 1 << 17  # values per thread at least: below this, one thread counts them all
 _BLOCK = 128      # values whose bins one vectorised loop computes before they are counted
-_SPARE = 64       # uncounted slots after the bins, for zeros and non-finite values
+_SPARE = 64       # slots after the bins for zeros, and as many for values outside the bins
 _PIECE = 1 << 30  # values counted in int32 before they are added to the int64 counts (a multiple of _BLOCK)
 
 
 def _count_bins(x: np.ndarray, width: float, first: int, counts: np.ndarray) -> None:
-    """counts[floor(v / width) - first] += 1 for every finite v, in one compiled pass shared by numba's threads:
-    each counts its own slice of x into its own counts, added up at the end (integer counts: the sum does not depend
-    on how x was cut). width is a power of two, so v * (1 / width) is v / width exactly, without a division per
-    value. 1 / width and first go in x's own float type where it holds them exactly (_count_share: float32
-    arithmetic is exact here), else in float64."""
+    """counts[floor(v / width) - first] += 1 for every finite v, every bin inside counts, in one compiled pass shared
+    by numba's threads: each counts its own slice of x into its own counts, added up at the end (integer counts: the
+    sum does not depend on how x was cut). width is a power of two, so v * (1 / width) is v / width exactly, without
+    a division per value."""
+    inv, base = _scalars(x, width, first)
+    signed, unsigned = _as_bits(x)
+    if x.size < 2 * _SHARE:
+        _count_share(x, signed, unsigned, inv, base, counts, True)
+    else:
+        _count_shares(x, signed, unsigned, inv, base, counts, min(numba.get_num_threads(), x.size // _SHARE))
+
+
+def _scalars(x: np.ndarray, width: float, first: int):
+    """1 / width and first in x's own float type where it holds them exactly (_count_share's arithmetic is then
+    exact in it), else in float64."""
     inv, base = 1.0 / width, float(first)
     kind = x.dtype.type
-    if kind(inv) == inv and kind(base) == base:
-        inv, base = kind(inv), kind(base)
-    if x.size < 2 * _SHARE:
-        _count_share(x, inv, base, counts)
-    else:
-        _count_shares(x, inv, base, counts, min(numba.get_num_threads(), x.size // _SHARE))
+    return (kind(inv), kind(base)) if kind(inv) == inv and kind(base) == base else (inv, base)
+
+
+def _as_bits(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x's values as the signed and the unsigned integers of their bits (views)."""
+    return x.view(f"i{x.itemsize}"), x.view(f"u{x.itemsize}")
+
+
+def _from_bits(x: np.ndarray, signed_max: int, signed_min: int, unsigned_max: int) -> tuple[float, float]:
+    """(minimum, maximum) of x's values, all finite, from the extremes of their bits (_count_share): the signed
+    maximum is the largest value where one is >= +0.0, else the signed minimum is; the unsigned maximum is the most
+    negative value where one has its sign set, else the signed minimum is the smallest."""
+    signed, unsigned = np.array([signed_min, signed_max], f"i{x.itemsize}"), np.array([unsigned_max], f"u{x.itemsize}")
+    values = signed.view(x.dtype)
+    lo = unsigned.view(x.dtype)[0] if unsigned.view(signed.dtype)[0] < 0 else values[0]
+    return float(lo), float(values[1] if signed_max >= 0 else values[0])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _count_shares(x, inv, base, counts, shares):
+def _count_shares(x, signed, unsigned, inv, base, counts, shares):
     """_count_share of `shares` equal slices of x at once, each into its own counts, then added to `counts`."""
     parts = np.zeros((shares, counts.size), np.int64)
     for p in numba.prange(shares):
-        _count_share(x[x.size * p // shares:x.size * (p + 1) // shares], inv, base, parts[p])
+        start, stop = x.size * p // shares, x.size * (p + 1) // shares
+        _count_share(x[start:stop], signed[start:stop], unsigned[start:stop], inv, base, parts[p], True)
     for p in range(shares):
         counts += parts[p]
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_share(x, inv, base, counts):
-    """counts[floor(v * inv) - base] += 1 for every finite v of x, every bin inside counts (inv a power of two, base
-    the integer first bin). In x's float type (8 values per vector instruction become 16 in float32), which is
-    exact: v * inv only moves v's exponent, unless it falls below the smallest normal, where floor gives 0 for a
-    positive value, and for a negative one -1 (restored where the product rounded to -0.0); floor(v * inv) and base
-    are integers whose difference is a bin index (< 2**11), so it is exact. Blocks of _BLOCK values: a loop without
-    stores to the counts finds their slots, which vectorises, then a second adds 1 at each slot, into int32 counts
-    that stay in L1 (int64 counts in 8 lanes, 128 KB zeroed and summed per call, took 2x longer). A zero (a relu's:
-    46% of MobileNetV2's activations) goes to one of _SPARE slots after the bins, chosen by position, counted at the
-    end, so that a run of zeros does not make one count's increments wait for each other (20% faster); a NaN or an
-    infinity to one of _SPARE more, never read."""
+def _count_share(x, signed, unsigned, inv, base, counts, partial):
+    """counts[floor(v * inv) - base] += 1 for every v of x in a bin of counts (inv a power of two, base the integer
+    first bin), and the extremes of x's bits `signed` and `unsigned` (_from_bits gives x's extremes, where all are
+    finite, without a second pass over x); returns (values outside the bins, NaN and infinities among them, signed
+    maximum, signed minimum, unsigned maximum). With values outside and not `partial`, counts are left as they were.
+
+    In x's float type (8 values per vector instruction become 16 in float32), which is exact: v * inv only moves
+    v's exponent, unless it falls below the smallest normal, where floor gives 0 for a positive value and -1 for a
+    negative one (restored where the product rounded to -0.0); floor(v * inv) and base are integers whose difference
+    is a bin index (< 2**12), so it is exact. Blocks of _BLOCK values: a loop without stores to the counts finds
+    their slots, which vectorises, then a second adds 1 at each slot, into int32 counts that stay in L1 (int64
+    counts in 8 lanes, 128 KB zeroed and summed per call, took 2x longer), indexed by unsigned integers (numba adds
+    a wraparound for a negative signed index: 1.6x slower). A zero (a relu's: 46% of MobileNetV2's activations)
+    goes to one of _SPARE slots after the bins, chosen by position, added to bin 0 at the end, so that a run of
+    zeros does not make one count's increments wait for each other (20% faster); a value outside the bins to one of
+    _SPARE more."""
     span = counts.size
     slots = np.zeros(span + 2 * _SPARE, np.int32)
-    zero_slot = (span + np.arange(_BLOCK) % _SPARE).astype(np.int32)
-    other_slot = zero_slot + _SPARE
-    at = np.empty(_BLOCK, np.int32)
-    whole = x.size - x.size % _BLOCK
-    for start in range(0, whole, _BLOCK):
-        block = x[start:start + _BLOCK]  # indices from 0: x[start + i] may be negative for numba, and gathers
-        for i in range(_BLOCK):
+    zero_slot = (span + np.arange(_BLOCK) % _SPARE).astype(np.uint32)
+    outside_slot = (zero_slot + _SPARE).astype(np.uint32)
+    at = np.empty(_BLOCK, np.uint32)
+    size = np.float32(span)
+    signed_max, signed_min, unsigned_max = signed[0], signed[0], unsigned[0]
+    outside = np.int64(0)
+    for start in range(0, x.size, _BLOCK):
+        n = min(_BLOCK, x.size - start)  # sliced: x[start + i] may be negative for numba, which then gathers
+        block, block_signed, block_unsigned = x[start:start + n], signed[start:start + n], unsigned[start:start + n]
+        for i in range(n):
             v = block[i]
+            signed_max, signed_min = max(signed_max, block_signed[i]), min(signed_min, block_signed[i])
+            unsigned_max = max(unsigned_max, block_unsigned[i])
             y = v * inv
-            y = -np.float32(0.5) if y == 0 and v < 0 else y
-            bin_slot, zero, other = np.int32(np.floor(y) - base), zero_slot[i], other_slot[i]  # loads outside the
-            at[i] = bin_slot if math.isfinite(y) and v != 0 else zero if v == 0 else other  # selects: no gathers
-        for i in range(_BLOCK):
+            k = np.floor(-np.float32(0.5) if y == 0 and v < 0 else y) - base
+            bin_slot, zero, away = np.uint32(k), zero_slot[i], outside_slot[i]  # loads outside the selects: no
+            at[i] = bin_slot if k >= 0 and k < size and v != 0 else zero if v == 0 else away  # masked gathers
+        for i in range(n):
             slots[at[i]] += 1
-        if (start + _BLOCK) % _PIECE == 0:
-            _add_slots(slots, counts, base)
-    for i in range(whole, x.size):
-        v = x[i]
-        y = v * inv
-        if math.isfinite(y):
-            slots[np.int32(np.floor(-np.float32(0.5) if y == 0 and v < 0 else y) - base)] += 1
-    _add_slots(slots, counts, base)
+        if (start + n) % _PIECE == 0 or start + n == x.size:
+            outside += _add_slots(slots, counts, base, partial)
+    return outside, signed_max, signed_min, unsigned_max
 
 
 @numba.njit(cache=True, nogil=True)
-def _add_slots(slots, counts, base):
-    """Add _count_share's int32 slots to the int64 counts, the zeros' slots to bin 0, and empty them."""
+def _add_slots(slots, counts, base, partial):
+    """Add _count_share's int32 slots to the int64 counts (with values outside the bins only if `partial`), the
+    zeros' to bin 0; empty them; return the number of values outside."""
     span = counts.size
-    zeros = np.int64(0)
+    zeros, outside = np.int64(0), np.int64(0)
     for k in range(span, span + _SPARE):
         zeros += slots[k]
-    for k in range(span):
-        counts[k] += slots[k]
-    if zeros:  # a zero is finite, so bin 0 lies in the span
-        counts[-np.int64(base)] += zeros
+        outside += slots[k + _SPARE]
+    if zeros and not 0 <= -np.int64(base) < span:  # zeros outside the bins
+        outside += zeros
+        zeros = 0
+    if partial or not outside:
+        for k in range(span):
+            counts[k] += slots[k]
+        if zeros:
+            counts[-np.int64(base)] += zeros
     slots[:] = 0
+    return outside

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mcc.errors import MccError
-from mcc.passes.observers import (OBSERVERS, Histogram, MseObserver, _BLOCK, _clipped, _count_bins, _count_shares,
+from mcc.passes.observers import (OBSERVERS, Histogram, MseObserver, _BLOCK, _as_bits, _clipped, _count_bins, _count_shares,
                                   _extremes, make_observer)
 
 
@@ -131,7 +131,7 @@ def test_counts_shared_by_threads_are_those_of_one_pass(nonfinite):
     assert np.array_equal(np.bincount(k - h.first, minlength=h.counts.size), h.counts)
     for shares in (2, 3, 5):
         counts = np.zeros(h.counts.size, np.int64)
-        _count_shares(x, np.float32(2.0 ** -h.exponent), np.float32(h.first), counts, shares)
+        _count_shares(x, *_as_bits(x), np.float32(2.0 ** -h.exponent), np.float32(h.first), counts, shares)
         assert np.array_equal(counts, h.counts)
 
 
@@ -217,3 +217,26 @@ def test_counts_and_extremes_are_numpy_s(dtype):
             assert not np.isfinite(both).any() and h.counts.size == 0
             continue
         assert np.array_equal(h.counts, _reference_counts(both, h.exponent, h.first, h.counts.size))
+
+
+def test_histogram_in_one_pass_widens_as_with_two():
+    """Later updates count at the current width and merge bins pairwise after (Histogram._update_in_window): the
+    counts are numpy's, the extremes exact, and the width the finest at which everything seen spans at most
+    MAX_BINS bins, as when the extremes pick it before counting."""
+    rng = np.random.default_rng(14)
+    h, seen, start = Histogram(), [], None
+    for step in range(40):
+        x = rng.standard_normal(int(rng.integers(1, 3000))) * 1.15 ** step  # a spread growing on both sides
+        x = (np.maximum(x, 0) if step % 5 == 4 else x + step % 3).astype(np.float32)
+        if step == 17:
+            x[5 % x.size] = np.nan  # one pass refuses it: the two-pass update takes over
+        h.update(x)
+        seen.append(x)
+        start = h.exponent if start is None else start
+        both = np.concatenate(seen).astype(np.float64)
+        finite = both[np.isfinite(both)]
+        assert (h.lo, h.hi) == (finite.min(), finite.max())
+        assert np.array_equal(h.counts, _reference_counts(both, h.exponent, h.first, h.counts.size))
+        k = _exact_bins(finite, h.exponent - 1)
+        assert h.exponent == start or k.max() - k.min() + 1 > Histogram.MAX_BINS  # the finest that fits
+    assert h.exponent > start + 2
