@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mcc.errors import MccError
-from mcc.passes.observers import (OBSERVERS, Histogram, MseObserver, _BLOCK, _as_bits, _clipped, _count_bins, _count_shares,
-                                  _extremes, make_observer)
+from mcc.passes.observers import (OBSERVERS, Histogram, MseObserver, _BLOCK, _as_bits, _clipped, _count_bins,
+                                  _count_shares, _extremes, _from_bits, make_observer)
 
 
 def _fake_quant_mse(x, lo, hi):
@@ -129,10 +129,16 @@ def test_counts_shared_by_threads_are_those_of_one_pass(nonfinite):
     finite = x[np.isfinite(x)]
     k = np.floor(finite.astype(np.float64) / 2.0 ** h.exponent).astype(np.int64)
     assert np.array_equal(np.bincount(k - h.first, minlength=h.counts.size), h.counts)
+    scalars = np.float32(2.0 ** -h.exponent), np.float32(h.first)
     for shares in (2, 3, 5):
         counts = np.zeros(h.counts.size, np.int64)
-        _count_shares(x, *_as_bits(x), np.float32(2.0 ** -h.exponent), np.float32(h.first), counts, shares)
-        assert np.array_equal(counts, h.counts)
+        outside, *bits = _count_shares(x, *_as_bits(x), *scalars, counts, shares, True)
+        assert np.array_equal(counts, h.counts) and outside == x.size - finite.size
+        if nonfinite:  # not partial: nothing is counted where a value is outside the bins
+            assert _count_shares(x, *_as_bits(x), *scalars, counts, shares, False)[0] == outside
+            assert np.array_equal(counts, h.counts)
+        else:
+            assert _from_bits(x, *bits) == (finite.min(), finite.max())
 
 
 def test_clipped_sums_are_numpy_s_bit_for_bit():
