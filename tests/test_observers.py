@@ -1,10 +1,13 @@
 """Range observers: exact extremes, percentiles read off the merging histogram, and the MSE-optimal range."""
 
+import math
+
 import numpy as np
 import pytest
 
 from mcc.errors import MccError
-from mcc.passes.observers import OBSERVERS, Histogram, MseObserver, _clipped, _count_shares, make_observer
+from mcc.passes.observers import (OBSERVERS, Histogram, MseObserver, _BLOCK, _as_bits, _clipped, _count_bins,
+                                  _count_shares, _extremes, _from_bits, make_observer)
 
 
 def _fake_quant_mse(x, lo, hi):
@@ -126,10 +129,16 @@ def test_counts_shared_by_threads_are_those_of_one_pass(nonfinite):
     finite = x[np.isfinite(x)]
     k = np.floor(finite.astype(np.float64) / 2.0 ** h.exponent).astype(np.int64)
     assert np.array_equal(np.bincount(k - h.first, minlength=h.counts.size), h.counts)
+    scalars = np.float32(2.0 ** -h.exponent), np.float32(h.first)
     for shares in (2, 3, 5):
         counts = np.zeros(h.counts.size, np.int64)
-        _count_shares(x, 2.0 ** -h.exponent, h.first, counts, shares, not nonfinite)
-        assert np.array_equal(counts, h.counts)
+        outside, *bits = _count_shares(x, *_as_bits(x), *scalars, counts, shares, True)
+        assert np.array_equal(counts, h.counts) and outside == x.size - finite.size
+        if nonfinite:  # not partial: nothing is counted where a value is outside the bins
+            assert _count_shares(x, *_as_bits(x), *scalars, counts, shares, False)[0] == outside
+            assert np.array_equal(counts, h.counts)
+        else:
+            assert _from_bits(x, *bits) == (finite.min(), finite.max())
 
 
 def test_clipped_sums_are_numpy_s_bit_for_bit():
@@ -145,3 +154,95 @@ def test_clipped_sums_are_numpy_s_bit_for_bit():
             number, error = _clipped(-bounds if side < 0 else bounds, centers, counts, side)
             assert np.array_equal(number, (counts * (clipped > 0.0)).sum(axis=1))
             assert np.array_equal(error.view(np.int64), (counts * clipped ** 2).sum(axis=1).view(np.int64)), n
+
+
+def _awkward_values(rng, n, dtype):
+    """Values that test the exactness of counting: runs of zeros and -0.0, float32 subnormals (and tiny negatives,
+    whose bin is -1, not 0), the largest and smallest normals, values on bin edges, NaN and infinities."""
+    f = np.finfo(dtype)
+    x = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3)).astype(dtype)
+    x[rng.random(n) < 0.4] = 0.0
+    special = np.array([-0.0, f.smallest_subnormal, -f.smallest_subnormal, f.tiny, -f.tiny, f.max, -f.max, f.eps,
+                        -f.eps, 1.0, -1.0, 0.5, -0.5, 2.0 ** -60, -(2.0 ** -60), np.nan, np.inf, -np.inf], dtype)
+    where = rng.integers(0, n, 3 * special.size)
+    x[where] = np.resize(special, where.size)
+    return x
+
+
+def _exact_bins(finite, exponent):
+    """floor(v / 2**exponent) for float64 v, a value smaller than the bin width taken as -1 or 0 by its sign, as
+    v * 2**-exponent may round to (-)0 in float64 too where it falls below the smallest normal."""
+    small = np.abs(finite) < 2.0 ** exponent
+    return np.where(small, np.where(finite < 0, -1.0, 0.0), np.floor(finite * 2.0 ** -exponent)).astype(np.int64)
+
+
+def _reference_counts(x, exponent, first, size):
+    return np.bincount(_exact_bins(x[np.isfinite(x)].astype(np.float64), exponent) - first, minlength=size)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_counts_and_extremes_are_numpy_s(dtype):
+    """Compiled extremes and counts against plain numpy, for sizes around the block size and with every kind of
+    awkward value; then the histogram of several updates, which widens its bins, against numpy's counts."""
+    rng = np.random.default_rng(13)
+    sizes = [1, 2, _BLOCK - 1, _BLOCK, _BLOCK + 1, 3 * _BLOCK + 5, 10_007]
+    for n in sizes:
+        for trial in range(5):
+            x = _awkward_values(rng, n, dtype)
+            if trial == 1:
+                x = x[np.isfinite(x)] if np.isfinite(x).any() else np.zeros(1, dtype)
+            if trial == 2:
+                x = np.abs(x)  # no negatives: -0.0 may be an extreme
+            if trial == 3:  # subnormals and zeros only: bins finer than float32's smallest step
+                x = np.where(np.isfinite(x), x, 0).astype(np.float64)
+                x = (np.sign(x) * rng.integers(0, 50, n) * np.finfo(np.float32).smallest_subnormal).astype(dtype)
+            finite = x[np.isfinite(x)].astype(np.float64)
+            count, lo, hi = _extremes(x)
+            assert count == finite.size
+            if count:
+                assert (lo, hi) == (finite.min(), finite.max())
+            else:
+                lo = hi = 0.0
+            # the finest bins the histogram uses (at least 2**-100 wide; the span halved, as float64 could overflow)
+            fit = math.ceil(math.log2(max(hi / 2 - lo / 2, 2.0 ** -101))) + 1 - int(math.log2(Histogram.MAX_BINS))
+            for exponent in (fit, fit + 1, fit + 9):
+                k = _exact_bins(finite, exponent)
+                first = int(k.min()) if k.size else 0
+                size = int(k.max()) - first + 1 if k.size else 1
+                counts = np.full(size, 5, np.int64)  # counts are added to what is there
+                _count_bins(x, 2.0 ** exponent, first, counts)
+                assert np.array_equal(counts - 5, _reference_counts(x, exponent, first, size)), (n, exponent)
+    h, seen = Histogram(), []
+    for n in sizes:
+        with np.errstate(over="ignore"):  # the largest values may become infinities
+            x = _awkward_values(rng, n, dtype) * dtype(10.0 ** rng.uniform(-30, 30))
+        h.update(x)
+        seen.append(x)
+        both = np.concatenate(seen)
+        if h.exponent is None:  # nothing finite yet
+            assert not np.isfinite(both).any() and h.counts.size == 0
+            continue
+        assert np.array_equal(h.counts, _reference_counts(both, h.exponent, h.first, h.counts.size))
+
+
+def test_histogram_in_one_pass_widens_as_with_two():
+    """Later updates count at the current width and merge bins pairwise after (Histogram._update_in_window): the
+    counts are numpy's, the extremes exact, and the width the finest at which everything seen spans at most
+    MAX_BINS bins, as when the extremes pick it before counting."""
+    rng = np.random.default_rng(14)
+    h, seen, start = Histogram(), [], None
+    for step in range(40):
+        x = rng.standard_normal(int(rng.integers(1, 3000))) * 1.15 ** step  # a spread growing on both sides
+        x = (np.maximum(x, 0) if step % 5 == 4 else x + step % 3).astype(np.float32)
+        if step == 17:
+            x[5 % x.size] = np.nan  # one pass refuses it: the two-pass update takes over
+        h.update(x)
+        seen.append(x)
+        start = h.exponent if start is None else start
+        both = np.concatenate(seen).astype(np.float64)
+        finite = both[np.isfinite(both)]
+        assert (h.lo, h.hi) == (finite.min(), finite.max())
+        assert np.array_equal(h.counts, _reference_counts(both, h.exponent, h.first, h.counts.size))
+        k = _exact_bins(finite, h.exponent - 1)
+        assert h.exponent == start or k.max() - k.min() + 1 > Histogram.MAX_BINS  # the finest that fits
+    assert h.exponent > start + 2
