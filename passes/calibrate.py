@@ -7,7 +7,8 @@ instruments with min/max logging ops. mcc runs its own float runtime with an obs
 intermediate tensor as it is made (and the runtime drops it after its last reader), so nothing is added to the
 graph to observe it and the values observed are those of the exact graph that is about to be quantized. Runs
 take many samples at once (in_chunks: the graph re-batched, runtime.plan.rebatch), which gives each sample the
-same bits as a run of its own, so ranges, bias correction and SQNR figures do not depend on the chunk size.
+same bits as a run of its own, so ranges, bias correction and SQNR figures do not depend on the chunk size;
+the calibration run's chunks go side by side on the cores (float_run), with observers that merge exactly.
 One float run serves the ranges, bias correction's float means (LinearMeans) and the float outputs that its
 output SQNR is measured against.
 """
@@ -174,11 +175,11 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
     ranges, means and outputs are those of one run after another, whatever the number of workers. The first
     chunk runs here on `observers` themselves: its values fix every histogram's bin width (Histogram.settled), the
     one step of an observer that depends on the order of the batches.
-    The TFLite converter's calibration runs one interpreter over the samples in turn; onnxruntime's calibrators
-    (CalibraterBase) run one session per sample and keep every sample's outputs to reduce them at the end. mcc
-    splits the samples over the cores (a float MobileNetV2 runs 1.8x faster two samples at a time than one sample
-    on two threads) and keeps no activations: each share reduces its values as they are made, into observers
-    that merge exactly."""
+    The TFLite converter's calibration runs one interpreter over the samples in turn, and onnxruntime's calibrators
+    one session (CalibraterBase.collect_data), keeping every sample's observed outputs (or max_intermediate_outputs
+    of them) to reduce afterwards; each parallelises within an op. mcc splits the samples over the cores, which
+    runs MobileNetV2 faster than splitting its layers (runtime/threads.py), and keeps no activations: each share
+    reduces its values as they are made, into observers that merge exactly."""
     if means is not None:
         graph = means.without_activations(graph)
     workers = sample_workers() if workers is None else workers
