@@ -136,8 +136,8 @@ class RangeObservers:
     def fork(self) -> RangeObservers:
         """Observers for later batches: each settled observer's fork (observers.Histogram.settled), and for the
         others (a histogram that has seen nothing finite yet, whose first finite batch fixes its bin width) a copy
-        of every value they are shown, observed here in order by merge. Call it where merge is called (the two
-        read and write these observers)."""
+        of every value they are shown, observed here in order by merge. Call it on the thread that merges, which
+        alone reads and writes these observers."""
         twin = RangeObservers.__new__(RangeObservers)
         twin.batch = self.batch
         twin.by_name = {name: o.fork() if o.settled else _Values() for name, o in self.by_name.items()}
@@ -157,7 +157,9 @@ class RangeObservers:
 
 
 class _Values:
-    """Stands in for an unsettled observer on another thread: keeps copies of the values it is shown."""
+    """Stands in for an unsettled observer on another thread: keeps copies of the values it is shown (in practice
+    only for the shares handed out before the first finite value of a tensor was merged; a tensor never finite is
+    copied in at most in_order's look-ahead of shares at once)."""
 
     def __init__(self):
         self.values = []
