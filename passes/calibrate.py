@@ -7,12 +7,16 @@ instruments with min/max logging ops. mcc runs its own float runtime with an obs
 intermediate tensor as it is made (and the runtime drops it after its last reader), so nothing is added to the
 graph to observe it and the values observed are those of the exact graph that is about to be quantized. Runs
 take many samples at once (in_chunks: the graph re-batched, runtime.plan.rebatch), which gives each sample the
-same bits as a run of its own, so ranges, bias correction and SQNR figures do not depend on the chunk size.
+same bits as a run of its own, so ranges, bias correction and SQNR figures do not depend on the chunk size;
+the calibration run's chunks go side by side on the cores (float_run), with observers that merge exactly.
 One float run serves the ranges, bias correction's float means (LinearMeans) and the float outputs that its
 output SQNR is measured against.
 """
 
 from __future__ import annotations
+
+import copy
+import itertools
 
 import numba
 import numpy as np
@@ -24,6 +28,7 @@ from ..ir.traits import weighted
 from ..runtime import evaluate_node, run
 from ..runtime.kernels.activations import CLAMPS, fused_activation
 from ..runtime.plan import rebatch
+from ..runtime.threads import in_order, sample_workers
 from .observers import make_observer
 
 
@@ -121,41 +126,112 @@ def split_batches(values: list[np.ndarray], k: int) -> list[list[np.ndarray]]:
 
 
 def observe_ranges(graph: Graph, batches: list[dict], observer: str, progress=None, outputs: list | None = None,
-                   means: LinearMeans | None = None) -> dict[str, tuple[float, float]]:
+                   means: LinearMeans | None = None, workers: int | None = None) -> dict[str, tuple[float, float]]:
     """Run the float graph over every batch and return each activation's observed range by tensor name. Values are
     observed as they are made and dropped after their last reader. With `outputs` (a list), the graph's real
     outputs per batch are appended to it, so the same float run serves as output_sqnr_db's reference; with
-    `means`, the same run also takes bias correction's float means (LinearMeans)."""
-    names = [t.name for t in activations(graph)]
-    observers = {name: make_observer(observer) for name in names}
-    batch = graph.inputs[0].shape[0]
-
-    def see(t, value):
-        if t.name in observers:
-            observers[t.name].update_batches(value, batch)
-
-    float_run(graph, batches, see, progress, outputs, means)
-    return {name: observers[name].range() for name in names}
+    `means`, the same run also takes bias correction's float means (LinearMeans). `workers`: float_run's."""
+    observers = RangeObservers(graph, observer)
+    float_run(graph, batches, observers, progress, outputs, means, workers)
+    return observers.ranges()
 
 
-def float_run(graph: Graph, batches: list[dict], observe=None, progress=None, outputs: list | None = None,
-              means: LinearMeans | None = None) -> None:
-    """Run the float graph over `batches` (in_chunks), `observe(tensor, value)` seeing every value as it is made;
-    with `outputs` (a list), append the real outputs per batch to it; with `means`, feed it the weighted layers'
-    outputs before their activation."""
+class RangeObservers:
+    """One range observer (observers.make_observer) per float activation of a graph, by tensor name, fed model
+    batches of the graph's batch size; fork and merge let a share of the samples be observed on another thread."""
+
+    def __init__(self, graph: Graph, spec: str):
+        self.batch = graph.inputs[0].shape[0]
+        self.by_name = {t.name: make_observer(spec) for t in activations(graph)}
+
+    def see(self, t: Tensor, value: np.ndarray) -> None:
+        if t.name in self.by_name:
+            self.by_name[t.name].update_batches(value, self.batch)
+
+    def fork(self) -> RangeObservers:
+        """Observers for later batches: each settled observer's fork (observers.Histogram.settled), and for the
+        others (a histogram that has seen nothing finite yet, whose first finite batch fixes its bin width) a copy
+        of every value they are shown, observed here in order by merge. Call it on the thread that merges, which
+        alone reads and writes these observers."""
+        twin = RangeObservers.__new__(RangeObservers)
+        twin.batch = self.batch
+        twin.by_name = {name: o.fork() if o.settled else _Values() for name, o in self.by_name.items()}
+        return twin
+
+    def merge(self, twin: RangeObservers) -> None:
+        """Take in a fork's observations, forks merged in the order of their batches."""
+        for name, o in twin.by_name.items():
+            if isinstance(o, _Values):
+                for value in o.values:
+                    self.by_name[name].update_batches(value, self.batch)
+            else:
+                self.by_name[name].merge(o)
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {name: o.range() for name, o in self.by_name.items()}
+
+
+class _Values:
+    """Stands in for an unsettled observer on another thread: keeps copies of the values it is shown (in practice
+    only for the shares handed out before the first finite value of a tensor was merged; a tensor never finite is
+    copied in at most in_order's look-ahead of shares at once)."""
+
+    def __init__(self):
+        self.values = []
+
+    def update_batches(self, x: np.ndarray, batch: int) -> None:
+        self.values.append(np.array(x))
+
+
+def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | None = None, progress=None,
+              outputs: list | None = None, means: LinearMeans | None = None, workers: int | None = None) -> None:
+    """Run the float graph over `batches` (in_chunks), `observers` seeing every value as it is made; with `outputs`
+    (a list), append the real outputs per batch to it; with `means`, feed it the weighted layers' outputs before
+    their activation. The chunks after the first run side by side on `workers` threads (runtime.threads.in_order;
+    default sample_workers()), each with forks of `observers` and `means` that are merged here in chunk order, so
+    ranges, means and outputs are those of one run after another, whatever the number of workers. The first
+    chunk runs here on `observers` themselves: its values fix every histogram's bin width (Histogram.settled), the
+    one step of an observer that depends on the order of the batches.
+    The TFLite converter's calibration runs one interpreter over the samples in turn, and onnxruntime's calibrators
+    one session (CalibraterBase.collect_data), keeping every sample's observed outputs (or max_intermediate_outputs
+    of them) to reduce afterwards; each parallelises within an op. mcc splits the samples over the cores, which
+    runs MobileNetV2 faster than splitting its layers (runtime/threads.py), and keeps no activations: each share
+    reduces its values as they are made, into observers that merge exactly."""
     if means is not None:
         graph = means.without_activations(graph)
-    done = 0
-    for g, feeds, k in in_chunks(graph, batches, progress):
-        def see(t, value, first=done):
-            if means is not None:
-                means.see(t, value, first)
-            if observe is not None:
-                observe(t, value)
+    workers = sample_workers() if workers is None else workers
+
+    def shares():
+        first = 0
+        for i, (g, feeds, k) in enumerate(in_chunks(graph, batches, progress)):
+            apart = i > 0 and workers > 1  # forked here, as the jobs are taken: after the merges before them
+            yield (g, feeds, k, first, observers.fork() if apart and observers is not None else observers,
+                   means.fork() if apart and means is not None else means, apart)
+            first += k
+
+    def run_share(share):
+        g, feeds, k, first, observing, meaning, apart = share
+
+        def see(t, value):
+            if meaning is not None:
+                meaning.see(t, value, first)
+            if observing is not None:
+                observing.see(t, value)
 
         got = run(g, feeds, observe=see)
+        return share, split_batches(real_outputs(g, got), k) if outputs is not None else None
+
+    jobs = shares()
+    done = 0
+    for share, got in itertools.chain(map(run_share, itertools.islice(jobs, 1)), in_order(run_share, jobs, workers)):
+        _, _, k, _, observing, meaning, apart = share
+        if apart:
+            if observing is not None:
+                observers.merge(observing)
+            if meaning is not None:
+                means.merge(meaning)
         if outputs is not None:
-            outputs.extend(split_batches(real_outputs(g, got), k))
+            outputs.extend(got)
         done += k
         if progress is not None:
             progress.say(f"calibrating {done}/{len(batches)}")
@@ -178,13 +254,23 @@ class LinearMeans:
         self.node = {n.outputs[0].name: n.name for n in weighted_nodes}
         self.parts: dict[str, list] = {name: [] for name in self.node}
 
+    def fork(self) -> LinearMeans:
+        """Means of a later share of the batches (see's `first` counts from the run's start), merged in order."""
+        twin = copy.copy(self)
+        twin.parts = {name: [] for name in self.node}
+        return twin
+
+    def merge(self, twin: LinearMeans) -> None:
+        for name, parts in twin.parts.items():
+            self.parts[name].extend(parts)
+
     @staticmethod
     def without_activations(graph: Graph) -> Graph:
-        copy = graph.copy()
-        for n in copy.nodes:
+        bare = graph.copy()
+        for n in bare.nodes:
             if weighted(n.op) and n.attrs.get("activation") is not None:
                 n.attrs = {**n.attrs, "activation": None}
-        return copy
+        return bare
 
     def see(self, t: Tensor, value: np.ndarray, first: int) -> None:
         """Take `value` of tensor `t`, which holds model batches first, first + 1, ... of the run."""

@@ -12,10 +12,13 @@ TensorRT's calibrators (entropy, percentile, MSE in pytorch-quantization) and NN
 histogram over a range fixed by a first pass or by the first batch, and re-bin when data falls outside.
 mcc's histogram has bins of width 2**k aligned at zero, so widening it merges pairs of bins exactly and
 batches of any range accumulate in one pass over the calibration data, with no first pass to find the range.
+For the same reason observers merge exactly (fork, merge): calibration observes shares of the samples side by
+side on worker threads and adds their counts up in order (calibrate.RangeObservers).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numba
@@ -30,6 +33,8 @@ DEFAULT_PERCENTILE = 99.99
 class MinMaxObserver:
     """The exact minimum and maximum over all batches."""
 
+    settled = True  # later batches may be observed apart (fork) and merged back: extremes do not depend on order
+
     def __init__(self):
         self.lo, self.hi = math.inf, -math.inf
 
@@ -42,6 +47,16 @@ class MinMaxObserver:
         """Update with `x`, several model batches of `batch` samples joined: at once, as the extremes do not
         depend on how the values are grouped."""
         self.update(x)
+
+    def fork(self):
+        """A fresh observer like this one, for later batches observed elsewhere (another thread) and merged back."""
+        twin = copy.copy(self)
+        twin.lo, twin.hi = math.inf, -math.inf
+        return twin
+
+    def merge(self, other) -> None:
+        """Take in `other`, a fork that observed later batches: as if this observer had observed them."""
+        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
 
     def range(self) -> tuple[float, float]:
         if self.lo > self.hi:  # nothing finite was seen
@@ -71,6 +86,12 @@ class Histogram(MinMaxObserver):
         if self.exponent is None:
             span = max(hi - lo, max(abs(lo), abs(hi)) * 2.0 ** -20, 2.0 ** -100)
             self.exponent = math.ceil(math.log2(span / self.MAX_BINS))
+        first = self._cover(lo, hi)
+        _count_bins(x, 2.0 ** self.exponent, first, self.counts)
+
+    def _cover(self, lo: float, hi: float) -> int:
+        """Widen the bins until those of lo and hi and the counted ones span fewer than MAX_BINS, grow the counts
+        to span them all, and return the first bin's index."""
         while True:  # floor(v / w) is monotonic in v: the extremes give the extreme bins
             w = 2.0 ** self.exponent
             first = min(_bin(lo, w), self.first) if self.counts.size else _bin(lo, w)
@@ -82,7 +103,7 @@ class Histogram(MinMaxObserver):
             grown = np.zeros(last - first + 1, np.int64)
             grown[self.first - first:self.first - first + self.counts.size] = self.counts
             self.first, self.counts = first, grown
-        _count_bins(x, w, first, self.counts)
+        return first
 
     def update_batches(self, x: np.ndarray, batch: int) -> None:
         """The same histogram as updating batch by batch, in order, at the cost of one update: only the first
@@ -125,6 +146,35 @@ class Histogram(MinMaxObserver):
             self._double_width()
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         return True
+
+    @property
+    def settled(self) -> bool:
+        """Whether later batches may be observed apart (fork) and merged: once the first finite batch has fixed the
+        bin width; the batch that fixes it must be observed here, in order."""
+        return self.exponent is not None
+
+    def fork(self):
+        """A histogram with this one's bin width and nothing counted (settled ones only)."""
+        twin = super().fork()
+        twin.first, twin.counts = 0, np.zeros(0, np.int64)
+        return twin
+
+    def merge(self, other) -> None:
+        """Add the counts of `other`, a fork of this settled histogram that observed later batches: the counts and
+        width that observing them here gives. Observed here, the width would end at the smallest power of two, at
+        least the first batch's, at which all the extremes span fewer than MAX_BINS bins (the bins of a width
+        nest in those of the next, so the span only shrinks as it doubles); each side's width is the smallest for
+        its own extremes, so both are at most that one, and widening to the larger of the two, then as update
+        widens for the other's extremes, reaches it; counts of nesting bins add up exactly."""
+        if not other.counts.size:  # nothing finite: lo and hi are infinities, nothing to add
+            return
+        while self.exponent < other.exponent:
+            self._double_width()
+        first = self._cover(other.lo, other.hi)
+        while other.exponent < self.exponent:
+            other._double_width()
+        self.counts[other.first - first:other.first - first + other.counts.size] += other.counts
+        super().merge(other)
 
     def _double_width(self) -> None:
         """Merge bins pairwise: bin k of width w lies inside bin floor(k / 2) of width 2w."""

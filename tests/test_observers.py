@@ -1,11 +1,14 @@
 """Range observers: exact extremes, percentiles read off the merging histogram, and the MSE-optimal range."""
 
+import collections
 import math
 
 import numpy as np
 import pytest
 
 from mcc.errors import MccError
+from mcc.ir import Graph, Tensor
+from mcc.passes.calibrate import RangeObservers
 from mcc.passes.observers import (OBSERVERS, Histogram, MseObserver, _BLOCK, _as_bits, _clipped, _count_bins,
                                   _count_shares, _extremes, _from_bits, make_observer)
 
@@ -246,3 +249,73 @@ def test_histogram_in_one_pass_widens_as_with_two():
         k = _exact_bins(finite, h.exponent - 1)
         assert h.exponent == start or k.max() - k.min() + 1 > Histogram.MAX_BINS  # the finest that fits
     assert h.exponent > start + 2
+
+
+def _observed_apart(spec, x, batch, split, cuts, ahead):
+    """What calibrate.float_run makes of `x` (model batches of `batch` rows) with workers: rows [:split] observed in
+    order, then shares cut at `cuts`, each observed by a fork taken when the share is handed out, at most `ahead`
+    shares before the merges of the earlier ones (in_order's look-ahead), merged in order."""
+    graph = Graph()
+    graph.inputs.append(Tensor("x", (batch, x.shape[1])))
+    main, t = RangeObservers(graph, spec), graph.inputs[0]
+    main.see(t, x[:split])
+    forks, stashed = collections.deque(), 0
+    for lo, hi in zip([split] + cuts, cuts + [len(x)]):
+        twin = main.fork()
+        stashed += not main.by_name["x"].settled
+        twin.see(t, x[lo:hi])
+        forks.append(twin)
+        if len(forks) > ahead:
+            main.merge(forks.popleft())
+    while forks:
+        main.merge(forks.popleft())
+    return main.by_name["x"], stashed
+
+
+def _same_as_one_run(spec, x, batch, split, cuts, ahead):
+    """Assert that x observed apart (_observed_apart) is x observed one batch at a time; return the number of
+    shares whose values were copied to be observed in order."""
+    one = make_observer(spec)
+    for i in range(0, len(x), batch):
+        one.update_batches(x[i:i + batch], batch)
+    apart, stashed = _observed_apart(spec, x, batch, split, cuts, ahead)
+    assert apart.range() == one.range() and (apart.lo, apart.hi) == (one.lo, one.hi)
+    if hasattr(one, "counts"):
+        assert (apart.exponent, apart.first) == (one.exponent, one.first)
+        assert np.array_equal(apart.counts, one.counts)
+    assert apart.range() != make_observer(spec).range() or not np.isfinite(x).any()
+    return one, stashed
+
+
+@pytest.mark.parametrize("spec", ["mse", "percentile", "minmax"])
+def test_shares_observed_apart_and_merged_give_the_observer_of_one_run(spec):
+    """Calibration observes shares of the samples on worker threads and merges them (RangeObservers.fork, merge):
+    ranges, counts, bin width and extremes are those of one update per batch, in order, also where later shares
+    widen the bins, hold NaN and infinities, or where nothing finite came before (the first finite batch, which
+    fixes the bin width, is then observed in order from copies)."""
+    # two shares handed out before any finite value was merged; the second's own first batch would pick a wider
+    # bin (1024 + 2**-13 is past a power of two) than the first's, which holds both (1024 - 2**-14): its values
+    # must be counted at the width the first one fixed
+    x = np.repeat(np.float32([np.nan, 1024 - 2.0 ** -14, 1024 + 2.0 ** -13]), 40).reshape(3, 40)
+    one, stashed = _same_as_one_run(spec, x, 1, 1, [2], 2)
+    assert spec == "minmax" or (stashed == 2 and one.exponent == -21)
+    rng = np.random.default_rng(3)
+    widened = stashed = 0
+    for trial in range(80):
+        batch, k = int(rng.integers(1, 3)), int(rng.integers(4, 12))
+        scale = 10.0 ** np.sort(rng.uniform(-6, 6, size=(k * batch, 1)), axis=0)  # later shares widen the bins
+        x = ((rng.standard_normal((k * batch, 40)) + rng.uniform(-3, 3)) * scale).astype(np.float32)
+        x[rng.integers(0, x.shape[0], 3), rng.integers(0, 40, 3)] = [np.nan, np.inf, -np.inf]
+        if trial % 4 == 0:
+            x[:int(rng.integers(1, k)) * batch] = np.nan  # nothing finite in the first batches, maybe shares
+        if trial % 16 == 1:
+            x[:] = np.inf
+        split = int(rng.integers(1, 3)) * batch
+        cuts = sorted({int(c) * batch for c in rng.integers(split // batch + 1, k, size=int(rng.integers(0, 5)))})
+        one, stash = _same_as_one_run(spec, x, batch, split, cuts, int(rng.integers(1, 5)))
+        stashed += stash
+        if hasattr(one, "counts") and one.exponent is not None:
+            first = next(x[i:i + batch] for i in range(0, len(x), batch) if np.isfinite(x[i:i + batch]).any())
+            own = math.ceil(math.log2(np.ptp(first[np.isfinite(first)]) / Histogram.MAX_BINS))
+            widened += one.exponent > own
+    assert spec == "minmax" or (widened > 20 and stashed > 5)  # the cases above were exercised
