@@ -266,8 +266,8 @@ def depthwise(x, x_zero_point, packed, stride, dilation, padding, out_h, out_w, 
               dtype) -> np.ndarray:
     """The requantized depthwise_conv2d of NHWC `x` with `packed` from pack_depthwise: the raw input, its padding
     read as x_zp, times the taps, with x_zp * sum(w) taken from the bias (as conv_gemm). A channel multiplier m
-    repeats each input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so one multiplier-1
-    loop serves every m."""
+    repeats each input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so one
+    multiplier-1 loop serves every m."""
     taps, weight_sums, reach = packed
     out_c = taps.shape[2]
     if out_c != x.shape[3]:
