@@ -76,24 +76,32 @@ def _im2col(x, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, zero
     made. With one group and no column dilation, a window row's kw * C values inside the input are one run in the
     input row, copied as one (a loop per channel of an RGB image's 3 was half the speed)."""
     n, h, wd, c = x.shape
-    group_c = c // groups
+    group_c, width = c // groups, cols.shape[1]
+    flat = cols.reshape(-1)
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
         if groups == 1 and dil_w == 1:
             run = kw * c
+            # the windows from column `first` to `last` (exclusive) lie inside the input's columns
+            first = min(out_w, (pad_left + stride_w - 1) // stride_w)
+            last = max(first, min(out_w, (wd - kw + pad_left) // stride_w + 1 if wd - kw + pad_left >= 0 else 0))
             for ky in range(kh):
                 iy = oy * stride_h - pad_top + ky * dil_h
+                inside_rows = 0 <= iy < h
                 source = x[b, min(max(iy, 0), h - 1)].reshape(-1)
+                if inside_rows:  # unsigned offsets: no negative-index handling (as _depthwise)
+                    for ox in range(first, last):
+                        at = np.uint64((ox * stride_w - pad_left) * c)
+                        to = np.uint64(((b * out_h + oy) * out_w + ox) * width + ky * run)
+                        for i in range(np.uint64(run)):
+                            flat[to + i] = source[at + i]
                 for ox in range(out_w):
+                    if inside_rows and first <= ox < last:
+                        continue
                     ix = ox * stride_w - pad_left
                     dst = cols[(b * out_h + oy) * out_w + ox, ky * run:(ky + 1) * run]
-                    if 0 <= iy < h and ix >= 0 and ix + kw <= wd:
-                        src = source[ix * c:ix * c + run]
-                        for i in range(run):
-                            dst[i] = src[i]
-                        continue
                     for kx in range(kw):
-                        inside = 0 <= iy < h and 0 <= ix + kx < wd
+                        inside = inside_rows and 0 <= ix + kx < wd
                         for ci in range(c):
                             dst[kx * c + ci] = source[(ix + kx) * c + ci] if inside else zero_point
             continue
