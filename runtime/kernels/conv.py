@@ -16,7 +16,8 @@ sequence of float32 operations. Convs whose groups have several input channels (
 nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x one
 vector of output channels (16 lanes with AVX-512) accumulate in registers over the whole reduction, on weights
 packed once per tile (packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x two vectors, lane
-i reading input channel i; depthwise convs with a multiplier run _conv_loop.
+i reading input channel i, except 3x3 ones without dilation, which run an output row at a time (_depthwise3x3);
+depthwise convs with a multiplier run _conv_loop.
 """
 from __future__ import annotations
 
@@ -359,6 +360,77 @@ def _tile_bias(bias, groups, channels):
     return padded.reshape(-1)
 
 
+# ---- 3x3 depthwise convs (multiplier 1, no dilation): rows --------------------------------------------------------
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _depthwise3x3(x, w, bias, fused, stride_h, stride_w, pad_top, pad_left, out_h, out_w):
+    """_conv_loop's arithmetic for a 3x3 depthwise conv with multiplier 1 (MobileNets' ~17 a model), an output row
+    at a time: a pixel whose window lies inside the input sums its nine taps in one expression along the contiguous
+    channels (TFLite's order, 0 + w * x tap by tap row by row, then the bias; or `fused`, XNNPACK's, the bias then
+    one fused multiply-add a tap, column by column), held in registers, indexing the flat input rows with unsigned
+    offsets (no negative-index handling); a pixel on the border skips its taps in the padding as _conv_loop does.
+    1.3x faster than the spread tiles on MobileNetV2's 17 layers (one thread), which load and store their
+    accumulators and mask their lanes at every tap. XNNPACK's DWCONV microkernels likewise keep a pixel's taps in
+    registers; mcc keeps each lane's exact sequence of roundings."""
+    n, h, wd, c = x.shape
+    out = np.empty((n, out_h, out_w, c), np.float32)
+    zero, channels = np.float32(0), np.uint64(c)
+    d1, d2 = np.uint64(c), np.uint64(2 * c)
+    for job in numba.prange(n * out_h):
+        b, oy = job // out_h, job % out_h
+        w00, w01, w02, w10, w11, w12 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
+        w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+        y = oy * stride_h - pad_top
+        rows_inside = y >= 0 and y + 2 < h
+        r0 = x[b, min(max(y, 0), h - 1)].reshape(-1)  # any row when the window leaves the input: unused then
+        r1 = x[b, min(max(y + 1, 0), h - 1)].reshape(-1)
+        r2 = x[b, min(max(y + 2, 0), h - 1)].reshape(-1)
+        flat = out[b, oy].reshape(-1)
+        for ox in range(out_w):
+            x0 = ox * stride_w - pad_left
+            q = np.uint64(ox * c)
+            if rows_inside and x0 >= 0 and x0 + 2 < wd:
+                p = np.uint64(x0 * c)
+                if fused:
+                    for i in range(channels):
+                        t = fma32(w00[i], r0[p + i], bias[i])
+                        t = fma32(w10[i], r1[p + i], t)
+                        t = fma32(w20[i], r2[p + i], t)
+                        t = fma32(w01[i], r0[p + d1 + i], t)
+                        t = fma32(w11[i], r1[p + d1 + i], t)
+                        t = fma32(w21[i], r2[p + d1 + i], t)
+                        t = fma32(w02[i], r0[p + d2 + i], t)
+                        t = fma32(w12[i], r1[p + d2 + i], t)
+                        flat[q + i] = fma32(w22[i], r2[p + d2 + i], t)
+                else:
+                    for i in range(channels):
+                        flat[q + i] = (zero + w00[i] * r0[p + i] + w01[i] * r0[p + d1 + i] + w02[i] * r0[p + d2 + i]
+                                       + w10[i] * r1[p + i] + w11[i] * r1[p + d1 + i] + w12[i] * r1[p + d2 + i]
+                                       + w20[i] * r2[p + i] + w21[i] * r2[p + d1 + i] + w22[i] * r2[p + d2 + i]
+                                       + bias[i])
+                continue
+            total = out[b, oy, ox]
+            for i in range(c):  # explicit loops: a slice assignment here becomes a nested parfor
+                total[i] = bias[i] if fused else zero
+            for t in range(9):
+                ky, kx = (t % 3, t // 3) if fused else (t // 3, t % 3)
+                iy, ix = y + ky, x0 + kx
+                if iy < 0 or iy >= h or ix < 0 or ix >= wd:
+                    continue
+                pixel, tap = x[b, iy, ix], w[ky, kx]
+                for i in range(c):
+                    total[i] = _step(total[i], tap[i], pixel[i], fused)
+            if not fused:
+                for i in range(c):
+                    total[i] = total[i] + bias[i]
+    return out
+
+
+def takes_rows(spread: bool, kh: int, kw: int, dh: int, dw: int, fused: bool, columns_first: bool) -> bool:
+    """Whether _depthwise3x3 runs the conv: a depthwise one with multiplier 1 (`spread`), 3x3, no dilation, in
+    TFLite's order or XNNPACK's (fused, columns first)."""
+    return spread and (kh, kw, dh, dw) == (3, 3, 1, 1) and columns_first == fused
+
+
 def _xnnpack_columns_first(node, x, w_hwio) -> bool:
     """Whether XNNPACK walks this conv's taps column-major: a depthwise conv with multiplier 1 and at most 25 taps
     (its single-pass DWCONV, whose indirection buffer is column-major). Measured on LiteRT 2.3.0: 3x3, 4x4 and
@@ -386,7 +458,10 @@ def _conv(node, x, w_hwio, bias, rules):
     groups = x.shape[3] // group_c
     columns_first = fma and _xnnpack_columns_first(node, x, w_hwio)
     spread = group_c == 1 and out_c == groups  # depthwise, multiplier 1: one group, lanes across channels
-    if group_c == 1 and groups > 1 and not spread:  # depthwise with a multiplier: few lanes per group
+    if takes_rows(spread, kh, kw, dh, dw, fma, columns_first):
+        acc = _depthwise3x3(x, w_hwio.reshape(3, 3, out_c), np.ascontiguousarray(bias), fma, sh, sw, top, left,
+                            out_h, out_w)
+    elif group_c == 1 and groups > 1 and not spread:  # depthwise with a multiplier: few lanes per group
         acc = _conv_loop(x, w_hwio, np.ascontiguousarray(bias), fma, fma, columns_first, sh, sw, top, left, dh, dw,
                          out_h, out_w)
     else:

@@ -232,7 +232,8 @@ def add_sub(node, inputs, rules):
             raise MccError("onnxruntime has no integer sub; the legalize_onnx pass makes it a float island",
                            node=node.name)
         return [_ort_add(inputs[0], inputs[1], sa, za, sb, zb, so, zo, bounds)]
-    a, b = (np.ascontiguousarray(v) for v in np.broadcast_arrays(*inputs))
+    a, b = inputs if inputs[0].shape == inputs[1].shape else np.broadcast_arrays(*inputs)  # a residual: as they are
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     xnnpack, m_a, sh_a, m_b, sh_b, fixed = params
     out = np.empty(a.shape, np.int8)
     _add_int8(a.reshape(-1), b.reshape(-1), za, zb, xnnpack, m_a, sh_a, m_b, sh_b, 1 if node.op == "add" else -1,

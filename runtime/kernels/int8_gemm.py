@@ -26,7 +26,6 @@ import numba
 import numpy as np
 
 from .int8_output import requantize_block, requantize_rows
-from .layout import pad_constant
 
 _FLOAT32_EXACT = float(1 << 24)
 _PARALLEL_WORK = 1 << 20  # output elements below which a layer runs on one thread
@@ -59,16 +58,6 @@ def operand_dtype(w_rows: np.ndarray, largest: int):
     return (np.float32 if reach < _FLOAT32_EXACT else np.float64), reach
 
 
-def padded(x: np.ndarray, pad_hw, fill: int) -> np.ndarray:
-    """NHWC `x` padded with `fill` by [top, left, bottom, right]; `x` itself when there is no padding. The raw codes,
-    not x - x_zp: with the padding holding x_zp, sum(w * x) over any window less x_zp * sum(w), which the bias
-    takes, is the sum over the window of w * (x - x_zp) with the padding counting as 0."""
-    if not any(pad_hw):
-        return np.ascontiguousarray(x)
-    top, left, bottom, right = pad_hw
-    return pad_constant(x, ((0, 0), (top, bottom), (left, right), (0, 0)), fill)
-
-
 def _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w):
     """[top, left, bottom, right] padding that makes every window of the output lie inside the padded input (the
     bottom and right as far as the windows reach, which may be less or more than the node's attributes say)."""
@@ -80,34 +69,53 @@ def _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _im2col(xp, kh, kw, stride_h, stride_w, dil_h, dil_w, out_h, out_w, groups, cols):
-    """cols[(b, oy, ox), (g, ky, kx, ci)] = xp[b, oy * sh + ky * dh, ox * sw + kx * dw, g * Cg + ci]. With one group
-    and no column dilation, a window row's kw * C values are one run in the input row, copied as one (a loop per
-    channel of an RGB image's 3 was half the speed)."""
-    n, _, _, c = xp.shape
-    group_c = c // groups
+def _im2col(x, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, zero_point, out_h, out_w, groups,
+            cols):
+    """cols[(b, oy, ox), (g, ky, kx, ci)] = x[b, oy * sh - top + ky * dh, ox * sw - left + kx * dw, g * Cg + ci],
+    or `zero_point` where that lies in the padding: the raw codes gathered from the unpadded input, no padded copy
+    made. With one group and no column dilation, a window row's kw * C values inside the input are one run in the
+    input row, copied as one (a loop per channel of an RGB image's 3 was half the speed)."""
+    n, h, wd, c = x.shape
+    group_c, width = c // groups, cols.shape[1]
+    flat = cols.reshape(-1)
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
         if groups == 1 and dil_w == 1:
             run = kw * c
+            # the windows from column `first` to `last` (exclusive) lie inside the input's columns
+            first = min(out_w, (pad_left + stride_w - 1) // stride_w)
+            last = max(first, min(out_w, (wd - kw + pad_left) // stride_w + 1 if wd - kw + pad_left >= 0 else 0))
             for ky in range(kh):
-                source = xp[b, oy * stride_h + ky * dil_h].reshape(-1)
+                iy = oy * stride_h - pad_top + ky * dil_h
+                inside_rows = 0 <= iy < h
+                source = x[b, min(max(iy, 0), h - 1)].reshape(-1)
+                if inside_rows:  # unsigned offsets: no negative-index handling (as _depthwise)
+                    for ox in range(first, last):
+                        at = np.uint64((ox * stride_w - pad_left) * c)
+                        to = np.uint64(((b * out_h + oy) * out_w + ox) * width + ky * run)
+                        for i in range(np.uint64(run)):
+                            flat[to + i] = source[at + i]
                 for ox in range(out_w):
-                    first = ox * stride_w * c
-                    src, dst = source[first:first + run], cols[(b * out_h + oy) * out_w + ox, ky * run:(ky + 1) * run]
-                    for i in range(run):
-                        dst[i] = src[i]
+                    if inside_rows and first <= ox < last:
+                        continue
+                    ix = ox * stride_w - pad_left
+                    dst = cols[(b * out_h + oy) * out_w + ox, ky * run:(ky + 1) * run]
+                    for kx in range(kw):
+                        inside = inside_rows and 0 <= ix + kx < wd
+                        for ci in range(c):
+                            dst[kx * c + ci] = source[(ix + kx) * c + ci] if inside else zero_point
             continue
         for ox in range(out_w):
             row = (b * out_h + oy) * out_w + ox
             col = 0
             for g in range(groups):
                 for ky in range(kh):
-                    iy = oy * stride_h + ky * dil_h
+                    iy = oy * stride_h - pad_top + ky * dil_h
                     for kx in range(kw):
-                        ix = ox * stride_w + kx * dil_w
+                        ix = ox * stride_w - pad_left + kx * dil_w
+                        inside = 0 <= iy < h and 0 <= ix < wd
                         for ci in range(group_c):
-                            cols[row, col + ci] = xp[b, iy, ix, g * group_c + ci]
+                            cols[row, col + ci] = x[b, iy, ix, g * group_c + ci] if inside else zero_point
                         col += group_c
 
 
@@ -179,9 +187,9 @@ def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out
         if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
             cols = np.ascontiguousarray(x.reshape(rows, c))  # converted block by block below
         else:
-            pad = _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w)
             cols = np.empty((rows, groups * depth), operand)
-            _im2col(padded(x, pad, x_zero_point), kh, kw, *stride, *dilation, out_h, out_w, groups, cols)
+            _im2col(x, kh, kw, *stride, *dilation, *padding[:2], cols.dtype.type(x_zero_point), out_h, out_w, groups,
+                    cols)
         out = np.empty((rows, groups * group_out), dtype)
         bias = bias - x_zero_point * weight_sums
         if dots:
@@ -208,59 +216,72 @@ def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> tuple[np.ndarray, np.nda
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w, reach, bias, code, multiplier, shift, fixed,
-               real, scale32, zero_point, low, high, out):
-    """Each output row of a multiplier-1 depthwise conv of the padded raw input `x`: per output pixel, its C sums
-    over the window, one vector loop along the contiguous channels, then the output stage on the row. A 3x3 window
-    (MobileNets') sums its nine taps in one expression, held in registers, where a loop over the taps would load
-    and store the accumulators at each one; it indexes the flat input rows with unsigned offsets, for which numba
-    emits no negative-index handling (with signed ones it did, and the loop ran 5-8x slower; with a view per tap and
-    pixel, 1.6x slower at MobileNetV2's 32 channels)."""
-    n, _, _, c = x.shape
+def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, zero_point, out_h, out_w, reach, bias,
+               code, multiplier, shift, fixed, real, scale32, out_zero_point, low, high, out):
+    """Each output row of a multiplier-1 depthwise conv of the raw input `x`, unpadded: per output pixel, its C sums
+    over the window, one vector loop along the contiguous channels, then the output stage on the row. A tap in the
+    padding reads `zero_point` (x_zp, so it counts as the real 0), in the loop: no padded copy of the input is made
+    (MobileNetV2's 13 stride-1 depthwise layers copied 2.2 MB a sample). A 3x3 window (MobileNets') inside the input
+    sums its nine taps in one expression, held in registers, where a loop over the taps would load and store the
+    accumulators at each one; it indexes the flat input rows with unsigned offsets, for which numba emits no
+    negative-index handling (with signed ones it did, and the loop ran 5-8x slower; with a view per tap and pixel,
+    1.6x slower at MobileNetV2's 32 channels). Windows on the border, and other kernel sizes, take the loop over
+    the taps."""
+    n, h, wd, c = x.shape
     kh, kw, _ = w.shape
+    square = kh == 3 and kw == 3
     for job in numba.prange(n * out_h):
         b, oy = job // out_h, job % out_h
         acc = np.empty((out_w, c), w.dtype)
-        if kh == 3 and kw == 3:
-            flat, channels = acc.reshape(-1), np.uint64(c)
-            y = oy * stride_h
-            r0, r1, r2 = x[b, y].reshape(-1), x[b, y + dil_h].reshape(-1), x[b, y + 2 * dil_h].reshape(-1)
+        flat, channels = acc.reshape(-1), np.uint64(c)
+        y = oy * stride_h - pad_top
+        rows_inside = y >= 0 and y + (kh - 1) * dil_h < h
+        if square:  # any row where the window leaves the input: the loop over the taps runs then
+            r0 = x[b, min(max(y, 0), h - 1)].reshape(-1)
+            r1 = x[b, min(max(y + dil_h, 0), h - 1)].reshape(-1)
+            r2 = x[b, min(max(y + 2 * dil_h, 0), h - 1)].reshape(-1)
             w00, w01, w02, w10, w11, w12 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
             w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
             d1, d2 = np.uint64(dil_w * c), np.uint64(2 * dil_w * c)
-            for ox in range(out_w):
-                p, q = np.uint64(ox * stride_w * c), np.uint64(ox * c)
+        for ox in range(out_w):
+            x0 = ox * stride_w - pad_left
+            if square and rows_inside and x0 >= 0 and x0 + 2 * dil_w < wd:
+                p, q = np.uint64(x0 * c), np.uint64(ox * c)
                 for i in range(channels):
                     flat[q + i] = (w00[i] * r0[p + i] + w01[i] * r0[p + d1 + i] + w02[i] * r0[p + d2 + i]
                                    + w10[i] * r1[p + i] + w11[i] * r1[p + d1 + i] + w12[i] * r1[p + d2 + i]
                                    + w20[i] * r2[p + i] + w21[i] * r2[p + d1 + i] + w22[i] * r2[p + d2 + i])
-        else:
-            acc[:] = 0
-            for ox in range(out_w):
-                a, x0 = acc[ox], ox * stride_w
-                for ky in range(kh):
-                    row = x[b, oy * stride_h + ky * dil_h]
-                    for kx in range(kw):
-                        t, r = w[ky, kx], row[x0 + kx * dil_w]
+                continue
+            a = acc[ox]
+            for i in range(c):
+                a[i] = 0
+            for ky in range(kh):
+                iy = y + ky * dil_h
+                for kx in range(kw):
+                    ix, t = x0 + kx * dil_w, w[ky, kx]
+                    if 0 <= iy < h and 0 <= ix < wd:
+                        r = x[b, iy, ix]
                         for i in range(c):
                             a[i] += t[i] * r[i]
-        requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point, low, high,
+                    else:
+                        for i in range(c):
+                            a[i] += t[i] * zero_point
+        requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, scale32, out_zero_point, low, high,
                          out[b, oy])
 
 
 def depthwise(x, x_zero_point, packed, stride, dilation, padding, out_h, out_w, bias, requant,
               dtype) -> np.ndarray:
-    """The requantized depthwise_conv2d of NHWC `x` with `packed` from pack_depthwise: the raw input, padded with
-    x_zp, times the taps, with x_zp * sum(w) taken from the bias (as conv_gemm). A channel multiplier m repeats each
-    input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so one multiplier-1
-    loop serves every m."""
+    """The requantized depthwise_conv2d of NHWC `x` with `packed` from pack_depthwise: the raw input, its padding
+    read as x_zp, times the taps, with x_zp * sum(w) taken from the bias (as conv_gemm). A channel multiplier m
+    repeats each input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so one
+    multiplier-1 loop serves every m."""
     taps, weight_sums, reach = packed
-    kh, kw, out_c = taps.shape
-    x = padded(x, _window_padding(x, kh, kw, stride, dilation, padding, out_h, out_w), x_zero_point)
+    out_c = taps.shape[2]
     if out_c != x.shape[3]:
         x = np.repeat(x, out_c // x.shape[3], axis=3)
     out = np.empty((x.shape[0], out_h, out_w, out_c), dtype)
     with _threads_for(out.size):
-        _depthwise(x, taps, *stride, *dilation, out_h, out_w, reach,
+        _depthwise(x, taps, *stride, *dilation, *padding[:2], taps.dtype.type(x_zero_point), out_h, out_w, reach,
                    bias - x_zero_point * weight_sums, *requant.args, out)
     return out
