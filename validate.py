@@ -357,7 +357,7 @@ def _align(ref: np.ndarray, ref_layout, shape, layout) -> np.ndarray | None:
 
 
 def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray], rules: str,
-                   progress=None) -> dict:
+                   progress=None, workers: int | None = None) -> dict:
     """Run the float `reference` and the int8 `graph` (mcc's runtime under `rules`) on `arrays` (by input name,
     batch first, source layout) and measure, per output, fidelity() and, per layer (each tensor of `graph` that
     a node produces and `reference` has by name; quantize_int8's twins NAME/int8 ... stand for NAME), the SQNR of
@@ -372,12 +372,17 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
     graph's one (12% less int8 time), and no float value is held past its last reader. The sums accumulate per
     float run in sample order, as when both graphs ran in step at the float chunk size; where that size does not
     divide the int8 one, runs at an int8 chunk's edge are shorter, which regroups the float64 sums (their last bits,
-    far below the report's 4 decimals of a dB).
+    far below the report's 4 decimals of a dB). An int8 chunk and its float runs are one job, `workers` (default
+    runtime.threads.sample_workers()) side by side (threads.in_order); a job hands back each float run's (signal,
+    noise) pairs unsummed, which the caller adds in job order, so every figure has the bits of a run on one
+    worker. A job keeps its chunk's int8 values only while it runs: `workers` chunks at once, whatever the
+    look-ahead, as each job's result is its outputs and two floats per measured tensor and float run.
 
     Peers report the same view differently: AIMET's and NNCF's analysers re-quantize one layer at a time; this is
     one run of each graph, so it costs two inferences per sample, and it shows where the error first appears
     (a subtraction that cancels a large offset, a concat that clamps an input), not which layer to blame."""
     from .runtime import run
+    from .runtime.threads import in_order
 
     ref_tensors = {t.name: t for t in reference.inputs + [o for n in reference.nodes for o in n.outputs]}
     pairs = [(node, o, ref_tensors[_reference_name(o.name)]) for node in graph.nodes for o in node.outputs
@@ -398,39 +403,67 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
                            f"the int8 model's {[(t.name, list(t.shape)) for t in graph.inputs]}; is the reference the "
                            "model the file was compiled from?")
         int8_batches.append(feeds)
-    first = done = 0
-    for int8_graph, int8_feeds, k in in_chunks(graph, int8_batches, progress):
+    def chunks():
+        first = 0
+        for int8_graph, int8_feeds, k in in_chunks(graph, int8_batches, progress):
+            yield int8_graph, int8_feeds, k, first
+            first += k
+
+    def measure_chunk(chunk):
+        """One int8 chunk and the float runs over its samples: (the int8 real outputs, per float run its batch
+        count, real outputs and measurements in the order made: (int8 tensor, signal, noise), or (int8 tensor,
+        None) where the float value does not fit it), the progress lines of in_chunks)."""
+        int8_graph, int8_feeds, k, first = chunk
         got = {}  # this chunk's int8 values that are measured
+        said = _Said() if not first and progress is not None else None
 
         def keep(o, value):
             if o.name in sums:
                 got[o.name] = value
 
-        got_out.append(real_outputs(int8_graph, run(int8_graph, graph_feeds(int8_graph, int8_feeds, rules),
-                                                    rules=rules, observe=keep)))
+        int8_out = real_outputs(int8_graph, run(int8_graph, graph_feeds(int8_graph, int8_feeds, rules), rules=rules,
+                                                observe=keep))
+        runs, unfit = [], set()
         at = 0  # the chunk's batches the float runs have covered
-        for ref_graph, ref_feeds, j in in_chunks(reference, batches[first:first + k], progress if not first else None):
-            def measure(t, value, at=at, j=j):
+        for ref_graph, ref_feeds, j in in_chunks(reference, batches[first:first + k], said):
+            made = []
+
+            def measure(t, value, at=at, j=j, made=made):
                 for o, r in against.get(t.name, ()):
-                    if o.name not in sums:
+                    if o.name not in got or o.name in unfit:
                         continue
                     mine = got[o.name]
                     if j < k:  # this float run's batches of the int8 chunk (re-batched values keep samples on axis 0)
                         mine = mine[at * (len(mine) // k):(at + j) * (len(mine) // k)]
                     ref = _align(value, r.layout, mine.shape, o.layout)
                     if ref is None:
-                        sums.pop(o.name)
+                        unfit.add(o.name)
+                        made.append((o.name, None))
                     else:
-                        signal, noise = squared_sums(o, ref, mine)
-                        sums[o.name][0] += signal
-                        sums[o.name][1] += noise
+                        made.append((o.name, *squared_sums(o, ref, mine)))
 
-            want_out.append(real_outputs(ref_graph, run(ref_graph, ref_feeds, observe=measure)))
+            runs.append((j, real_outputs(ref_graph, run(ref_graph, ref_feeds, observe=measure)), made))
             at += j
+        return int8_out, runs, said.lines if said else []
+
+    done = 0
+    for int8_out, runs, lines in in_order(measure_chunk, chunks(), workers):
+        got_out.append(int8_out)
+        for line in lines:
+            progress.say(line)
+        for j, ref_out, made in runs:  # added in the order a run after run in sample order adds them
+            want_out.append(ref_out)
+            for name, *pair in made:
+                if name not in sums:
+                    continue
+                if pair[0] is None:
+                    sums.pop(name)
+                else:
+                    sums[name][0] += pair[0]
+                    sums[name][1] += pair[1]
             done += j
             if progress is not None:
                 progress.say(f"  {done}/{len(batches)} batches")
-        first += k
     measured = {name: sqnr_db(*s) for name, s in sums.items()}
     producers = {id(o): n for n in graph.nodes for o in n.outputs}
 
@@ -460,6 +493,17 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
                        {n: np.concatenate([g[k] for g in got_out]) for k, n in enumerate(names)})
     return {"samples": sum(len(next(iter(b.values()))) for b in batches), "rules": rules, "outputs": outputs,
             "layers": layers, "jumps": [la["tensor"] for la in layers if la["drop_db"] > JUMP_DB]}
+
+
+class _Said:
+    """A progress that keeps its lines, for a worker thread to hand back to the caller's (in_chunks says why a
+    graph runs batch by batch)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def say(self, text):
+        self.lines.append(text)
 
 
 def low_outputs(view: dict, threshold: float) -> list[str]:
