@@ -19,6 +19,7 @@ cosine similarity and top-1 agreement against it.
 from __future__ import annotations
 
 import platform
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,24 +116,43 @@ def peer_runner(data: bytes, kernels: str):
 
 
 def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], kernels: str,
-            rules: str | None = None) -> Comparison:
+            rules: str | None = None, workers: int | None = None) -> Comparison:
     """Run every batch in the peer of `kernels` (LiteRT's "ref" or "default", onnxruntime's "ort-all", ...) and in
     mcc's runtime under `rules` (default: the rule set that claims to match the peer); count differences per
-    tensor."""
+    tensor. Each chunk of batches (calibrate.in_chunks) is a job, `workers` (default
+    runtime.threads.sample_workers()) side by side (threads.in_order), each worker with a peer of its own; a job
+    hands back its counts, which add up alike in any order (sums of counts, maxima), and holds its chunk's every
+    tensor only while it runs."""
     from .runtime import run
+    from .runtime.threads import in_order
 
     rules = rules or peer_rules(kernels)
     exact = _is_integer_model(graph)
-    diffs = {o.name: TensorDiff(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs}
+    produced = [(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs]
     exact_tensors = {o.name for n in graph.nodes for o in n.outputs
                      if exact and (o.dtype != "float32" or n.op == "dequantize")}
-    peer = peer_runner(data, kernels)
-    for chunk, chunk_feeds, k in in_chunks(graph, batches):
-        every = run(chunk, chunk_feeds, keep_all=True, rules=rules)
+    mine = threading.local()  # a peer per worker thread: a LiteRT interpreter runs on one thread at a time
+
+    def count(chunk):
+        chunk_graph, chunk_feeds, k = chunk
+        if not hasattr(mine, "peer"):
+            mine.peer = peer_runner(data, kernels)
+        diffs = {name: TensorDiff(name, node, op) for name, node, op in produced}
+        every = run(chunk_graph, chunk_feeds, keep_all=True, rules=rules)
         cut = {name: split_batches([every[name]], k) for name in diffs if name in every}
         for j, feeds in enumerate(split_batches(list(chunk_feeds.values()), k)):
             _count(diffs, {name: parts[j][0] for name, parts in cut.items()},
-                   peer(dict(zip(chunk_feeds, feeds))), graph, kernels, exact_tensors)
+                   mine.peer(dict(zip(chunk_feeds, feeds))), graph, kernels, exact_tensors)
+        return diffs
+
+    diffs = {name: TensorDiff(name, node, op) for name, node, op in produced}
+    for part in in_order(count, in_chunks(graph, batches), workers):
+        for name, d in part.items():
+            total = diffs[name]
+            total.elements += d.elements
+            total.differing += d.differing
+            total.max_abs_diff = max(total.max_abs_diff, d.max_abs_diff)
+            total.exposed = total.exposed and d.exposed
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     return Comparison(kernels, rules, exact, sorted(diffs.values(), key=lambda t: order[t.node]))
 
@@ -230,11 +250,12 @@ def model_batches(graph: Graph, feeds: dict[str, np.ndarray], path=None) -> list
 
 
 def validate(model_path, input_path, reference_path=None, kernels=None, progress=None, cle=None,
-             rules: dict | None = None) -> dict:
+             rules: dict | None = None, workers: int | None = None) -> dict:
     """Compare `model_path` (.tflite or .onnx) with mcc's runtime on the inputs in `input_path`, for each kernel
     set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity, and
     for an int8 file the fidelity guard's per-layer view against the float graph mcc quantized (`cle`: False
-    for a file compiled with --no-cle or --no-bias-correction)."""
+    for a file compiled with --no-cle or --no-bias-correction). `workers`: chunks of samples side by side
+    (default runtime.threads.sample_workers(); the report does not depend on it)."""
     model_path = Path(model_path)
     data, fmt, graph = read_compiled(model_path)
     kernels = _kernel_sets(kernels, fmt, model_path)
@@ -255,21 +276,21 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
         if progress:
             progress.say(f"comparing with {describe(k)} on {n} samples")
         chosen = (rules or {}).get("onnxruntime" if k in ORT_LEVELS else k)
-        report["comparisons"].append(compare(data, graph, batches, k, chosen).to_json())
+        report["comparisons"].append(compare(data, graph, batches, k, chosen, workers).to_json())
     if reference_path is not None:
         from .compiler import load_model
 
         ref_graph = load_model(reference_path)
         ref_feeds, _ = match_inputs(arrays, ref_graph.inputs, path=input_path)
-        ref_out = _run_all(ref_graph, ref_feeds)
-        outs = _run_all(graph, feeds, peer_rules(kernels[0]))
+        ref_out = _run_all(ref_graph, ref_feeds, workers=workers)
+        outs = _run_all(graph, feeds, peer_rules(kernels[0]), workers)
         report["reference"] = str(reference_path)
         report["fidelity"] = fidelity(ref_out, outs)
         if _is_integer_model(graph):
             if progress:
                 progress.say(f"per-layer SQNR against the float graph of {reference_path} on {n} samples")
             view = layer_fidelity(float_reference(ref_graph, TARGET_FOR_FORMAT[fmt], {"cle": cle}), graph, arrays,
-                                  peer_rules(kernels[0]))
+                                  peer_rules(kernels[0]), workers=workers)
             report["layers"], report["jumps"] = view["layers"], view["jumps"]
             report["fidelity_warnings"] = [explain(view, name, f" (below {GUARD_SQNR_DB:g} dB)")
                                            for name in low_outputs(view, GUARD_SQNR_DB)]
@@ -277,11 +298,15 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
     return report
 
 
-def _run_all(graph: Graph, feeds: dict[str, np.ndarray], rules: str | None = None) -> dict[str, np.ndarray]:
-    """`graph`'s outputs on all samples of `feeds` (batch first), many samples per run (calibrate.in_chunks)."""
+def _run_all(graph: Graph, feeds: dict[str, np.ndarray], rules: str | None = None,
+             workers: int | None = None) -> dict[str, np.ndarray]:
+    """`graph`'s outputs on all samples of `feeds` (batch first), many samples per run (calibrate.in_chunks), the
+    runs `workers` side by side (runtime.threads.in_order)."""
     from .runtime import run
+    from .runtime.threads import in_order
 
-    parts = [run(g, f, rules=rules) for g, f, _ in in_chunks(graph, model_batches(graph, feeds))]
+    parts = list(in_order(lambda chunk: run(chunk[0], chunk[1], rules=rules),
+                          in_chunks(graph, model_batches(graph, feeds)), workers))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
