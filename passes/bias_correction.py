@@ -16,12 +16,11 @@ That mean is linear in x_hat, so mcc takes it from the mean of each kernel tap's
 float on the dequantized input as AIMET does: K*H*W*C additions instead of a convolution.
 Only the values that some later node still reads are kept, so memory stays that of a few activations times
 the number of samples (mobilenet_v2 at 224x224: ~12 MB per sample at the widest point); the nodes run on many
-samples per kernel call (calibrate.in_chunks).
+samples per kernel call (calibrate.in_chunks), and the chunks of samples side by side between one corrected layer
+and the next (runtime.threads.in_order), each handing back its integer sums for the layer's mean.
 """
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numba
 import numpy as np
@@ -135,9 +134,9 @@ def _window_means(node: Node, total: np.ndarray, count: int) -> np.ndarray:
     return sums * float(q.scale[0]) / (count * out_h * out_w)
 
 
-def _sample_sums(v: np.ndarray, total: np.ndarray | None) -> np.ndarray:
-    """`total` (int64, the shape of one sample; None: zeros) plus the sum of v's samples (axis 0)."""
-    total = np.zeros(v.shape[1:], np.int64) if total is None else total
+def _sample_sums(v: np.ndarray) -> np.ndarray:
+    """The sum of v's samples (axis 0) in int64, the shape of one sample."""
+    total = np.zeros(v.shape[1:], np.int64)
     _add_samples(np.ascontiguousarray(v).reshape(len(v), -1), total.reshape(-1))
     return total
 
@@ -176,8 +175,8 @@ def _chunk_sums(node: Node, x: np.ndarray) -> tuple[np.ndarray, int]:
     rows) in int64, and how many were summed. Integer sums, so the chunks add up exactly in any grouping."""
     if node.op == "fully_connected":
         rows = x.reshape(-1, node.inputs[0].shape[-1])
-        return _sample_sums(rows, None), len(rows)
-    return _sample_sums(x, None), len(x)
+        return _sample_sums(rows), len(rows)
+    return _sample_sums(x), len(x)
 
 
 def _linear_mean(node: Node, total: np.ndarray, count: int) -> np.ndarray:

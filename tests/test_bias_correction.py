@@ -25,9 +25,7 @@ def test_sample_sums_are_numpy_s_int64_sums(dtype):
     rng = np.random.default_rng(1)
     info = np.iinfo(dtype)
     chunks = [rng.integers(info.min, info.max + 1, (k, 5, 6, 7)).astype(dtype) for k in (3, 1, 4)]
-    total = None
-    for c in chunks:
-        total = _sample_sums(c, total)
+    total = sum(_sample_sums(c) for c in chunks)  # chunk by chunk, as bias correction's jobs sum them
     assert total.dtype == np.int64
     assert np.array_equal(total, np.concatenate(chunks).sum(axis=0, dtype=np.int64))
 
@@ -68,7 +66,7 @@ def test_window_means_count_every_tap_position():
     for node in convs:
         x = node.inputs[0]
         values = [rng.integers(-128, 128, (k, *x.shape[1:])).astype(np.int8) for k in (2, 3)]
-        total = sum(_sample_sums(v, None) for v in values)  # chunk by chunk, as bias correction's jobs sum them
+        total = sum(_sample_sums(v) for v in values)
         got = _window_means(node, total, sum(len(v) for v in values))
         assert np.allclose(got, _brute_window_means(node, values, x), rtol=1e-12, atol=0), node.name
 
