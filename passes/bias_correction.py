@@ -29,8 +29,8 @@ from ..ir import Graph, Node
 from ..ir.traits import weight_axes, weighted
 from ..runtime import evaluate_node
 from ..runtime.fixed_point import bias_bound
-from ..runtime.threads import in_order
-from .calibrate import channel_mean, graph_feeds, in_chunks, real_value, split_batches
+from ..runtime.threads import in_order, sample_workers
+from .calibrate import chunk_batches, channel_mean, graph_feeds, in_chunks, real_value, split_batches
 from .fold_constants import replace_constant
 
 DEFAULT_BIAS_CORRECTION = True  # measured in quantize_int8's docstring
@@ -46,12 +46,17 @@ class _Stepper:
     """Runs a quantized graph (on float feeds, quantized for its int8 inputs) one stretch of nodes at a time over
     all chunks of samples (calibrate.in_chunks: the graph re-batched per chunk size, so each chunk steps through its
     own copy's nodes, in the same order), dropping each value after its last reader. The chunks of a stretch are
-    jobs side by side on `workers` threads (runtime.threads.in_order); each chunk's values are its own, and the
-    kernels give each sample the same bits on any worker."""
+    jobs side by side on `workers` threads (runtime.threads.in_order), as many chunks as keeps every worker busy
+    (10 samples on 2 workers: 5 and 5, not 6 and 4); each chunk's values are its own, the kernels give each sample
+    the same bits in any chunk on any worker, and a layer's mean adds up alike from any chunks (integer sums;
+    per-batch float means in batch order)."""
 
     def __init__(self, graph: Graph, batches: list[dict], rules, workers: int | None = None):
         graph.toposort()
-        chunks = list(in_chunks(graph, batches))
+        workers = sample_workers() if workers is None else workers
+        count = -(-len(batches) // min(chunk_batches(graph), len(batches)))  # chunks of at most chunk_batches
+        count = min(len(batches), -(-count // workers) * workers)  # a multiple of the workers, to keep all busy
+        chunks = list(in_chunks(graph, batches, size=-(-len(batches) // count)))
         for g, _, _ in chunks:
             g.toposort()
         self.nodes, self.position, self.rules, self.workers = graph.nodes, 0, rules, workers

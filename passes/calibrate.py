@@ -74,13 +74,13 @@ def chunk_batches(graph: Graph) -> int:
     return max(1, min(CHUNK_SAMPLES // batch, CHUNK_BYTES // per_batch))
 
 
-def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tuple = ()):
+def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tuple = (), size: int | None = None):
     """Yield (graph, feeds, k): `graph` re-batched to k model batches (runtime.plan.rebatch) and the k batches'
-    feeds joined, covering `batches` in order; with `companions` (graphs that run on the same samples, the same
-    batch size), (graph, feeds, k, companions re-batched alike). Where a graph cannot be re-batched all run batch
-    by batch (k = 1), and `progress` says why."""
+    feeds joined, covering `batches` in order, `size` (default chunk_batches) at a time; with `companions` (graphs
+    that run on the same samples, the same batch size), (graph, feeds, k, companions re-batched alike). Where a
+    graph cannot be re-batched all run batch by batch (k = 1), and `progress` says why."""
     graphs = (graph, *companions)
-    size = min(min(chunk_batches(g) for g in graphs), len(batches))
+    size = min(size or min(chunk_batches(g) for g in graphs), len(batches))
     made = {1: graphs}
     for start in range(0, len(batches), max(size, 1)):
         part = batches[start:start + size]

@@ -72,8 +72,8 @@ def test_window_means_count_every_tap_position():
 
 
 def test_corrections_do_not_depend_on_the_worker_count(monkeypatch):
-    """Chunks of samples stepped side by side on two workers give every corrected bias and output the bits of one
-    worker's chunk after chunk."""
+    """Chunks of samples stepped side by side on two workers (chunked otherwise, to keep both busy) give every
+    corrected bias and output the bits of one worker's chunk after chunk."""
     from mcc.passes import calibrate
     from mcc.passes.bias_correction import correct_biases
     from mcc.passes.calibrate import LinearMeans, calibration_batches, float_run
@@ -87,7 +87,7 @@ def test_corrections_do_not_depend_on_the_worker_count(monkeypatch):
     means = LinearMeans(graph, len(batches))
     float_run(graph, batches, means=means)
     monkeypatch.setattr(calibrate, "CHUNK_BYTES", 4 * sum(t.nbytes for t in calibrate.activations(q, True)))
-    assert calibrate.chunk_batches(q) == 4  # three chunks of four samples
+    assert calibrate.chunk_batches(q) == 4  # three chunks of 4 samples on one worker, four of 3 on two
     biases, outputs = {}, {}
     for workers in (1, 2):
         corrected, outputs[workers] = q.copy(), []
