@@ -28,8 +28,8 @@ import numpy as np
 from .datafiles import match_inputs, read_arrays
 from .errors import MccError
 from .ir import Graph
-from .passes.calibrate import (calibration_batches, graph_feeds, in_chunks, real_outputs,
-                                split_batches, sqnr_db, squared_sums)
+from .passes.calibrate import (calibration_batches, chunk_batches, even_chunks, graph_feeds, in_chunks,
+                                real_outputs, split_batches, sqnr_db, squared_sums)
 from .runtime.ort import LEVELS as ORT_LEVELS
 
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
@@ -400,14 +400,17 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
     far below the report's 4 decimals of a dB). An int8 chunk and its float runs are one job, `workers` (default
     runtime.threads.sample_workers()) side by side (threads.in_order); a job hands back each float run's (signal,
     noise) pairs unsummed, which the caller adds in job order, so every figure has the bits of a run on one
-    worker. A job keeps its chunk's int8 values only while it runs: `workers` chunks at once, whatever the
-    look-ahead, as each job's result is its outputs and two floats per measured tensor and float run.
+    worker. Where the int8 chunk size is a whole number of float chunks, the int8 chunks are cut to keep the
+    workers evenly busy (calibrate.even_chunks: 10 MobileNetV2 samples as 5 and 5, not 6 and 4) in whole float
+    chunks, so the float runs, and the bits, stay those of chunk_batches' sizes. A job keeps its chunk's int8
+    values only while it runs: `workers` chunks at once, whatever the look-ahead, as each job's result is its
+    outputs and two floats per measured tensor and float run.
 
     Peers report the same view differently: AIMET's and NNCF's analysers re-quantize one layer at a time; this is
     one run of each graph, so it costs two inferences per sample, and it shows where the error first appears
     (a subtraction that cancels a large offset, a concat that clamps an input), not which layer to blame."""
     from .runtime import run
-    from .runtime.threads import in_order
+    from .runtime.threads import in_order, sample_workers
 
     ref_tensors = {t.name: t for t in reference.inputs + [o for n in reference.nodes for o in n.outputs]}
     pairs = [(node, o, ref_tensors[_reference_name(o.name)]) for node in graph.nodes for o in node.outputs
@@ -428,9 +431,14 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
                            f"the int8 model's {[(t.name, list(t.shape)) for t in graph.inputs]}; is the reference the "
                            "model the file was compiled from?")
         int8_batches.append(feeds)
+    workers = sample_workers() if workers is None else workers
+    floats, int8s = chunk_batches(reference), chunk_batches(graph)
+    # chunks that keep the workers evenly busy where that leaves the float runs as they were (whole float chunks)
+    size = even_chunks(len(batches), int8s, workers, floats) if int8s % floats == 0 else None
+
     def chunks():
         first = 0
-        for int8_graph, int8_feeds, k in in_chunks(graph, int8_batches, progress):
+        for int8_graph, int8_feeds, k in in_chunks(graph, int8_batches, progress, size=size):
             yield int8_graph, int8_feeds, k, first
             first += k
 

@@ -30,7 +30,7 @@ from ..ir.traits import weight_axes, weighted
 from ..runtime import evaluate_node
 from ..runtime.fixed_point import bias_bound
 from ..runtime.threads import in_order, sample_workers
-from .calibrate import chunk_batches, channel_mean, graph_feeds, in_chunks, real_value, split_batches
+from .calibrate import channel_mean, chunk_batches, even_chunks, graph_feeds, in_chunks, real_value, split_batches
 from .fold_constants import replace_constant
 
 DEFAULT_BIAS_CORRECTION = True  # measured in quantize_int8's docstring
@@ -54,9 +54,7 @@ class _Stepper:
     def __init__(self, graph: Graph, batches: list[dict], rules, workers: int | None = None):
         graph.toposort()
         workers = sample_workers() if workers is None else workers
-        count = -(-len(batches) // min(chunk_batches(graph), len(batches)))  # chunks of at most chunk_batches
-        count = min(len(batches), -(-count // workers) * workers)  # a multiple of the workers, to keep all busy
-        chunks = list(in_chunks(graph, batches, size=-(-len(batches) // count)))
+        chunks = list(in_chunks(graph, batches, size=even_chunks(len(batches), chunk_batches(graph), workers)))
         for g, _, _ in chunks:
             g.toposort()
         self.nodes, self.position, self.rules, self.workers = graph.nodes, 0, rules, workers

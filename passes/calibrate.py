@@ -74,6 +74,17 @@ def chunk_batches(graph: Graph) -> int:
     return max(1, min(CHUNK_SAMPLES // batch, CHUNK_BYTES // per_batch))
 
 
+def even_chunks(batches: int, most: int, workers: int, unit: int = 1) -> int:
+    """A chunk size of at most `most` batches (a multiple of `unit`, as `most` is) that cuts `batches` into a
+    number of chunks that `workers` share evenly where it can: 10 samples at most 6 a chunk on 2 workers are 5 and
+    5, where chunk_batches' 6 and 4 keep one worker waiting."""
+    most = min(most, batches)
+    count = -(-batches // most)
+    count = min(batches, -(-count // workers) * workers)
+    size = -(-batches // count)
+    return min(most, -(-size // unit) * unit)
+
+
 def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tuple = (), size: int | None = None):
     """Yield (graph, feeds, k): `graph` re-batched to k model batches (runtime.plan.rebatch) and the k batches'
     feeds joined, covering `batches` in order, `size` (default chunk_batches) at a time; with `companions` (graphs
