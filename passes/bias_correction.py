@@ -29,7 +29,7 @@ from ..ir import Graph, Node
 from ..ir.traits import weight_axes, weighted
 from ..runtime import evaluate_node
 from ..runtime.fixed_point import bias_bound
-from ..runtime.threads import in_order, sample_workers
+from ..runtime.threads import Workers, in_order
 from .calibrate import channel_mean, chunk_batches, even_chunks, graph_feeds, in_chunks, real_value, split_batches
 from .fold_constants import replace_constant
 
@@ -46,15 +46,14 @@ class _Stepper:
     """Runs a quantized graph (on float feeds, quantized for its int8 inputs) one stretch of nodes at a time over
     all chunks of samples (calibrate.in_chunks: the graph re-batched per chunk size, so each chunk steps through its
     own copy's nodes, in the same order), dropping each value after its last reader. The chunks of a stretch are
-    jobs side by side on `workers` threads (runtime.threads.in_order), as many chunks as keeps every worker busy
+    jobs side by side on the threads of `workers` (runtime.threads.in_order), as many chunks as keeps every worker busy
     (10 samples on 2 workers: 5 and 5, not 6 and 4); each chunk's values are its own, the kernels give each sample
     the same bits in any chunk on any worker, and a layer's mean adds up alike from any chunks (integer sums;
     per-batch float means in batch order)."""
 
-    def __init__(self, graph: Graph, batches: list[dict], rules, workers: int | None = None):
+    def __init__(self, graph: Graph, batches: list[dict], rules, workers: Workers):
         graph.toposort()
-        workers = sample_workers() if workers is None else workers
-        chunks = list(in_chunks(graph, batches, size=even_chunks(len(batches), chunk_batches(graph), workers)))
+        chunks = list(in_chunks(graph, batches, size=even_chunks(len(batches), chunk_batches(graph), workers.count)))
         for g, _, _ in chunks:
             g.toposort()
         self.nodes, self.position, self.rules, self.workers = graph.nodes, 0, rules, workers
@@ -216,10 +215,16 @@ def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], want: 
     over them, `want` (by node name: calibrate.LinearMeans, taken during the calibration run, so only the quantized
     graph runs here); returns how many layers were corrected. With `outputs` (a list), the corrected graph's real
     outputs per batch are appended to it: the quantized graph has just been run to its end with every correction
-    in place, so output_sqnr_db need not run it again. `workers`: chunks of samples side by side (_Stepper; the
-    corrections do not depend on it)."""
+    in place, so output_sqnr_db need not run it again. `workers` (default runtime.threads.sample_workers()):
+    chunks of samples side by side, on threads kept for all layers (_Stepper; the corrections do not depend on
+    it)."""
+    with Workers(workers) as threads:
+        return _correct(float_graph, graph, _Stepper(graph, batches, rules, threads), want, rules, outputs)
+
+
+def _correct(float_graph: Graph, graph: Graph, quantized: _Stepper, want: dict, rules, outputs) -> int:
+    """correct_biases on `quantized`, the stepper of `graph`'s chunks."""
     float_nodes = {n.name: n for n in float_graph.nodes}
-    quantized = _Stepper(graph, batches, rules, workers)
     corrected = 0
     for position, node in enumerate(list(quantized.nodes)):
         if not (weighted(node.op) and node.outputs[0].dtype in ("int8", "int16")):
