@@ -283,13 +283,14 @@ def split_held_out(arrays: dict, graph: Graph, owned: bool = False) -> tuple[dic
 
 def fidelity_guard(reference: Graph, data: bytes, target_name: str, options: dict, held_out: dict | None,
                    min_sqnr: float | None, progress: Progress,
-                   compiled: Graph | None = None) -> tuple[dict, str | None]:
+                   compiled: Graph | None = None, workers: int | None = None) -> tuple[dict, str | None]:
     """Run the emitted int8 file (read back from its bytes, as mcc run and validate do; mcc's runtime under the
     rules of the target's reference kernels) and `reference`, the float graph it was quantized from
     (validate.float_reference's, kept by lower), on the held-out samples (or the calibration samples), and judge
     each output's SQNR: below GUARD_SQNR_DB a warning naming the output and the first layers where the error
     jumps; below `min_sqnr` the failure message. `compiled`, the graph the file was written from, lends its
-    constant arrays (share_constants). Returns (the report's "fidelity" entry, the failure message or None)."""
+    constant arrays (share_constants). `workers`: samples side by side (layer_fidelity; the figures do not depend
+    on it). Returns (the report's "fidelity" entry, the failure message or None)."""
     from .passes.calibrate import json_db
     from .validate import DEFAULT_RULES, GUARD_SQNR_DB, explain, layer_fidelity, low_outputs, read_model_bytes
 
@@ -300,7 +301,7 @@ def fidelity_guard(reference: Graph, data: bytes, target_name: str, options: dic
         emitted = read_model_bytes(data, backend, None)
         if compiled is not None:
             share_constants(emitted, compiled)
-        view = layer_fidelity(reference, emitted, arrays, DEFAULT_RULES[backend], progress)
+        view = layer_fidelity(reference, emitted, arrays, DEFAULT_RULES[backend], progress, workers)
     samples = f" on {view['samples']} {data_kind}"
     warnings = [f"int8 {explain(view, name, f' (below {GUARD_SQNR_DB:g} dB){samples}')}"
                 for name in low_outputs(view, GUARD_SQNR_DB)]

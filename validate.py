@@ -19,6 +19,7 @@ cosine similarity and top-1 agreement against it.
 from __future__ import annotations
 
 import platform
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,8 @@ import numpy as np
 from .datafiles import match_inputs, read_arrays
 from .errors import MccError
 from .ir import Graph
-from .passes.calibrate import (calibration_batches, graph_feeds, in_chunks, real_outputs,
-                                split_batches, sqnr_db, squared_sums)
+from .passes.calibrate import (calibration_batches, chunk_batches, even_chunks, graph_feeds, in_chunks,
+                                real_outputs, split_batches, sqnr_db, squared_sums)
 from .runtime.ort import LEVELS as ORT_LEVELS
 
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
@@ -115,24 +116,43 @@ def peer_runner(data: bytes, kernels: str):
 
 
 def compare(data: bytes, graph: Graph, batches: list[dict[str, np.ndarray]], kernels: str,
-            rules: str | None = None) -> Comparison:
+            rules: str | None = None, workers: int | None = None) -> Comparison:
     """Run every batch in the peer of `kernels` (LiteRT's "ref" or "default", onnxruntime's "ort-all", ...) and in
     mcc's runtime under `rules` (default: the rule set that claims to match the peer); count differences per
-    tensor."""
+    tensor. Each chunk of batches (calibrate.in_chunks) is a job, `workers` (default
+    runtime.threads.sample_workers()) side by side (threads.in_order), each worker with a peer of its own; a job
+    hands back its counts, which add up alike in any order (sums of counts, maxima), and holds its chunk's every
+    tensor only while it runs."""
     from .runtime import run
+    from .runtime.threads import in_order
 
     rules = rules or peer_rules(kernels)
     exact = _is_integer_model(graph)
-    diffs = {o.name: TensorDiff(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs}
+    produced = [(o.name, n.name, n.op) for n in graph.nodes for o in n.outputs]
     exact_tensors = {o.name for n in graph.nodes for o in n.outputs
                      if exact and (o.dtype != "float32" or n.op == "dequantize")}
-    peer = peer_runner(data, kernels)
-    for chunk, chunk_feeds, k in in_chunks(graph, batches):
-        every = run(chunk, chunk_feeds, keep_all=True, rules=rules)
+    mine = threading.local()  # a peer per worker thread: a LiteRT interpreter runs on one thread at a time
+
+    def count(chunk):
+        chunk_graph, chunk_feeds, k = chunk
+        if not hasattr(mine, "peer"):
+            mine.peer = peer_runner(data, kernels)
+        diffs = {name: TensorDiff(name, node, op) for name, node, op in produced}
+        every = run(chunk_graph, chunk_feeds, keep_all=True, rules=rules)
         cut = {name: split_batches([every[name]], k) for name in diffs if name in every}
         for j, feeds in enumerate(split_batches(list(chunk_feeds.values()), k)):
             _count(diffs, {name: parts[j][0] for name, parts in cut.items()},
-                   peer(dict(zip(chunk_feeds, feeds))), graph, kernels, exact_tensors)
+                   mine.peer(dict(zip(chunk_feeds, feeds))), graph, kernels, exact_tensors)
+        return diffs
+
+    diffs = {name: TensorDiff(name, node, op) for name, node, op in produced}
+    for part in in_order(count, in_chunks(graph, batches), workers):
+        for name, d in part.items():
+            total = diffs[name]
+            total.elements += d.elements
+            total.differing += d.differing
+            total.max_abs_diff = max(total.max_abs_diff, d.max_abs_diff)
+            total.exposed = total.exposed and d.exposed
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     return Comparison(kernels, rules, exact, sorted(diffs.values(), key=lambda t: order[t.node]))
 
@@ -230,11 +250,12 @@ def model_batches(graph: Graph, feeds: dict[str, np.ndarray], path=None) -> list
 
 
 def validate(model_path, input_path, reference_path=None, kernels=None, progress=None, cle=None,
-             rules: dict | None = None) -> dict:
+             rules: dict | None = None, workers: int | None = None) -> dict:
     """Compare `model_path` (.tflite or .onnx) with mcc's runtime on the inputs in `input_path`, for each kernel
     set in `kernels` (None: the format's defaults, DEFAULT_KERNELS); with `reference_path`, also its fidelity, and
     for an int8 file the fidelity guard's per-layer view against the float graph mcc quantized (`cle`: False
-    for a file compiled with --no-cle or --no-bias-correction)."""
+    for a file compiled with --no-cle or --no-bias-correction). `workers`: chunks of samples side by side
+    (default runtime.threads.sample_workers(); the report does not depend on it)."""
     model_path = Path(model_path)
     data, fmt, graph = read_compiled(model_path)
     kernels = _kernel_sets(kernels, fmt, model_path)
@@ -255,21 +276,21 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
         if progress:
             progress.say(f"comparing with {describe(k)} on {n} samples")
         chosen = (rules or {}).get("onnxruntime" if k in ORT_LEVELS else k)
-        report["comparisons"].append(compare(data, graph, batches, k, chosen).to_json())
+        report["comparisons"].append(compare(data, graph, batches, k, chosen, workers).to_json())
     if reference_path is not None:
         from .compiler import load_model
 
         ref_graph = load_model(reference_path)
         ref_feeds, _ = match_inputs(arrays, ref_graph.inputs, path=input_path)
-        ref_out = _run_all(ref_graph, ref_feeds)
-        outs = _run_all(graph, feeds, peer_rules(kernels[0]))
+        ref_out = _run_all(ref_graph, ref_feeds, workers=workers)
+        outs = _run_all(graph, feeds, peer_rules(kernels[0]), workers)
         report["reference"] = str(reference_path)
         report["fidelity"] = fidelity(ref_out, outs)
         if _is_integer_model(graph):
             if progress:
                 progress.say(f"per-layer SQNR against the float graph of {reference_path} on {n} samples")
             view = layer_fidelity(float_reference(ref_graph, TARGET_FOR_FORMAT[fmt], {"cle": cle}), graph, arrays,
-                                  peer_rules(kernels[0]))
+                                  peer_rules(kernels[0]), workers=workers)
             report["layers"], report["jumps"] = view["layers"], view["jumps"]
             report["fidelity_warnings"] = [explain(view, name, f" (below {GUARD_SQNR_DB:g} dB)")
                                            for name in low_outputs(view, GUARD_SQNR_DB)]
@@ -277,11 +298,15 @@ def validate(model_path, input_path, reference_path=None, kernels=None, progress
     return report
 
 
-def _run_all(graph: Graph, feeds: dict[str, np.ndarray], rules: str | None = None) -> dict[str, np.ndarray]:
-    """`graph`'s outputs on all samples of `feeds` (batch first), many samples per run (calibrate.in_chunks)."""
+def _run_all(graph: Graph, feeds: dict[str, np.ndarray], rules: str | None = None,
+             workers: int | None = None) -> dict[str, np.ndarray]:
+    """`graph`'s outputs on all samples of `feeds` (batch first), many samples per run (calibrate.in_chunks), the
+    runs `workers` side by side (runtime.threads.in_order)."""
     from .runtime import run
+    from .runtime.threads import in_order
 
-    parts = [run(g, f, rules=rules) for g, f, _ in in_chunks(graph, model_batches(graph, feeds))]
+    parts = list(in_order(lambda chunk: run(chunk[0], chunk[1], rules=rules),
+                          in_chunks(graph, model_batches(graph, feeds)), workers))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -357,7 +382,7 @@ def _align(ref: np.ndarray, ref_layout, shape, layout) -> np.ndarray | None:
 
 
 def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray], rules: str,
-                   progress=None) -> dict:
+                   progress=None, workers: int | None = None) -> dict:
     """Run the float `reference` and the int8 `graph` (mcc's runtime under `rules`) on `arrays` (by input name,
     batch first, source layout) and measure, per output, fidelity() and, per layer (each tensor of `graph` that
     a node produces and `reference` has by name; quantize_int8's twins NAME/int8 ... stand for NAME), the SQNR of
@@ -372,12 +397,20 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
     graph's one (12% less int8 time), and no float value is held past its last reader. The sums accumulate per
     float run in sample order, as when both graphs ran in step at the float chunk size; where that size does not
     divide the int8 one, runs at an int8 chunk's edge are shorter, which regroups the float64 sums (their last bits,
-    far below the report's 4 decimals of a dB).
+    far below the report's 4 decimals of a dB). An int8 chunk and its float runs are one job, `workers` (default
+    runtime.threads.sample_workers()) side by side (threads.in_order); a job hands back each float run's (signal,
+    noise) pairs unsummed, which the caller adds in job order, so every figure has the bits of a run on one
+    worker. Where the int8 chunk size is a whole number of float chunks, the int8 chunks are cut to keep the
+    workers evenly busy (calibrate.even_chunks: 10 MobileNetV2 samples as 5 and 5, not 6 and 4) in whole float
+    chunks, so the float runs, and the bits, stay those of chunk_batches' sizes. A job keeps its chunk's int8
+    values only while it runs: `workers` chunks at once, whatever the look-ahead, as each job's result is its
+    outputs and two floats per measured tensor and float run.
 
     Peers report the same view differently: AIMET's and NNCF's analysers re-quantize one layer at a time; this is
     one run of each graph, so it costs two inferences per sample, and it shows where the error first appears
     (a subtraction that cancels a large offset, a concat that clamps an input), not which layer to blame."""
     from .runtime import run
+    from .runtime.threads import in_order, sample_workers
 
     ref_tensors = {t.name: t for t in reference.inputs + [o for n in reference.nodes for o in n.outputs]}
     pairs = [(node, o, ref_tensors[_reference_name(o.name)]) for node in graph.nodes for o in node.outputs
@@ -398,39 +431,72 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
                            f"the int8 model's {[(t.name, list(t.shape)) for t in graph.inputs]}; is the reference the "
                            "model the file was compiled from?")
         int8_batches.append(feeds)
-    first = done = 0
-    for int8_graph, int8_feeds, k in in_chunks(graph, int8_batches, progress):
+    workers = sample_workers() if workers is None else workers
+    floats, int8s = chunk_batches(reference), chunk_batches(graph)
+    # chunks that keep the workers evenly busy where that leaves the float runs as they were (whole float chunks)
+    size = even_chunks(len(batches), int8s, workers, floats) if int8s % floats == 0 else None
+
+    def chunks():
+        first = 0
+        for int8_graph, int8_feeds, k in in_chunks(graph, int8_batches, progress, size=size):
+            yield int8_graph, int8_feeds, k, first
+            first += k
+
+    def measure_chunk(chunk):
+        """One int8 chunk and the float runs over its samples: (the int8 real outputs, per float run its batch
+        count, real outputs and measurements in the order made: (int8 tensor, signal, noise), or (int8 tensor,
+        None) where the float value does not fit it), the progress lines of in_chunks)."""
+        int8_graph, int8_feeds, k, first = chunk
         got = {}  # this chunk's int8 values that are measured
+        said = _Said() if not first and progress is not None else None
 
         def keep(o, value):
             if o.name in sums:
                 got[o.name] = value
 
-        got_out.append(real_outputs(int8_graph, run(int8_graph, graph_feeds(int8_graph, int8_feeds, rules),
-                                                    rules=rules, observe=keep)))
+        int8_out = real_outputs(int8_graph, run(int8_graph, graph_feeds(int8_graph, int8_feeds, rules), rules=rules,
+                                                observe=keep))
+        runs, unfit = [], set()
         at = 0  # the chunk's batches the float runs have covered
-        for ref_graph, ref_feeds, j in in_chunks(reference, batches[first:first + k], progress if not first else None):
-            def measure(t, value, at=at, j=j):
+        for ref_graph, ref_feeds, j in in_chunks(reference, batches[first:first + k], said):
+            made = []
+
+            def measure(t, value, at=at, j=j, made=made):
                 for o, r in against.get(t.name, ()):
-                    if o.name not in sums:
+                    if o.name not in got or o.name in unfit:
                         continue
                     mine = got[o.name]
                     if j < k:  # this float run's batches of the int8 chunk (re-batched values keep samples on axis 0)
                         mine = mine[at * (len(mine) // k):(at + j) * (len(mine) // k)]
                     ref = _align(value, r.layout, mine.shape, o.layout)
                     if ref is None:
-                        sums.pop(o.name)
+                        unfit.add(o.name)
+                        made.append((o.name, None))
                     else:
-                        signal, noise = squared_sums(o, ref, mine)
-                        sums[o.name][0] += signal
-                        sums[o.name][1] += noise
+                        made.append((o.name, *squared_sums(o, ref, mine)))
 
-            want_out.append(real_outputs(ref_graph, run(ref_graph, ref_feeds, observe=measure)))
+            runs.append((j, real_outputs(ref_graph, run(ref_graph, ref_feeds, observe=measure)), made))
             at += j
+        return int8_out, runs, said.lines if said else []
+
+    done = 0
+    for int8_out, runs, lines in in_order(measure_chunk, chunks(), workers):
+        got_out.append(int8_out)
+        for line in lines:
+            progress.say(line)
+        for j, ref_out, made in runs:  # added in the order a run after run in sample order adds them
+            want_out.append(ref_out)
+            for name, *pair in made:
+                if name not in sums:
+                    continue
+                if pair[0] is None:
+                    sums.pop(name)
+                else:
+                    sums[name][0] += pair[0]
+                    sums[name][1] += pair[1]
             done += j
             if progress is not None:
                 progress.say(f"  {done}/{len(batches)} batches")
-        first += k
     measured = {name: sqnr_db(*s) for name, s in sums.items()}
     producers = {id(o): n for n in graph.nodes for o in n.outputs}
 
@@ -460,6 +526,17 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
                        {n: np.concatenate([g[k] for g in got_out]) for k, n in enumerate(names)})
     return {"samples": sum(len(next(iter(b.values()))) for b in batches), "rules": rules, "outputs": outputs,
             "layers": layers, "jumps": [la["tensor"] for la in layers if la["drop_db"] > JUMP_DB]}
+
+
+class _Said:
+    """A progress that keeps its lines, for a worker thread to hand back to the caller's (in_chunks says why a
+    graph runs batch by batch)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def say(self, text):
+        self.lines.append(text)
 
 
 def low_outputs(view: dict, threshold: float) -> list[str]:

@@ -16,12 +16,11 @@ That mean is linear in x_hat, so mcc takes it from the mean of each kernel tap's
 float on the dequantized input as AIMET does: K*H*W*C additions instead of a convolution.
 Only the values that some later node still reads are kept, so memory stays that of a few activations times
 the number of samples (mobilenet_v2 at 224x224: ~12 MB per sample at the widest point); the nodes run on many
-samples per kernel call (calibrate.in_chunks).
+samples per kernel call (calibrate.in_chunks), and the chunks of samples side by side between one corrected layer
+and the next (runtime.threads.in_order), each handing back its integer sums for the layer's mean.
 """
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numba
 import numpy as np
@@ -30,7 +29,8 @@ from ..ir import Graph, Node
 from ..ir.traits import weight_axes, weighted
 from ..runtime import evaluate_node
 from ..runtime.fixed_point import bias_bound
-from .calibrate import channel_mean, graph_feeds, in_chunks, real_value, split_batches
+from ..runtime.threads import Workers, in_order
+from .calibrate import channel_mean, chunk_batches, even_chunks, graph_feeds, in_chunks, real_value, split_batches
 from .fold_constants import replace_constant
 
 DEFAULT_BIAS_CORRECTION = True  # measured in quantize_int8's docstring
@@ -43,47 +43,59 @@ BIAS_CORRECTION_SAMPLES = 128
 
 
 class _Stepper:
-    """Runs a quantized graph (on float feeds, quantized for its int8 inputs) one node at a time over all chunks
-    of samples (calibrate.in_chunks: the graph re-batched per chunk size, so each chunk steps through its own
-    copy's nodes, in the same order), dropping each value after its last reader."""
+    """Runs a quantized graph (on float feeds, quantized for its int8 inputs) one stretch of nodes at a time over
+    all chunks of samples (calibrate.in_chunks: the graph re-batched per chunk size, so each chunk steps through its
+    own copy's nodes, in the same order), dropping each value after its last reader. The chunks of a stretch are
+    jobs side by side on the threads of `workers` (runtime.threads.in_order), as many chunks as keeps every worker busy
+    (10 samples on 2 workers: 5 and 5, not 6 and 4); each chunk's values are its own, the kernels give each sample
+    the same bits in any chunk on any worker, and a layer's mean adds up alike from any chunks (integer sums;
+    per-batch float means in batch order)."""
 
-    def __init__(self, graph: Graph, batches: list[dict], rules):
+    def __init__(self, graph: Graph, batches: list[dict], rules, workers: Workers):
         graph.toposort()
-        chunks = list(in_chunks(graph, batches))
+        chunks = list(in_chunks(graph, batches, size=even_chunks(len(batches), chunk_batches(graph), workers.count)))
         for g, _, _ in chunks:
             g.toposort()
-        self.nodes, self.position, self.rules = graph.nodes, 0, rules
+        self.nodes, self.position, self.rules, self.workers = graph.nodes, 0, rules, workers
         # a chunk's copy is stepped in the original's order; constants are read from the original's nodes (which
         # bias correction edits), the copies only lend their attributes (a reshape's batch)
         self.chunk_nodes, self.sizes = [g.nodes for g, _, _ in chunks], [k for _, _, k in chunks]
-        feeds = [graph_feeds(g, f, rules) for g, f, _ in chunks]
-        self.values = {id(t): [f[t.name] for f in feeds] for t in graph.inputs}
-        self.readers = Counter(id(t) for n in graph.nodes for t in n.inputs if t is not None and not t.is_constant)
-        self.readers.update(id(t) for t in graph.outputs)
+        self.values = [{id(t): f[t.name] for t in graph.inputs}
+                       for f in (graph_feeds(g, f, rules) for g, f, _ in chunks)]
+        last = {id(t): i for i, n in enumerate(self.nodes) for t in n.inputs if t is not None and not t.is_constant}
+        for t in graph.outputs:
+            last.pop(id(t), None)
+        self.free = [[] for _ in self.nodes]  # per node, the values it reads for the last time
+        for key, i in last.items():
+            self.free[i].append(key)
         self.batch = graph.inputs[0].shape[0]
 
-    def value(self, t) -> list:
-        return [t.data] * len(self.chunk_nodes) if t.is_constant else self.values[id(t)]
+    def value(self, t, chunk: int) -> np.ndarray:
+        return t.data if t.is_constant else self.values[chunk][id(t)]
 
-    def inputs(self, node: Node) -> list[list]:
-        """Per chunk, the node's input arrays (None for an absent optional input)."""
-        columns = [[None] * len(self.chunk_nodes) if t is None else self.value(t) for t in node.inputs]
-        return [list(row) for row in zip(*columns)]
+    def inputs(self, node: Node, chunk: int) -> list:
+        """The node's input arrays in `chunk` (None for an absent optional input)."""
+        return [None if t is None else self.value(t, chunk) for t in node.inputs]
 
-    def step(self, outs: list | None = None) -> None:
-        """Evaluate the next node, or take its outputs `outs` (per chunk) from the caller."""
-        node = self.nodes[self.position]
-        if outs is None:
-            outs = [evaluate_node(nodes[self.position], ins, self.rules)
-                    for nodes, ins in zip(self.chunk_nodes, self.inputs(node))]
-        for k, t in enumerate(node.outputs):
-            self.values[id(t)] = [o[k] for o in outs]
-        for t in node.inputs:
-            if t is not None and not t.is_constant:
-                self.readers[id(t)] -= 1
-                if self.readers[id(t)] == 0:
-                    del self.values[id(t)]
-        self.position += 1
+    def advance(self, stop: int, measure=None) -> list:
+        """Evaluate the nodes up to position `stop` in every chunk; with `measure`, then measure(chunk) in each
+        chunk's job. Returns the measures in chunk order."""
+        start = self.position
+
+        def job(chunk):
+            values, nodes = self.values[chunk], self.chunk_nodes[chunk]
+            for position in range(start, stop):
+                node = self.nodes[position]
+                outs = evaluate_node(nodes[position], self.inputs(node, chunk), self.rules)
+                for t, v in zip(node.outputs, outs):
+                    values[id(t)] = v
+                for key in self.free[position]:
+                    del values[key]
+            return measure(chunk) if measure is not None else None
+
+        results = list(in_order(job, range(len(self.sizes)), self.workers))
+        self.position = stop
+        return results
 
 
 def _dequantize(x: np.ndarray, t) -> np.ndarray:
@@ -94,27 +106,22 @@ def _dequantize(x: np.ndarray, t) -> np.ndarray:
     return ((x.astype(np.float64) - q.zero_point.reshape(shape)) * q.scale.reshape(shape)).astype(np.float32)
 
 
-def _linear(node: Node, rows, rules=None):
-    """Per chunk (an iterator), the node's output before its fused activation."""
+def _linear(node: Node, ins: list, rules=None) -> np.ndarray:
+    """The node's output before its fused activation."""
     linear = Node(node.op, node.name, node.inputs, node.outputs, {**node.attrs, "activation": None})
-    return (evaluate_node(linear, ins, rules)[0] for ins in rows)
+    return evaluate_node(linear, ins, rules)[0]
 
 
-def _window_means(node: Node, values: list, x) -> np.ndarray | None:
-    """Mean real input seen by each kernel tap, [kh, kw, C] (a conv's zero padding adds zeros), over the chunks
-    `values` of the integer input tensor `x`; None for what only the float path handles."""
+def _window_means(node: Node, total: np.ndarray, count: int) -> np.ndarray:
+    """Mean real input seen by each kernel tap, [kh, kw, C] (a conv's zero padding adds zeros), from `total`, the
+    integer input tensor's sum over its `count` samples (the taps then read [H, W, C], not every sample)."""
+    x = node.inputs[0]
     q = x.quant
-    if q is None or q.axis is not None or len(x.shape) != 4:
-        return None
     (sh, sw), (dh, dw), (top, left, _, _) = node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"]
     y = node.outputs[0]
     nhwc = x.layout == "NHWC"
     out_h, out_w = y.shape[1:3] if nhwc else y.shape[2:4]
     kh, kw = node.inputs[1].shape[1:3] if nhwc else node.inputs[1].shape[2:4]
-    total, count = None, 0
-    for v in values:  # the samples summed first, exactly in int64: the taps then read [H, W, C], not every sample
-        total = _sample_sums(v, total)
-        count += len(v)
     total = total if nhwc else np.moveaxis(total, 0, 2)
     taps = []
     for i in range(kh):
@@ -129,9 +136,9 @@ def _window_means(node: Node, values: list, x) -> np.ndarray | None:
     return sums * float(q.scale[0]) / (count * out_h * out_w)
 
 
-def _sample_sums(v: np.ndarray, total: np.ndarray | None) -> np.ndarray:
-    """`total` (int64, the shape of one sample; None: zeros) plus the sum of v's samples (axis 0)."""
-    total = np.zeros(v.shape[1:], np.int64) if total is None else total
+def _sample_sums(v: np.ndarray) -> np.ndarray:
+    """The sum of v's samples (axis 0) in int64, the shape of one sample."""
+    total = np.zeros(v.shape[1:], np.int64)
     _add_samples(np.ascontiguousarray(v).reshape(len(v), -1), total.reshape(-1))
     return total
 
@@ -155,27 +162,37 @@ def _window(start: int, stride: int, n: int, size: int) -> slice:
     return slice(start + stride * first, start + stride * last + 1, stride)
 
 
-def _linear_mean(node: Node, chunks: list[list]) -> np.ndarray | None:
-    """The mean per output channel of the quantized layer's pre-activation in reals, from the mean input per
-    kernel tap (conv2d, depthwise_conv2d) or per feature (fully_connected); None for other layers."""
+def _integer_path(node: Node) -> bool:
+    """Whether the layer's mean comes from sums of its integer input (_linear_mean), not from running it in float
+    on the dequantized input."""
+    x = node.inputs[0].quant
+    if x is None or x.axis is not None:
+        return False
+    return node.op == "fully_connected" or (node.op in ("conv2d", "depthwise_conv2d") and
+                                            len(node.inputs[0].shape) == 4)
+
+
+def _chunk_sums(node: Node, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """One chunk's share of _linear_mean: the integer input summed over its samples (fully_connected: over its
+    rows) in int64, and how many were summed. Integer sums, so the chunks add up exactly in any grouping."""
+    if node.op == "fully_connected":
+        rows = x.reshape(-1, node.inputs[0].shape[-1])
+        return _sample_sums(rows), len(rows)
+    return _sample_sums(x), len(x)
+
+
+def _linear_mean(node: Node, total: np.ndarray, count: int) -> np.ndarray:
+    """The mean per output channel of the quantized layer's pre-activation in reals, from the integer input's
+    sum `total` over `count` samples (rows): the mean input per kernel tap (conv2d, depthwise_conv2d) or per
+    feature (fully_connected)."""
     x, w, b = node.inputs[0], node.inputs[1], node.input(2)
     wq = w.quant
     scale = wq.scale.astype(np.float64)
     bias = 0.0 if b is None else b.data.astype(np.float64) * b.quant.scale.astype(np.float64)
     if node.op == "fully_connected":
-        if x.quant is None or x.quant.axis is not None:
-            return None
-        total = None
-        for c in chunks:
-            total = _sample_sums(c[0].reshape(-1, x.shape[-1]), total)
-        count = sum(c[0].size // x.shape[-1] for c in chunks)
         mean_x = (total / count - float(x.quant.zero_point[0])) * float(x.quant.scale[0])
         return (w.data.astype(np.float64) @ mean_x) * scale + bias
-    if node.op not in ("conv2d", "depthwise_conv2d"):
-        return None
-    taps = _window_means(node, [c[0] for c in chunks], x)
-    if taps is None:
-        return None
+    taps = _window_means(node, total, count)
     nhwc = x.layout == "NHWC"
     if node.op == "depthwise_conv2d":  # weight [1, kh, kw, C*m] (NHWC) or [C*m, 1, kh, kw]
         wd = w.data[0] if nhwc else np.moveaxis(w.data[:, 0], 0, 2)          # [kh, kw, C*m]
@@ -192,32 +209,45 @@ def _linear_mean(node: Node, chunks: list[list]) -> np.ndarray | None:
 
 
 def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], want: dict[str, np.ndarray],
-                   rules="litert-ref", outputs: list | None = None) -> int:
+                   rules="litert-ref", outputs: list | None = None, workers: int | None = None) -> int:
     """Correct the bias of every int8 (and 16x8) conv / depthwise / fully-connected node of `graph` (the quantized
     form of `float_graph`, same node names) on the float `batches`, to the float layers' means per output channel
     over them, `want` (by node name: calibrate.LinearMeans, taken during the calibration run, so only the quantized
     graph runs here); returns how many layers were corrected. With `outputs` (a list), the corrected graph's real
     outputs per batch are appended to it: the quantized graph has just been run to its end with every correction
-    in place, so output_sqnr_db need not run it again."""
+    in place, so output_sqnr_db need not run it again. `workers` (default runtime.threads.sample_workers()):
+    chunks of samples side by side, on threads kept for all layers (_Stepper; the corrections do not depend on
+    it)."""
+    with Workers(workers) as threads:
+        return _correct(float_graph, graph, _Stepper(graph, batches, rules, threads), want, rules, outputs)
+
+
+def _correct(float_graph: Graph, graph: Graph, quantized: _Stepper, want: dict, rules, outputs) -> int:
+    """correct_biases on `quantized`, the stepper of `graph`'s chunks."""
     float_nodes = {n.name: n for n in float_graph.nodes}
-    quantized = _Stepper(graph, batches, rules)
     corrected = 0
-    while quantized.position < len(quantized.nodes):
-        node = quantized.nodes[quantized.position]
-        if weighted(node.op) and node.outputs[0].dtype in ("int8", "int16"):
-            got = _linear_mean(node, quantized.inputs(node))
-            if got is None:
-                rows = ([_dequantize(v, t) for v, t in zip(ins, node.inputs)] for ins in quantized.inputs(node))
-                got = channel_mean(_linear(float_nodes[node.name], rows, rules), quantized.batch)
-            bias = node.inputs[2]
-            step = np.round((want[node.name] - got) / bias.quant.scale.astype(np.float64)).astype(np.int64)
-            w = node.inputs[1]
-            bound = bias_bound(w.size // w.shape[weight_axes(node)[0]], node.outputs[0].dtype)
-            fixed = np.clip(bias.data.astype(np.int64) + step, -bound, bound).astype(bias.data.dtype)
-            replace_constant(graph, node, 2, fixed).quant = bias.quant
-            corrected += 1
-        quantized.step()
+    for position, node in enumerate(list(quantized.nodes)):
+        if not (weighted(node.op) and node.outputs[0].dtype in ("int8", "int16")):
+            continue
+        if _integer_path(node):
+            parts = quantized.advance(position, lambda c: _chunk_sums(node, quantized.value(node.inputs[0], c)))
+            got = _linear_mean(node, sum(t for t, _ in parts), sum(n for _, n in parts))
+        else:
+            def linear(c):
+                ins = [None if t is None else _dequantize(v, t)
+                       for v, t in zip(quantized.inputs(node, c), node.inputs)]
+                return _linear(float_nodes[node.name], ins, rules)
+
+            got = channel_mean(quantized.advance(position, linear), quantized.batch)
+        bias = node.inputs[2]
+        step = np.round((want[node.name] - got) / bias.quant.scale.astype(np.float64)).astype(np.int64)
+        w = node.inputs[1]
+        bound = bias_bound(w.size // w.shape[weight_axes(node)[0]], node.outputs[0].dtype)
+        fixed = np.clip(bias.data.astype(np.int64) + step, -bound, bound).astype(bias.data.dtype)
+        replace_constant(graph, node, 2, fixed).quant = bias.quant
+        corrected += 1
+    quantized.advance(len(quantized.nodes))
     if outputs is not None:
         for chunk, k in enumerate(quantized.sizes):
-            outputs.extend(split_batches([real_value(t, quantized.value(t)[chunk]) for t in graph.outputs], k))
+            outputs.extend(split_batches([real_value(t, quantized.value(t, chunk)) for t in graph.outputs], k))
     return corrected

@@ -80,14 +80,25 @@ def chunk_batches(graph: Graph) -> int:
     return max(1, min(CHUNK_SAMPLES // batch, CHUNK_BYTES // per_batch))
 
 
-def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tuple = ()):
+def even_chunks(batches: int, most: int, workers: int, unit: int = 1) -> int:
+    """A chunk size of at most `most` batches (a multiple of `unit`, as `most` is) that cuts `batches` into a
+    number of chunks that `workers` share evenly where it can: 10 samples at most 6 a chunk on 2 workers are 5 and
+    5, where chunk_batches' 6 and 4 keep one worker waiting."""
+    most = min(most, batches)
+    count = -(-batches // most)
+    count = min(batches, -(-count // workers) * workers)
+    size = -(-batches // count)
+    return min(most, -(-size // unit) * unit)
+
+
+def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tuple = (), size: int | None = None):
     """Yield (graph, feeds, k): `graph` re-batched to k model batches (runtime.plan.rebatch) and the k batches'
-    feeds joined, covering `batches` in order; with `companions` (graphs that run on the same samples, the same
-    batch size), (graph, feeds, k, companions re-batched alike). Where a graph cannot be re-batched all run batch
-    by batch (k = 1), and `progress` says why. Feeds are C-contiguous, whatever views `batches` holds: a batch is
-    copied here, as it is about to run (calibration_batches)."""
+    feeds joined, covering `batches` in order, `size` (default chunk_batches) at a time; with `companions` (graphs
+    that run on the same samples, the same batch size), (graph, feeds, k, companions re-batched alike). Where a
+    graph cannot be re-batched all run batch by batch (k = 1), and `progress` says why. Feeds are C-contiguous,
+    whatever views `batches` holds: a batch is copied here, as it is about to run (calibration_batches)."""
     graphs = (graph, *companions)
-    size = min(min(chunk_batches(g) for g in graphs), len(batches))
+    size = min(size or min(chunk_batches(g) for g in graphs), len(batches))
     made = {1: graphs}
     for start in range(0, len(batches), max(size, 1)):
         part = batches[start:start + size]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -22,12 +23,17 @@ def make_interpreter(model: bytes, kernels: str = "ref", keep_all: bool = False)
     if kernels not in KERNELS:
         raise ValueError(f"unknown LiteRT kernel set '{kernels}'; one of {KERNELS}")
     resolver = OpResolverType.BUILTIN_REF if kernels == "ref" else OpResolverType.AUTO
-    with warnings.catch_warnings(), native_stderr_silenced():
+    with _BUILDING, warnings.catch_warnings(), native_stderr_silenced():
         warnings.simplefilter("ignore", UserWarning)  # keep_all's "for debugging only": debugging is validate's job
         interp = Interpreter(model_content=model, experimental_op_resolver_type=resolver,
                              experimental_preserve_all_tensors=keep_all, num_threads=1)
         interp.allocate_tensors()
     return interp
+
+
+# one interpreter built at a time (validate builds a peer on each worker thread): the warning filters and file
+# descriptor 2 are the process's, and two threads' saves and restores interleaved would leave them changed for good
+_BUILDING = threading.Lock()
 
 
 @contextlib.contextmanager

@@ -89,13 +89,37 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int | None = None) -> Iterator[R]:
-    """fn(job) for each job, yielded in the jobs' order, `workers` (default sample_workers()) at a time on worker
-    threads whose numba loops run on one thread; with one worker, in the caller's thread as it is. At most two
-    jobs per worker run ahead of the one the caller waits for, so results (a chunk's activations) do not pile up.
-    BLAS stays on one thread throughout (blas_on_one_thread)."""
-    workers = sample_workers() if workers is None else workers
-    if workers <= 1:
+class Workers:
+    """Worker threads kept for several in_order calls in a row (bias correction steps its chunks ~50 times, once
+    per corrected layer): the threads, and numba's per-thread state in each, start once, not per call. A context
+    manager; `count` (default sample_workers()) of 1 starts none, and the jobs run in the caller's thread."""
+
+    def __init__(self, count: int | None = None):
+        self.count = sample_workers() if count is None else count
+        self.pool = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "Workers":
+        if self.count > 1:
+            self._stack.enter_context(blas_on_one_thread())
+            self.pool = self._stack.enter_context(ThreadPoolExecutor(self.count, thread_name_prefix="mcc-sample"))
+        return self
+
+    def __exit__(self, *exc):
+        self.pool = None
+        return self._stack.__exit__(*exc)
+
+
+def in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: "int | Workers | None" = None) -> Iterator[R]:
+    """fn(job) for each job, yielded in the jobs' order, `workers` (default sample_workers(); or the threads of a
+    Workers) at a time on worker threads whose numba loops run on one thread; with one worker, in the caller's
+    thread as it is. At most two jobs per worker run ahead of the one the caller waits for, so results (a chunk's
+    activations) do not pile up. BLAS stays on one thread throughout (blas_on_one_thread)."""
+    if not isinstance(workers, Workers):
+        with Workers(workers) as own:
+            yield from in_order(fn, jobs, own)
+        return
+    if workers.pool is None:
         yield from map(fn, jobs)
         return
 
@@ -103,15 +127,14 @@ def in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int | None = None
         numba.set_num_threads(1)  # numba's thread count is per calling thread
         return fn(job)
 
-    with blas_on_one_thread(), ThreadPoolExecutor(workers, thread_name_prefix="mcc-sample") as pool:
-        pending: collections.deque = collections.deque()
-        try:
-            for job in jobs:
-                pending.append(pool.submit(one_thread, job))
-                if len(pending) > 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
+    pending: collections.deque = collections.deque()
+    try:
+        for job in jobs:
+            pending.append(workers.pool.submit(one_thread, job))
+            if len(pending) > 2 * workers.count:
                 yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

@@ -25,9 +25,7 @@ def test_sample_sums_are_numpy_s_int64_sums(dtype):
     rng = np.random.default_rng(1)
     info = np.iinfo(dtype)
     chunks = [rng.integers(info.min, info.max + 1, (k, 5, 6, 7)).astype(dtype) for k in (3, 1, 4)]
-    total = None
-    for c in chunks:
-        total = _sample_sums(c, total)
+    total = sum(_sample_sums(c) for c in chunks)  # chunk by chunk, as bias correction's jobs sum them
     assert total.dtype == np.int64
     assert np.array_equal(total, np.concatenate(chunks).sum(axis=0, dtype=np.int64))
 
@@ -68,5 +66,39 @@ def test_window_means_count_every_tap_position():
     for node in convs:
         x = node.inputs[0]
         values = [rng.integers(-128, 128, (k, *x.shape[1:])).astype(np.int8) for k in (2, 3)]
-        got = _window_means(node, values, x)
+        total = sum(_sample_sums(v) for v in values)
+        got = _window_means(node, total, sum(len(v) for v in values))
         assert np.allclose(got, _brute_window_means(node, values, x), rtol=1e-12, atol=0), node.name
+
+
+def test_corrections_do_not_depend_on_the_worker_count(monkeypatch):
+    """Chunks of samples stepped side by side on two workers (chunked otherwise, to keep both busy) give every
+    corrected bias and output the bits of one worker's chunk after chunk."""
+    from mcc.passes import calibrate
+    from mcc.passes.bias_correction import correct_biases
+    from mcc.passes.calibrate import LinearMeans, calibration_batches, float_run
+
+    model, example = ZOO["mobilenet_v2_style"]()
+    graph = lower(from_module(model, (example,)), "arm-fp32")[0]
+    arrays = {graph.inputs[0].name: np.random.default_rng(4).standard_normal((12, *example.shape[1:]))
+              .astype(np.float32)}
+    q, _ = run_pipeline(graph, ["quantize_int8"], {"calibration": arrays, "bias_correction": False})
+    batches = calibration_batches(graph, arrays)
+    means = LinearMeans(graph, len(batches))
+    float_run(graph, batches, means=means)
+    monkeypatch.setattr(calibrate, "CHUNK_BYTES", 4 * sum(t.nbytes for t in calibrate.activations(q, True)))
+    assert calibrate.chunk_batches(q) == 4  # three chunks of 4 samples on one worker, four of 3 on two
+    biases, outputs = {}, {}
+    for workers in (1, 2):
+        corrected, outputs[workers] = q.copy(), []
+        assert correct_biases(graph, corrected, batches, means.means(), outputs=outputs[workers], workers=workers) > 10
+        biases[workers] = {n.name: n.inputs[2].data for n in corrected.nodes if n.op in ("conv2d", "fully_connected",
+                                                                                         "depthwise_conv2d")}
+    before = {n.name: n.inputs[2].data for n in q.nodes if n.name in biases[1]}
+    assert any(not np.array_equal(biases[1][name], b) for name, b in before.items())
+    assert biases[1].keys() == biases[2].keys()
+    for name, b in biases[1].items():
+        assert b.dtype == biases[2][name].dtype and np.array_equal(b, biases[2][name]), name
+    assert len(outputs[1]) == len(outputs[2]) == len(batches)
+    for a, b in zip(outputs[1], outputs[2]):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

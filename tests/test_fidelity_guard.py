@@ -238,3 +238,35 @@ def test_layer_view_does_not_depend_on_chunk_sizes(files, monkeypatch):
             (la["tensor"], la["op"]) for la in views["one"][0]["layers"]]
         for la, lb in zip(view["layers"], views["one"][0]["layers"]):
             assert la["sqnr_db"] == pytest.approx(lb["sqnr_db"], abs=1e-9)
+
+
+@pytest.mark.parametrize("floats, samples", [(3, 21), (1, 7)])
+def test_guard_does_not_depend_on_the_worker_count(monkeypatch, floats, samples):
+    """Int8 chunks with their float runs side by side on two workers give the per-layer view, to the last bit, and
+    the guard's report entry of one worker's run: float runs of 3 samples in int8 chunks of 10 (3, 3, 3, 1 in each
+    of 10, 10, 1), and float runs of 1 in int8 chunks of at most 3, which two workers take as 2, 2, 2, 1 (whole
+    float chunks, so the float runs are the same) where one takes 3, 3, 1."""
+    from mcc.compiler import emit, fidelity_guard, lower
+    from mcc.examples.zoo import ZOO
+    from mcc.frontend.torch_export import from_module
+    from mcc.passes import calibrate
+    from mcc.progress import Progress
+    from mcc.validate import layer_fidelity
+
+    model, example = ZOO["mobilenet_v2_style"]()
+    source = from_module(model, (example,))
+    rng = np.random.default_rng(6)
+    shape = source.inputs[0].shape[1:]
+    calib = {source.inputs[0].name: rng.standard_normal((8, *shape)).astype(np.float32)}
+    held = {source.inputs[0].name: rng.standard_normal((samples, *shape)).astype(np.float32)}
+    graph, _, reference = lower(source, "arm-int8", options={"calibration": calib}, keep_float=True)
+    data = emit(graph, "arm-int8")
+    per_sample = sum(t.nbytes for t in calibrate.activations(reference, True))
+    monkeypatch.setattr(calibrate, "CHUNK_BYTES", floats * per_sample)
+    assert calibrate.chunk_batches(reference) == floats
+    assert calibrate.chunk_batches(graph) == (10 if floats == 3 else 3)
+    views = [layer_fidelity(reference, graph, held, "litert-ref", workers=w) for w in (1, 2)]
+    assert views[0] == views[1] and len(views[0]["layers"]) > 10
+    entries = [fidelity_guard(reference, data, "arm-int8", {}, held, None, Progress(False), graph, workers=w)
+               for w in (1, 2)]
+    assert entries[0] == entries[1] and entries[0][0]["samples"] == samples

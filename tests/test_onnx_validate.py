@@ -462,3 +462,28 @@ def test_run_executes_an_emitted_onnx_with_onnxruntime_rules(tmp_path, capsys):
     theirs = np.concatenate([run_ort(out.read_bytes(), {"x": x[i:i + 1]}, "ort-all")[name] for i in range(2)])
     assert np.array_equal(ours[name], theirs)
     assert not np.array_equal(litert_rules[name], theirs)
+
+
+def test_counts_do_not_depend_on_the_worker_count(monkeypatch):
+    """Chunks of samples compared side by side on two workers, each with its own onnxruntime session, count what
+    one worker counts: every tensor's elements, differing elements (under the wrong rules, so there are some) and
+    largest difference."""
+    from mcc.compiler import compile_model
+    from mcc.frontend.torch_export import from_module
+    from mcc.passes import calibrate
+    from mcc.validate import model_batches
+
+    model, example = ZOO["mobilenet_v2_style"]()
+    source = from_module(model, (example,))
+    rng = np.random.default_rng(8)
+    calib = {source.inputs[0].name: rng.standard_normal((8, *example.shape[1:])).astype(np.float32)}
+    data = compile_model(source, "x86-int8", calib=calib).data
+    graph = read_emitted_onnx(data, ONNX_ARITHMETIC, None)
+    feeds = {graph.inputs[0].name: rng.standard_normal((7, *graph.inputs[0].shape[1:])).astype(np.float32)}
+    monkeypatch.setattr(calibrate, "CHUNK_BYTES", 2 * sum(t.nbytes for t in calibrate.activations(graph, True)))
+    assert calibrate.chunk_batches(graph) == 2  # chunks of 2, 2, 2, 1 samples
+    for rules in ("onnxruntime", "litert-ref"):
+        one, two = (compare(data, graph, model_batches(graph, feeds), "ort-all", rules, workers=w).to_json()
+                    for w in (1, 2))
+        assert one == two and one["elements"] > 0
+        assert (one["differing"] > 0) == (rules == "litert-ref")
