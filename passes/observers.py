@@ -138,7 +138,9 @@ class Histogram(MinMaxObserver):
         if outside:
             return False
         lo, hi = _from_bits(x, *bits)
-        first, last = min(_bin(lo, w), self.first), max(_bin(hi, w), self.first + self.counts.size - 1)
+        first, last = _bin(lo, w), _bin(hi, w)  # with nothing counted yet (a fork), the values' bins alone
+        if self.counts.size:
+            first, last = min(first, self.first), max(last, self.first + self.counts.size - 1)
         grown = window[first - low:last - low + 1]
         grown[self.first - first:self.first - first + self.counts.size] += self.counts
         self.first, self.counts = first, grown

@@ -299,6 +299,11 @@ def test_shares_observed_apart_and_merged_give_the_observer_of_one_run(spec):
     x = np.repeat(np.float32([np.nan, 1024 - 2.0 ** -14, 1024 + 2.0 ** -13]), 40).reshape(3, 40)
     one, stashed = _same_as_one_run(spec, x, 1, 1, [2], 2)
     assert spec == "minmax" or (stashed == 2 and one.exponent == -21)
+    # finite shares counted in one pass (Histogram._update_in_window) into a fork: their bins lie in the fork's
+    # window but away from bin 0 and from the bins counted before; the fork's counts span their bins only
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.uniform(0.1, 2.0, (1, 400)), rng.uniform(1.5, 1.9, (6, 400))]).astype(np.float32)
+    _same_as_one_run(spec, x, 1, 1, [3, 5], 2)
     rng = np.random.default_rng(3)
     widened = stashed = 0
     for trial in range(80):
