@@ -153,38 +153,31 @@ def test_concat_ranges_prune_with_their_producers():
                                   .astype(np.float32))
 
 
-class Depthwise(nn.Module):
-    def __init__(self):
+class GroupedBlock(nn.Module):
+    """stem, a 1x1 conv to `mid` channels, a 3x3 conv of `groups` groups on them (depthwise where groups == mid),
+    a 1x1 conv to 6, a classifier."""
+
+    def __init__(self, mid, groups):
         super().__init__()
-        self.stem, self.p = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 8, 1)
-        self.dw, self.q, self.fc = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 6, 1), nn.Linear(6, 3)
+        self.stem, self.p = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, mid, 1)
+        self.g = nn.Conv2d(mid, mid, 3, padding=1, groups=groups)
+        self.q, self.fc = nn.Conv2d(mid, 6, 1), nn.Linear(6, 3)
 
     def forward(self, x):
-        h = torch.relu(self.dw(torch.relu(self.p(torch.relu(self.stem(x))))))
+        h = torch.relu(self.g(torch.relu(self.p(torch.relu(self.stem(x))))))
         return self.fc(torch.relu(self.q(h)).mean((2, 3)))
 
 
 def test_depthwise_conv_follows_its_input_channels():
     torch.manual_seed(2)
-    m = Depthwise()
+    m = GroupedBlock(8, 8)
     graph, _ = _pruned(m, torch.randn(1, 3, 8, 8), prune=0.3)
-    keep = _kept(_l1_out(m.p) + _l1_out(m.dw) + _l1_in(m.q), 0.3)
+    keep = _kept(_l1_out(m.p) + _l1_out(m.g) + _l1_in(m.q), 0.3)
     keep_q = _kept(_l1_out(m.q) + _l1_in(m.fc), 0.3)
     assert len(keep) == 6 and len(keep_q) == 4  # 0.3 * 8 -> 2 removed, 0.3 * 6 -> 2
     np.testing.assert_array_equal(_weight(graph, "p"), _w(m.p)[keep].astype(np.float32))
-    np.testing.assert_array_equal(_weight(graph, "dw"), _w(m.dw)[keep].astype(np.float32))
+    np.testing.assert_array_equal(_weight(graph, "g"), _w(m.g)[keep].astype(np.float32))
     np.testing.assert_array_equal(_weight(graph, "q"), _w(m.q)[keep_q][:, keep].astype(np.float32))
-
-
-class Grouped(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem, self.p = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 16, 1)
-        self.g, self.q, self.fc = nn.Conv2d(16, 16, 3, padding=1, groups=4), nn.Conv2d(16, 6, 1), nn.Linear(6, 3)
-
-    def forward(self, x):
-        h = torch.relu(self.g(torch.relu(self.p(torch.relu(self.stem(x))))))
-        return self.fc(torch.relu(self.q(h)).mean((2, 3)))
 
 
 def _per_block(score, blocks, ratio):
@@ -195,7 +188,7 @@ def _per_block(score, blocks, ratio):
 
 def test_grouped_conv_keeps_equal_channels_per_group_and_computes_the_pruned_net():
     torch.manual_seed(3)
-    m, x = Grouped().eval(), torch.randn(1, 3, 8, 8)
+    m, x = GroupedBlock(16, 4).eval(), torch.randn(1, 3, 8, 8)
     graph, notes = _pruned(m, x, prune=0.5)
     wg = np.abs(_w(m.g))  # [16 out, 4 in per group, 3, 3]: input channel c is column c % 4 of group c // 4's rows
     g_in = np.concatenate([wg[4 * k:4 * k + 4].sum((0, 2, 3)) for k in range(4)])
@@ -221,7 +214,7 @@ def test_grouped_conv_refuses_unequal_groups_and_leaves_the_graph_unchanged():
     from mcc.ir.channels import ChannelError, remove_channels
 
     torch.manual_seed(3)
-    graph, _ = _pruned(Grouped(), torch.randn(1, 3, 8, 8))
+    graph, _ = _pruned(GroupedBlock(16, 4), torch.randn(1, 3, 8, 8))
     before = _weight(graph, "g")
     with pytest.raises(ChannelError, match="equal number in every group"):
         remove_channels(graph, graph.node("p").outputs[0], [0, 1, 2, 4, 5, 8, 12, 13])  # 3, 2, 1, 2 per group
