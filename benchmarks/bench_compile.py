@@ -1,6 +1,6 @@
 """`mcc compile --target arm-int8` against the peers' int8 pipelines, in one run, at 10, 100 and 500 samples.
 
-    python benchmarks/bench_compile.py [--model mobilenetv2_224] [--samples 10,100,500] [--json out.json]
+    python benchmarks/bench_compile.py [--model mobilenetv2_224] [--samples 10,100,500] [--repeat 3] [--json out.json]
 
 The model (default: the 224x224 MobileNetV2 of bench_runtime.py) is exported once to ONNX (torch.onnx.export,
 TorchScript exporter) and once to .pt2 (torch.export); the export times are printed but not counted, since a
@@ -12,7 +12,9 @@ from its file to its int8 file:
   bench_int8.py runs it;
 - NNCF (optional, the `bench` extra): nncf.quantize with its defaults on the ONNX file.
 Every pipeline runs once untimed first (imports, numba compilation from its disk cache, onnxruntime session
-set-up code paths), so the figures are the steady cost of one compile. Issue 16's goals: mcc / onnxruntime at
+set-up code paths), so the figures are the steady cost of one compile. Each size then runs `--repeat` rounds, every
+pipeline once per round in turn, and a pipeline's figure is its median round: on a shared machine a burst of load
+lands on one round of one pipeline rather than on every run of it. Issue 16's goals: mcc / onnxruntime at
 most 0.5 at 10 samples and at most 1.0 at 500. The last column is mcc's time per added sample, which stays flat
 when compile time grows linearly with the calibration set.
 """
@@ -62,6 +64,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="mobilenetv2_224", choices=sorted(MODELS))
     p.add_argument("--samples", default="10,100,500", help="comma-separated calibration set sizes")
+    p.add_argument("--repeat", type=int, default=3, help="rounds per size; each figure is the median round")
     p.add_argument("--json", help="also write the figures as JSON here")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.samples.split(",")]
@@ -85,7 +88,9 @@ def main(argv=None) -> int:
         print(f"{'samples':>7} " + " ".join(f"{name + ' s':>15}" for name in runs)
               + f" {'mcc(.onnx)/ort':>15} {'mcc(.pt2)/ort':>14} {'mcc(.onnx) ms/sample':>21}")
         for n in sizes:
-            row = {"samples": n, **{name: timed(lambda: fn(data[:n], npz[n], f"{n}")) for name, fn in runs.items()}}
+            rounds = [{name: timed(lambda: fn(data[:n], npz[n], f"{n}")) for name, fn in runs.items()}
+                      for _ in range(max(1, args.repeat))]
+            row = {"samples": n, **{name: float(np.median([r[name] for r in rounds])) for name in runs}}
             rows.append(row)
             step = ""
             if len(rows) > 1:
