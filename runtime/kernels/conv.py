@@ -17,7 +17,9 @@ nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM micr
 vector of output channels (16 lanes with AVX-512) accumulate in registers over the whole reduction, on weights
 packed once per tile (packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x two vectors, lane
 i reading input channel i, except 3x3 ones without dilation, which run an output row at a time (_depthwise3x3);
-depthwise convs with a multiplier run _conv_loop.
+depthwise convs with a multiplier run _conv_loop. Each kernel clamps the fused activation as it stores a result
+(bit for bit activations.fused_activation, as XNNPACK's microkernels clamp in registers), so no numpy pass re-reads
+the output.
 """
 from __future__ import annotations
 
