@@ -22,6 +22,16 @@ def fused_activation(y: np.ndarray, activation: str | None) -> np.ndarray:
     return np.maximum(y, np.float32(lo)) if hi is None else np.clip(y, np.float32(lo), np.float32(hi))
 
 
+def clamp_bounds(activation: str | None) -> tuple[np.float32, np.float32, bool]:
+    """fused_activation as (lo, hi, at_lo) for a kernel that clamps each value in its store: y below lo, or with
+    `at_lo` (relu: np.maximum(y, 0), which makes -0.0 +0.0) at or below it, becomes lo; above hi, hi; anything else
+    (NaN, with its payload, and -0.0 under np.clip) stays, bit for bit. No activation: (-inf, inf, False), a no-op."""
+    if activation is None:
+        return np.float32(-np.inf), np.float32(np.inf), False
+    lo, hi = CLAMPS[activation]
+    return np.float32(lo), np.float32(np.inf if hi is None else hi), hi is None
+
+
 def _sigmoid(x):
     with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88, and 1 / inf is the right 0
         return np.float32(1) / (np.float32(1) + np.exp(-x))

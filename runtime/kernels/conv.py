@@ -17,7 +17,9 @@ nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM micr
 vector of output channels (16 lanes with AVX-512) accumulate in registers over the whole reduction, on weights
 packed once per tile (packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x two vectors, lane
 i reading input channel i, except 3x3 ones without dilation, which run an output row at a time (_depthwise3x3);
-depthwise convs with a multiplier run _conv_loop.
+depthwise convs with a multiplier run _conv_loop. Each kernel clamps the fused activation as it stores a result
+(bit for bit activations.fused_activation, as XNNPACK's microkernels clamp in registers), so no numpy pass re-reads
+the output.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .activations import fused_activation
+from .activations import clamp_bounds
 from .layout import from_nhwc, to_nhwc, window_output_hw
 from ..rules import rule_set
 from .int8_registry import check_rounding
@@ -59,12 +61,21 @@ def _step(total, w, x, fused):
     return fma32(w, x, total) if fused else total + w * x
 
 
+@numba.njit(cache=True, nogil=True)
+def _clamp(value, lo, hi, at_lo):
+    """The fused activation of one result (activations.clamp_bounds): compares and selects, no arithmetic, so a
+    NaN keeps its payload and -0.0 its sign unless `at_lo` (np.maximum's relu) makes it lo, as numpy does."""
+    value = lo if ((value <= lo) if at_lo else (value < lo)) else value
+    return hi if value > hi else value
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w, pad_top, pad_left,
-               dil_h, dil_w, out_h, out_w):
+               dil_h, dil_w, out_h, out_w, lo, hi, at_lo):
     """For NHWC x [N,H,W,C] and HWIO w [kh,kw,C/groups,O]: every output element starts at bias[oc] (`bias_first`)
     or 0, takes total = _step(total, w, x, fused) once per tap, filter row, column (column, row with
-    `columns_first`), then input channel, skipping taps in the padding, and then (not `bias_first`) adds bias[oc].
+    `columns_first`), then input channel, skipping taps in the padding, then (not `bias_first`) adds bias[oc] and
+    is clamped by the fused activation (_clamp).
     The innermost loop runs across output channels, each lane its own element's sequence, so SIMD changes no
     rounding; output rows are spread over the threads."""
     n, h, wd, c = x.shape
@@ -99,9 +110,8 @@ def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w,
                             first = g * per_group
                             for j in range(per_group):  # range(first, ...) would not vectorise
                                 total[first + j] = _step(total[first + j], tap[ic, first + j], value, fused)
-            if not bias_first:
-                for oc in range(out_c):
-                    total[oc] = total[oc] + bias[oc]
+            for oc in range(out_c):
+                total[oc] = _clamp(total[oc] if bias_first else total[oc] + bias[oc], lo, hi, at_lo)
     return acc
 
 
@@ -223,14 +233,19 @@ def _lanes_step(typingctx, acc, slot, w, w_at, x, x_at, x_lanes, fused, spread):
 
 
 @intrinsic
-def _lanes_finish(typingctx, out, at, lanes, acc, slot, bias, b_at, bias_last):
-    """out[at:at+lanes] = accumulator vector `slot` (+ bias[b_at:b_at+L] when `bias_last`): a masked store, so a
-    tile's lanes past the group's last channel write nothing."""
+def _lanes_finish(typingctx, out, at, lanes, acc, slot, bias, b_at, bias_last, lo, hi, at_lo):
+    """out[at:at+lanes] = accumulator vector `slot` (+ bias[b_at:b_at+L] when `bias_last`) clamped by the fused
+    activation as _clamp does, per lane in registers (ordered compares: NaN lanes keep their bits): a masked store,
+    so a tile's lanes past the group's last channel write nothing."""
     def codegen(context, builder, signature, args):
         total = builder.load(_vector_at(context, builder, signature.args[3], args[3],
                                         builder.mul(args[4], ir.Constant(args[4].type, L))), align=4)
         bias_value = builder.load(_vector_at(context, builder, signature.args[5], args[5], args[6]), align=4)
         total = builder.select(args[7], builder.fadd(total, bias_value), total)
+        lo, hi = _splat(builder, args[8], _VEC), _splat(builder, args[9], _VEC)
+        below = builder.select(args[10], builder.fcmp_ordered("<=", total, lo), builder.fcmp_ordered("<", total, lo))
+        total = builder.select(below, lo, total)
+        total = builder.select(builder.fcmp_ordered(">", total, hi), hi, total)
         target = _vector_at(context, builder, signature.args[0], args[0], args[1])
         mask = _first_lanes(builder, args[2])
         store = cgutils.get_or_insert_function(
@@ -239,7 +254,7 @@ def _lanes_finish(typingctx, out, at, lanes, acc, slot, bias, b_at, bias_last):
         builder.call(store, [total, target, ir.Constant(ir.IntType(32), 4), mask])
         return context.get_dummy_value()
 
-    return types.none(out, at, lanes, acc, slot, bias, b_at, bias_last), codegen
+    return types.none(out, at, lanes, acc, slot, bias, b_at, bias_last, lo, hi, at_lo), codegen
 
 
 def _tile_channels(spread: bool) -> int:
@@ -261,12 +276,13 @@ def _tap(acc, w, w_at, x, at, inside, group_c, x_lanes, fused, spread, checked):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h, stride_w,
-           pad_top, pad_left, dil_h, dil_w, out_h, out_w):
+           pad_top, pad_left, dil_h, dil_w, out_h, out_w, lo, hi, at_lo):
     """_conv_loop's per-element arithmetic (taps row by row, or column by column, input channels in order) on
     weights packed by _tile_pack. A tile is a run of output pixels (flat over the rows, so a 7x7 layer wastes no
     lanes) x a block of output channels of a group; the (run, block) pairs are spread over the threads, so 7x7
     layers still give every thread work. A depthwise conv (multiplier 1) runs `spread`: one group whose lane i reads
-    input channel i."""
+    input channel i. The fused activation is applied in the store, from the registers (XNNPACK's microkernels clamp
+    there too): no second pass over the output."""
     n, h, wd, c = x.shape
     out_c = groups * per_group
     tile_pixels = _SPREAD_PIXELS if spread else _DENSE_PIXELS
@@ -319,8 +335,11 @@ def _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, column
                 for j in range(vectors):
                     if lanes > j * L:
                         _lanes_finish(flat_out, o_at + j * L, min(L, lanes - j * L), acc, p * vectors + j, bias,
-                                      first + j * L, not fused)
+                                      first + j * L, not fused, lo, hi, at_lo)
     return out
+
+
+_NO_CLAMP = clamp_bounds(None)
 
 
 def _tiles_for(fused: bool, spread: bool):
@@ -328,11 +347,12 @@ def _tiles_for(fused: bool, spread: bool):
     process compiles only the pairs it runs (numba's cache keys a closure by its cell values), each with its own
     name: numba names a compiled function's symbols after its qualified name and a per-process counter, so two
     closures of one name, cached by two processes, can get the same symbol and clash when a third loads both
-    (numba issue #10486; seen here as "NRT_adapt_ndarray_to_python: descr is NULL")."""
+    (numba issue #10486; seen here as "NRT_adapt_ndarray_to_python: descr is NULL"). The activation's clamp
+    (lo, hi, at_lo) defaults to none."""
     def entry(x, w, bias, groups, group_c, per_group, kh, kw, columns_first, stride_h, stride_w, pad_top, pad_left,
-              dil_h, dil_w, out_h, out_w):
+              dil_h, dil_w, out_h, out_w, lo=_NO_CLAMP[0], hi=_NO_CLAMP[1], at_lo=False):
         return _tiles(x, w, bias, groups, group_c, per_group, kh, kw, fused, spread, columns_first, stride_h,
-                      stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w)
+                      stride_w, pad_top, pad_left, dil_h, dil_w, out_h, out_w, lo, hi, at_lo)
 
     entry.__name__ = entry.__qualname__ = f"_tiles_{'fma' if fused else 'ref'}_{'depthwise' if spread else 'conv'}"
     return numba.njit(cache=True, nogil=True)(entry)
@@ -362,12 +382,13 @@ def _tile_bias(bias, groups, channels):
 
 # ---- 3x3 depthwise convs (multiplier 1, no dilation): rows --------------------------------------------------------
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _depthwise3x3(x, w, bias, fused, stride_h, stride_w, pad_top, pad_left, out_h, out_w):
+def _depthwise3x3(x, w, bias, fused, stride_h, stride_w, pad_top, pad_left, out_h, out_w, lo, hi, at_lo):
     """_conv_loop's arithmetic for a 3x3 depthwise conv with multiplier 1 (MobileNets' ~17 a model), an output row
     at a time: a pixel whose window lies inside the input sums its nine taps in one expression along the contiguous
     channels (TFLite's order, 0 + w * x tap by tap row by row, then the bias; or `fused`, XNNPACK's, the bias then
     one fused multiply-add a tap, column by column), held in registers, indexing the flat input rows with unsigned
     offsets (no negative-index handling); a pixel on the border skips its taps in the padding as _conv_loop does.
+    Each result is clamped by the fused activation (_clamp) as it is stored.
     1.3x faster than the spread tiles on MobileNetV2's 17 layers (one thread), which load and store their
     accumulators and mask their lanes at every tap. XNNPACK's DWCONV microkernels likewise keep a pixel's taps in
     registers; mcc keeps each lane's exact sequence of roundings."""
@@ -400,13 +421,13 @@ def _depthwise3x3(x, w, bias, fused, stride_h, stride_w, pad_top, pad_left, out_
                         t = fma32(w21[i], r2[p + d1 + i], t)
                         t = fma32(w02[i], r0[p + d2 + i], t)
                         t = fma32(w12[i], r1[p + d2 + i], t)
-                        flat[q + i] = fma32(w22[i], r2[p + d2 + i], t)
+                        flat[q + i] = _clamp(fma32(w22[i], r2[p + d2 + i], t), lo, hi, at_lo)
                 else:
                     for i in range(channels):
-                        flat[q + i] = (zero + w00[i] * r0[p + i] + w01[i] * r0[p + d1 + i] + w02[i] * r0[p + d2 + i]
-                                       + w10[i] * r1[p + i] + w11[i] * r1[p + d1 + i] + w12[i] * r1[p + d2 + i]
-                                       + w20[i] * r2[p + i] + w21[i] * r2[p + d1 + i] + w22[i] * r2[p + d2 + i]
-                                       + bias[i])
+                        flat[q + i] = _clamp(zero + w00[i] * r0[p + i] + w01[i] * r0[p + d1 + i]
+                                             + w02[i] * r0[p + d2 + i] + w10[i] * r1[p + i] + w11[i] * r1[p + d1 + i]
+                                             + w12[i] * r1[p + d2 + i] + w20[i] * r2[p + i] + w21[i] * r2[p + d1 + i]
+                                             + w22[i] * r2[p + d2 + i] + bias[i], lo, hi, at_lo)
                 continue
             total = out[b, oy, ox]
             for i in range(c):  # explicit loops: a slice assignment here becomes a nested parfor
@@ -419,9 +440,8 @@ def _depthwise3x3(x, w, bias, fused, stride_h, stride_w, pad_top, pad_left, out_
                 pixel, tap = x[b, iy, ix], w[ky, kx]
                 for i in range(c):
                     total[i] = _step(total[i], tap[i], pixel[i], fused)
-            if not fused:
-                for i in range(c):
-                    total[i] = total[i] + bias[i]
+            for i in range(c):
+                total[i] = _clamp(total[i] if fused else total[i] + bias[i], lo, hi, at_lo)
     return out
 
 
@@ -440,8 +460,8 @@ def _xnnpack_columns_first(node, x, w_hwio) -> bool:
 
 
 def _conv(node, x, w_hwio, bias, rules):
-    """Run the accumulation on NHWC data in the rule set's order, apply the fused activation, return in the node's
-    layout."""
+    """Run the accumulation on NHWC data in the rule set's order, the fused activation in its store; return in the
+    node's layout."""
     layout = node.inputs[0].layout
     x = to_nhwc(x, layout)
     out_h, out_w = window_output_hw(x, node, w_hwio.shape[0], w_hwio.shape[1])
@@ -457,13 +477,14 @@ def _conv(node, x, w_hwio, bias, rules):
     kh, kw, group_c, out_c = w_hwio.shape
     groups = x.shape[3] // group_c
     columns_first = fma and _xnnpack_columns_first(node, x, w_hwio)
+    clamp = clamp_bounds(node.attrs["activation"])
     spread = group_c == 1 and out_c == groups  # depthwise, multiplier 1: one group, lanes across channels
     if takes_rows(spread, kh, kw, dh, dw, fma, columns_first):
         acc = _depthwise3x3(x, w_hwio.reshape(3, 3, out_c), np.ascontiguousarray(bias), fma, sh, sw, top, left,
-                            out_h, out_w)
+                            out_h, out_w, *clamp)
     elif group_c == 1 and groups > 1 and not spread:  # depthwise with a multiplier: few lanes per group
         acc = _conv_loop(x, w_hwio, np.ascontiguousarray(bias), fma, fma, columns_first, sh, sw, top, left, dh, dw,
-                         out_h, out_w)
+                         out_h, out_w, *clamp)
     else:
         groups, group_c, per_group = (1, 1, out_c) if spread else (groups, group_c, out_c // groups)
         channels = _tile_channels(spread)
@@ -471,8 +492,8 @@ def _conv(node, x, w_hwio, bias, rules):
         pack_bias = lambda b: _tile_bias(b, groups, channels)  # noqa: E731
         bias = packed(bias, ("tiles", groups, channels), pack_bias) if has_bias else pack_bias(bias)
         acc = _TILES[fma, spread](x, w, bias, groups, group_c, per_group, kh, kw, columns_first, sh, sw, top, left,
-                                  dh, dw, out_h, out_w)
-    return [from_nhwc(fused_activation(acc, node.attrs["activation"]), layout)]
+                                  dh, dw, out_h, out_w, *clamp)
+    return [from_nhwc(acc, layout)]
 
 
 def _hwio(w, axes):
