@@ -139,18 +139,20 @@ def pack_vnni(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(w).reshape(-1), init.astype(np.int32)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _gemm(cols, w, init, out_c, block_rows, reach, bias, code, multiplier, shift, fixed, real, scale32, zero_point,
           low, high, out):
     """out = the output stage of cols [R, K] (int8, C order) times pack_vnni's weights, a block of `block_rows`
-    rows at a time (the blocks spread over the threads): per tile of _ROWS rows x _TILE_CHANNELS channels, the
-    int32 accumulators stay in registers over the whole reduction; the block's accumulators are then requantized
-    from cache. A last tile's missing rows repeat its last row (computed, never stored)."""
+    rows at a time: per tile of _ROWS rows x _TILE_CHANNELS channels, the int32 accumulators stay in registers
+    over the whole reduction; the block's accumulators are then requantized from cache. A last tile's missing
+    rows repeat its last row (computed, never stored). On the calling thread, as the BLAS path it replaces: the
+    per-sample work runs a sample per core (runtime/threads.py), and a parallel region here doubled the cold
+    compile time (numba's parfor passes on this body: 20 s against 9.5 s on the loaded 2-core machine)."""
     rows, depth = cols.shape
     flat = cols.reshape(-1)
     words, whole = (depth + 3) // 4, depth // 4
     tiles = (out_c + _TILE_CHANNELS - 1) // _TILE_CHANNELS
-    for block in numba.prange((rows + block_rows - 1) // block_rows):
+    for block in range((rows + block_rows - 1) // block_rows):
         first = block * block_rows
         last = min(rows, first + block_rows)
         acc = np.empty((last - first, out_c), np.int32)
