@@ -9,7 +9,6 @@ such a host)."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import llvmlite.binding as llvm
 import numpy as np

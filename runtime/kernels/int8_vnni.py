@@ -54,14 +54,14 @@ _SIGN = ir.Constant(_I32, -0x7F7F7F80)  # 0x80808080
 
 
 def _pointer(context, builder, arrty, array, index, pointee):
+    """Pointer to element `index` of 1-D `array`, as a pointer to `pointee`."""
     data = context.make_array(arrty)(context, builder, array).data
     return builder.bitcast(builder.gep(data, [index]), pointee.as_pointer())
 
 
-def _slot(context, builder, signature, args):
-    """Pointer to accumulator vector args[1] of the tile args[0]."""
-    return _pointer(context, builder, signature.args[0], args[0], builder.mul(args[1], ir.Constant(args[1].type,
-                                                                                                   _LANES)), _VEC)
+def _slot(context, builder, arrty, acc, slot):
+    """Pointer to accumulator vector `slot` of the tile `acc`."""
+    return _pointer(context, builder, arrty, acc, builder.mul(slot, ir.Constant(slot.type, _LANES)), _VEC)
 
 
 @intrinsic
@@ -78,7 +78,7 @@ def _dot_start(typingctx, acc, slot, init, at):
     """Accumulator vector `slot` = init[at:at+16] (int32: -128 * sum(w) per channel)."""
     def codegen(context, builder, signature, args):
         value = builder.load(_pointer(context, builder, signature.args[2], args[2], args[3], _VEC), align=4)
-        builder.store(value, _slot(context, builder, signature, args), align=4)
+        builder.store(value, _slot(context, builder, signature.args[0], args[0], args[1]), align=4)
         return context.get_dummy_value()
 
     return types.none(acc, slot, init, at), codegen
@@ -89,7 +89,7 @@ def _dot_step(typingctx, acc, slot, w, w_at, word):
     """Accumulator vector `slot` += per lane i the dot product of the 4 bytes of `word` ^ 0x80 (unsigned) with
     the 4 signed bytes w[w_at + 4i : w_at + 4i + 4]: one VPDPBUSD."""
     def codegen(context, builder, signature, args):
-        slot_ptr = _slot(context, builder, signature, args)
+        slot_ptr = _slot(context, builder, signature.args[0], args[0], args[1])
         weights = builder.load(_pointer(context, builder, signature.args[2], args[2], args[3], _VEC), align=1)
         x = builder.xor(args[4], _SIGN)
         one = builder.insert_element(ir.Constant(_VEC, None), x, ir.Constant(_I32, 0))
@@ -108,8 +108,7 @@ def _dot_step(typingctx, acc, slot, w, w_at, word):
 def _dot_finish(typingctx, out, at, lanes, acc, slot):
     """out[at:at+lanes] = accumulator vector `slot`: a masked store, so lanes past the last channel write nothing."""
     def codegen(context, builder, signature, args):
-        total = builder.load(_pointer(context, builder, signature.args[3], args[3],
-                                      builder.mul(args[4], ir.Constant(args[4].type, _LANES)), _VEC), align=4)
+        total = builder.load(_slot(context, builder, signature.args[3], args[3], args[4]), align=4)
         target = _pointer(context, builder, signature.args[0], args[0], args[1], _VEC)
         count = args[2]
         lanes_type = ir.VectorType(count.type, _LANES)
