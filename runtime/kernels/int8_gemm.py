@@ -11,7 +11,9 @@ sum and fused multiply-add is exact: int8 layers up to sum|w| of 131,071 per cha
 below 2**53: any int8 layer, and 16x8 layers up to 2**53 / (32768 * 127) taps).
 Why BLAS: numpy has no int8 x int8 -> int32 GEMM, and its float32 SGEMM runs MobileNetV2's 1x1 convs at 37 to 51
 GMAC/s on one core of this machine (float64: half that), where the depthwise loop below reaches 14 to 16.
-BLAS runs on one thread (runtime/threads.py); the compiled loops use numba's threads.
+BLAS runs on one thread (runtime/threads.py); the compiled loops use numba's threads. Where numba compiles for a
+CPU with AVX-512 VNNI, one-group int8 products run on its int8 dot products instead (int8_vnni: the same int32
+sums, MobileNetV2's convs 2x faster than BLAS on one Zen 4 core); other targets keep BLAS.
 
 TFLite's reference kernels and XNNPACK accumulate in int32 (XNNPACK with VNNI/madd microkernels over packed int8
 weights); mcc gets the same integers from float arithmetic, and the output stage (int8_output.requantize_rows)
@@ -26,8 +28,10 @@ import numba
 import numpy as np
 
 from .int8_output import requantize_block, requantize_rows
+from .int8_vnni import VNNI, pack_vnni, vnni_product
 
 _FLOAT32_EXACT = float(1 << 24)
+_INT32_EXACT = float(1 << 31)
 _PARALLEL_WORK = 1 << 20  # output elements below which a layer runs on one thread
 
 
@@ -122,17 +126,20 @@ def _im2col(x, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, zero
 def pack_gemm(w_ohwi: np.ndarray, groups: int, x_dtype: str) -> tuple:
     """OHWI int8 weights as the GEMM's right operand [groups, kh * kw * Cg, O / groups] in the operand dtype for raw
     `x_dtype` inputs, each output channel's sum(w) (int64), which the zero point multiplies, the reach of the
-    accumulators (operand_dtype), and for one group the int8 rows [O, kh * kw * C] that _dot_rows takes."""
+    accumulators (operand_dtype), for one group the int8 rows [O, kh * kw * C] that _dot_rows takes, and where
+    int8_vnni takes the product (one group, int8 inputs, a VNNI target, sums within int32) its packed weights
+    (int8_vnni.pack_vnni; the float operand is then not built: None)."""
     out_c = w_ohwi.shape[0]
     rows = w_ohwi.reshape(out_c, -1)
     dtype, reach = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
-    packed_w = np.ascontiguousarray(rows.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), dtype)
     int_rows = np.ascontiguousarray(rows, np.int8) if groups == 1 else None
-    return packed_w, rows.astype(np.int64).sum(axis=1), reach, int_rows
+    vnni = (pack_vnni(int_rows) if VNNI and groups == 1 and x_dtype == "int8" and reach < _INT32_EXACT else None)
+    packed_w = None if vnni is not None else np.ascontiguousarray(
+        rows.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), dtype)
+    return packed_w, rows.astype(np.int64).sum(axis=1), reach, int_rows, vnni
 
 
-_DOT_ROWS = 4  # up to this many rows (a classifier on one sample) _dot_rows runs instead of BLAS
-_INT32_EXACT = float(1 << 31)
+_DOT_ROWS = 4  # up to this many rows (a classifier on one sample) _dot_rows runs instead of BLAS / VNNI tiles
 
 
 @numba.njit(cache=True, nogil=True)
@@ -173,36 +180,41 @@ def _product_in_blocks(cols, w, reach, bias, requant, out):
 def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out_h, out_w, bias, requant,
               dtype) -> np.ndarray:
     """The requantized conv2d of NHWC int8 / int16 `x` (any groups) with `packed` from pack_gemm: the raw columns
-    times the weights (one group: block by block, _product_in_blocks), then the output stage (int8_output.RowRequant
-    `requant`) with the bias less x_zero_point * sum(w). Up to _DOT_ROWS rows of one group go through _dot_rows
-    when every sum fits int32. Returns NHWC `dtype`."""
-    packed_w, weight_sums, reach, int_rows = packed
+    times the weights (one group: int8_vnni's tiles where pack_gemm packed for them, else BLAS block by block,
+    _product_in_blocks), then the output stage (int8_output.RowRequant `requant`) with the bias less
+    x_zero_point * sum(w). Up to _DOT_ROWS rows of one group go through _dot_rows when every sum fits int32.
+    Returns NHWC `dtype`."""
+    packed_w, weight_sums, reach, int_rows, vnni = packed
     n, c = x.shape[0], x.shape[3]
-    groups, depth, group_out = packed_w.shape
-    with _threads_for(n * out_h * out_w * groups * group_out):
+    out_c = len(weight_sums)
+    depth = int_rows.shape[1] if packed_w is None else packed_w.shape[1]
+    groups = 1 if packed_w is None else packed_w.shape[0]
+    with _threads_for(n * out_h * out_w * out_c):
         kh, kw = kernel_hw
         rows = n * out_h * out_w
         dots = int_rows is not None and rows <= _DOT_ROWS and reach < _INT32_EXACT
-        operand = x.dtype if dots else packed_w.dtype
+        operand = x.dtype if dots or vnni is not None else packed_w.dtype
         if (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding):
             cols = np.ascontiguousarray(x.reshape(rows, c))  # converted block by block below
         else:
             cols = np.empty((rows, groups * depth), operand)
             _im2col(x, kh, kw, *stride, *dilation, *padding[:2], cols.dtype.type(x_zero_point), out_h, out_w, groups,
                     cols)
-        out = np.empty((rows, groups * group_out), dtype)
+        out = np.empty((rows, out_c), dtype)
         bias = bias - x_zero_point * weight_sums
         if dots:
-            acc = np.empty((rows, group_out), np.int32)
+            acc = np.empty((rows, out_c), np.int32)
             _dot_rows(cols, int_rows, acc)
             requantize_rows(acc, reach, bias, *requant.args, out)
+        elif vnni is not None:
+            vnni_product(cols, vnni, out_c, reach, bias, requant, out)
         elif groups == 1:
             _product_in_blocks(cols, packed_w[0], reach, bias, requant, out)
         else:
             acc = np.matmul(cols.astype(packed_w.dtype, copy=False).reshape(rows, groups, depth).transpose(1, 0, 2),
                             packed_w)
-            requantize_rows(acc.transpose(1, 0, 2).reshape(rows, groups * group_out), reach, bias, *requant.args, out)
-    return out.reshape(n, out_h, out_w, groups * group_out)
+            requantize_rows(acc.transpose(1, 0, 2).reshape(rows, out_c), reach, bias, *requant.args, out)
+    return out.reshape(n, out_h, out_w, out_c)
 
 
 def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> tuple[np.ndarray, np.ndarray, float]:
