@@ -14,7 +14,7 @@ import numpy as np
 
 from . import __version__
 from .errors import FidelityError, MccError
-from .fileio import check_output_path, sha256, write_atomic
+from .fileio import check_output_path, file_sha256_soon, sha256, write_atomic
 from .ir import Graph
 from .ir.stats import table_json, totals
 from .progress import Progress
@@ -145,8 +145,9 @@ def compile_model(source, target_name: str, output=None, *, trust_pickle=False, 
             raise MccError("is a folder, not a model file; give the model file's path", path=source)
         if not Path(source).is_file():
             raise MccError("no such model file; check the path", path=source)
+        digest = file_sha256_soon(source)
         graph = load_model(source, trust_pickle=trust_pickle, input_shapes=input_shapes, progress=progress)
-        source_info = {"path": str(source), "sha256": sha256(Path(source).read_bytes())}
+        source_info = {"path": str(source), "sha256": digest()}
     from .formats.model_info import model_info
 
     info = model_info(metadata, graph)  # checked against the model before any work

@@ -420,7 +420,7 @@ class _Plan:
         for n, features in self.flattens.values():
             n.attrs["shape"] = [n.inputs[0].shape[0], features]
         self.g.infer_shapes()
-        self.g.verify()
+        self.g.verify(inferred=True)
         return len(by_input)
 
 

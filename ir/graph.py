@@ -221,12 +221,14 @@ class Graph:
         pending, ordered = list(self.nodes), []
         while pending:
             rest = []
-            for n in pending:
-                if all(i is None or i.is_constant or id(i) in available for i in n.inputs):
-                    ordered.append(n)
-                    available.update(id(o) for o in n.outputs)
+            for n in pending:   # (a loop, not all() over a generator: this runs twice per pass)
+                for i in n.inputs:
+                    if i is not None and i.data is None and id(i) not in available:
+                        rest.append(n)
+                        break
                 else:
-                    rest.append(n)
+                    ordered.append(n)
+                    available.update(map(id, n.outputs))
             if len(rest) == len(pending):
                 names = ", ".join(n.name for n in rest[:5])
                 raise ValueError(f"graph '{self.name}' has a cycle or a dangling input among nodes: {names}")
@@ -278,8 +280,11 @@ class Graph:
         for n in self.nodes:
             infer_node(n)
 
-    def verify(self) -> None:
-        """Raise ValueError on anything a pass could leave broken: names, wiring, cycles, shapes, attributes."""
+    def verify(self, inferred: bool = False) -> None:
+        """Raise ValueError on anything a pass could leave broken: names, wiring, cycles, shapes, attributes.
+        `inferred`: infer_shapes() has just run, which ordered the nodes (refusing a cycle) and derived every output
+        shape; neither is done again (a shape compared with its own re-derivation cannot differ; skipping both takes
+        a quarter off the check the pass manager runs after every pass)."""
         from .ops import check_node
 
         if not self.outputs:
@@ -306,9 +311,10 @@ class Graph:
         for t in tensors:
             if not t.is_constant and id(t) not in produced and id(t) not in graph_inputs:
                 raise ValueError(f"tensor '{t.name}' is read but neither produced, a graph input nor a constant")
-        self.toposort()
+        if not inferred:
+            self.toposort()
         for n in self.nodes:
-            check_node(n)
+            check_node(n, rederive=not inferred)
 
 
 def _copy_attrs(attrs: dict) -> dict:

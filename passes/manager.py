@@ -209,7 +209,7 @@ def run_pipeline(graph: Graph, names: list[str], options: dict | None = None, st
             progress(name)
         graph = spec.run(graph, ctx)
         graph.infer_shapes()
-        graph.verify()
+        graph.verify(inferred=True)
         after = totals(graph)
         records.append(PassRecord(name, time.perf_counter() - start, before, after, ctx.notes))
         if name == stop_after:

@@ -343,7 +343,10 @@ def _weight_scales(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.f
     the int32 limit, and the peers' accumulators overflowed differently); all-zero channels borrow the largest
     scale, so their requantization factor stays ordinary."""
     reduce = tuple(a for a in range(w.ndim) if a != axis)
-    scales = np.abs(w.astype(np.float64)).max(axis=reduce) / 127.0
+    # max|w| in the weights' own float dtype: abs and max are exact there, so widening the maxima alone gives the
+    # bits that widening every weight first gave, at a fraction of the passes over the weights.
+    magnitude = np.abs(w) if w.dtype.kind == "f" else np.abs(w.astype(np.float64))
+    scales = magnitude.max(axis=reduce).astype(np.float64) / 127.0
     scales[scales == 0] = scales.max() if scales.any() else 1.0 / 127.0
     if bias is not None:
         scales = np.maximum(scales, np.abs(bias.astype(np.float64)) / (float(s_in) * bound))

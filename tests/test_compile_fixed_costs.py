@@ -1,6 +1,8 @@
 """What a compile does once or per file, made cheaper without changing a result: calibration data read in pieces
 and transposed batch by batch where it runs, the finiteness check's one-pass form, onnx.checker run on the model in
-place (and the model restored), run_pipeline copying its input once, and binary_magnitudes' early refusal."""
+place (and the model restored), run_pipeline copying its input once, binary_magnitudes' early refusal, the TFLite
+reader's table walk (what the object API unpacked), verify after infer_shapes without re-deriving shapes, weight
+scales reduced in float32, and the source hashed while it loads."""
 
 import numpy as np
 import onnx
@@ -147,3 +149,133 @@ def test_split_in_place_keeps_the_samples_and_their_order(batch, n):
     assert np.array_equal(calib["x"], want_calib["x"]) and np.array_equal(held["x"], want_held["x"])
     assert np.shares_memory(calib["x"], mine) and calib["x"].flags.c_contiguous
     assert len(held["x"]) and len(calib["x"]) + len(held["x"]) == n
+
+
+def _conv_onnx(path) -> None:
+    rng = np.random.default_rng(4)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+         helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], [w, b])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _same(a, b, where="model") -> None:
+    """a (the reader's walk) holds what b (the schema's object API) unpacked: same types, numpy dtypes and values."""
+    assert type(a) is type(b), where
+    if isinstance(b, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b), where
+    elif isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif hasattr(b, "__dict__"):
+        for k in vars(b):
+            _same(getattr(a, k), getattr(b, k), f"{where}.{k}")
+    else:
+        assert a == b, where
+
+
+def test_tflite_walk_reads_what_the_object_api_unpacks(tmp_path):
+    """The reader's table walk fills each field it reads as ModelT.InitFromPackedBuf does (numpy views, bytes,
+    builtin options objects), on a compiled file with per-channel quantization, options, a signature and metadata;
+    and the compile report's source hash (computed while the model loads) is the file's."""
+    import hashlib
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    from mcc.compiler import compile_model
+    from mcc.formats.tflite.reader import _walk
+
+    _conv_onnx(tmp_path / "m.onnx")
+    calib = {"x": np.random.default_rng(5).standard_normal((8, 3, 8, 8)).astype(np.float32)}
+    result = compile_model(tmp_path / "m.onnx", "arm-int8", tmp_path / "m.tflite", calib=calib,
+                           metadata={"normalization": {"mean": [0.0] * 3, "std": [1.0] * 3}})
+    assert result.report["source"]["sha256"] == hashlib.sha256((tmp_path / "m.onnx").read_bytes()).hexdigest()
+    data = (tmp_path / "m.tflite").read_bytes()
+    walked, unpacked = _walk(data), schema.ModelT.InitFromPackedBuf(data, 0)
+    for code_w, code_u in zip(walked.operatorCodes, unpacked.operatorCodes, strict=True):
+        for f in ("builtinCode", "deprecatedBuiltinCode", "customCode"):
+            _same(getattr(code_w, f), getattr(code_u, f), f)
+    for buf_w, buf_u in zip(walked.buffers, unpacked.buffers, strict=True):
+        for f in ("data", "offset", "size"):
+            _same(getattr(buf_w, f), getattr(buf_u, f), f)
+    (sub_w,), (sub_u,) = walked.subgraphs, unpacked.subgraphs
+    for f in ("inputs", "outputs", "name"):
+        _same(getattr(sub_w, f), getattr(sub_u, f), f)
+    quantized = 0
+    for t_w, t_u in zip(sub_w.tensors, sub_u.tensors, strict=True):
+        for f in ("shape", "type", "buffer", "name", "sparsity"):
+            _same(getattr(t_w, f), getattr(t_u, f), f)
+        assert (t_w.quantization is None) == (t_u.quantization is None)
+        if t_u.quantization is not None:
+            for f in ("scale", "zeroPoint", "quantizedDimension"):
+                _same(getattr(t_w.quantization, f), getattr(t_u.quantization, f), f)
+            quantized += len(t_u.quantization.scale) > 1
+    assert quantized  # the conv's weight, per channel
+    for op_w, op_u in zip(sub_w.operators, sub_u.operators, strict=True):
+        for f in ("opcodeIndex", "inputs", "outputs", "builtinOptionsType", "builtinOptions"):
+            _same(getattr(op_w, f), getattr(op_u, f), f)
+    assert any(op.builtinOptions is not None for op in sub_w.operators)
+    for sig_w, sig_u in zip(walked.signatureDefs, unpacked.signatureDefs, strict=True):
+        for f in ("signatureKey", "subgraphIndex"):
+            _same(getattr(sig_w, f), getattr(sig_u, f), f)
+        for m_w, m_u in zip(sig_w.inputs + sig_w.outputs, sig_u.inputs + sig_u.outputs, strict=True):
+            _same(m_w.name, m_u.name, "name")
+            _same(m_w.tensorIndex, m_u.tensorIndex, "tensorIndex")
+
+
+def test_verify_after_inference_refuses_what_verify_refuses():
+    """Graph.verify(inferred=True), the pass manager's check after infer_shapes, skips only the re-derivation of
+    shapes that infer_shapes has just set: names, wiring, attributes and biases are still refused."""
+    def conv_graph(bias_channels):
+        g = _nhwc_graph()
+        w = g.constant("w", np.ones((4, 1, 1, 3), np.float32))
+        b = g.constant("b", np.ones(bias_channels, np.float32))
+        g.outputs = [g.add_node("conv2d", [g.inputs[0], w, b]).outputs[0]]
+        return g
+
+    good = conv_graph(4)
+    good.infer_shapes()
+    good.verify(inferred=True)
+    dup = _nhwc_graph()
+    dup.outputs = [dup.add_node("relu", [dup.outputs[0]]).outputs[0]]
+    dup.outputs[0].name = dup.inputs[0].name
+    for broken, problem in ((conv_graph(5), "bias has shape"), (dup, "two tensors are named")):
+        broken.infer_shapes()
+        with pytest.raises(ValueError, match=problem) as full:
+            broken.verify()
+        with pytest.raises(ValueError) as after:
+            broken.verify(inferred=True)
+        assert str(full.value) == str(after.value)
+    stale = conv_graph(4)
+    stale.infer_shapes()
+    stale.outputs[0].shape = (1, 5, 4, 5)
+    with pytest.raises(ValueError, match="inference says"):
+        stale.verify()
+
+
+def test_weight_scales_are_the_float64_forms_to_the_bit():
+    """_weight_scales takes max|w| in the weights' dtype and widens the maxima: the scales of widening every weight
+    first, with zeros, negative zeros, NaN, subnormals and the float32 extremes about."""
+    from mcc.passes.quantize_int8 import _weight_scales
+
+    rng = np.random.default_rng(6)
+    for k in range(60):
+        shape = tuple(int(s) for s in rng.integers(1, 5, size=rng.integers(1, 5)))
+        w = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30)).astype(np.float32)
+        w[rng.random(shape) < 0.3] = -0.0 if k % 2 else 0.0
+        w.flat[0] = (np.float32(3.4e38), np.float32(1e-45), np.nan, -np.inf, w.flat[0])[k % 5]
+        axis = int(rng.integers(0, len(shape)))
+        bias = rng.standard_normal(shape[axis]).astype(np.float32) * 100 if k % 3 else None
+        s_in, bound = np.float32(10.0 ** rng.integers(-8, 2)), (1 << 31) - 1
+        reduce = tuple(a for a in range(w.ndim) if a != axis)
+        want = np.abs(w.astype(np.float64)).max(axis=reduce) / 127.0
+        want[want == 0] = want.max() if want.any() else 1.0 / 127.0
+        if bias is not None:
+            want = np.maximum(want, np.abs(bias.astype(np.float64)) / (float(s_in) * bound))
+        got = _weight_scales(w, axis, bias, s_in, bound)
+        assert got.dtype == np.float32 and got.tobytes() == want.astype(np.float32).tobytes()
