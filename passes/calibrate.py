@@ -198,26 +198,38 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
               outputs: list | None = None, means: LinearMeans | None = None, workers: int | None = None) -> None:
     """Run the float graph over `batches` (in_chunks), `observers` seeing every value as it is made; with `outputs`
     (a list), append the real outputs per batch to it; with `means`, feed it the weighted layers' outputs before
-    their activation. The chunks after the first run side by side on `workers` threads (runtime.threads.in_order;
-    default sample_workers()), each with forks of `observers` and `means` that are merged here in chunk order, so
-    ranges, means and outputs are those of one run after another, whatever the number of workers. The first
-    chunk runs here on `observers` themselves: its values fix every histogram's bin width (Histogram.settled), the
-    one step of an observer that depends on the order of the batches.
+    their activation over its batches (the later ones run the graph as it is). The chunks after the first run side
+    by side on `workers` threads (runtime.threads.in_order; default sample_workers()), each with forks of
+    `observers` and `means` that are merged here in chunk order, so ranges, means and outputs are those of one run
+    after another, whatever the number of workers. The first chunk runs here on `observers` themselves: its values
+    fix every histogram's bin width (Histogram.settled), the one step of an observer that depends on the order of
+    the batches.
     The TFLite converter's calibration runs one interpreter over the samples in turn, and onnxruntime's calibrators
     one session (CalibraterBase.collect_data), keeping every sample's observed outputs (or max_intermediate_outputs
     of them) to reduce afterwards; each parallelises within an op. mcc splits the samples over the cores, which
     runs MobileNetV2 faster than splitting its layers (runtime/threads.py), and keeps no activations: each share
     reduces its values as they are made, into observers that merge exactly."""
-    if means is not None:
-        graph = means.without_activations(graph)
     workers = sample_workers() if workers is None else workers
+    head = 0 if means is None else means.batches
+
+    def chunks():
+        """Chunks that hold any of the means' batches on the graph without activations (LinearMeans), the later ones
+        on the graph as it is, its activations fused in the kernels: the same bits, one pass over the values fewer."""
+        if means is None:
+            yield from in_chunks(graph, batches, progress)
+            return
+        first = 0
+        for bare, feeds, k, (fused,) in in_chunks(means.without_activations(graph), batches, progress, (graph,)):
+            yield (bare if first < head else fused), feeds, k
+            first += k
 
     def shares():
         first = 0
-        for i, (g, feeds, k) in enumerate(in_chunks(graph, batches, progress)):
+        for i, (g, feeds, k) in enumerate(chunks()):
             apart = i > 0 and workers > 1  # forked here, as the jobs are taken: after the merges before them
+            meaning = means if first < head else None
             yield (g, feeds, k, first, observers.fork() if apart and observers is not None else observers,
-                   means.fork() if apart and means is not None else means, apart)
+                   meaning.fork() if apart and meaning is not None else meaning, apart)
             first += k
 
     def run_share(share):
@@ -252,11 +264,11 @@ class LinearMeans:
     """Bias correction's float side (bias_correction.correct_biases): for each weighted layer of a float graph, the
     mean per output channel of its output before the fused activation over the first `batches` model batches,
     taken during a float run that happens anyway (the calibration run, observe_ranges), where AIMET's and NNCF's
-    bias corrections run the float model again. The run's graph leaves those layers' activation out
+    bias corrections run the float model again. For those batches the run's graph leaves the layers' activation out
     (without_activations) and `see` clamps each value in place as it is made, before any reader or observer gets
     it: the fused kernel's output stage is that same clamp after the linear output (fused_activation), so every
-    value, range and output keeps its bits. Means and clamp are one compiled pass over the value (_means_and_clamp),
-    with no float64 copy of it."""
+    value, range and output keeps its bits, and the later batches run the graph as it is (float_run). Means and
+    clamp are one compiled pass over the value (_means_and_clamp), with no float64 copy of it."""
 
     def __init__(self, graph: Graph, batches: int):
         self.batch, self.batches = graph.inputs[0].shape[0], batches
