@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 
 import numba
 import numpy as np
@@ -159,23 +160,41 @@ class RangeObservers:
         if t.name in self.by_name:
             self.by_name[t.name].update_batches(value, self.batch)
 
-    def fork(self) -> RangeObservers:
+    def fork(self, kept: RangeObservers | None = None) -> RangeObservers:
         """Observers for later batches: each settled observer's fork (observers.Histogram.settled), and for the
         others (a histogram that has seen nothing finite yet, whose first finite batch fixes its bin width) a copy
-        of every value they are shown, observed here in order by merge. Call it on the thread that merges, which
-        alone reads and writes these observers."""
+        of every value they are shown, observed here in order by merge. With `kept` (a worker's own forks, from
+        kept_forks), the settled observers' forks are kept's, made there on first use, so that they count many
+        shares and are merged once: a settled histogram's width is the smallest at least its first batch's at which
+        all extremes fit (Histogram.merge), its counts sums, so what it merges does not depend on the order. A
+        worker may fork while this thread merges: a fork takes only its observer's bin width, which changes only
+        by doubling, towards the one that the merges end with."""
         twin = RangeObservers.__new__(RangeObservers)
         twin.batch = self.batch
-        twin.by_name = {name: o.fork() if o.settled else _Values() for name, o in self.by_name.items()}
+        if kept is None:
+            twin.by_name = {name: o.fork() if o.settled else _Values() for name, o in self.by_name.items()}
+            return twin
+        twin.by_name = {}
+        for name, o in self.by_name.items():
+            if name not in kept.by_name and o.settled:
+                kept.by_name[name] = o.fork()
+            twin.by_name[name] = kept.by_name[name] if name in kept.by_name else _Values()
         return twin
 
-    def merge(self, twin: RangeObservers) -> None:
-        """Take in a fork's observations, forks merged in the order of their batches."""
+    def kept_forks(self) -> RangeObservers:
+        """An empty set of forks for one worker's shares (fork's `kept`), merged when they are done."""
+        kept = RangeObservers.__new__(RangeObservers)
+        kept.batch, kept.by_name = self.batch, {}
+        return kept
+
+    def merge(self, twin: RangeObservers, kept: RangeObservers | None = None) -> None:
+        """Take in a fork's observations, forks merged in the order of their batches; the observers of `kept` (the
+        worker's forks that `twin` was made with) are left to be merged with kept."""
         for name, o in twin.by_name.items():
             if isinstance(o, _Values):
                 for value in o.values:
                     self.by_name[name].update_batches(value, self.batch)
-            else:
+            elif kept is None or kept.by_name.get(name) is not o:
                 self.by_name[name].merge(o)
 
     def ranges(self) -> dict[str, tuple[float, float]]:
@@ -199,11 +218,12 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
     """Run the float graph over `batches` (in_chunks), `observers` seeing every value as it is made; with `outputs`
     (a list), append the real outputs per batch to it; with `means`, feed it the weighted layers' outputs before
     their activation over its batches (the later ones run the graph as it is). The chunks after the first run side
-    by side on `workers` threads (runtime.threads.in_order; default sample_workers()), each with forks of
-    `observers` and `means` that are merged here in chunk order, so ranges, means and outputs are those of one run
-    after another, whatever the number of workers. The first chunk runs here on `observers` themselves: its values
-    fix every histogram's bin width (Histogram.settled), the one step of an observer that depends on the order of
-    the batches.
+    by side on `workers` threads (runtime.threads.in_order; default sample_workers()): each worker's forks of the
+    settled observers count all its chunks and are merged at the end (RangeObservers.fork's `kept`: 72 forks and
+    merges per worker, not per MobileNetV2 sample), the other observers' values and the means of each chunk are
+    merged here in chunk order, so ranges, means and outputs are those of one run after another, whatever the number
+    of workers. The first chunk runs here on `observers` themselves: its values fix every histogram's bin width
+    (Histogram.settled), the one step of an observer that depends on the order of the batches.
     The TFLite converter's calibration runs one interpreter over the samples in turn, and onnxruntime's calibrators
     one session (CalibraterBase.collect_data), keeping every sample's observed outputs (or max_intermediate_outputs
     of them) to reduce afterwards; each parallelises within an op. mcc splits the samples over the cores, which
@@ -223,17 +243,25 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
             yield (bare if first < head else fused), feeds, k
             first += k
 
+    kept, local = [], threading.local()  # each worker's forks of the settled observers, merged at the end
+
     def shares():
         first = 0
         for i, (g, feeds, k) in enumerate(chunks()):
             apart = i > 0 and workers > 1  # forked here, as the jobs are taken: after the merges before them
             meaning = means if first < head else None
-            yield (g, feeds, k, first, observers.fork() if apart and observers is not None else observers,
-                   meaning.fork() if apart and meaning is not None else meaning, apart)
+            yield g, feeds, k, first, meaning.fork() if apart and meaning is not None else meaning, apart
             first += k
 
     def run_share(share):
-        g, feeds, k, first, observing, meaning, apart = share
+        g, feeds, k, first, meaning, apart = share
+        observing, mine = observers, None
+        if apart and observers is not None:  # on the worker, as the share starts
+            mine = getattr(local, "kept", None)
+            if mine is None:
+                mine = local.kept = observers.kept_forks()
+                kept.append(mine)
+            observing = observers.fork(mine)
 
         def see(t, value):
             if meaning is not None:
@@ -242,15 +270,16 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
                 observing.see(t, value)
 
         got = run(g, feeds, observe=see)
-        return share, split_batches(real_outputs(g, got), k) if outputs is not None else None
+        return share, observing, mine, split_batches(real_outputs(g, got), k) if outputs is not None else None
 
     jobs = shares()
     done = 0
-    for share, got in itertools.chain(map(run_share, itertools.islice(jobs, 1)), in_order(run_share, jobs, workers)):
-        _, _, k, _, observing, meaning, apart = share
+    for share, observing, mine, got in itertools.chain(map(run_share, itertools.islice(jobs, 1)),
+                                                       in_order(run_share, jobs, workers)):
+        _, _, k, _, meaning, apart = share
         if apart:
             if observing is not None:
-                observers.merge(observing)
+                observers.merge(observing, mine)
             if meaning is not None:
                 means.merge(meaning)
         if outputs is not None:
@@ -258,6 +287,8 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
         done += k
         if progress is not None:
             progress.say(f"calibrating {done}/{len(batches)}")
+    for mine in kept:
+        observers.merge(mine)
 
 
 class LinearMeans:
