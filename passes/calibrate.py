@@ -169,12 +169,8 @@ class RangeObservers:
         all extremes fit (Histogram.merge), its counts sums, so what it merges does not depend on the order. A
         worker may fork while this thread merges: a fork takes only its observer's bin width, which changes only
         by doubling, towards the one that the merges end with."""
-        twin = RangeObservers.__new__(RangeObservers)
-        twin.batch = self.batch
-        if kept is None:
-            twin.by_name = {name: o.fork() if o.settled else _Values() for name, o in self.by_name.items()}
-            return twin
-        twin.by_name = {}
+        kept = self.kept_forks() if kept is None else kept
+        twin = self.kept_forks()
         for name, o in self.by_name.items():
             if name not in kept.by_name and o.settled:
                 kept.by_name[name] = o.fork()
@@ -182,7 +178,7 @@ class RangeObservers:
         return twin
 
     def kept_forks(self) -> RangeObservers:
-        """An empty set of forks for one worker's shares (fork's `kept`), merged when they are done."""
+        """An empty set of forks (for one worker's shares: fork's `kept`, merged when they are done)."""
         kept = RangeObservers.__new__(RangeObservers)
         kept.batch, kept.by_name = self.batch, {}
         return kept

@@ -13,7 +13,8 @@ histogram over a range fixed by a first pass or by the first batch, and re-bin w
 mcc's histogram has bins of width 2**k aligned at zero, so widening it merges pairs of bins exactly and
 batches of any range accumulate in one pass over the calibration data, with no first pass to find the range.
 For the same reason observers merge exactly (fork, merge): calibration observes shares of the samples side by
-side on worker threads and adds their counts up in order (calibrate.RangeObservers).
+side on worker threads and adds their counts up, in any order once the first finite batch has fixed the bin width
+(calibrate.RangeObservers).
 """
 
 from __future__ import annotations
