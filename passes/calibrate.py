@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 
 import numba
 import numpy as np
@@ -159,23 +160,37 @@ class RangeObservers:
         if t.name in self.by_name:
             self.by_name[t.name].update_batches(value, self.batch)
 
-    def fork(self) -> RangeObservers:
+    def fork(self, kept: RangeObservers | None = None) -> RangeObservers:
         """Observers for later batches: each settled observer's fork (observers.Histogram.settled), and for the
         others (a histogram that has seen nothing finite yet, whose first finite batch fixes its bin width) a copy
-        of every value they are shown, observed here in order by merge. Call it on the thread that merges, which
-        alone reads and writes these observers."""
-        twin = RangeObservers.__new__(RangeObservers)
-        twin.batch = self.batch
-        twin.by_name = {name: o.fork() if o.settled else _Values() for name, o in self.by_name.items()}
+        of every value they are shown, observed here in order by merge. With `kept` (a worker's own forks, from
+        kept_forks), the settled observers' forks are kept's, made there on first use, so that they count many
+        shares and are merged once: a settled histogram's width is the smallest at least its first batch's at which
+        all extremes fit (Histogram.merge), its counts sums, so what it merges does not depend on the order. A
+        worker may fork while this thread merges: a fork takes only its observer's bin width, which changes only
+        by doubling, towards the one that the merges end with."""
+        kept = self.kept_forks() if kept is None else kept
+        twin = self.kept_forks()
+        for name, o in self.by_name.items():
+            if name not in kept.by_name and o.settled:
+                kept.by_name[name] = o.fork()
+            twin.by_name[name] = kept.by_name[name] if name in kept.by_name else _Values()
         return twin
 
-    def merge(self, twin: RangeObservers) -> None:
-        """Take in a fork's observations, forks merged in the order of their batches."""
+    def kept_forks(self) -> RangeObservers:
+        """An empty set of forks (for one worker's shares: fork's `kept`, merged when they are done)."""
+        kept = RangeObservers.__new__(RangeObservers)
+        kept.batch, kept.by_name = self.batch, {}
+        return kept
+
+    def merge(self, twin: RangeObservers, kept: RangeObservers | None = None) -> None:
+        """Take in a fork's observations, forks merged in the order of their batches; the observers of `kept` (the
+        worker's forks that `twin` was made with) are left to be merged with kept."""
         for name, o in twin.by_name.items():
             if isinstance(o, _Values):
                 for value in o.values:
                     self.by_name[name].update_batches(value, self.batch)
-            else:
+            elif kept is None or kept.by_name.get(name) is not o:
                 self.by_name[name].merge(o)
 
     def ranges(self) -> dict[str, tuple[float, float]]:
@@ -198,30 +213,51 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
               outputs: list | None = None, means: LinearMeans | None = None, workers: int | None = None) -> None:
     """Run the float graph over `batches` (in_chunks), `observers` seeing every value as it is made; with `outputs`
     (a list), append the real outputs per batch to it; with `means`, feed it the weighted layers' outputs before
-    their activation. The chunks after the first run side by side on `workers` threads (runtime.threads.in_order;
-    default sample_workers()), each with forks of `observers` and `means` that are merged here in chunk order, so
-    ranges, means and outputs are those of one run after another, whatever the number of workers. The first
-    chunk runs here on `observers` themselves: its values fix every histogram's bin width (Histogram.settled), the
-    one step of an observer that depends on the order of the batches.
+    their activation over its batches (the later ones run the graph as it is). The chunks after the first run side
+    by side on `workers` threads (runtime.threads.in_order; default sample_workers()): each worker's forks of the
+    settled observers count all its chunks and are merged at the end (RangeObservers.fork's `kept`: 72 forks and
+    merges per worker, not per MobileNetV2 sample), the other observers' values and the means of each chunk are
+    merged here in chunk order, so ranges, means and outputs are those of one run after another, whatever the number
+    of workers. The first chunk runs here on `observers` themselves: its values fix every histogram's bin width
+    (Histogram.settled), the one step of an observer that depends on the order of the batches.
     The TFLite converter's calibration runs one interpreter over the samples in turn, and onnxruntime's calibrators
     one session (CalibraterBase.collect_data), keeping every sample's observed outputs (or max_intermediate_outputs
     of them) to reduce afterwards; each parallelises within an op. mcc splits the samples over the cores, which
     runs MobileNetV2 faster than splitting its layers (runtime/threads.py), and keeps no activations: each share
     reduces its values as they are made, into observers that merge exactly."""
-    if means is not None:
-        graph = means.without_activations(graph)
     workers = sample_workers() if workers is None else workers
+    head = 0 if means is None else means.batches
+
+    def chunks():
+        """Chunks that hold any of the means' batches on the graph without activations (LinearMeans), the later ones
+        on the graph as it is, its activations fused in the kernels: the same bits, one pass over the values fewer."""
+        if means is None:
+            yield from in_chunks(graph, batches, progress)
+            return
+        first = 0
+        for bare, feeds, k, (fused,) in in_chunks(means.without_activations(graph), batches, progress, (graph,)):
+            yield (bare if first < head else fused), feeds, k
+            first += k
+
+    kept, local = [], threading.local()  # each worker's forks of the settled observers, merged at the end
 
     def shares():
         first = 0
-        for i, (g, feeds, k) in enumerate(in_chunks(graph, batches, progress)):
+        for i, (g, feeds, k) in enumerate(chunks()):
             apart = i > 0 and workers > 1  # forked here, as the jobs are taken: after the merges before them
-            yield (g, feeds, k, first, observers.fork() if apart and observers is not None else observers,
-                   means.fork() if apart and means is not None else means, apart)
+            meaning = means if first < head else None
+            yield g, feeds, k, first, meaning.fork() if apart and meaning is not None else meaning, apart
             first += k
 
     def run_share(share):
-        g, feeds, k, first, observing, meaning, apart = share
+        g, feeds, k, first, meaning, apart = share
+        observing, mine = observers, None
+        if apart and observers is not None:  # on the worker, as the share starts
+            mine = getattr(local, "kept", None)
+            if mine is None:
+                mine = local.kept = observers.kept_forks()
+                kept.append(mine)
+            observing = observers.fork(mine)
 
         def see(t, value):
             if meaning is not None:
@@ -230,15 +266,16 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
                 observing.see(t, value)
 
         got = run(g, feeds, observe=see)
-        return share, split_batches(real_outputs(g, got), k) if outputs is not None else None
+        return share, observing, mine, split_batches(real_outputs(g, got), k) if outputs is not None else None
 
     jobs = shares()
     done = 0
-    for share, got in itertools.chain(map(run_share, itertools.islice(jobs, 1)), in_order(run_share, jobs, workers)):
-        _, _, k, _, observing, meaning, apart = share
+    for share, observing, mine, got in itertools.chain(map(run_share, itertools.islice(jobs, 1)),
+                                                       in_order(run_share, jobs, workers)):
+        _, _, k, _, meaning, apart = share
         if apart:
             if observing is not None:
-                observers.merge(observing)
+                observers.merge(observing, mine)
             if meaning is not None:
                 means.merge(meaning)
         if outputs is not None:
@@ -246,17 +283,19 @@ def float_run(graph: Graph, batches: list[dict], observers: RangeObservers | Non
         done += k
         if progress is not None:
             progress.say(f"calibrating {done}/{len(batches)}")
+    for mine in kept:
+        observers.merge(mine)
 
 
 class LinearMeans:
     """Bias correction's float side (bias_correction.correct_biases): for each weighted layer of a float graph, the
     mean per output channel of its output before the fused activation over the first `batches` model batches,
     taken during a float run that happens anyway (the calibration run, observe_ranges), where AIMET's and NNCF's
-    bias corrections run the float model again. The run's graph leaves those layers' activation out
+    bias corrections run the float model again. For those batches the run's graph leaves the layers' activation out
     (without_activations) and `see` clamps each value in place as it is made, before any reader or observer gets
     it: the fused kernel's output stage is that same clamp after the linear output (fused_activation), so every
-    value, range and output keeps its bits. Means and clamp are one compiled pass over the value (_means_and_clamp),
-    with no float64 copy of it."""
+    value, range and output keeps its bits, and the later batches run the graph as it is (float_run). Means and
+    clamp are one compiled pass over the value (_means_and_clamp), with no float64 copy of it."""
 
     def __init__(self, graph: Graph, batches: int):
         self.batch, self.batches = graph.inputs[0].shape[0], batches
@@ -324,20 +363,23 @@ def _means_and_clamp(x, means, kind, lo, hi, threads):
     channel is it pairwise, which LinearMeans.see leaves to numpy). Every value is clamped in place as
     fused_activation would, in the same pass over each row, so the activation is read once: kind 1 is
     np.maximum(x, 0), which makes -0.0 +0.0; kind 2 is np.clip(x, lo, hi), which keeps -0.0; NaN stays NaN in
-    both. Threads take (batch, block of channels) jobs, so each channel's sum is one thread's sequential sum; the
-    batches past the means are clamped in `threads` slices."""
+    both. Threads take (batch, block of channels) jobs, so each channel's sum is one thread's sequential sum: a
+    block per thread, of 16 channels at least, as longer rows run faster (one thread, a sample worker's, took 1.6x
+    longer in blocks of 16 channels than in whole rows); the batches past the means are clamped in `threads`
+    slices."""
     batches, positions, channels = x.shape
     take = len(means)
-    blocks = max(1, min(channels // 16, 8))
+    blocks = max(1, min(channels // 16, threads))
     for job in numba.prange(take * blocks):
         b, block = job // blocks, job % blocks
         c0, c1 = channels * block // blocks, channels * (block + 1) // blocks
         sums = np.zeros(c1 - c0)
         for p in range(positions):
             row = x[b, p, c0:c1]  # a view indexed from 0: no negative-index checks in the loops
-            for c in range(row.size):
-                sums[c] += np.float64(row[c])
-            _clamp(row, kind, lo, hi)
+            for c in range(row.size):  # one loop: 7% faster than the sums' and then the clamp's
+                v = row[c]
+                sums[c] += np.float64(v)
+                row[c] = _clamped(v, kind, lo, hi)
         means[b, c0:c1] = sums / positions
     if kind and take < batches:
         rest = x[take:].reshape(-1)
@@ -359,13 +401,19 @@ def _means_and_clamp_one_thread(x, means, kind, lo, hi):
 
 @numba.njit(inline="always")
 def _clamp(row, kind, lo, hi):
+    for c in range(row.size):
+        row[c] = _clamped(row[c], kind, lo, hi)
+
+
+@numba.njit(inline="always")
+def _clamped(v, kind, lo, hi):
+    """v clamped as fused_activation would (_means_and_clamp): kind 0 none, 1 np.maximum(v, lo) with lo +0.0 (NaN
+    kept, -0.0 made +0.0), 2 np.clip(v, lo, hi)."""
     if kind == 1:
-        for c in range(row.size):
-            if row[c] <= 0:
-                row[c] = 0.0
-    elif kind == 2:
-        for c in range(row.size):
-            row[c] = lo if row[c] < lo else hi if row[c] > hi else row[c]
+        return v if v > lo or v != v else lo
+    if kind == 2:
+        return lo if v < lo else hi if v > hi else v
+    return v
 
 
 def batch_channel_means(value: np.ndarray, batch: int) -> np.ndarray:

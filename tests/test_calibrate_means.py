@@ -2,6 +2,7 @@
 per channel and applies its fused activation in place gives the bits of numpy's float64 mean and of
 fused_activation, on every layout LinearMeans.see can be handed."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -78,3 +79,25 @@ def test_a_strided_value_takes_numpy_s_path(graph):
     means.see(node.outputs[0], value, 0)
     _same_bits(means.parts[name][0], batch_channel_means(want, 1))
     assert np.array_equal(value.view(np.int32), fused_activation(want, "relu6").view(np.int32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_large_value_gives_numpy_s_bits_on_any_number_of_threads(graph, threads):
+    """A value large enough for the threaded pass, whose channels are cut into a block per thread (one block, whole
+    rows, on a sample worker's one thread): numpy's means and fused_activation's clamp, bit for bit."""
+    node = next(n for n in graph.nodes if weighted(n.op))
+    name = node.outputs[0].name
+    value = _awkward(np.random.default_rng(9), (2, 96, 96, 40))
+    want = value.copy()
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for activation in (None, "relu", "relu6"):
+            means = LinearMeans(graph, 1)
+            means.activation[name] = activation
+            got = value.copy()
+            means.see(node.outputs[0], got, 0)
+            _same_bits(means.parts[name][0], batch_channel_means(want[:1], 1))
+            assert np.array_equal(got.view(np.int32), fused_activation(want, activation).view(np.int32))
+    finally:
+        numba.set_num_threads(before)

@@ -7,7 +7,7 @@ import pytest
 from mcc.compiler import lower
 from mcc.examples.zoo import ZOO
 from mcc.frontend.torch_export import from_module
-from mcc.passes.calibrate import CHUNK_SAMPLES, LinearMeans, observe_ranges
+from mcc.passes.calibrate import CHUNK_SAMPLES, LinearMeans, float_run, observe_ranges
 from mcc.progress import Progress
 
 
@@ -59,3 +59,26 @@ def test_ranges_means_and_outputs_do_not_depend_on_the_workers(graph, spec, nan_
     assert len(finite) == len(ranges)
     if nan_first:
         assert np.isnan(outputs[0][0]).all() and np.isfinite(outputs[-1][0]).all()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batches_past_the_means_run_the_graph_as_it_is(graph, workers):
+    """Means over the first 3 batches of 3 chunks: the first chunk runs without the activations (means of 3 batches,
+    the rest clamped by LinearMeans.see), the other two on the graph itself (float_run), with the ranges and outputs
+    of a run that takes no means, and the means of a run over the 3 batches alone."""
+    rng = np.random.default_rng(6)
+    n = 2 * CHUNK_SAMPLES + 5
+    x = rng.standard_normal((n, *graph.inputs[0].shape[1:])).astype(np.float32)
+    x *= np.geomspace(0.1, 30.0, n, dtype=np.float32)[:, None, None, None]
+    batches = [{graph.inputs[0].name: x[i:i + 1]} for i in range(n)]
+    plain = []
+    plain_ranges = observe_ranges(graph, batches, "mse", outputs=plain, workers=workers)
+    taken, means = [], LinearMeans(graph, 3)
+    ranges = observe_ranges(graph, batches, "mse", outputs=taken, means=means, workers=workers)
+    head = LinearMeans(graph, 3)
+    float_run(graph, batches[:3], means=head, workers=workers)
+    assert ranges == plain_ranges and len(taken) == len(plain) == n
+    assert all(np.array_equal(a, b) for t, p in zip(taken, plain) for a, b in zip(t, p))
+    assert means.means().keys() == head.means().keys() and len(head.means()) > 5
+    assert all(np.array_equal(means.means()[k], head.means()[k]) for k in head.means())
+    assert all(len(p) == 1 for p in means.parts.values())  # the one chunk that holds the 3 batches

@@ -324,3 +324,56 @@ def test_shares_observed_apart_and_merged_give_the_observer_of_one_run(spec):
             own = math.ceil(math.log2(np.ptp(first[np.isfinite(first)]) / Histogram.MAX_BINS))
             widened += one.exponent > own
     assert spec == "minmax" or (widened > 20 and stashed > 5)  # the cases above were exercised
+
+
+def _observed_by_workers(spec, x, batch, split, cuts, ahead, rng):
+    """_observed_apart where each share goes to one of 3 workers at random, whose settled observers' forks count all
+    its shares (RangeObservers.fork with `kept`) and are merged at the end in a random order, after the shares'
+    copies of values (observed in order, share by share)."""
+    graph = Graph()
+    graph.inputs.append(Tensor("x", (batch, x.shape[1])))
+    main, t = RangeObservers(graph, spec), graph.inputs[0]
+    main.see(t, x[:split])
+    workers = [main.kept_forks() for _ in range(3)]
+    forks, kept_counted = collections.deque(), 0
+    for lo, hi in zip([split] + cuts, cuts + [len(x)]):
+        mine = workers[int(rng.integers(0, 3))]
+        twin = main.fork(mine)
+        kept_counted += twin.by_name["x"] is mine.by_name.get("x")
+        twin.see(t, x[lo:hi])
+        forks.append((twin, mine))
+        if len(forks) > ahead:
+            main.merge(*forks.popleft())
+    while forks:
+        main.merge(*forks.popleft())
+    for i in rng.permutation(3):
+        main.merge(workers[i])
+    return main.by_name["x"], kept_counted
+
+
+@pytest.mark.parametrize("spec", ["mse", "percentile", "minmax"])
+def test_a_worker_s_forks_counting_many_shares_give_the_observer_of_one_run(spec):
+    """Settled observers forked once per worker (RangeObservers.fork's `kept`) count that worker's shares, in no
+    particular order, and are merged at the end in any order: ranges, counts, bin width and extremes are those of
+    one update per batch, in order, also where later shares widen the bins or come before the first finite one."""
+    rng = np.random.default_rng(8)
+    kept = 0
+    for trial in range(60):
+        batch, k = int(rng.integers(1, 3)), int(rng.integers(5, 14))
+        scale = 10.0 ** rng.permutation(np.sort(rng.uniform(-6, 6, size=(k * batch, 1)), axis=0))
+        x = ((rng.standard_normal((k * batch, 40)) + rng.uniform(-3, 3)) * scale).astype(np.float32)
+        x[rng.integers(0, x.shape[0], 3), rng.integers(0, 40, 3)] = [np.nan, np.inf, -np.inf]
+        if trial % 4 == 0:
+            x[:int(rng.integers(1, k)) * batch] = np.nan
+        split = int(rng.integers(1, 3)) * batch
+        cuts = sorted({int(c) * batch for c in rng.integers(split // batch + 1, k, size=int(rng.integers(2, 7)))})
+        one = make_observer(spec)
+        for i in range(0, len(x), batch):
+            one.update_batches(x[i:i + batch], batch)
+        apart, counted = _observed_by_workers(spec, x, batch, split, cuts, int(rng.integers(1, 4)), rng)
+        kept += counted
+        assert apart.range() == one.range() and (apart.lo, apart.hi) == (one.lo, one.hi)
+        if hasattr(one, "counts"):
+            assert (apart.exponent, apart.first) == (one.exponent, one.first)
+            assert np.array_equal(apart.counts, one.counts)
+    assert kept > 100  # shares were counted by the workers' forks
