@@ -64,8 +64,9 @@ class _Stepper:
         # a chunk's copy is stepped in the original's order; constants are read from the original's nodes (which
         # bias correction edits), the copies only lend their attributes (a reshape's batch)
         self.chunk_nodes, self.sizes = [g.nodes for g, _, _ in chunks], [k for _, _, k in chunks]
-        self.values = [{id(t): f[t.name] for t in graph.inputs}
-                       for f in (graph_feeds(g, f, rules) for g, f, _ in chunks)]
+        self.feeds = [(g, f) for g, f, _ in chunks]  # quantized for the graph (graph_feeds) in the chunk's lane
+        self.values: list = [None] * len(chunks)
+        self.graph_inputs = graph.inputs
         last = {id(t): i for i, n in enumerate(self.nodes) for t in n.inputs if t is not None and not t.is_constant}
         for t in graph.outputs:
             last.pop(id(t), None)
@@ -104,6 +105,10 @@ class _Stepper:
 
         def lane(chunks):
             try:
+                for chunk in chunks:
+                    g, feeds = self.feeds[chunk]
+                    feeds, self.feeds[chunk] = graph_feeds(g, feeds, self.rules), None
+                    self.values[chunk] = {id(t): feeds[t.name] for t in self.graph_inputs}
                 start = 0
                 for stop in [*stops, end]:
                     for chunk in chunks:
