@@ -16,8 +16,9 @@ That mean is linear in x_hat, so mcc takes it from the mean of each kernel tap's
 float on the dequantized input as AIMET does: K*H*W*C additions instead of a convolution.
 Only the values that some later node still reads are kept, so memory stays that of a few activations times
 the number of samples (mobilenet_v2 at 224x224: ~12 MB per sample at the widest point); the nodes run on many
-samples per kernel call (calibrate.in_chunks), and the chunks of samples side by side between one corrected layer
-and the next (runtime.threads.in_order), each handing back its integer sums for the layer's mean.
+samples per kernel call (calibrate.in_sized_chunks), each worker stepping its share of the chunks through the whole
+graph (runtime.threads.in_order) and meeting the others before each corrected layer, each chunk handing over its
+integer tap sums for the layer's mean.
 """
 
 from __future__ import annotations
@@ -86,32 +87,46 @@ class _Stepper:
         """Step every chunk through the whole graph, pausing at each position of `stops` (ascending): there each
         chunk's measure(position, chunk) is taken, and once every chunk has reached it, settle(position, the
         measures in chunk order) runs once (it may edit the node at `position`) before any chunk evaluates it.
-        Each worker of `workers` steps its own share of the chunks (_lanes) in one job for the whole graph and
-        the workers meet at a barrier per stop, whose last arrival settles: a stop costs one hand-over between
-        threads, where a round of jobs per stop (submitted, then waited for, by the caller) cost several, each a
-        wait for a core on a busy machine, and the caller's own settling had every worker idle."""
+        Each worker of `workers` runs one job for the whole graph: per stretch between stops it claims chunks
+        (the largest first, so the last claims are the shortest) and steps each to the stop, and the workers meet
+        at a barrier whose last arrival settles. A stop costs one hand-over between threads, where a round of
+        jobs per stop (submitted, then waited for, by the caller) cost several, each a wait for a core on a busy
+        machine, and the caller's settling had every worker idle; claiming, not a fixed share, lets a worker that
+        another process slowed down take fewer chunks."""
         stops, end = list(stops), len(self.nodes)
-        lanes = self._lanes()
+        order = sorted(range(len(self.sizes)), key=lambda c: -self.sizes[c])
         measured: list = [None] * len(self.sizes)
-        at = [0]  # the stop the threads are meeting at, moved on by the barrier's action
+        state = {"stop": 0, "claimed": 0}  # the stop the workers meet at next, the chunks claimed in this stretch
+        lock = threading.Lock()
 
-        def meet():
+        def claims():
+            while True:
+                with lock:
+                    if state["claimed"] == len(order):
+                        return
+                    chunk = order[state["claimed"]]
+                    state["claimed"] += 1
+                yield chunk
+
+        def meet():  # the barrier's action: every worker waits, the chunks are all at the stop
             parts = list(measured)
             measured[:] = [None] * len(measured)  # a float layer's outputs per chunk: not held past their stop
-            settle(stops[at[0]], parts)
-            at[0] += 1
+            settle(stops[state["stop"]], parts)
+            state["stop"] += 1
+            state["claimed"] = 0
 
-        barrier = threading.Barrier(len(lanes), action=meet)
+        lanes = min(self.workers.count, len(order))
+        barrier = threading.Barrier(lanes, action=meet)
 
-        def lane(chunks):
+        def lane(_):
             try:
-                for chunk in chunks:
-                    g, feeds = self.feeds[chunk]
-                    feeds, self.feeds[chunk] = graph_feeds(g, feeds, self.rules), None
-                    self.values[chunk] = {id(t): feeds[t.name] for t in self.graph_inputs}
                 start = 0
                 for stop in [*stops, end]:
-                    for chunk in chunks:
+                    for chunk in claims():
+                        if self.values[chunk] is None:  # the chunk's first stretch: its feeds, quantized here
+                            g, feeds = self.feeds[chunk]
+                            feeds, self.feeds[chunk] = graph_feeds(g, feeds, self.rules), None
+                            self.values[chunk] = {id(t): feeds[t.name] for t in self.graph_inputs}
                         self._evaluate(chunk, start, stop)
                         if stop < end:
                             measured[chunk] = measure(stop, chunk)
@@ -119,24 +134,13 @@ class _Stepper:
                         barrier.wait()
                     start = stop
                 return None
-            except BaseException as error:  # the other lanes must not wait for this one at the barrier
+            except BaseException as error:  # the other workers must not wait for this one at the barrier
                 barrier.abort()
                 return error
 
-        errors = [e for e in in_order(lane, lanes, self.workers) if e is not None]
-        if errors:  # the first error not caused by another lane's breaking the barrier
+        errors = [e for e in in_order(lane, range(lanes), self.workers) if e is not None]
+        if errors:  # the first error not caused by another worker's breaking the barrier
             raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
-
-    def _lanes(self) -> list[list[int]]:
-        """The chunks each worker steps, as even in samples as the chunks allow: the largest chunk to the lane
-        with the fewest samples so far."""
-        lanes = [[] for _ in range(min(self.workers.count, len(self.sizes)))]
-        load = [0] * len(lanes)
-        for chunk in sorted(range(len(self.sizes)), key=lambda c: -self.sizes[c]):
-            lane = load.index(min(load))
-            lanes[lane].append(chunk)
-            load[lane] += self.sizes[chunk]
-        return [sorted(chunks) for chunks in lanes]
 
     def _evaluate(self, chunk: int, start: int, stop: int) -> None:
         """Evaluate the nodes at positions [start, stop) in `chunk`, dropping each value after its last reader."""

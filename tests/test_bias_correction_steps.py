@@ -1,5 +1,6 @@
-"""Bias correction's stepping (bias_correction._Stepper.run: each worker steps its chunks in one job, meeting the
-others at a barrier per corrected layer) and its per-chunk tap sums (_tap_sums), against brute-force counts."""
+"""Bias correction's stepping (bias_correction._Stepper.run: each worker claims chunks in one job for the whole
+graph, meeting the others at a barrier per corrected layer) and its per-chunk tap sums (_tap_sums), against
+brute-force counts."""
 
 import numpy as np
 import pytest
