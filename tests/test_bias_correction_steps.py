@@ -106,3 +106,37 @@ def test_a_failing_layer_stops_every_worker_with_its_error(monkeypatch, workers)
     monkeypatch.setattr(bias_correction, "chunk_batches", lambda g: 1)  # 4 chunks: 2 a worker
     with pytest.raises(RuntimeError, match=f"kernel failed on {victim}"):
         correct_biases(graph, q.copy(), batches, means.means(), workers=workers)
+
+
+def test_even_chunks_cover_the_batches_in_sizes_the_workers_share():
+    """calibrate.even_chunks: every batch once; whole units but a last partial one; sizes within one unit of each
+    other, the larger first; as many chunks as the workers share evenly, where there are enough units."""
+    from mcc.passes.calibrate import even_chunks
+
+    assert even_chunks(10, 6, 2) == [5, 5]
+    assert even_chunks(125, 6, 2) == [6] * 15 + [5] * 7
+    rng = np.random.default_rng(7)
+    for _ in range(3000):
+        unit = int(rng.integers(1, 4))
+        most, workers, batches = unit * int(rng.integers(1, 9)), int(rng.integers(1, 5)), int(rng.integers(1, 200))
+        sizes = even_chunks(batches, most, workers, unit)
+        assert sum(sizes) == batches and all(0 < s <= most for s in sizes), (batches, most, workers, unit, sizes)
+        assert all(s % unit == 0 for s in sizes[:-1]) and sizes == sorted(sizes, reverse=True)
+        assert max(sizes) - min(sizes[:-1] or sizes) <= unit
+        units = -(-batches // unit)
+        assert len(sizes) % workers == 0 or len(sizes) == units  # else: one unit a chunk
+        assert len(sizes) < -(-units // (most // unit)) + workers  # no more chunks than that takes
+
+
+def test_sized_chunks_run_every_batch_once_in_order():
+    from mcc.ir import Graph
+    from mcc.passes.calibrate import in_sized_chunks
+
+    g = Graph("g")
+    x = g.add_input("x", (1, 3), "float32")
+    g.outputs = [g.add_node("relu", [x]).outputs[0]]
+    batches = [{"x": np.full((1, 3), i, np.float32)} for i in range(11)]
+    runs = list(in_sized_chunks(g, batches, [4, 4, 3]))
+    assert [k for _, _, k in runs] == [4, 4, 3]
+    assert np.array_equal(np.concatenate([f["x"] for _, f, _ in runs])[:, 0], np.arange(11))
+    assert all(chunk.inputs[0].shape == (k, 3) for chunk, _, k in runs)
