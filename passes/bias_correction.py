@@ -16,9 +16,9 @@ That mean is linear in x_hat, so mcc takes it from the mean of each kernel tap's
 float on the dequantized input as AIMET does: K*H*W*C additions instead of a convolution.
 Only the values that some later node still reads are kept, so memory stays that of a few activations times
 the number of samples (mobilenet_v2 at 224x224: ~12 MB per sample at the widest point); the nodes run on many
-samples per kernel call (calibrate.in_sized_chunks), each worker stepping its share of the chunks through the whole
-graph (runtime.threads.in_order) and meeting the others before each corrected layer, each chunk handing over its
-integer tap sums for the layer's mean.
+samples per kernel call (calibrate.in_sized_chunks), each worker claiming chunks and stepping them through the whole
+graph in one job (runtime.threads.in_order), meeting the others before each corrected layer, where each chunk hands
+over its integer tap sums for the layer's mean.
 """
 
 from __future__ import annotations
@@ -48,13 +48,12 @@ BIAS_CORRECTION_SAMPLES = 128
 
 class _Stepper:
     """Runs a quantized graph (on float feeds, quantized for its int8 inputs) over all chunks of samples
-    (calibrate.in_sized_chunks: the graph re-batched per chunk size, so each chunk steps through its own copy's nodes, in
-    the same order), pausing at the nodes to be corrected (run), dropping each value after its last reader. Each
-    worker of `workers` (runtime.threads) steps its share of the chunks, as many chunks as keeps every worker busy
+    (calibrate.in_sized_chunks: the graph re-batched per chunk size, so each chunk steps through its own copy's
+    nodes, in the same order), pausing at the nodes to be corrected (run), dropping each value after its last
+    reader. The workers of `workers` (runtime.threads) claim the chunks, as many chunks as keeps every worker busy
     (calibrate.even_chunks: 128 samples on 2 workers as 18 chunks of 6 and 4 of 5, not 21 of 6 and one of 2);
-    each chunk's values are its own, the kernels give each sample
-    the same bits in any chunk on any worker, and a layer's mean adds up alike from any chunks (integer sums;
-    per-batch float means in batch order)."""
+    each chunk's values are its own, the kernels give each sample the same bits in any chunk on any worker, and a
+    layer's mean adds up alike from any chunks (integer sums; per-batch float means in batch order)."""
 
     def __init__(self, graph: Graph, batches: list[dict], rules, workers: Workers):
         graph.toposort()
@@ -189,9 +188,9 @@ def _tap_geometry(node: Node):
 def _tap_sums(node: Node, x: np.ndarray) -> np.ndarray:
     """The integer input `x` (samples on axis 0) summed, per kernel tap and channel, over the samples and the
     rows and columns the tap reads, [kh, kw, C] in int64: exact, so chunks' sums add up alike in any grouping.
-    A job's share of a layer's mean, computed beside its chunk of samples: the caller then adds [kh, kw, C] arrays,
-    not per-chunk int64 totals of the input's size (which it then sliced per tap, one thread while the others
-    waited). One pass over `x` (_row_window_sums), then over the [kh, W, C] row-window sums."""
+    A chunk's share of a layer's mean, computed by the worker that stepped the chunk: the settling step then adds
+    [kh, kw, C] arrays, not per-chunk int64 totals of the input's size (which it then sliced per tap, one thread
+    while the others waited). One pass over `x` (_row_window_sums), then over the [kh, W, C] row-window sums."""
     rows, cols = _tap_geometry(node)
     nhwc = node.inputs[0].layout == "NHWC"
     x = np.ascontiguousarray(x)
