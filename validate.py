@@ -29,7 +29,7 @@ from .datafiles import match_inputs, read_arrays
 from .errors import MccError
 from .ir import Graph
 from .passes.calibrate import (calibration_batches, chunk_batches, even_chunks, graph_feeds, in_chunks,
-                                real_outputs, split_batches, sqnr_db, squared_sums)
+                                in_sized_chunks, real_outputs, split_batches, sqnr_db, squared_sums)
 from .runtime.ort import LEVELS as ORT_LEVELS
 
 RULES_FOR_KERNELS = {"ref": "litert-ref", "default": "litert-xnnpack", **{k: "onnxruntime" for k in ORT_LEVELS}}
@@ -401,10 +401,11 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
     runtime.threads.sample_workers()) side by side (threads.in_order); a job hands back each float run's (signal,
     noise) pairs unsummed, which the caller adds in job order, so every figure has the bits of a run on one
     worker. Where the int8 chunk size is a whole number of float chunks, the int8 chunks are cut to keep the
-    workers evenly busy (calibrate.even_chunks: 10 MobileNetV2 samples as 5 and 5, not 6 and 4) in whole float
-    chunks, so the float runs, and the bits, stay those of chunk_batches' sizes. A job keeps its chunk's int8
-    values only while it runs: `workers` chunks at once, whatever the look-ahead, as each job's result is its
-    outputs and two floats per measured tensor and float run.
+    workers evenly busy (calibrate.even_chunks: 10 MobileNetV2 samples as 5 and 5, not 6 and 4; 125 as 15 of 6
+    and 7 of 5, not 20 of 6 and one of 5 for one worker alone at the end) in whole float chunks, so the float
+    runs, and the bits, stay those of chunk_batches' sizes. A job keeps its chunk's int8 values only while it
+    runs: `workers` chunks at once, whatever the look-ahead, as each job's result is its outputs and two floats
+    per measured tensor and float run.
 
     Peers report the same view differently: AIMET's and NNCF's analysers re-quantize one layer at a time; this is
     one run of each graph, so it costs two inferences per sample, and it shows where the error first appears
@@ -434,11 +435,12 @@ def layer_fidelity(reference: Graph, graph: Graph, arrays: dict[str, np.ndarray]
     workers = sample_workers() if workers is None else workers
     floats, int8s = chunk_batches(reference), chunk_batches(graph)
     # chunks that keep the workers evenly busy where that leaves the float runs as they were (whole float chunks)
-    size = even_chunks(len(batches), int8s, workers, floats) if int8s % floats == 0 else None
+    sized = in_sized_chunks(graph, int8_batches, even_chunks(len(batches), int8s, workers, floats), progress) \
+        if int8s % floats == 0 else in_chunks(graph, int8_batches, progress)
 
     def chunks():
         first = 0
-        for int8_graph, int8_feeds, k in in_chunks(graph, int8_batches, progress, size=size):
+        for int8_graph, int8_feeds, k in sized:
             yield int8_graph, int8_feeds, k, first
             first += k
 

@@ -16,11 +16,14 @@ That mean is linear in x_hat, so mcc takes it from the mean of each kernel tap's
 float on the dequantized input as AIMET does: K*H*W*C additions instead of a convolution.
 Only the values that some later node still reads are kept, so memory stays that of a few activations times
 the number of samples (mobilenet_v2 at 224x224: ~12 MB per sample at the widest point); the nodes run on many
-samples per kernel call (calibrate.in_chunks), and the chunks of samples side by side between one corrected layer
-and the next (runtime.threads.in_order), each handing back its integer sums for the layer's mean.
+samples per kernel call (calibrate.in_sized_chunks), each worker claiming chunks and stepping them through the whole
+graph in one job (runtime.threads.in_order), meeting the others before each corrected layer, where each chunk hands
+over its integer tap sums for the layer's mean.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numba
 import numpy as np
@@ -30,7 +33,8 @@ from ..ir.traits import weight_axes, weighted
 from ..runtime import evaluate_node
 from ..runtime.fixed_point import bias_bound
 from ..runtime.threads import Workers, in_order
-from .calibrate import channel_mean, chunk_batches, even_chunks, graph_feeds, in_chunks, real_value, split_batches
+from .calibrate import (channel_mean, chunk_batches, even_chunks, graph_feeds, in_sized_chunks, real_value,
+                        split_batches)
 from .fold_constants import replace_constant
 
 DEFAULT_BIAS_CORRECTION = True  # measured in quantize_int8's docstring
@@ -43,25 +47,26 @@ BIAS_CORRECTION_SAMPLES = 128
 
 
 class _Stepper:
-    """Runs a quantized graph (on float feeds, quantized for its int8 inputs) one stretch of nodes at a time over
-    all chunks of samples (calibrate.in_chunks: the graph re-batched per chunk size, so each chunk steps through its
-    own copy's nodes, in the same order), dropping each value after its last reader. The chunks of a stretch are
-    jobs side by side on the threads of `workers` (runtime.threads.in_order), as many chunks as keeps every worker busy
-    (10 samples on 2 workers: 5 and 5, not 6 and 4); each chunk's values are its own, the kernels give each sample
-    the same bits in any chunk on any worker, and a layer's mean adds up alike from any chunks (integer sums;
-    per-batch float means in batch order)."""
+    """Runs a quantized graph (on float feeds, quantized for its int8 inputs) over all chunks of samples
+    (calibrate.in_sized_chunks: the graph re-batched per chunk size, so each chunk steps through its own copy's
+    nodes, in the same order), pausing at the nodes to be corrected (run), dropping each value after its last
+    reader. The workers of `workers` (runtime.threads) claim the chunks, as many chunks as keeps every worker busy
+    (calibrate.even_chunks: 128 samples on 2 workers as 18 chunks of 6 and 4 of 5, not 21 of 6 and one of 2);
+    each chunk's values are its own, the kernels give each sample the same bits in any chunk on any worker, and a
+    layer's mean adds up alike from any chunks (integer sums; per-batch float means in batch order)."""
 
     def __init__(self, graph: Graph, batches: list[dict], rules, workers: Workers):
         graph.toposort()
-        chunks = list(in_chunks(graph, batches, size=even_chunks(len(batches), chunk_batches(graph), workers.count)))
+        chunks = list(in_sized_chunks(graph, batches, even_chunks(len(batches), chunk_batches(graph), workers.count)))
         for g, _, _ in chunks:
             g.toposort()
-        self.nodes, self.position, self.rules, self.workers = graph.nodes, 0, rules, workers
+        self.nodes, self.rules, self.workers = graph.nodes, rules, workers
         # a chunk's copy is stepped in the original's order; constants are read from the original's nodes (which
         # bias correction edits), the copies only lend their attributes (a reshape's batch)
         self.chunk_nodes, self.sizes = [g.nodes for g, _, _ in chunks], [k for _, _, k in chunks]
-        self.values = [{id(t): f[t.name] for t in graph.inputs}
-                       for f in (graph_feeds(g, f, rules) for g, f, _ in chunks)]
+        self.feeds = [(g, f) for g, f, _ in chunks]  # quantized for the graph (graph_feeds) in the chunk's lane
+        self.values: list = [None] * len(chunks)
+        self.graph_inputs = graph.inputs
         last = {id(t): i for i, n in enumerate(self.nodes) for t in n.inputs if t is not None and not t.is_constant}
         for t in graph.outputs:
             last.pop(id(t), None)
@@ -77,25 +82,75 @@ class _Stepper:
         """The node's input arrays in `chunk` (None for an absent optional input)."""
         return [None if t is None else self.value(t, chunk) for t in node.inputs]
 
-    def advance(self, stop: int, measure=None) -> list:
-        """Evaluate the nodes up to position `stop` in every chunk; with `measure`, then measure(chunk) in each
-        chunk's job. Returns the measures in chunk order."""
-        start = self.position
+    def run(self, stops: list[int], measure, settle) -> None:
+        """Step every chunk through the whole graph, pausing at each position of `stops` (ascending): there each
+        chunk's measure(position, chunk) is taken, and once every chunk has reached it, settle(position, the
+        measures in chunk order) runs once (it may edit the node at `position`) before any chunk evaluates it.
+        Each worker of `workers` runs one job for the whole graph: per stretch between stops it claims chunks
+        (the largest first, so the last claims are the shortest) and steps each to the stop, and the workers meet
+        at a barrier whose last arrival settles. A stop costs one hand-over between threads, where a round of
+        jobs per stop (submitted, then waited for, by the caller) cost several, each a wait for a core on a busy
+        machine, and the caller's settling had every worker idle; claiming, not a fixed share, lets a worker that
+        another process slowed down take fewer chunks."""
+        stops, end = list(stops), len(self.nodes)
+        order = sorted(range(len(self.sizes)), key=lambda c: -self.sizes[c])
+        measured: list = [None] * len(self.sizes)
+        state = {"stop": 0, "claimed": 0}  # the stop the workers meet at next, the chunks claimed in this stretch
+        lock = threading.Lock()
 
-        def job(chunk):
-            values, nodes = self.values[chunk], self.chunk_nodes[chunk]
-            for position in range(start, stop):
-                node = self.nodes[position]
-                outs = evaluate_node(nodes[position], self.inputs(node, chunk), self.rules)
-                for t, v in zip(node.outputs, outs):
-                    values[id(t)] = v
-                for key in self.free[position]:
-                    del values[key]
-            return measure(chunk) if measure is not None else None
+        def claims():
+            while True:
+                with lock:
+                    if state["claimed"] == len(order):
+                        return
+                    chunk = order[state["claimed"]]
+                    state["claimed"] += 1
+                yield chunk
 
-        results = list(in_order(job, range(len(self.sizes)), self.workers))
-        self.position = stop
-        return results
+        def meet():  # the barrier's action: every worker waits, the chunks are all at the stop
+            parts = list(measured)
+            measured[:] = [None] * len(measured)  # a float layer's outputs per chunk: not held past their stop
+            settle(stops[state["stop"]], parts)
+            state["stop"] += 1
+            state["claimed"] = 0
+
+        lanes = min(self.workers.count, len(order))
+        barrier = threading.Barrier(lanes, action=meet)
+
+        def lane(_):
+            try:
+                start = 0
+                for stop in [*stops, end]:
+                    for chunk in claims():
+                        if self.values[chunk] is None:  # the chunk's first stretch: its feeds, quantized here
+                            g, feeds = self.feeds[chunk]
+                            feeds, self.feeds[chunk] = graph_feeds(g, feeds, self.rules), None
+                            self.values[chunk] = {id(t): feeds[t.name] for t in self.graph_inputs}
+                        self._evaluate(chunk, start, stop)
+                        if stop < end:
+                            measured[chunk] = measure(stop, chunk)
+                    if stop < end:
+                        barrier.wait()
+                    start = stop
+                return None
+            except BaseException as error:  # the other workers must not wait for this one at the barrier
+                barrier.abort()
+                return error
+
+        errors = [e for e in in_order(lane, range(lanes), self.workers) if e is not None]
+        if errors:  # the first error not caused by another worker's breaking the barrier
+            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+
+    def _evaluate(self, chunk: int, start: int, stop: int) -> None:
+        """Evaluate the nodes at positions [start, stop) in `chunk`, dropping each value after its last reader."""
+        values, nodes = self.values[chunk], self.chunk_nodes[chunk]
+        for position in range(start, stop):
+            node = self.nodes[position]
+            outs = evaluate_node(nodes[position], self.inputs(node, chunk), self.rules)
+            for t, v in zip(node.outputs, outs):
+                values[id(t)] = v
+            for key in self.free[position]:
+                del values[key]
 
 
 def _dequantize(x: np.ndarray, t) -> np.ndarray:
@@ -114,25 +169,111 @@ def _linear(node: Node, ins: list, rules=None) -> np.ndarray:
 
 def _window_means(node: Node, total: np.ndarray, count: int) -> np.ndarray:
     """Mean real input seen by each kernel tap, [kh, kw, C] (a conv's zero padding adds zeros), from `total`, the
-    integer input tensor's sum over its `count` samples (the taps then read [H, W, C], not every sample)."""
-    x = node.inputs[0]
-    q = x.quant
+    integer input tensor's sum over its `count` samples (one sample's shape)."""
+    return _tap_means(node, _tap_sums(node, total[np.newaxis]), count)
+
+
+def _tap_geometry(node: Node):
+    """(rows, cols): per kernel tap row (column), the slice of input rows (columns) it reads over the output."""
+    x, y = node.inputs[0], node.outputs[0]
     (sh, sw), (dh, dw), (top, left, _, _) = node.attrs["stride"], node.attrs["dilation"], node.attrs["padding"]
-    y = node.outputs[0]
     nhwc = x.layout == "NHWC"
     out_h, out_w = y.shape[1:3] if nhwc else y.shape[2:4]
     kh, kw = node.inputs[1].shape[1:3] if nhwc else node.inputs[1].shape[2:4]
-    total = total if nhwc else np.moveaxis(total, 0, 2)
-    taps = []
+    h, w = x.shape[1:3] if nhwc else x.shape[2:4]
+    return ([_window(i * dh - top, sh, out_h, h) for i in range(kh)],
+            [_window(j * dw - left, sw, out_w, w) for j in range(kw)])
+
+
+def _tap_sums(node: Node, x: np.ndarray) -> np.ndarray:
+    """The integer input `x` (samples on axis 0) summed, per kernel tap and channel, over the samples and the
+    rows and columns the tap reads, [kh, kw, C] in int64: exact, so chunks' sums add up alike in any grouping.
+    A chunk's share of a layer's mean, computed by the worker that stepped the chunk: the settling step then adds
+    [kh, kw, C] arrays, not per-chunk int64 totals of the input's size (which it then sliced per tap, one thread
+    while the others waited). One pass over `x` (_row_window_sums), then over the [kh, W, C] row-window sums."""
+    rows, cols = _tap_geometry(node)
+    nhwc = node.inputs[0].layout == "NHWC"
+    x = np.ascontiguousarray(x)
+    n, h = len(x), (x.shape[1] if nhwc else x.shape[2])
+    blocks = x.reshape(n, 1, h, -1) if nhwc else x                      # [n, P, H, Q]: rows on axis 2
+    by_row = _row_window_sums(blocks, *_bounds(rows))                     # [kh, P, Q]
+    channels = x.shape[3] if nhwc else x.shape[1]
+    by_row = by_row.reshape(len(rows), -1, channels) if nhwc else by_row  # [kh, W, C] or [kh, C, W]
+    return _col_window_sums(by_row, *_bounds(cols), nhwc)
+
+
+def _bounds(windows: list) -> tuple[np.ndarray, np.ndarray, int]:
+    """(starts, stops, step) of same-step slices (_window's), for the compiled loops; an empty one reads nothing."""
+    step = max((w.step or 1 for w in windows), default=1)
+    return (np.array([w.start for w in windows], np.int64), np.array([w.stop for w in windows], np.int64), step)
+
+
+@numba.njit(cache=True, nogil=True)
+def _reads(r, starts, stops, step, i):
+    return starts[i] <= r < stops[i] and (r - starts[i]) % step == 0
+
+
+def _row_window_sums(x: np.ndarray, starts: np.ndarray, stops: np.ndarray, step: int) -> np.ndarray:
+    """out[i, p, q] = the sum of x[s, p, r, q] over the samples s and the rows r of window i, in int64. Samples
+    of 8 or 16 bits are summed in int32 (16 lanes a vector, not int64's 8), 2^15 samples at a time."""
+    acc = np.empty(x.shape[3], np.int32 if x.dtype.itemsize <= 2 else np.int64)
+    return _row_sums(x, starts, stops, step, acc)
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_sums(x, starts, stops, step, acc):
+    """_row_window_sums: each row read is summed over the samples once (rows no window reads are skipped) and added
+    to every window reading it."""
+    n, parts, h, q = x.shape
+    out = np.zeros((len(starts), parts, q), np.int64)
+    for p in range(parts):
+        for r in range(h):
+            read = False
+            for i in range(len(starts)):
+                read = read or _reads(r, starts, stops, step, i)
+            if not read:
+                continue
+            for first in range(0, n, 1 << 15):
+                acc[:] = 0
+                for s in range(first, min(n, first + (1 << 15))):
+                    row = x[s, p, r]
+                    for k in range(q):
+                        acc[k] += row[k]
+                for i in range(len(starts)):
+                    if _reads(r, starts, stops, step, i):
+                        dst = out[i, p]
+                        for k in range(q):
+                            dst[k] += acc[k]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _col_window_sums(by_row, starts, stops, step, nhwc):
+    """taps[i, j, c] = the sum of by_row's row window i over the columns of window j: by_row is [kh, W, C] (nhwc)
+    or [kh, C, W]; int64."""
+    kh = by_row.shape[0]
+    channels = by_row.shape[2] if nhwc else by_row.shape[1]
+    width = by_row.shape[1] if nhwc else by_row.shape[2]
+    taps = np.zeros((kh, len(starts), channels), np.int64)
     for i in range(kh):
-        rows = _window(i * dh - top, sh, out_h, total.shape[0])
-        by_col = total[rows].sum(axis=0)                                    # [W, C]
-        for j in range(kw):
-            cols = _window(j * dw - left, sw, out_w, total.shape[1])
-            taps.append((by_col[cols].sum(axis=0), count * len(range(total.shape[0])[rows]) *
-                         len(range(total.shape[1])[cols])))
-    sums = np.array([t for t, _ in taps], np.float64).reshape(kh, kw, -1) - float(q.zero_point[0]) * \
-        np.array([n for _, n in taps], np.float64).reshape(kh, kw, 1)
+        for j in range(len(starts)):
+            for w in range(width):
+                if not _reads(w, starts, stops, step, j):
+                    continue
+                for c in range(channels):
+                    taps[i, j, c] += by_row[i, w, c] if nhwc else by_row[i, c, w]
+    return taps
+
+
+def _tap_means(node: Node, taps: np.ndarray, count: int) -> np.ndarray:
+    """_window_means from the tap sums of _tap_sums over `count` samples."""
+    q = node.inputs[0].quant
+    rows, cols = _tap_geometry(node)
+    y = node.outputs[0]
+    out_h, out_w = y.shape[1:3] if node.inputs[0].layout == "NHWC" else y.shape[2:4]
+    h, w = (node.inputs[0].shape[1:3] if node.inputs[0].layout == "NHWC" else node.inputs[0].shape[2:4])
+    counts = np.array([count * len(range(h)[r]) * len(range(w)[c]) for r in rows for c in cols], np.float64)
+    sums = taps.astype(np.float64) - float(q.zero_point[0]) * counts.reshape(len(rows), len(cols), 1)
     return sums * float(q.scale[0]) / (count * out_h * out_w)
 
 
@@ -178,7 +319,7 @@ def _chunk_sums(node: Node, x: np.ndarray) -> tuple[np.ndarray, int]:
     if node.op == "fully_connected":
         rows = x.reshape(-1, node.inputs[0].shape[-1])
         return _sample_sums(rows), len(rows)
-    return _sample_sums(x), len(x)
+    return _tap_sums(node, x), len(x)
 
 
 def _linear_mean(node: Node, total: np.ndarray, count: int) -> np.ndarray:
@@ -192,7 +333,7 @@ def _linear_mean(node: Node, total: np.ndarray, count: int) -> np.ndarray:
     if node.op == "fully_connected":
         mean_x = (total / count - float(x.quant.zero_point[0])) * float(x.quant.scale[0])
         return (w.data.astype(np.float64) @ mean_x) * scale + bias
-    taps = _window_means(node, total, count)
+    taps = _tap_means(node, total, count)
     nhwc = x.layout == "NHWC"
     if node.op == "depthwise_conv2d":  # weight [1, kh, kw, C*m] (NHWC) or [C*m, 1, kh, kw]
         wd = w.data[0] if nhwc else np.moveaxis(w.data[:, 0], 0, 2)          # [kh, kw, C*m]
@@ -223,31 +364,35 @@ def correct_biases(float_graph: Graph, graph: Graph, batches: list[dict], want: 
 
 
 def _correct(float_graph: Graph, graph: Graph, quantized: _Stepper, want: dict, rules, outputs) -> int:
-    """correct_biases on `quantized`, the stepper of `graph`'s chunks."""
+    """correct_biases on `quantized`, the stepper of `graph`'s chunks: a stop before each corrected layer, where
+    each chunk measures the layer's input (integer tap sums, or the float layer's outputs on it dequantized) and
+    the settling step adds the chunks' measures in chunk order and moves the bias."""
     float_nodes = {n.name: n for n in float_graph.nodes}
-    corrected = 0
-    for position, node in enumerate(list(quantized.nodes)):
-        if not (weighted(node.op) and node.outputs[0].dtype in ("int8", "int16")):
-            continue
+    nodes = quantized.nodes
+    stops = [i for i, n in enumerate(nodes) if weighted(n.op) and n.outputs[0].dtype in ("int8", "int16")]
+
+    def measure(position, chunk):
+        node = nodes[position]
         if _integer_path(node):
-            parts = quantized.advance(position, lambda c: _chunk_sums(node, quantized.value(node.inputs[0], c)))
+            return _chunk_sums(node, quantized.value(node.inputs[0], chunk))
+        ins = [None if t is None else _dequantize(v, t) for v, t in zip(quantized.inputs(node, chunk), node.inputs)]
+        return _linear(float_nodes[node.name], ins, rules)
+
+    def settle(position, parts):
+        node = nodes[position]
+        if _integer_path(node):
             got = _linear_mean(node, sum(t for t, _ in parts), sum(n for _, n in parts))
         else:
-            def linear(c):
-                ins = [None if t is None else _dequantize(v, t)
-                       for v, t in zip(quantized.inputs(node, c), node.inputs)]
-                return _linear(float_nodes[node.name], ins, rules)
-
-            got = channel_mean(quantized.advance(position, linear), quantized.batch)
+            got = channel_mean(parts, quantized.batch)
         bias = node.inputs[2]
         step = np.round((want[node.name] - got) / bias.quant.scale.astype(np.float64)).astype(np.int64)
         w = node.inputs[1]
         bound = bias_bound(w.size // w.shape[weight_axes(node)[0]], node.outputs[0].dtype)
         fixed = np.clip(bias.data.astype(np.int64) + step, -bound, bound).astype(bias.data.dtype)
         replace_constant(graph, node, 2, fixed).quant = bias.quant
-        corrected += 1
-    quantized.advance(len(quantized.nodes))
+
+    quantized.run(stops, measure, settle)
     if outputs is not None:
         for chunk, k in enumerate(quantized.sizes):
             outputs.extend(split_batches([real_value(t, quantized.value(t, chunk)) for t in graph.outputs], k))
-    return corrected
+    return len(stops)

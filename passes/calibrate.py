@@ -81,15 +81,28 @@ def chunk_batches(graph: Graph) -> int:
     return max(1, min(CHUNK_SAMPLES // batch, CHUNK_BYTES // per_batch))
 
 
-def even_chunks(batches: int, most: int, workers: int, unit: int = 1) -> int:
-    """A chunk size of at most `most` batches (a multiple of `unit`, as `most` is) that cuts `batches` into a
-    number of chunks that `workers` share evenly where it can: 10 samples at most 6 a chunk on 2 workers are 5 and
-    5, where chunk_batches' 6 and 4 keep one worker waiting."""
-    most = min(most, batches)
-    count = -(-batches // most)
-    count = min(batches, -(-count // workers) * workers)
-    size = -(-batches // count)
-    return min(most, -(-size // unit) * unit)
+def even_chunks(batches: int, most: int, workers: int, unit: int = 1) -> list[int]:
+    """Chunk sizes covering `batches` in order: at most `most` batches each (a multiple of `unit`, as `most` is),
+    as many chunks as `workers` share evenly where there are enough, each a multiple of `unit` (but a last, partial
+    one) and differing by one unit at most, the larger first. 10 samples at most 6 a chunk on 2 workers are 5 and 5,
+    where chunk_batches' 6 and 4 keep one worker waiting; 125 are 15 chunks of 6 and 7 of 5, where 20 of 6 and one
+    of 5 left one worker that last chunk alone. in_sized_chunks runs them."""
+    units = -(-batches // unit)
+    count = -(-units // max(1, most // unit))
+    count = min(units, -(-count // workers) * workers)
+    base, extra = divmod(units, count)
+    sizes = [(base + 1) * unit] * extra + [base * unit] * (count - extra)
+    sizes[-1] -= units * unit - batches
+    return sizes
+
+
+def in_sized_chunks(graph: Graph, batches: list[dict], sizes: list[int], progress=None):
+    """in_chunks over `batches` in chunks of `sizes` (even_chunks'), one in_chunks per run of equal sizes."""
+    start = 0
+    for size, run_of in itertools.groupby(sizes):
+        end = start + size * len(list(run_of))
+        yield from in_chunks(graph, batches[start:end], progress, size=size)
+        start = end
 
 
 def in_chunks(graph: Graph, batches: list[dict], progress=None, companions: tuple = (), size: int | None = None):
