@@ -1,5 +1,6 @@
-"""Bias correction's quantized means (bias_correction._window_means): the integer input summed over samples and
-over each kernel tap's rows and columns, checked against a tap-by-tap, position-by-position count."""
+"""Bias correction: its quantized means (bias_correction._window_means: the integer input summed over samples and
+over each kernel tap's rows and columns) against a tap-by-tap, position-by-position count, and its stepping on
+workers (_Stepper.run): the same corrections on any number of them, and a failing kernel's own error."""
 
 import numpy as np
 import pytest
@@ -71,21 +72,29 @@ def test_window_means_count_every_tap_position():
         assert np.allclose(got, _brute_window_means(node, values, x), rtol=1e-12, atol=0), node.name
 
 
-def test_corrections_do_not_depend_on_the_worker_count(monkeypatch):
-    """Chunks of samples stepped side by side on two workers (chunked otherwise, to keep both busy) give every
-    corrected bias and output the bits of one worker's chunk after chunk."""
-    from mcc.passes import calibrate
-    from mcc.passes.bias_correction import correct_biases
+def _uncorrected(samples: int, seed: int):
+    """(float graph, its int8 graph without bias correction, the calibration batches, their LinearMeans) of the
+    zoo's mobilenet_v2_style on `samples` random samples."""
     from mcc.passes.calibrate import LinearMeans, calibration_batches, float_run
 
     model, example = ZOO["mobilenet_v2_style"]()
     graph = lower(from_module(model, (example,)), "arm-fp32")[0]
-    arrays = {graph.inputs[0].name: np.random.default_rng(4).standard_normal((12, *example.shape[1:]))
+    arrays = {graph.inputs[0].name: np.random.default_rng(seed).standard_normal((samples, *example.shape[1:]))
               .astype(np.float32)}
     q, _ = run_pipeline(graph, ["quantize_int8"], {"calibration": arrays, "bias_correction": False})
     batches = calibration_batches(graph, arrays)
     means = LinearMeans(graph, len(batches))
     float_run(graph, batches, means=means)
+    return graph, q, batches, means
+
+
+def test_corrections_do_not_depend_on_the_worker_count(monkeypatch):
+    """Chunks of samples stepped side by side on two workers (chunked otherwise, to keep both busy) give every
+    corrected bias and output the bits of one worker's chunk after chunk."""
+    from mcc.passes import calibrate
+    from mcc.passes.bias_correction import correct_biases
+
+    graph, q, batches, means = _uncorrected(12, 4)
     monkeypatch.setattr(calibrate, "CHUNK_BYTES", 4 * sum(t.nbytes for t in calibrate.activations(q, True)))
     assert calibrate.chunk_batches(q) == 4  # three chunks of 4 samples on one worker, four of 3 on two
     biases, outputs = {}, {}
@@ -102,3 +111,26 @@ def test_corrections_do_not_depend_on_the_worker_count(monkeypatch):
     assert len(outputs[1]) == len(outputs[2]) == len(batches)
     for a, b in zip(outputs[1], outputs[2]):
         assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_layer_stops_every_worker_with_its_error(monkeypatch, workers):
+    """A kernel that raises on one worker stops the others at their barrier (no deadlock) and its own error, not
+    the broken barrier, reaches the caller."""
+    from mcc.passes import bias_correction
+    from mcc.passes.bias_correction import correct_biases
+
+    graph, q, batches, means = _uncorrected(4, 6)
+    victim = [n for n in q.nodes if n.op == "depthwise_conv2d"][3].name
+    evaluate, calls = bias_correction.evaluate_node, []
+
+    def failing(node, values, rules=None):
+        calls.append(node.name)
+        if node.name == victim and calls.count(victim) == 2:  # the second chunk's, on whichever worker
+            raise RuntimeError(f"kernel failed on {node.name}")
+        return evaluate(node, values, rules)
+
+    monkeypatch.setattr(bias_correction, "evaluate_node", failing)
+    monkeypatch.setattr(bias_correction, "chunk_batches", lambda g: 1)  # 4 chunks: 2 a worker
+    with pytest.raises(RuntimeError, match=f"kernel failed on {victim}"):
+        correct_biases(graph, q.copy(), batches, means.means(), workers=workers)

@@ -1,13 +1,11 @@
-"""Bias correction's stepping (bias_correction._Stepper.run: each worker claims chunks in one job for the whole
-graph, meeting the others at a barrier per corrected layer) and its per-chunk tap sums (_tap_sums), against
-brute-force counts."""
+"""Bias correction's per-chunk tap sums (_tap_sums) against brute-force counts, and the chunk sizes that bias
+correction and the guard share out (calibrate.even_chunks, in_sized_chunks)."""
 
 import numpy as np
 import pytest
 
 from mcc.ir import Node
 from mcc.ir.tensor import QuantParams, Tensor
-from mcc.passes import bias_correction
 from mcc.passes.bias_correction import _row_window_sums, _tap_sums
 
 
@@ -72,40 +70,6 @@ def test_row_window_sums_of_many_16_bit_samples_do_not_wrap():
     got = _row_window_sums(x, np.array([0, 1]), np.array([3, 2]), 1)
     want = np.stack([x[:, 0, 0:3].astype(np.int64).sum(axis=(0, 1)), x[:, 0, 1:2].astype(np.int64).sum(axis=(0, 1))])
     assert np.array_equal(got[:, 0], want)
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_failing_layer_stops_every_worker_with_its_error(monkeypatch, workers):
-    """A kernel that raises on one worker stops the others at their barrier (no deadlock) and its own error, not
-    the broken barrier, reaches the caller."""
-    from mcc.compiler import lower
-    from mcc.examples.zoo import ZOO
-    from mcc.frontend.torch_export import from_module
-    from mcc.passes import run_pipeline
-    from mcc.passes.bias_correction import correct_biases
-    from mcc.passes.calibrate import LinearMeans, calibration_batches, float_run
-
-    model, example = ZOO["mobilenet_v2_style"]()
-    graph = lower(from_module(model, (example,)), "arm-fp32")[0]
-    arrays = {graph.inputs[0].name: np.random.default_rng(6).standard_normal((4, *example.shape[1:]))
-              .astype(np.float32)}
-    q, _ = run_pipeline(graph, ["quantize_int8"], {"calibration": arrays, "bias_correction": False})
-    batches = calibration_batches(graph, arrays)
-    means = LinearMeans(graph, len(batches))
-    float_run(graph, batches, means=means)
-    victim = [n for n in q.nodes if n.op == "depthwise_conv2d"][3].name
-    evaluate, calls = bias_correction.evaluate_node, []
-
-    def failing(node, values, rules=None):
-        calls.append(node.name)
-        if node.name == victim and calls.count(victim) == 2:  # the second chunk's, on whichever worker
-            raise RuntimeError(f"kernel failed on {node.name}")
-        return evaluate(node, values, rules)
-
-    monkeypatch.setattr(bias_correction, "evaluate_node", failing)
-    monkeypatch.setattr(bias_correction, "chunk_batches", lambda g: 1)  # 4 chunks: 2 a worker
-    with pytest.raises(RuntimeError, match=f"kernel failed on {victim}"):
-        correct_biases(graph, q.copy(), batches, means.means(), workers=workers)
 
 
 def test_even_chunks_cover_the_batches_in_sizes_the_workers_share():
