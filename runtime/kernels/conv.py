@@ -15,11 +15,12 @@ mcc puts the SIMD lanes across independent output elements (output channels), so
 sequence of float32 operations. Convs whose groups have several input channels (the pointwise and full convs,
 nearly all of a MobileNet's MACs) run in register tiles like XNNPACK's GEMM microkernels: 8 output pixels x one
 vector of output channels (16 lanes with AVX-512) accumulate in registers over the whole reduction, on weights
-packed once per tile (packing.packed); depthwise convs with multiplier 1 in tiles of 4 pixels x two vectors, lane
-i reading input channel i, except 3x3 ones without dilation, which run an output row at a time (_depthwise3x3);
-depthwise convs with a multiplier run _conv_loop. Each kernel clamps the fused activation as it stores a result
-(bit for bit activations.fused_activation, as XNNPACK's microkernels clamp in registers), so no numpy pass re-reads
-the output.
+packed once per tile (packing.packed), the 1x1 ones with stride 1 and no padding in tiles of 8 consecutive pixels
+(_pointwise: one base pointer, as XNNPACK runs them as a plain GEMM, without its indirection buffer); depthwise
+convs with multiplier 1 in tiles of 4 pixels x two vectors, lane i reading input channel i, except 3x3 ones without
+dilation, which run an output row at a time (_depthwise3x3); depthwise convs with a multiplier run _conv_loop.
+Each kernel clamps the fused activation as it stores a result (bit for bit activations.fused_activation, as
+XNNPACK's microkernels clamp in registers), so no numpy pass re-reads the output.
 """
 from __future__ import annotations
 
@@ -361,6 +362,69 @@ def _tiles_for(fused: bool, spread: bool):
 _TILES = {(fused, spread): _tiles_for(fused, spread) for fused in (False, True) for spread in (False, True)}
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _pointwise(x, w, bias, groups, group_c, per_group, fused, lo, hi, at_lo):
+    """_tiles for a 1x1 conv with stride 1 and no padding (MobileNets' expansions and projections): output pixel q
+    reads input pixel q, so a tile's 8 pixels are consecutive and pixel p's input channel ic sits at a constant
+    offset p*C + ic from one base (_tiles keeps 8 independent pixel offsets, which LLVM spills and reloads at every
+    input channel). Pixels run flat over the batch; the last run is moved back to end at the last pixel (the input
+    has at least one tile's pixels) and stores only the pixels no other run stores. Same per-element sequence.
+    1.5-2x faster than _tiles on MobileNetV2's short-reduction expansions (C = 16, 24, 32), 1.0-1.2x on the rest."""
+    n, h, wd, c = x.shape
+    out_c = groups * per_group
+    blocks = (per_group + _DENSE_VECTORS * L - 1) // (_DENSE_VECTORS * L)
+    pixels = n * h * wd
+    runs = (pixels + _DENSE_PIXELS - 1) // _DENSE_PIXELS
+    out = np.empty((n, h, wd, out_c), np.float32)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for item in numba.prange(runs * blocks):
+        run, vectors = _DENSE_PIXELS, _DENSE_VECTORS
+        block, q = item % blocks, item // blocks * run
+        q0 = min(q, pixels - run)  # first pixel of the tile; it stores from q on
+        c0 = block * vectors * L
+        acc = _scratch(_ACCUMULATORS, np.float32)
+        for g in range(groups):
+            first = g * blocks * vectors * L + c0
+            for p in range(run):
+                for j in range(vectors):
+                    _lanes_start(acc, p * vectors + j, bias, first + j * L, fused)
+            at = q0 * c + g * group_c
+            w_at = (g * blocks + block) * group_c * vectors * L
+            for ic in range(group_c):
+                for p in range(run):
+                    for j in range(vectors):
+                        _lanes_step(acc, p * vectors + j, w, w_at + (ic * vectors + j) * L, flat_x, at + p * c + ic,
+                                    0, fused, False)
+            lanes = per_group - c0
+            for p in range(q - q0, run):
+                o_at = (q0 + p) * out_c + g * per_group + c0
+                for j in range(vectors):
+                    if lanes > j * L:
+                        _lanes_finish(flat_out, o_at + j * L, min(L, lanes - j * L), acc, p * vectors + j, bias,
+                                      first + j * L, not fused, lo, hi, at_lo)
+    return out
+
+
+def _pointwise_for(fused: bool):
+    """_pointwise compiled with `fused` a literal, named apart as _tiles_for's closures are."""
+    def entry(x, w, bias, groups, group_c, per_group, lo, hi, at_lo):
+        return _pointwise(x, w, bias, groups, group_c, per_group, fused, lo, hi, at_lo)
+
+    entry.__name__ = entry.__qualname__ = f"_pointwise_{'fma' if fused else 'ref'}"
+    return numba.njit(cache=True, nogil=True)(entry)
+
+
+_POINTWISE = {fused: _pointwise_for(fused) for fused in (False, True)}
+
+
+def takes_pointwise(spread: bool, kh: int, kw: int, sh: int, sw: int, padding, x_shape) -> bool:
+    """Whether _pointwise runs the conv: a dense or grouped 1x1 one with stride 1, no padding and at least a tile's
+    pixels."""
+    n, h, w = x_shape[:3]
+    return (not spread and (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(padding)
+            and n * h * w >= _DENSE_PIXELS)
+
+
 def _tile_pack(w_hwio, groups, channels):
     """HWIO [kh,kw,C/groups,O] -> flat [group, channel block, kh, kw, C/groups, block channels], each group's
     output channels zero-padded to whole blocks, so a tile reads its weights contiguously and never past the end."""
@@ -491,8 +555,11 @@ def _conv(node, x, w_hwio, bias, rules):
         w = packed(w_hwio, ("tiles", groups, channels), lambda w: _tile_pack(w, groups, channels))
         pack_bias = lambda b: _tile_bias(b, groups, channels)  # noqa: E731
         bias = packed(bias, ("tiles", groups, channels), pack_bias) if has_bias else pack_bias(bias)
-        acc = _TILES[fma, spread](x, w, bias, groups, group_c, per_group, kh, kw, columns_first, sh, sw, top, left,
-                                  dh, dw, out_h, out_w, *clamp)
+        if takes_pointwise(spread, kh, kw, sh, sw, node.attrs["padding"], x.shape):
+            acc = _POINTWISE[fma](x, w, bias, groups, group_c, per_group, *clamp)
+        else:
+            acc = _TILES[fma, spread](x, w, bias, groups, group_c, per_group, kh, kw, columns_first, sh, sw, top,
+                                      left, dh, dw, out_h, out_w, *clamp)
     return [from_nhwc(acc, layout)]
 
 
