@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import llvmlite.binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
@@ -37,6 +36,7 @@ from ..rules import rule_set
 from .int8_registry import check_rounding
 from .packing import packed
 from .registry import kernel, require_float32
+from .target import target_features
 
 
 @intrinsic
@@ -124,15 +124,9 @@ def _conv_loop(x, w, bias, bias_first, fused, columns_first, stride_h, stride_w,
 
 
 def _vector_lanes() -> int:
-    """float32 lanes of one vector register of the CPU numba compiles for (NUMBA_CPU_FEATURES, the host's, or for
-    a NUMBA_CPU_NAME without features, as for a portable cache, the baseline): AVX-512 16, AVX 8, else (NEON, SSE)
-    4, so a tile's accumulators fit the register file."""
-    config = numba.config
-    if config.CPU_FEATURES:
-        features = config.CPU_FEATURES
-    else:
-        features = "" if config.CPU_NAME not in (None, "host") else llvm.get_host_cpu_features().flatten()
-    flags = set(features.split(","))
+    """float32 lanes of one vector register of the CPU numba compiles for (target.target_features): AVX-512 16, AVX
+    8, else (NEON, SSE, a portable baseline) 4, so a tile's accumulators fit the register file."""
+    flags = target_features()
     return 16 if "+avx512f" in flags else 8 if "+avx" in flags else 4
 
 

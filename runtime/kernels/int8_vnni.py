@@ -18,7 +18,6 @@ the choice depends on the compile target's features only (as conv.py's vector wi
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
@@ -27,20 +26,9 @@ from numba.extending import intrinsic
 
 from .conv import _scratch
 from .int8_output import requantize_block
+from .target import target_features
 
-
-def _target_features() -> set[str]:
-    """The features of the CPU numba compiles for: NUMBA_CPU_FEATURES, else the host's, else (a NUMBA_CPU_NAME
-    without features) none beyond the baseline."""
-    config = numba.config
-    if config.CPU_FEATURES:
-        features = config.CPU_FEATURES
-    else:
-        features = "" if config.CPU_NAME not in (None, "host") else llvm.get_host_cpu_features().flatten()
-    return set(features.split(","))
-
-
-VNNI = "+avx512vnni" in _target_features()
+VNNI = "+avx512vnni" in target_features()
 
 _LANES = 16  # int32 lanes of a 512-bit vector
 _ROWS, _VECTORS = 8, 2  # a tile: 16 int32 accumulator registers of Zen 4's / Ice Lake's 32
