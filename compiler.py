@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .collector import old_objects_frozen
 from .errors import FidelityError, MccError
 from .fileio import check_output_path, file_sha256_soon, sha256, write_atomic
 from .ir import Graph
@@ -109,6 +110,7 @@ def nonfinite_weights(graph: Graph) -> list[str]:
             if np.issubdtype(t.data.dtype, np.floating) and not np.isfinite(t.data).all()]
 
 
+@old_objects_frozen
 def compile_model(source, target_name: str, output=None, *, trust_pickle=False, input_shapes=None,
                   report_path=None, calib=None, options: dict | None = None,
                   progress: Progress | None = None, fallback: str | None = None,
