@@ -39,8 +39,10 @@ _TARGET = re.compile(r"(torch\.ops(\.[A-Za-z_][A-Za-z0-9_]*){2,3}|_operator\.[a-
 _MODEL = "model"
 
 
-def read_pt2(path: Path, *, trust_pickle: bool = False):
-    """The ExportedProgram in the .pt2 archive at `path`; MccError naming the member for anything unsafe or broken."""
+def read_pt2(path: Path, *, trust_pickle: bool = False, light: bool = False):
+    """The ExportedProgram in the .pt2 archive at `path`; MccError naming the member for anything unsafe or broken.
+
+    light: a LightProgram where the archive allows one (see there), else the ExportedProgram."""
     import torch
 
     if trust_pickle:
@@ -51,7 +53,7 @@ def read_pt2(path: Path, *, trust_pickle: bool = False):
             raise MccError(f"could not be read as a torch.export archive ({summarize(e)}); re-save it "
                            "with torch.export.save", path=path) from None
     with zipfile.ZipFile(path) as z:
-        return _Archive(z, path).exported_program()
+        return _Archive(z, path).exported_program(light)
 
 
 class _Archive:
@@ -81,7 +83,7 @@ class _Archive:
             self.fail(f"archive member '{member}' is not valid JSON ({summarize(e)}); the archive "
                       "is damaged: re-save it with torch.export.save")
 
-    def exported_program(self):
+    def exported_program(self, light: bool = False):
         import torch
         from torch._export.serde import schema
         from torch._export.serde.serialize import ExportedProgramDeserializer
@@ -110,16 +112,33 @@ class _Archive:
         except Exception as e:  # torch's schema conversion raises whatever the malformed JSON trips
             self.fail(f"the serialized program does not match torch's export schema ({summarize(e)}); re-save it "
                       "with torch.export.save")
-        try:
-            ep = ExportedProgramDeserializer().deserialize(serialized, weights, constants, None)
-        except Exception as e:  # torch raises many types for an inconsistent program
-            self.fail(f"the serialized program could not be rebuilt ({summarize(e)}); re-save "
-                      "it with torch.export.save")
+        def rebuild():
+            try:
+                return ExportedProgramDeserializer().deserialize(serialized, weights, constants, None)
+            except Exception as e:  # torch raises many types for an inconsistent program
+                self.fail(f"the serialized program could not be rebuilt ({summarize(e)}); re-save "
+                          "it with torch.export.save")
+
+        ep = (LightProgram.of(serialized, weights, constants, self._checked(rebuild)) if light else None) \
+            or rebuild()
+        self._check_targets(ep, torch)
+        return ep
+
+    def _checked(self, rebuild):
+        """`rebuild` with its program's call targets checked, for a LightProgram to rebuild its ExportedProgram."""
+        import torch
+
+        def full():
+            ep = rebuild()
+            self._check_targets(ep, torch)
+            return ep
+        return full
+
+    def _check_targets(self, ep, torch) -> None:
         for node in ep.graph.nodes:
             if node.op == "call_function" and not _is_operator(node.target, torch):
                 self.fail(f"node '{node.name}' calls {node.target!r}, which is not a torch operator; mcc runs "
                           "nothing else from a model file")
-        return ep
 
     def _check_program(self, program) -> None:
         """Refuse what torch would evaluate while rebuilding the program: symbolic expressions, guard code,
@@ -203,6 +222,68 @@ class _Archive:
             self.fail(f"tensor '{fqn}' {dtype}{sizes} reaches element {last} of member '{member}', which holds "
                       f"{len(flat)}; the archive is damaged: re-save it")
         return torch.as_strided(flat, sizes, strides, offset)
+
+
+class LightProgram:
+    """What mcc's lowering reads of an ExportedProgram (graph, graph_signature, state_dict, constants), rebuilt by
+    torch's own graph deserializer but with meta tensors for the nodes' "val" where torch makes FakeTensors, and
+    without the GraphModule, module call graph and ExportedProgram around it: half of reading a MobileNetV2's
+    archive went to those, none of which the lowering reads. `exported_program()` rebuilds the whole program (for
+    the lowering's decomposition path, run_decompositions). Only for static programs of tensors (what mcc
+    compiles); `of` gives None for anything else, and the caller rebuilds as torch does."""
+
+    def __init__(self, graph, graph_signature, state_dict, constants, rebuild):
+        self.graph, self.graph_signature = graph, graph_signature
+        self.state_dict, self.constants = state_dict, constants
+        self.exported_program = rebuild
+
+    @classmethod
+    def of(cls, serialized, weights, constants, rebuild):
+        from torch._export.serde import serialize
+
+        graph = serialized.graph_module.graph
+        if (serialized.schema_version.major != serialize.SCHEMA_VERSION[0] or graph.sym_int_values
+                or graph.sym_float_values or graph.sym_bool_values or graph.custom_obj_values):
+            return None
+        try:
+            fx_graph, signature = _read_graph(serialized.graph_module, constants)
+        except Exception:  # anything the light reader does not cover: torch's whole deserializer decides
+            return None
+        return cls(fx_graph, signature, weights, constants, rebuild)
+
+
+def _read_graph(graph_module, constants):
+    """(fx graph, graph signature) of a serialized GraphModule by torch's own graph deserializer, but with each
+    tensor value's FakeTensor made straight from a meta tensor of its sizes, strides and dtype: torch's makes them
+    by dispatching empty_strided through its FakeTensorMode, 70 us a tensor (a third of reading a MobileNetV2's
+    archive), this 11. torch's class refuses subclasses, so the instance gets the method."""
+    import torch
+    from torch._export.serde import serialize
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    reader = serialize.GraphModuleDeserializer()
+    reader.shape_env = ShapeEnv(assume_static_by_default=True)
+    reader.fake_tensor_mode = FakeTensorMode(allow_fallback_kernels=False, allow_non_fake_inputs=True,
+                                             shape_env=reader.shape_env)
+
+    def tensor_meta(tm):
+        sizes, strides = (tuple(reader.deserialize_sym_int(v) for v in vs) for vs in (tm.sizes, tm.strides))
+        meta = torch.empty_strided(sizes, strides, device="meta", dtype=serialize._SERIALIZE_TO_TORCH_DTYPE[tm.dtype],
+                                   requires_grad=tm.requires_grad)
+        return FakeTensor(reader.fake_tensor_mode, meta, serialize.deserialize_device(tm.device))
+
+    reader.deserialize_tensor_meta = tensor_meta
+    if serialize._CURRENT_DESERIALIZER is not None:
+        raise AssertionError("a deserializer is already running")
+    serialize._CURRENT_DESERIALIZER = reader  # as torch's deserialize() sets it for the nodes' readers
+    try:
+        reader.symbol_name_to_symbol, reader.symbol_name_to_range, reader.unbacked_symbols = {}, {}, set()
+        reader.constants, reader.example_inputs = constants, None
+        reader.signature = reader.deserialize_signature(graph_module.signature)
+        return reader.deserialize_graph(graph_module.graph), reader.signature
+    finally:
+        serialize._CURRENT_DESERIALIZER = None
 
 
 def _dict_to_dataclass(cls, data):
