@@ -145,10 +145,11 @@ class _Archive:
         call targets outside the operator namespaces."""
         if not isinstance(program, dict):
             self.fail(f"archive member 'models/{_MODEL}.json' is not a serialized ExportedProgram")
-        if program.get("range_constraints") or program.get("guards_code") or _find_key(program, "expr_str"):
+        symbolic, targets = _scan(program)
+        if program.get("range_constraints") or program.get("guards_code") or symbolic:
             self.fail("the exported program has dynamic (symbolic) dimensions; mcc compiles static shapes: export "
                       "with concrete example inputs and no dynamic_shapes, then torch.export.save it")
-        for target in _targets(program):
+        for target in targets:
             if not isinstance(target, str) or not _TARGET.fullmatch(target) or _dunder(target):
                 self.fail(f"the exported program calls {str(target)[:120]!r}, which is not a torch operator; mcc "
                           "runs nothing else from a model file")
@@ -268,7 +269,9 @@ def _read_graph(graph_module, constants):
                                              shape_env=reader.shape_env)
 
     def tensor_meta(tm):
-        sizes, strides = (tuple(reader.deserialize_sym_int(v) for v in vs) for vs in (tm.sizes, tm.strides))
+        sizes, strides = (tuple(vars(v)["as_int"] for v in vs) for vs in (tm.sizes, tm.strides))
+        if not all(type(n) is int for n in sizes + strides):  # symbolic: torch's deserializer refuses or reads it
+            raise AssertionError(f"not a static size: {tm}")
         meta = torch.empty_strided(sizes, strides, device="meta", dtype=serialize._SERIALIZE_TO_TORCH_DTYPE[tm.dtype],
                                    requires_grad=tm.requires_grad)
         return FakeTensor(reader.fake_tensor_mode, meta, serialize.deserialize_device(tm.device))
@@ -385,30 +388,20 @@ def _dunder(target: str) -> bool:
     return any(p.startswith("__") for i, p in enumerate(parts) if not (i == 3 and parts[:3] == ["torch", "ops", "aten"]))
 
 
-def _find_key(value, key: str) -> bool:
-    stack = [value]
+def _scan(program) -> tuple[bool, list]:
+    """(whether any dict has an "expr_str" key, i.e. a symbolic expression; every node target in the program and its
+    nested graphs, nodes being the dicts with target/inputs/outputs), in one walk of the JSON."""
+    symbolic, targets, stack = False, [], [program]
     while stack:
         v = stack.pop()
         if isinstance(v, dict):
-            if key in v:
-                return True
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
-
-
-def _targets(program):
-    """Every node target in the program and its nested graphs (nodes are the dicts with target/inputs/outputs)."""
-    stack = [program]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
+            symbolic = symbolic or "expr_str" in v
             if "target" in v and "inputs" in v and "outputs" in v:
-                yield v["target"]
+                targets.append(v["target"])
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
+    return symbolic, targets
 
 
 def _is_operator(target, torch) -> bool:
