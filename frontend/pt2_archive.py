@@ -18,6 +18,11 @@ must run no code unless the user trusts it, so without `trust_pickle` mcc reads 
   on the JSON and again on the deserialized graph, before anything traces it.
 
 With `trust_pickle`, torch.export.load reads the archive as torch does (all of the above allowed).
+
+Speed: torch's ExportedProgramDeserializer spends most of a load on what mcc's lowering never reads (a FakeTensor
+per value dispatched through a FakeTensorMode, the GraphModule and its code, the ExportedProgram's checks); the
+loader asks for a LightProgram instead, torch's own graph deserializer with those left out, and rebuilds the whole
+ExportedProgram only for a program the lowering must decompose (see LightProgram).
 """
 
 from __future__ import annotations
