@@ -45,7 +45,7 @@ def load(path, *, trust_pickle: bool = False, input_shapes: list[tuple[int, ...]
         from .pt2_archive import read_pt2
         from .torch_export import lower
 
-        return lower(read_pt2(path, trust_pickle=trust_pickle), name=path.stem, path=path)
+        return lower(read_pt2(path, trust_pickle=trust_pickle, light=True), name=path.stem, path=path)
     if fmt == "tflite":
         from ..formats.tflite.reader import read_float_tflite
 

@@ -18,6 +18,11 @@ must run no code unless the user trusts it, so without `trust_pickle` mcc reads 
   on the JSON and again on the deserialized graph, before anything traces it.
 
 With `trust_pickle`, torch.export.load reads the archive as torch does (all of the above allowed).
+
+Speed: torch's ExportedProgramDeserializer spends most of a load on what mcc's lowering never reads (a FakeTensor
+per value dispatched through a FakeTensorMode, the GraphModule and its code, the ExportedProgram's checks); the
+loader asks for a LightProgram instead, torch's own graph deserializer with those left out, and rebuilds the whole
+ExportedProgram only for a program the lowering must decompose (see LightProgram).
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ _TARGET = re.compile(r"(torch\.ops(\.[A-Za-z_][A-Za-z0-9_]*){2,3}|_operator\.[a-
 _MODEL = "model"
 
 
-def read_pt2(path: Path, *, trust_pickle: bool = False):
-    """The ExportedProgram in the .pt2 archive at `path`; MccError naming the member for anything unsafe or broken."""
+def read_pt2(path: Path, *, trust_pickle: bool = False, light: bool = False):
+    """The ExportedProgram in the .pt2 archive at `path`; MccError naming the member for anything unsafe or broken.
+
+    light: a LightProgram where the archive allows one (see there), else the ExportedProgram."""
     import torch
 
     if trust_pickle:
@@ -51,7 +58,7 @@ def read_pt2(path: Path, *, trust_pickle: bool = False):
             raise MccError(f"could not be read as a torch.export archive ({summarize(e)}); re-save it "
                            "with torch.export.save", path=path) from None
     with zipfile.ZipFile(path) as z:
-        return _Archive(z, path).exported_program()
+        return _Archive(z, path).exported_program(light)
 
 
 class _Archive:
@@ -81,7 +88,7 @@ class _Archive:
             self.fail(f"archive member '{member}' is not valid JSON ({summarize(e)}); the archive "
                       "is damaged: re-save it with torch.export.save")
 
-    def exported_program(self):
+    def exported_program(self, light: bool = False):
         import torch
         from torch._export.serde import schema
         from torch._export.serde.serialize import ExportedProgramDeserializer
@@ -110,26 +117,44 @@ class _Archive:
         except Exception as e:  # torch's schema conversion raises whatever the malformed JSON trips
             self.fail(f"the serialized program does not match torch's export schema ({summarize(e)}); re-save it "
                       "with torch.export.save")
-        try:
-            ep = ExportedProgramDeserializer().deserialize(serialized, weights, constants, None)
-        except Exception as e:  # torch raises many types for an inconsistent program
-            self.fail(f"the serialized program could not be rebuilt ({summarize(e)}); re-save "
-                      "it with torch.export.save")
+        def rebuild():
+            try:
+                return ExportedProgramDeserializer().deserialize(serialized, weights, constants, None)
+            except Exception as e:  # torch raises many types for an inconsistent program
+                self.fail(f"the serialized program could not be rebuilt ({summarize(e)}); re-save "
+                          "it with torch.export.save")
+
+        ep = (LightProgram.of(serialized, weights, constants, self._checked(rebuild)) if light else None) \
+            or rebuild()
+        self._check_targets(ep, torch)
+        return ep
+
+    def _checked(self, rebuild):
+        """`rebuild` with its program's call targets checked, for a LightProgram to rebuild its ExportedProgram."""
+        import torch
+
+        def full():
+            ep = rebuild()
+            self._check_targets(ep, torch)
+            return ep
+        return full
+
+    def _check_targets(self, ep, torch) -> None:
         for node in ep.graph.nodes:
             if node.op == "call_function" and not _is_operator(node.target, torch):
                 self.fail(f"node '{node.name}' calls {node.target!r}, which is not a torch operator; mcc runs "
                           "nothing else from a model file")
-        return ep
 
     def _check_program(self, program) -> None:
         """Refuse what torch would evaluate while rebuilding the program: symbolic expressions, guard code,
         call targets outside the operator namespaces."""
         if not isinstance(program, dict):
             self.fail(f"archive member 'models/{_MODEL}.json' is not a serialized ExportedProgram")
-        if program.get("range_constraints") or program.get("guards_code") or _find_key(program, "expr_str"):
+        symbolic, targets = _scan(program)
+        if program.get("range_constraints") or program.get("guards_code") or symbolic:
             self.fail("the exported program has dynamic (symbolic) dimensions; mcc compiles static shapes: export "
                       "with concrete example inputs and no dynamic_shapes, then torch.export.save it")
-        for target in _targets(program):
+        for target in targets:
             if not isinstance(target, str) or not _TARGET.fullmatch(target) or _dunder(target):
                 self.fail(f"the exported program calls {str(target)[:120]!r}, which is not a torch operator; mcc "
                           "runs nothing else from a model file")
@@ -205,6 +230,70 @@ class _Archive:
         return torch.as_strided(flat, sizes, strides, offset)
 
 
+class LightProgram:
+    """What mcc's lowering reads of an ExportedProgram (graph, graph_signature, state_dict, constants), rebuilt by
+    torch's own graph deserializer but with meta tensors for the nodes' "val" where torch makes FakeTensors, and
+    without the GraphModule, module call graph and ExportedProgram around it: half of reading a MobileNetV2's
+    archive went to those, none of which the lowering reads. `exported_program()` rebuilds the whole program (for
+    the lowering's decomposition path, run_decompositions). Only for static programs of tensors (what mcc
+    compiles); `of` gives None for anything else, and the caller rebuilds as torch does."""
+
+    def __init__(self, graph, graph_signature, state_dict, constants, rebuild):
+        self.graph, self.graph_signature = graph, graph_signature
+        self.state_dict, self.constants = state_dict, constants
+        self.exported_program = rebuild
+
+    @classmethod
+    def of(cls, serialized, weights, constants, rebuild):
+        from torch._export.serde import serialize
+
+        graph = serialized.graph_module.graph
+        if (serialized.schema_version.major != serialize.SCHEMA_VERSION[0] or graph.sym_int_values
+                or graph.sym_float_values or graph.sym_bool_values or graph.custom_obj_values):
+            return None
+        try:
+            fx_graph, signature = _read_graph(serialized.graph_module, constants)
+        except Exception:  # anything the light reader does not cover: torch's whole deserializer decides
+            return None
+        return cls(fx_graph, signature, weights, constants, rebuild)
+
+
+def _read_graph(graph_module, constants):
+    """(fx graph, graph signature) of a serialized GraphModule by torch's own graph deserializer, but with each
+    tensor value's FakeTensor made straight from a meta tensor of its sizes, strides and dtype: torch's makes them
+    by dispatching empty_strided through its FakeTensorMode, 70 us a tensor (a third of reading a MobileNetV2's
+    archive), this 11. torch's class refuses subclasses, so the instance gets the method."""
+    import torch
+    from torch._export.serde import serialize
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    reader = serialize.GraphModuleDeserializer()
+    reader.shape_env = ShapeEnv(assume_static_by_default=True)
+    reader.fake_tensor_mode = FakeTensorMode(allow_fallback_kernels=False, allow_non_fake_inputs=True,
+                                             shape_env=reader.shape_env)
+
+    def tensor_meta(tm):
+        sizes, strides = (tuple(vars(v)["as_int"] for v in vs) for vs in (tm.sizes, tm.strides))
+        if not all(type(n) is int for n in sizes + strides):  # symbolic: torch's deserializer refuses or reads it
+            raise AssertionError(f"not a static size: {tm}")
+        meta = torch.empty_strided(sizes, strides, device="meta", dtype=serialize._SERIALIZE_TO_TORCH_DTYPE[tm.dtype],
+                                   requires_grad=tm.requires_grad)
+        return FakeTensor(reader.fake_tensor_mode, meta, serialize.deserialize_device(tm.device))
+
+    reader.deserialize_tensor_meta = tensor_meta
+    if serialize._CURRENT_DESERIALIZER is not None:
+        raise AssertionError("a deserializer is already running")
+    serialize._CURRENT_DESERIALIZER = reader  # as torch's deserialize() sets it for the nodes' readers
+    try:
+        reader.symbol_name_to_symbol, reader.symbol_name_to_range, reader.unbacked_symbols = {}, {}, set()
+        reader.constants, reader.example_inputs = constants, None
+        reader.signature = reader.deserialize_signature(graph_module.signature)
+        return reader.deserialize_graph(graph_module.graph), reader.signature
+    finally:
+        serialize._CURRENT_DESERIALIZER = None
+
+
 def _dict_to_dataclass(cls, data):
     """torch's serde._dict_to_dataclass (JSON -> schema dataclasses, unknown keys ignored), with what each class
     needs (its type hints, fields, the converters of its fields) worked out once instead of once per object: torch's
@@ -215,7 +304,7 @@ def _dict_to_dataclass(cls, data):
 @functools.cache
 def _converter(cls):
     """The function that turns JSON data into a value of the schema type `cls`, as torch's _dict_to_dataclass."""
-    from torch._export.serde.union import _Union
+    from torch._export.serde.union import _Union, _UnionTag
 
     cls = _schema_class(cls)
     if isinstance(cls, str):
@@ -230,12 +319,21 @@ def _converter(cls):
         return lambda data: None if data is None else _converter(args[0])(data)
     if isinstance(cls, type) and issubclass(cls, _Union):
         hints = _type_hints(cls)
+        unset = dict.fromkeys(f.name for f in dataclasses.fields(cls))
+        cls(**unset).__post_init__()  # torch's check of the field names, once instead of once per object
 
         def union(data):
+            """cls.create(tag=value) without its two dataclasses.fields() calls per object (a tenth of reading a
+            MobileNetV2's archive): the object's fields set the same way, all None but the tag's."""
             if not isinstance(data, dict) or len(data) != 1 or not isinstance(next(iter(data)), str):
                 raise AssertionError(f"expected a dict with one str key, got {str(data)[:80]}")
             (tag, value), = data.items()
-            return cls.create(**{tag: _converter(hints[tag])(value)})
+            obj = object.__new__(cls)
+            fields = obj.__dict__
+            fields.update(unset)
+            fields[tag] = _converter(hints[tag])(value)
+            fields["_type"] = _UnionTag.create(tag, cls)
+            return obj
         return union
     if dataclasses.is_dataclass(cls):
         hints = _type_hints(cls)
@@ -295,30 +393,20 @@ def _dunder(target: str) -> bool:
     return any(p.startswith("__") for i, p in enumerate(parts) if not (i == 3 and parts[:3] == ["torch", "ops", "aten"]))
 
 
-def _find_key(value, key: str) -> bool:
-    stack = [value]
+def _scan(program) -> tuple[bool, list]:
+    """(whether any dict has an "expr_str" key, i.e. a symbolic expression; every node target in the program and its
+    nested graphs, nodes being the dicts with target/inputs/outputs), in one walk of the JSON."""
+    symbolic, targets, stack = False, [], [program]
     while stack:
         v = stack.pop()
         if isinstance(v, dict):
-            if key in v:
-                return True
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
-
-
-def _targets(program):
-    """Every node target in the program and its nested graphs (nodes are the dicts with target/inputs/outputs)."""
-    stack = [program]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
+            symbolic = symbolic or "expr_str" in v
             if "target" in v and "inputs" in v and "outputs" in v:
-                yield v["target"]
+                targets.append(v["target"])
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
+    return symbolic, targets
 
 
 def _is_operator(target, torch) -> bool:

@@ -103,6 +103,10 @@ def lower(ep, *, name: str = "main", path=None, input_names: list[str] | None = 
     """
     names = core_names(ep)
     if names is None:
+        from .pt2_archive import LightProgram
+
+        if isinstance(ep, LightProgram):  # read without torch's ExportedProgram, which decomposing needs
+            ep = ep.exported_program()
         return lower_decomposed(ep, name=name, path=path, input_names=input_names)
     return _Lowering(ep, name, path, input_names, names).run()
 
