@@ -131,17 +131,23 @@ NARROWER = [("haswell", "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,
             ("nehalem", "+64bit,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16", 4)]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cpu, features, lanes", NARROWER)
-def test_narrower_vectors_keep_the_sequence(cpu, features, lanes):
-    # imported by its name, so numba's cache can name the module of `reference` (a module loaded from a spec
-    # without one is "<dynamic>", which the next process's cache load cannot import)
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_conv_order_fuzz as m; "
+def passes_with_lanes(cpu: str, features: str, lanes: int, module: str, checks: str) -> None:
+    """Run `checks` (Python source calling test module `module`'s checks as m) in a process whose numba compiles
+    for `cpu` with `features`, where the float tiles must have `lanes` lanes. The module is imported by its name, so
+    numba's cache can name the module of its compiled functions (a module loaded from a spec without one is
+    "<dynamic>", which the next process's cache load cannot import)."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import {module} as m; "
             "from mcc.runtime.kernels import conv; "
-            f"assert conv.L == {lanes}, conv.L; [m.check(seed) for seed in range(300)]; print('ok')")
+            f"assert conv.L == {lanes}, conv.L; {checks}; print('ok')")
     env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu, features, lanes", NARROWER)
+def test_narrower_vectors_keep_the_sequence(cpu, features, lanes):
+    passes_with_lanes(cpu, features, lanes, "test_conv_order_fuzz", "[m.check(seed) for seed in range(300)]")
 
 
 def test_tile_variants_have_their_own_names():

@@ -3,18 +3,13 @@ offsets) give the general register tiles' bits and the per-element reference's, 
 with every fused activation: random shapes whose pixel count is not a multiple of the tile's 8 (the last run moved
 back), channels not a multiple of the lane count, groups, batches, and inputs with -0.0, infinities and NaNs."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from mcc.runtime.kernels import conv
 from mcc.runtime.kernels.activations import CLAMPS, clamp_bounds
 from test_conv_fused_activation import corner_bias, same_bits, special
-from test_conv_order_fuzz import NARROWER, reference, run_conv
+from test_conv_order_fuzz import NARROWER, passes_with_lanes, reference, run_conv
 
 ACTIVATIONS = [None, *CLAMPS]
 
@@ -55,12 +50,8 @@ def test_pointwise_with_narrower_vectors(cpu, features, lanes):
     """The same checks compiled for 8- and 4-lane vectors (AVX2, SSE), as test_conv_order_fuzz's lanes tests; there
     LLVM swaps the operands of some rounded sums (w * x + total) in one kernel and not the other, and x86 keeps the
     first operand's NaN, so where two NaNs meet the payloads may differ (as against the scalar reference)."""
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_conv_pointwise as m; "
-            "from mcc.runtime.kernels import conv; "
-            f"assert conv.L == {lanes}, conv.L; [m.check(seed, payloads=False) for seed in range(60)]; print('ok')")
-    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+    passes_with_lanes(cpu, features, lanes, "test_conv_pointwise",
+                      "[m.check(seed, payloads=False) for seed in range(60)]")
 
 
 def check(seed, payloads=True):
