@@ -232,7 +232,7 @@ class _Archive:
 
 class LightProgram:
     """What mcc's lowering reads of an ExportedProgram (graph, graph_signature, state_dict, constants), rebuilt by
-    torch's own graph deserializer but with meta tensors for the nodes' "val" where torch makes FakeTensors, and
+    torch's own graph deserializer but with each node's "val" a FakeTensor made straight from a meta tensor, and
     without the GraphModule, module call graph and ExportedProgram around it: half of reading a MobileNetV2's
     archive went to those, none of which the lowering reads. `exported_program()` rebuilds the whole program (for
     the lowering's decomposition path, run_decompositions). Only for static programs of tensors (what mcc

@@ -167,12 +167,6 @@ def _linear(node: Node, ins: list, rules=None) -> np.ndarray:
     return evaluate_node(linear, ins, rules)[0]
 
 
-def _window_means(node: Node, total: np.ndarray, count: int) -> np.ndarray:
-    """Mean real input seen by each kernel tap, [kh, kw, C] (a conv's zero padding adds zeros), from `total`, the
-    integer input tensor's sum over its `count` samples (one sample's shape)."""
-    return _tap_means(node, _tap_sums(node, total[np.newaxis]), count)
-
-
 def _tap_geometry(node: Node):
     """(rows, cols): per kernel tap row (column), the slice of input rows (columns) it reads over the output."""
     x, y = node.inputs[0], node.outputs[0]
@@ -266,7 +260,8 @@ def _col_window_sums(by_row, starts, stops, step, nhwc):
 
 
 def _tap_means(node: Node, taps: np.ndarray, count: int) -> np.ndarray:
-    """_window_means from the tap sums of _tap_sums over `count` samples."""
+    """Mean real input seen by each kernel tap, [kh, kw, C] (a conv's zero padding adds zeros), from `taps`, the
+    tap sums (_tap_sums) of the integer input over its `count` samples."""
     q = node.inputs[0].quant
     rows, cols = _tap_geometry(node)
     y = node.outputs[0]

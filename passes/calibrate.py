@@ -27,7 +27,7 @@ from ..errors import MccError
 from ..ir import Graph, Node, Tensor
 from ..ir.traits import weighted
 from ..runtime import evaluate_node, run
-from ..runtime.kernels.activations import CLAMPS, fused_activation
+from ..runtime.kernels.activations import clamp_bounds, clamp_value, fused_activation
 from ..runtime.plan import rebatch
 from ..runtime.threads import in_order, sample_workers
 from .observers import make_observer
@@ -342,16 +342,14 @@ class LinearMeans:
         take = max(0, min(len(value) // self.batch, self.batches - first))
         activation = self.activation[t.name]
         if value.ndim > 1 and value.shape[-1] > 1 and value.flags.c_contiguous and value.size:
-            lo, hi = CLAMPS[activation] if activation is not None else (0.0, None)
-            kind = 0 if activation is None else 1 if hi is None else 2  # 1: np.maximum, 2: np.clip
-            if take or kind:
+            clamps = activation is not None
+            if take or clamps:
                 means = np.empty((take, value.shape[-1]))
-                x, lo, hi = value.reshape(len(value) // self.batch, -1, value.shape[-1]), np.float32(lo), \
-                    np.float32(0.0 if hi is None else hi)
+                x = value.reshape(len(value) // self.batch, -1, value.shape[-1])
                 if value.size < _THREADED:
-                    _means_and_clamp_one_thread(x, means, kind, lo, hi)
+                    _means_and_clamp_one_thread(x, means, clamps, *clamp_bounds(activation))
                 else:
-                    _means_and_clamp_threads(x, means, kind, lo, hi, numba.get_num_threads())
+                    _means_and_clamp_threads(x, means, clamps, *clamp_bounds(activation), numba.get_num_threads())
                 if take:
                     self.parts[t.name].append(means)
             return
@@ -369,17 +367,17 @@ _THREADED = 1 << 18  # values from which _means_and_clamp shares the work among 
 
 
 @numba.njit(inline="always")
-def _means_and_clamp(x, means, kind, lo, hi, threads):
+def _means_and_clamp(x, means, clamps, lo, hi, at_lo, threads):
     """x: [model batches, positions, channels], C-contiguous. means[b] = x[b]'s mean per channel in float64 for the
     first len(means) batches, summed over positions in order and divided by their number: bit for bit
     batch_channel_means (numpy's float64 mean over a non-contiguous axis adds row after row; only over a single
     channel is it pairwise, which LinearMeans.see leaves to numpy). Every value is clamped in place as
-    fused_activation would, in the same pass over each row, so the activation is read once: kind 1 is
-    np.maximum(x, 0), which makes -0.0 +0.0; kind 2 is np.clip(x, lo, hi), which keeps -0.0; NaN stays NaN in
-    both. Threads take (batch, block of channels) jobs, so each channel's sum is one thread's sequential sum: a
-    block per thread, of 16 channels at least, as longer rows run faster (one thread, a sample worker's, took 1.6x
-    longer in blocks of 16 channels than in whole rows); the batches past the means are clamped in `threads`
-    slices."""
+    fused_activation would (activations.clamp_value of clamp_bounds' lo, hi, at_lo; a no-op without an
+    activation), in the same pass over each row, so the activation is read once; `clamps`: whether the batches
+    past the means are clamped too. Threads take (batch, block of channels) jobs, so each channel's sum is one
+    thread's sequential sum: a block per thread, of 16 channels at least, as longer rows run faster (one thread,
+    a sample worker's, took 1.6x longer in blocks of 16 channels than in whole rows); the batches past the means
+    are clamped in `threads` slices."""
     batches, positions, channels = x.shape
     take = len(means)
     blocks = max(1, min(channels // 16, threads))
@@ -392,41 +390,30 @@ def _means_and_clamp(x, means, kind, lo, hi, threads):
             for c in range(row.size):  # one loop: 7% faster than the sums' and then the clamp's
                 v = row[c]
                 sums[c] += np.float64(v)
-                row[c] = _clamped(v, kind, lo, hi)
+                row[c] = clamp_value(v, lo, hi, at_lo)
         means[b, c0:c1] = sums / positions
-    if kind and take < batches:
+    if clamps and take < batches:
         rest = x[take:].reshape(-1)
         parts = max(1, min(threads, rest.size // 65536))
         for p in numba.prange(parts):
-            _clamp(rest[rest.size * p // parts:rest.size * (p + 1) // parts], kind, lo, hi)
+            _clamp_row(rest[rest.size * p // parts:rest.size * (p + 1) // parts], lo, hi, at_lo)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _means_and_clamp_threads(x, means, kind, lo, hi, threads):
-    _means_and_clamp(x, means, kind, lo, hi, threads)
+def _means_and_clamp_threads(x, means, clamps, lo, hi, at_lo, threads):
+    _means_and_clamp(x, means, clamps, lo, hi, at_lo, threads)
 
 
 @numba.njit(cache=True, nogil=True)
-def _means_and_clamp_one_thread(x, means, kind, lo, hi):
+def _means_and_clamp_one_thread(x, means, clamps, lo, hi, at_lo):
     """_means_and_clamp where waking threads would cost more than it saves (a small value)."""
-    _means_and_clamp(x, means, kind, lo, hi, 1)
+    _means_and_clamp(x, means, clamps, lo, hi, at_lo, 1)
 
 
 @numba.njit(inline="always")
-def _clamp(row, kind, lo, hi):
+def _clamp_row(row, lo, hi, at_lo):
     for c in range(row.size):
-        row[c] = _clamped(row[c], kind, lo, hi)
-
-
-@numba.njit(inline="always")
-def _clamped(v, kind, lo, hi):
-    """v clamped as fused_activation would (_means_and_clamp): kind 0 none, 1 np.maximum(v, lo) with lo +0.0 (NaN
-    kept, -0.0 made +0.0), 2 np.clip(v, lo, hi)."""
-    if kind == 1:
-        return v if v > lo or v != v else lo
-    if kind == 2:
-        return lo if v < lo else hi if v > hi else v
-    return v
+        row[c] = clamp_value(row[c], lo, hi, at_lo)
 
 
 def batch_channel_means(value: np.ndarray, batch: int) -> np.ndarray:

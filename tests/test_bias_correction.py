@@ -1,6 +1,6 @@
-"""Bias correction: its quantized means (bias_correction._window_means: the integer input summed over samples and
-over each kernel tap's rows and columns) against a tap-by-tap, position-by-position count, and its stepping on
-workers (_Stepper.run): the same corrections on any number of them, and a failing kernel's own error."""
+"""Bias correction: its quantized means (bias_correction._tap_sums and _tap_means: the integer input summed over
+samples and over each kernel tap's rows and columns) against a tap-by-tap, position-by-position count, and its
+stepping on workers (_Stepper.run): the same corrections on any number of them, and a failing kernel's own error."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from mcc.compiler import lower
 from mcc.examples.zoo import ZOO
 from mcc.frontend.torch_export import from_module
 from mcc.passes import run_pipeline
-from mcc.passes.bias_correction import _sample_sums, _window, _window_means
+from mcc.passes.bias_correction import _sample_sums, _tap_means, _tap_sums, _window
 
 
 def test_a_window_is_the_taps_rows_in_range():
@@ -67,8 +67,8 @@ def test_window_means_count_every_tap_position():
     for node in convs:
         x = node.inputs[0]
         values = [rng.integers(-128, 128, (k, *x.shape[1:])).astype(np.int8) for k in (2, 3)]
-        total = sum(_sample_sums(v) for v in values)
-        got = _window_means(node, total, sum(len(v) for v in values))
+        taps = sum(_tap_sums(node, v) for v in values)  # chunk by chunk, as bias correction's workers sum them
+        got = _tap_means(node, taps, sum(len(v) for v in values))
         assert np.allclose(got, _brute_window_means(node, values, x), rtol=1e-12, atol=0), node.name
 
 

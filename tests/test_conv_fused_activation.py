@@ -1,4 +1,4 @@
-"""The float conv kernels clamp their fused activation in the store (runtime/kernels/conv.py _clamp, _lanes_finish)
+"""The float conv kernels clamp their fused activation in the store (activations.clamp_value, conv.py _lanes_finish)
 instead of a numpy pass after them: bit for bit activations.fused_activation, which is np.maximum(y, 0) for relu
 (-0.0 becomes +0.0) and np.clip(y, lo, hi) for relu6 / relu_n1_to_1 (-0.0 stays), NaN payloads kept. Checked on
 the corner values themselves, on each kernel called directly (register tiles dense and depthwise, 3x3 depthwise
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mcc.runtime.kernels import conv
-from mcc.runtime.kernels.activations import CLAMPS, clamp_bounds, fused_activation
+from mcc.runtime.kernels.activations import CLAMPS, clamp_bounds, clamp_value, fused_activation
 from test_conv_order_fuzz import random_case, run_conv
 
 ACTIVATIONS = [None, *CLAMPS]
@@ -31,7 +31,7 @@ def corner_values():
 def _clamp_all(values, lo, hi, at_lo):
     out = np.empty_like(values)
     for i in range(values.size):  # a loop LLVM vectorises: the select form the kernels' row loops take
-        out[i] = conv._clamp(values[i], lo, hi, at_lo)
+        out[i] = clamp_value(values[i], lo, hi, at_lo)
     return out
 
 

@@ -1,11 +1,13 @@
 """Pointwise activations, the fused `activation` output stage, and softmax, in float32 numpy.
 
 These are memory-bound one-liners, so numpy (which keeps float32 under NEP 50) is as exact as a compiled
-loop and costs no compile time.
+loop and costs no compile time. clamp_value is the one compiled piece: the fused activation of a single value, for
+the compiled loops that clamp what they store.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .registry import kernel
@@ -30,6 +32,15 @@ def clamp_bounds(activation: str | None) -> tuple[np.float32, np.float32, bool]:
         return np.float32(-np.inf), np.float32(np.inf), False
     lo, hi = CLAMPS[activation]
     return np.float32(lo), np.float32(np.inf if hi is None else hi), hi is None
+
+
+@numba.njit(cache=True, nogil=True)
+def clamp_value(value, lo, hi, at_lo):
+    """fused_activation of one value, from clamp_bounds' (lo, hi, at_lo), for the compiled loops that clamp as they
+    store (conv.py's kernels, calibrate.LinearMeans): compares and selects, no arithmetic, so a NaN keeps its payload
+    and -0.0 its sign unless `at_lo` (np.maximum's relu) makes it lo, as numpy does."""
+    value = lo if ((value <= lo) if at_lo else (value < lo)) else value
+    return hi if value > hi else value
 
 
 def _sigmoid(x):
