@@ -1,10 +1,11 @@
 """`mcc compile --target arm-int8` against the peers' int8 pipelines, in one run, at 10, 100 and 500 samples.
 
-    python benchmarks/bench_compile.py [--model mobilenetv2_224] [--samples 10,100,500] [--repeat 3] [--json out.json]
+    python benchmarks/bench_compile.py [--model NAME[:SIZES] ...] [--repeat 3] [--json out.json]
 
-The model (default: the 224x224 MobileNetV2 of bench_runtime.py) is exported once to ONNX (torch.onnx.export,
-TorchScript exporter) and once to .pt2 (torch.export); the export times are printed but not counted, since a
-user pays them once for any tool. Then, on the same standard-normal calibration samples, each pipeline is timed
+The models (default: bench_runtime.py's 224x224 MobileNetV2 at 10, 100 and 500 samples, and its EfficientNet-B0b,
+issue 16's second held-out CNN, at 10) are each exported once to ONNX (torch.onnx.export, TorchScript exporter)
+and once to .pt2 (torch.export); the export times are printed but not counted, since a user pays them once for
+any tool. Then, on the same standard-normal calibration samples, each pipeline is timed
 from its file to its int8 file:
 - mcc, from the ONNX file and from the .pt2: compile_model(..., "arm-int8", calib=...) with the defaults of
   `mcc compile` (observers, cross-layer equalisation, bias correction, the fidelity guard on held-out samples);
@@ -18,9 +19,9 @@ the same alone, within noise), so one tool's leftovers would count against anoth
 first (imports, numba compilation from its disk cache, onnxruntime session set-up code paths), so the figures are
 the steady cost of one compile. Each size then runs `--repeat` rounds, every pipeline once per round in turn, and a
 pipeline's figure is its median round: on a shared machine a burst of load lands on one round of one pipeline rather
-than on every run of it. Issue 16's goals: mcc / onnxruntime at most 0.5 at 10 samples and at most 1.0 at 500.
-The last column is mcc's time per added sample, which stays flat when compile time grows linearly with the
-calibration set.
+than on every run of it. Issue 16's goals: mcc / onnxruntime at most 0.5 at 10 samples (both models) and at most
+1.0 at 500. The last column is mcc's time per added sample, which stays flat when compile time grows linearly with
+the calibration set.
 """
 
 from __future__ import annotations
@@ -108,52 +109,77 @@ class Pipelines:
             proc.join()
 
 
+DEFAULT_RUNS = ("mobilenetv2_224:10,100,500", "efficientnet_b0b_224:10")
+
+
+def model_runs(specs: list[str], parser) -> list[tuple[str, list[int]]]:
+    """(model, sample counts) of each --model NAME[:SIZES] (SIZES comma-separated, default 10,100,500)."""
+    runs = []
+    for spec in specs:
+        name, _, sizes = spec.partition(":")
+        if name not in MODELS:
+            parser.error(f"unknown model '{name}'; known: {', '.join(MODELS)}")
+        try:
+            runs.append((name, [int(n) for n in (sizes or "10,100,500").split(",")]))
+        except ValueError:
+            parser.error(f"--model {spec}: sample counts are comma-separated integers")
+    return runs
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="mobilenetv2_224", choices=sorted(MODELS))
-    p.add_argument("--samples", default="10,100,500", help="comma-separated calibration set sizes")
+    p.add_argument("--model", action="append", metavar="NAME[:SIZES]",
+                   help=f"a model and its calibration set sizes, repeatable (default: {' '.join(DEFAULT_RUNS)})")
     p.add_argument("--repeat", type=int, default=3, help="rounds per size; each figure is the median round")
     p.add_argument("--json", help="also write the figures as JSON here")
     args = p.parse_args(argv)
-    sizes = [int(s) for s in args.samples.split(",")]
     print(f"host: {describe()}")
-    model, example = MODELS[args.model]()
+    rows = []
+    for name, sizes in model_runs(args.model or list(DEFAULT_RUNS), p):
+        rows += [{"model": name, **row} for row in bench_model(name, sizes, args.repeat)]
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def bench_model(name: str, sizes: list[int], repeat: int) -> list[dict]:
+    """The model's table: every pipeline at each size, the median of `repeat` rounds."""
+    model, example = MODELS[name]()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         onnx_path, pt2_path = workdir / "model.onnx", workdir / "model.pt2"
         onnx_s = timed(lambda: export_onnx(model, example, onnx_path))
         pt2_s = timed(lambda: torch.export.save(torch.export.export(model, (example,)), pt2_path))
-        print(f"{args.model}: torch.onnx.export {onnx_s:.2f} s, torch.export + save {pt2_s:.2f} s (not counted)")
+        print(f"{name}: torch.onnx.export {onnx_s:.2f} s, torch.export + save {pt2_s:.2f} s (not counted)")
         data = np.random.default_rng(SEED).standard_normal((max(sizes), *example.shape[1:])).astype(np.float32)
         npz = {}
         for n in sizes:
             npz[n] = workdir / f"calib{n}.npz"
             np.savez(npz[n], input=data[:n])
         runs = Pipelines(onnx_path, pt2_path, workdir)
-        stems = {name: "".join(c for c in name if c.isalnum()) for name in runs.names}
+        stems = {pipeline: "".join(c for c in pipeline if c.isalnum()) for pipeline in runs.names}
         try:
-            for name in runs.names:  # warm-up
-                runs.time(name, npz[min(sizes)], f"{stems[name]}-warmup")
-            print(f"{'samples':>7} " + " ".join(f"{name + ' s':>15}" for name in runs.names)
+            for pipeline in runs.names:  # warm-up
+                runs.time(pipeline, npz[min(sizes)], f"{stems[pipeline]}-warmup")
+            print(f"{'samples':>7} " + " ".join(f"{pipeline + ' s':>15}" for pipeline in runs.names)
                   + f" {'mcc(.onnx)/ort':>15} {'mcc(.pt2)/ort':>14} {'mcc(.onnx) ms/sample':>21}")
             for n in sizes:
-                rounds = [{name: runs.time(name, npz[n], f"{stems[name]}-{n}") for name in runs.names}
-                          for _ in range(max(1, args.repeat))]
-                row = {"samples": n, **{name: float(np.median([r[name] for r in rounds])) for name in runs.names}}
+                rounds = [{pipeline: runs.time(pipeline, npz[n], f"{stems[pipeline]}-{n}") for pipeline in runs.names}
+                          for _ in range(max(1, repeat))]
+                row = {"samples": n, **{pipeline: float(np.median([r[pipeline] for r in rounds]))
+                                        for pipeline in runs.names}}
                 rows.append(row)
                 step = ""
                 if len(rows) > 1:
                     prev = rows[-2]
                     step = f"{(row['mcc (.onnx)'] - prev['mcc (.onnx)']) / (n - prev['samples']) * 1e3:.1f}"
-                print(f"{n:>7} " + " ".join(f"{row[name]:>15.2f}" for name in runs.names)
+                print(f"{n:>7} " + " ".join(f"{row[pipeline]:>15.2f}" for pipeline in runs.names)
                       + f" {row['mcc (.onnx)'] / row['onnxruntime']:>15.2f}"
                       + f" {row['mcc (.pt2)'] / row['onnxruntime']:>14.2f} {step:>21}", flush=True)
         finally:
             runs.close()
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":
