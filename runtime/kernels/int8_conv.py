@@ -18,7 +18,8 @@ import numpy as np
 
 from ...errors import MccError
 from .int8_binary import binary_gemm, binary_weights
-from .int8_gemm import conv_gemm, depthwise, pack_depthwise, pack_gemm
+from .int8_depthwise import depthwise, pack_depthwise
+from .int8_gemm import conv_gemm, pack_gemm
 from .int8_output import ROW_ROUNDINGS, RowRequant, activation_bounds, product_scale
 from .int8_registry import check_rounding, int8_kernel, per_tensor, quant, ruled_op
 from .layout import from_nhwc, to_nhwc, window_output_hw
