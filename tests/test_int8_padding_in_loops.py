@@ -1,15 +1,16 @@
-"""The int8 / 16x8 depthwise loop and the conv's im2col read their padding as x_zp inside the loop
-(runtime/kernels/int8_gemm.py _depthwise, _im2col) instead of padding a copy of the input: against the same kernels
-on an explicitly padded copy (every window inside, so a 3x3 depthwise conv takes its nine-tap expression and the
-im2col its one-run copy everywhere) and against integer sums in numpy, for random kernels, strides, dilations,
-asymmetric padding (windows wider than the input too), channel multipliers, groups and both input types. The
-kernels against LiteRT: tests/test_int8_kernels.py."""
+"""The int8 / 16x8 depthwise conv and the conv's im2col read their padding as x_zp (runtime/kernels/int8_depthwise.py
+_fill_row's padded rows, int8_gemm.py _im2col) instead of padding a copy of the input: against the same kernels on
+an explicitly padded copy (every window inside, so the im2col takes its one-run copy everywhere) and against integer
+sums in numpy put through the output stage of each compiled rounding, for random kernels (3x3 ones on the vector
+path), strides, dilations, asymmetric padding (windows wider than the input too), channel counts that are not
+a multiple of the vector width, channel multipliers, groups and both input types. The kernels against LiteRT:
+tests/test_int8_kernels.py."""
 
 import numpy as np
 import pytest
 
-from mcc.runtime.kernels import int8_gemm
-from mcc.runtime.kernels.int8_output import RowRequant, requantize_block
+from mcc.runtime.kernels import int8_depthwise, int8_gemm
+from mcc.runtime.kernels.int8_output import ROW_ROUNDINGS, RowRequant, requantize_block
 from mcc.runtime.kernels.layout import pad_constant
 from mcc.runtime.rules import Rule
 
@@ -31,15 +32,15 @@ def random_case(rng):
     return x, zero_point, taps, stride, dil, pad
 
 
-def run(x, zero_point, taps, stride, dil, pad):
+def run(x, zero_point, taps, stride, dil, pad, rounding="double_rounding"):
     kh, kw = taps.shape[1:3]
     out_h = (x.shape[1] + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (x.shape[2] + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-    packed = int8_gemm.pack_depthwise(taps, str(x.dtype))
+    packed = int8_depthwise.pack_depthwise(taps, str(x.dtype))
     out_c = taps.shape[0]
     bias = np.random.default_rng(out_c).integers(-5000, 5000, out_c)
-    requant = RowRequant(np.full(out_c, 2.0 ** -9), Rule("tflite", "double_rounding"), 5, (-128, 127))
-    return int8_gemm.depthwise(x, zero_point, packed, stride, dil, pad, out_h, out_w, bias, requant, "int8"), \
+    requant = RowRequant(np.full(out_c, 2.0 ** -9), Rule("tflite", rounding), 5, (-128, 127))
+    return int8_depthwise.depthwise(x, zero_point, packed, stride, dil, pad, out_h, out_w, bias, requant, "int8"), \
         (packed, bias, requant, out_h, out_w)
 
 
@@ -47,11 +48,12 @@ def run(x, zero_point, taps, stride, dil, pad):
 def test_padding_in_the_loop_equals_a_padded_copy_and_integer_sums(seed):
     rng = np.random.default_rng(seed)
     x, zero_point, taps, stride, dil, pad = random_case(rng)
-    got, (packed, bias, requant, out_h, out_w) = run(x, zero_point, taps, stride, dil, pad)
+    got, (packed, bias, requant, out_h, out_w) = run(x, zero_point, taps, stride, dil, pad,
+                                                     ROW_ROUNDINGS[seed % len(ROW_ROUNDINGS)])
     top, left, bottom, right = pad
     copy = pad_constant(x, ((0, 0), (top, bottom), (left, right), (0, 0)), zero_point)
     kh, kw = taps.shape[1:3]
-    inside = int8_gemm.depthwise(copy, zero_point, packed, stride, dil, [0, 0, 0, 0], out_h, out_w, bias, requant,
+    inside = int8_depthwise.depthwise(copy, zero_point, packed, stride, dil, [0, 0, 0, 0], out_h, out_w, bias, requant,
                                  "int8")
     np.testing.assert_array_equal(got, inside)
     # integer sums: w * (x - zp) over each window of the padded copy, the padding counting 0
@@ -106,3 +108,20 @@ def test_im2col_padding_equals_a_padded_copy_and_integer_sums(seed):
     want = np.empty(acc.shape, np.int8)
     requantize_block(acc.reshape(-1, out_c), np.inf, bias, *requant.args, want.reshape(-1, out_c))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_depthwise_bands_give_the_whole_output(seed):
+    """The depthwise conv splits a sample's output rows into bands, one a thread, each with its own ring of rows
+    (int8_depthwise.depthwise sizes them by the thread count): any band size gives the same output."""
+    rng = np.random.default_rng(2000 + seed)
+    x, zero_point, taps, stride, dil, pad = random_case(rng)
+    whole, (packed, bias, requant, out_h, out_w) = run(x, zero_point, taps, stride, dil, pad)
+    if taps.shape[0] != x.shape[3]:
+        x = np.repeat(x, taps.shape[0] // x.shape[3], axis=3)
+    w, weight_sums, reach = packed
+    for band in range(1, out_h + 1):
+        out = np.empty_like(whole)
+        int8_depthwise._depthwise(x, w, *stride, *dil, *pad[:2], x.dtype.type(zero_point), out_h, out_w, band,
+                                  reach, bias - zero_point * weight_sums, *requant.args, out)
+        np.testing.assert_array_equal(out, whole)

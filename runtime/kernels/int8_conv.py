@@ -3,13 +3,13 @@
 The same loops serve TFLite's 16x8 kernels (int16 activations, zero point 0, int8 weights, int64 bias), which
 differ only in the output stage's rule ("conv2d/int16" in runtime.rules) and the output type.
 
-Each output is sum(w * (x - x_zp)) over the window, skipping positions in the padding (so padding means the
-real value 0), plus the int32 bias, then the output stage of the run's rule. Weights are int8, symmetric,
-per output channel (or per tensor, broadcast). The sums come from int8_gemm (a float GEMM or depthwise loop on
-the integers, exact), and integer sums do not depend on order, so the rule alone decides bit-exactness. A conv
-(one group) or fully_connected on int8 input whose weights are binary ({-k, +k} per output channel) and whose
-input is binary too (two codes, one the zero point) takes int8_binary's packed XNOR-popcount kernel instead,
-which computes the same integers.
+Each output is sum(w * (x - x_zp)) over the window, skipping positions in the padding (so padding means the real
+value 0), plus the int32 bias, then the output stage of the run's rule. Weights are int8, symmetric, per output
+channel (or per tensor, broadcast). The sums come from int8_gemm (a float GEMM on the integers, exact) or
+int8_depthwise (a vector loop, as exact), and integer sums do not depend on order, so the rule alone decides
+bit-exactness. A conv (one group) or fully_connected on int8 input whose weights are binary ({-k, +k} per output
+channel) and whose input is binary too (two codes, one the zero point) takes int8_binary's packed XNOR-popcount
+kernel instead, which computes the same integers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 
 from ...errors import MccError
 from .int8_binary import binary_gemm, binary_weights
-from .int8_gemm import conv_gemm, depthwise, pack_depthwise, pack_gemm
+from .int8_depthwise import depthwise, pack_depthwise
+from .int8_gemm import conv_gemm, pack_gemm
 from .int8_output import ROW_ROUNDINGS, RowRequant, activation_bounds, product_scale
 from .int8_registry import check_rounding, int8_kernel, per_tensor, quant, ruled_op
 from .layout import from_nhwc, to_nhwc, window_output_hw

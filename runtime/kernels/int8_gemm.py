@@ -1,16 +1,16 @@
-"""The integer accumulation of the int8 and 16x8 conv2d, depthwise_conv2d and fully_connected kernels.
+"""The integer accumulation of the int8 and 16x8 conv2d and fully_connected kernels (depthwise_conv2d:
+int8_depthwise).
 
 Each output is sum(w * (x - x_zp)) over its window, padding counting as the real value 0. An integer sum does not
 depend on its order, so mcc computes it where it is fastest and exact: conv2d and fully_connected as one float GEMM
 (numpy's BLAS) of the raw input's columns (im2col, the padding filled with x_zp; a 1x1 stride-1 conv uses the input
 itself) by the pre-packed weights, with x_zp * sum(w) per output channel subtracted from the bias instead (XNNPACK
-folds it into its packed bias the same way), so no pass centres the input; depthwise_conv2d likewise on the raw
-input, in its own loop over output pixels, vectorised along the channels. The operands are the integers themselves
-in float32 when every partial sum of every channel stays below 2**24 (sum|w| * max|x| < 2**24, so each product,
-sum and fused multiply-add is exact: int8 layers up to sum|w| of 131,071 per channel), else in float64 (exact
-below 2**53: any int8 layer, and 16x8 layers up to 2**53 / (32768 * 127) taps).
+folds it into its packed bias the same way), so no pass centres the input (int8_depthwise likewise). The operands
+are the integers themselves in float32 when every partial sum of every channel stays below 2**24 (sum|w| * max|x|
+< 2**24, so each product, sum and fused multiply-add is exact: int8 layers up to sum|w| of 131,071 per channel),
+else in float64 (exact below 2**53: any int8 layer, and 16x8 layers up to 2**53 / (32768 * 127) taps).
 Why BLAS: numpy has no int8 x int8 -> int32 GEMM, and its float32 SGEMM runs MobileNetV2's 1x1 convs at 37 to 51
-GMAC/s on one core of this machine (float64: half that), where the depthwise loop below reaches 14 to 16.
+GMAC/s on one core of this machine (float64: half that), where a compiled loop reached 14 to 16.
 BLAS runs on one thread (runtime/threads.py); the compiled loops use numba's threads. Where numba compiles for a
 CPU with AVX-512 VNNI, one-group int8 products run on its int8 dot products instead (int8_vnni: the same int32
 sums, MobileNetV2's convs 2x faster than BLAS on one Zen 4 core); other targets keep BLAS.
@@ -93,7 +93,7 @@ def _im2col(x, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, zero
                 iy = oy * stride_h - pad_top + ky * dil_h
                 inside_rows = 0 <= iy < h
                 source = x[b, min(max(iy, 0), h - 1)].reshape(-1)
-                if inside_rows:  # unsigned offsets: no negative-index handling (as _depthwise)
+                if inside_rows:  # unsigned offsets: no negative-index handling (as int8_depthwise)
                     for ox in range(first, last):
                         at = np.uint64((ox * stride_w - pad_left) * c)
                         to = np.uint64(((b * out_h + oy) * out_w + ox) * width + ky * run)
@@ -215,85 +215,3 @@ def conv_gemm(x, x_zero_point, packed, kernel_hw, stride, dilation, padding, out
                             packed_w)
             requantize_rows(acc.transpose(1, 0, 2).reshape(rows, out_c), reach, bias, *requant.args, out)
     return out.reshape(n, out_h, out_w, out_c)
-
-
-def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """Depthwise OHWI weights [C * m, kh, kw, 1] as taps [kh, kw, C * m] in the operand dtype for raw `x_dtype`
-    inputs, each output channel's sum(w) (int64), which the zero point multiplies, and the reach of the
-    accumulators (operand_dtype)."""
-    rows = w_ohwi.reshape(w_ohwi.shape[0], -1)
-    dtype, reach = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
-    taps = np.ascontiguousarray(w_ohwi[..., 0].transpose(1, 2, 0), dtype)
-    return taps, rows.astype(np.int64).sum(axis=1), reach
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _depthwise(x, w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, zero_point, out_h, out_w, reach, bias,
-               code, multiplier, shift, fixed, real, scale32, out_zero_point, low, high, out):
-    """Each output row of a multiplier-1 depthwise conv of the raw input `x`, unpadded: per output pixel, its C sums
-    over the window, one vector loop along the contiguous channels, then the output stage on the row. A tap in the
-    padding reads `zero_point` (x_zp, so it counts as the real 0), in the loop: no padded copy of the input is made
-    (MobileNetV2's 13 stride-1 depthwise layers copied 2.2 MB a sample). A 3x3 window (MobileNets') inside the input
-    sums its nine taps in one expression, held in registers, where a loop over the taps would load and store the
-    accumulators at each one; it indexes the flat input rows with unsigned offsets, for which numba emits no
-    negative-index handling (with signed ones it did, and the loop ran 5-8x slower; with a view per tap and pixel,
-    1.6x slower at MobileNetV2's 32 channels). Windows on the border, and other kernel sizes, take the loop over
-    the taps."""
-    n, h, wd, c = x.shape
-    kh, kw, _ = w.shape
-    square = kh == 3 and kw == 3
-    for job in numba.prange(n * out_h):
-        b, oy = job // out_h, job % out_h
-        acc = np.empty((out_w, c), w.dtype)
-        flat, channels = acc.reshape(-1), np.uint64(c)
-        y = oy * stride_h - pad_top
-        rows_inside = y >= 0 and y + (kh - 1) * dil_h < h
-        if square:  # any row where the window leaves the input: the loop over the taps runs then
-            r0 = x[b, min(max(y, 0), h - 1)].reshape(-1)
-            r1 = x[b, min(max(y + dil_h, 0), h - 1)].reshape(-1)
-            r2 = x[b, min(max(y + 2 * dil_h, 0), h - 1)].reshape(-1)
-            w00, w01, w02, w10, w11, w12 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
-            w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-            d1, d2 = np.uint64(dil_w * c), np.uint64(2 * dil_w * c)
-        for ox in range(out_w):
-            x0 = ox * stride_w - pad_left
-            if square and rows_inside and x0 >= 0 and x0 + 2 * dil_w < wd:
-                p, q = np.uint64(x0 * c), np.uint64(ox * c)
-                for i in range(channels):
-                    flat[q + i] = (w00[i] * r0[p + i] + w01[i] * r0[p + d1 + i] + w02[i] * r0[p + d2 + i]
-                                   + w10[i] * r1[p + i] + w11[i] * r1[p + d1 + i] + w12[i] * r1[p + d2 + i]
-                                   + w20[i] * r2[p + i] + w21[i] * r2[p + d1 + i] + w22[i] * r2[p + d2 + i])
-                continue
-            a = acc[ox]
-            for i in range(c):
-                a[i] = 0
-            for ky in range(kh):
-                iy = y + ky * dil_h
-                for kx in range(kw):
-                    ix, t = x0 + kx * dil_w, w[ky, kx]
-                    if 0 <= iy < h and 0 <= ix < wd:
-                        r = x[b, iy, ix]
-                        for i in range(c):
-                            a[i] += t[i] * r[i]
-                    else:
-                        for i in range(c):
-                            a[i] += t[i] * zero_point
-        requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, scale32, out_zero_point, low, high,
-                         out[b, oy])
-
-
-def depthwise(x, x_zero_point, packed, stride, dilation, padding, out_h, out_w, bias, requant,
-              dtype) -> np.ndarray:
-    """The requantized depthwise_conv2d of NHWC `x` with `packed` from pack_depthwise: the raw input, its padding
-    read as x_zp, times the taps, with x_zp * sum(w) taken from the bias (as conv_gemm). A channel multiplier m
-    repeats each input channel m times (output channel c * m + j reads input channel c, TFLite's indexing), so one
-    multiplier-1 loop serves every m."""
-    taps, weight_sums, reach = packed
-    out_c = taps.shape[2]
-    if out_c != x.shape[3]:
-        x = np.repeat(x, out_c // x.shape[3], axis=3)
-    out = np.empty((x.shape[0], out_h, out_w, out_c), dtype)
-    with _threads_for(out.size):
-        _depthwise(x, taps, *stride, *dilation, *padding[:2], taps.dtype.type(x_zero_point), out_h, out_w, reach,
-                   bias - x_zero_point * weight_sums, *requant.args, out)
-    return out
