@@ -112,7 +112,7 @@ def depthwise_separable(graph: Graph, ctx: PassContext) -> Graph:
     if ratio is not None and not 0 < ratio < 1:
         raise MccError(f"depthwise_ratio {ratio!r}: the MAC ratio to keep must lie between 0 and 1 (e.g. 0.5)")
     if not patterns:
-        return graph
+        return ctx.unchanged(graph)
     nodes = select(graph, spatial_conv, () if auto else patterns, (), "depthwise")
     moments = patch_moments(graph, nodes, opts.calibration, "depthwise_separable", ctx.progress) if nodes else {}
     with blas_on_one_thread():

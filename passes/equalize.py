@@ -123,7 +123,7 @@ def cross_layer_equalization(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options
     if not (opts.cle if opts.cle is not None else opts.bias_correction):
         ctx.note("cle", "off")
-        return graph
+        return ctx.unchanged(graph)
     pairs = find_pairs(graph)
     layers = list({id(n): n for pair in pairs for n in pair}.values())
     weights = {n.name: n.inputs[1].data.astype(np.float64) for n in layers}

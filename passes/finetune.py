@@ -132,7 +132,7 @@ class FinetuneOptions:
 def finetune_pass(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options
     if opts.finetune is None:
-        return graph
+        return ctx.unchanged(graph)
     from .binarize import binary_weight_transforms  # binary layers train through a straight-through sign
 
     ctx.note("finetune", finetune(graph, opts.finetune, opts, ctx.progress, binary_weight_transforms(graph)))

@@ -420,7 +420,7 @@ def _shift_axis(quant: QuantParams | None, leading: int) -> QuantParams | None:
 def convert_layout(graph: Graph, ctx: PassContext, d: Direction) -> Graph:
     """The walk described in the module docstring, towards `d`."""
     if _already_done(graph, ctx, d):
-        return graph
+        return ctx.unchanged(graph)
     graph.infer_shapes()
     lay = _Layout(graph, ctx, d)
     io = {"inputs": {}, "outputs": {}}

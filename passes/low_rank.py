@@ -339,7 +339,7 @@ def low_rank(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options
     ratio, energy = opts.low_rank, opts.low_rank_energy
     if ratio is None and energy is None:
-        return graph
+        return ctx.unchanged(graph)
     if ratio is not None and energy is not None:
         raise MccError("low_rank and low_rank_energy both given: choose a MAC ratio (--low-rank) or an energy "
                        "threshold (--low-rank-energy)")
@@ -356,7 +356,7 @@ def low_rank(graph: Graph, ctx: PassContext) -> Graph:
                    opts.low_rank_exclude, "low_rank_include")
     if not nodes:
         ctx.note("layers", {})
-        return graph
+        return ctx.unchanged(graph)
     _split(graph, nodes, ratio, energy, opts, ctx)
     while len(_DONE) >= DONE_KEPT:
         _DONE.pop(next(iter(_DONE)))

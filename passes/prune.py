@@ -355,7 +355,7 @@ def prune(graph: Graph, ctx: PassContext) -> Graph:
     per-layer params and MACs before and after."""
     opts = ctx.options
     if not opts.prune:
-        return graph
+        return ctx.unchanged(graph)
     _check(graph, opts)
     before = {r.name: r for r in layer_table(graph)}
     macs_before = totals(graph)["macs"]

@@ -112,4 +112,4 @@ def transpose_conv_to_conv(graph: Graph, ctx: PassContext) -> Graph:
         else:
             _rewrite(graph, node, b)
             ctx.count("rewritten")
-    return graph
+    return graph if "rewritten" in ctx.notes else ctx.unchanged(graph)

@@ -1,5 +1,6 @@
 """collector.old_objects_frozen: the objects from before a call are out of the collector's sight during it and back
-in it afterwards, also after an exception, in nested calls and in calls from two threads at once."""
+in it afterwards, also after an exception, in nested calls and in calls from two threads at once; the youngest
+generation's threshold is raised for the call and restored after it."""
 
 import gc
 import threading
@@ -7,7 +8,7 @@ import weakref
 
 import pytest
 
-from mcc.collector import old_objects_frozen
+from mcc.collector import YOUNG_THRESHOLD, old_objects_frozen
 
 
 class Cycle:
@@ -80,3 +81,25 @@ def test_calls_on_two_threads_share_one_freeze():
     release.set()
     threads[1].join()
     assert all(c > 0 for c in counts) and gc.get_freeze_count() == 0
+
+
+def test_the_young_threshold_is_raised_during_the_call_and_restored_after():
+    before = gc.get_threshold()
+    seen = []
+
+    @old_objects_frozen
+    def work():
+        seen.append(gc.get_threshold())
+        raise ValueError("failed")
+
+    with pytest.raises(ValueError):
+        work()
+    assert seen == [(YOUNG_THRESHOLD, *before[1:])] and gc.get_threshold() == before
+    gc.set_threshold(2 * YOUNG_THRESHOLD, 5, 5)  # a caller's higher threshold is kept
+    try:
+        seen.clear()
+        with pytest.raises(ValueError):
+            work()
+        assert seen == [(2 * YOUNG_THRESHOLD, 5, 5)] and gc.get_threshold() == (2 * YOUNG_THRESHOLD, 5, 5)
+    finally:
+        gc.set_threshold(*before)

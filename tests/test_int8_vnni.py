@@ -52,6 +52,21 @@ def test_the_vnni_path_is_chosen_by_the_target_features():
     assert int8_gemm.pack_gemm(np.ones((4, 1, 1, 5), np.int8), 2, "int8")[4] is None
 
 
+def test_weight_row_sums_and_reach():
+    """operand_dtype's one-pass row sums: each channel's sum(w) and the reach sum|w| * largest, as numpy's int64
+    sums give them, for int8 weights with -128 and for a strided (depthwise-style) view; float64 at 2**24."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (37, 3, 3, 29)).astype(np.int8)
+    w[0, 0, 0, 0] = -128
+    for rows in (w.reshape(37, -1), w[..., 0].transpose(1, 2, 0).reshape(9, 37)):
+        dtype, reach, sums = int8_gemm.operand_dtype(rows, 128)
+        wide = rows.astype(np.int64)
+        assert sums.dtype == np.int64 and np.array_equal(sums, wide.sum(axis=1))
+        assert reach == float(np.abs(wide).sum(axis=1).max() * 128) and dtype is np.float32
+    edge = np.full((2, 1 << 17), -128, np.int8)  # sum|w| * 128 = 2**31: past float32's exact integers
+    assert int8_gemm.operand_dtype(edge, 128)[:2] == (np.float64, float(1 << 31))
+
+
 @pytest.mark.skipif(not HOST_VNNI, reason="the host CPU has no AVX-512 VNNI")
 @pytest.mark.parametrize("rules", RULES)
 @pytest.mark.parametrize("seed", range(12))

@@ -73,3 +73,40 @@ def test_compile_refuses_an_option_its_target_does_not_take(tmp_path):
 
     with pytest.raises(MccError, match="'observer' are not options of any pass"):
         compile_model(_graph("NCHW"), "arm-fp32", options={"observer": "minmax"})
+
+
+def _conv_graph():
+    g = Graph()
+    x = g.add_input("x", (1, 6, 6, 3), layout="NHWC")
+    w = g.constant("w", np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32))
+    c = g.add_node("conv2d", [x, w], {"padding": [1, 1, 1, 1]})
+    g.outputs = [g.add_node("relu", c.outputs).outputs[0]]
+    return g
+
+
+@pytest.mark.parametrize("name,options", [("prune", {}), ("depthwise_separable", {}), ("low_rank", {}),
+                                          ("finetune", {}), ("transpose_conv_to_conv", {}), ("to_nhwc", {}),
+                                          ("cross_layer_equalization", {"cle": False})])
+def test_a_pass_that_says_unchanged_leaves_the_graph_as_it_was(name, options):
+    """The manager skips re-checking a graph a pass returns as ctx.unchanged(graph), so a pass may say so only
+    when it touched nothing: its option off, nothing to rewrite, the layout already the target's."""
+    from mcc.ir.text import dumps
+    from mcc.passes.manager import PassContext
+
+    g = _conv_graph()
+    before = dumps(g, inline_constants=True)
+    spec = PASSES[name]
+    ctx = PassContext(options=spec.make_options(options))
+    assert spec.run(g, ctx) is g and ctx.untouched
+    assert dumps(g, inline_constants=True) == before
+
+
+def test_an_unchanged_pass_keeps_the_checked_graph_and_the_first_pass_is_always_checked():
+    """An unchanged pass's record repeats the previous pass's totals; the first pass of a pipeline is checked even
+    when unchanged, as nothing checked the graph it was given (here a wrong output shape, which inference fixes)."""
+    out, records = run_pipeline(_conv_graph(), ["fold_constants", "prune", "eliminate_dead"])
+    assert [r.name for r in records] == ["fold_constants", "prune", "eliminate_dead"]
+    assert records[1].before == records[1].after == records[0].after
+    g = _conv_graph()
+    g.outputs[0].shape = (1, 6, 6, 5)
+    assert run_pipeline(g, ["prune"])[0].outputs[0].shape == (1, 6, 6, 4)

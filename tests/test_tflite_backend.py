@@ -470,6 +470,42 @@ def test_file_layout():
         assert buf._tab.Vector(buf._tab.Offset(4)) % 16 == 0, f"buffer {i} is not 16-byte aligned"
 
 
+class _AlignedBufferT(schema.BufferT):
+    """The object API's Buffer with its bytes on a 16-byte boundary, as the writer aligns them."""
+
+    def Pack(self, builder):
+        raw = b"" if self.data is None else self.data.tobytes()
+        data = None
+        if self.data is not None:
+            builder.StartVector(1, len(raw), 16)
+            builder.head -= len(raw)
+            builder.Bytes[builder.head:builder.head + len(raw)] = raw
+            data = builder.EndVector()
+        schema.BufferStart(builder)
+        if data is not None:
+            schema.BufferAddData(builder, data)
+        return schema.BufferEnd(builder)
+
+
+def _object_api_bytes(data: bytes) -> bytes:
+    """The file unpacked into the schema's object API and packed again by it (ModelT.Pack)."""
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    for i, b in enumerate(model.buffers):
+        model.buffers[i] = _AlignedBufferT()
+        model.buffers[i].data = b.data
+    builder = flatbuffers.Builder(len(data))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_writer_packs_tables_as_the_object_api(built):
+    """The writer builds the flatbuffer directly, in the order ModelT.Pack packs the same model, so its bytes are
+    the object API's (vtables shared the same way, the same padding), for every mapped op."""
+    name, g, _, _ = built
+    data = write_tflite(g)
+    assert _object_api_bytes(data) == data
+
+
 def test_quantization_parameters_reach_litert_and_come_back():
     g = Graph()
     x = g.add_input("x", (1, 5, 5, 3), dtype="int8", layout="NHWC")

@@ -133,11 +133,11 @@ def pack_depthwise(w_ohwi: np.ndarray, x_dtype: str) -> tuple[np.ndarray, np.nda
     inputs, each output channel's sum(w) (int64), which the zero point multiplies, and the reach of the
     accumulators (operand_dtype)."""
     rows = w_ohwi.reshape(w_ohwi.shape[0], -1)
-    dtype, reach = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
+    dtype, reach, sums = operand_dtype(rows, 128 if x_dtype == "int8" else 1 << 15)
     out_c, kh, kw, _ = w_ohwi.shape
     taps = np.zeros((kh, kw, -(-out_c // L) * L), dtype)
     taps[..., :out_c] = w_ohwi[..., 0].transpose(1, 2, 0)
-    return taps, rows.astype(np.int64).sum(axis=1), reach
+    return taps, sums, reach
 
 
 @numba.njit(cache=True, nogil=True)

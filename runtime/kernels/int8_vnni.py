@@ -112,17 +112,17 @@ def _dot_finish(typingctx, out, at, lanes, acc, slot):
     return types.none(out, at, lanes, acc, slot), codegen
 
 
-def pack_vnni(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pack_vnni(rows: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int8 weight rows [O, K] as flat bytes [O / 32 tiles][K / 4][32 channels][4] (K and O padded with zero
     weights), and each output channel's accumulator start -128 * sum(w) as int32 [O padded to 32] (wrapped: the
-    sums are modulo 2**32)."""
+    sums are modulo 2**32); `sums`: each row's sum(w), int64 (int8_gemm.operand_dtype's)."""
     out_c, depth = rows.shape
     tiles, words = -(-out_c // _TILE_CHANNELS), -(-depth // 4)
     w = np.zeros((tiles * _TILE_CHANNELS, words * 4), np.int8)
     w[:out_c, :depth] = rows
     w = w.reshape(tiles, _TILE_CHANNELS, words, 4).transpose(0, 2, 1, 3)
     init = np.zeros(tiles * _TILE_CHANNELS, np.int64)
-    init[:out_c] = -128 * rows.astype(np.int64).sum(axis=1)
+    init[:out_c] = -128 * sums
     return np.ascontiguousarray(w).reshape(-1), init.astype(np.int32)
 
 
