@@ -41,14 +41,14 @@ def test_double_rounding_one_shift_equals_fixed_point():
         scaled = fp.multiply_by_quantized_multiplier(acc.astype(np.int64) + bias, *fp.quantize_multiplier(real))
         want = np.clip(scaled + zero_point, *bounds)
         np.testing.assert_array_equal(got, want)
-        fast += int8_output._double_rounding_int32(reach, bias, *requant.args[1:3])
+        fast += int8_output.double_rounding_int32(reach, bias, *requant.args[1:3])
     assert fast == 60  # every case lies within the guard, so each took the one-shift form
     # past the guard (an accumulator that the left shift wraps), the general loop runs, still equal
     real = np.full(4, 3.0)
     multiplier, shift = fp.quantize_multiplier(real)
     requant = int8_output.RowRequant(real, Rule("tflite", "double_rounding"), 0, (-128, 127))
     acc = np.array([[2 ** 30, -(2 ** 30), 5, -7]] * 2, np.float64)
-    assert not int8_output._double_rounding_int32(np.inf, np.zeros(4, np.int64), *requant.args[1:3])
+    assert not int8_output.double_rounding_int32(np.inf, np.zeros(4, np.int64), *requant.args[1:3])
     got = np.empty(acc.shape, np.int8)
     int8_output.requantize_block(acc, np.inf, np.zeros(4, np.int64), *requant.args, got)
     want = np.clip(fp.multiply_by_quantized_multiplier(acc.astype(np.int64), multiplier, shift), -128, 127)
