@@ -257,10 +257,12 @@ def _prepare_mul(node, rule, sa, sb, so, zo) -> tuple:
     if rule.kernels == "xnnpack" and not _xnnpack_takes(node, real, low=2.0 ** -16):
         rule = Rule("tflite", "double_rounding")  # the delegate declines: TFLite's kernel runs
     bounds = activation_bounds(node.attrs["activation"], so, zo, rule.kernels, node=node)
-    multiplier, shift = (v.astype(np.int64).reshape(1) for v in fp.quantize_multiplier(np.float64(real)))
     code = {"float32_ties_even": 2, "float32_zero_point_ties_even": 3}.get(rule.rounding, 0)
-    if code == 0 and not double_rounding_int32(float(_MUL_REACH), np.zeros(1, np.int64), multiplier, shift):
-        code = 1
+    multiplier, shift = np.zeros(1, np.int64), np.zeros(1, np.int64)  # the float rules' (unused)
+    if code == 0:
+        multiplier, shift = (v.astype(np.int64).reshape(1) for v in fp.quantize_multiplier(np.float64(real)))
+        if not double_rounding_int32(float(_MUL_REACH), np.zeros(1, np.int64), multiplier, shift):
+            code = 1
     return code, multiplier[0], shift[0], one_shift(multiplier, shift)[:, 0].copy(), np.float32(real), bounds
 
 
