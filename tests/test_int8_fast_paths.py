@@ -1,6 +1,7 @@
 """The compiled fast paths of the int8 kernels against runtime.fixed_point's element-wise arithmetic, the reference
 the rule table names: double rounding as one product and one shift (conv output stage, TFLite's add / sub),
-onnxruntime's QLinearAdd as float64 sums rounded once to float32, and onnxruntime's QuantizeLinear. Each case also
+onnxruntime's QLinearAdd as float64 sums rounded once to float32, onnxruntime's QuantizeLinear, and the
+256-entry tables of the int8 activations indexed in a compiled loop. Each case also
 checks that the path it means to test is the one taken (the exactness guards decide), so a guard that stopped
 admitting the case would fail here, not pass on the slow path. The kernels themselves are checked against LiteRT
 and onnxruntime in tests/test_int8_kernels.py and tests/test_onnx_validate.py.
@@ -10,9 +11,10 @@ import types
 
 import numpy as np
 
-from mcc.runtime import fixed_point as fp
-from mcc.runtime.kernels import int8_elementwise, int8_output, int8_quantize
-from mcc.runtime.kernels.int8_registry import LIMITS
+from mcc.ir import Graph, QuantParams
+from mcc.runtime import fixed_point as fp, rule_set
+from mcc.runtime.kernels import int8_activations, int8_elementwise, int8_output, int8_quantize
+from mcc.runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from mcc.runtime.rules import Rule
 
 CODES = np.arange(-128, 128, dtype=np.int8)
@@ -106,3 +108,27 @@ def test_onnxruntime_quantize_equals_its_definition():
         low, high = np.float32(-128 - zero_point), np.float32(127 - zero_point)
         want = np.rint(np.where(np.isnan(q), low, np.clip(q, low, high))).astype(np.int64) + zero_point
         np.testing.assert_array_equal(got, want)
+
+
+def test_table_activations_index_as_numpy_does():
+    """int8_activations' compiled table lookup (_index) against numpy's fancy index of the table it cached, on a
+    strided view and on a 0-d value, for the 256-entry activations of every rule set."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (2, 9, 7, 24)).astype(np.int8)
+    for rules in ("litert-ref", "litert-xnnpack", "onnxruntime"):
+        for op, (s_in, zp_in, s_out, zp_out) in (("sigmoid", (0.0625, 3, 1 / 256, -128)),
+                                                 ("tanh", (0.05, -4, 1 / 128, 0)), ("relu6", (0.05, -9, 0.03, -128)),
+                                                 ("hardswish", (0.05, 7, 0.04, -20))):
+            g = Graph()
+            t = g.add_input("x", x.shape, "int8", "NHWC")
+            t.quant = QuantParams(np.array([s_in], np.float32), np.array([zp_in]), None)
+            node = g.add_node(op, [t], {})
+            node.outputs[0].quant = QuantParams(np.array([s_out], np.float32), np.array([zp_out]), None)
+            kernel = INT8_KERNELS[op]
+            int8_activations._PER_CODE.clear()
+            kernel(node, [CODES], rule_set(rules))
+            (table,) = int8_activations._PER_CODE.values()  # the table as computed, not as indexed
+            for value in (x, x.transpose(0, 3, 1, 2)[:, ::2], x[0, 0, 0, 0].copy()):
+                (got,) = kernel(node, [value], rule_set(rules))
+                np.testing.assert_array_equal(got, table[value.astype(np.int64) + 128])
+                assert got.dtype == np.int8 and got.shape == np.shape(value)
