@@ -1,19 +1,20 @@
 """The compiled fast paths of the int8 kernels against runtime.fixed_point's element-wise arithmetic, the reference
 the rule table names: double rounding as one product and one shift (conv output stage, TFLite's add / sub),
 onnxruntime's QLinearAdd as float64 sums rounded once to float32, onnxruntime's QuantizeLinear, and the
-256-entry tables of the int8 activations indexed in a compiled loop. Each case also
+256-entry tables of the int8 activations indexed in a compiled loop, and the int8 mean's int64 sum. Each case also
 checks that the path it means to test is the one taken (the exactness guards decide), so a guard that stopped
 admitting the case would fail here, not pass on the slow path. The kernels themselves are checked against LiteRT
 and onnxruntime in tests/test_int8_kernels.py and tests/test_onnx_validate.py.
 """
 
+import itertools
 import types
 
 import numpy as np
 
 from mcc.ir import Graph, QuantParams
 from mcc.runtime import fixed_point as fp, rule_set
-from mcc.runtime.kernels import int8_activations, int8_elementwise, int8_output, int8_quantize
+from mcc.runtime.kernels import int8_activations, int8_elementwise, int8_output, int8_quantize, int8_reduce
 from mcc.runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from mcc.runtime.rules import Rule
 
@@ -132,3 +133,18 @@ def test_table_activations_index_as_numpy_does():
                 (got,) = kernel(node, [value], rule_set(rules))
                 np.testing.assert_array_equal(got, table[value.astype(np.int64) + 128])
                 assert got.dtype == np.int8 and got.shape == np.shape(value)
+
+
+def test_int8_mean_sums_exactly_as_numpy_widens():
+    """int8_reduce._int64_sum, compiled over a run of consecutive axes, numpy's sum elsewhere, against the int64 copy
+    summed: every axis set of a 4-D tensor at full-scale codes, with and without keepdims, and an empty tensor."""
+    rng = np.random.default_rng(3)
+    x = rng.choice(np.array([-128, 127, -1, 0, 5], np.int8), (3, 17, 9, 40))
+    for count in range(1, 5):
+        for axes in itertools.combinations(range(4), count):
+            for keepdims in (False, True):
+                got = int8_reduce._int64_sum(x, axes, keepdims)
+                want = x.astype(np.int64).sum(axis=axes, keepdims=keepdims)
+                assert got.dtype == np.int64 and got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+    assert int8_reduce._int64_sum(x[:, :0], (1, 2), True).shape == (3, 1, 1, 40)
