@@ -85,7 +85,7 @@ def test_a_factor_past_the_one_shift_form_takes_the_general_double_rounding():
     """sa * sb / so = 50000 (shift 16): 65025 << 16 passes 2**31, so the product wraps in int32 as TFLite's does."""
     node = _node((256, 1), (1, 256), 10.0, 10.0, 0.002, (0, 0, 0))
     code = int8_elementwise._prepare_mul(node, rule_set("litert-ref").rule("mul"), np.float32(10.0), np.float32(10.0),
-                                         np.float32(0.002), 0)[0]
+                                         np.float32(0.002), 0, 255 * 255)[0]
     assert code == 1
     _check(CODES[:, None], CODES[None, :], 10.0, 10.0, 0.002, (1, -2, 3), None, "litert-ref")
     _check(CODES[:, None], CODES[None, :], 10.0, 10.0, 0.002, (1, -2, 3), None, "onnxruntime")
@@ -96,3 +96,13 @@ def test_a_factor_past_the_one_shift_form_takes_the_general_double_rounding():
 def test_an_infinite_float32_factor_gives_numpys_codes():
     """(sa * sb) / so overflows float32: onnxruntime's rule multiplies by inf (a zero product: NaN, cast to 0)."""
     _check(CODES[:, None], CODES[None, :], 1e30, 1e30, 1.0, (0, 5, 2), None, "onnxruntime")
+
+
+def test_wider_codes_take_the_general_double_rounding():
+    """int16 codes (|a - za| up to 32768): at a factor of 4 (shift 3) their products, shifted, pass int32 and wrap,
+    which int8 products never do, so the one-shift form's reach comes from the codes' type."""
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(-32768, 32768, shape).astype(np.int16) for shape in ((4, 64), (1, 64)))
+    a[0, :2], b[0, :2] = (-32768, 32767), (-32768, -32768)
+    for rules in ("litert-ref", "onnxruntime"):
+        _check(a, b, 2.0, 2.0, 1.0, (0, 3, 1), None, rules)

@@ -245,13 +245,19 @@ def add_sub(node, inputs, rules):
 # mul's key -> (code, multiplier, shift, one_shift columns, float32 factor, bounds): the rule's arithmetic prepared
 # once per quantization, as _ADD_PREPARED
 _MUL_PREPARED: dict[tuple, tuple] = {}
-_MUL_REACH = 255 * 255  # |(a - za) * (b - zb)| for int8 codes and zero points
 
 
-def _prepare_mul(node, rule, sa, sb, so, zo) -> tuple:
-    """_mul_int8's code (0: double rounding, its one-shift form where double_rounding_int32 holds; 1: the general
-    double rounding; 2: XNNPACK's float32 ties-even; 3: onnxruntime's zero point before the rounding), TFLite's
-    multiplier and shift with their one_shift column, the float32 factor (sa * sb) / so, and the bounds."""
+def _reach(dtype, zero_point: int) -> int:
+    """The largest |code - zero_point| of an integer dtype (255 for int8 codes and zero points)."""
+    limits = np.iinfo(dtype)
+    return max(int(limits.max) - zero_point, zero_point - int(limits.min))
+
+
+def _prepare_mul(node, rule, sa, sb, so, zo, reach: int) -> tuple:
+    """_mul_int8's code (0: double rounding, its one-shift form where double_rounding_int32 holds for products up
+    to `reach`; 1: the general double rounding; 2: XNNPACK's float32 ties-even; 3: onnxruntime's zero point before
+    the rounding), TFLite's multiplier and shift with their one_shift column, the float32 factor (sa * sb) / so, and
+    the bounds."""
     check_rounding(node, rule, "double_rounding", "float32_ties_even", "float32_zero_point_ties_even")
     real = (sa * sb) / so  # float32 arithmetic in mul.cc, XNNPACK and MLAS
     if rule.kernels == "xnnpack" and not _xnnpack_takes(node, real, low=2.0 ** -16):
@@ -261,7 +267,7 @@ def _prepare_mul(node, rule, sa, sb, so, zo) -> tuple:
     multiplier, shift = np.zeros(1, np.int64), np.zeros(1, np.int64)  # the float rules' (unused)
     if code == 0:
         multiplier, shift = (v.astype(np.int64).reshape(1) for v in fp.quantize_multiplier(np.float64(real)))
-        if not double_rounding_int32(float(_MUL_REACH), np.zeros(1, np.int64), multiplier, shift):
+        if not double_rounding_int32(float(reach), np.zeros(1, np.int64), multiplier, shift):
             code = 1
     return code, multiplier[0], shift[0], one_shift(multiplier, shift)[:, 0].copy(), np.float32(real), bounds
 
@@ -298,7 +304,7 @@ def _mul_int8(a, b, za, zb, code, multiplier, shift, fixed, real, zo, low, high,
 
 def _rows(x, shape) -> np.ndarray:
     """x broadcast to `shape` as [rows, last dimension]: a view where numpy can merge the dimensions (same shape,
-    a channel or scalar broadcast over one image), else an int8 copy, never an int64 temporary."""
+    a channel or scalar broadcast over one image), else a copy of the codes, never an int64 temporary."""
     return np.broadcast_to(x, shape).reshape(-1, shape[-1] if shape else 1)
 
 
@@ -311,16 +317,18 @@ def mul(node, inputs, rules):
     sb, zb = per_tensor(node, node.inputs[1], "second input")
     so, zo = per_tensor(node, node.outputs[0], "output")
     rule = rules.rule(node.op, node.name)
-    key = (rule, sa, sb, so, zo, node.attrs["activation"])
+    a, b = (np.asarray(v) for v in inputs)
+    key = (rule, sa, za, sb, zb, so, zo, node.attrs["activation"], a.dtype, b.dtype)
     prepared = _MUL_PREPARED.get(key)
     if prepared is None:
         if len(_MUL_PREPARED) >= 4096:
             _MUL_PREPARED.clear()
-        prepared = _MUL_PREPARED[key] = _prepare_mul(node, rule, sa, sb, so, zo)
+        prepared = _MUL_PREPARED[key] = _prepare_mul(node, rule, sa, sb, so, zo,
+                                                     _reach(a.dtype, za) * _reach(b.dtype, zb))
     code, multiplier, shift, fixed, real, bounds = prepared
-    shape = np.broadcast_shapes(np.shape(inputs[0]), np.shape(inputs[1]))
+    shape = np.broadcast_shapes(a.shape, b.shape)
     out = np.empty(shape, np.int8)
-    _mul_int8(_rows(inputs[0], shape), _rows(inputs[1], shape), za, zb, code, multiplier, shift, fixed, real, zo,
+    _mul_int8(_rows(a, shape), _rows(b, shape), za, zb, code, multiplier, shift, fixed, real, zo,
               *bounds, out.reshape(-1, shape[-1] if shape else 1))
     return [out]
 
