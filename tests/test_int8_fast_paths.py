@@ -1,7 +1,8 @@
 """The compiled fast paths of the int8 kernels against runtime.fixed_point's element-wise arithmetic, the reference
-the rule table names: double rounding as one product and one shift (conv output stage, TFLite's add / sub),
-onnxruntime's QLinearAdd as float64 sums rounded once to float32, onnxruntime's QuantizeLinear, and the
-256-entry tables of the int8 activations indexed in a compiled loop, and the int8 mean's int64 sum. Each case also
+the rule table names: double rounding as one product and one shift (conv output stage, TFLite's add / sub), the
+16x8 conv's reduced multiplier, onnxruntime's QLinearAdd as float64 sums rounded once to float32, onnxruntime's
+QuantizeLinear, the 256-entry tables of the int8 activations indexed in a compiled loop, and the int8 mean's int64
+sum. Each case also
 checks that the path it means to test is the one taken (the exactness guards decide), so a guard that stopped
 admitting the case would fail here, not pass on the slow path. The kernels themselves are checked against LiteRT
 and onnxruntime in tests/test_int8_kernels.py and tests/test_onnx_validate.py.
@@ -148,3 +149,18 @@ def test_int8_mean_sums_exactly_as_numpy_widens():
                 assert got.dtype == np.int64 and got.shape == want.shape
                 np.testing.assert_array_equal(got, want)
     assert int8_reduce._int64_sum(x[:, :0], (1, 2), True).shape == (3, 1, 1, 40)
+
+
+def test_reduced_multiplier_equals_fixed_point():
+    """The 16x8 conv output stage (requantize_block's reduced_multiplier_half_up) against
+    fixed_point.multiply_by_reduced_multiplier, on int64 accumulators of either sign up to 2**40, ties included."""
+    rng = np.random.default_rng(4)
+    real = np.exp(rng.uniform(-25, 0, 16))
+    acc = rng.integers(-(2 ** 40), 2 ** 40, (64, 16)).astype(np.float64)
+    acc[:8] = (2 * rng.integers(-1000, 1000, (8, 16)) + 1) * 2.0 ** 14  # odd multiples of 2**14
+    bias = rng.integers(-1000, 1000, 16)
+    requant = int8_output.RowRequant(real, Rule("tflite", "reduced_multiplier_half_up"), 0, LIMITS["int16"])
+    got = np.empty(acc.shape, np.int32)
+    int8_output.requantize_block(acc, np.inf, bias, *requant.args, got)
+    scaled = fp.multiply_by_reduced_multiplier(acc.astype(np.int64) + bias, *fp.quantize_multiplier(real))
+    np.testing.assert_array_equal(got, np.clip(scaled, *LIMITS["int16"]))

@@ -1,10 +1,9 @@
 """The output stage of the int8 kernels: scale an int32 accumulator, add the output zero point, clamp to the
 fused activation's quantized bounds. TFLite's reference kernels do this per element after the loop; XNNPACK
-fuses it into its GEMM microkernels; here `requantize` does it on numpy arrays (element-wise ops) and
-`requantize_rows` / `requantize_block` in compiled loops (conv, depthwise, fully_connected), with the rule choosing
-how. Both compute the same integers: the compiled form repeats runtime.fixed_point's arithmetic step for step,
-numpy's semantics included (shift counts outside [0, 64), float -> int64 casts out of range giving INT64_MIN,
-int64 wrap-around), so a conv's result does not depend on which form ran.
+fuses it into its GEMM microkernels; here `requantize_rows` / `requantize_block` do it in compiled loops (conv,
+depthwise, fully_connected; the scalar forms serve int8_elementwise's MUL too), with the rule choosing how. They
+compute runtime.fixed_point's integers: the compiled form repeats its arithmetic step for step, numpy's semantics
+included (shift counts outside [0, 64), float -> int64 casts out of range giving INT64_MIN, int64 wrap-around).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 from ...errors import MccError
 from .. import fixed_point as fp
 from ..rules import Rule
-from .int8_registry import LIMITS, check_rounding
+from .int8_registry import LIMITS
 
 # The roundings the compiled output stage implements, by code (requantize_rows' `code`).
 ROW_ROUNDINGS = ("double_rounding", "float64_round_half_away", "float32_ties_even", "reduced_multiplier_half_up")
@@ -70,21 +69,6 @@ def product_scale(s_in: np.float32, s_w: np.ndarray, s_out: np.float32, rule: Ru
     if rule.kernels in ("xnnpack", "onnxruntime"):
         return ((np.float32(s_in) * np.asarray(s_w, np.float32)) / np.float32(s_out)).astype(np.float64)
     return np.float64(s_in) * np.asarray(s_w, np.float64) / np.float64(s_out)
-
-
-def requantize(acc, real, rule: Rule, node) -> np.ndarray:
-    """acc (int64, last axis = channels) times the real factor `real` (per channel or scalar), rounded by
-    `rule.rounding`; returns int64 before the zero point is added."""
-    check_rounding(node, rule, "double_rounding", "float64_round_half_away", "float32_ties_even",
-                   "reduced_multiplier_half_up")
-    if rule.rounding == "reduced_multiplier_half_up":
-        return fp.multiply_by_reduced_multiplier(acc, *fp.quantize_multiplier(real))
-    if rule.rounding == "double_rounding":
-        multiplier, shift = fp.quantize_multiplier(real)
-        return fp.multiply_by_quantized_multiplier(acc, multiplier, shift)
-    if rule.rounding == "float64_round_half_away":
-        return fp.scale_round_half_away(acc, real)
-    return fp.scale_float32_ties_even(acc, np.asarray(real, np.float32))
 
 
 class RowRequant:
