@@ -1,11 +1,10 @@
-"""The compiled fast paths of the int8 kernels against runtime.fixed_point's element-wise arithmetic, the reference
-the rule table names: double rounding as one product and one shift (conv output stage, TFLite's add / sub), the
-16x8 conv's reduced multiplier, onnxruntime's QLinearAdd as float64 sums rounded once to float32, onnxruntime's
+"""The compiled fast paths of the int8 kernels against runtime.fixed_point's element-wise arithmetic, the reference the
+rule table names: double rounding as one product and one shift (conv output stage, TFLite's add / sub), the 16x8
+conv's reduced multiplier, onnxruntime's QLinearAdd as float64 sums rounded once to float32, onnxruntime's
 QuantizeLinear, the 256-entry tables of the int8 activations indexed in a compiled loop, and the int8 mean's int64
-sum. Each case also
-checks that the path it means to test is the one taken (the exactness guards decide), so a guard that stopped
-admitting the case would fail here, not pass on the slow path. The kernels themselves are checked against LiteRT
-and onnxruntime in tests/test_int8_kernels.py and tests/test_onnx_validate.py.
+sum. Each case also checks that the path it means to test is the one taken (the exactness guards decide), so a guard
+that stopped admitting the case would fail here, not pass on the slow path. The kernels themselves are checked
+against LiteRT and onnxruntime in tests/test_int8_kernels.py and tests/test_onnx_validate.py.
 """
 
 import itertools
