@@ -79,6 +79,9 @@ def test_broadcasts_equal_the_fixed_point_arithmetic(rules):
     for shape_a, shape_b in shapes:
         a, b = (rng.integers(-128, 128, s).astype(np.int8) for s in (shape_a, shape_b))
         _check(a, b, 0.0173, 0.0291, 0.004, (3, -7, 11), "relu", rules)
+    x = rng.integers(-128, 128, (1, 16, 7, 12)).astype(np.int8)
+    _check(x.transpose(0, 2, 3, 1)[:, :, ::2], x[:1, :, :1, :6].transpose(0, 2, 3, 1), 0.0173, 0.0291, 0.004,
+           (3, -7, 11), None, rules)  # strided views, one broadcast
 
 
 def test_a_factor_past_the_one_shift_form_takes_the_general_double_rounding():
