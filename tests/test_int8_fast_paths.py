@@ -1,18 +1,21 @@
-"""The compiled fast paths of the int8 kernels against runtime.fixed_point's element-wise arithmetic, the reference
-the rule table names: double rounding as one product and one shift (conv output stage, TFLite's add / sub),
-onnxruntime's QLinearAdd as float64 sums rounded once to float32, and onnxruntime's QuantizeLinear. Each case also
-checks that the path it means to test is the one taken (the exactness guards decide), so a guard that stopped
-admitting the case would fail here, not pass on the slow path. The kernels themselves are checked against LiteRT
-and onnxruntime in tests/test_int8_kernels.py and tests/test_onnx_validate.py.
+"""The compiled fast paths of the int8 kernels against runtime.fixed_point's element-wise arithmetic, the reference the
+rule table names: double rounding as one product and one shift (conv output stage, TFLite's add / sub), the 16x8
+conv's reduced multiplier, onnxruntime's QLinearAdd as float64 sums rounded once to float32, onnxruntime's
+QuantizeLinear, the 256-entry tables of the int8 activations indexed in a compiled loop, and the int8 mean's int64
+sum. Each case also checks that the path it means to test is the one taken (the exactness guards decide), so a guard
+that stopped admitting the case would fail here, not pass on the slow path. The kernels themselves are checked
+against LiteRT and onnxruntime in tests/test_int8_kernels.py and tests/test_onnx_validate.py.
 """
 
+import itertools
 import types
 
 import numpy as np
 
-from mcc.runtime import fixed_point as fp
-from mcc.runtime.kernels import int8_elementwise, int8_output, int8_quantize
-from mcc.runtime.kernels.int8_registry import LIMITS
+from mcc.ir import Graph, QuantParams
+from mcc.runtime import fixed_point as fp, rule_set
+from mcc.runtime.kernels import int8_activations, int8_elementwise, int8_output, int8_quantize, int8_reduce
+from mcc.runtime.kernels.int8_registry import INT8_KERNELS, LIMITS
 from mcc.runtime.rules import Rule
 
 CODES = np.arange(-128, 128, dtype=np.int8)
@@ -41,14 +44,14 @@ def test_double_rounding_one_shift_equals_fixed_point():
         scaled = fp.multiply_by_quantized_multiplier(acc.astype(np.int64) + bias, *fp.quantize_multiplier(real))
         want = np.clip(scaled + zero_point, *bounds)
         np.testing.assert_array_equal(got, want)
-        fast += int8_output._double_rounding_int32(reach, bias, *requant.args[1:3])
+        fast += int8_output.double_rounding_int32(reach, bias, *requant.args[1:3])
     assert fast == 60  # every case lies within the guard, so each took the one-shift form
     # past the guard (an accumulator that the left shift wraps), the general loop runs, still equal
     real = np.full(4, 3.0)
     multiplier, shift = fp.quantize_multiplier(real)
     requant = int8_output.RowRequant(real, Rule("tflite", "double_rounding"), 0, (-128, 127))
     acc = np.array([[2 ** 30, -(2 ** 30), 5, -7]] * 2, np.float64)
-    assert not int8_output._double_rounding_int32(np.inf, np.zeros(4, np.int64), *requant.args[1:3])
+    assert not int8_output.double_rounding_int32(np.inf, np.zeros(4, np.int64), *requant.args[1:3])
     got = np.empty(acc.shape, np.int8)
     int8_output.requantize_block(acc, np.inf, np.zeros(4, np.int64), *requant.args, got)
     want = np.clip(fp.multiply_by_quantized_multiplier(acc.astype(np.int64), multiplier, shift), -128, 127)
@@ -106,3 +109,57 @@ def test_onnxruntime_quantize_equals_its_definition():
         low, high = np.float32(-128 - zero_point), np.float32(127 - zero_point)
         want = np.rint(np.where(np.isnan(q), low, np.clip(q, low, high))).astype(np.int64) + zero_point
         np.testing.assert_array_equal(got, want)
+
+
+def test_table_activations_index_as_numpy_does():
+    """int8_activations' compiled table lookup (_index) against numpy's fancy index of the table it cached, on a
+    strided view and on a 0-d value, for the 256-entry activations of every rule set."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (2, 9, 7, 24)).astype(np.int8)
+    for rules in ("litert-ref", "litert-xnnpack", "onnxruntime"):
+        for op, (s_in, zp_in, s_out, zp_out) in (("sigmoid", (0.0625, 3, 1 / 256, -128)),
+                                                 ("tanh", (0.05, -4, 1 / 128, 0)), ("relu6", (0.05, -9, 0.03, -128)),
+                                                 ("hardswish", (0.05, 7, 0.04, -20))):
+            g = Graph()
+            t = g.add_input("x", x.shape, "int8", "NHWC")
+            t.quant = QuantParams(np.array([s_in], np.float32), np.array([zp_in]), None)
+            node = g.add_node(op, [t], {})
+            node.outputs[0].quant = QuantParams(np.array([s_out], np.float32), np.array([zp_out]), None)
+            kernel = INT8_KERNELS[op]
+            int8_activations._PER_CODE.clear()
+            kernel(node, [CODES], rule_set(rules))
+            (table,) = int8_activations._PER_CODE.values()  # the table as computed, not as indexed
+            for value in (x, x.transpose(0, 3, 1, 2)[:, ::2], x[0, 0, 0, 0].copy()):
+                (got,) = kernel(node, [value], rule_set(rules))
+                np.testing.assert_array_equal(got, table[value.astype(np.int64) + 128])
+                assert got.dtype == np.int8 and got.shape == np.shape(value)
+
+
+def test_int8_mean_sums_exactly_as_numpy_widens():
+    """int8_reduce._int64_sum, compiled over a run of consecutive axes, numpy's sum elsewhere, against the int64 copy
+    summed: every axis set of a 4-D tensor at full-scale codes, with and without keepdims, and an empty tensor."""
+    rng = np.random.default_rng(3)
+    x = rng.choice(np.array([-128, 127, -1, 0, 5], np.int8), (3, 17, 9, 40))
+    for count in range(1, 5):
+        for axes in itertools.combinations(range(4), count):
+            for keepdims in (False, True):
+                got = int8_reduce._int64_sum(x, axes, keepdims)
+                want = x.astype(np.int64).sum(axis=axes, keepdims=keepdims)
+                assert got.dtype == np.int64 and got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+    assert int8_reduce._int64_sum(x[:, :0], (1, 2), True).shape == (3, 1, 1, 40)
+
+
+def test_reduced_multiplier_equals_fixed_point():
+    """The 16x8 conv output stage (requantize_block's reduced_multiplier_half_up) against
+    fixed_point.multiply_by_reduced_multiplier, on int64 accumulators of either sign up to 2**40, ties included."""
+    rng = np.random.default_rng(4)
+    real = np.exp(rng.uniform(-25, 0, 16))
+    acc = rng.integers(-(2 ** 40), 2 ** 40, (64, 16)).astype(np.float64)
+    acc[:8] = (2 * rng.integers(-1000, 1000, (8, 16)) + 1) * 2.0 ** 14  # odd multiples of 2**14
+    bias = rng.integers(-1000, 1000, 16)
+    requant = int8_output.RowRequant(real, Rule("tflite", "reduced_multiplier_half_up"), 0, LIMITS["int16"])
+    got = np.empty(acc.shape, np.int32)
+    int8_output.requantize_block(acc, np.inf, bias, *requant.args, got)
+    scaled = fp.multiply_by_reduced_multiplier(acc.astype(np.int64) + bias, *fp.quantize_multiplier(real))
+    np.testing.assert_array_equal(got, np.clip(scaled, *LIMITS["int16"]))

@@ -12,6 +12,7 @@ run TFLite's kernels in both kernel sets.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ...errors import MccError
@@ -40,7 +41,17 @@ def _per_code(x: np.ndarray, key: tuple, compute) -> np.ndarray:
         if len(_PER_CODE) >= 4096:  # calibration and fidelity sweeps try many scales
             _PER_CODE.clear()
         table = _PER_CODE[key] = compute(_CODES)
-    return table[x.astype(np.int64) - INT8_MIN]
+    out = np.empty(np.shape(x), table.dtype)
+    _index(np.ascontiguousarray(x).reshape(-1), table, out.reshape(-1))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _index(x, table, out):
+    """out[i] = table[x[i] - INT8_MIN] in one compiled pass: numpy's fancy index (an int64 copy of the codes, a
+    subtraction, a gather) cost EfficientNet-B0's sigmoids 0.64 s of a 10-sample compile."""
+    for i in range(x.size):
+        out[i] = table[np.int64(x[i]) - INT8_MIN]
 
 
 # ---- relu, relu6, clip: requantize, then clamp --------------------------------------------------------------
@@ -115,12 +126,12 @@ _FUNCTIONS = {("sigmoid", "tflite"): _tflite_sigmoid, ("sigmoid", "xnnpack"): _x
               ("tanh", "tflite"): _tanh, ("tanh", "xnnpack"): _tanh}
 
 
-def _table(fn, s_in, zp_in, s_out, zp_out, rule) -> np.ndarray:
+def _table(codes, fn, s_in, zp_in, s_out, zp_out, rule) -> np.ndarray:
     inv = np.float32(1) / s_out
     if rule.rounding == "lut_float32_round_half_away":  # TFLite's LUTPopulateInt8
-        y = fp.round_half_away(fn(s_in * (_CODES - zp_in).astype(np.float32)) * inv) + zp_out
+        y = fp.round_half_away(fn(s_in * (codes - zp_in).astype(np.float32)) * inv) + zp_out
     else:  # XNNPACK's reference unary kernel, run once over all 256 codes
-        y = np.rint(fn((_CODES.astype(np.float32) - np.float32(zp_in)) * s_in) * inv + np.float32(zp_out))
+        y = np.rint(fn((codes.astype(np.float32) - np.float32(zp_in)) * s_in) * inv + np.float32(zp_out))
     return saturate_int8(y)
 
 
@@ -132,8 +143,8 @@ def lookup(node, inputs, rules):
     if node.op == "sigmoid" and rule.kernels == "tflite" and (s_out, zp_out) != (np.float32(1 / 256), -128):
         raise MccError(f"TFLite's int8 LOGISTIC needs output scale 1/256 and zero point -128, got {s_out} and "
                        f"{zp_out}", node=node.name)
-    table = _table(_FUNCTIONS[node.op, rule.kernels], s_in, zp_in, s_out, zp_out, rule)
-    return [table[inputs[0].astype(np.int64) - INT8_MIN]]
+    return [_per_code(inputs[0], (node.op, rule, s_in, zp_in, s_out, zp_out),
+                      lambda codes: _table(codes, _FUNCTIONS[node.op, rule.kernels], s_in, zp_in, s_out, zp_out, rule))]
 
 
 # ---- hardswish: TFLite's 16-bit fixed point ---------------------------------------------------------------

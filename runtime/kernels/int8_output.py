@@ -1,10 +1,9 @@
 """The output stage of the int8 kernels: scale an int32 accumulator, add the output zero point, clamp to the
 fused activation's quantized bounds. TFLite's reference kernels do this per element after the loop; XNNPACK
-fuses it into its GEMM microkernels; here `requantize` does it on numpy arrays (element-wise ops) and
-`requantize_rows` / `requantize_block` in compiled loops (conv, depthwise, fully_connected), with the rule choosing
-how. Both compute the same integers: the compiled form repeats runtime.fixed_point's arithmetic step for step,
-numpy's semantics included (shift counts outside [0, 64), float -> int64 casts out of range giving INT64_MIN,
-int64 wrap-around), so a conv's result does not depend on which form ran.
+fuses it into its GEMM microkernels; here `requantize_rows` / `requantize_block` do it in compiled loops (conv,
+depthwise, fully_connected; the scalar forms serve int8_elementwise's MUL too), with the rule choosing how. They
+compute runtime.fixed_point's integers: the compiled form repeats its arithmetic step for step, numpy's semantics
+included (shift counts outside [0, 64), float -> int64 casts out of range giving INT64_MIN, int64 wrap-around).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 from ...errors import MccError
 from .. import fixed_point as fp
 from ..rules import Rule
-from .int8_registry import LIMITS, check_rounding
+from .int8_registry import LIMITS
 
 # The roundings the compiled output stage implements, by code (requantize_rows' `code`).
 ROW_ROUNDINGS = ("double_rounding", "float64_round_half_away", "float32_ties_even", "reduced_multiplier_half_up")
@@ -72,21 +71,6 @@ def product_scale(s_in: np.float32, s_w: np.ndarray, s_out: np.float32, rule: Ru
     return np.float64(s_in) * np.asarray(s_w, np.float64) / np.float64(s_out)
 
 
-def requantize(acc, real, rule: Rule, node) -> np.ndarray:
-    """acc (int64, last axis = channels) times the real factor `real` (per channel or scalar), rounded by
-    `rule.rounding`; returns int64 before the zero point is added."""
-    check_rounding(node, rule, "double_rounding", "float64_round_half_away", "float32_ties_even",
-                   "reduced_multiplier_half_up")
-    if rule.rounding == "reduced_multiplier_half_up":
-        return fp.multiply_by_reduced_multiplier(acc, *fp.quantize_multiplier(real))
-    if rule.rounding == "double_rounding":
-        multiplier, shift = fp.quantize_multiplier(real)
-        return fp.multiply_by_quantized_multiplier(acc, multiplier, shift)
-    if rule.rounding == "float64_round_half_away":
-        return fp.scale_round_half_away(acc, real)
-    return fp.scale_float32_ties_even(acc, np.asarray(real, np.float32))
-
-
 class RowRequant:
     """One layer's output stage, prepared once per call for the compiled loops: the rule's code, per-channel int64
     multiplier and shift (double rounding: QuantizeMultiplier's; reduced: the 16-bit multiplier and the total
@@ -107,7 +91,7 @@ class RowRequant:
 
 def one_shift(multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """[4, channels] int64: double_rounding as one product and one shift (one_shift_rounding, where
-    _double_rounding_int32 holds). x * m = v * (m << left); high = (x * m + 2**30) >> 31; RoundingDivideByPOT(high,
+    double_rounding_int32 holds). x * m = v * (m << left); high = (x * m + 2**30) >> 31; RoundingDivideByPOT(high,
     right) = (high + nudge) >> right with nudge 2**(right - 1), less one where high < 0 (0 for right = 0); nested
     floor divisions compose, so the result is (t + nudge * 2**31) >> (31 + right) with t = x * m + 2**30, less
     2**31 where t < 0 (exactly where high < 0). Rows: m << left, nudge * 2**31, the 2**31 taken where t < 0, the
@@ -134,7 +118,7 @@ def _shr(a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _to_int64(f):
+def to_int64(f):
     """float -> int64 as numpy's astype does on x86 (cvttsd2si): NaN and values beyond int64 become INT64_MIN."""
     if f >= -9.223372036854775808e18 and f < 9.223372036854775808e18:
         return np.int64(f)
@@ -163,7 +147,7 @@ def double_rounding(v, multiplier, shift):
 
 @numba.njit(cache=True, nogil=True)
 def one_shift_rounding(v, scaled, nudge, below, total):
-    """double_rounding of one int64 by one channel's column of one_shift, where _double_rounding_int32 holds."""
+    """double_rounding of one int64 by one channel's column of one_shift, where double_rounding_int32 holds."""
     t = v * scaled + np.int64(1 << 30)
     return (t + nudge - ((t >> 63) & below)) >> total
 
@@ -171,7 +155,7 @@ def one_shift_rounding(v, scaled, nudge, below, total):
 @numba.njit(cache=True, nogil=True)
 def _round_half_away(v, real):
     """scale_round_half_away on one int64."""
-    return _to_int64(fp.round_half_away_scalar(np.float64(v) * real))
+    return to_int64(fp.round_half_away_scalar(np.float64(v) * real))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -204,7 +188,7 @@ def _float32_exact(reach, bias, scale32, zero_point):
 
 
 @numba.njit(cache=True, nogil=True)
-def _double_rounding_int32(reach, bias, multiplier, shift):
+def double_rounding_int32(reach, bias, multiplier, shift):
     """Whether double_rounding may run as one product and one shift (requantize_block): every |acc + bias|
     (|acc| <= reach) shifted left stays below 2**31, so the int32 wrap changes nothing, the shifts lie in [-31, 31]
     and no multiplier is INT32_MIN, so the saturating case never arises (QuantizeMultiplier's are non-negative)."""
@@ -225,7 +209,7 @@ def requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, sca
     requantization) runs in float32 throughout when _float32_exact shows that every step is exact, as XNNPACK's
     own microkernels do: 16 lanes where int64 gives 8 (3x faster on MobileNetV2's layers); else through int64."""
     rows, channels = acc.shape
-    if code == 0 and _double_rounding_int32(reach, bias, multiplier, shift):
+    if code == 0 and double_rounding_int32(reach, bias, multiplier, shift):
         scaled, nudge, below, total = fixed[0], fixed[1], fixed[2], fixed[3]
         for r in range(rows):
             row, dst = acc[r], out[r]
@@ -252,7 +236,7 @@ def requantize_block(acc, reach, bias, code, multiplier, shift, fixed, real, sca
     elif code == 2:
         for r in range(rows):
             for c in range(channels):
-                q = _to_int64(np.rint(np.float32(np.int64(acc[r, c]) + bias[c]) * scale32[c]))
+                q = to_int64(np.rint(np.float32(np.int64(acc[r, c]) + bias[c]) * scale32[c]))
                 out[r, c] = clamp(q, zero_point, low, high)
     else:
         for r in range(rows):

