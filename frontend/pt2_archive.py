@@ -107,27 +107,29 @@ class _Archive:
         program = self.json(f"models/{_MODEL}.json")
         self._check_program(program)
         self._check_sample_inputs()
-        try:
-            serialized = _dict_to_dataclass(schema.ExportedProgram, program)
-            weights = self._payloads("weights", _dict_to_dataclass(schema.PayloadConfig, self._config("weights")))
-            constants = self._payloads("constants",
-                                       _dict_to_dataclass(schema.PayloadConfig, self._config("constants")))
-        except MccError:
-            raise
-        except Exception as e:  # torch's schema conversion raises whatever the malformed JSON trips
-            self.fail(f"the serialized program does not match torch's export schema ({summarize(e)}); re-save it "
-                      "with torch.export.save")
+        weights = self._payloads("weights", self._schema(schema.PayloadConfig, self._config("weights")))
+        constants = self._payloads("constants", self._schema(schema.PayloadConfig, self._config("constants")))
+
         def rebuild():
+            serialized = self._schema(schema.ExportedProgram, program)
             try:
                 return ExportedProgramDeserializer().deserialize(serialized, weights, constants, None)
             except Exception as e:  # torch raises many types for an inconsistent program
                 self.fail(f"the serialized program could not be rebuilt ({summarize(e)}); re-save "
                           "it with torch.export.save")
 
-        ep = (LightProgram.of(serialized, weights, constants, self._checked(rebuild)) if light else None) \
+        ep = (LightProgram.of(program, weights, constants, self._checked(rebuild)) if light else None) \
             or rebuild()
         self._check_targets(ep, torch)
         return ep
+
+    def _schema(self, cls, data):
+        """`data` (JSON) as torch's export schema dataclass `cls`."""
+        try:
+            return _dict_to_dataclass(cls, data)
+        except Exception as e:  # torch's schema conversion raises whatever the malformed JSON trips
+            self.fail(f"the serialized program does not match torch's export schema ({summarize(e)}); re-save it "
+                      "with torch.export.save")
 
     def _checked(self, rebuild):
         """`rebuild` with its program's call targets checked, for a LightProgram to rebuild its ExportedProgram."""
@@ -231,12 +233,13 @@ class _Archive:
 
 
 class LightProgram:
-    """What mcc's lowering reads of an ExportedProgram (graph, graph_signature, state_dict, constants), rebuilt by
-    torch's own graph deserializer but with each node's "val" a FakeTensor made straight from a meta tensor, and
-    without the GraphModule, module call graph and ExportedProgram around it: half of reading a MobileNetV2's
-    archive went to those, none of which the lowering reads. `exported_program()` rebuilds the whole program (for
-    the lowering's decomposition path, run_decompositions). Only for static programs of tensors (what mcc
-    compiles); `of` gives None for anything else, and the caller rebuilds as torch does."""
+    """What mcc's lowering reads of an ExportedProgram (graph, graph_signature, state_dict, constants): the graph
+    built straight from the archive's JSON (frontend/pt2_graph.py), without torch's schema dataclasses, its
+    deserializer, the GraphModule, module call graph and ExportedProgram around them, which were two thirds of
+    reading a MobileNetV2's archive and none of which the lowering reads. `exported_program()` rebuilds the whole
+    program (for the lowering's decomposition path, run_decompositions), converting the JSON then. Only for static
+    programs of tensors (what mcc compiles); `of` gives None for anything else, and the caller rebuilds as torch
+    does."""
 
     def __init__(self, graph, graph_signature, state_dict, constants, rebuild):
         self.graph, self.graph_signature = graph, graph_signature
@@ -244,54 +247,24 @@ class LightProgram:
         self.exported_program = rebuild
 
     @classmethod
-    def of(cls, serialized, weights, constants, rebuild):
-        from torch._export.serde import serialize
+    def of(cls, program: dict, weights, constants, rebuild):
+        from torch._export.serde import schema, serialize
 
-        graph = serialized.graph_module.graph
-        if (serialized.schema_version.major != serialize.SCHEMA_VERSION[0] or graph.sym_int_values
-                or graph.sym_float_values or graph.sym_bool_values or graph.custom_obj_values):
-            return None
+        from .pt2_graph import read_graph
+
         try:
-            fx_graph, signature = _read_graph(serialized.graph_module, constants)
+            graph_module = program["graph_module"]
+            graph = graph_module["graph"]
+            if (program["schema_version"]["major"] != serialize.SCHEMA_VERSION[0] or graph["sym_int_values"]
+                    or graph["sym_float_values"] or graph["sym_bool_values"] or graph["custom_obj_values"]):
+                return None
+            reader = serialize.GraphModuleDeserializer()
+            reader.constants = constants
+            signature = reader.deserialize_signature(_dict_to_dataclass(schema.GraphSignature,
+                                                                        graph_module["signature"]))
+            return cls(read_graph(graph), signature, weights, constants, rebuild)
         except Exception:  # anything the light reader does not cover: torch's whole deserializer decides
             return None
-        return cls(fx_graph, signature, weights, constants, rebuild)
-
-
-def _read_graph(graph_module, constants):
-    """(fx graph, graph signature) of a serialized GraphModule by torch's own graph deserializer, but with each
-    tensor value's FakeTensor made straight from a meta tensor of its sizes, strides and dtype: torch's makes them
-    by dispatching empty_strided through its FakeTensorMode, 70 us a tensor (a third of reading a MobileNetV2's
-    archive), this 11. torch's class refuses subclasses, so the instance gets the method."""
-    import torch
-    from torch._export.serde import serialize
-    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
-
-    reader = serialize.GraphModuleDeserializer()
-    reader.shape_env = ShapeEnv(assume_static_by_default=True)
-    reader.fake_tensor_mode = FakeTensorMode(allow_fallback_kernels=False, allow_non_fake_inputs=True,
-                                             shape_env=reader.shape_env)
-
-    def tensor_meta(tm):
-        sizes, strides = (tuple(vars(v)["as_int"] for v in vs) for vs in (tm.sizes, tm.strides))
-        if not all(type(n) is int for n in sizes + strides):  # symbolic: torch's deserializer refuses or reads it
-            raise AssertionError(f"not a static size: {tm}")
-        meta = torch.empty_strided(sizes, strides, device="meta", dtype=serialize._SERIALIZE_TO_TORCH_DTYPE[tm.dtype],
-                                   requires_grad=tm.requires_grad)
-        return FakeTensor(reader.fake_tensor_mode, meta, serialize.deserialize_device(tm.device))
-
-    reader.deserialize_tensor_meta = tensor_meta
-    if serialize._CURRENT_DESERIALIZER is not None:
-        raise AssertionError("a deserializer is already running")
-    serialize._CURRENT_DESERIALIZER = reader  # as torch's deserialize() sets it for the nodes' readers
-    try:
-        reader.symbol_name_to_symbol, reader.symbol_name_to_range, reader.unbacked_symbols = {}, {}, set()
-        reader.constants, reader.example_inputs = constants, None
-        reader.signature = reader.deserialize_signature(graph_module.signature)
-        return reader.deserialize_graph(graph_module.graph), reader.signature
-    finally:
-        serialize._CURRENT_DESERIALIZER = None
 
 
 def _dict_to_dataclass(cls, data):
