@@ -6,8 +6,8 @@ opaque objects, and legacy `.pt` weight files; it hands every symbolic-shape exp
 evaluates Python; and the graph's call targets are looked up by dotted name anywhere under `torch`. A model file
 must run no code unless the user trusts it, so without `trust_pickle` mcc reads the archive itself:
 
-- members are read with zipfile (CRC-checked by the loader first); the serialized program and the payload configs
-  are JSON, turned into torch's schema dataclasses without evaluating anything;
+- members are read with zipfile, each CRC-checked as it is read and the rest after (frontend/zip_integrity.py);
+  the serialized program and the payload configs are JSON, read without evaluating anything;
 - weights and constants are built from their raw bytes and the tensor metadata (dtype, sizes, strides, offset),
   checked against the member's length, aliasing kept where members are shared;
 - any member that would need unpickling (pickled payloads, custom/opaque objects, legacy weight files) is refused
@@ -37,6 +37,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import MccError, summarize
+from . import zip_integrity
 
 _TRUST = ("pass --trust-pickle (trust_pickle=True) only if you trust the file, or re-save the model with "
           "torch.export.save from plain tensors")
@@ -51,6 +52,8 @@ def read_pt2(path: Path, *, trust_pickle: bool = False, light: bool = False):
     import torch
 
     if trust_pickle:
+        with zipfile.ZipFile(path) as z:
+            zip_integrity.check(z, path, z.infolist())
         try:
             with open(path, "rb") as f:  # a file object: torch warns about paths not ending in .pt2
                 return torch.export.load(f)
@@ -66,6 +69,7 @@ class _Archive:
         self.z, self.path = z, path
         root = next((n[: -len("archive_format")] for n in z.namelist() if n.endswith("archive_format")), "")
         self.members = {n[len(root):]: n for n in z.namelist() if n.startswith(root)}
+        self.unread = set(z.infolist())
 
     def fail(self, message: str):
         raise MccError(message, path=self.path)
@@ -73,7 +77,9 @@ class _Archive:
     def read(self, member: str) -> bytes:
         if member not in self.members:
             self.fail(f"the torch.export archive has no member '{member}'; re-save it with torch.export.save")
-        return self.z.read(self.members[member])
+        info = self.z.getinfo(self.members[member])
+        self.unread.discard(info)
+        return zip_integrity.read(self.z, self.path, info)
 
     def text(self, member: str) -> str:
         try:
@@ -109,6 +115,7 @@ class _Archive:
         self._check_sample_inputs()
         weights = self._payloads("weights", self._schema(schema.PayloadConfig, self._config("weights")))
         constants = self._payloads("constants", self._schema(schema.PayloadConfig, self._config("constants")))
+        zip_integrity.check(self.z, self.path, [i for i in self.z.infolist() if i in self.unread])
 
         def rebuild():
             serialized = self._schema(schema.ExportedProgram, program)
