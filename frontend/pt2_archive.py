@@ -19,10 +19,12 @@ must run no code unless the user trusts it, so without `trust_pickle` mcc reads 
 
 With `trust_pickle`, torch.export.load reads the archive as torch does (all of the above allowed).
 
-Speed: torch's ExportedProgramDeserializer spends most of a load on what mcc's lowering never reads (a FakeTensor
-per value dispatched through a FakeTensorMode, the GraphModule and its code, the ExportedProgram's checks); the
-loader asks for a LightProgram instead, torch's own graph deserializer with those left out, and rebuilds the whole
-ExportedProgram only for a program the lowering must decompose (see LightProgram).
+Speed: torch's schema dataclasses and ExportedProgramDeserializer spend most of a load on what mcc's lowering never
+reads (a dataclass per argument, a FakeTensor per value dispatched through a FakeTensorMode, the GraphModule and its
+code, the ExportedProgram's checks); the loader asks for a LightProgram instead, its graph built straight from the
+JSON (frontend/pt2_graph.py), and rebuilds the whole ExportedProgram only for a program the lowering must decompose
+or the light reader does not cover (see LightProgram). Weight configs are read from their JSON as they are, and each
+member is read once (CRC-checked on the way): loading a MobileNetV2 took 0.13-0.16 s of CPU, now 0.06-0.07 s.
 """
 
 from __future__ import annotations
