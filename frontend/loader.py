@@ -3,7 +3,8 @@
 torch's three archive kinds are all zip files (`.pt` is used for two of them), so the zip members decide:
 `archive_format` marks a torch.export archive, `constants.pkl` plus `code/` a TorchScript archive, a lone
 `data.pkl` a torch.save pickle. Every zip archive is CRC-checked before torch sees it, so a truncated or
-damaged file is reported as such instead of as whatever torch trips over first. A TFLite flatbuffer carries its
+damaged file is reported as such instead of as whatever torch trips over first (a torch.export archive by its
+reader, which reads each member once: frontend/zip_integrity.py). A TFLite flatbuffer carries its
 file identifier "TFL3" at bytes 4..8; as a compile source it must be a float model. An ONNX model is a protobuf
 ModelProto, which serializers begin with its ir_version field followed by another ModelProto field, so those
 first bytes mark one; its reader then parses it and requires a graph.
@@ -14,8 +15,9 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from ..errors import MccError, require, summarize
+from ..errors import MccError, require
 from ..ir import Graph
+from .zip_integrity import bad_crc, damaged
 
 ACCEPTED = ("a torch.export archive (torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')); "
             "a TorchScript archive (torch.jit.save, loaded with input_shapes); "
@@ -86,15 +88,14 @@ def sniff(path: Path) -> str:
 def _sniff_zip(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
             names = z.namelist()
+            tails = {n.split("/", 1)[-1] for n in names}
+            # a torch.export archive's reader checks each member's CRC itself (frontend/zip_integrity.py)
+            bad = None if "archive_format" in tails else z.testzip()
     except Exception as e:  # BadZipFile, EOFError, zlib.error, ... depending on where the damage is
-        raise MccError(f"is a truncated or corrupt zip archive ({summarize(e)}); re-save or re-copy "
-                       "the model", path=path) from e
+        raise damaged(path, e) from e
     if bad is not None:
-        raise MccError(f"is a corrupt zip archive: member '{bad}' fails its CRC check; re-save or re-copy the model",
-                       path=path)
-    tails = {n.split("/", 1)[-1] for n in names}
+        raise bad_crc(path, bad)
     if "archive_format" in tails:
         return "torch.export"
     if "constants.pkl" in tails and any(t.startswith("code/") for t in tails):

@@ -6,8 +6,8 @@ opaque objects, and legacy `.pt` weight files; it hands every symbolic-shape exp
 evaluates Python; and the graph's call targets are looked up by dotted name anywhere under `torch`. A model file
 must run no code unless the user trusts it, so without `trust_pickle` mcc reads the archive itself:
 
-- members are read with zipfile (CRC-checked by the loader first); the serialized program and the payload configs
-  are JSON, turned into torch's schema dataclasses without evaluating anything;
+- members are read with zipfile, each CRC-checked as it is read and the rest after (frontend/zip_integrity.py);
+  the serialized program and the payload configs are JSON, read without evaluating anything;
 - weights and constants are built from their raw bytes and the tensor metadata (dtype, sizes, strides, offset),
   checked against the member's length, aliasing kept where members are shared;
 - any member that would need unpickling (pickled payloads, custom/opaque objects, legacy weight files) is refused
@@ -19,10 +19,12 @@ must run no code unless the user trusts it, so without `trust_pickle` mcc reads 
 
 With `trust_pickle`, torch.export.load reads the archive as torch does (all of the above allowed).
 
-Speed: torch's ExportedProgramDeserializer spends most of a load on what mcc's lowering never reads (a FakeTensor
-per value dispatched through a FakeTensorMode, the GraphModule and its code, the ExportedProgram's checks); the
-loader asks for a LightProgram instead, torch's own graph deserializer with those left out, and rebuilds the whole
-ExportedProgram only for a program the lowering must decompose (see LightProgram).
+Speed: torch's schema dataclasses and ExportedProgramDeserializer spend most of a load on what mcc's lowering never
+reads (a dataclass per argument, a FakeTensor per value dispatched through a FakeTensorMode, the GraphModule and its
+code, the ExportedProgram's checks); the loader asks for a LightProgram instead, its graph built straight from the
+JSON (frontend/pt2_graph.py), and rebuilds the whole ExportedProgram only for a program the lowering must decompose
+or the light reader does not cover (see LightProgram). Weight configs are read from their JSON as they are, and each
+member is read once (CRC-checked on the way): loading a MobileNetV2 took 0.13-0.16 s of CPU, now 0.06-0.07 s.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import MccError, summarize
+from . import zip_integrity
 
 _TRUST = ("pass --trust-pickle (trust_pickle=True) only if you trust the file, or re-save the model with "
           "torch.export.save from plain tensors")
@@ -51,6 +54,8 @@ def read_pt2(path: Path, *, trust_pickle: bool = False, light: bool = False):
     import torch
 
     if trust_pickle:
+        with zipfile.ZipFile(path) as z:
+            zip_integrity.check(z, path, z.infolist())
         try:
             with open(path, "rb") as f:  # a file object: torch warns about paths not ending in .pt2
                 return torch.export.load(f)
@@ -66,6 +71,7 @@ class _Archive:
         self.z, self.path = z, path
         root = next((n[: -len("archive_format")] for n in z.namelist() if n.endswith("archive_format")), "")
         self.members = {n[len(root):]: n for n in z.namelist() if n.startswith(root)}
+        self.unread = set(z.infolist())
 
     def fail(self, message: str):
         raise MccError(message, path=self.path)
@@ -73,7 +79,9 @@ class _Archive:
     def read(self, member: str) -> bytes:
         if member not in self.members:
             self.fail(f"the torch.export archive has no member '{member}'; re-save it with torch.export.save")
-        return self.z.read(self.members[member])
+        info = self.z.getinfo(self.members[member])
+        self.unread.discard(info)
+        return zip_integrity.read(self.z, self.path, info)
 
     def text(self, member: str) -> str:
         try:
@@ -108,26 +116,36 @@ class _Archive:
         self._check_program(program)
         self._check_sample_inputs()
         try:
-            serialized = _dict_to_dataclass(schema.ExportedProgram, program)
-            weights = self._payloads("weights", _dict_to_dataclass(schema.PayloadConfig, self._config("weights")))
-            constants = self._payloads("constants",
-                                       _dict_to_dataclass(schema.PayloadConfig, self._config("constants")))
+            weights, constants = self._payloads("weights"), self._payloads("constants")
         except MccError:
             raise
-        except Exception as e:  # torch's schema conversion raises whatever the malformed JSON trips
-            self.fail(f"the serialized program does not match torch's export schema ({summarize(e)}); re-save it "
-                      "with torch.export.save")
+        except Exception as e:  # a config the reader cannot follow: KeyError, TypeError, ... whatever it trips
+            self._mismatch(e)
+        zip_integrity.check(self.z, self.path, [i for i in self.z.infolist() if i in self.unread])
+
         def rebuild():
+            serialized = self._schema(schema.ExportedProgram, program)
             try:
                 return ExportedProgramDeserializer().deserialize(serialized, weights, constants, None)
             except Exception as e:  # torch raises many types for an inconsistent program
                 self.fail(f"the serialized program could not be rebuilt ({summarize(e)}); re-save "
                           "it with torch.export.save")
 
-        ep = (LightProgram.of(serialized, weights, constants, self._checked(rebuild)) if light else None) \
+        ep = (LightProgram.of(program, weights, constants, self._checked(rebuild)) if light else None) \
             or rebuild()
         self._check_targets(ep, torch)
         return ep
+
+    def _schema(self, cls, data):
+        """`data` (JSON) as torch's export schema dataclass `cls`."""
+        try:
+            return _dict_to_dataclass(cls, data)
+        except Exception as e:  # torch's schema conversion raises whatever the malformed JSON trips
+            self._mismatch(e)
+
+    def _mismatch(self, error: Exception):
+        self.fail(f"the serialized program does not match torch's export schema ({summarize(error)}); re-save it "
+                  "with torch.export.save")
 
     def _checked(self, rebuild):
         """`rebuild` with its program's call targets checked, for a LightProgram to rebuild its ExportedProgram."""
@@ -181,33 +199,33 @@ class _Archive:
                       f"{_TRUST}")
         return self.json(f"data/{kind}/{_MODEL}_{kind}_config.json")
 
-    def _payloads(self, kind: str, config) -> dict:
-        """Tensors by fully qualified name, built from raw bytes; refuses pickled payloads."""
+    def _payloads(self, kind: str) -> dict:
+        """Tensors by fully qualified name, built from raw bytes and their config (JSON: torch's PayloadConfig,
+        read as it is, where schema dataclasses cost a fifth of reading a MobileNetV2); refuses pickled payloads."""
         import torch
 
         flat: dict[str, object] = {}
         out = {}
-        for fqn, meta in config.config.items():
-            member = f"data/{kind}/{meta.path_name}"
-            if meta.use_pickle or not meta.path_name.startswith(("weight_", "tensor_")):
+        for fqn, meta in self._config(kind)["config"].items():
+            path_name, tm = meta["path_name"], meta["tensor_meta"]
+            member = f"data/{kind}/{path_name}"
+            if meta["use_pickle"] or not path_name.startswith(("weight_", "tensor_")):
                 self.fail(f"{kind[:-1]} '{fqn}' is stored as a pickled object (member '{member}'), which runs code "
                           f"when loaded; {_TRUST}")
-            tm = meta.tensor_meta
             if tm is None:
                 self.fail(f"{kind[:-1]} '{fqn}' has no tensor metadata; the archive is damaged: re-save it")
             dtype, sizes, strides, offset = _layout(tm)
             if member not in flat:
                 flat[member] = self._flat(member, dtype)
             t = self._strided(flat[member], fqn, member, dtype, sizes, strides, offset)
-            out[fqn] = torch.nn.Parameter(t, requires_grad=tm.requires_grad) if meta.is_param else t
+            out[fqn] = torch.nn.Parameter(t, requires_grad=tm["requires_grad"]) if meta["is_param"] else t
         return out
 
     def _flat(self, member: str, dtype):
         import torch
 
         raw = self.read(member)
-        size = torch.empty((), dtype=dtype).element_size()
-        if len(raw) % size:
+        if len(raw) % dtype.itemsize:
             self.fail(f"archive member '{member}' holds {len(raw)} bytes, not a whole number of {dtype} elements; "
                       "the archive is damaged: re-save it")
         return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
@@ -231,12 +249,15 @@ class _Archive:
 
 
 class LightProgram:
-    """What mcc's lowering reads of an ExportedProgram (graph, graph_signature, state_dict, constants), rebuilt by
-    torch's own graph deserializer but with each node's "val" a FakeTensor made straight from a meta tensor, and
-    without the GraphModule, module call graph and ExportedProgram around it: half of reading a MobileNetV2's
-    archive went to those, none of which the lowering reads. `exported_program()` rebuilds the whole program (for
-    the lowering's decomposition path, run_decompositions). Only for static programs of tensors (what mcc
-    compiles); `of` gives None for anything else, and the caller rebuilds as torch does."""
+    """What mcc's lowering reads of an ExportedProgram (graph, graph_signature, state_dict, constants): the graph
+    built straight from the archive's JSON (frontend/pt2_graph.py), without torch's schema dataclasses, its
+    deserializer, the GraphModule, module call graph and ExportedProgram around them, which were two thirds of
+    reading a MobileNetV2's archive and none of which the lowering reads. `exported_program()` rebuilds the whole
+    program (for the lowering's decomposition path, run_decompositions), converting the JSON then. Only for static
+    programs of tensors (what mcc compiles); `of` gives None for anything else, and the caller rebuilds as torch
+    does. Damage in what the lowering does not read (a value's device or storage offset, the module call graph)
+    is not refused as torch's schema check refused it: such a file lowers to the IR of the undamaged one (149 of
+    1,500 mutations of tests/fuzz/pt2_fuzz.py's model JSON, each checked)."""
 
     def __init__(self, graph, graph_signature, state_dict, constants, rebuild):
         self.graph, self.graph_signature = graph, graph_signature
@@ -244,54 +265,24 @@ class LightProgram:
         self.exported_program = rebuild
 
     @classmethod
-    def of(cls, serialized, weights, constants, rebuild):
-        from torch._export.serde import serialize
+    def of(cls, program: dict, weights, constants, rebuild):
+        from torch._export.serde import schema, serialize
 
-        graph = serialized.graph_module.graph
-        if (serialized.schema_version.major != serialize.SCHEMA_VERSION[0] or graph.sym_int_values
-                or graph.sym_float_values or graph.sym_bool_values or graph.custom_obj_values):
-            return None
+        from .pt2_graph import read_graph
+
         try:
-            fx_graph, signature = _read_graph(serialized.graph_module, constants)
+            graph_module = program["graph_module"]
+            graph = graph_module["graph"]
+            if (program["schema_version"]["major"] != serialize.SCHEMA_VERSION[0] or graph["sym_int_values"]
+                    or graph["sym_float_values"] or graph["sym_bool_values"] or graph["custom_obj_values"]):
+                return None
+            reader = serialize.GraphModuleDeserializer()
+            reader.constants = constants
+            signature = reader.deserialize_signature(_dict_to_dataclass(schema.GraphSignature,
+                                                                        graph_module["signature"]))
+            return cls(read_graph(graph), signature, weights, constants, rebuild)
         except Exception:  # anything the light reader does not cover: torch's whole deserializer decides
             return None
-        return cls(fx_graph, signature, weights, constants, rebuild)
-
-
-def _read_graph(graph_module, constants):
-    """(fx graph, graph signature) of a serialized GraphModule by torch's own graph deserializer, but with each
-    tensor value's FakeTensor made straight from a meta tensor of its sizes, strides and dtype: torch's makes them
-    by dispatching empty_strided through its FakeTensorMode, 70 us a tensor (a third of reading a MobileNetV2's
-    archive), this 11. torch's class refuses subclasses, so the instance gets the method."""
-    import torch
-    from torch._export.serde import serialize
-    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
-
-    reader = serialize.GraphModuleDeserializer()
-    reader.shape_env = ShapeEnv(assume_static_by_default=True)
-    reader.fake_tensor_mode = FakeTensorMode(allow_fallback_kernels=False, allow_non_fake_inputs=True,
-                                             shape_env=reader.shape_env)
-
-    def tensor_meta(tm):
-        sizes, strides = (tuple(vars(v)["as_int"] for v in vs) for vs in (tm.sizes, tm.strides))
-        if not all(type(n) is int for n in sizes + strides):  # symbolic: torch's deserializer refuses or reads it
-            raise AssertionError(f"not a static size: {tm}")
-        meta = torch.empty_strided(sizes, strides, device="meta", dtype=serialize._SERIALIZE_TO_TORCH_DTYPE[tm.dtype],
-                                   requires_grad=tm.requires_grad)
-        return FakeTensor(reader.fake_tensor_mode, meta, serialize.deserialize_device(tm.device))
-
-    reader.deserialize_tensor_meta = tensor_meta
-    if serialize._CURRENT_DESERIALIZER is not None:
-        raise AssertionError("a deserializer is already running")
-    serialize._CURRENT_DESERIALIZER = reader  # as torch's deserialize() sets it for the nodes' readers
-    try:
-        reader.symbol_name_to_symbol, reader.symbol_name_to_range, reader.unbacked_symbols = {}, {}, set()
-        reader.constants, reader.example_inputs = constants, None
-        reader.signature = reader.deserialize_signature(graph_module.signature)
-        return reader.deserialize_graph(graph_module.graph), reader.signature
-    finally:
-        serialize._CURRENT_DESERIALIZER = None
 
 
 def _dict_to_dataclass(cls, data):
@@ -368,22 +359,26 @@ def _type_hints(cls) -> dict:
     return typing.get_type_hints(cls, globalns=vars(schema))
 
 
-def _layout(tm):
-    """(torch dtype, sizes, strides, storage offset) of a serialized TensorMeta: static sizes only."""
-    from torch._export.serde.serialize import deserialize_scalar_type
+def _layout(tm: dict):
+    """(torch dtype, sizes, strides, storage offset) of a serialized TensorMeta (JSON): static sizes only."""
+    from torch._export.serde.serialize import _SERIALIZE_TO_TORCH_DTYPE
+
+    def value(v):  # a SymInt union: {"as_int": n} or {"as_expr": ...}
+        (tag, n), = v.items()
+        return tag, n
 
     def ints(values):
         out = []
-        for v in values:
-            if v.type != "as_int":
+        for tag, n in map(value, values):
+            if tag != "as_int":
                 raise MccError("the archive has dynamic (symbolic) dimensions in a stored tensor; mcc compiles "
                                "static shapes: export with concrete example inputs")
-            out.append(int(v.value))
+            out.append(int(n))
         return out
 
-    offset = tm.storage_offset
-    return (deserialize_scalar_type(tm.dtype), ints(tm.sizes), ints(tm.strides),
-            int(offset.value) if offset.type == "as_int" else -1)
+    tag, offset = value(tm["storage_offset"])
+    return _SERIALIZE_TO_TORCH_DTYPE[tm["dtype"]], ints(tm["sizes"]), ints(tm["strides"]), \
+        int(offset) if tag == "as_int" else -1
 
 
 def _dunder(target: str) -> bool:
