@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import operator
 import os
@@ -306,6 +307,9 @@ class _Lowering:
         for node in self.ep.graph.nodes:
             self.node = node
             if node.op == "placeholder":
+                if node.name not in specs:
+                    self.fail(f"input '{node.name}' of the graph has no entry in the program's graph signature; the "
+                              f"archive is inconsistent: {_RESAVE}")
                 self.env[node] = self._placeholder(node, specs[node.name])
             elif node.op == "call_function":
                 if str(node.target) not in SKIPPED and self.names_of.get(node, node.name) is not None:
@@ -325,7 +329,11 @@ class _Lowering:
         if spec.kind.name != "USER_INPUT":
             value = self.ep.state_dict.get(spec.target)
             if value is None:
-                value = self.ep.constants[spec.target]
+                value = self.ep.constants.get(spec.target)
+            if value is None:
+                self.fail(f"the program's signature names {spec.kind.name.lower()} '{spec.target}' for input "
+                          f"'{node.name}', which its weights and constants do not hold; the archive is inconsistent: "
+                          f"{_RESAVE}")
             return Const(value.detach(), spec.target)
         val = node.meta.get("val")
         if not isinstance(val, torch.Tensor):
@@ -363,7 +371,14 @@ class _Lowering:
         if lowering is None:
             self.fail("not supported by mcc's PyTorch frontend (the supported ops are the keys of "
                       "mcc.frontend.aten.LOWERINGS); rewrite this part of the model with supported ops")
-        result = lowering(self, *args, **kwargs)
+        try:
+            result = lowering(self, *args, **kwargs)
+        except TypeError:
+            try:  # arguments that do not fit the lowering are the program's fault (a damaged archive), not mcc's
+                inspect.signature(lowering).bind(self, *args, **kwargs)
+            except TypeError as e:
+                self.fail(f"its arguments do not fit the operator ({e}); the archive is inconsistent: {_RESAVE}")
+            raise
         self._check_shapes(node, result)
         return result
 
@@ -480,6 +495,7 @@ class _Lowering:
         return claim_unique(self.names, base)
 
 
+_RESAVE = "re-save the model with torch.export.save"
 _NUMBERED = re.compile(r"_\d+$")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep

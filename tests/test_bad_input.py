@@ -1,10 +1,13 @@
 """Bad input through the CLI: one-paragraph error naming the file and the problem, exit 2, no output left behind."""
 
+import json
+import zipfile
+
 import numpy as np
 import pytest
 import torch
 from bad_inputs import Cumsum as Unsupported
-from bad_inputs import Tiny
+from bad_inputs import Tiny, rewrite_zip
 
 from mcc.cli import main
 
@@ -45,6 +48,36 @@ def test_corrupt_bytes_in_pt2(good, tmp_path, capsys):
     bad.write_bytes(bytes(data))
     err = _compile(capsys, bad, tmp_path / "o.tflite")
     assert "corrupt.pt2" in err
+
+
+def _program_edited(good, tmp_path, edit):
+    """`good` with its serialized program (models/model.json) changed by edit(program), CRCs valid."""
+    with zipfile.ZipFile(good) as z:
+        program = json.loads(z.read(next(n for n in z.namelist() if n.endswith("models/model.json"))))
+    edit(program)
+    return rewrite_zip(good, tmp_path / "edited.pt2", {"models/model.json": json.dumps(program).encode()})
+
+
+def test_pt2_signature_without_a_graph_input(good, tmp_path, capsys):
+    """A graph input the program's signature does not describe (found by tests/fuzz/pt2_fuzz.py)."""
+    def rename(program):
+        program["graph_module"]["signature"]["input_specs"][0]["parameter"]["arg"]["name"] = "renamed"
+    err = _compile(capsys, _program_edited(good, tmp_path, rename), tmp_path / "o.tflite")
+    assert "edited.pt2" in err and "no entry in the program's graph signature" in err
+
+
+def test_pt2_argument_given_twice(good, tmp_path, capsys):
+    """The conv's bias with an argument kind that is neither positional nor keyword (a damage found by
+    tests/fuzz/pt2_fuzz.py): torch's reader passes it by keyword and the arguments after it by position, so bias
+    arrives twice; the archive's fault, not an error inside mcc."""
+    def twice(program):
+        conv = next(n for n in program["graph_module"]["graph"]["nodes"] if "conv2d" in n["target"])
+        next(a for a in conv["inputs"] if a["name"] == "bias")["kind"] = -(1 << 32)
+    padded = tmp_path / "padded.pt2"  # padding is recorded after bias (defaults are left out)
+    torch.export.save(torch.export.export(torch.nn.Conv2d(1, 2, 3, padding=1).eval(), (torch.randn(1, 1, 6, 6),)),
+                      padded)
+    err = _compile(capsys, _program_edited(padded, tmp_path, twice), tmp_path / "o.tflite")
+    assert "edited.pt2" in err and "conv2d" in err and "arguments do not fit" in err
 
 
 def test_other_format_with_torch_extension(tmp_path, capsys):
