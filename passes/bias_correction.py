@@ -32,6 +32,7 @@ from ..ir import Graph, Node
 from ..ir.traits import weight_axes, weighted
 from ..runtime import evaluate_node
 from ..runtime.fixed_point import bias_bound
+from ..runtime.kernels.int8_reduce import int64_sum
 from ..runtime.threads import Workers, in_order
 from .calibrate import (channel_mean, chunk_batches, even_chunks, graph_feeds, in_sized_chunks, real_value,
                         split_batches)
@@ -272,22 +273,6 @@ def _tap_means(node: Node, taps: np.ndarray, count: int) -> np.ndarray:
     return sums * float(q.scale[0]) / (count * out_h * out_w)
 
 
-def _sample_sums(v: np.ndarray) -> np.ndarray:
-    """The sum of v's samples (axis 0) in int64, the shape of one sample."""
-    total = np.zeros(v.shape[1:], np.int64)
-    _add_samples(np.ascontiguousarray(v).reshape(len(v), -1), total.reshape(-1))
-    return total
-
-
-@numba.njit(cache=True, nogil=True)
-def _add_samples(v, total):
-    """total += v.sum(axis=0) in int64: numpy's sum with dtype=int64 casts each row first, 5x slower."""
-    for s in range(v.shape[0]):
-        row = v[s]
-        for i in range(row.size):
-            total[i] += row[i]
-
-
 def _window(start: int, stride: int, n: int, size: int) -> slice:
     """The slice of the indices start + stride * k (k < n) that lie in [0, size): a kernel tap's rows or columns
     (a strided view, where fancy indexing would copy)."""
@@ -313,7 +298,7 @@ def _chunk_sums(node: Node, x: np.ndarray) -> tuple[np.ndarray, int]:
     rows) in int64, and how many were summed. Integer sums, so the chunks add up exactly in any grouping."""
     if node.op == "fully_connected":
         rows = x.reshape(-1, node.inputs[0].shape[-1])
-        return _sample_sums(rows), len(rows)
+        return int64_sum(rows, (0,), keepdims=False), len(rows)
     return _tap_sums(node, x), len(x)
 
 

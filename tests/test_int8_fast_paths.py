@@ -136,18 +136,18 @@ def test_table_activations_index_as_numpy_does():
 
 
 def test_int8_mean_sums_exactly_as_numpy_widens():
-    """int8_reduce._int64_sum, compiled over a run of consecutive axes, numpy's sum elsewhere, against the int64 copy
+    """int8_reduce.int64_sum, compiled over a run of consecutive axes, numpy's sum elsewhere, against the int64 copy
     summed: every axis set of a 4-D tensor at full-scale codes, with and without keepdims, and an empty tensor."""
     rng = np.random.default_rng(3)
     x = rng.choice(np.array([-128, 127, -1, 0, 5], np.int8), (3, 17, 9, 40))
     for count in range(1, 5):
         for axes in itertools.combinations(range(4), count):
             for keepdims in (False, True):
-                got = int8_reduce._int64_sum(x, axes, keepdims)
+                got = int8_reduce.int64_sum(x, axes, keepdims)
                 want = x.astype(np.int64).sum(axis=axes, keepdims=keepdims)
                 assert got.dtype == np.int64 and got.shape == want.shape
                 np.testing.assert_array_equal(got, want)
-    assert int8_reduce._int64_sum(x[:, :0], (1, 2), True).shape == (3, 1, 1, 40)
+    assert int8_reduce.int64_sum(x[:, :0], (1, 2), True).shape == (3, 1, 1, 40)
 
 
 def test_reduced_multiplier_equals_fixed_point():

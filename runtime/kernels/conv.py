@@ -154,9 +154,11 @@ def _scratch(typingctx, size, dtype):
 
 
 def _vector_at(context, builder, arrty, array, index):
-    """Pointer to the L float32 elements of 1-D `array` from `index` on."""
+    """Pointer to the L elements (of the array's dtype: float32 here, int8_depthwise's operands too) of 1-D `array`
+    from `index` on."""
     data = context.make_array(arrty)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [index]), _VEC.as_pointer())
+    vector = ir.VectorType(context.get_data_type(arrty.dtype), L)
+    return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
 
 
 def _slot(context, builder, signature, args):

@@ -23,7 +23,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .conv import L, _scratch
+from .conv import L, _first_lanes, _scratch, _vector_at
 from .int8_gemm import _threads_for, operand_dtype
 from .int8_output import requantize_block
 
@@ -35,12 +35,6 @@ _VECTORS = (_TAPS + _ROW_SUMS) * L  # a literal for _scratch
 def _vector_type(context, arrty):
     """L elements of the array type's dtype."""
     return ir.VectorType(context.get_data_type(arrty.dtype), L)
-
-
-def _vector_at(context, builder, arrty, array, index):
-    """Pointer to the L elements of 1-D `array` from `index` on."""
-    data = context.make_array(arrty)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [index]), _vector_type(context, arrty).as_pointer())
 
 
 def _slot(context, builder, arrty, regs, slot):
@@ -111,12 +105,7 @@ def _vector_store_sum(typingctx, out, at, lanes, regs, first):
             index = builder.add(first, ir.Constant(first.type, k))
             total = builder.fadd(total, builder.load(_slot(context, builder, regs_type, args[3], index), align=1))
         target = _vector_at(context, builder, signature.args[0], args[0], args[1])
-        count = args[2]
-        lanes_type = ir.VectorType(count.type, L)
-        one = builder.insert_element(ir.Constant(lanes_type, None), count, ir.Constant(ir.IntType(32), 0))
-        mask = builder.icmp_signed("<", ir.Constant(lanes_type, list(range(L))),
-                                   builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), L),
-                                                                                [0] * L)))
+        mask = _first_lanes(builder, args[2])
         store = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [total.type, target.type, ir.IntType(32), mask.type]),
             f"llvm.masked.store.v{L}{'f32' if total.type.element == ir.FloatType() else 'f64'}.p0")
