@@ -14,7 +14,6 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
 from mcc import __version__
-from mcc.formats.tflite import writer
 from mcc.formats.tflite.writer import write_tflite
 from mcc.errors import MccError
 from mcc.formats.tflite.reader import read_tflite
@@ -469,33 +468,6 @@ def test_file_layout():
     for i in range(1, raw.BuffersLength()):
         buf = raw.Buffers(i)
         assert buf._tab.Vector(buf._tab.Offset(4)) % 16 == 0, f"buffer {i} is not 16-byte aligned"
-
-
-class _AlignedBufferT(schema.BufferT):
-    """The object API's Buffer with its bytes on a 16-byte boundary, as the writer aligns them (the writer's own
-    Buffer table: test_file_layout checks its alignment; this test is about the order of the rest)."""
-
-    def Pack(self, builder):
-        return writer._buffer(builder, None if self.data is None else self.data.tobytes())
-
-
-def _object_api_bytes(data: bytes) -> bytes:
-    """The file unpacked into the schema's object API and packed again by it (ModelT.Pack)."""
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
-    for i, b in enumerate(model.buffers):
-        model.buffers[i] = _AlignedBufferT()
-        model.buffers[i].data = b.data
-    builder = flatbuffers.Builder(len(data))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def test_writer_packs_tables_as_the_object_api(built):
-    """The writer builds the flatbuffer directly, in the order ModelT.Pack packs the same model, so its bytes are
-    the object API's (vtables shared the same way, the same padding), for every mapped op."""
-    name, g, _, _ = built
-    data = write_tflite(g)
-    assert _object_api_bytes(data) == data
 
 
 def test_quantization_parameters_reach_litert_and_come_back():
